@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything Sightline needs to build and test, idempotently and only from the
+# package registries (crates.io, npm, Debian). Fast when everything is already present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WASM_BINDGEN_VERSION=0.2.130
+WORKER_BUILD_VERSION=0.8.7
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf '[bootstrap] %s\n' "$*"; }
+
+# Rust: the wasm32 target (a no-op when installed).
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  log "adding rust target wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi
+
+# wasm-bindgen-cli must equal the wasm-bindgen library version exactly.
+# No --locked: one locked dependency version is missing from the registry mirror.
+if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
+  log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (takes a few minutes)"
+  cargo install wasm-bindgen-cli --version "=$WASM_BINDGEN_VERSION" --force
+fi
+
+if ! worker-build --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then
+  log "installing worker-build $WORKER_BUILD_VERSION (takes a few minutes)"
+  cargo install worker-build --version "=$WORKER_BUILD_VERSION" --locked --force
+fi
+
+# Chromium + chromedriver from Debian, for the wasm tests and the end-to-end tests.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  log "installing chromium and chromium-driver from apt"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
+# Node side: Node 22, wrangler, esbuild, binaryen, playwright-core, pinned by package-lock.json.
+# Re-run npm ci only when the lock file changed since the last install.
+stamp=node_modules/.sightline-lock.sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" > "$stamp"
+fi
+log "ok"

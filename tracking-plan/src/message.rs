@@ -1,0 +1,267 @@
+//! The message model: decides what a Segment-spec message and batch look like on the
+//! wire, and which fields a message of each type must carry.
+//!
+//! One flat struct covers all six types (track, page, identify, alias, group, screen), as
+//! the spec shares almost every field between them. Fields that Sightline does not model
+//! are kept in `extra` and written back unchanged, so nothing a peer SDK sends is lost.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+/// The six Segment message types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageType {
+    Track,
+    Page,
+    Identify,
+    Alias,
+    Group,
+    Screen,
+}
+
+impl MessageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Track => "track",
+            MessageType::Page => "page",
+            MessageType::Identify => "identify",
+            MessageType::Alias => "alias",
+            MessageType::Group => "group",
+            MessageType::Screen => "screen",
+        }
+    }
+
+    /// Parses a type name, also accepting the one-letter path aliases used by
+    /// analytics-next (`/v1/t`, `/v1/p`, ...).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "track" | "t" => MessageType::Track,
+            "page" | "p" => MessageType::Page,
+            "identify" | "i" => MessageType::Identify,
+            "alias" | "a" => MessageType::Alias,
+            "group" | "g" => MessageType::Group,
+            "screen" | "s" => MessageType::Screen,
+            _ => return None,
+        })
+    }
+}
+
+/// One Segment-spec message. `type` is kept optional so that a message without one can be
+/// reported as such instead of failing the whole batch; [`Message::check_shape`] says
+/// whether the required fields for its type are there.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<MessageType>,
+    #[serde(default, deserialize_with = "id", skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(default, deserialize_with = "id", skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+    #[serde(default, deserialize_with = "id", skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Client time of the event (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_timestamp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<String>,
+    /// track: the event name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// page / screen: the page name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// page: the page category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// alias: the id being aliased.
+    #[serde(default, deserialize_with = "id", skip_serializing_if = "Option::is_none")]
+    pub previous_id: Option<String>,
+    /// group: the group id.
+    #[serde(default, deserialize_with = "id", skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traits: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrations: Option<Value>,
+    /// Every field not modelled above, kept as it came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The body of `POST /v1/batch`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Batch {
+    pub batch: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_key: Option<String>,
+    /// Context shared by every message of the batch (merged under each message's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Why a message does not have the shape its type requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShapeError {
+    MissingType,
+    MissingMessageId,
+    /// Neither `anonymousId` nor `userId` (alias: `userId`) is set.
+    MissingIdentity,
+    /// A field the type requires is absent or empty (for example `event` on track).
+    MissingField(&'static str),
+}
+
+impl ShapeError {
+    pub fn describe(&self) -> String {
+        match self {
+            ShapeError::MissingType => "missing or unknown `type`".into(),
+            ShapeError::MissingMessageId => "missing `messageId`".into(),
+            ShapeError::MissingIdentity => "one of `anonymousId` or `userId` is required".into(),
+            ShapeError::MissingField(f) => format!("missing `{f}`"),
+        }
+    }
+}
+
+fn present(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|s| !s.is_empty())
+}
+
+impl Message {
+    /// The event name (track) or page/screen name, for display and storage.
+    pub fn event_name(&self) -> Option<&str> {
+        match self.kind {
+            Some(MessageType::Track) => self.event.as_deref(),
+            Some(MessageType::Page | MessageType::Screen) => self.name.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Checks the fields the Segment spec requires for the message's type.
+    pub fn check_shape(&self) -> Result<MessageType, ShapeError> {
+        let kind = self.kind.ok_or(ShapeError::MissingType)?;
+        if !present(&self.message_id) {
+            return Err(ShapeError::MissingMessageId);
+        }
+        if !present(&self.anonymous_id) && !present(&self.user_id) {
+            return Err(ShapeError::MissingIdentity);
+        }
+        match kind {
+            MessageType::Track if !present(&self.event) => Err(ShapeError::MissingField("event")),
+            MessageType::Alias if !present(&self.previous_id) => {
+                Err(ShapeError::MissingField("previousId"))
+            }
+            MessageType::Alias if !present(&self.user_id) => Err(ShapeError::MissingField("userId")),
+            MessageType::Group if !present(&self.group_id) => Err(ShapeError::MissingField("groupId")),
+            _ => Ok(kind),
+        }
+    }
+}
+
+/// Ids are strings in the spec, but server libraries and hand-written clients send numbers
+/// too; accept both (and null), so that a numeric userId is not a lost event.
+fn id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::Bool(b)) => Some(b.to_string()),
+        Some(other) => {
+            return Err(serde::de::Error::custom(format!(
+                "an id must be a string or a number, not {}",
+                json_kind(&other)
+            )))
+        }
+    })
+}
+
+/// A JSON value's kind, as named in error messages.
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn track_round_trips_and_keeps_unknown_fields() {
+        let raw = json!({
+            "type": "track", "messageId": "m1", "anonymousId": "a1",
+            "event": "Signed Up", "properties": {"plan": "pro"},
+            "timestamp": "2026-01-01T00:00:00.000Z",
+            "context": {"library": {"name": "analytics.js", "version": "x"}},
+            "_metadata": {"bundled": ["Segment.io"]}, "version": 2
+        });
+        let m: Message = serde_json::from_value(raw.clone()).unwrap();
+        assert_eq!(m.kind, Some(MessageType::Track));
+        assert_eq!(m.event_name(), Some("Signed Up"));
+        assert_eq!(m.extra.get("version"), Some(&json!(2)));
+        assert_eq!(serde_json::to_value(&m).unwrap(), raw);
+        assert_eq!(m.check_shape(), Ok(MessageType::Track));
+    }
+
+    #[test]
+    fn numeric_user_id_is_accepted_as_a_string() {
+        let m: Message =
+            serde_json::from_value(json!({"type":"identify","messageId":"m","userId":42})).unwrap();
+        assert_eq!(m.user_id.as_deref(), Some("42"));
+        assert_eq!(m.check_shape(), Ok(MessageType::Identify));
+    }
+
+    #[test]
+    fn object_as_id_is_an_error() {
+        let r: Result<Message, _> =
+            serde_json::from_value(json!({"type":"track","messageId":{"a":1}}));
+        assert!(r.unwrap_err().to_string().contains("string or a number"));
+    }
+
+    #[test]
+    fn shape_rules_per_type() {
+        let base = |v: Value| serde_json::from_value::<Message>(v).unwrap().check_shape();
+        assert_eq!(base(json!({"messageId":"m","anonymousId":"a"})), Err(ShapeError::MissingType));
+        assert_eq!(base(json!({"type":"page","anonymousId":"a"})), Err(ShapeError::MissingMessageId));
+        assert_eq!(base(json!({"type":"page","messageId":"m"})), Err(ShapeError::MissingIdentity));
+        assert_eq!(
+            base(json!({"type":"track","messageId":"m","anonymousId":"a"})),
+            Err(ShapeError::MissingField("event"))
+        );
+        assert_eq!(
+            base(json!({"type":"alias","messageId":"m","userId":"u"})),
+            Err(ShapeError::MissingField("previousId"))
+        );
+        assert_eq!(
+            base(json!({"type":"group","messageId":"m","userId":"u"})),
+            Err(ShapeError::MissingField("groupId"))
+        );
+        assert_eq!(base(json!({"type":"page","messageId":"m","userId":"u"})), Ok(MessageType::Page));
+    }
+
+    #[test]
+    fn short_type_names() {
+        assert_eq!(MessageType::from_name("t"), Some(MessageType::Track));
+        assert_eq!(MessageType::from_name("b"), None);
+        assert_eq!(MessageType::from_name("screen"), Some(MessageType::Screen));
+    }
+}
