@@ -56,7 +56,11 @@ pub struct RequestError {
 
 impl RequestError {
     fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        RequestError { status, code, message: message.into() }
+        RequestError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// The JSON body sent with the error status.
@@ -76,7 +80,11 @@ pub struct Reason {
 
 impl Reason {
     fn new(kind: &'static str, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Reason { kind, path: path.into(), message: message.into() }
+        Reason {
+            kind,
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -134,7 +142,11 @@ fn write_key(authorization: Option<&str>, body_key: Option<&str>) -> Result<Stri
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(|| {
-                RequestError::new(401, "bad_authorization", "Authorization is not valid base64")
+                RequestError::new(
+                    401,
+                    "bad_authorization",
+                    "Authorization is not valid base64",
+                )
             })?;
         let key = decoded.split(':').next().unwrap_or_default();
         if !key.is_empty() {
@@ -160,13 +172,20 @@ fn parse_envelope<'a>(
         return Err(RequestError::new(
             413,
             "batch_too_large",
-            format!("request body is {} bytes; the limit is {MAX_BATCH_BYTES}", req.body.len()),
+            format!(
+                "request body is {} bytes; the limit is {MAX_BATCH_BYTES}",
+                req.body.len()
+            ),
         ));
     }
     let text = std::str::from_utf8(req.body)
         .map_err(|_| RequestError::new(400, "invalid_utf8", "request body is not UTF-8"))?;
     if text.trim().is_empty() {
-        return Err(RequestError::new(400, "empty_body", "request body is empty"));
+        return Err(RequestError::new(
+            400,
+            "empty_body",
+            "request body is empty",
+        ));
     }
     let mut raw: RawBatch<'a> = match req.endpoint {
         Endpoint::Batch => serde_json::from_str(text).map_err(|e| invalid_json(&e))?,
@@ -180,24 +199,43 @@ fn parse_envelope<'a>(
         }
     };
     if raw.batch.is_none() {
-        return Err(RequestError::new(400, "missing_batch", "body has no `batch` array"));
+        return Err(RequestError::new(
+            400,
+            "missing_batch",
+            "body has no `batch` array",
+        ));
     }
     let key = write_key(req.authorization, raw.write_key.as_deref())?;
     if sources.get(&key).is_none() {
-        return Err(RequestError::new(401, "unknown_write_key", "the write key is not configured"));
+        return Err(RequestError::new(
+            401,
+            "unknown_write_key",
+            "the write key is not configured",
+        ));
     }
     raw.write_key = None;
     Ok((key, raw))
 }
 
 fn invalid_json(e: &serde_json::Error) -> RequestError {
-    let code = if e.is_data() { "invalid_body" } else { "invalid_json" };
-    RequestError::new(400, code, format!("body is not a valid Segment request: {e}"))
+    let code = if e.is_data() {
+        "invalid_body"
+    } else {
+        "invalid_json"
+    };
+    RequestError::new(
+        400,
+        code,
+        format!("body is not a valid Segment request: {e}"),
+    )
 }
 
 /// Corrects the client clock: `timestamp = receivedAt - (sentAt - originalTimestamp)`.
 fn corrected_timestamp(original: Option<&str>, sent_at: Option<&str>, now_ms: i64) -> i64 {
-    match (original.and_then(parse_rfc3339), sent_at.and_then(parse_rfc3339)) {
+    match (
+        original.and_then(parse_rfc3339),
+        sent_at.and_then(parse_rfc3339),
+    ) {
         (Some(t), Some(s)) => now_ms.saturating_sub(s.saturating_sub(t)),
         (Some(t), None) => t,
         _ => now_ms,
@@ -214,14 +252,23 @@ fn prepare(
 ) -> Result<StoredEvent, (Option<String>, Vec<Reason>)> {
     let text = raw.get();
     if text.len() > MAX_MESSAGE_BYTES {
-        let id = serde_json::from_str::<Message>(text).ok().and_then(|m| m.message_id);
-        let msg = format!("message is {} bytes; the limit is {MAX_MESSAGE_BYTES}", text.len());
+        let id = serde_json::from_str::<Message>(text)
+            .ok()
+            .and_then(|m| m.message_id);
+        let msg = format!(
+            "message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
+            text.len()
+        );
         return Err((id, vec![Reason::new("too_large", "$", msg)]));
     }
     let mut m: Message = match serde_json::from_str(text) {
         Ok(m) => m,
         Err(e) => {
-            let kind = if text.trim_start().starts_with('{') { "invalid_field" } else { "not_an_object" };
+            let kind = if text.trim_start().starts_with('{') {
+                "invalid_field"
+            } else {
+                "not_an_object"
+            };
             return Err((None, vec![Reason::new(kind, "$", e.to_string())]));
         }
     };
@@ -237,7 +284,10 @@ fn prepare(
             tracking_plan::message::ShapeError::MissingIdentity => ("missing_identity", "$"),
             tracking_plan::message::ShapeError::MissingField(_) => ("missing_required", "$"),
         };
-        (m.message_id.clone(), vec![Reason::new(kind, path, e.describe())])
+        (
+            m.message_id.clone(),
+            vec![Reason::new(kind, path, e.describe())],
+        )
     })?;
     let message_id = m.message_id.clone().unwrap_or_default();
     if message_id.len() > MAX_MESSAGE_ID_LEN {
@@ -267,7 +317,10 @@ fn prepare(
     m.received_at = Some(received_at.clone());
 
     let payload = serde_json::to_string(&m).map_err(|e| {
-        (Some(message_id.clone()), vec![Reason::new("invalid_field", "$", e.to_string())])
+        (
+            Some(message_id.clone()),
+            vec![Reason::new("invalid_field", "$", e.to_string())],
+        )
     })?;
     Ok(StoredEvent {
         write_key: write_key.to_string(),
@@ -314,13 +367,21 @@ pub async fn ingest<S: EventStore>(
                     payload: raw.get().to_string(),
                     received_at: received_at.clone(),
                 });
-                results[i] = Some(Verdict { message_id, status: Status::Quarantined, reasons });
+                results[i] = Some(Verdict {
+                    message_id,
+                    status: Status::Quarantined,
+                    reasons,
+                });
             }
         }
     }
 
     let unavailable = |e: crate::store::StoreError| {
-        RequestError::new(503, "storage_unavailable", format!("storage failed, retry: {}", e.0))
+        RequestError::new(
+            503,
+            "storage_unavailable",
+            format!("storage failed, retry: {}", e.0),
+        )
     };
     if !quarantined.is_empty() {
         store.quarantine(&quarantined).await.map_err(unavailable)?;
@@ -339,8 +400,11 @@ pub async fn ingest<S: EventStore>(
                 Insert::Stored => Status::Accepted,
                 Insert::Duplicate => Status::Duplicate,
             };
-            results[*i] =
-                Some(Verdict { message_id: Some(ev.message_id.clone()), status, reasons: vec![] });
+            results[*i] = Some(Verdict {
+                message_id: Some(ev.message_id.clone()),
+                status,
+                reasons: vec![],
+            });
         }
     }
 

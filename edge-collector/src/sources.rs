@@ -35,6 +35,14 @@ impl Sources {
     pub fn get(&self, write_key: &str) -> Option<&Source> {
         self.by_key.get(write_key)
     }
+
+    /// Whether a browser origin may call the API (CORS). A preflight carries no write key,
+    /// so any configured source's origin is enough for the preflight itself.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.by_key
+            .values()
+            .any(|s| s.origins.iter().any(|o| o == origin))
+    }
 }
 
 #[cfg(test)]

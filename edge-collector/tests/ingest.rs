@@ -4,9 +4,9 @@ use base64::Engine as _;
 use edge_collector::ingest::{ingest, Endpoint, IngestRequest, Report, RequestError, Status};
 use edge_collector::sources::Sources;
 use edge_collector::store::MemoryStore;
+use proptest::strategy::Strategy as _;
 use serde_json::{json, Value};
 use tracking_plan::time::parse_rfc3339;
-use proptest::strategy::Strategy as _;
 use tracking_plan::MessageType;
 
 const NOW: i64 = 1_795_472_345_000; // 2026-11-23T22:19:05Z
@@ -21,13 +21,20 @@ fn run(
     body: &[u8],
     auth: Option<&str>,
 ) -> Result<Report, RequestError> {
-    let req = IngestRequest { endpoint, body, authorization: auth, now_ms: NOW };
+    let req = IngestRequest {
+        endpoint,
+        body,
+        authorization: auth,
+        now_ms: NOW,
+    };
     pollster::block_on(ingest(store, &sources(), &req))
 }
 
 fn batch(events: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({"batch": events, "writeKey": "wk_test", "sentAt": "2026-11-23T22:19:05.000Z"}))
-        .unwrap()
+    serde_json::to_vec(
+        &json!({"batch": events, "writeKey": "wk_test", "sentAt": "2026-11-23T22:19:05.000Z"}),
+    )
+    .unwrap()
 }
 
 fn track(id: &str) -> Value {
@@ -39,8 +46,14 @@ fn track(id: &str) -> Value {
 fn endpoints_from_paths() {
     assert_eq!(Endpoint::from_path("/v1/batch"), Some(Endpoint::Batch));
     assert_eq!(Endpoint::from_path("/v1/b"), Some(Endpoint::Batch));
-    assert_eq!(Endpoint::from_path("/v1/t"), Some(Endpoint::Single(MessageType::Track)));
-    assert_eq!(Endpoint::from_path("/v1/identify"), Some(Endpoint::Single(MessageType::Identify)));
+    assert_eq!(
+        Endpoint::from_path("/v1/t"),
+        Some(Endpoint::Single(MessageType::Track))
+    );
+    assert_eq!(
+        Endpoint::from_path("/v1/identify"),
+        Some(Endpoint::Single(MessageType::Identify))
+    );
     assert_eq!(Endpoint::from_path("/v1/nope"), None);
     assert_eq!(Endpoint::from_path("/admin/v1/batch"), None);
 }
@@ -48,7 +61,13 @@ fn endpoints_from_paths() {
 #[test]
 fn accepts_a_batch_and_stores_every_field() {
     let store = MemoryStore::default();
-    let r = run(&store, Endpoint::Batch, &batch(json!([track("m1"), track("m2")])), None).unwrap();
+    let r = run(
+        &store,
+        Endpoint::Batch,
+        &batch(json!([track("m1"), track("m2")])),
+        None,
+    )
+    .unwrap();
     assert_eq!((r.accepted, r.duplicates, r.quarantined), (2, 0, 0));
     let events = store.events.borrow();
     assert_eq!(events.len(), 2);
@@ -75,15 +94,27 @@ fn clock_skew_is_corrected() {
         "batch":[{"type":"page","messageId":"p","anonymousId":"a","timestamp":"2026-11-23T21:19:03.000Z"}]}))
     .unwrap();
     run(&store, Endpoint::Batch, &body, None).unwrap();
-    assert_eq!(parse_rfc3339(&store.events.borrow()[0].timestamp), Some(NOW - 2000));
+    assert_eq!(
+        parse_rfc3339(&store.events.borrow()[0].timestamp),
+        Some(NOW - 2000)
+    );
 }
 
 #[test]
 fn repeats_are_duplicates_stored_once() {
     let store = MemoryStore::default();
     run(&store, Endpoint::Batch, &batch(json!([track("m1")])), None).unwrap();
-    let r = run(&store, Endpoint::Batch, &batch(json!([track("m1"), track("m1")])), None).unwrap();
-    assert_eq!(r.results.iter().map(|v| v.status).collect::<Vec<_>>(), [Status::Duplicate; 2]);
+    let r = run(
+        &store,
+        Endpoint::Batch,
+        &batch(json!([track("m1"), track("m1")])),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        r.results.iter().map(|v| v.status).collect::<Vec<_>>(),
+        [Status::Duplicate; 2]
+    );
     assert_eq!(store.events.borrow().len(), 1);
 }
 
@@ -100,7 +131,11 @@ fn bad_events_are_quarantined_with_reasons_not_dropped() {
     ]));
     let r = run(&store, Endpoint::Batch, &body, None).unwrap();
     assert_eq!((r.accepted, r.quarantined), (1, 5));
-    let kinds: Vec<_> = r.results.iter().map(|v| v.reasons.first().map(|x| x.kind)).collect();
+    let kinds: Vec<_> = r
+        .results
+        .iter()
+        .map(|v| v.reasons.first().map(|x| x.kind))
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -123,7 +158,13 @@ fn oversized_message_is_quarantined_and_oversized_batch_refused() {
     let store = MemoryStore::default();
     let mut big = track("big");
     big["properties"]["blob"] = json!("x".repeat(33 * 1024));
-    let r = run(&store, Endpoint::Batch, &batch(json!([big, track("small")])), None).unwrap();
+    let r = run(
+        &store,
+        Endpoint::Batch,
+        &batch(json!([big, track("small")])),
+        None,
+    )
+    .unwrap();
     assert_eq!(r.results[0].status, Status::Quarantined);
     assert_eq!(r.results[0].reasons[0].kind, "too_large");
     assert_eq!(r.results[0].message_id.as_deref(), Some("big"));
@@ -149,13 +190,28 @@ fn request_errors_name_their_cause() {
         (b"[1,2]", None, 400, "invalid_body"),
         (br#"{"writeKey":"wk_test"}"#, None, 400, "missing_batch"),
         (br#"{"batch":[]}"#, None, 401, "missing_write_key"),
-        (br#"{"batch":[],"writeKey":"nope"}"#, None, 401, "unknown_write_key"),
-        (br#"{"batch":[]}"#, Some("Bearer x"), 401, "bad_authorization"),
+        (
+            br#"{"batch":[],"writeKey":"nope"}"#,
+            None,
+            401,
+            "unknown_write_key",
+        ),
+        (
+            br#"{"batch":[]}"#,
+            Some("Bearer x"),
+            401,
+            "bad_authorization",
+        ),
         (&[0xff, 0xfe], None, 400, "invalid_utf8"),
     ];
     for (body, auth, status, code) in cases {
         let e = run(&store, Endpoint::Batch, body, auth).unwrap_err();
-        assert_eq!((e.status, e.code), (status, code), "{}", String::from_utf8_lossy(body));
+        assert_eq!(
+            (e.status, e.code),
+            (status, code),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
         assert_eq!(e.to_json()["error"]["code"], code);
     }
     assert!(store.events.borrow().is_empty());
@@ -164,9 +220,18 @@ fn request_errors_name_their_cause() {
 #[test]
 fn basic_auth_write_key_and_single_endpoints() {
     let store = MemoryStore::default();
-    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("wk_test:"));
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("wk_test:")
+    );
     let body = br#"{"messageId":"s1","userId":42,"traits":{"plan":"pro"}}"#;
-    let r = run(&store, Endpoint::Single(MessageType::Identify), body, Some(&auth)).unwrap();
+    let r = run(
+        &store,
+        Endpoint::Single(MessageType::Identify),
+        body,
+        Some(&auth),
+    )
+    .unwrap();
     assert_eq!(r.accepted, 1);
     let e = &store.events.borrow()[0];
     assert_eq!((e.kind, e.user_id.as_deref()), ("identify", Some("42")));
@@ -175,8 +240,10 @@ fn basic_auth_write_key_and_single_endpoints() {
 #[test]
 fn batch_context_is_merged_under_the_message_context() {
     let store = MemoryStore::default();
-    let body = serde_json::to_vec(&json!({"writeKey":"wk_test","context":{"ip":"1.2.3.4","locale":"de"},
-        "batch":[{"type":"page","messageId":"p","anonymousId":"a","context":{"locale":"fr"}}]}))
+    let body = serde_json::to_vec(
+        &json!({"writeKey":"wk_test","context":{"ip":"1.2.3.4","locale":"de"},
+        "batch":[{"type":"page","messageId":"p","anonymousId":"a","context":{"locale":"fr"}}]}),
+    )
     .unwrap();
     run(&store, Endpoint::Batch, &body, None).unwrap();
     let payload: Value = serde_json::from_str(&store.events.borrow()[0].payload).unwrap();

@@ -55,11 +55,23 @@ impl MessageType {
 pub struct Message {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<MessageType>,
-    #[serde(default, deserialize_with = "id", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub message_id: Option<String>,
-    #[serde(default, deserialize_with = "id", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub anonymous_id: Option<String>,
-    #[serde(default, deserialize_with = "id", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_id: Option<String>,
     /// Client time of the event (ISO 8601).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,10 +92,18 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
     /// alias: the id being aliased.
-    #[serde(default, deserialize_with = "id", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub previous_id: Option<String>,
     /// group: the group id.
-    #[serde(default, deserialize_with = "id", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub group_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<Value>,
@@ -164,8 +184,12 @@ impl Message {
             MessageType::Alias if !present(&self.previous_id) => {
                 Err(ShapeError::MissingField("previousId"))
             }
-            MessageType::Alias if !present(&self.user_id) => Err(ShapeError::MissingField("userId")),
-            MessageType::Group if !present(&self.group_id) => Err(ShapeError::MissingField("groupId")),
+            MessageType::Alias if !present(&self.user_id) => {
+                Err(ShapeError::MissingField("userId"))
+            }
+            MessageType::Group if !present(&self.group_id) => {
+                Err(ShapeError::MissingField("groupId"))
+            }
             _ => Ok(kind),
         }
     }
@@ -240,9 +264,18 @@ mod tests {
     #[test]
     fn shape_rules_per_type() {
         let base = |v: Value| serde_json::from_value::<Message>(v).unwrap().check_shape();
-        assert_eq!(base(json!({"messageId":"m","anonymousId":"a"})), Err(ShapeError::MissingType));
-        assert_eq!(base(json!({"type":"page","anonymousId":"a"})), Err(ShapeError::MissingMessageId));
-        assert_eq!(base(json!({"type":"page","messageId":"m"})), Err(ShapeError::MissingIdentity));
+        assert_eq!(
+            base(json!({"messageId":"m","anonymousId":"a"})),
+            Err(ShapeError::MissingType)
+        );
+        assert_eq!(
+            base(json!({"type":"page","anonymousId":"a"})),
+            Err(ShapeError::MissingMessageId)
+        );
+        assert_eq!(
+            base(json!({"type":"page","messageId":"m"})),
+            Err(ShapeError::MissingIdentity)
+        );
         assert_eq!(
             base(json!({"type":"track","messageId":"m","anonymousId":"a"})),
             Err(ShapeError::MissingField("event"))
@@ -255,7 +288,10 @@ mod tests {
             base(json!({"type":"group","messageId":"m","userId":"u"})),
             Err(ShapeError::MissingField("groupId"))
         );
-        assert_eq!(base(json!({"type":"page","messageId":"m","userId":"u"})), Ok(MessageType::Page));
+        assert_eq!(
+            base(json!({"type":"page","messageId":"m","userId":"u"})),
+            Ok(MessageType::Page)
+        );
     }
 
     #[test]

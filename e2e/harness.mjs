@@ -1,0 +1,127 @@
+// Test harness: starts the real collector (wrangler dev → workerd, local D1) on a free
+// port with its own state directory, drives headless Chromium through playwright-core,
+// and reads local D1. Every process it starts is stopped, also when a test fails.
+import { spawn, execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
+
+export const ROOT = new URL('..', import.meta.url).pathname;
+const COLLECTOR_DIR = join(ROOT, 'edge-collector');
+const WRANGLER = join(ROOT, 'node_modules/.bin/wrangler');
+export const ADMIN_TOKEN = 'e2e_admin_token';
+export const WRITE_KEY = 'sl_dev_key';
+
+const children = new Set();
+function killAll() {
+  for (const c of children) {
+    try { process.kill(-c.pid, 'SIGKILL'); } catch {}
+  }
+  children.clear();
+}
+process.on('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { killAll(); process.exit(130); });
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const env = () => ({
+  ...process.env,
+  WRANGLER_SEND_METRICS: 'false',
+  CLOUDFLARE_CF_FETCH_ENABLED: 'false',
+  NO_COLOR: '1',
+  CI: 'true', // no interactive prompts
+});
+
+async function wrangler(args, opts = {}) {
+  return promisify(execFile)(WRANGLER, args, {
+    cwd: COLLECTOR_DIR, env: env(), maxBuffer: 64 << 20, ...opts,
+  });
+}
+
+/** Starts the collector; `state` reuses a state directory (to test persistence). */
+export async function startCollector({ state } = {}) {
+  const stateDir = state ?? mkdtempSync(join(tmpdir(), 'sightline-e2e-'));
+  await wrangler(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', stateDir]);
+  const port = await freePort();
+  const child = spawn(WRANGLER, [
+    'dev', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', stateDir,
+    '--var', `ADMIN_TOKEN:${ADMIN_TOKEN}`, '--show-interactive-dev-session=false',
+    '--live-reload=false',
+  ], { cwd: COLLECTOR_DIR, env: { ...env(), SIGHTLINE_SKIP_WORKER_BUILD: '1' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let log = '';
+  child.stdout.on('data', (d) => { log += d; });
+  child.stderr.on('data', (d) => { log += d; });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited early:\n${log}`);
+    try {
+      const r = await fetch(`${url}/v1/batch`, { method: 'OPTIONS' });
+      if (r.status === 204) break;
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`collector not ready after 120 s:\n${log}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const stop = async () => {
+    if (!children.has(child)) return;
+    children.delete(child);
+    const exited = new Promise((r) => child.once('exit', r));
+    try { process.kill(-child.pid, 'SIGTERM'); } catch {}
+    const timer = setTimeout(() => { try { process.kill(-child.pid, 'SIGKILL'); } catch {} }, 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+  return {
+    url, stateDir, stop, log: () => log,
+    /** Stops the collector and removes its state. */
+    async dispose() { await stop(); if (!state) rmSync(stateDir, { recursive: true, force: true }); },
+    /** Runs SQL against the collector's local D1 and returns the rows. */
+    async query(sql) {
+      const { stdout } = await wrangler(['d1', 'execute', 'DB', '--local', '--persist-to', stateDir, '--json', '--command', sql]);
+      return JSON.parse(stdout)[0].results;
+    },
+    admin(path) {
+      return fetch(`${url}${path}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    },
+  };
+}
+
+/** A fresh headless Chromium profile; `close()` removes it. */
+export async function startBrowser() {
+  const dir = mkdtempSync(join(tmpdir(), 'sightline-chromium-'));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
+  });
+  return {
+    context,
+    async close() { await context.close(); rmSync(dir, { recursive: true, force: true }); },
+  };
+}
+
+/** Polls `fn` until it returns a truthy value or `ms` pass. */
+export async function eventually(fn, ms = 15_000, what = 'condition') {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${last}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -1,0 +1,21 @@
+// Assembles the first-party site the collector serves as static assets:
+// example-site/* at /, the SDK build (sdk-wasm/dist) at /sl/, and the install snippet
+// inlined wherever a page has the /*@sightline-snippet*/ placeholder.
+import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const out = join(root, 'build/site');
+const dist = join(root, 'sdk-wasm/dist');
+const snippet = readFileSync(join(dist, 'snippet.min.js'), 'utf8').trim();
+
+rmSync(out, { recursive: true, force: true });
+mkdirSync(out, { recursive: true });
+cpSync(join(root, 'example-site'), out, { recursive: true });
+cpSync(dist, join(out, 'sl'), { recursive: true });
+for (const f of readdirSync(out)) {
+  if (!f.endsWith('.html')) continue;
+  const p = join(out, f);
+  writeFileSync(p, readFileSync(p, 'utf8').replaceAll('/*@sightline-snippet*/', snippet));
+}
+console.log(`[build] site assembled in ${out}`);

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds the SDK (wasm + JS glue + snippet), assembles the site, and builds the worker.
+# Usage: scripts/build.sh [sdk|site|worker|all]   (default: all)
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+
+build_sdk() {
+  echo "[build] sdk"
+  cargo build -q -p sdk-wasm --target wasm32-unknown-unknown --release
+  rm -rf sdk-wasm/pkg sdk-wasm/dist && mkdir -p sdk-wasm/dist
+  wasm-bindgen --target web --out-dir sdk-wasm/pkg --out-name sightline \
+    target/wasm32-unknown-unknown/release/sdk_wasm.wasm
+  wasm-opt -Oz --strip-debug --strip-producers sdk-wasm/pkg/sightline_bg.wasm -o sdk-wasm/dist/sightline.wasm
+  esbuild sdk-wasm/js/boot.js --bundle --minify --format=iife --target=es2020 \
+    --log-level=warning --log-override:empty-import-meta=silent --outfile=sdk-wasm/dist/sightline.js
+  esbuild sdk-wasm/js/snippet.js --minify --target=es2015 --log-level=warning \
+    --outfile=sdk-wasm/dist/snippet.min.js
+  cp sdk-wasm/js/sightline.d.ts sdk-wasm/dist/ 2>/dev/null || true
+}
+
+build_site() {
+  node scripts/assemble-site.mjs
+}
+
+build_worker() {
+  echo "[build] worker"
+  (cd edge-collector && worker-build --release >/dev/null)
+}
+
+case "${1:-all}" in
+  sdk) build_sdk ;;
+  site) build_site ;;
+  worker) build_worker ;;
+  all) build_sdk; build_site; build_worker ;;
+  *) echo "usage: $0 [sdk|site|worker|all]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Command 1: builds everything and runs the whole system locally: the collector in
+# workerd (wrangler dev) with local D1, serving the example site and the SDK first-party.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+source scripts/env.sh
+scripts/build.sh sdk
+scripts/build.sh site
+PORT="${PORT:-8787}"
+STATE="$ROOT/.wrangler/state"   # local D1 lives here and persists across restarts
+ADMIN_TOKEN="${ADMIN_TOKEN:-sl_dev_admin}"
+cd edge-collector
+wrangler d1 migrations apply DB --local --persist-to "$STATE" >/dev/null
+cat <<TXT
+
+  Sightline is starting (the worker builds first, then wrangler prints "Ready").
+  Example site:  http://127.0.0.1:$PORT/
+  Collector:     POST http://127.0.0.1:$PORT/v1/batch   (write key: sl_dev_key)
+  Admin API:     curl -H 'Authorization: Bearer $ADMIN_TOKEN' http://127.0.0.1:$PORT/admin/v1/events
+  Local D1:      $STATE
+                 (cd edge-collector && npx wrangler d1 execute DB --local --persist-to $STATE \\
+                    --command 'select type, event, anonymous_id, received_at from events')
+
+TXT
+exec wrangler dev --ip 127.0.0.1 --port "$PORT" --persist-to "$STATE" \
+  --var "ADMIN_TOKEN:$ADMIN_TOKEN" --show-interactive-dev-session=false

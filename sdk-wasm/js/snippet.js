@@ -1,0 +1,29 @@
+// The Sightline install snippet (minified into dist/snippet.min.js by the build).
+// Paste it inside a <script> tag whose data attributes configure the SDK:
+//   <script data-write-key="KEY" [data-src="/sl/sightline.js"] [data-endpoint=""]>…</script>
+// It defines window.sightline as a command queue, so calls made before the SDK has loaded
+// are kept and replayed in order, then loads the SDK asynchronously from the site's origin.
+(function (w, d) {
+  var sl = (w.sightline = w.sightline || []);
+  if (sl.initialized || !sl.push) return;
+  sl.initialized = true;
+  var me = d.currentScript;
+  var data = (me && me.dataset) || {};
+  sl._c = {};
+  for (var k in data) sl._c[k] = data[k];
+  sl.ready = new Promise(function (resolve) {
+    sl._r = resolve;
+  });
+  'track page identify softLogin alias group reset flush debug anonymousId'
+    .split(' ')
+    .forEach(function (m) {
+      sl[m] = function () {
+        sl.push([m, [].slice.call(arguments)]);
+        return sl;
+      };
+    });
+  var s = d.createElement('script');
+  s.async = true;
+  s.src = data.src || '/sl/sightline.js';
+  (d.head || d.documentElement).appendChild(s);
+})(window, document);
