@@ -60,7 +60,7 @@ export async function startCollector({ state } = {}) {
     'dev', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', stateDir,
     '--var', `ADMIN_TOKEN:${ADMIN_TOKEN}`, '--show-interactive-dev-session=false',
     '--live-reload=false',
-  ], { cwd: COLLECTOR_DIR, env: { ...env(), SIGHTLINE_SKIP_WORKER_BUILD: '1' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  ], { cwd: COLLECTOR_DIR, env: env(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let log = '';
   child.stdout.on('data', (d) => { log += d; });

@@ -24,6 +24,14 @@ build_site() {
 }
 
 build_worker() {
+  # Incremental: worker-build re-runs wasm-opt (~15 s) even when cargo has nothing to do,
+  # and wrangler dev runs this step on every start.
+  local out=edge-collector/build/index_bg.wasm
+  if [ -f "$out" ] && [ -z "$(find edge-collector/src edge-collector/Cargo.toml tracking-plan/src \
+      tracking-plan/Cargo.toml Cargo.toml Cargo.lock -newer "$out" -print -quit)" ]; then
+    echo "[build] worker up to date"
+    return
+  fi
   echo "[build] worker"
   (cd edge-collector && worker-build --release >/dev/null)
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Command 2: installs what is missing, then runs every test: native Rust tests, the wasm
+# tests in headless Chromium, and the end-to-end tests (example site in Chromium → SDK →
+# collector in workerd → local D1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+source scripts/env.sh
+
+echo "== native tests"
+cargo test --workspace --quiet
+
+echo "== wasm tests in headless Chromium"
+cargo test --quiet --target wasm32-unknown-unknown -p tracking-plan --test wasm
+cargo test --quiet --target wasm32-unknown-unknown -p sdk-wasm --test web
+
+echo "== build"
+scripts/build.sh all
+
+echo "== end-to-end tests"
+npm run --silent e2e
