@@ -37,6 +37,9 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 
 # Node side: Node 22, wrangler, esbuild, binaryen, playwright-core, pinned by package-lock.json.
+# The lock also lists workerd's macOS/Windows binaries by version only (the registry here
+# does not serve them, so npm cannot record them); `npm ci` requires those entries and
+# never fetches them on Linux. Keep them when regenerating the lock.
 # Re-run npm ci only when the lock file changed since the last install.
 stamp=node_modules/.sightline-lock.sha256
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
