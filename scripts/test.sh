@@ -11,8 +11,8 @@ echo "== native tests"
 cargo test --workspace --quiet
 
 echo "== wasm tests in headless Chromium"
-cargo test --quiet --target wasm32-unknown-unknown -p tracking-plan --test wasm
-cargo test --quiet --target wasm32-unknown-unknown -p sdk-wasm --test web
+cargo test --target wasm32-unknown-unknown -p tracking-plan --test wasm
+cargo test --target wasm32-unknown-unknown -p sdk-wasm --test web
 
 echo "== build"
 scripts/build.sh all
