@@ -2,7 +2,10 @@
 //! what a message is (the Segment-spec wire format), and the rules both sides must apply
 //! identically. Plain functions over plain data, no I/O; builds for native and wasm32.
 
+pub mod identifiers;
 pub mod message;
+pub mod plan;
 pub mod time;
 
 pub use message::{Batch, Message, MessageType};
+pub use plan::{Plan, PlanError, UnplannedPolicy, Violation, ViolationKind};

@@ -1,0 +1,291 @@
+//! Normalization, hashing, blocked values and PII detection.
+#![cfg(not(target_arch = "wasm32"))]
+
+use tracking_plan::identifiers::*;
+
+const META_EMAIL: &str = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f";
+const GOOGLE_PHONE: &str = "1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8";
+const META_PHONE: &str = "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176";
+
+#[test]
+fn published_test_vectors() {
+    assert_eq!(
+        hash_email("john_smith@gmail.com", EmailVariant::Standard).unwrap(),
+        META_EMAIL
+    );
+    assert_eq!(
+        hash_email("  John_Smith@GMAIL.com\n", EmailVariant::Standard).unwrap(),
+        META_EMAIL
+    );
+    assert_eq!(
+        hash_phone("+1 (650) 555-1212", "US", PhoneVariant::E164).unwrap(),
+        GOOGLE_PHONE
+    );
+    assert_eq!(
+        hash_phone("650.555.1212", "US", PhoneVariant::Meta).unwrap(),
+        META_PHONE
+    );
+    assert_eq!(
+        sha256_hex(""),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+}
+
+#[test]
+fn email_normalization_table() {
+    use EmailVariant::*;
+    let ok = [
+        ("Alice@Example.COM", Standard, "alice@example.com"),
+        (
+            "  bob.smith+news@mail.co.uk ",
+            Standard,
+            "bob.smith+news@mail.co.uk",
+        ),
+        ("John.Smith@gmail.com", Standard, "john.smith@gmail.com"),
+        ("John.Smith@gmail.com", Google, "johnsmith@gmail.com"),
+        ("j.o.h.n@googlemail.com", Google, "john@googlemail.com"),
+        ("john.smith@yahoo.com", Google, "john.smith@yahoo.com"),
+        ("müller@bücher.de", Standard, "müller@bücher.de"),
+    ];
+    for (raw, variant, want) in ok {
+        assert_eq!(normalize_email(raw, variant).as_deref(), Ok(want), "{raw}");
+    }
+    let bad = [
+        ("", IdentifierError::Empty),
+        ("   ", IdentifierError::Empty),
+        ("no-at-sign", IdentifierError::InvalidEmail),
+        ("a@b", IdentifierError::InvalidEmail),
+        ("@example.com", IdentifierError::InvalidEmail),
+        ("a@@example.com", IdentifierError::InvalidEmail),
+        ("a b@example.com", IdentifierError::InvalidEmail),
+        (".a@example.com", IdentifierError::InvalidEmail),
+        ("a..b@example.com", IdentifierError::InvalidEmail),
+        ("a@-example.com", IdentifierError::InvalidEmail),
+        ("a@example.c", IdentifierError::InvalidEmail),
+    ];
+    for (raw, want) in bad {
+        assert_eq!(
+            normalize_email(raw, EmailVariant::Standard),
+            Err(want),
+            "{raw:?}"
+        );
+    }
+    let long_local = format!("{}@example.com", "a".repeat(65));
+    assert_eq!(
+        normalize_email(&long_local, EmailVariant::Standard),
+        Err(IdentifierError::InvalidEmail)
+    );
+}
+
+#[test]
+fn phone_normalization_table() {
+    let ok = [
+        // US / CA: 10 digits, optional trunk 1, 011 international prefix.
+        ("(650) 555-1212", "US", "+16505551212"),
+        ("1-650-555-1212", "US", "+16505551212"),
+        ("+1 650 555 1212", "DE", "+16505551212"),
+        ("011 44 20 7946 0958", "US", "+442079460958"),
+        ("416-555-0199", "CA", "+14165550199"),
+        // GB: trunk 0.
+        ("07911 123456", "GB", "+447911123456"),
+        ("020 7946 0958", "GB", "+442079460958"),
+        ("0044 7911 123456", "GB", "+447911123456"),
+        // DE: trunk 0, variable length.
+        ("030 123456", "DE", "+4930123456"),
+        ("0151 23456789", "DE", "+4915123456789"),
+        ("+49 (0)30 1234567", "DE", "+490301234567"),
+        // FR.
+        ("06 12 34 56 78", "FR", "+33612345678"),
+        ("01.23.45.67.89", "FR", "+33123456789"),
+        // RU / KZ: trunk 8, numbers written with the country code 7.
+        ("8 (916) 123-45-67", "RU", "+79161234567"),
+        ("8 916 123 45 67", "KZ", "+79161234567"),
+        ("7 916 123 45 67", "RU", "+79161234567"),
+        ("9161234567", "RU", "+79161234567"),
+        ("8 701 123 4567", "KZ", "+77011234567"),
+        // UA.
+        ("050 123 4567", "UA", "+380501234567"),
+        // IN: 10 digits, optional trunk 0.
+        ("98765 43210", "IN", "+919876543210"),
+        ("098765 43210", "IN", "+919876543210"),
+        // BR: 2-digit area + 8 or 9 digits, trunk 0.
+        ("(11) 91234-5678", "BR", "+5511912345678"),
+        ("011 91234 5678", "BR", "+5511912345678"),
+        ("(21) 2345-6789", "BR", "+552123456789"),
+        // Country code is case-insensitive.
+        ("07911 123456", "gb", "+447911123456"),
+    ];
+    for (raw, cc, want) in ok {
+        assert_eq!(
+            normalize_phone(raw, cc).as_deref(),
+            Ok(want),
+            "{raw} ({cc})"
+        );
+    }
+    let bad = [
+        ("", "US", IdentifierError::Empty),
+        ("555-1212", "US", IdentifierError::InvalidPhoneLength),
+        ("+1 650", "US", IdentifierError::InvalidPhoneLength),
+        (
+            "+1234567890123456",
+            "US",
+            IdentifierError::InvalidPhoneLength,
+        ),
+        (
+            "650 555 1212 ext 3",
+            "US",
+            IdentifierError::InvalidPhoneCharacter('e'),
+        ),
+        ("call me", "US", IdentifierError::InvalidPhoneCharacter('c')),
+        ("+0 650 555 1212", "US", IdentifierError::InvalidPhoneLength),
+        (
+            "650 555 1212",
+            "ZZ",
+            IdentifierError::UnsupportedCountry("ZZ".into()),
+        ),
+    ];
+    for (raw, cc, want) in bad {
+        assert_eq!(normalize_phone(raw, cc), Err(want), "{raw:?} ({cc})");
+    }
+    assert_eq!(supported_countries().count(), 10);
+}
+
+#[test]
+fn blocked_values() {
+    for v in [
+        "",
+        " ",
+        "0",
+        "000000",
+        "-1",
+        "----",
+        "null",
+        "NULL",
+        "\"null\"",
+        "'undefined'",
+        "None",
+        "NaN",
+        "[object Object]",
+        "anonymous",
+        "Guest",
+        "id",
+        "email",
+        "true",
+        "false",
+        "test@test.com",
+        "abc123",
+        " `guest` ",
+        // Hashes of blocked test emails are blocked too.
+        "f660ab912ec121d1b1e928a0bb4bc61b15f5ad44d5efdc4e1c92a25e99b8e44a",
+    ] {
+        assert!(is_blocked_value(v), "{v:?} should be blocked");
+    }
+    for v in [
+        "user-123",
+        "alice@example.org",
+        "+16505551212",
+        "0a",
+        "guest42",
+        META_EMAIL,
+    ] {
+        assert!(!is_blocked_value(v), "{v:?} should not be blocked");
+    }
+    assert_eq!(
+        hash_email("TEST@test.com", EmailVariant::Standard),
+        Err(IdentifierError::Blocked)
+    );
+}
+
+#[test]
+fn blocked_email_hashes_match_blocked_emails() {
+    for e in [
+        "test@test.com",
+        "test@example.com",
+        "a@a.com",
+        "email@example.com",
+        "user@example.com",
+        "noemail@noemail.com",
+        "none@none.com",
+    ] {
+        assert!(is_blocked_value(e));
+        assert!(
+            is_blocked_value(&sha256_hex(e)),
+            "hash of {e} must be blocked"
+        );
+    }
+}
+
+#[test]
+fn pii_detection() {
+    let found = [
+        ("alice@example.com", PiiKind::Email),
+        ("Contact: Alice <alice@example.com>.", PiiKind::Email),
+        ("+44 7911 123456", PiiKind::Phone),
+        ("0044 7911 123456", PiiKind::Phone),
+        ("(650) 555-1212", PiiKind::Phone),
+        ("650-555-1212", PiiKind::Phone),
+    ];
+    for (v, kind) in found {
+        assert_eq!(detect_pii(v), Some(kind), "{v}");
+    }
+    for v in [
+        "ORDER-20261123",
+        "1795472345123",
+        "3.14159265",
+        "@handle",
+        "a@b",
+        "2026-11-23",
+        "12.99",
+        META_EMAIL,
+        "user@localhost",
+    ] {
+        assert_eq!(detect_pii(v), None, "{v}");
+    }
+    let mut out = Vec::new();
+    let v = serde_json::json!({"note": "mail me at x.y@corp.example", "items": [{"tel": "+1 650 555 1212"}], "n": 5});
+    find_pii(&v, "$.properties", &mut out);
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        out,
+        vec![
+            ("$.properties.items[0].tel".to_string(), PiiKind::Phone),
+            ("$.properties.note".to_string(), PiiKind::Email),
+        ]
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn email_normalization_is_idempotent_and_never_panics(s in "\\PC{0,60}") {
+        for variant in [EmailVariant::Standard, EmailVariant::Google] {
+            if let Ok(n) = normalize_email(&s, variant) {
+                proptest::prop_assert_eq!(normalize_email(&n, variant), Ok(n.clone()));
+            }
+        }
+    }
+
+    #[test]
+    fn realistic_emails_normalize_idempotently(local in "[A-Za-z0-9._+-]{1,20}", domain in "[A-Za-z0-9-]{1,15}\\.(com|de|co\\.uk)") {
+        if let Ok(n) = normalize_email(&format!(" {local}@{domain} "), EmailVariant::Google) {
+            proptest::prop_assert_eq!(normalize_email(&n, EmailVariant::Google), Ok(n.clone()));
+            proptest::prop_assert!(!n.contains(char::is_uppercase));
+        }
+    }
+
+    #[test]
+    fn phone_normalization_is_idempotent_and_never_panics(s in "[+0-9 ().-]{0,24}|\\PC{0,24}", cc in "US|GB|DE|FR|RU|KZ|UA|IN|BR|ZZ") {
+        if let Ok(n) = normalize_phone(&s, &cc) {
+            proptest::prop_assert!(n.starts_with('+'));
+            proptest::prop_assert_eq!(normalize_phone(&n, &cc), Ok(n.clone()));
+            // An E.164 number is the same whatever the default country.
+            proptest::prop_assert_eq!(normalize_phone(&n, "FR"), Ok(n.clone()));
+        }
+    }
+
+    #[test]
+    fn detectors_never_panic(s in "\\PC{0,80}") {
+        let _ = detect_pii(&s);
+        let _ = is_blocked_value(&s);
+        let _ = find_email(&s);
+    }
+}
