@@ -440,8 +440,31 @@ pub fn detect_pii(value: &str) -> Option<PiiKind> {
     if value.contains('@') && find_email(value).is_some() {
         return Some(PiiKind::Email);
     }
-    if looks_like_phone(value) {
+    if looks_like_phone(value) || find_international_phone(value).is_some() {
         return Some(PiiKind::Phone);
+    }
+    None
+}
+
+/// Finds a phone number in international form (`+` then 8 to 15 digits, grouped with
+/// spaces, dashes, dots or parentheses) inside free text. National forms are only
+/// recognised as whole values ([`looks_like_phone`]): inside text they are
+/// indistinguishable from dates, amounts and order numbers.
+pub fn find_international_phone(text: &str) -> Option<&str> {
+    for (plus, _) in text.match_indices('+') {
+        let rest = &text[plus..];
+        let end = rest
+            .char_indices()
+            .skip(1)
+            .find(|(_, c)| !(c.is_ascii_digit() || " -.()".contains(*c)))
+            .map_or(rest.len(), |(i, _)| i);
+        let candidate = rest[..end].trim_end_matches([' ', '-', '.', '(']);
+        let digits = candidate.bytes().filter(u8::is_ascii_digit).count();
+        if (8..=15).contains(&digits)
+            && candidate[1..].starts_with(|c: char| c.is_ascii_digit() || c == '(')
+        {
+            return Some(candidate);
+        }
     }
     None
 }

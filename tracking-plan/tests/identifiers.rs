@@ -224,6 +224,8 @@ fn pii_detection() {
         ("0044 7911 123456", PiiKind::Phone),
         ("(650) 555-1212", PiiKind::Phone),
         ("650-555-1212", PiiKind::Phone),
+        ("please call +49 (30) 123-4567 after 5", PiiKind::Phone),
+        ("tel:+16505551212", PiiKind::Phone),
     ];
     for (v, kind) in found {
         assert_eq!(detect_pii(v), Some(kind), "{v}");
