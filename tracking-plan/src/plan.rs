@@ -476,6 +476,12 @@ impl Plan {
         }
     }
 
+    /// Whether a violation keeps the event out of clean storage. Everything does except
+    /// an unplanned event under the `allow` or `flag` policy, which is stored flagged.
+    pub fn is_blocking(&self, v: &Violation) -> bool {
+        v.kind != ViolationKind::UnplannedEvent || self.unplanned == UnplannedPolicy::Quarantine
+    }
+
     /// Whether the plan lists this track event.
     pub fn is_planned(&self, event: &str) -> bool {
         self.events.contains_key(event)
