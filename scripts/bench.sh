@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Benchmarks (never part of `make test`; figures are ratios measured in one run).
+#   scripts/bench.sh validator   tracking-plan validator vs the jsonschema crate:
+#                                wasm bytes (gzip -9) and native events/s on one core
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+
+gz() { gzip -9c "$1" | wc -c; }
+
+bench_validator() {
+  cd bench/validator
+  local base_size=0
+  printf '%-12s %14s %14s %16s\n' variant "wasm gz bytes" "added gz" "native events/s"
+  for variant in parse-only sightline jsonschema; do
+    local feat=()
+    case $variant in
+      sightline) feat=(--features compact) ;;
+      jsonschema) feat=(--features jsonschema) ;;
+    esac
+    cargo build -q --release --lib --target wasm32-unknown-unknown "${feat[@]}"
+    wasm-opt -Oz --strip-debug --strip-producers \
+      target/wasm32-unknown-unknown/release/validator_bench.wasm -o target/$variant.wasm
+    local size; size=$(gz target/$variant.wasm)
+    [ "$variant" = parse-only ] && base_size=$size
+    local speed; speed=$(taskset -c 0 cargo run -q --profile bench-speed --bin validator-bench "${feat[@]}" | cut -f2)
+    printf '%-12s %14s %14s %16s\n' "$variant" "$size" "$((size - base_size))" "$speed"
+  done
+}
+
+case "${1:-}" in
+  validator) bench_validator ;;
+  *) echo "usage: $0 validator" >&2; exit 2 ;;
+esac
