@@ -12,15 +12,22 @@ bench_validator() {
   cd bench/validator
   local base_size=0
   printf '%-12s %14s %14s %16s\n' variant "wasm gz bytes" "added gz" "native events/s"
-  for variant in parse-only sightline jsonschema; do
+  # sightline: as the SDK ships it (browser RegExp); sightline-lite: as the collector
+  # runs it (regex-lite). wasm-opt for all; wasm-bindgen for the one that imports from JS.
+  for variant in parse-only sightline sightline-lite jsonschema; do
     local feat=()
     case $variant in
       sightline) feat=(--features compact) ;;
+      sightline-lite) feat=(--features compact-regex-lite) ;;
       jsonschema) feat=(--features jsonschema) ;;
     esac
     cargo build -q --release --lib --target wasm32-unknown-unknown "${feat[@]}"
-    wasm-opt -Oz --strip-debug --strip-producers \
-      target/wasm32-unknown-unknown/release/validator_bench.wasm -o target/$variant.wasm
+    local wasm=target/wasm32-unknown-unknown/release/validator_bench.wasm
+    if [ "$variant" = sightline ]; then
+      wasm-bindgen --target web --out-dir target/bindgen --out-name "$variant" "$wasm"
+      wasm="target/bindgen/${variant}_bg.wasm"
+    fi
+    wasm-opt -Oz --strip-debug --strip-producers "$wasm" -o "target/$variant.wasm"
     local size; size=$(gz target/$variant.wasm)
     [ "$variant" = parse-only ] && base_size=$size
     local speed; speed=$(taskset -c 0 cargo run -q --profile bench-speed --bin validator-bench "${feat[@]}" | cut -f2)

@@ -12,6 +12,8 @@ cargo test --workspace --quiet
 
 echo "== wasm tests in headless Chromium"
 cargo test --target wasm32-unknown-unknown -p tracking-plan --test wasm
+# Again with the browser's RegExp as the `pattern` engine, as the SDK builds it.
+cargo test --target wasm32-unknown-unknown -p tracking-plan --test wasm --features js-regex
 cargo test --target wasm32-unknown-unknown -p sdk-wasm --test web
 
 echo "== build"

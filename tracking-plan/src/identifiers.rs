@@ -471,22 +471,38 @@ pub fn find_international_phone(text: &str) -> Option<&str> {
 
 /// Walks a JSON value and reports the JSON path and kind of every raw email or phone
 /// number in its strings (keys named like `email`/`phone` are not needed: values decide).
+/// Paths are only built for findings, so a clean event costs no allocation.
 pub fn find_pii(value: &serde_json::Value, path: &str, out: &mut Vec<(String, PiiKind)>) {
+    let mut segs = Vec::new();
+    walk_pii(value, path, &mut segs, out);
+}
+
+fn walk_pii<'a>(
+    value: &'a serde_json::Value,
+    root: &str,
+    segs: &mut Vec<crate::plan::Seg<'a>>,
+    out: &mut Vec<(String, PiiKind)>,
+) {
+    use crate::plan::Seg;
     use serde_json::Value;
     match value {
         Value::String(s) => {
             if let Some(kind) = detect_pii(s) {
-                out.push((path.to_string(), kind));
+                out.push((crate::plan::render(root, segs), kind));
             }
         }
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
-                find_pii(v, &format!("{path}[{i}]"), out);
+                segs.push(Seg::Index(i));
+                walk_pii(v, root, segs, out);
+                segs.pop();
             }
         }
         Value::Object(map) => {
             for (k, v) in map {
-                find_pii(v, &crate::plan::child_path(path, k), out);
+                segs.push(Seg::Key(k));
+                walk_pii(v, root, segs, out);
+                segs.pop();
             }
         }
         _ => {}

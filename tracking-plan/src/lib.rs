@@ -4,6 +4,7 @@
 
 pub mod identifiers;
 pub mod message;
+mod pattern;
 pub mod plan;
 pub mod time;
 

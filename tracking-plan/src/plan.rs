@@ -198,7 +198,7 @@ struct Schema {
     multiple_of: Option<f64>,
     min_length: Option<usize>,
     max_length: Option<usize>,
-    pattern: Option<(String, regex_lite::Regex)>,
+    pattern: Option<(String, crate::pattern::Pattern)>,
     format: Option<Format>,
     pii: Option<PiiKind>,
 }
@@ -318,7 +318,7 @@ impl Compiler {
                     _ => self.err(&kp, "must be a non-empty array"),
                 },
                 "const" => s.const_value = Some(val.clone()),
-                "pattern" => match val.as_str().map(|p| (p, regex_lite::Regex::new(p))) {
+                "pattern" => match val.as_str().map(|p| (p, crate::pattern::Pattern::new(p))) {
                     Some((p, Ok(re))) => s.pattern = Some((p.to_string(), re)),
                     Some((_, Err(e))) => self.err(&kp, format!("invalid pattern: {e}")),
                     None => self.err(&kp, "must be a string"),
@@ -593,12 +593,12 @@ fn raw_pii(path: String, kind: PiiKind) -> Violation {
 }
 
 /// A path segment, rendered into a string only when a violation is reported.
-enum Seg<'a> {
+pub(crate) enum Seg<'a> {
     Key(&'a str),
     Index(usize),
 }
 
-fn render(root: &str, segs: &[Seg<'_>]) -> String {
+pub(crate) fn render(root: &str, segs: &[Seg<'_>]) -> String {
     let mut p = root.to_string();
     for s in segs {
         p = match s {

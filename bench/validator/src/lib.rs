@@ -23,7 +23,7 @@ pub extern "C" fn validate(ptr: *const u8, len: usize) -> u32 {
     count_violations(text)
 }
 
-#[cfg(feature = "compact")]
+#[cfg(any(feature = "compact", feature = "compact-regex-lite"))]
 pub fn count_violations(text: &str) -> u32 {
     use std::sync::OnceLock;
     static P: OnceLock<Option<tracking_plan::Plan>> = OnceLock::new();
@@ -74,7 +74,7 @@ fn strip_extensions(v: &mut serde_json::Value) {
     }
 }
 
-#[cfg(not(any(feature = "compact", feature = "jsonschema")))]
+#[cfg(not(any(feature = "compact", feature = "compact-regex-lite", feature = "jsonschema")))]
 pub fn count_violations(text: &str) -> u32 {
     let _ = PLAN;
     serde_json::from_str::<tracking_plan::Message>(text).map_or(u32::MAX, |m| u32::from(m.event.is_some()))

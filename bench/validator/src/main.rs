@@ -17,7 +17,7 @@ fn events() -> Vec<String> {
 }
 
 fn main() {
-    let variant = if cfg!(feature = "compact") {
+    let variant = if cfg!(any(feature = "compact", feature = "compact-regex-lite")) {
         "sightline"
     } else if cfg!(feature = "jsonschema") {
         "jsonschema"
