@@ -18,40 +18,53 @@ struct D1Store {
     db: D1Database,
 }
 
+impl D1Store {
+    /// Runs one statement per row in a single D1 batch (one round trip, one transaction).
+    async fn run_batch(
+        &self,
+        sql: &str,
+        rows: impl Iterator<Item = Vec<JsValue>>,
+    ) -> std::result::Result<Vec<D1Result>, StoreError> {
+        let err = |e: Error| StoreError(e.to_string());
+        let stmts = rows
+            .map(|args| self.db.prepare(sql).bind(&args))
+            .collect::<Result<Vec<_>>>()
+            .map_err(err)?;
+        self.db.batch(stmts).await.map_err(err)
+    }
+}
+
 impl EventStore for D1Store {
     async fn insert_events(
         &self,
         events: &[StoredEvent],
     ) -> std::result::Result<Vec<Insert>, StoreError> {
-        let err = |e: Error| StoreError(e.to_string());
-        let mut stmts = Vec::with_capacity(events.len());
-        for e in events {
-            let stmt = self
-                .db
-                .prepare(
-                    "INSERT INTO events (write_key, message_id, type, event, anonymous_id, user_id, \
-                     timestamp, received_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                     ON CONFLICT (write_key, message_id) DO NOTHING",
-                )
-                .bind(&[
-                    e.write_key.as_str().into(),
-                    e.message_id.as_str().into(),
-                    e.kind.into(),
-                    opt(&e.event),
-                    opt(&e.anonymous_id),
-                    opt(&e.user_id),
-                    e.timestamp.as_str().into(),
-                    e.received_at.as_str().into(),
-                    e.payload.as_str().into(),
-                ])
-                .map_err(err)?;
-            stmts.push(stmt);
-        }
-        let results = self.db.batch(stmts).await.map_err(err)?;
+        let rows = events.iter().map(|e| {
+            vec![
+                e.write_key.as_str().into(),
+                e.message_id.as_str().into(),
+                e.kind.into(),
+                opt(&e.event),
+                opt(&e.anonymous_id),
+                opt(&e.user_id),
+                e.timestamp.as_str().into(),
+                e.received_at.as_str().into(),
+                e.payload.as_str().into(),
+            ]
+        });
+        let results = self
+            .run_batch(
+                "INSERT INTO events (write_key, message_id, type, event, anonymous_id, user_id, \
+                 timestamp, received_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (write_key, message_id) DO NOTHING",
+                rows,
+            )
+            .await?;
         results
             .iter()
             .map(|r| {
-                let changes = r.meta().map_err(err)?.and_then(|m| m.changes).unwrap_or(0);
+                let meta = r.meta().map_err(|e| StoreError(e.to_string()))?;
+                let changes = meta.and_then(|m| m.changes).unwrap_or(0);
                 Ok(if changes > 0 {
                     Insert::Stored
                 } else {
@@ -62,26 +75,21 @@ impl EventStore for D1Store {
     }
 
     async fn quarantine(&self, events: &[QuarantinedEvent]) -> std::result::Result<(), StoreError> {
-        let err = |e: Error| StoreError(e.to_string());
-        let mut stmts = Vec::with_capacity(events.len());
-        for q in events {
-            let stmt = self
-                .db
-                .prepare(
-                    "INSERT INTO quarantine (write_key, message_id, reasons, payload, received_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .bind(&[
-                    q.write_key.as_str().into(),
-                    opt(&q.message_id),
-                    q.reasons.as_str().into(),
-                    q.payload.as_str().into(),
-                    q.received_at.as_str().into(),
-                ])
-                .map_err(err)?;
-            stmts.push(stmt);
-        }
-        self.db.batch(stmts).await.map_err(err)?;
+        let rows = events.iter().map(|q| {
+            vec![
+                q.write_key.as_str().into(),
+                opt(&q.message_id),
+                q.reasons.as_str().into(),
+                q.payload.as_str().into(),
+                q.received_at.as_str().into(),
+            ]
+        });
+        self.run_batch(
+            "INSERT INTO quarantine (write_key, message_id, reasons, payload, received_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            rows,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -233,17 +233,13 @@ pub fn normalize_phone(raw: &str, default_country: &str) -> Result<String, Ident
     let country = COUNTRIES
         .iter()
         .find(|c| c.code.eq_ignore_ascii_case(default_country.trim()));
+    let north_american = country.is_some_and(|c| c.calling_code == "1");
     let international = if plus {
         Some(digits.as_str())
-    } else if let Some(rest) = digits.strip_prefix("00") {
-        Some(rest)
-    } else if let Some(rest) = digits
-        .strip_prefix("011")
-        .filter(|_| country.is_some_and(|c| c.calling_code == "1"))
-    {
-        Some(rest)
     } else {
-        None
+        digits
+            .strip_prefix("00")
+            .or_else(|| digits.strip_prefix("011").filter(|_| north_american))
     };
     let e164_digits = match international {
         Some(d) => d.to_string(),
@@ -328,6 +324,11 @@ const BLOCKED: &[&str] = &[
     "noemail@noemail.com",
     "none@none.com",
 ];
+
+/// The blocked placeholder values (lowercase), for documentation and tests.
+pub fn blocked_values() -> &'static [&'static str] {
+    BLOCKED
+}
 
 /// SHA-256 of the blocked test emails, so hashed identifiers are blocked too
 /// (checked against [`sha256_hex`] by a test).

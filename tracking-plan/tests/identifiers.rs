@@ -151,7 +151,7 @@ fn phone_normalization_table() {
 }
 
 #[test]
-fn blocked_values() {
+fn blocked_values_table() {
     for v in [
         "",
         " ",
@@ -198,15 +198,13 @@ fn blocked_values() {
 
 #[test]
 fn blocked_email_hashes_match_blocked_emails() {
-    for e in [
-        "test@test.com",
-        "test@example.com",
-        "a@a.com",
-        "email@example.com",
-        "user@example.com",
-        "noemail@noemail.com",
-        "none@none.com",
-    ] {
+    let emails: Vec<&str> = blocked_values()
+        .iter()
+        .copied()
+        .filter(|v| v.contains('@'))
+        .collect();
+    assert!(emails.len() >= 7);
+    for e in emails {
         assert!(is_blocked_value(e));
         assert!(
             is_blocked_value(&sha256_hex(e)),
