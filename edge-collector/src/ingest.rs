@@ -275,6 +275,9 @@ fn prepare(
     if let Some(t) = forced_type {
         m.kind = Some(t);
     }
+    // The write key authenticates the request; it is not event data (analytics-next
+    // repeats it in every message), so it is not stored with the event.
+    m.extra.remove("writeKey");
     let kind = m.check_shape().map_err(|e| {
         let (kind, path) = match e {
             tracking_plan::message::ShapeError::MissingType => ("missing_type", "$.type"),

@@ -238,6 +238,21 @@ fn basic_auth_write_key_and_single_endpoints() {
 }
 
 #[test]
+fn write_key_is_not_stored_with_the_event() {
+    let store = MemoryStore::default();
+    let body = br#"{"type":"track","messageId":"w","anonymousId":"a","event":"E","writeKey":"wk_test","_metadata":{"bundled":[]}}"#;
+    let r = run(&store, Endpoint::Single(MessageType::Track), body, None).unwrap();
+    assert_eq!(r.accepted, 1, "the body's write key still authenticates");
+    let payload: Value = serde_json::from_str(&store.events.borrow()[0].payload).unwrap();
+    assert!(payload.get("writeKey").is_none());
+    assert_eq!(
+        payload["_metadata"],
+        json!({"bundled": []}),
+        "other unknown fields are kept"
+    );
+}
+
+#[test]
 fn batch_context_is_merged_under_the_message_context() {
     let store = MemoryStore::default();
     let body = serde_json::to_vec(
