@@ -102,7 +102,14 @@ fn error_response(e: &RequestError) -> Result<Response> {
     json_response(e.status, &e.to_json())
 }
 
-fn sources(env: &Env) -> std::result::Result<Sources, RequestError> {
+thread_local! {
+    /// The parsed `SOURCES`, kept per isolate and re-parsed only when the text changes:
+    /// every request needs it, and its JSON does not change between requests.
+    static SOURCES_CACHE: std::cell::RefCell<Option<(String, std::rc::Rc<Sources>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn sources(env: &Env) -> std::result::Result<std::rc::Rc<Sources>, RequestError> {
     let raw = env
         .var("SOURCES")
         .map(|v| v.to_string())
@@ -112,11 +119,20 @@ fn sources(env: &Env) -> std::result::Result<Sources, RequestError> {
         code: "not_configured",
         message: "the SOURCES variable is not set".into(),
     })?;
-    Sources::from_json(&raw).map_err(|m| RequestError {
+    if let Some(cached) = SOURCES_CACHE.with_borrow(|c| {
+        c.as_ref()
+            .filter(|(text, _)| *text == raw)
+            .map(|(_, s)| s.clone())
+    }) {
+        return Ok(cached);
+    }
+    let parsed = std::rc::Rc::new(Sources::from_json(&raw).map_err(|m| RequestError {
         status: 500,
         code: "not_configured",
         message: m,
-    })
+    })?);
+    SOURCES_CACHE.with_borrow_mut(|c| *c = Some((raw, parsed.clone())));
+    Ok(parsed)
 }
 
 /// CORS: browsers on a configured origin may call the API; same-origin needs nothing.

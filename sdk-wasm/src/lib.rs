@@ -104,10 +104,10 @@ impl Sightline {
             Some(Value::Object(o)) => o,
             _ => Map::new(),
         };
-        // Segment's convention: page properties repeat the page context.
-        if let Some(Value::Object(page)) = browser::page_context() {
+        // Segment's convention: page properties repeat the page context (read once, in base).
+        if let Some(Value::Object(page)) = m.context.as_ref().and_then(|c| c.get("page")) {
             for (k, v) in page {
-                p.entry(k).or_insert(v);
+                p.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
         m.name = name;
