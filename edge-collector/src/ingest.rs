@@ -1,11 +1,28 @@
 //! Ingestion: decides, for one HTTP request to the Segment-compatible API, whether the
 //! request is refused as a whole (a 4xx with a JSON error naming the cause), and for each
-//! event in it whether it is accepted, a duplicate, or quarantined with typed reasons.
-//! Nothing is dropped without a verdict.
+//! event in it whether it is accepted, a duplicate, quarantined with typed reasons, or
+//! refused for want of consent. Nothing is dropped without a verdict.
+//!
+//! Each event goes through: size and parse -> raw PII hashing -> consent (an event
+//! without analytics consent is refused here, so not even the quarantine keeps it) ->
+//! shape checks -> tracking-plan validation -> enrichment -> consent applied (marketing
+//! data dropped when denied) -> dedup -> identity -> storage.
 
-use crate::sources::Sources;
-use crate::store::{EventStore, Insert, QuarantinedEvent, StoredEvent};
+use crate::consent;
+use crate::dedup::{self, Claim, Deduplicator, Seen};
+use crate::enrich::{self, EdgeInfo};
+use crate::identity::{IdKind, Ident, IdentityService, Observation};
+use crate::pii;
+use crate::sources::{Source, Sources};
+use crate::store::{
+    ConsentRecord, Counts, EventStore, Insert, QuarantinedEvent, StoreError, StoredEvent,
+};
 use base64::Engine as _;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use tracking_plan::identifiers::{is_sha256_hex, sha256_hex};
+use tracking_plan::RawPiiPolicy;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -44,6 +61,7 @@ pub struct IngestRequest<'a> {
     pub authorization: Option<&'a str>,
     /// Server time when the request arrived, in ms since the epoch.
     pub now_ms: i64,
+    pub edge: EdgeInfo<'a>,
 }
 
 /// A refusal of the whole request.
@@ -52,14 +70,17 @@ pub struct RequestError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// Seconds to wait before retrying (429).
+    pub retry_after: Option<u32>,
 }
 
 impl RequestError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         RequestError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -94,6 +115,8 @@ pub enum Status {
     Accepted,
     Duplicate,
     Quarantined,
+    /// Not stored: the event's consent does not allow analytics. Not to be retried.
+    Refused,
 }
 
 /// The verdict on one event.
@@ -105,6 +128,13 @@ pub struct Verdict {
     pub status: Status,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<Reason>,
+    /// Accepted with remarks: an unplanned event under the `flag` policy, raw PII that
+    /// was hashed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Reason>,
+    /// The profile the event was resolved to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_id: Option<String>,
 }
 
 /// The 200 answer: one verdict per event, in request order.
@@ -114,7 +144,12 @@ pub struct Report {
     pub accepted: usize,
     pub duplicates: usize,
     pub quarantined: usize,
+    pub refused: usize,
     pub results: Vec<Verdict>,
+    /// The anonymous id the collector's first-party cookie should hold after this
+    /// request (set only for browser requests with an event stored under consent).
+    #[serde(skip)]
+    pub cookie_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -163,22 +198,51 @@ fn write_key(authorization: Option<&str>, body_key: Option<&str>) -> Result<Stri
     }
 }
 
-/// Parses and checks the request envelope: size, JSON, write key.
-fn parse_envelope<'a>(
-    req: &IngestRequest<'a>,
-    sources: &Sources,
-) -> Result<(String, RawBatch<'a>), RequestError> {
-    if req.body.len() > MAX_BATCH_BYTES {
-        return Err(RequestError::new(
+/// Undoes `Content-Encoding: gzip` (Segment's server libraries may compress), refusing a
+/// body that inflates past the batch limit. A body the platform already inflated (no
+/// gzip magic) is taken as it is.
+pub fn decode_body<'a>(body: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a, [u8]>, RequestError> {
+    let too_large = |n: usize| {
+        RequestError::new(
             413,
             "batch_too_large",
-            format!(
-                "request body is {} bytes; the limit is {MAX_BATCH_BYTES}",
-                req.body.len()
-            ),
-        ));
+            format!("request body is {n} bytes or more; the limit is {MAX_BATCH_BYTES}"),
+        )
+    };
+    if body.len() > MAX_BATCH_BYTES {
+        return Err(too_large(body.len()));
     }
-    let text = std::str::from_utf8(req.body)
+    let encoding = encoding.unwrap_or("identity").trim().to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => Ok(Cow::Borrowed(body)),
+        "gzip" | "x-gzip" if !body.starts_with(&[0x1f, 0x8b]) => Ok(Cow::Borrowed(body)),
+        "gzip" | "x-gzip" => {
+            use std::io::Read as _;
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(body)
+                .take(MAX_BATCH_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| RequestError::new(400, "invalid_gzip", format!("body is not valid gzip: {e}")))?;
+            if out.len() > MAX_BATCH_BYTES {
+                return Err(too_large(out.len()));
+            }
+            Ok(Cow::Owned(out))
+        }
+        other => Err(RequestError::new(
+            415,
+            "unsupported_encoding",
+            format!("Content-Encoding {other:?} is not supported: send gzip or no encoding"),
+        )),
+    }
+}
+
+/// Parses and checks the request envelope: JSON, write key, origin.
+fn parse_envelope<'a>(
+    req: &IngestRequest<'_>,
+    body: &'a [u8],
+    sources: &'a Sources,
+) -> Result<(String, &'a Source, RawBatch<'a>), RequestError> {
+    let text = std::str::from_utf8(body)
         .map_err(|_| RequestError::new(400, "invalid_utf8", "request body is not UTF-8"))?;
     if text.trim().is_empty() {
         return Err(RequestError::new(
@@ -206,15 +270,25 @@ fn parse_envelope<'a>(
         ));
     }
     let key = write_key(req.authorization, raw.write_key.as_deref())?;
-    if sources.get(&key).is_none() {
+    let Some(source) = sources.get(&key) else {
         return Err(RequestError::new(
             401,
             "unknown_write_key",
             "the write key is not configured",
         ));
+    };
+    if !source.accepts_origin(req.edge.origin, req.edge.own_origin) {
+        return Err(RequestError::new(
+            403,
+            "origin_not_allowed",
+            format!(
+                "origin {} may not send events for this write key",
+                req.edge.origin.unwrap_or_default()
+            ),
+        ));
     }
     raw.write_key = None;
-    Ok((key, raw))
+    Ok((key, source, raw))
 }
 
 fn invalid_json(e: &serde_json::Error) -> RequestError {
@@ -242,24 +316,170 @@ fn corrected_timestamp(original: Option<&str>, sent_at: Option<&str>, now_ms: i6
     }
 }
 
-/// Decides what happens to one message: a stored event or the reasons it was quarantined.
+/// Per-isolate rate limiting: a token bucket of `rate` events per second per write key,
+/// holding up to two seconds' worth. A batch larger than the bucket passes when the
+/// bucket is full, so no batch is refused forever.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: RefCell<HashMap<String, (f64, i64)>>,
+}
+
+impl RateLimiter {
+    /// `Err(seconds to wait)` when the key is over its rate.
+    pub fn admit(&self, key: &str, rate: u32, events: usize, now_ms: i64) -> Result<(), u32> {
+        if rate == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(rate);
+        let cap = rate * 2.0;
+        let mut buckets = self.buckets.borrow_mut();
+        let (tokens, last) = buckets.entry(key.to_string()).or_insert((cap, now_ms));
+        let elapsed = (now_ms - *last).max(0) as f64 / 1000.0;
+        *tokens = (*tokens + elapsed * rate).min(cap);
+        *last = now_ms;
+        let need = (events as f64).min(cap);
+        if *tokens >= need {
+            *tokens -= events as f64;
+            Ok(())
+        } else {
+            Err(((need - *tokens) / rate).ceil().max(1.0) as u32)
+        }
+    }
+}
+
+/// Hash of an event's content as its sender built it, for telling a retry (same
+/// content) from a different event reusing a messageId. Fields a sender may change
+/// between retries (`sentAt`, `writeKey`, `_metadata`) are left out.
+pub fn fingerprint(m: &Message) -> String {
+    let mut m = m.clone();
+    m.sent_at = None;
+    m.received_at = None;
+    m.extra.remove("writeKey");
+    m.extra.remove("_metadata");
+    let text = serde_json::to_string(&m).unwrap_or_default();
+    sha256_hex(&text)[..32].to_string()
+}
+
+/// What one message turned into before dedup and storage.
+enum Prepared {
+    Quarantine(QuarantinedEvent, Vec<Reason>),
+    Refused {
+        message_id: Option<String>,
+        consent: Option<ConsentRecord>,
+    },
+    Candidate(Box<Candidate>),
+}
+
+struct Candidate {
+    event: StoredEvent,
+    fingerprint: String,
+    observation: Observation,
+    consent: Option<ConsentRecord>,
+    warnings: Vec<Reason>,
+    /// Parsed message, kept so the profile id can be written into the payload.
+    message: Message,
+}
+
+fn quarantine(
+    write_key: &str,
+    message_id: Option<String>,
+    anonymous_id: Option<String>,
+    reasons: Vec<Reason>,
+    payload: String,
+    received_at: &str,
+) -> Prepared {
+    Prepared::Quarantine(
+        QuarantinedEvent {
+            write_key: write_key.to_string(),
+            message_id,
+            anonymous_id,
+            reason: reasons.first().map_or("unknown", |r| r.kind).to_string(),
+            reasons: serde_json::to_string(&reasons).unwrap_or_else(|_| "[]".into()),
+            payload,
+            received_at: received_at.to_string(),
+        },
+        reasons,
+    )
+}
+
+fn shape_reason(e: &tracking_plan::message::ShapeError) -> Reason {
+    use tracking_plan::message::ShapeError as E;
+    let (kind, path) = match e {
+        E::MissingType => ("missing_type", "$.type"),
+        E::MissingMessageId => ("missing_message_id", "$.messageId"),
+        E::MissingIdentity => ("missing_identity", "$"),
+        E::MissingField(_) => ("missing_required", "$"),
+    };
+    Reason::new(kind, path, e.describe())
+}
+
+/// The identifiers an event carries for the identity graph. Hashed emails and phones
+/// count only when personalization is allowed.
+fn identifiers(m: &Message, cookie_id: Option<&str>, personalization: bool) -> Vec<Ident> {
+    let mut ids = Vec::new();
+    if let Some(u) = &m.user_id {
+        ids.push(Ident::new(IdKind::UserId, u.clone()));
+    }
+    if let Some(a) = &m.anonymous_id {
+        ids.push(Ident::new(IdKind::Anonymous, a.clone()));
+    }
+    if let Some(c) = cookie_id {
+        ids.push(Ident::new(IdKind::Anonymous, c));
+    }
+    if m.kind == Some(MessageType::Alias) {
+        if let Some(p) = &m.previous_id {
+            ids.push(Ident::new(IdKind::Anonymous, p.clone()));
+        }
+    }
+    if personalization {
+        let ctx_traits = m.context.as_ref().and_then(|c| c.get("traits"));
+        for section in [m.traits.as_ref(), ctx_traits, m.properties.as_ref()] {
+            let Some(Value::Object(obj)) = section else {
+                continue;
+            };
+            for (key, kind) in [
+                ("email_sha256", IdKind::Email),
+                ("email", IdKind::Email),
+                ("phone_sha256", IdKind::Phone),
+                ("phone", IdKind::Phone),
+            ] {
+                if let Some(v) = obj.get(key).and_then(Value::as_str) {
+                    if is_sha256_hex(v) {
+                        ids.push(Ident::new(kind, v.to_ascii_lowercase()));
+                    }
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// Takes one message through shape, plan, PII, enrichment and consent.
 fn prepare(
     raw: &RawValue,
     forced_type: Option<MessageType>,
     batch: &RawBatch<'_>,
     write_key: &str,
-    now_ms: i64,
-) -> Result<StoredEvent, (Option<String>, Vec<Reason>)> {
+    source: &Source,
+    req: &IngestRequest<'_>,
+    received_at: &str,
+) -> Prepared {
     let text = raw.get();
+    let country = req.edge.country;
+    let redacted_text = || {
+        pii::redact_str(text, country)
+            .map(|(s, _)| s)
+            .unwrap_or_else(|| text.to_string())
+    };
     if text.len() > MAX_MESSAGE_BYTES {
-        let id = serde_json::from_str::<Message>(text)
-            .ok()
-            .and_then(|m| m.message_id);
+        let m = serde_json::from_str::<Message>(text).ok();
         let msg = format!(
             "message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
             text.len()
         );
-        return Err((id, vec![Reason::new("too_large", "$", msg)]));
+        let (id, anon) = m.map_or((None, None), |m| (m.message_id, m.anonymous_id));
+        let reasons = vec![Reason::new("too_large", "$", msg)];
+        return quarantine(write_key, id, anon, reasons, redacted_text(), received_at);
     }
     let mut m: Message = match serde_json::from_str(text) {
         Ok(m) => m,
@@ -269,7 +489,8 @@ fn prepare(
             } else {
                 "not_an_object"
             };
-            return Err((None, vec![Reason::new(kind, "$", e.to_string())]));
+            let reasons = vec![Reason::new(kind, "$", e.to_string())];
+            return quarantine(write_key, None, None, reasons, redacted_text(), received_at);
         }
     };
     if let Some(t) = forced_type {
@@ -278,24 +499,61 @@ fn prepare(
     // The write key authenticates the request; it is not event data (analytics-next
     // repeats it in every message), so it is not stored with the event.
     m.extra.remove("writeKey");
-    let kind = m.check_shape().map_err(|e| {
-        let (kind, path) = match e {
-            tracking_plan::message::ShapeError::MissingType => ("missing_type", "$.type"),
-            tracking_plan::message::ShapeError::MissingMessageId => {
-                ("missing_message_id", "$.messageId")
-            }
-            tracking_plan::message::ShapeError::MissingIdentity => ("missing_identity", "$"),
-            tracking_plan::message::ShapeError::MissingField(_) => ("missing_required", "$"),
+
+    // Raw PII first, so that nothing stored from here on (quarantine included) holds it.
+    let mut found = Vec::new();
+    for (section, root) in [
+        (&mut m.properties, "$.properties"),
+        (&mut m.traits, "$.traits"),
+        (&mut m.context, "$.context"),
+        (&mut m.integrations, "$.integrations"),
+    ] {
+        if let Some(v) = section {
+            pii::redact_value(v, root, country, &mut found);
+        }
+    }
+    for (k, v) in m.extra.iter_mut() {
+        pii::redact_value(v, &tracking_plan::plan::child_path("$", k), country, &mut found);
+    }
+    for (field, path) in [(&mut m.user_id, "$.userId"), (&mut m.previous_id, "$.previousId")] {
+        if let Some((hashed, kind)) = field.as_deref().and_then(|v| pii::redact_str(v, country)) {
+            *field = Some(hashed);
+            found.push(pii::Finding { path: path.into(), kind });
+        }
+    }
+    let serialized = |m: &Message| serde_json::to_string(m).unwrap_or_else(|_| redacted_text());
+
+    // Consent before anything is kept: an event the visitor did not consent to is not
+    // stored, not even in the quarantine. (A consent record is let through to the end,
+    // where it is logged whatever it says.)
+    let decision = consent::decide(
+        consent::read(m.context.as_ref()),
+        source.consent,
+        req.edge.gpc,
+    );
+    let is_record = m.kind.or(forced_type) == Some(MessageType::Track)
+        && consent::is_consent_event(m.event.as_deref());
+    if !decision.store() && !is_record {
+        return Prepared::Refused {
+            message_id: m.message_id.clone(),
+            consent: None,
         };
-        (
-            m.message_id.clone(),
-            vec![Reason::new(kind, path, e.describe())],
-        )
-    })?;
+    }
+
+    let kind = match m.check_shape() {
+        Ok(k) => k,
+        Err(e) => {
+            let reasons = vec![shape_reason(&e)];
+            let (id, anon) = (m.message_id.clone(), m.anonymous_id.clone());
+            return quarantine(write_key, id, anon, reasons, serialized(&m), received_at);
+        }
+    };
     let message_id = m.message_id.clone().unwrap_or_default();
     if message_id.len() > MAX_MESSAGE_ID_LEN {
         let msg = format!("messageId is longer than {MAX_MESSAGE_ID_LEN} characters");
-        return Err((None, vec![Reason::new("invalid_field", "$.messageId", msg)]));
+        let reasons = vec![Reason::new("invalid_field", "$.messageId", msg)];
+        let anon = m.anonymous_id.clone();
+        return quarantine(write_key, None, anon, reasons, serialized(&m), received_at);
     }
 
     // Batch-level context fills in what the message's own context does not say.
@@ -310,114 +568,371 @@ fn prepare(
             Some(_) => {}
         }
     }
+    let fp = fingerprint(&m);
+
+    // The tracking plan. Raw PII is already hashed: under `hash` it is a warning, under
+    // `quarantine` a reason.
+    let mut reasons = Vec::new();
+    let mut warnings = Vec::new();
+    let pii_policy = source.compiled.as_ref().map_or(RawPiiPolicy::Hash, |p| p.raw_pii);
+    for f in &found {
+        let r = Reason::new(
+            "raw_pii",
+            f.path.clone(),
+            format!("raw {} found; stored as its SHA-256", f.kind.as_str()),
+        );
+        match pii_policy {
+            RawPiiPolicy::Hash => warnings.push(r),
+            RawPiiPolicy::Quarantine => reasons.push(r),
+        }
+    }
+    let mut violations_seen = Vec::new();
+    if let Some(plan) = &source.compiled {
+        for v in plan.validate(&m, text.len()) {
+            let r = Reason {
+                kind: v.kind.as_str(),
+                path: v.path.clone(),
+                message: v.message.clone(),
+            };
+            violations_seen.push(v.kind.as_str());
+            if plan.is_blocking(&v) {
+                reasons.push(r);
+            } else {
+                warnings.push(r);
+            }
+        }
+    }
+    if !reasons.is_empty() {
+        let (id, anon) = (m.message_id.clone(), m.anonymous_id.clone());
+        return quarantine(write_key, id, anon, reasons, serialized(&m), received_at);
+    }
+
+    // Enrichment.
     let sent_at = m.sent_at.clone().or_else(|| batch.sent_at.clone());
     let original = m.original_timestamp.clone().or_else(|| m.timestamp.clone());
-    let ts = corrected_timestamp(original.as_deref(), sent_at.as_deref(), now_ms);
-    let received_at = format_rfc3339(now_ms);
+    let ts = corrected_timestamp(original.as_deref(), sent_at.as_deref(), req.now_ms);
     m.original_timestamp = original;
     m.sent_at = sent_at;
     m.timestamp = Some(format_rfc3339(ts));
-    m.received_at = Some(received_at.clone());
+    m.received_at = Some(received_at.to_string());
+    let agent = enrich::enrich(&mut m.context, &req.edge);
 
-    let payload = serde_json::to_string(&m).map_err(|e| {
-        (
-            Some(message_id.clone()),
-            vec![Reason::new("invalid_field", "$", e.to_string())],
-        )
-    })?;
-    Ok(StoredEvent {
+    // What consent allows, applied to the enriched event.
+    if let Some(Value::Object(ctx)) = &mut m.context {
+        if !decision.marketing {
+            ctx.remove("clickIds"); // ad identifiers need marketing consent
+        }
+        let c = ctx
+            .entry("consent")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(c) = c {
+            c.insert("enforced".into(), decision.to_json());
+            if decision.gpc {
+                c.insert("gpc".into(), true.into());
+            }
+        }
+        if !violations_seen.is_empty() {
+            let mut tp = Map::new();
+            if let Some(plan) = &source.compiled {
+                tp.insert("version".into(), plan.version.clone().into());
+            }
+            tp.insert("violations".into(), violations_seen.into());
+            ctx.insert("trackingPlan".into(), Value::Object(tp));
+        }
+    }
+    let consent_record = (kind == MessageType::Track
+        && consent::is_consent_event(m.event.as_deref()))
+    .then(|| ConsentRecord {
         write_key: write_key.to_string(),
-        message_id,
-        kind: kind.as_str(),
-        event: m.event_name().map(str::to_string),
-        anonymous_id: m.anonymous_id,
-        user_id: m.user_id,
-        timestamp: m.timestamp.unwrap_or_default(),
-        received_at,
-        payload,
-    })
+        message_id: message_id.clone(),
+        anonymous_id: m.anonymous_id.clone(),
+        user_id: m.user_id.clone(),
+        categories: decision.to_json().to_string(),
+        source: m
+            .context
+            .as_ref()
+            .and_then(|c| c.get("consent"))
+            .and_then(|c| c.get("source"))
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .chars()
+            .take(40)
+            .collect(),
+        gpc: decision.gpc,
+        timestamp: m.timestamp.clone().unwrap_or_default(),
+        received_at: received_at.to_string(),
+    });
+    if !decision.store() {
+        return Prepared::Refused {
+            message_id: Some(message_id),
+            consent: consent_record,
+        };
+    }
+
+    let cookie_id = req.edge.cookie_id.filter(|c| valid_cookie_id(c));
+    let observation = Observation {
+        identifiers: identifiers(&m, cookie_id, decision.personalization),
+        traits: match (&m.traits, kind) {
+            (Some(Value::Object(t)), MessageType::Identify) => Some(t.clone()),
+            _ => None,
+        },
+        consent: Some(decision.to_json()),
+        at_ms: ts,
+    };
+    Prepared::Candidate(Box::new(Candidate {
+        event: StoredEvent {
+            write_key: write_key.to_string(),
+            message_id,
+            kind: kind.as_str(),
+            event: m.event_name().map(str::to_string),
+            anonymous_id: m.anonymous_id.clone(),
+            user_id: m.user_id.clone(),
+            profile_id: None,
+            identified: false,
+            bot: agent.bot,
+            timestamp: m.timestamp.clone().unwrap_or_default(),
+            received_at: received_at.to_string(),
+            payload: String::new(),
+        },
+        fingerprint: fp,
+        observation,
+        consent: consent_record,
+        warnings,
+        message: m,
+    }))
 }
 
-/// Runs one request through the pipeline and writes its events to `store`.
-pub async fn ingest<S: EventStore>(
-    store: &S,
+/// An anonymous id safe to put in a cookie: short, URL-safe characters only.
+pub fn valid_cookie_id(id: &str) -> bool {
+    (8..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The pipeline's effects: where it stores, dedups and resolves identity.
+pub struct Services<'s, E, D, I> {
+    pub store: &'s E,
+    pub dedup: &'s D,
+    pub identity: &'s I,
+    pub limiter: &'s RateLimiter,
+}
+
+fn unavailable(e: StoreError) -> RequestError {
+    RequestError::new(503, "storage_unavailable", format!("storage failed, retry: {}", e.0))
+}
+
+/// Runs one request through the pipeline and writes its events.
+pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
+    svc: &Services<'_, E, D, I>,
     sources: &Sources,
     req: &IngestRequest<'_>,
 ) -> Result<Report, RequestError> {
-    let (key, batch) = parse_envelope(req, sources)?;
+    let body = decode_body(req.body, req.edge.content_encoding)?;
+    let (key, source, batch) = parse_envelope(req, &body, sources)?;
     let forced = match req.endpoint {
         Endpoint::Single(t) => Some(t),
         Endpoint::Batch => None,
     };
     let messages = batch.batch.as_deref().unwrap_or_default();
-    let mut results: Vec<Option<Verdict>> = vec![None; messages.len()];
-    let mut accepted = Vec::new();
-    let mut accepted_at = Vec::new();
-    let mut quarantined = Vec::new();
+    if let Err(wait) = svc.limiter.admit(&key, source.rate_limit, messages.len(), req.now_ms) {
+        let mut e = RequestError::new(
+            429,
+            "rate_limited",
+            format!("this write key is over {} events/s; retry in {wait} s", source.rate_limit),
+        );
+        e.retry_after = Some(wait);
+        return Err(e);
+    }
     let received_at = format_rfc3339(req.now_ms);
+    let mut results: Vec<Option<Verdict>> = vec![None; messages.len()];
+    let mut quarantined = Vec::new();
+    let mut consent_log = Vec::new();
+    let mut candidates: Vec<(usize, Candidate)> = Vec::new();
 
     for (i, raw) in messages.iter().enumerate() {
-        match prepare(raw, forced, &batch, &key, req.now_ms) {
-            Ok(ev) => {
-                accepted_at.push(i);
-                accepted.push(ev);
+        match prepare(raw, forced, &batch, &key, source, req, &received_at) {
+            Prepared::Quarantine(q, reasons) => {
+                results[i] = Some(verdict(q.message_id.clone(), Status::Quarantined, reasons));
+                quarantined.push(q);
             }
-            Err((message_id, reasons)) => {
-                quarantined.push(QuarantinedEvent {
-                    write_key: key.clone(),
-                    message_id: message_id.clone(),
-                    reasons: serde_json::to_string(&reasons).unwrap_or_else(|_| "[]".into()),
-                    payload: raw.get().to_string(),
-                    received_at: received_at.clone(),
-                });
-                results[i] = Some(Verdict {
-                    message_id,
-                    status: Status::Quarantined,
-                    reasons,
-                });
+            Prepared::Refused { message_id, consent } => {
+                let why = Reason::new(
+                    "consent_denied",
+                    "$.context.consent",
+                    "no analytics consent: the event is not stored",
+                );
+                results[i] = Some(verdict(message_id, Status::Refused, vec![why]));
+                consent_log.extend(consent);
+            }
+            Prepared::Candidate(c) => candidates.push((i, *c)),
+        }
+    }
+    consent_log.extend(candidates.iter().filter_map(|(_, c)| c.consent.clone()));
+
+    // Dedup: claim every candidate in the sharded table.
+    let claims: Vec<Claim> = candidates
+        .iter()
+        .map(|(_, c)| Claim {
+            key: dedup::key(&key, &c.event.message_id),
+            fingerprint: c.fingerprint.clone(),
+        })
+        .collect();
+    let seen = if claims.is_empty() {
+        Vec::new()
+    } else {
+        svc.dedup.claim(&claims, req.now_ms).await.map_err(unavailable)?
+    };
+    if seen.len() != claims.len() {
+        return Err(unavailable(StoreError("dedup answered the wrong count".into())));
+    }
+    let mut fresh: Vec<(usize, Candidate)> = Vec::new();
+    for ((i, c), s) in candidates.into_iter().zip(seen) {
+        match s {
+            Seen::New => fresh.push((i, c)),
+            Seen::Duplicate => {
+                results[i] = Some(verdict(Some(c.event.message_id), Status::Duplicate, vec![]));
+            }
+            Seen::Conflict { first } => {
+                let reasons = vec![Reason::new(
+                    "message_id_conflict",
+                    "$.messageId",
+                    format!(
+                        "messageId already received with different content (fingerprint {first}, this one {})",
+                        c.fingerprint
+                    ),
+                )];
+                let payload = serde_json::to_string(&c.message).unwrap_or_default();
+                let id = Some(c.event.message_id.clone());
+                if let Prepared::Quarantine(q, reasons) =
+                    quarantine(&key, id.clone(), c.event.anonymous_id.clone(), reasons, payload, &received_at)
+                {
+                    results[i] = Some(verdict(id, Status::Quarantined, reasons));
+                    quarantined.push(q);
+                }
             }
         }
+    }
+    let claimed: Vec<String> = fresh
+        .iter()
+        .map(|(_, c)| dedup::key(&key, &c.event.message_id))
+        .collect();
+
+    // Identity, storage, then commit the claims; on failure release them so the
+    // sender's retry is new again.
+    let stored = store_fresh(svc, source, &key, &mut fresh).await;
+    let outcomes = match stored {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = svc.dedup.release(&claimed).await;
+            return Err(unavailable(e));
+        }
+    };
+    svc.dedup.commit(&claimed, req.now_ms).await.map_err(unavailable)?;
+    if !quarantined.is_empty() {
+        svc.store.quarantine(&quarantined).await.map_err(unavailable)?;
+    }
+    if !consent_log.is_empty() {
+        svc.store.append_consent(&consent_log).await.map_err(unavailable)?;
     }
 
-    let unavailable = |e: crate::store::StoreError| {
-        RequestError::new(
-            503,
-            "storage_unavailable",
-            format!("storage failed, retry: {}", e.0),
-        )
+    let mut cookie_id = None;
+    let mut counts = Counts {
+        write_key: key.clone(),
+        day: received_at[..10].to_string(),
+        received: messages.len() as u32,
+        ..Counts::default()
     };
-    if !quarantined.is_empty() {
-        store.quarantine(&quarantined).await.map_err(unavailable)?;
-    }
-    if !accepted.is_empty() {
-        let outcomes = store.insert_events(&accepted).await.map_err(unavailable)?;
-        if outcomes.len() != accepted.len() {
-            return Err(unavailable(crate::store::StoreError(format!(
-                "store answered {} outcomes for {} events",
-                outcomes.len(),
-                accepted.len()
-            ))));
+    for ((i, c), outcome) in fresh.into_iter().zip(outcomes) {
+        let status = match outcome {
+            Insert::Stored => Status::Accepted,
+            Insert::Duplicate => Status::Duplicate,
+        };
+        if status == Status::Accepted {
+            counts.identified += u32::from(c.event.identified);
+            counts.bots += u32::from(c.event.bot);
         }
-        for ((i, ev), outcome) in accepted_at.iter().zip(&accepted).zip(outcomes) {
-            let status = match outcome {
-                Insert::Stored => Status::Accepted,
-                Insert::Duplicate => Status::Duplicate,
-            };
-            results[*i] = Some(Verdict {
-                message_id: Some(ev.message_id.clone()),
-                status,
-                reasons: vec![],
-            });
+        if cookie_id.is_none() && req.edge.origin.is_some() {
+            cookie_id = req
+                .edge
+                .cookie_id
+                .filter(|id| valid_cookie_id(id))
+                .map(str::to_string)
+                .or_else(|| c.event.anonymous_id.clone().filter(|a| valid_cookie_id(a)));
         }
+        let mut v = verdict(Some(c.event.message_id), status, vec![]);
+        v.warnings = c.warnings;
+        v.profile_id = c.event.profile_id;
+        results[i] = Some(v);
     }
 
     let results: Vec<Verdict> = results.into_iter().flatten().collect();
     let count = |s: Status| results.iter().filter(|v| v.status == s).count();
-    Ok(Report {
+    let report = Report {
         ok: true,
         accepted: count(Status::Accepted),
         duplicates: count(Status::Duplicate),
         quarantined: count(Status::Quarantined),
+        refused: count(Status::Refused),
         results,
-    })
+        cookie_id,
+    };
+    counts.accepted = report.accepted as u32;
+    counts.duplicates = report.duplicates as u32;
+    counts.quarantined = report.quarantined as u32;
+    counts.refused = report.refused as u32;
+    svc.store.add_counts(&counts).await.map_err(unavailable)?;
+    Ok(report)
+}
+
+fn verdict(message_id: Option<String>, status: Status, reasons: Vec<Reason>) -> Verdict {
+    Verdict {
+        message_id,
+        status,
+        reasons,
+        warnings: vec![],
+        profile_id: None,
+    }
+}
+
+/// Resolves identity for the new events, writes the profile into each payload and
+/// stores them.
+async fn store_fresh<E: EventStore, D: Deduplicator, I: IdentityService>(
+    svc: &Services<'_, E, D, I>,
+    source: &Source,
+    key: &str,
+    fresh: &mut [(usize, Candidate)],
+) -> Result<Vec<Insert>, StoreError> {
+    if fresh.is_empty() {
+        return Ok(Vec::new());
+    }
+    let observations: Vec<Observation> = fresh.iter().map(|(_, c)| c.observation.clone()).collect();
+    let resolved = svc
+        .identity
+        .observe(key, &source.identity_limits, &observations)
+        .await?;
+    if resolved.len() != fresh.len() {
+        return Err(StoreError("identity answered the wrong count".into()));
+    }
+    for ((_, c), r) in fresh.iter_mut().zip(resolved) {
+        if let Some(r) = r {
+            c.event.identified = r.identified;
+            if let Some(Value::Object(ctx)) = &mut c.message.context {
+                ctx.insert("profileId".into(), Value::String(r.profile_id.clone()));
+            }
+            c.event.profile_id = Some(r.profile_id);
+        }
+        c.event.payload = serde_json::to_string(&c.message)
+            .map_err(|e| StoreError(format!("cannot serialize event: {e}")))?;
+    }
+    let events: Vec<StoredEvent> = fresh.iter().map(|(_, c)| c.event.clone()).collect();
+    let outcomes = svc.store.insert_events(&events).await?;
+    if outcomes.len() != events.len() {
+        return Err(StoreError(format!(
+            "store answered {} outcomes for {} events",
+            outcomes.len(),
+            events.len()
+        )));
+    }
+    Ok(outcomes)
 }

@@ -1,18 +1,82 @@
-//! Sources: decides which site a write key belongs to and what that site allows.
+//! Sources: decides which site a write key belongs to and what that site allows: the
+//! browser origins it may send from, its tracking plan, its consent policy, its identity
+//! limits, where its clean events are stored and how fast it may send.
 //!
 //! Configured as JSON in the `SOURCES` variable (wrangler `[vars]` or a secret), keyed by
-//! write key: `{"<writeKey>": {"name": "example", "origins": ["https://shop.example"]}}`.
+//! write key:
+//!
+//! ```json
+//! {"<writeKey>": {
+//!   "name": "shop",
+//!   "origins": ["https://shop.example"],
+//!   "plan": "/sl/tracking-plan.json",
+//!   "consent": "opt-in",
+//!   "identityLimits": {"userId": 1, "email": 5, "phone": 5, "anonymousId": 5},
+//!   "storage": "d1",
+//!   "rateLimit": 1000
+//! }}
+//! ```
+//!
+//! `plan` is either the plan itself (a JSON object) or the path of a plan file among the
+//! worker's static assets; the adapter loads it. Every field but `name` is optional.
 
+use crate::identity::Limits;
 use serde::Deserialize;
+use serde_json::Value;
 use std::collections::HashMap;
+use std::rc::Rc;
+use tracking_plan::Plan;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// How a source treats an event that carries no consent snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum ConsentPolicy {
+    /// Fail closed: an event is stored only if its snapshot grants analytics. The
+    /// default, and the only lawful choice for browsers in the EU.
+    #[default]
+    #[serde(rename = "opt-in")]
+    OptIn,
+    /// Consent is assumed unless the snapshot denies it (servers, or regions without
+    /// prior-consent rules). A snapshot that denies analytics is still enforced.
+    #[serde(rename = "opt-out")]
+    OptOut,
+}
+
+/// Where a source's clean events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// Rows in D1 (embedded; local under `wrangler dev`).
+    #[default]
+    D1,
+    /// A Queue whose consumer writes batched NDJSON objects to R2.
+    R2,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
     /// Human-readable site name.
     pub name: String,
-    /// Origins allowed to send from a browser (CORS). Empty: same-origin and servers only.
+    /// Origins allowed to send from a browser (CORS). Same-origin requests and servers
+    /// (no `Origin` header) need no entry.
     #[serde(default)]
     pub origins: Vec<String>,
+    /// The plan: an inline object or the path of a plan file among the static assets.
+    #[serde(default)]
+    pub plan: Option<Value>,
+    #[serde(default)]
+    pub consent: ConsentPolicy,
+    #[serde(default)]
+    pub identity_limits: Limits,
+    #[serde(default)]
+    pub storage: Storage,
+    /// Events per second one collector instance accepts for this key before answering
+    /// 429 (0: no limit).
+    #[serde(default)]
+    pub rate_limit: u32,
+    /// The compiled plan, filled in by [`Sources::resolve_plans`].
+    #[serde(skip)]
+    pub compiled: Option<Rc<Plan>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -22,26 +86,93 @@ pub struct Sources {
 
 impl Sources {
     /// Parses the `SOURCES` JSON. A configuration error is reported, never ignored: a
-    /// collector that silently accepted no key would refuse every event.
+    /// collector that silently accepted no key would refuse every event. Inline plans
+    /// are compiled here; plan paths wait for [`Sources::resolve_plans`].
     pub fn from_json(json: &str) -> Result<Self, String> {
         let by_key: HashMap<String, Source> =
             serde_json::from_str(json).map_err(|e| format!("SOURCES is not valid: {e}"))?;
         if by_key.keys().any(|k| k.is_empty()) {
             return Err("SOURCES has an empty write key".into());
         }
-        Ok(Sources { by_key })
+        let mut sources = Sources { by_key };
+        sources.resolve_plans(|_| None)?;
+        Ok(sources)
+    }
+
+    /// The plan files the sources name by path, which the caller must load.
+    pub fn plan_paths(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .by_key
+            .values()
+            .filter_map(|s| s.plan.as_ref()?.as_str().map(str::to_string))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    /// Compiles every plan; `load` returns the text of a plan file named by path. A plan
+    /// that is missing or does not compile is an error naming the source and the problem.
+    pub fn resolve_plans(
+        &mut self,
+        load: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), String> {
+        for (key, source) in self.by_key.iter_mut() {
+            let compiled = match &source.plan {
+                None => None,
+                Some(Value::String(path)) => match load(path) {
+                    Some(text) => Some(Plan::from_json(&text)),
+                    None => continue, // loaded later, or reported by `check_complete`
+                },
+                Some(v @ Value::Object(_)) => Some(Plan::from_value(v)),
+                Some(_) => {
+                    return Err(format!(
+                        "SOURCES[{key}].plan must be a plan object or a path"
+                    ))
+                }
+            };
+            if let Some(result) = compiled {
+                let plan = result.map_err(|errs| {
+                    let list: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+                    format!("SOURCES[{key}].plan: {}", list.join("; "))
+                })?;
+                source.compiled = Some(Rc::new(plan));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails when a source names a plan file that was never loaded.
+    pub fn check_complete(&self) -> Result<(), String> {
+        for (key, s) in &self.by_key {
+            if let (Some(Value::String(path)), None) = (&s.plan, &s.compiled) {
+                return Err(format!("SOURCES[{key}].plan: cannot load {path}"));
+            }
+        }
+        Ok(())
     }
 
     pub fn get(&self, write_key: &str) -> Option<&Source> {
         self.by_key.get(write_key)
     }
 
-    /// Whether a browser origin may call the API (CORS). A preflight carries no write key,
-    /// so any configured source's origin is enough for the preflight itself.
+    /// Whether a browser origin may call the API at all (for a CORS preflight, which
+    /// carries no write key): any configured source's origin is enough.
     pub fn origin_allowed(&self, origin: &str) -> bool {
         self.by_key
             .values()
             .any(|s| s.origins.iter().any(|o| o == origin))
+    }
+}
+
+impl Source {
+    /// Whether a request from `origin` may send events with this source's key: no origin
+    /// (a server), the collector's own origin (first-party), or a configured one.
+    pub fn accepts_origin(&self, origin: Option<&str>, own_origin: &str) -> bool {
+        match origin {
+            None => true,
+            Some(o) => o == own_origin || self.origins.iter().any(|x| x == o),
+        }
     }
 }
 
@@ -53,13 +184,40 @@ mod tests {
     fn parses_and_looks_up() {
         let s = Sources::from_json(r#"{"k1":{"name":"shop","origins":["https://a.example"]}}"#)
             .unwrap();
-        assert_eq!(s.get("k1").unwrap().origins, vec!["https://a.example"]);
+        let k1 = s.get("k1").unwrap();
+        assert_eq!(k1.origins, vec!["https://a.example"]);
+        assert_eq!(k1.consent, ConsentPolicy::OptIn);
+        assert_eq!(k1.storage, Storage::D1);
+        assert_eq!(k1.identity_limits, Limits::default());
         assert!(s.get("k2").is_none());
+        assert!(k1.accepts_origin(None, "https://c.example"));
+        assert!(k1.accepts_origin(Some("https://c.example"), "https://c.example"));
+        assert!(k1.accepts_origin(Some("https://a.example"), "https://c.example"));
+        assert!(!k1.accepts_origin(Some("https://evil.example"), "https://c.example"));
     }
 
     #[test]
     fn rejects_bad_config() {
         assert!(Sources::from_json("[]").is_err());
         assert!(Sources::from_json(r#"{"":{"name":"x"}}"#).is_err());
+        assert!(Sources::from_json(r#"{"k":{"name":"x","consent":"maybe"}}"#).is_err());
+        assert!(Sources::from_json(r#"{"k":{"name":"x","typo":1}}"#).is_err());
+        let bad_plan = Sources::from_json(r#"{"k":{"name":"x","plan":{"version":1,"bogus":2}}}"#);
+        assert!(bad_plan.unwrap_err().contains("$.bogus"));
+    }
+
+    #[test]
+    fn plans_inline_and_by_path() {
+        let mut s = Sources::from_json(
+            r#"{"a":{"name":"a","plan":{"version":"7"}},"b":{"name":"b","plan":"/p.json"}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.get("a").unwrap().compiled.as_ref().unwrap().version, "7");
+        assert_eq!(s.plan_paths(), vec!["/p.json"]);
+        assert!(s.check_complete().is_err());
+        s.resolve_plans(|p| (p == "/p.json").then(|| r#"{"version":"9"}"#.into()))
+            .unwrap();
+        s.check_complete().unwrap();
+        assert_eq!(s.get("b").unwrap().compiled.as_ref().unwrap().version, "9");
     }
 }

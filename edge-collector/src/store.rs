@@ -1,21 +1,32 @@
-//! Storage contract: what the pipeline needs from a store, and an in-memory store used
-//! by native tests. The D1 implementation lives in the Workers adapter.
+//! Storage contract: what the pipeline writes (clean events, the quarantine, the consent
+//! log, daily counters) and an in-memory store used by native tests. The D1, Queue and R2
+//! implementations live in the Workers adapter.
 
+use serde::Serialize;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 /// A validated event, ready to be stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StoredEvent {
     pub write_key: String,
     pub message_id: String,
+    #[serde(rename = "type")]
     pub kind: &'static str,
     pub event: Option<String>,
     pub anonymous_id: Option<String>,
     pub user_id: Option<String>,
+    /// The profile the identity graph resolved the event to.
+    pub profile_id: Option<String>,
+    /// Whether that profile carries a userId or a hashed email or phone.
+    pub identified: bool,
+    /// The user agent is a crawler or automation.
+    pub bot: bool,
     /// Skew-corrected event time (RFC 3339).
     pub timestamp: String,
     pub received_at: String,
-    /// The full message as stored (JSON).
+    /// The full message as stored (JSON, raw PII hashed).
     pub payload: String,
 }
 
@@ -25,10 +36,45 @@ pub struct StoredEvent {
 pub struct QuarantinedEvent {
     pub write_key: String,
     pub message_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// The first reason's kind, for counting.
+    pub reason: String,
     /// JSON array of reason objects.
     pub reasons: String,
+    /// The payload as received, with raw PII hashed.
     pub payload: String,
     pub received_at: String,
+}
+
+/// One entry of the append-only consent log: who, what, when, from where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsentRecord {
+    pub write_key: String,
+    pub message_id: String,
+    pub anonymous_id: Option<String>,
+    pub user_id: Option<String>,
+    /// The categories as decided (JSON object), GPC applied.
+    pub categories: String,
+    /// What the page reported (`sdk`, `tcf`, `gcm`, `banner`, ...), or `unknown`.
+    pub source: String,
+    pub gpc: bool,
+    pub timestamp: String,
+    pub received_at: String,
+}
+
+/// Counters for one request, added to the source's daily totals.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub write_key: String,
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    pub received: u32,
+    pub accepted: u32,
+    pub duplicates: u32,
+    pub quarantined: u32,
+    pub refused: u32,
+    pub identified: u32,
+    pub bots: u32,
 }
 
 /// Whether a store kept an event or already had one with that messageId.
@@ -41,12 +87,14 @@ pub enum Insert {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreError(pub String);
 
-/// What the pipeline writes to. Implementations must be idempotent on
-/// (write_key, message_id): a retried delivery is answered `Duplicate` and not stored twice.
+/// What the pipeline writes to. `insert_events` must be idempotent on (write_key,
+/// message_id); `append_consent` too (a retried record is kept once).
 #[allow(async_fn_in_trait)] // the Workers runtime is single-threaded: futures need not be Send
 pub trait EventStore {
     async fn insert_events(&self, events: &[StoredEvent]) -> Result<Vec<Insert>, StoreError>;
     async fn quarantine(&self, events: &[QuarantinedEvent]) -> Result<(), StoreError>;
+    async fn append_consent(&self, records: &[ConsentRecord]) -> Result<(), StoreError>;
+    async fn add_counts(&self, counts: &Counts) -> Result<(), StoreError>;
 }
 
 /// An in-memory store for tests.
@@ -54,15 +102,24 @@ pub trait EventStore {
 pub struct MemoryStore {
     pub events: RefCell<Vec<StoredEvent>>,
     pub quarantined: RefCell<Vec<QuarantinedEvent>>,
+    pub consent: RefCell<Vec<ConsentRecord>>,
+    pub counts: RefCell<BTreeMap<(String, String), Counts>>,
     /// When set, every call fails with this message.
     pub fail_with: RefCell<Option<String>>,
 }
 
+impl MemoryStore {
+    fn check(&self) -> Result<(), StoreError> {
+        match self.fail_with.borrow().clone() {
+            Some(e) => Err(StoreError(e)),
+            None => Ok(()),
+        }
+    }
+}
+
 impl EventStore for MemoryStore {
     async fn insert_events(&self, events: &[StoredEvent]) -> Result<Vec<Insert>, StoreError> {
-        if let Some(e) = self.fail_with.borrow().clone() {
-            return Err(StoreError(e));
-        }
+        self.check()?;
         let mut stored = self.events.borrow_mut();
         Ok(events
             .iter()
@@ -81,10 +138,42 @@ impl EventStore for MemoryStore {
     }
 
     async fn quarantine(&self, events: &[QuarantinedEvent]) -> Result<(), StoreError> {
-        if let Some(e) = self.fail_with.borrow().clone() {
-            return Err(StoreError(e));
-        }
+        self.check()?;
         self.quarantined.borrow_mut().extend_from_slice(events);
+        Ok(())
+    }
+
+    async fn append_consent(&self, records: &[ConsentRecord]) -> Result<(), StoreError> {
+        self.check()?;
+        let mut log = self.consent.borrow_mut();
+        for r in records {
+            if !log
+                .iter()
+                .any(|x| x.write_key == r.write_key && x.message_id == r.message_id)
+            {
+                log.push(r.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn add_counts(&self, c: &Counts) -> Result<(), StoreError> {
+        self.check()?;
+        let mut all = self.counts.borrow_mut();
+        let t = all
+            .entry((c.write_key.clone(), c.day.clone()))
+            .or_insert_with(|| Counts {
+                write_key: c.write_key.clone(),
+                day: c.day.clone(),
+                ..Counts::default()
+            });
+        t.received += c.received;
+        t.accepted += c.accepted;
+        t.duplicates += c.duplicates;
+        t.quarantined += c.quarantined;
+        t.refused += c.refused;
+        t.identified += c.identified;
+        t.bots += c.bots;
         Ok(())
     }
 }

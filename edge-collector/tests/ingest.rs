@@ -1,33 +1,103 @@
-//! The ingestion pipeline, natively, against the in-memory store.
+//! The ingestion pipeline, natively, against the in-memory store, dedup and identity.
 
 use base64::Engine as _;
-use edge_collector::ingest::{ingest, Endpoint, IngestRequest, Report, RequestError, Status};
+use edge_collector::dedup::MemoryDedup;
+use edge_collector::enrich::EdgeInfo;
+use edge_collector::identity::{Graph, MemoryIdentity};
+use edge_collector::ingest::{
+    ingest, Endpoint, IngestRequest, RateLimiter, Report, RequestError, Services, Status,
+};
 use edge_collector::sources::Sources;
 use edge_collector::store::MemoryStore;
 use proptest::strategy::Strategy as _;
 use serde_json::{json, Value};
+use tracking_plan::identifiers::sha256_hex;
 use tracking_plan::time::parse_rfc3339;
 use tracking_plan::MessageType;
 
 const NOW: i64 = 1_795_472_345_000; // 2026-11-23T22:19:05Z
+const SITE: &str = "https://shop.example";
 
+/// `wk_test`: a server source (consent assumed unless denied, no plan). `wk_web`: a
+/// browser source with the example site's plan and opt-in consent.
 fn sources() -> Sources {
-    Sources::from_json(r#"{"wk_test":{"name":"test","origins":[]}}"#).unwrap()
+    let plan = include_str!("../../example-site/tracking-plan.json");
+    Sources::from_json(&format!(
+        r#"{{"wk_test":{{"name":"test","consent":"opt-out"}},
+            "wk_web":{{"name":"web","origins":["{SITE}"],"plan":{plan},"rateLimit":50}}}}"#
+    ))
+    .unwrap()
+}
+
+#[derive(Default)]
+struct Rig {
+    store: MemoryStore,
+    dedup: MemoryDedup,
+    identity: MemoryIdentity,
+    limiter: RateLimiter,
+}
+
+impl Rig {
+    fn send(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        auth: Option<&str>,
+        edge: EdgeInfo<'_>,
+        now_ms: i64,
+    ) -> Result<Report, RequestError> {
+        let req = IngestRequest {
+            endpoint,
+            body,
+            authorization: auth,
+            now_ms,
+            edge,
+        };
+        let svc = Services {
+            store: &self.store,
+            dedup: &self.dedup,
+            identity: &self.identity,
+            limiter: &self.limiter,
+        };
+        pollster::block_on(ingest(&svc, &sources(), &req))
+    }
+
+    /// A browser on the site's origin.
+    fn web(&self, events: Value) -> Report {
+        let body = serde_json::to_vec(&json!({"batch": events, "writeKey": "wk_web"})).unwrap();
+        self.send(Endpoint::Batch, &body, None, browser(), NOW).unwrap()
+    }
+
+    fn graph_profile(&self, key: &str, id: &str) -> Option<edge_collector::identity::Profile> {
+        self.identity.graphs.borrow().get(key)?.profile(id)
+    }
+}
+
+fn browser() -> EdgeInfo<'static> {
+    EdgeInfo {
+        origin: Some(SITE),
+        own_origin: SITE,
+        ip: Some("203.0.113.77"),
+        country: Some("GB"),
+        user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
+        ..EdgeInfo::default()
+    }
 }
 
 fn run(
-    store: &MemoryStore,
+    store: &Rig,
     endpoint: Endpoint,
     body: &[u8],
     auth: Option<&str>,
 ) -> Result<Report, RequestError> {
-    let req = IngestRequest {
-        endpoint,
-        body,
-        authorization: auth,
-        now_ms: NOW,
-    };
-    pollster::block_on(ingest(store, &sources(), &req))
+    store.send(endpoint, body, auth, EdgeInfo::default(), NOW)
+}
+
+const GRANTED: &str = r#"{"categoryPreferences":{"analytics":true,"marketing":true,"personalization":true}}"#;
+
+fn web_track(id: &str, event: &str, props: Value) -> Value {
+    json!({"type":"track","messageId":id,"anonymousId":"anon-web-1","event":event,
+           "properties":props,"context":{"consent": serde_json::from_str::<Value>(GRANTED).unwrap()}})
 }
 
 fn batch(events: Value) -> Vec<u8> {
@@ -60,7 +130,7 @@ fn endpoints_from_paths() {
 
 #[test]
 fn accepts_a_batch_and_stores_every_field() {
-    let store = MemoryStore::default();
+    let store = Rig::default();
     let r = run(
         &store,
         Endpoint::Batch,
@@ -69,7 +139,7 @@ fn accepts_a_batch_and_stores_every_field() {
     )
     .unwrap();
     assert_eq!((r.accepted, r.duplicates, r.quarantined), (2, 0, 0));
-    let events = store.events.borrow();
+    let events = store.store.events.borrow();
     assert_eq!(events.len(), 2);
     let e = &events[0];
     assert_eq!(e.write_key, "wk_test");
@@ -88,21 +158,21 @@ fn accepts_a_batch_and_stores_every_field() {
 
 #[test]
 fn clock_skew_is_corrected() {
-    let store = MemoryStore::default();
+    let store = Rig::default();
     // A client whose clock is one hour behind.
     let body = serde_json::to_vec(&json!({"writeKey":"wk_test","sentAt":"2026-11-23T21:19:05.000Z",
         "batch":[{"type":"page","messageId":"p","anonymousId":"a","timestamp":"2026-11-23T21:19:03.000Z"}]}))
     .unwrap();
     run(&store, Endpoint::Batch, &body, None).unwrap();
     assert_eq!(
-        parse_rfc3339(&store.events.borrow()[0].timestamp),
+        parse_rfc3339(&store.store.events.borrow()[0].timestamp),
         Some(NOW - 2000)
     );
 }
 
 #[test]
 fn repeats_are_duplicates_stored_once() {
-    let store = MemoryStore::default();
+    let store = Rig::default();
     run(&store, Endpoint::Batch, &batch(json!([track("m1")])), None).unwrap();
     let r = run(
         &store,
@@ -115,12 +185,12 @@ fn repeats_are_duplicates_stored_once() {
         r.results.iter().map(|v| v.status).collect::<Vec<_>>(),
         [Status::Duplicate; 2]
     );
-    assert_eq!(store.events.borrow().len(), 1);
+    assert_eq!(store.store.events.borrow().len(), 1);
 }
 
 #[test]
 fn bad_events_are_quarantined_with_reasons_not_dropped() {
-    let store = MemoryStore::default();
+    let store = Rig::default();
     let body = batch(json!([
         track("ok"),
         {"type":"track","messageId":"no-event","anonymousId":"a"},
@@ -147,7 +217,7 @@ fn bad_events_are_quarantined_with_reasons_not_dropped() {
             Some("missing_identity")
         ]
     );
-    let q = store.quarantined.borrow();
+    let q = store.store.quarantined.borrow();
     assert_eq!(q.len(), 5);
     assert_eq!(q[0].message_id.as_deref(), Some("no-event"));
     assert_eq!(q[3].payload, "\"not an object\"");
@@ -155,7 +225,7 @@ fn bad_events_are_quarantined_with_reasons_not_dropped() {
 
 #[test]
 fn oversized_message_is_quarantined_and_oversized_batch_refused() {
-    let store = MemoryStore::default();
+    let store = Rig::default();
     let mut big = track("big");
     big["properties"]["blob"] = json!("x".repeat(33 * 1024));
     let r = run(
@@ -183,7 +253,7 @@ fn oversized_message_is_quarantined_and_oversized_batch_refused() {
 
 #[test]
 fn request_errors_name_their_cause() {
-    let store = MemoryStore::default();
+    let store = Rig::default();
     let cases: Vec<(&[u8], Option<&str>, u16, &str)> = vec![
         (b"{not json", None, 400, "invalid_json"),
         (b"", None, 400, "empty_body"),
@@ -214,12 +284,12 @@ fn request_errors_name_their_cause() {
         );
         assert_eq!(e.to_json()["error"]["code"], code);
     }
-    assert!(store.events.borrow().is_empty());
+    assert!(store.store.events.borrow().is_empty());
 }
 
 #[test]
 fn basic_auth_write_key_and_single_endpoints() {
-    let store = MemoryStore::default();
+    let store = Rig::default();
     let auth = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("wk_test:")
@@ -233,17 +303,17 @@ fn basic_auth_write_key_and_single_endpoints() {
     )
     .unwrap();
     assert_eq!(r.accepted, 1);
-    let e = &store.events.borrow()[0];
+    let e = &store.store.events.borrow()[0];
     assert_eq!((e.kind, e.user_id.as_deref()), ("identify", Some("42")));
 }
 
 #[test]
 fn write_key_is_not_stored_with_the_event() {
-    let store = MemoryStore::default();
+    let store = Rig::default();
     let body = br#"{"type":"track","messageId":"w","anonymousId":"a","event":"E","writeKey":"wk_test","_metadata":{"bundled":[]}}"#;
     let r = run(&store, Endpoint::Single(MessageType::Track), body, None).unwrap();
     assert_eq!(r.accepted, 1, "the body's write key still authenticates");
-    let payload: Value = serde_json::from_str(&store.events.borrow()[0].payload).unwrap();
+    let payload: Value = serde_json::from_str(&store.store.events.borrow()[0].payload).unwrap();
     assert!(payload.get("writeKey").is_none());
     assert_eq!(
         payload["_metadata"],
@@ -254,21 +324,22 @@ fn write_key_is_not_stored_with_the_event() {
 
 #[test]
 fn batch_context_is_merged_under_the_message_context() {
-    let store = MemoryStore::default();
+    let store = Rig::default();
     let body = serde_json::to_vec(
         &json!({"writeKey":"wk_test","context":{"ip":"1.2.3.4","locale":"de"},
         "batch":[{"type":"page","messageId":"p","anonymousId":"a","context":{"locale":"fr"}}]}),
     )
     .unwrap();
     run(&store, Endpoint::Batch, &body, None).unwrap();
-    let payload: Value = serde_json::from_str(&store.events.borrow()[0].payload).unwrap();
-    assert_eq!(payload["context"], json!({"ip":"1.2.3.4","locale":"fr"}));
+    let payload: Value = serde_json::from_str(&store.store.events.borrow()[0].payload).unwrap();
+    assert_eq!(payload["context"]["locale"], "fr");
+    assert_eq!(payload["context"]["ip"], "1.2.3.0", "stored truncated");
 }
 
 #[test]
 fn storage_failure_is_a_retryable_503() {
-    let store = MemoryStore::default();
-    *store.fail_with.borrow_mut() = Some("disk on fire".into());
+    let store = Rig::default();
+    *store.store.fail_with.borrow_mut() = Some("disk on fire".into());
     let e = run(&store, Endpoint::Batch, &batch(json!([track("m")])), None).unwrap_err();
     assert_eq!((e.status, e.code), (503, "storage_unavailable"));
 }
@@ -276,7 +347,7 @@ fn storage_failure_is_a_retryable_503() {
 proptest::proptest! {
     #[test]
     fn never_panics_on_any_body(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
-        let store = MemoryStore::default();
+        let store = Rig::default();
         let _ = run(&store, Endpoint::Batch, &body, None);
         let _ = run(&store, Endpoint::Single(MessageType::Track), &body, None);
     }
@@ -293,12 +364,239 @@ proptest::proptest! {
             0..30,
         )
     ) {
-        let store = MemoryStore::default();
+        let store = Rig::default();
         let n = events.len();
         let r = run(&store, Endpoint::Batch, &batch(json!(events)), None).unwrap();
         proptest::prop_assert_eq!(r.results.len(), n);
-        proptest::prop_assert_eq!(r.accepted + r.duplicates + r.quarantined, n);
-        proptest::prop_assert_eq!(store.events.borrow().len(), r.accepted);
-        proptest::prop_assert_eq!(store.quarantined.borrow().len(), r.quarantined);
+        proptest::prop_assert_eq!(r.accepted + r.duplicates + r.quarantined + r.refused, n);
+        proptest::prop_assert_eq!(store.store.events.borrow().len(), r.accepted);
+        proptest::prop_assert_eq!(store.store.quarantined.borrow().len(), r.quarantined);
     }
+}
+
+#[test]
+fn plan_violations_are_quarantined_with_typed_reasons_and_flags_are_kept() {
+    let rig = Rig::default();
+    let r = rig.web(json!([
+        web_track("good", "Product Added", json!({"product_id":"SKU-ABC","price":9.5,"currency":"EUR"})),
+        web_track("bad", "Product Added", json!({"product_id":"nope","price":-1,"colour":"red"})),
+        web_track("unplanned", "Video Played", json!({})),
+    ]));
+    let statuses: Vec<Status> = r.results.iter().map(|v| v.status).collect();
+    assert_eq!(statuses, [Status::Accepted, Status::Quarantined, Status::Accepted]);
+    let kinds: Vec<(&str, &str)> = r.results[1]
+        .reasons
+        .iter()
+        .map(|x| (x.kind, x.path.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("missing_required", "$.properties.currency"),
+            ("unexpected_property", "$.properties.colour"),
+            ("out_of_range", "$.properties.price"),
+            ("pattern_mismatch", "$.properties.product_id"),
+        ]
+    );
+    // The quarantine keeps the full payload, for fixing and replay.
+    let q = &rig.store.quarantined.borrow()[0];
+    assert_eq!(q.reason, "missing_required");
+    let payload: Value = serde_json::from_str(&q.payload).unwrap();
+    assert_eq!(payload["properties"]["colour"], "red");
+    // The unplanned event is stored, flagged, and the sender is told.
+    assert_eq!(r.results[2].warnings[0].kind, "unplanned_event");
+    let stored: Value = serde_json::from_str(&rig.store.events.borrow()[1].payload).unwrap();
+    assert_eq!(stored["context"]["trackingPlan"]["violations"], json!(["unplanned_event"]));
+}
+
+#[test]
+fn raw_pii_is_hashed_before_anything_is_stored() {
+    let rig = Rig::default();
+    let mut ev = web_track("p1", "Newsletter Subscribed", json!({"email_sha256":"Ann@Example.com ","note":"call +44 20 7946 0958"}));
+    ev["context"]["page"] = json!({"url": "https://shop.example/thanks?email=ann%40example.com&e=ann@example.com"});
+    let r = rig.web(json!([ev]));
+    assert_eq!(r.results[0].status, Status::Accepted, "{:?}", r.results[0]);
+    let paths: Vec<&str> = r.results[0].warnings.iter().map(|w| w.path.as_str()).collect();
+    assert!(paths.contains(&"$.properties.email_sha256"), "{paths:?}");
+    assert!(paths.contains(&"$.context.page.url"), "{paths:?}");
+    let payload = &rig.store.events.borrow()[0].payload;
+    assert!(!payload.contains("ann@example.com") && !payload.contains("7946"), "{payload}");
+    let stored: Value = serde_json::from_str(payload).unwrap();
+    assert_eq!(stored["properties"]["email_sha256"], sha256_hex("ann@example.com"));
+    // The hashed email identifies the visitor.
+    let profile = r.results[0].profile_id.clone().unwrap();
+    assert!(rig.graph_profile("wk_web", &profile).unwrap().identified());
+}
+
+#[test]
+fn raw_pii_quarantine_policy_still_stores_no_raw_value() {
+    let rig = Rig::default();
+    let srcs = Sources::from_json(
+        r#"{"k":{"name":"strict","consent":"opt-out","plan":{"version":"1","rawPii":"quarantine"}}}"#,
+    )
+    .unwrap();
+    let body = br#"{"batch":[{"type":"identify","messageId":"i","userId":"bob@example.com","traits":{"phone":"+1 650 555 1212"}}],"writeKey":"k"}"#;
+    let req = IngestRequest { endpoint: Endpoint::Batch, body, authorization: None, now_ms: NOW, edge: EdgeInfo::default() };
+    let svc = Services { store: &rig.store, dedup: &rig.dedup, identity: &rig.identity, limiter: &rig.limiter };
+    let r = pollster::block_on(ingest(&svc, &srcs, &req)).unwrap();
+    assert_eq!(r.results[0].status, Status::Quarantined);
+    let paths: Vec<&str> = r.results[0].reasons.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(paths, ["$.traits.phone", "$.userId"]);
+    let q = &rig.store.quarantined.borrow()[0];
+    assert!(!q.payload.contains("bob@") && !q.payload.contains("555"), "{}", q.payload);
+}
+
+#[test]
+fn consent_fails_closed_and_is_logged() {
+    let rig = Rig::default();
+    let mut no_consent = web_track("n1", "Product Added", json!({}));
+    no_consent["context"] = json!({});
+    let mut denied = web_track("n2", "Consent Updated", json!({}));
+    denied["context"]["consent"] = json!({"categoryPreferences":{"analytics":false},"source":"banner"});
+    let r = rig.web(json!([no_consent, denied]));
+    assert_eq!((r.refused, r.accepted), (2, 0), "{:?}", r.results);
+    assert_eq!(r.results[0].reasons[0].kind, "consent_denied");
+    assert!(rig.store.events.borrow().is_empty(), "nothing stored without analytics consent");
+    assert!(rig.store.quarantined.borrow().is_empty(), "not even an invalid event");
+    assert_eq!(r.cookie_id, None, "no cookie without consent");
+    // The denial itself is in the consent log: who, what, when, from where.
+    let log = rig.store.consent.borrow();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].anonymous_id.as_deref(), Some("anon-web-1"));
+    assert_eq!(log[0].source, "banner");
+    let cats: Value = serde_json::from_str(&log[0].categories).unwrap();
+    assert_eq!(cats["analytics"], false);
+    let counts = rig.store.counts.borrow();
+    assert_eq!(counts.values().next().unwrap().refused, 2);
+}
+
+#[test]
+fn gpc_denies_marketing_and_strips_click_ids() {
+    let rig = Rig::default();
+    let mut ev = web_track("g1", "Order Completed", json!({"order_id":"o1","total":3,"products":[{"product_id":"A"}]}));
+    ev["context"]["page"] = json!({"url":"https://shop.example/?utm_source=Google&gclid=abc"});
+    let body = serde_json::to_vec(&json!({"batch":[ev.clone()],"writeKey":"wk_web"})).unwrap();
+    let gpc = EdgeInfo { gpc: true, ..browser() };
+    let r = rig.send(Endpoint::Batch, &body, None, gpc, NOW).unwrap();
+    assert_eq!(r.accepted, 1);
+    let stored: Value = serde_json::from_str(&rig.store.events.borrow()[0].payload).unwrap();
+    let enforced = &stored["context"]["consent"]["enforced"];
+    assert_eq!((enforced["analytics"].as_bool(), enforced["marketing"].as_bool()), (Some(true), Some(false)));
+    assert!(stored["context"].get("clickIds").is_none());
+    assert_eq!(stored["context"]["campaign"]["source"], "google");
+    // Without GPC the click id is kept.
+    ev["messageId"] = json!("g2");
+    rig.web(json!([ev]));
+    let stored: Value = serde_json::from_str(&rig.store.events.borrow()[1].payload).unwrap();
+    assert_eq!(stored["context"]["clickIds"]["gclid"], "abc");
+}
+
+#[test]
+fn enrichment_truncates_ip_and_parses_the_agent() {
+    let rig = Rig::default();
+    rig.web(json!([web_track("e1", "Product Added", json!({"product_id":"ABC-X","price":1,"currency":"EUR"}))]));
+    let e = &rig.store.events.borrow()[0];
+    let stored: Value = serde_json::from_str(&e.payload).unwrap();
+    assert_eq!(stored["context"]["ip"], "203.0.113.0");
+    assert!(!e.payload.contains("203.0.113.77"));
+    assert_eq!(stored["context"]["location"]["country"], "GB");
+    assert_eq!(stored["context"]["userAgentParsed"]["browser"], "Chrome");
+    assert!(!e.bot);
+}
+
+#[test]
+fn a_reused_message_id_with_other_content_is_a_conflict_not_a_merge() {
+    let rig = Rig::default();
+    let a = web_track("same", "Product Added", json!({"product_id":"ABC-X","price":1,"currency":"EUR"}));
+    let mut b = a.clone();
+    b["properties"]["price"] = json!(2);
+    rig.web(json!([a.clone()]));
+    // A retry with a new sentAt is the same event.
+    let retry = serde_json::to_vec(&json!({"batch":[a],"writeKey":"wk_web","sentAt":"2026-11-23T22:20:00.000Z"})).unwrap();
+    let r = rig.send(Endpoint::Batch, &retry, None, browser(), NOW + 5000).unwrap();
+    assert_eq!(r.results[0].status, Status::Duplicate);
+    let r = rig.web(json!([b]));
+    assert_eq!(r.results[0].status, Status::Quarantined);
+    assert_eq!(r.results[0].reasons[0].kind, "message_id_conflict");
+    assert_eq!(rig.store.events.borrow().len(), 1);
+    let stored: Value = serde_json::from_str(&rig.store.events.borrow()[0].payload).unwrap();
+    assert_eq!(stored["properties"]["price"], 1, "the first content stays");
+}
+
+#[test]
+fn a_failed_store_releases_dedup_claims_so_the_retry_is_stored() {
+    let rig = Rig::default();
+    *rig.store.fail_with.borrow_mut() = Some("d1 down".into());
+    let body = batch(json!([track("r1")]));
+    assert_eq!(run(&rig, Endpoint::Batch, &body, None).unwrap_err().status, 503);
+    *rig.store.fail_with.borrow_mut() = None;
+    let r = run(&rig, Endpoint::Batch, &body, None).unwrap();
+    assert_eq!(r.accepted, 1, "the retry is not mistaken for a duplicate");
+}
+
+#[test]
+fn gzip_bodies_origins_and_rate_limits() {
+    use std::io::Write as _;
+    let rig = Rig::default();
+    let plain = batch(json!([track("z1")]));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let edge = EdgeInfo { content_encoding: Some("gzip"), ..EdgeInfo::default() };
+    assert_eq!(rig.send(Endpoint::Batch, &gz, None, edge.clone(), NOW).unwrap().accepted, 1);
+    let e = rig.send(Endpoint::Batch, b"\x1f\x8bnot gzip", None, edge, NOW).unwrap_err();
+    assert_eq!((e.status, e.code), (400, "invalid_gzip"));
+    let br = EdgeInfo { content_encoding: Some("br"), ..EdgeInfo::default() };
+    assert_eq!(rig.send(Endpoint::Batch, &plain, None, br, NOW).unwrap_err().status, 415);
+    // A gzip bomb is refused once it inflates past the batch limit.
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b' '; 2 * 1024 * 1024]).unwrap();
+    let bomb = bomb.finish().unwrap();
+    let edge = EdgeInfo { content_encoding: Some("gzip"), ..EdgeInfo::default() };
+    assert_eq!(rig.send(Endpoint::Batch, &bomb, None, edge, NOW).unwrap_err().status, 413);
+
+    // Browser origins: the site's own and configured ones only.
+    let body = serde_json::to_vec(&json!({"batch":[],"writeKey":"wk_web"})).unwrap();
+    let evil = EdgeInfo { origin: Some("https://evil.example"), ..browser() };
+    let e = rig.send(Endpoint::Batch, &body, None, evil, NOW).unwrap_err();
+    assert_eq!((e.status, e.code), (403, "origin_not_allowed"));
+    let own = EdgeInfo { origin: Some("http://127.0.0.1:9"), own_origin: "http://127.0.0.1:9", ..browser() };
+    assert!(rig.send(Endpoint::Batch, &body, None, own, NOW).is_ok());
+
+    // wk_web allows 50 events/s: a burst of 100 passes, the next is told when to retry.
+    let many: Vec<Value> = (0..100).map(|i| web_track(&format!("rl{i}"), "Video Played", json!({}))).collect();
+    let burst = serde_json::to_vec(&json!({"batch": many, "writeKey": "wk_web"})).unwrap();
+    assert!(rig.send(Endpoint::Batch, &burst, None, browser(), NOW).is_ok());
+    let e = rig.send(Endpoint::Batch, &burst, None, browser(), NOW + 10).unwrap_err();
+    assert_eq!((e.status, e.code), (429, "rate_limited"));
+    assert!(e.retry_after.unwrap() >= 1);
+    assert!(rig.send(Endpoint::Batch, &burst, None, browser(), NOW + 2_100).is_ok());
+}
+
+#[test]
+fn soft_login_on_a_second_device_joins_the_profile_and_sets_the_cookie() {
+    let rig = Rig::default();
+    let email = sha256_hex("ann@example.com");
+    let login = |id: &str, anon: &str| {
+        let mut e = web_track(id, "Newsletter Subscribed", json!({"email_sha256": email, "source": "footer"}));
+        e["anonymousId"] = json!(anon);
+        e
+    };
+    let first = rig.web(json!([login("d1", "anon-laptop-1")]));
+    let p1 = first.results[0].profile_id.clone().unwrap();
+    assert_eq!(first.cookie_id.as_deref(), Some("anon-laptop-1"));
+    let second = rig.web(json!([login("d2", "anon-phone-22")]));
+    assert_eq!(second.results[0].profile_id.as_deref(), Some(p1.as_str()));
+    let events = rig.store.events.borrow();
+    assert!(events.iter().all(|e| e.profile_id.as_deref() == Some(p1.as_str()) && e.identified));
+    // The collector's cookie id joins the event's anonymous id.
+    drop(events);
+    let body = serde_json::to_vec(&json!({"batch":[web_track("d3", "Video Played", json!({}))],"writeKey":"wk_web"})).unwrap();
+    let with_cookie = EdgeInfo { cookie_id: Some("anon-laptop-1"), ..browser() };
+    let r = rig.send(Endpoint::Batch, &body, None, with_cookie, NOW).unwrap();
+    assert_eq!(r.results[0].profile_id.as_deref(), Some(p1.as_str()));
+    assert_eq!(r.cookie_id.as_deref(), Some("anon-laptop-1"), "the cookie keeps its id");
+    let stats = rig.store.counts.borrow();
+    let day = stats.values().next().unwrap();
+    assert_eq!((day.received, day.accepted, day.identified), (3, 3, 3));
 }

@@ -86,6 +86,13 @@ fn is_email_local_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c) || !c.is_ascii()
 }
 
+/// Local-part characters when finding an address inside text: RFC 5322 allows `/ = ? & #`
+/// and quotes too, but inside URLs and prose those delimit the address, and real
+/// addresses almost never use them.
+fn is_found_local_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!$%*+^_~.-".contains(c) || !c.is_ascii()
+}
+
 fn is_domain_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '-' || c == '.' || !c.is_ascii()
 }
@@ -393,7 +400,7 @@ pub fn find_email(text: &str) -> Option<&str> {
         let start = text[..at]
             .char_indices()
             .rev()
-            .take_while(|(_, c)| is_email_local_char(*c))
+            .take_while(|(_, c)| is_found_local_char(*c))
             .last()
             .map_or(at, |(i, _)| i);
         let end = text[at + 1..]

@@ -9,4 +9,4 @@ pub mod plan;
 pub mod time;
 
 pub use message::{Batch, Message, MessageType};
-pub use plan::{Plan, PlanError, UnplannedPolicy, Violation, ViolationKind};
+pub use plan::{Plan, PlanError, RawPiiPolicy, UnplannedPolicy, Violation, ViolationKind};

@@ -7,6 +7,7 @@
 //! {
 //!   "version": "3",
 //!   "unplanned": "flag",
+//!   "rawPii": "hash",
 //!   "events": {
 //!     "Product Added": {"properties": {"type": "object", "required": ["product_id"],
 //!       "properties": {"product_id": {"type": "string"}, "price": {"type": "number", "minimum": 0}}}}
@@ -21,7 +22,8 @@
 //! `minimum`/`maximum`/`exclusiveMinimum`/`exclusiveMaximum`/`multipleOf`,
 //! `minLength`/`maxLength`, `pattern` (unanchored, like ECMA-262), `format` (`email`,
 //! `uri`, `date-time`), plus `x-pii` (`email` or `phone`: the value must arrive as a
-//! SHA-256 hex digest). Annotations (`title`, `description`, `$schema`, `$id`, `$comment`,
+//! SHA-256 hex digest). `rawPii` (`hash`, the default, or `quarantine`) tells the collector
+//! what to do with a raw email or phone number found in an event. Annotations (`title`, `description`, `$schema`, `$id`, `$comment`,
 //! `examples`, `default`, `deprecated`, `readOnly`, `writeOnly`, other `x-` keys) are
 //! ignored. Any other keyword is a lint error rather than silently ignored: a plan that
 //! validated less than its authors think would let bad data through.
@@ -358,11 +360,21 @@ impl Compiler {
     }
 }
 
+/// What the collector does with a raw email or phone number found in an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawPiiPolicy {
+    /// Replace it with the SHA-256 of its normalized form and accept the event.
+    Hash,
+    /// Quarantine the event (its stored copy has the value hashed all the same).
+    Quarantine,
+}
+
 /// A compiled tracking plan.
 #[derive(Debug)]
 pub struct Plan {
     pub version: String,
     pub unplanned: UnplannedPolicy,
+    pub raw_pii: RawPiiPolicy,
     /// Largest accepted message in bytes (default 32 KB, Segment's limit).
     pub max_event_bytes: usize,
     events: HashMap<String, Option<Schema>>,
@@ -416,6 +428,14 @@ impl Plan {
                 UnplannedPolicy::Flag
             }
         };
+        let raw_pii = match obj.get("rawPii").map(|v| v.as_str()) {
+            None | Some(Some("hash")) => RawPiiPolicy::Hash,
+            Some(Some("quarantine")) => RawPiiPolicy::Quarantine,
+            _ => {
+                c.err("$.rawPii", "must be \"hash\" or \"quarantine\"");
+                RawPiiPolicy::Hash
+            }
+        };
         let max_event_bytes = match obj.get("maxEventBytes") {
             None => MAX_EVENT_BYTES,
             Some(v) => match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
@@ -450,6 +470,7 @@ impl Plan {
             let known = [
                 "version",
                 "unplanned",
+                "rawPii",
                 "maxEventBytes",
                 "events",
                 "identify",
@@ -466,6 +487,7 @@ impl Plan {
             Ok(Plan {
                 version,
                 unplanned,
+                raw_pii,
                 max_event_bytes,
                 events,
                 identify_traits,

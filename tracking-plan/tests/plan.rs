@@ -193,6 +193,19 @@ fn too_large_and_unplanned_policies() {
 }
 
 #[test]
+fn raw_pii_policy_defaults_to_hash() {
+    use tracking_plan::RawPiiPolicy;
+    let plan = |v: Value| Plan::from_value(&v);
+    assert_eq!(plan(json!({"version": 1})).unwrap().raw_pii, RawPiiPolicy::Hash);
+    assert_eq!(
+        plan(json!({"version": 1, "rawPii": "quarantine"})).unwrap().raw_pii,
+        RawPiiPolicy::Quarantine
+    );
+    let errs = plan(json!({"version": 1, "rawPii": "keep"})).unwrap_err();
+    assert_eq!(errs[0].path, "$.rawPii");
+}
+
+#[test]
 fn integer_and_number_types() {
     let p = Plan::from_value(&json!({"version":"1","events":{"E":{"properties":{"type":"object","properties":{
         "i":{"type":"integer"},"n":{"type":"number","multipleOf":0.5},"s":{"type":["string","null"]}}}}}})).unwrap();

@@ -1,0 +1,228 @@
+//! Deduplication: decides whether an event was already received, by (write key,
+//! messageId), and whether a repeat carries the same content (a retry: `duplicate`) or
+//! different content under the same id (a `conflict`, recorded and never merged).
+//!
+//! Claims are two-phase so that a failed store does not turn a retry into a silent loss:
+//! a claim is `pending` until the event is stored and then `committed`; a failed store
+//! releases its claims, and a pending claim older than the lease (a crashed request) may
+//! be claimed again. Seen entries are kept for [`WINDOW_MS`] (14 days; Segment keeps
+//! about one).
+//!
+//! In the worker the table lives in Durable Objects sharded by a hash of the messageId
+//! (strongly consistent, unlike KV); [`MemoryDedup`] is the same logic for tests.
+
+use crate::store::StoreError;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// How long a seen messageId is remembered.
+pub const WINDOW_MS: i64 = 14 * 24 * 3600 * 1000;
+/// How long a pending claim holds before another request may take it over.
+pub const LEASE_MS: i64 = 60 * 1000;
+/// Default number of Durable Object shards.
+pub const DEFAULT_SHARDS: u32 = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// `writeKey` and messageId, joined by [`key`].
+    pub key: String,
+    /// Hash of the event's content as sent (see `ingest::fingerprint`).
+    pub fingerprint: String,
+}
+
+/// The dedup key of an event.
+pub fn key(write_key: &str, message_id: &str) -> String {
+    format!("{write_key}\u{1f}{message_id}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "seen", rename_all = "lowercase")]
+pub enum Seen {
+    /// First time: claimed, to be stored.
+    New,
+    /// Same id, same content.
+    Duplicate,
+    /// Same id, different content: the first content stays.
+    Conflict { first: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub fingerprint: String,
+    pub committed: bool,
+    pub at_ms: i64,
+}
+
+/// Storage of one shard's table.
+pub trait SeenTable {
+    fn get(&self, key: &str) -> Option<Entry>;
+    fn put(&mut self, key: &str, e: &Entry);
+    fn remove(&mut self, key: &str);
+}
+
+/// Decides each claim against the table and records the new ones as pending.
+pub fn claim_in(t: &mut impl SeenTable, claims: &[Claim], now_ms: i64) -> Vec<Seen> {
+    claims
+        .iter()
+        .map(|c| {
+            match t.get(&c.key) {
+                None => {}
+                Some(e) if now_ms - e.at_ms > WINDOW_MS => {}
+                Some(e) if !e.committed && now_ms - e.at_ms > LEASE_MS => {}
+                Some(e) if e.fingerprint == c.fingerprint => return Seen::Duplicate,
+                Some(e) => return Seen::Conflict { first: e.fingerprint },
+            }
+            t.put(
+                &c.key,
+                &Entry {
+                    fingerprint: c.fingerprint.clone(),
+                    committed: false,
+                    at_ms: now_ms,
+                },
+            );
+            Seen::New
+        })
+        .collect()
+}
+
+/// Marks stored events' claims committed.
+pub fn commit_in(t: &mut impl SeenTable, keys: &[String], now_ms: i64) {
+    for k in keys {
+        if let Some(mut e) = t.get(k) {
+            e.committed = true;
+            e.at_ms = now_ms;
+            t.put(k, &e);
+        }
+    }
+}
+
+/// Drops pending claims whose events could not be stored, so a retry is new again.
+pub fn release_in(t: &mut impl SeenTable, keys: &[String]) {
+    for k in keys {
+        if t.get(k).is_some_and(|e| !e.committed) {
+            t.remove(k);
+        }
+    }
+}
+
+/// The shard of a messageId: FNV-1a, hand-written because it is four lines and must never
+/// change (a different hash would forget every seen id).
+pub fn shard_of(message_id: &str, shards: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in message_id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % shards.max(1)
+}
+
+/// The dedup service the pipeline calls.
+#[allow(async_fn_in_trait)]
+pub trait Deduplicator {
+    async fn claim(&self, claims: &[Claim], now_ms: i64) -> Result<Vec<Seen>, StoreError>;
+    async fn commit(&self, keys: &[String], now_ms: i64) -> Result<(), StoreError>;
+    async fn release(&self, keys: &[String]) -> Result<(), StoreError>;
+}
+
+impl SeenTable for HashMap<String, Entry> {
+    fn get(&self, key: &str) -> Option<Entry> {
+        HashMap::get(self, key).cloned()
+    }
+    fn put(&mut self, key: &str, e: &Entry) {
+        self.insert(key.to_string(), e.clone());
+    }
+    fn remove(&mut self, key: &str) {
+        HashMap::remove(self, key);
+    }
+}
+
+/// In-memory dedup (tests, benchmarks).
+#[derive(Debug, Default)]
+pub struct MemoryDedup {
+    pub table: RefCell<HashMap<String, Entry>>,
+}
+
+impl Deduplicator for MemoryDedup {
+    async fn claim(&self, claims: &[Claim], now_ms: i64) -> Result<Vec<Seen>, StoreError> {
+        Ok(claim_in(&mut *self.table.borrow_mut(), claims, now_ms))
+    }
+    async fn commit(&self, keys: &[String], now_ms: i64) -> Result<(), StoreError> {
+        commit_in(&mut *self.table.borrow_mut(), keys, now_ms);
+        Ok(())
+    }
+    async fn release(&self, keys: &[String]) -> Result<(), StoreError> {
+        release_in(&mut *self.table.borrow_mut(), keys);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(k: &str, fp: &str) -> Claim {
+        Claim {
+            key: k.into(),
+            fingerprint: fp.into(),
+        }
+    }
+
+    #[test]
+    fn new_duplicate_conflict() {
+        let mut t = HashMap::new();
+        assert_eq!(claim_in(&mut t, &[c("a", "1")], 0), vec![Seen::New]);
+        commit_in(&mut t, &["a".into()], 0);
+        assert_eq!(
+            claim_in(&mut t, &[c("a", "1"), c("a", "2"), c("b", "1")], 10),
+            vec![
+                Seen::Duplicate,
+                Seen::Conflict { first: "1".into() },
+                Seen::New
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repeat_inside_one_batch_is_a_duplicate() {
+        let mut t = HashMap::new();
+        assert_eq!(
+            claim_in(&mut t, &[c("a", "1"), c("a", "1")], 0),
+            vec![Seen::New, Seen::Duplicate]
+        );
+    }
+
+    #[test]
+    fn released_and_expired_claims_are_new_again() {
+        let mut t = HashMap::new();
+        claim_in(&mut t, &[c("a", "1")], 0);
+        release_in(&mut t, &["a".into()]);
+        assert_eq!(claim_in(&mut t, &[c("a", "1")], 1), vec![Seen::New]);
+        // Pending and younger than the lease: another request is storing it.
+        assert_eq!(claim_in(&mut t, &[c("a", "1")], 2), vec![Seen::Duplicate]);
+        // A crashed request's pending claim is taken over after the lease.
+        assert_eq!(claim_in(&mut t, &[c("a", "1")], 2 + LEASE_MS), vec![Seen::New]);
+        commit_in(&mut t, &["a".into()], 3 + LEASE_MS);
+        release_in(&mut t, &["a".into()]); // committed claims are not released
+        assert_eq!(
+            claim_in(&mut t, &[c("a", "1")], 4 + LEASE_MS + 7 * 24 * 3600 * 1000),
+            vec![Seen::Duplicate],
+            "remembered for at least 7 days"
+        );
+        assert_eq!(
+            claim_in(&mut t, &[c("a", "1")], 4 + LEASE_MS + WINDOW_MS),
+            vec![Seen::New]
+        );
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard_of("abc", 16), shard_of("abc", 16));
+        let mut used = std::collections::HashSet::new();
+        for i in 0..200 {
+            used.insert(shard_of(&format!("id-{i}"), 16));
+        }
+        assert_eq!(used.len(), 16);
+        assert_eq!(shard_of("x", 0), 0);
+    }
+}

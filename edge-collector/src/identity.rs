@@ -1,0 +1,583 @@
+//! Soft identification: decides which profile an event belongs to, when two profiles
+//! are the same person and may be merged, when they must not be, and how a merge is
+//! undone or a profile erased.
+//!
+//! The graph links identifiers (userId, email_sha256, phone_sha256, anonymousId, in that
+//! priority order) to profiles. Rules, applied to every event in order:
+//! - Blocked values (`null`, `anonymous`, `test@test.com`'s hash, ...) never match.
+//! - The event joins the profile of its highest-priority known identifier. If that
+//!   identifier is new and the profile could not take it (a second userId, or the limit
+//!   for its kind reached), a new profile is made for it instead: the lower-priority
+//!   identifier is dropped from the match (Segment Unify's rule).
+//! - Every other profile the event's identifiers point to is merged into that one,
+//!   unless both carry different userIds or the merged profile would exceed a limit:
+//!   then a conflict is recorded for review and nothing is merged.
+//! - New identifiers are linked while the profile is under its limit for their kind;
+//!   past it they are recorded as a conflict and left unlinked.
+//! - Every merge is logged with a snapshot of the absorbed profile, so it can be undone.
+//!
+//! The graph is behind the small [`Graph`] trait: a Durable Object (SQLite) in the
+//! worker, [`MemoryGraph`] in tests. The engine is synchronous because Durable Object
+//! SQL storage is.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use tracking_plan::identifiers::{is_blocked_value, sha256_hex};
+
+/// Identifier kinds, highest priority first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum IdKind {
+    #[serde(rename = "user_id")]
+    UserId,
+    #[serde(rename = "email_sha256")]
+    Email,
+    #[serde(rename = "phone_sha256")]
+    Phone,
+    #[serde(rename = "anonymous_id")]
+    Anonymous,
+}
+
+impl IdKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdKind::UserId => "user_id",
+            IdKind::Email => "email_sha256",
+            IdKind::Phone => "phone_sha256",
+            IdKind::Anonymous => "anonymous_id",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "user_id" | "userId" => IdKind::UserId,
+            "email_sha256" | "email" => IdKind::Email,
+            "phone_sha256" | "phone" => IdKind::Phone,
+            "anonymous_id" | "anonymousId" => IdKind::Anonymous,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Ident {
+    pub kind: IdKind,
+    pub value: String,
+}
+
+impl Ident {
+    pub fn new(kind: IdKind, value: impl Into<String>) -> Self {
+        Ident {
+            kind,
+            value: value.into(),
+        }
+    }
+}
+
+/// How many identifiers of each kind one profile may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Limits {
+    pub user_id: usize,
+    pub email: usize,
+    pub phone: usize,
+    pub anonymous_id: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            user_id: 1,
+            email: 5,
+            phone: 5,
+            anonymous_id: 5,
+        }
+    }
+}
+
+impl Limits {
+    pub fn of(&self, kind: IdKind) -> usize {
+        match kind {
+            IdKind::UserId => self.user_id,
+            IdKind::Email => self.email,
+            IdKind::Phone => self.phone,
+            IdKind::Anonymous => self.anonymous_id,
+        }
+    }
+}
+
+/// One person as far as the graph knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    pub id: String,
+    pub identifiers: Vec<Ident>,
+    /// Traits from identify calls (raw PII already hashed by the pipeline); later values
+    /// win.
+    pub traits: Map<String, Value>,
+    /// The latest consent snapshot seen for this profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<Value>,
+    pub event_count: u64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+impl Profile {
+    fn count(&self, kind: IdKind) -> usize {
+        self.identifiers.iter().filter(|i| i.kind == kind).count()
+    }
+
+    fn values(&self, kind: IdKind) -> impl Iterator<Item = &str> {
+        self.identifiers
+            .iter()
+            .filter(move |i| i.kind == kind)
+            .map(|i| i.value.as_str())
+    }
+
+    /// Carries a userId or a hashed email or phone.
+    pub fn identified(&self) -> bool {
+        self.identifiers.iter().any(|i| i.kind != IdKind::Anonymous)
+    }
+
+    fn can_take(&self, id: &Ident, limits: &Limits) -> bool {
+        self.identifiers.contains(id) || self.count(id.kind) < limits.of(id.kind)
+    }
+}
+
+/// A merge, with what is needed to undo it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MergeRecord {
+    pub id: String,
+    pub at_ms: i64,
+    pub into: String,
+    /// The absorbed profile as it was just before the merge.
+    pub absorbed: Profile,
+    /// The identifier of the event that joined the two.
+    pub via: Ident,
+    /// Trait keys the surviving profile took from the absorbed one.
+    #[serde(default)]
+    pub traits_taken: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undone_at_ms: Option<i64>,
+}
+
+/// A merge or link the guardrails refused, for review.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conflict {
+    pub at_ms: i64,
+    /// `different_user_ids`, `limit_reached` or `merge_over_limit`.
+    pub kind: String,
+    pub profile: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_profile: Option<String>,
+    pub identifier: Ident,
+}
+
+/// What an event brings to the graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Observation {
+    pub identifiers: Vec<Ident>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traits: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<Value>,
+    pub at_ms: i64,
+}
+
+/// The profile an event was resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resolution {
+    pub profile_id: String,
+    pub identified: bool,
+}
+
+/// Storage of the graph. Implementations only store; every decision is in this module.
+pub trait Graph {
+    fn profile_of(&self, id: &Ident) -> Option<String>;
+    fn profile(&self, id: &str) -> Option<Profile>;
+    fn save_profile(&mut self, p: &Profile);
+    fn delete_profile(&mut self, id: &str);
+    fn link(&mut self, id: &Ident, profile: &str);
+    fn unlink(&mut self, id: &Ident);
+    fn save_merge(&mut self, m: &MergeRecord);
+    /// Merges into `profile`, newest first.
+    fn merges_into(&self, profile: &str) -> Vec<MergeRecord>;
+    fn delete_merges_into(&mut self, profile: &str);
+    fn save_conflict(&mut self, c: &Conflict);
+    /// Conflicts about `profile`, newest first.
+    fn conflicts(&self, profile: &str) -> Vec<Conflict>;
+    fn delete_conflicts(&mut self, profile: &str);
+}
+
+/// Usable identifiers of an observation: not blocked, not empty, each once, highest
+/// priority first.
+pub fn usable(ids: &[Ident]) -> Vec<Ident> {
+    let mut out: Vec<Ident> = ids
+        .iter()
+        .filter(|i| !i.value.trim().is_empty() && !is_blocked_value(&i.value))
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn new_profile_id(seed: &Ident, at_ms: i64, salt: usize) -> String {
+    let h = sha256_hex(&format!("{}:{}:{at_ms}:{salt}", seed.kind.as_str(), seed.value));
+    format!("p_{}", &h[..24])
+}
+
+fn merge_id(into: &str, absorbed: &str, at_ms: i64) -> String {
+    format!("m_{}", &sha256_hex(&format!("{into}:{absorbed}:{at_ms}"))[..20])
+}
+
+/// Resolves one event to a profile, linking and merging under the guardrails.
+/// `None` when the event has no usable identifier (every one blocked).
+pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option<Resolution> {
+    let ids = usable(&obs.identifiers);
+    let top = ids.first()?.clone();
+    let matched: Vec<(Ident, String)> = ids
+        .iter()
+        .filter_map(|i| g.profile_of(i).map(|p| (i.clone(), p)))
+        .collect();
+
+    // The profile of the highest-priority known identifier, unless the top identifier is
+    // new and that profile cannot take it.
+    let mut winner = match matched.first() {
+        Some((_, pid)) => g.profile(pid),
+        None => None,
+    };
+    if let Some(w) = &winner {
+        if g.profile_of(&top).is_none() && !w.can_take(&top, limits) {
+            winner = None;
+        }
+    }
+    let mut winner = winner.unwrap_or_else(|| {
+        let mut salt = 0;
+        let mut id = new_profile_id(&top, obs.at_ms, salt);
+        while g.profile(&id).is_some() {
+            salt += 1;
+            id = new_profile_id(&top, obs.at_ms, salt);
+        }
+        Profile {
+            id,
+            first_seen_ms: obs.at_ms,
+            last_seen_ms: obs.at_ms,
+            ..Profile::default()
+        }
+    });
+    // The top identifier joins first, so the merge guardrails below see it.
+    if g.profile_of(&top).is_none() && !winner.identifiers.contains(&top) {
+        winner.identifiers.push(top.clone());
+        g.link(&top, &winner.id);
+    }
+
+    // Merge every other profile the event points to, under the guardrails.
+    let mut others: Vec<(Ident, String)> = Vec::new();
+    for (i, pid) in &matched {
+        if *pid != winner.id && !others.iter().any(|(_, p)| p == pid) {
+            others.push((i.clone(), pid.clone()));
+        }
+    }
+    for (via, pid) in others {
+        let Some(other) = g.profile(&pid) else {
+            continue;
+        };
+        let refusal = merge_refusal(&winner, &other, limits);
+        if let Some(kind) = refusal {
+            g.save_conflict(&Conflict {
+                at_ms: obs.at_ms,
+                kind: kind.into(),
+                profile: winner.id.clone(),
+                other_profile: Some(other.id.clone()),
+                identifier: via,
+            });
+            continue;
+        }
+        absorb(g, &mut winner, other, via, obs.at_ms);
+    }
+
+    // Link the event's new identifiers while the profile has room for them.
+    for id in &ids {
+        if winner.identifiers.contains(id) {
+            continue;
+        }
+        match g.profile_of(id) {
+            Some(p) if p != winner.id => continue, // refused merge, already recorded
+            _ => {}
+        }
+        if winner.can_take(id, limits) {
+            winner.identifiers.push(id.clone());
+            g.link(id, &winner.id);
+        } else {
+            g.save_conflict(&Conflict {
+                at_ms: obs.at_ms,
+                kind: "limit_reached".into(),
+                profile: winner.id.clone(),
+                other_profile: None,
+                identifier: id.clone(),
+            });
+        }
+    }
+
+    if let Some(traits) = &obs.traits {
+        for (k, v) in traits {
+            winner.traits.insert(k.clone(), v.clone());
+        }
+    }
+    if obs.consent.is_some() {
+        winner.consent = obs.consent.clone();
+    }
+    winner.identifiers.sort();
+    winner.event_count += 1;
+    winner.first_seen_ms = winner.first_seen_ms.min(obs.at_ms);
+    winner.last_seen_ms = winner.last_seen_ms.max(obs.at_ms);
+    g.save_profile(&winner);
+    Some(Resolution {
+        profile_id: winner.id.clone(),
+        identified: winner.identified(),
+    })
+}
+
+/// Why two profiles must not be merged, if they must not.
+fn merge_refusal(a: &Profile, b: &Profile, limits: &Limits) -> Option<&'static str> {
+    let a_users: Vec<&str> = a.values(IdKind::UserId).collect();
+    if b.values(IdKind::UserId).any(|u| !a_users.is_empty() && !a_users.contains(&u)) {
+        return Some("different_user_ids");
+    }
+    for kind in [IdKind::UserId, IdKind::Email, IdKind::Phone, IdKind::Anonymous] {
+        let mut all: Vec<&str> = a.values(kind).chain(b.values(kind)).collect();
+        all.sort_unstable();
+        all.dedup();
+        if all.len() > limits.of(kind) {
+            return Some("merge_over_limit");
+        }
+    }
+    None
+}
+
+fn absorb(g: &mut impl Graph, into: &mut Profile, other: Profile, via: Ident, at_ms: i64) {
+    for id in &other.identifiers {
+        if !into.identifiers.contains(id) {
+            into.identifiers.push(id.clone());
+        }
+        g.link(id, &into.id);
+    }
+    let mut traits_taken = Vec::new();
+    for (k, v) in &other.traits {
+        if !into.traits.contains_key(k) {
+            into.traits.insert(k.clone(), v.clone());
+            traits_taken.push(k.clone());
+        }
+    }
+    into.event_count += other.event_count;
+    into.first_seen_ms = into.first_seen_ms.min(other.first_seen_ms);
+    into.last_seen_ms = into.last_seen_ms.max(other.last_seen_ms);
+    g.delete_profile(&other.id);
+    g.save_merge(&MergeRecord {
+        id: merge_id(&into.id, &other.id, at_ms),
+        at_ms,
+        into: into.id.clone(),
+        absorbed: other,
+        via,
+        traits_taken,
+        undone_at_ms: None,
+    });
+}
+
+/// The result of undoing a merge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unmerged {
+    pub merge_id: String,
+    /// The profile that comes back, under its old id.
+    pub restored: Profile,
+    /// Identifiers moved back from the surviving profile to the restored one.
+    pub moved: Vec<Ident>,
+}
+
+/// Undoes a merge into `profile`: the latest one still in effect, or `merge_id`. The
+/// absorbed profile comes back with its identifiers (those still on `profile`), traits
+/// and counts as they were at the merge.
+pub fn unmerge(
+    g: &mut impl Graph,
+    profile: &str,
+    merge_id: Option<&str>,
+    at_ms: i64,
+) -> Result<Unmerged, String> {
+    let mut winner = g
+        .profile(profile)
+        .ok_or_else(|| format!("no profile {profile}"))?;
+    let mut record = g
+        .merges_into(profile)
+        .into_iter()
+        .find(|m| m.undone_at_ms.is_none() && merge_id.is_none_or(|id| m.id == id))
+        .ok_or_else(|| format!("no merge to undo on profile {profile}"))?;
+    let mut restored = record.absorbed.clone();
+    let mut moved = Vec::new();
+    restored.identifiers.retain(|id| {
+        let here = g.profile_of(id).as_deref() == Some(profile);
+        if here {
+            moved.push(id.clone());
+        }
+        here
+    });
+    for id in &moved {
+        g.link(id, &restored.id);
+    }
+    winner.identifiers.retain(|id| !moved.contains(id));
+    winner.event_count = winner.event_count.saturating_sub(restored.event_count);
+    // Traits that came with the merge leave with it, unless they changed since.
+    for k in &record.traits_taken {
+        if winner.traits.get(k) == restored.traits.get(k) {
+            winner.traits.remove(k);
+        }
+    }
+    winner.identifiers.sort();
+    g.save_profile(&winner);
+    g.save_profile(&restored);
+    record.undone_at_ms = Some(at_ms);
+    g.save_merge(&record);
+    Ok(Unmerged {
+        merge_id: record.id,
+        restored,
+        moved,
+    })
+}
+
+/// Everything erased with a profile, so the caller can delete the rest of its data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Erased {
+    /// The profile and every profile merged into it.
+    pub profile_ids: Vec<String>,
+    /// Every identifier they carried.
+    pub identifiers: Vec<Ident>,
+}
+
+/// Erases a profile: its identifiers, its merge log (with the absorbed profiles'
+/// snapshots) and its conflicts.
+pub fn erase(g: &mut impl Graph, profile: &str) -> Result<Erased, String> {
+    let p = g
+        .profile(profile)
+        .ok_or_else(|| format!("no profile {profile}"))?;
+    let mut out = Erased {
+        profile_ids: vec![p.id.clone()],
+        identifiers: p.identifiers.clone(),
+    };
+    for m in g.merges_into(profile) {
+        out.profile_ids.push(m.absorbed.id.clone());
+        for id in &m.absorbed.identifiers {
+            if !out.identifiers.contains(id) {
+                out.identifiers.push(id.clone());
+            }
+        }
+    }
+    for id in &out.identifiers {
+        if g.profile_of(id).as_deref() == Some(profile) {
+            g.unlink(id);
+        }
+    }
+    g.delete_merges_into(profile);
+    g.delete_conflicts(profile);
+    g.delete_profile(profile);
+    Ok(out)
+}
+
+/// An in-memory graph for tests.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryGraph {
+    pub index: HashMap<Ident, String>,
+    pub profiles: HashMap<String, Profile>,
+    pub merges: Vec<MergeRecord>,
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Graph for MemoryGraph {
+    fn profile_of(&self, id: &Ident) -> Option<String> {
+        self.index.get(id).cloned()
+    }
+    fn profile(&self, id: &str) -> Option<Profile> {
+        self.profiles.get(id).cloned()
+    }
+    fn save_profile(&mut self, p: &Profile) {
+        self.profiles.insert(p.id.clone(), p.clone());
+    }
+    fn delete_profile(&mut self, id: &str) {
+        self.profiles.remove(id);
+    }
+    fn link(&mut self, id: &Ident, profile: &str) {
+        self.index.insert(id.clone(), profile.to_string());
+    }
+    fn unlink(&mut self, id: &Ident) {
+        self.index.remove(id);
+    }
+    fn save_merge(&mut self, m: &MergeRecord) {
+        match self.merges.iter_mut().find(|x| x.id == m.id) {
+            Some(x) => *x = m.clone(),
+            None => self.merges.push(m.clone()),
+        }
+    }
+    fn merges_into(&self, profile: &str) -> Vec<MergeRecord> {
+        self.merges
+            .iter()
+            .rev()
+            .filter(|m| m.into == profile)
+            .cloned()
+            .collect()
+    }
+    fn delete_merges_into(&mut self, profile: &str) {
+        self.merges.retain(|m| m.into != profile);
+    }
+    fn save_conflict(&mut self, c: &Conflict) {
+        self.conflicts.push(c.clone());
+    }
+    fn conflicts(&self, profile: &str) -> Vec<Conflict> {
+        self.conflicts
+            .iter()
+            .rev()
+            .filter(|c| c.profile == profile || c.other_profile.as_deref() == Some(profile))
+            .cloned()
+            .collect()
+    }
+    fn delete_conflicts(&mut self, profile: &str) {
+        self.conflicts
+            .retain(|c| c.profile != profile && c.other_profile.as_deref() != Some(profile));
+    }
+}
+
+/// The identity service the pipeline calls: one call per request, with the observations
+/// of its new events in order.
+#[allow(async_fn_in_trait)]
+pub trait IdentityService {
+    async fn observe(
+        &self,
+        write_key: &str,
+        limits: &Limits,
+        observations: &[Observation],
+    ) -> Result<Vec<Option<Resolution>>, crate::store::StoreError>;
+}
+
+/// In-memory identity, one graph per write key (tests, benchmarks).
+#[derive(Debug, Default)]
+pub struct MemoryIdentity {
+    pub graphs: std::cell::RefCell<HashMap<String, MemoryGraph>>,
+}
+
+impl IdentityService for MemoryIdentity {
+    async fn observe(
+        &self,
+        write_key: &str,
+        limits: &Limits,
+        observations: &[Observation],
+    ) -> Result<Vec<Option<Resolution>>, crate::store::StoreError> {
+        let mut graphs = self.graphs.borrow_mut();
+        let g = graphs.entry(write_key.to_string()).or_default();
+        Ok(observations.iter().map(|o| observe(g, o, limits)).collect())
+    }
+}

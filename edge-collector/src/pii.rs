@@ -1,0 +1,180 @@
+//! Raw PII handling: decides where an event carries a raw email address or phone number
+//! and replaces each with the SHA-256 of its normalized form (the shared `tracking-plan`
+//! normalizer, the same one the SDK runs), so no raw value is ever stored. Whether the
+//! event is then accepted or quarantined is the plan's `rawPii` policy, decided by the
+//! pipeline; the stored copy is hashed either way.
+
+use serde_json::Value;
+use tracking_plan::identifiers::{
+    find_email, find_international_phone, hash_email, is_sha256_hex, looks_like_phone,
+    normalize_phone, sha256_hex, EmailVariant, PiiKind,
+};
+
+/// A raw value that was hashed, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub path: String,
+    pub kind: PiiKind,
+}
+
+/// The digest that replaces a raw phone number: E.164 when the number can be normalized
+/// (national numbers take the visitor's country), else its digits. Either way no raw
+/// value remains.
+fn phone_digest(raw: &str, country: Option<&str>) -> String {
+    let normalized = normalize_phone(raw, country.unwrap_or("US"))
+        .or_else(|_| normalize_phone(raw, "US"))
+        .unwrap_or_else(|_| raw.chars().filter(char::is_ascii_digit).collect());
+    sha256_hex(&normalized)
+}
+
+fn email_digest(raw: &str) -> String {
+    hash_email(raw, EmailVariant::Standard).unwrap_or_else(|_| sha256_hex(&raw.to_lowercase()))
+}
+
+/// Returns `s` with every raw email and phone number replaced by its digest, or `None`
+/// when there is none. A whole-value match becomes the bare digest (the form a plan's
+/// `x-pii` field expects); a match inside text is replaced in place.
+pub fn redact_str(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
+    if is_sha256_hex(s) || !s.bytes().any(|b| b == b'@' || b.is_ascii_digit()) {
+        return None;
+    }
+    if looks_like_phone(s) {
+        return Some((phone_digest(s, country), PiiKind::Phone));
+    }
+    if find_email(s).is_some_and(|e| e == s.trim()) {
+        return Some((email_digest(s), PiiKind::Email));
+    }
+    let mut out = String::new();
+    let mut rest = s;
+    let mut kind = None;
+    loop {
+        let email = rest.contains('@').then(|| find_email(rest)).flatten();
+        let phone = find_international_phone(rest);
+        let (found, k) = match (email, phone) {
+            (Some(e), Some(p)) => {
+                if offset(rest, e) <= offset(rest, p) {
+                    (e, PiiKind::Email)
+                } else {
+                    (p, PiiKind::Phone)
+                }
+            }
+            (Some(e), None) => (e, PiiKind::Email),
+            (None, Some(p)) => (p, PiiKind::Phone),
+            (None, None) => break,
+        };
+        let at = offset(rest, found);
+        out.push_str(&rest[..at]);
+        out.push_str(&match k {
+            PiiKind::Email => email_digest(found),
+            PiiKind::Phone => phone_digest(found, country),
+        });
+        kind.get_or_insert(k);
+        rest = &rest[at + found.len()..];
+    }
+    let kind = kind?;
+    out.push_str(rest);
+    Some((out, kind))
+}
+
+fn offset(outer: &str, inner: &str) -> usize {
+    inner.as_ptr() as usize - outer.as_ptr() as usize
+}
+
+/// Hashes every raw email and phone in the strings of `v` in place and reports their
+/// JSON paths. Clean values cost no allocation.
+pub fn redact_value(v: &mut Value, path: &str, country: Option<&str>, out: &mut Vec<Finding>) {
+    match v {
+        Value::String(s) => {
+            if let Some((hashed, kind)) = redact_str(s, country) {
+                *s = hashed;
+                out.push(Finding {
+                    path: path.to_string(),
+                    kind,
+                });
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                if needs_walk(item) {
+                    redact_value(item, &format!("{path}[{i}]"), country, out);
+                }
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                if needs_walk(item) {
+                    redact_value(item, &tracking_plan::plan::child_path(path, k), country, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a value may hold a string at all (numbers and booleans cannot be PII here:
+/// bare digit runs are order ids and timestamps more often than phones).
+fn needs_walk(v: &Value) -> bool {
+    matches!(v, Value::String(_) | Value::Array(_) | Value::Object(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn whole_values_become_the_shared_digest() {
+        let (h, k) = redact_str(" John_Smith@Gmail.com ", None).unwrap();
+        assert_eq!(k, PiiKind::Email);
+        assert_eq!(
+            h,
+            "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"
+        );
+        let (h, k) = redact_str("+1 (650) 555-1212", None).unwrap();
+        assert_eq!(k, PiiKind::Phone);
+        assert_eq!(
+            h,
+            "1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8"
+        );
+        // A national number takes the visitor's country.
+        let (h, _) = redact_str("(650) 555-1212", Some("US")).unwrap();
+        assert_eq!(h, sha256_hex("+16505551212"));
+    }
+
+    #[test]
+    fn values_inside_text_are_replaced_in_place() {
+        let (s, _) = redact_str(
+            "https://shop.example/?email=jo@x.io&ref=a, call +44 20 7946 0958 now",
+            None,
+        )
+        .unwrap();
+        assert!(!s.contains("jo@x.io") && !s.contains("7946"), "{s}");
+        assert!(s.starts_with("https://shop.example/?email="));
+        assert!(s.contains(&sha256_hex("jo@x.io")));
+        assert!(s.contains(&sha256_hex("+442079460958")));
+        assert!(s.ends_with(" now"));
+    }
+
+    #[test]
+    fn clean_values_and_digests_are_left_alone() {
+        for v in ["hello", "order 12345678", "2026-11-23", &sha256_hex("a@b.co")] {
+            assert_eq!(redact_str(v, None), None, "{v}");
+        }
+    }
+
+    #[test]
+    fn walks_json_and_reports_paths() {
+        let mut v = json!({"a": [1, {"mail": "Ann@Example.com"}], "n": 5, "t": "fine"});
+        let mut out = Vec::new();
+        redact_value(&mut v, "$.properties", None, &mut out);
+        assert_eq!(
+            out,
+            vec![Finding {
+                path: "$.properties.a[1].mail".into(),
+                kind: PiiKind::Email
+            }]
+        );
+        assert_eq!(v["a"][1]["mail"], json!(sha256_hex("ann@example.com")));
+        assert_eq!(v["t"], json!("fine"));
+    }
+}

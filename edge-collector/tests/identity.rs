@@ -1,0 +1,195 @@
+//! The identity graph's stitching rules and guardrails, on the in-memory graph.
+
+use edge_collector::identity::{
+    erase, observe, unmerge, usable, Graph, IdKind, Ident, Limits, MemoryGraph, Observation,
+};
+use proptest::prelude::*;
+use serde_json::json;
+use tracking_plan::identifiers::{normalize_email, sha256_hex, EmailVariant};
+
+fn anon(v: &str) -> Ident {
+    Ident::new(IdKind::Anonymous, v)
+}
+fn user(v: &str) -> Ident {
+    Ident::new(IdKind::UserId, v)
+}
+fn email(raw: &str) -> Ident {
+    let normalized = normalize_email(raw, EmailVariant::Standard).unwrap();
+    Ident::new(IdKind::Email, sha256_hex(&normalized))
+}
+
+fn see(g: &mut MemoryGraph, ids: Vec<Ident>, at: i64) -> String {
+    let obs = Observation {
+        identifiers: ids,
+        at_ms: at,
+        ..Observation::default()
+    };
+    observe(g, &obs, &Limits::default()).unwrap().profile_id
+}
+
+#[test]
+fn a_multi_device_journey_joins_one_profile() {
+    let mut g = MemoryGraph::default();
+    // Laptop: browses, then soft-logs in with an email.
+    let laptop = see(&mut g, vec![anon("laptop")], 1);
+    assert_eq!(see(&mut g, vec![anon("laptop"), email("ann@example.com")], 2), laptop);
+    // Phone: browses anonymously (a second profile for now) ...
+    let phone = see(&mut g, vec![anon("phone-7")], 3);
+    assert_ne!(phone, laptop);
+    // ... then soft-logs in with the same email: the phone's profile joins the laptop's.
+    assert_eq!(see(&mut g, vec![anon("phone-7"), email(" Ann@Example.com ")], 4), laptop);
+    assert_eq!(see(&mut g, vec![anon("phone-7")], 5), laptop);
+    let p = g.profile(&laptop).unwrap();
+    assert_eq!(p.event_count, 5);
+    assert!(p.identified());
+    assert!(g.profile(&phone).is_none(), "absorbed");
+    assert_eq!(g.merges_into(&laptop).len(), 1);
+}
+
+#[test]
+fn a_shared_device_used_by_two_logged_in_people_does_not_merge() {
+    let mut g = MemoryGraph::default();
+    let ann = see(&mut g, vec![anon("kiosk"), user("u-ann")], 1);
+    // Bob logs in on the same browser: his userId cannot join Ann's profile.
+    let bob = see(&mut g, vec![anon("kiosk"), user("u-bob")], 2);
+    assert_ne!(ann, bob);
+    assert_eq!(g.profile(&ann).unwrap().identifiers, vec![user("u-ann"), anon("kiosk")]);
+    assert_eq!(g.profile(&bob).unwrap().identifiers, vec![user("u-bob")]);
+    // Later events of each person stay with their own profile.
+    assert_eq!(see(&mut g, vec![user("u-bob"), anon("kiosk")], 3), bob);
+    assert_eq!(see(&mut g, vec![user("u-ann")], 4), ann);
+    // Bob on his own phone, then logged in there: still not merged with Ann.
+    let bob_phone = see(&mut g, vec![anon("bob-phone"), user("u-bob")], 5);
+    assert_eq!(bob_phone, bob);
+    // An event that points at both (Ann's userId on Bob's phone) is recorded for review.
+    let r = see(&mut g, vec![user("u-ann"), anon("bob-phone")], 6);
+    assert_eq!(r, ann);
+    let conflicts = g.conflicts(&ann);
+    assert!(conflicts.iter().any(|c| c.kind == "different_user_ids"), "{conflicts:?}");
+    assert!(g.profile(&bob).is_some());
+}
+
+#[test]
+fn blocked_values_are_ignored() {
+    let mut g = MemoryGraph::default();
+    let a = see(&mut g, vec![anon("device-a"), user("null")], 1);
+    let b = see(&mut g, vec![anon("device-b"), user("null")], 2);
+    assert_ne!(a, b, "the userId \"null\" must not join two visitors");
+    let c = see(&mut g, vec![anon("device-c"), email("test@test.com")], 3);
+    let d = see(&mut g, vec![anon("device-d"), email("test@test.com")], 4);
+    assert_ne!(c, d);
+    assert_eq!(usable(&[user("undefined"), anon("0"), anon("")]), vec![]);
+    let none = Observation {
+        identifiers: vec![user("anonymous")],
+        ..Observation::default()
+    };
+    assert!(observe(&mut g, &none, &Limits::default()).is_none());
+}
+
+#[test]
+fn limits_keep_an_identifier_out_instead_of_growing_a_profile() {
+    let mut g = MemoryGraph::default();
+    let limits = Limits {
+        email: 2,
+        ..Limits::default()
+    };
+    let obs = |ids, at| Observation {
+        identifiers: ids,
+        at_ms: at,
+        ..Observation::default()
+    };
+    let p = observe(&mut g, &obs(vec![anon("x"), email("a@x.io")], 1), &limits).unwrap();
+    observe(&mut g, &obs(vec![anon("x"), email("b@x.io")], 2), &limits).unwrap();
+    // A third email cannot join through the device: it gets a profile of its own.
+    let third = observe(&mut g, &obs(vec![anon("x"), email("c@x.io")], 3), &limits).unwrap();
+    assert_ne!(third.profile_id, p.profile_id);
+    assert_eq!(g.profile(&p.profile_id).unwrap().identifiers.len(), 3);
+}
+
+#[test]
+fn unmerge_restores_both_profiles() {
+    let mut g = MemoryGraph::default();
+    let laptop = see(&mut g, vec![anon("laptop"), email("ann@example.com")], 1);
+    let phone = see(&mut g, vec![anon("phone-7")], 2);
+    let identify = Observation {
+        identifiers: vec![anon("phone-7")],
+        traits: Some(json!({"plan": "pro"}).as_object().unwrap().clone()),
+        at_ms: 3,
+        ..Observation::default()
+    };
+    observe(&mut g, &identify, &Limits::default());
+    // A wrong soft login on the phone merges the two.
+    assert_eq!(see(&mut g, vec![anon("phone-7"), email("ann@example.com")], 4), laptop);
+    let merged = g.profile(&laptop).unwrap();
+    assert_eq!(merged.traits["plan"], "pro");
+    assert_eq!(merged.event_count, 4);
+
+    let u = unmerge(&mut g, &laptop, None, 5).unwrap();
+    assert_eq!(u.restored.id, phone);
+    assert_eq!(u.moved, vec![anon("phone-7")]);
+    let back = g.profile(&laptop).unwrap();
+    assert_eq!(back.identifiers, vec![email("ann@example.com"), anon("laptop")]);
+    assert!(!back.traits.contains_key("plan"), "traits leave with the merge");
+    assert_eq!(back.event_count, 2);
+    assert_eq!(g.profile(&phone).unwrap().traits["plan"], "pro");
+    assert_eq!(g.profile_of(&anon("phone-7")).as_deref(), Some(phone.as_str()));
+    assert_eq!(g.merges_into(&laptop)[0].undone_at_ms, Some(5));
+    assert!(unmerge(&mut g, &laptop, None, 6).is_err(), "nothing left to undo");
+}
+
+#[test]
+fn erase_removes_the_profile_and_everything_merged_into_it() {
+    let mut g = MemoryGraph::default();
+    let p = see(&mut g, vec![anon("a"), user("u1")], 1);
+    let other = see(&mut g, vec![anon("b")], 2);
+    see(&mut g, vec![anon("b"), user("u1")], 3);
+    let e = erase(&mut g, &p).unwrap();
+    assert_eq!(e.profile_ids, vec![p.clone(), other]);
+    assert!(e.identifiers.contains(&anon("a")) && e.identifiers.contains(&anon("b")));
+    assert!(g.profiles.is_empty() && g.index.is_empty() && g.merges.is_empty());
+    // The same visitor coming back starts a new, unrelated profile.
+    assert_ne!(see(&mut g, vec![anon("a")], 4), p);
+}
+
+#[test]
+fn alias_style_observation_links_old_and_new_ids() {
+    let mut g = MemoryGraph::default();
+    let p = see(&mut g, vec![anon("old-anon")], 1);
+    assert_eq!(see(&mut g, vec![user("u9"), anon("old-anon")], 2), p);
+    assert_eq!(see(&mut g, vec![user("u9")], 3), p);
+    assert_eq!(sha256_hex("x").len(), 64);
+}
+
+proptest! {
+    /// Whatever arrives, in any order: every identifier maps to at most one live
+    /// profile that lists it, no profile holds two userIds, and limits hold.
+    #[test]
+    fn graph_invariants(events in proptest::collection::vec(
+        proptest::collection::vec((0u8..4, 0u8..6), 1..4), 1..40)) {
+        let mut g = MemoryGraph::default();
+        let limits = Limits::default();
+        for (t, ids) in events.iter().enumerate() {
+            let identifiers = ids.iter().map(|(k, v)| {
+                let kind = [IdKind::UserId, IdKind::Email, IdKind::Phone, IdKind::Anonymous][*k as usize];
+                Ident::new(kind, format!("v{v}-{k}"))
+            }).collect();
+            let obs = Observation { identifiers, at_ms: t as i64, ..Observation::default() };
+            let r = observe(&mut g, &obs, &limits).unwrap();
+            prop_assert!(g.profile(&r.profile_id).is_some());
+        }
+        for (id, pid) in &g.index {
+            let p = g.profiles.get(pid);
+            prop_assert!(p.is_some(), "index points at a missing profile");
+            prop_assert!(p.unwrap().identifiers.contains(id));
+        }
+        for p in g.profiles.values() {
+            for kind in [IdKind::UserId, IdKind::Email, IdKind::Phone, IdKind::Anonymous] {
+                let n = p.identifiers.iter().filter(|i| i.kind == kind).count();
+                prop_assert!(n <= limits.of(kind), "{kind:?} over its limit: {p:?}");
+            }
+            for id in &p.identifiers {
+                prop_assert_eq!(g.index.get(id), Some(&p.id));
+            }
+        }
+    }
+}
