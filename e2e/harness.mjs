@@ -14,6 +14,18 @@ const COLLECTOR_DIR = join(ROOT, 'edge-collector');
 const WRANGLER = join(ROOT, 'node_modules/.bin/wrangler');
 export const ADMIN_TOKEN = 'e2e_admin_token';
 export const WRITE_KEY = 'sl_dev_key';
+export const ALLOWED_ORIGIN = 'https://partner.example';
+
+/** Sources for the tests. The example site's key assumes consent (`opt-out`) so that the
+ * transport tests do not depend on a consent banner; `sl_optin_key` is the fail-closed
+ * default a real site runs with. */
+export const TEST_SOURCES = {
+  sl_dev_key: { name: 'example-site', plan: '/sl/tracking-plan.json', consent: 'opt-out', origins: [ALLOWED_ORIGIN] },
+  sl_optin_key: { name: 'opt-in site', plan: '/sl/tracking-plan.json', consent: 'opt-in' },
+  sl_server_key: { name: 'backend', plan: '/sl/tracking-plan.json', consent: 'opt-out' },
+  sl_r2_key: { name: 'archive site', consent: 'opt-out', storage: 'r2' },
+  sl_limited_key: { name: 'limited', consent: 'opt-out', rateLimit: 5 },
+};
 
 const children = new Set();
 function killAll() {
@@ -51,8 +63,9 @@ async function wrangler(args, opts = {}) {
   });
 }
 
-/** Starts the collector; `state` reuses a state directory (to test persistence). */
-export async function startCollector({ state } = {}) {
+/** Starts the collector; `state` reuses a state directory (to test persistence);
+ * `sources` replaces the SOURCES configuration (an object keyed by write key). */
+export async function startCollector({ state, sources = TEST_SOURCES } = {}) {
   const stateDir = state ?? mkdtempSync(join(tmpdir(), 'sightline-e2e-'));
   await wrangler(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', stateDir]);
   const port = await freePort();
@@ -60,6 +73,7 @@ export async function startCollector({ state } = {}) {
     'dev', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', stateDir,
     '--var', `ADMIN_TOKEN:${ADMIN_TOKEN}`, '--show-interactive-dev-session=false',
     '--live-reload=false',
+    ...(sources ? ['--var', `SOURCES:${JSON.stringify(sources)}`] : []),
   ], { cwd: COLLECTOR_DIR, env: env(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let log = '';
@@ -94,8 +108,17 @@ export async function startCollector({ state } = {}) {
       const { stdout } = await wrangler(['d1', 'execute', 'DB', '--local', '--persist-to', stateDir, '--json', '--command', sql]);
       return JSON.parse(stdout)[0].results;
     },
-    admin(path) {
-      return fetch(`${url}${path}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    admin(path, init = {}) {
+      return fetch(`${url}${path}`, {
+        ...init, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(init.headers || {}) },
+      });
+    },
+    /** Reads an admin endpoint's JSON, failing on a non-2xx answer. */
+    async adminJson(path, init) {
+      const r = await this.admin(path, init);
+      const body = await r.json();
+      if (!r.ok) throw new Error(`${path}: ${r.status} ${JSON.stringify(body)}`);
+      return body;
     },
   };
 }

@@ -13,6 +13,8 @@ rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
 cpSync(join(root, 'example-site'), out, { recursive: true });
 cpSync(dist, join(out, 'sl'), { recursive: true });
+// The tracking plan: the collector validates against it, the SDK's debug mode reads it.
+cpSync(join(root, 'example-site/tracking-plan.json'), join(out, 'sl/tracking-plan.json'));
 for (const f of readdirSync(out)) {
   if (!f.endsWith('.html')) continue;
   const p = join(out, f);

@@ -128,7 +128,9 @@ mod tests {
 
     #[test]
     fn gpc_denies_marketing() {
-        let all = snap(json!({"categoryPreferences": {"analytics": true, "advertising": true, "functional": true}}));
+        let all = snap(
+            json!({"categoryPreferences": {"analytics": true, "advertising": true, "functional": true}}),
+        );
         assert!(decide(all, ConsentPolicy::OptIn, false).marketing);
         let d = decide(all, ConsentPolicy::OptIn, true);
         assert!(d.store() && !d.marketing && d.personalization && d.gpc);

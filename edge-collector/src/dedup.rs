@@ -71,7 +71,11 @@ pub fn claim_in(t: &mut impl SeenTable, claims: &[Claim], now_ms: i64) -> Vec<Se
                 Some(e) if now_ms - e.at_ms > WINDOW_MS => {}
                 Some(e) if !e.committed && now_ms - e.at_ms > LEASE_MS => {}
                 Some(e) if e.fingerprint == c.fingerprint => return Seen::Duplicate,
-                Some(e) => return Seen::Conflict { first: e.fingerprint },
+                Some(e) => {
+                    return Seen::Conflict {
+                        first: e.fingerprint,
+                    }
+                }
             }
             t.put(
                 &c.key,
@@ -201,7 +205,10 @@ mod tests {
         // Pending and younger than the lease: another request is storing it.
         assert_eq!(claim_in(&mut t, &[c("a", "1")], 2), vec![Seen::Duplicate]);
         // A crashed request's pending claim is taken over after the lease.
-        assert_eq!(claim_in(&mut t, &[c("a", "1")], 2 + LEASE_MS), vec![Seen::New]);
+        assert_eq!(
+            claim_in(&mut t, &[c("a", "1")], 2 + LEASE_MS),
+            vec![Seen::New]
+        );
         commit_in(&mut t, &["a".into()], 3 + LEASE_MS);
         release_in(&mut t, &["a".into()]); // committed claims are not released
         assert_eq!(

@@ -29,7 +29,15 @@ pub struct EdgeInfo<'a> {
 
 /// Ad click ids captured from landing-page URLs.
 pub const CLICK_IDS: [&str; 10] = [
-    "gclid", "gbraid", "wbraid", "dclid", "fbclid", "msclkid", "ttclid", "yclid", "li_fat_id",
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "dclid",
+    "fbclid",
+    "msclkid",
+    "ttclid",
+    "yclid",
+    "li_fat_id",
     "twclid",
 ];
 
@@ -64,9 +72,18 @@ pub struct Agent {
 pub fn parse_agent(ua: &str) -> Agent {
     let parsed = woothee::parser::Parser::new().parse(ua);
     let lower = ua.to_ascii_lowercase();
-    let tool = ["headless", "bot", "crawler", "spider", "curl/", "wget/", "python-", "lighthouse"]
-        .iter()
-        .any(|m| lower.contains(m));
+    let tool = [
+        "headless",
+        "bot",
+        "crawler",
+        "spider",
+        "curl/",
+        "wget/",
+        "python-",
+        "lighthouse",
+    ]
+    .iter()
+    .any(|m| lower.contains(m));
     match parsed {
         Some(r) => Agent {
             bot: r.category == "crawler" || tool,
@@ -231,9 +248,8 @@ mod tests {
         let chrome = parse_agent("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36");
         assert_eq!((chrome.browser.as_str(), chrome.bot), ("Chrome", false));
         assert_eq!(chrome.category, "pc");
-        let google = parse_agent(
-            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-        );
+        let google =
+            parse_agent("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)");
         assert!(google.bot);
         assert!(parse_agent("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36").bot);
         assert!(parse_agent("curl/8.5.0").bot);
@@ -270,7 +286,10 @@ mod tests {
         let ctx = ctx.unwrap();
         assert_eq!(ctx["ip"], "198.51.100.0");
         assert_eq!(ctx["location"]["country"], "DE");
-        assert_eq!(ctx["campaign"], json!({"medium": "email", "source": "news"}));
+        assert_eq!(
+            ctx["campaign"],
+            json!({"medium": "email", "source": "news"})
+        );
         assert_eq!(ctx["clickIds"], json!({"fbclid": "F1"}));
         assert_eq!(ctx["userAgentParsed"]["browser"], "Safari");
         assert!(!agent.bot);
@@ -287,6 +306,9 @@ mod tests {
         assert_eq!(ctx.unwrap()["ip"], "203.0.113.0");
         let mut none = None;
         enrich(&mut none, &edge);
-        assert!(none.unwrap().get("ip").is_none(), "a server's own IP is not the visitor's");
+        assert!(
+            none.unwrap().get("ip").is_none(),
+            "a server's own IP is not the visitor's"
+        );
     }
 }

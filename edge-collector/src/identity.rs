@@ -194,6 +194,9 @@ pub struct Observation {
 pub struct Resolution {
     pub profile_id: String,
     pub identified: bool,
+    /// Profiles merged into this one by this event: their stored events now belong here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absorbed: Vec<String>,
 }
 
 /// Storage of the graph. Implementations only store; every decision is in this module.
@@ -228,12 +231,19 @@ pub fn usable(ids: &[Ident]) -> Vec<Ident> {
 }
 
 fn new_profile_id(seed: &Ident, at_ms: i64, salt: usize) -> String {
-    let h = sha256_hex(&format!("{}:{}:{at_ms}:{salt}", seed.kind.as_str(), seed.value));
+    let h = sha256_hex(&format!(
+        "{}:{}:{at_ms}:{salt}",
+        seed.kind.as_str(),
+        seed.value
+    ));
     format!("p_{}", &h[..24])
 }
 
 fn merge_id(into: &str, absorbed: &str, at_ms: i64) -> String {
-    format!("m_{}", &sha256_hex(&format!("{into}:{absorbed}:{at_ms}"))[..20])
+    format!(
+        "m_{}",
+        &sha256_hex(&format!("{into}:{absorbed}:{at_ms}"))[..20]
+    )
 }
 
 /// Resolves one event to a profile, linking and merging under the guardrails.
@@ -284,6 +294,7 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
             others.push((i.clone(), pid.clone()));
         }
     }
+    let mut absorbed = Vec::new();
     for (via, pid) in others {
         let Some(other) = g.profile(&pid) else {
             continue;
@@ -299,6 +310,7 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
             });
             continue;
         }
+        absorbed.push(other.id.clone());
         absorb(g, &mut winner, other, via, obs.at_ms);
     }
 
@@ -341,16 +353,24 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
     Some(Resolution {
         profile_id: winner.id.clone(),
         identified: winner.identified(),
+        absorbed,
     })
 }
 
 /// Why two profiles must not be merged, if they must not.
 fn merge_refusal(a: &Profile, b: &Profile, limits: &Limits) -> Option<&'static str> {
     let a_users: Vec<&str> = a.values(IdKind::UserId).collect();
-    if b.values(IdKind::UserId).any(|u| !a_users.is_empty() && !a_users.contains(&u)) {
+    if b.values(IdKind::UserId)
+        .any(|u| !a_users.is_empty() && !a_users.contains(&u))
+    {
         return Some("different_user_ids");
     }
-    for kind in [IdKind::UserId, IdKind::Email, IdKind::Phone, IdKind::Anonymous] {
+    for kind in [
+        IdKind::UserId,
+        IdKind::Email,
+        IdKind::Phone,
+        IdKind::Anonymous,
+    ] {
         let mut all: Vec<&str> = a.values(kind).chain(b.values(kind)).collect();
         all.sort_unstable();
         all.dedup();

@@ -18,15 +18,15 @@ use crate::store::{
     ConsentRecord, Counts, EventStore, Insert, QuarantinedEvent, StoreError, StoredEvent,
 };
 use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use tracking_plan::identifiers::{is_sha256_hex, sha256_hex};
-use tracking_plan::RawPiiPolicy;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use tracking_plan::time::{format_rfc3339, parse_rfc3339};
+use tracking_plan::RawPiiPolicy;
 use tracking_plan::{Message, MessageType};
 
 /// Segment's limits: 32 KB per message, 500 KB per request.
@@ -201,7 +201,10 @@ fn write_key(authorization: Option<&str>, body_key: Option<&str>) -> Result<Stri
 /// Undoes `Content-Encoding: gzip` (Segment's server libraries may compress), refusing a
 /// body that inflates past the batch limit. A body the platform already inflated (no
 /// gzip magic) is taken as it is.
-pub fn decode_body<'a>(body: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a, [u8]>, RequestError> {
+pub fn decode_body<'a>(
+    body: &'a [u8],
+    encoding: Option<&str>,
+) -> Result<Cow<'a, [u8]>, RequestError> {
     let too_large = |n: usize| {
         RequestError::new(
             413,
@@ -222,7 +225,9 @@ pub fn decode_body<'a>(body: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a,
             flate2::read::GzDecoder::new(body)
                 .take(MAX_BATCH_BYTES as u64 + 1)
                 .read_to_end(&mut out)
-                .map_err(|e| RequestError::new(400, "invalid_gzip", format!("body is not valid gzip: {e}")))?;
+                .map_err(|e| {
+                    RequestError::new(400, "invalid_gzip", format!("body is not valid gzip: {e}"))
+                })?;
             if out.len() > MAX_BATCH_BYTES {
                 return Err(too_large(out.len()));
             }
@@ -513,12 +518,23 @@ fn prepare(
         }
     }
     for (k, v) in m.extra.iter_mut() {
-        pii::redact_value(v, &tracking_plan::plan::child_path("$", k), country, &mut found);
+        pii::redact_value(
+            v,
+            &tracking_plan::plan::child_path("$", k),
+            country,
+            &mut found,
+        );
     }
-    for (field, path) in [(&mut m.user_id, "$.userId"), (&mut m.previous_id, "$.previousId")] {
+    for (field, path) in [
+        (&mut m.user_id, "$.userId"),
+        (&mut m.previous_id, "$.previousId"),
+    ] {
         if let Some((hashed, kind)) = field.as_deref().and_then(|v| pii::redact_str(v, country)) {
             *field = Some(hashed);
-            found.push(pii::Finding { path: path.into(), kind });
+            found.push(pii::Finding {
+                path: path.into(),
+                kind,
+            });
         }
     }
     let serialized = |m: &Message| serde_json::to_string(m).unwrap_or_else(|_| redacted_text());
@@ -574,7 +590,10 @@ fn prepare(
     // `quarantine` a reason.
     let mut reasons = Vec::new();
     let mut warnings = Vec::new();
-    let pii_policy = source.compiled.as_ref().map_or(RawPiiPolicy::Hash, |p| p.raw_pii);
+    let pii_policy = source
+        .compiled
+        .as_ref()
+        .map_or(RawPiiPolicy::Hash, |p| p.raw_pii);
     for f in &found {
         let r = Reason::new(
             "raw_pii",
@@ -719,7 +738,11 @@ pub struct Services<'s, E, D, I> {
 }
 
 fn unavailable(e: StoreError) -> RequestError {
-    RequestError::new(503, "storage_unavailable", format!("storage failed, retry: {}", e.0))
+    RequestError::new(
+        503,
+        "storage_unavailable",
+        format!("storage failed, retry: {}", e.0),
+    )
 }
 
 /// Runs one request through the pipeline and writes its events.
@@ -735,11 +758,17 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
         Endpoint::Batch => None,
     };
     let messages = batch.batch.as_deref().unwrap_or_default();
-    if let Err(wait) = svc.limiter.admit(&key, source.rate_limit, messages.len(), req.now_ms) {
+    if let Err(wait) = svc
+        .limiter
+        .admit(&key, source.rate_limit, messages.len(), req.now_ms)
+    {
         let mut e = RequestError::new(
             429,
             "rate_limited",
-            format!("this write key is over {} events/s; retry in {wait} s", source.rate_limit),
+            format!(
+                "this write key is over {} events/s; retry in {wait} s",
+                source.rate_limit
+            ),
         );
         e.retry_after = Some(wait);
         return Err(e);
@@ -756,7 +785,10 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
                 results[i] = Some(verdict(q.message_id.clone(), Status::Quarantined, reasons));
                 quarantined.push(q);
             }
-            Prepared::Refused { message_id, consent } => {
+            Prepared::Refused {
+                message_id,
+                consent,
+            } => {
                 let why = Reason::new(
                     "consent_denied",
                     "$.context.consent",
@@ -781,10 +813,15 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     let seen = if claims.is_empty() {
         Vec::new()
     } else {
-        svc.dedup.claim(&claims, req.now_ms).await.map_err(unavailable)?
+        svc.dedup
+            .claim(&claims, req.now_ms)
+            .await
+            .map_err(unavailable)?
     };
     if seen.len() != claims.len() {
-        return Err(unavailable(StoreError("dedup answered the wrong count".into())));
+        return Err(unavailable(StoreError(
+            "dedup answered the wrong count".into(),
+        )));
     }
     let mut fresh: Vec<(usize, Candidate)> = Vec::new();
     for ((i, c), s) in candidates.into_iter().zip(seen) {
@@ -804,9 +841,14 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
                 )];
                 let payload = serde_json::to_string(&c.message).unwrap_or_default();
                 let id = Some(c.event.message_id.clone());
-                if let Prepared::Quarantine(q, reasons) =
-                    quarantine(&key, id.clone(), c.event.anonymous_id.clone(), reasons, payload, &received_at)
-                {
+                if let Prepared::Quarantine(q, reasons) = quarantine(
+                    &key,
+                    id.clone(),
+                    c.event.anonymous_id.clone(),
+                    reasons,
+                    payload,
+                    &received_at,
+                ) {
                     results[i] = Some(verdict(id, Status::Quarantined, reasons));
                     quarantined.push(q);
                 }
@@ -828,12 +870,21 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
             return Err(unavailable(e));
         }
     };
-    svc.dedup.commit(&claimed, req.now_ms).await.map_err(unavailable)?;
+    svc.dedup
+        .commit(&claimed, req.now_ms)
+        .await
+        .map_err(unavailable)?;
     if !quarantined.is_empty() {
-        svc.store.quarantine(&quarantined).await.map_err(unavailable)?;
+        svc.store
+            .quarantine(&quarantined)
+            .await
+            .map_err(unavailable)?;
     }
     if !consent_log.is_empty() {
-        svc.store.append_consent(&consent_log).await.map_err(unavailable)?;
+        svc.store
+            .append_consent(&consent_log)
+            .await
+            .map_err(unavailable)?;
     }
 
     let mut cookie_id = None;
@@ -914,8 +965,14 @@ async fn store_fresh<E: EventStore, D: Deduplicator, I: IdentityService>(
     if resolved.len() != fresh.len() {
         return Err(StoreError("identity answered the wrong count".into()));
     }
+    let mut moves = Vec::new();
     for ((_, c), r) in fresh.iter_mut().zip(resolved) {
         if let Some(r) = r {
+            moves.extend(
+                r.absorbed
+                    .iter()
+                    .map(|from| (from.clone(), r.profile_id.clone())),
+            );
             c.event.identified = r.identified;
             if let Some(Value::Object(ctx)) = &mut c.message.context {
                 ctx.insert("profileId".into(), Value::String(r.profile_id.clone()));
@@ -927,6 +984,9 @@ async fn store_fresh<E: EventStore, D: Deduplicator, I: IdentityService>(
     }
     let events: Vec<StoredEvent> = fresh.iter().map(|(_, c)| c.event.clone()).collect();
     let outcomes = svc.store.insert_events(&events).await?;
+    if !moves.is_empty() {
+        svc.store.repoint_profiles(key, &moves).await?;
+    }
     if outcomes.len() != events.len() {
         return Err(StoreError(format!(
             "store answered {} outcomes for {} events",

@@ -103,7 +103,12 @@ pub fn redact_value(v: &mut Value, path: &str, country: Option<&str>, out: &mut 
         Value::Object(map) => {
             for (k, item) in map.iter_mut() {
                 if needs_walk(item) {
-                    redact_value(item, &tracking_plan::plan::child_path(path, k), country, out);
+                    redact_value(
+                        item,
+                        &tracking_plan::plan::child_path(path, k),
+                        country,
+                        out,
+                    );
                 }
             }
         }
@@ -157,7 +162,12 @@ mod tests {
 
     #[test]
     fn clean_values_and_digests_are_left_alone() {
-        for v in ["hello", "order 12345678", "2026-11-23", &sha256_hex("a@b.co")] {
+        for v in [
+            "hello",
+            "order 12345678",
+            "2026-11-23",
+            &sha256_hex("a@b.co"),
+        ] {
             assert_eq!(redact_str(v, None), None, "{v}");
         }
     }

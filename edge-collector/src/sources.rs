@@ -113,10 +113,7 @@ impl Sources {
 
     /// Compiles every plan; `load` returns the text of a plan file named by path. A plan
     /// that is missing or does not compile is an error naming the source and the problem.
-    pub fn resolve_plans(
-        &mut self,
-        load: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), String> {
+    pub fn resolve_plans(&mut self, load: impl Fn(&str) -> Option<String>) -> Result<(), String> {
         for (key, source) in self.by_key.iter_mut() {
             let compiled = match &source.plan {
                 None => None,
@@ -150,6 +147,13 @@ impl Sources {
             }
         }
         Ok(())
+    }
+
+    /// Every configured write key, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.by_key.keys().cloned().collect();
+        k.sort();
+        k
     }
 
     pub fn get(&self, write_key: &str) -> Option<&Source> {

@@ -95,6 +95,13 @@ pub trait EventStore {
     async fn quarantine(&self, events: &[QuarantinedEvent]) -> Result<(), StoreError>;
     async fn append_consent(&self, records: &[ConsentRecord]) -> Result<(), StoreError>;
     async fn add_counts(&self, counts: &Counts) -> Result<(), StoreError>;
+    /// Moves stored events from merged-away profiles to the profile that absorbed them
+    /// (`(from, to)` pairs, in merge order).
+    async fn repoint_profiles(
+        &self,
+        write_key: &str,
+        moves: &[(String, String)],
+    ) -> Result<(), StoreError>;
 }
 
 /// An in-memory store for tests.
@@ -152,6 +159,22 @@ impl EventStore for MemoryStore {
                 .any(|x| x.write_key == r.write_key && x.message_id == r.message_id)
             {
                 log.push(r.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn repoint_profiles(
+        &self,
+        write_key: &str,
+        moves: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        for (from, to) in moves {
+            for e in self.events.borrow_mut().iter_mut() {
+                if e.write_key == write_key && e.profile_id.as_deref() == Some(from) {
+                    e.profile_id = Some(to.clone());
+                }
             }
         }
         Ok(())

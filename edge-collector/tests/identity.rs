@@ -32,12 +32,18 @@ fn a_multi_device_journey_joins_one_profile() {
     let mut g = MemoryGraph::default();
     // Laptop: browses, then soft-logs in with an email.
     let laptop = see(&mut g, vec![anon("laptop")], 1);
-    assert_eq!(see(&mut g, vec![anon("laptop"), email("ann@example.com")], 2), laptop);
+    assert_eq!(
+        see(&mut g, vec![anon("laptop"), email("ann@example.com")], 2),
+        laptop
+    );
     // Phone: browses anonymously (a second profile for now) ...
     let phone = see(&mut g, vec![anon("phone-7")], 3);
     assert_ne!(phone, laptop);
     // ... then soft-logs in with the same email: the phone's profile joins the laptop's.
-    assert_eq!(see(&mut g, vec![anon("phone-7"), email(" Ann@Example.com ")], 4), laptop);
+    assert_eq!(
+        see(&mut g, vec![anon("phone-7"), email(" Ann@Example.com ")], 4),
+        laptop
+    );
     assert_eq!(see(&mut g, vec![anon("phone-7")], 5), laptop);
     let p = g.profile(&laptop).unwrap();
     assert_eq!(p.event_count, 5);
@@ -53,7 +59,10 @@ fn a_shared_device_used_by_two_logged_in_people_does_not_merge() {
     // Bob logs in on the same browser: his userId cannot join Ann's profile.
     let bob = see(&mut g, vec![anon("kiosk"), user("u-bob")], 2);
     assert_ne!(ann, bob);
-    assert_eq!(g.profile(&ann).unwrap().identifiers, vec![user("u-ann"), anon("kiosk")]);
+    assert_eq!(
+        g.profile(&ann).unwrap().identifiers,
+        vec![user("u-ann"), anon("kiosk")]
+    );
     assert_eq!(g.profile(&bob).unwrap().identifiers, vec![user("u-bob")]);
     // Later events of each person stay with their own profile.
     assert_eq!(see(&mut g, vec![user("u-bob"), anon("kiosk")], 3), bob);
@@ -65,7 +74,10 @@ fn a_shared_device_used_by_two_logged_in_people_does_not_merge() {
     let r = see(&mut g, vec![user("u-ann"), anon("bob-phone")], 6);
     assert_eq!(r, ann);
     let conflicts = g.conflicts(&ann);
-    assert!(conflicts.iter().any(|c| c.kind == "different_user_ids"), "{conflicts:?}");
+    assert!(
+        conflicts.iter().any(|c| c.kind == "different_user_ids"),
+        "{conflicts:?}"
+    );
     assert!(g.profile(&bob).is_some());
 }
 
@@ -119,7 +131,10 @@ fn unmerge_restores_both_profiles() {
     };
     observe(&mut g, &identify, &Limits::default());
     // A wrong soft login on the phone merges the two.
-    assert_eq!(see(&mut g, vec![anon("phone-7"), email("ann@example.com")], 4), laptop);
+    assert_eq!(
+        see(&mut g, vec![anon("phone-7"), email("ann@example.com")], 4),
+        laptop
+    );
     let merged = g.profile(&laptop).unwrap();
     assert_eq!(merged.traits["plan"], "pro");
     assert_eq!(merged.event_count, 4);
@@ -128,13 +143,25 @@ fn unmerge_restores_both_profiles() {
     assert_eq!(u.restored.id, phone);
     assert_eq!(u.moved, vec![anon("phone-7")]);
     let back = g.profile(&laptop).unwrap();
-    assert_eq!(back.identifiers, vec![email("ann@example.com"), anon("laptop")]);
-    assert!(!back.traits.contains_key("plan"), "traits leave with the merge");
+    assert_eq!(
+        back.identifiers,
+        vec![email("ann@example.com"), anon("laptop")]
+    );
+    assert!(
+        !back.traits.contains_key("plan"),
+        "traits leave with the merge"
+    );
     assert_eq!(back.event_count, 2);
     assert_eq!(g.profile(&phone).unwrap().traits["plan"], "pro");
-    assert_eq!(g.profile_of(&anon("phone-7")).as_deref(), Some(phone.as_str()));
+    assert_eq!(
+        g.profile_of(&anon("phone-7")).as_deref(),
+        Some(phone.as_str())
+    );
     assert_eq!(g.merges_into(&laptop)[0].undone_at_ms, Some(5));
-    assert!(unmerge(&mut g, &laptop, None, 6).is_err(), "nothing left to undo");
+    assert!(
+        unmerge(&mut g, &laptop, None, 6).is_err(),
+        "nothing left to undo"
+    );
 }
 
 #[test]

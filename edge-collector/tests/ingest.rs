@@ -65,7 +65,8 @@ impl Rig {
     /// A browser on the site's origin.
     fn web(&self, events: Value) -> Report {
         let body = serde_json::to_vec(&json!({"batch": events, "writeKey": "wk_web"})).unwrap();
-        self.send(Endpoint::Batch, &body, None, browser(), NOW).unwrap()
+        self.send(Endpoint::Batch, &body, None, browser(), NOW)
+            .unwrap()
     }
 
     fn graph_profile(&self, key: &str, id: &str) -> Option<edge_collector::identity::Profile> {
@@ -93,7 +94,8 @@ fn run(
     store.send(endpoint, body, auth, EdgeInfo::default(), NOW)
 }
 
-const GRANTED: &str = r#"{"categoryPreferences":{"analytics":true,"marketing":true,"personalization":true}}"#;
+const GRANTED: &str =
+    r#"{"categoryPreferences":{"analytics":true,"marketing":true,"personalization":true}}"#;
 
 fn web_track(id: &str, event: &str, props: Value) -> Value {
     json!({"type":"track","messageId":id,"anonymousId":"anon-web-1","event":event,
@@ -378,12 +380,23 @@ proptest::proptest! {
 fn plan_violations_are_quarantined_with_typed_reasons_and_flags_are_kept() {
     let rig = Rig::default();
     let r = rig.web(json!([
-        web_track("good", "Product Added", json!({"product_id":"SKU-ABC","price":9.5,"currency":"EUR"})),
-        web_track("bad", "Product Added", json!({"product_id":"nope","price":-1,"colour":"red"})),
+        web_track(
+            "good",
+            "Product Added",
+            json!({"product_id":"SKU-ABC","price":9.5,"currency":"EUR"})
+        ),
+        web_track(
+            "bad",
+            "Product Added",
+            json!({"product_id":"nope","price":-1,"colour":"red"})
+        ),
         web_track("unplanned", "Video Played", json!({})),
     ]));
     let statuses: Vec<Status> = r.results.iter().map(|v| v.status).collect();
-    assert_eq!(statuses, [Status::Accepted, Status::Quarantined, Status::Accepted]);
+    assert_eq!(
+        statuses,
+        [Status::Accepted, Status::Quarantined, Status::Accepted]
+    );
     let kinds: Vec<(&str, &str)> = r.results[1]
         .reasons
         .iter()
@@ -406,23 +419,41 @@ fn plan_violations_are_quarantined_with_typed_reasons_and_flags_are_kept() {
     // The unplanned event is stored, flagged, and the sender is told.
     assert_eq!(r.results[2].warnings[0].kind, "unplanned_event");
     let stored: Value = serde_json::from_str(&rig.store.events.borrow()[1].payload).unwrap();
-    assert_eq!(stored["context"]["trackingPlan"]["violations"], json!(["unplanned_event"]));
+    assert_eq!(
+        stored["context"]["trackingPlan"]["violations"],
+        json!(["unplanned_event"])
+    );
 }
 
 #[test]
 fn raw_pii_is_hashed_before_anything_is_stored() {
     let rig = Rig::default();
-    let mut ev = web_track("p1", "Newsletter Subscribed", json!({"email_sha256":"Ann@Example.com ","note":"call +44 20 7946 0958"}));
-    ev["context"]["page"] = json!({"url": "https://shop.example/thanks?email=ann%40example.com&e=ann@example.com"});
+    let mut ev = web_track(
+        "p1",
+        "Newsletter Subscribed",
+        json!({"email_sha256":"Ann@Example.com ","note":"call +44 20 7946 0958"}),
+    );
+    ev["context"]["page"] =
+        json!({"url": "https://shop.example/thanks?email=ann%40example.com&e=ann@example.com"});
     let r = rig.web(json!([ev]));
     assert_eq!(r.results[0].status, Status::Accepted, "{:?}", r.results[0]);
-    let paths: Vec<&str> = r.results[0].warnings.iter().map(|w| w.path.as_str()).collect();
+    let paths: Vec<&str> = r.results[0]
+        .warnings
+        .iter()
+        .map(|w| w.path.as_str())
+        .collect();
     assert!(paths.contains(&"$.properties.email_sha256"), "{paths:?}");
     assert!(paths.contains(&"$.context.page.url"), "{paths:?}");
     let payload = &rig.store.events.borrow()[0].payload;
-    assert!(!payload.contains("ann@example.com") && !payload.contains("7946"), "{payload}");
+    assert!(
+        !payload.contains("ann@example.com") && !payload.contains("7946"),
+        "{payload}"
+    );
     let stored: Value = serde_json::from_str(payload).unwrap();
-    assert_eq!(stored["properties"]["email_sha256"], sha256_hex("ann@example.com"));
+    assert_eq!(
+        stored["properties"]["email_sha256"],
+        sha256_hex("ann@example.com")
+    );
     // The hashed email identifies the visitor.
     let profile = r.results[0].profile_id.clone().unwrap();
     assert!(rig.graph_profile("wk_web", &profile).unwrap().identified());
@@ -436,14 +467,33 @@ fn raw_pii_quarantine_policy_still_stores_no_raw_value() {
     )
     .unwrap();
     let body = br#"{"batch":[{"type":"identify","messageId":"i","userId":"bob@example.com","traits":{"phone":"+1 650 555 1212"}}],"writeKey":"k"}"#;
-    let req = IngestRequest { endpoint: Endpoint::Batch, body, authorization: None, now_ms: NOW, edge: EdgeInfo::default() };
-    let svc = Services { store: &rig.store, dedup: &rig.dedup, identity: &rig.identity, limiter: &rig.limiter };
+    let req = IngestRequest {
+        endpoint: Endpoint::Batch,
+        body,
+        authorization: None,
+        now_ms: NOW,
+        edge: EdgeInfo::default(),
+    };
+    let svc = Services {
+        store: &rig.store,
+        dedup: &rig.dedup,
+        identity: &rig.identity,
+        limiter: &rig.limiter,
+    };
     let r = pollster::block_on(ingest(&svc, &srcs, &req)).unwrap();
     assert_eq!(r.results[0].status, Status::Quarantined);
-    let paths: Vec<&str> = r.results[0].reasons.iter().map(|w| w.path.as_str()).collect();
+    let paths: Vec<&str> = r.results[0]
+        .reasons
+        .iter()
+        .map(|w| w.path.as_str())
+        .collect();
     assert_eq!(paths, ["$.traits.phone", "$.userId"]);
     let q = &rig.store.quarantined.borrow()[0];
-    assert!(!q.payload.contains("bob@") && !q.payload.contains("555"), "{}", q.payload);
+    assert!(
+        !q.payload.contains("bob@") && !q.payload.contains("555"),
+        "{}",
+        q.payload
+    );
 }
 
 #[test]
@@ -452,12 +502,19 @@ fn consent_fails_closed_and_is_logged() {
     let mut no_consent = web_track("n1", "Product Added", json!({}));
     no_consent["context"] = json!({});
     let mut denied = web_track("n2", "Consent Updated", json!({}));
-    denied["context"]["consent"] = json!({"categoryPreferences":{"analytics":false},"source":"banner"});
+    denied["context"]["consent"] =
+        json!({"categoryPreferences":{"analytics":false},"source":"banner"});
     let r = rig.web(json!([no_consent, denied]));
     assert_eq!((r.refused, r.accepted), (2, 0), "{:?}", r.results);
     assert_eq!(r.results[0].reasons[0].kind, "consent_denied");
-    assert!(rig.store.events.borrow().is_empty(), "nothing stored without analytics consent");
-    assert!(rig.store.quarantined.borrow().is_empty(), "not even an invalid event");
+    assert!(
+        rig.store.events.borrow().is_empty(),
+        "nothing stored without analytics consent"
+    );
+    assert!(
+        rig.store.quarantined.borrow().is_empty(),
+        "not even an invalid event"
+    );
     assert_eq!(r.cookie_id, None, "no cookie without consent");
     // The denial itself is in the consent log: who, what, when, from where.
     let log = rig.store.consent.borrow();
@@ -473,15 +530,28 @@ fn consent_fails_closed_and_is_logged() {
 #[test]
 fn gpc_denies_marketing_and_strips_click_ids() {
     let rig = Rig::default();
-    let mut ev = web_track("g1", "Order Completed", json!({"order_id":"o1","total":3,"products":[{"product_id":"A"}]}));
+    let mut ev = web_track(
+        "g1",
+        "Order Completed",
+        json!({"order_id":"o1","total":3,"products":[{"product_id":"A"}]}),
+    );
     ev["context"]["page"] = json!({"url":"https://shop.example/?utm_source=Google&gclid=abc"});
     let body = serde_json::to_vec(&json!({"batch":[ev.clone()],"writeKey":"wk_web"})).unwrap();
-    let gpc = EdgeInfo { gpc: true, ..browser() };
+    let gpc = EdgeInfo {
+        gpc: true,
+        ..browser()
+    };
     let r = rig.send(Endpoint::Batch, &body, None, gpc, NOW).unwrap();
     assert_eq!(r.accepted, 1);
     let stored: Value = serde_json::from_str(&rig.store.events.borrow()[0].payload).unwrap();
     let enforced = &stored["context"]["consent"]["enforced"];
-    assert_eq!((enforced["analytics"].as_bool(), enforced["marketing"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(
+        (
+            enforced["analytics"].as_bool(),
+            enforced["marketing"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
     assert!(stored["context"].get("clickIds").is_none());
     assert_eq!(stored["context"]["campaign"]["source"], "google");
     // Without GPC the click id is kept.
@@ -494,7 +564,11 @@ fn gpc_denies_marketing_and_strips_click_ids() {
 #[test]
 fn enrichment_truncates_ip_and_parses_the_agent() {
     let rig = Rig::default();
-    rig.web(json!([web_track("e1", "Product Added", json!({"product_id":"ABC-X","price":1,"currency":"EUR"}))]));
+    rig.web(json!([web_track(
+        "e1",
+        "Product Added",
+        json!({"product_id":"ABC-X","price":1,"currency":"EUR"})
+    )]));
     let e = &rig.store.events.borrow()[0];
     let stored: Value = serde_json::from_str(&e.payload).unwrap();
     assert_eq!(stored["context"]["ip"], "203.0.113.0");
@@ -507,13 +581,22 @@ fn enrichment_truncates_ip_and_parses_the_agent() {
 #[test]
 fn a_reused_message_id_with_other_content_is_a_conflict_not_a_merge() {
     let rig = Rig::default();
-    let a = web_track("same", "Product Added", json!({"product_id":"ABC-X","price":1,"currency":"EUR"}));
+    let a = web_track(
+        "same",
+        "Product Added",
+        json!({"product_id":"ABC-X","price":1,"currency":"EUR"}),
+    );
     let mut b = a.clone();
     b["properties"]["price"] = json!(2);
     rig.web(json!([a.clone()]));
     // A retry with a new sentAt is the same event.
-    let retry = serde_json::to_vec(&json!({"batch":[a],"writeKey":"wk_web","sentAt":"2026-11-23T22:20:00.000Z"})).unwrap();
-    let r = rig.send(Endpoint::Batch, &retry, None, browser(), NOW + 5000).unwrap();
+    let retry = serde_json::to_vec(
+        &json!({"batch":[a],"writeKey":"wk_web","sentAt":"2026-11-23T22:20:00.000Z"}),
+    )
+    .unwrap();
+    let r = rig
+        .send(Endpoint::Batch, &retry, None, browser(), NOW + 5000)
+        .unwrap();
     assert_eq!(r.results[0].status, Status::Duplicate);
     let r = rig.web(json!([b]));
     assert_eq!(r.results[0].status, Status::Quarantined);
@@ -528,7 +611,10 @@ fn a_failed_store_releases_dedup_claims_so_the_retry_is_stored() {
     let rig = Rig::default();
     *rig.store.fail_with.borrow_mut() = Some("d1 down".into());
     let body = batch(json!([track("r1")]));
-    assert_eq!(run(&rig, Endpoint::Batch, &body, None).unwrap_err().status, 503);
+    assert_eq!(
+        run(&rig, Endpoint::Batch, &body, None).unwrap_err().status,
+        503
+    );
     *rig.store.fail_with.borrow_mut() = None;
     let r = run(&rig, Endpoint::Batch, &body, None).unwrap();
     assert_eq!(r.accepted, 1, "the retry is not mistaken for a duplicate");
@@ -542,35 +628,78 @@ fn gzip_bodies_origins_and_rate_limits() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&plain).unwrap();
     let gz = gz.finish().unwrap();
-    let edge = EdgeInfo { content_encoding: Some("gzip"), ..EdgeInfo::default() };
-    assert_eq!(rig.send(Endpoint::Batch, &gz, None, edge.clone(), NOW).unwrap().accepted, 1);
-    let e = rig.send(Endpoint::Batch, b"\x1f\x8bnot gzip", None, edge, NOW).unwrap_err();
+    let edge = EdgeInfo {
+        content_encoding: Some("gzip"),
+        ..EdgeInfo::default()
+    };
+    assert_eq!(
+        rig.send(Endpoint::Batch, &gz, None, edge.clone(), NOW)
+            .unwrap()
+            .accepted,
+        1
+    );
+    let e = rig
+        .send(Endpoint::Batch, b"\x1f\x8bnot gzip", None, edge, NOW)
+        .unwrap_err();
     assert_eq!((e.status, e.code), (400, "invalid_gzip"));
-    let br = EdgeInfo { content_encoding: Some("br"), ..EdgeInfo::default() };
-    assert_eq!(rig.send(Endpoint::Batch, &plain, None, br, NOW).unwrap_err().status, 415);
+    let br = EdgeInfo {
+        content_encoding: Some("br"),
+        ..EdgeInfo::default()
+    };
+    assert_eq!(
+        rig.send(Endpoint::Batch, &plain, None, br, NOW)
+            .unwrap_err()
+            .status,
+        415
+    );
     // A gzip bomb is refused once it inflates past the batch limit.
     let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     bomb.write_all(&vec![b' '; 2 * 1024 * 1024]).unwrap();
     let bomb = bomb.finish().unwrap();
-    let edge = EdgeInfo { content_encoding: Some("gzip"), ..EdgeInfo::default() };
-    assert_eq!(rig.send(Endpoint::Batch, &bomb, None, edge, NOW).unwrap_err().status, 413);
+    let edge = EdgeInfo {
+        content_encoding: Some("gzip"),
+        ..EdgeInfo::default()
+    };
+    assert_eq!(
+        rig.send(Endpoint::Batch, &bomb, None, edge, NOW)
+            .unwrap_err()
+            .status,
+        413
+    );
 
     // Browser origins: the site's own and configured ones only.
     let body = serde_json::to_vec(&json!({"batch":[],"writeKey":"wk_web"})).unwrap();
-    let evil = EdgeInfo { origin: Some("https://evil.example"), ..browser() };
-    let e = rig.send(Endpoint::Batch, &body, None, evil, NOW).unwrap_err();
+    let evil = EdgeInfo {
+        origin: Some("https://evil.example"),
+        ..browser()
+    };
+    let e = rig
+        .send(Endpoint::Batch, &body, None, evil, NOW)
+        .unwrap_err();
     assert_eq!((e.status, e.code), (403, "origin_not_allowed"));
-    let own = EdgeInfo { origin: Some("http://127.0.0.1:9"), own_origin: "http://127.0.0.1:9", ..browser() };
+    let own = EdgeInfo {
+        origin: Some("http://127.0.0.1:9"),
+        own_origin: "http://127.0.0.1:9",
+        ..browser()
+    };
     assert!(rig.send(Endpoint::Batch, &body, None, own, NOW).is_ok());
 
     // wk_web allows 50 events/s: a burst of 100 passes, the next is told when to retry.
-    let many: Vec<Value> = (0..100).map(|i| web_track(&format!("rl{i}"), "Video Played", json!({}))).collect();
+    let many: Vec<Value> = (0..100)
+        .map(|i| web_track(&format!("rl{i}"), "Video Played", json!({})))
+        .collect();
     let burst = serde_json::to_vec(&json!({"batch": many, "writeKey": "wk_web"})).unwrap();
-    assert!(rig.send(Endpoint::Batch, &burst, None, browser(), NOW).is_ok());
-    let e = rig.send(Endpoint::Batch, &burst, None, browser(), NOW + 10).unwrap_err();
+    assert!(rig
+        .send(Endpoint::Batch, &burst, None, browser(), NOW)
+        .is_ok());
+    let e = rig
+        .send(Endpoint::Batch, &burst, None, browser(), NOW + 10)
+        .unwrap_err();
     assert_eq!((e.status, e.code), (429, "rate_limited"));
     assert!(e.retry_after.unwrap() >= 1);
-    assert!(rig.send(Endpoint::Batch, &burst, None, browser(), NOW + 2_100).is_ok());
+    assert!(rig
+        .send(Endpoint::Batch, &burst, None, browser(), NOW + 2_100)
+        .is_ok());
 }
 
 #[test]
@@ -578,25 +707,58 @@ fn soft_login_on_a_second_device_joins_the_profile_and_sets_the_cookie() {
     let rig = Rig::default();
     let email = sha256_hex("ann@example.com");
     let login = |id: &str, anon: &str| {
-        let mut e = web_track(id, "Newsletter Subscribed", json!({"email_sha256": email, "source": "footer"}));
+        let mut e = web_track(
+            id,
+            "Newsletter Subscribed",
+            json!({"email_sha256": email, "source": "footer"}),
+        );
         e["anonymousId"] = json!(anon);
         e
     };
     let first = rig.web(json!([login("d1", "anon-laptop-1")]));
     let p1 = first.results[0].profile_id.clone().unwrap();
     assert_eq!(first.cookie_id.as_deref(), Some("anon-laptop-1"));
+    // The phone browses anonymously first: a profile of its own ...
+    let mut browse = web_track("d1b", "Video Played", json!({}));
+    browse["anonymousId"] = json!("anon-phone-22");
+    let phone = rig.web(json!([browse])).results[0]
+        .profile_id
+        .clone()
+        .unwrap();
+    assert_ne!(phone, p1);
+    // ... until the same soft login joins it, with the events it already sent.
     let second = rig.web(json!([login("d2", "anon-phone-22")]));
     assert_eq!(second.results[0].profile_id.as_deref(), Some(p1.as_str()));
     let events = rig.store.events.borrow();
-    assert!(events.iter().all(|e| e.profile_id.as_deref() == Some(p1.as_str()) && e.identified));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.profile_id.as_deref() == Some(p1.as_str())),
+        "{events:?}"
+    );
+    // `identified` says what was known when the event arrived.
+    let identified: Vec<bool> = events.iter().map(|e| e.identified).collect();
+    assert_eq!(identified, [true, false, true]);
     // The collector's cookie id joins the event's anonymous id.
     drop(events);
-    let body = serde_json::to_vec(&json!({"batch":[web_track("d3", "Video Played", json!({}))],"writeKey":"wk_web"})).unwrap();
-    let with_cookie = EdgeInfo { cookie_id: Some("anon-laptop-1"), ..browser() };
-    let r = rig.send(Endpoint::Batch, &body, None, with_cookie, NOW).unwrap();
+    let body = serde_json::to_vec(
+        &json!({"batch":[web_track("d3", "Video Played", json!({}))],"writeKey":"wk_web"}),
+    )
+    .unwrap();
+    let with_cookie = EdgeInfo {
+        cookie_id: Some("anon-laptop-1"),
+        ..browser()
+    };
+    let r = rig
+        .send(Endpoint::Batch, &body, None, with_cookie, NOW)
+        .unwrap();
     assert_eq!(r.results[0].profile_id.as_deref(), Some(p1.as_str()));
-    assert_eq!(r.cookie_id.as_deref(), Some("anon-laptop-1"), "the cookie keeps its id");
+    assert_eq!(
+        r.cookie_id.as_deref(),
+        Some("anon-laptop-1"),
+        "the cookie keeps its id"
+    );
     let stats = rig.store.counts.borrow();
     let day = stats.values().next().unwrap();
-    assert_eq!((day.received, day.accepted, day.identified), (3, 3, 3));
+    assert_eq!((day.received, day.accepted, day.identified), (4, 4, 3));
 }

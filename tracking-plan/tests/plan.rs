@@ -196,9 +196,14 @@ fn too_large_and_unplanned_policies() {
 fn raw_pii_policy_defaults_to_hash() {
     use tracking_plan::RawPiiPolicy;
     let plan = |v: Value| Plan::from_value(&v);
-    assert_eq!(plan(json!({"version": 1})).unwrap().raw_pii, RawPiiPolicy::Hash);
     assert_eq!(
-        plan(json!({"version": 1, "rawPii": "quarantine"})).unwrap().raw_pii,
+        plan(json!({"version": 1})).unwrap().raw_pii,
+        RawPiiPolicy::Hash
+    );
+    assert_eq!(
+        plan(json!({"version": 1, "rawPii": "quarantine"}))
+            .unwrap()
+            .raw_pii,
         RawPiiPolicy::Quarantine
     );
     let errs = plan(json!({"version": 1, "rawPii": "keep"})).unwrap_err();

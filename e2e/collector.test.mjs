@@ -1,0 +1,347 @@
+// The collector in workerd (wrangler dev) with local D1, Durable Objects, Queues and R2:
+// every endpoint and error, CORS, gzip, rate limits, dedup conflicts, consent, the
+// stitching scenarios, unmerge, erasure, stats, the R2 path, the first-party cookie, and
+// a real Segment server library pointed at the collector.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { gzipSync } from 'node:zlib';
+import { createHash } from 'node:crypto';
+import { Analytics } from '@segment/analytics-node';
+import { startCollector, startBrowser, eventually, WRITE_KEY, ALLOWED_ORIGIN } from './harness.mjs';
+
+let collector;
+before(async () => { collector = await startCollector(); });
+after(async () => { await collector?.dispose(); });
+
+const sha256 = (s) => createHash('sha256').update(s).digest('hex');
+let seq = 0;
+const mid = (p) => `${p}-${Date.now()}-${++seq}`;
+const GRANTED = { categoryPreferences: { analytics: true, marketing: true, personalization: true } };
+
+function post(path, body, headers = {}) {
+  return fetch(`${collector.url}${path}`, {
+    method: 'POST',
+    body: typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body),
+    headers: { 'content-type': 'text/plain', ...headers },
+  });
+}
+async function send(batch, key = WRITE_KEY, headers = {}) {
+  const r = await post('/v1/batch', { writeKey: key, batch }, headers);
+  const body = await r.json();
+  assert.equal(r.status, 200, JSON.stringify(body));
+  return body;
+}
+
+test('every Segment endpoint and short form accepts its message type', async () => {
+  const base = { anonymousId: 'ep-anon', userId: 'ep-user' };
+  const cases = [
+    ['/v1/track', { event: 'Video Played' }], ['/v1/t', { event: 'Video Played' }],
+    ['/v1/page', { name: 'Home' }], ['/v1/p', {}],
+    ['/v1/identify', { traits: { plan: 'pro' } }], ['/v1/i', {}],
+    ['/v1/alias', { previousId: 'ep-anon' }], ['/v1/a', { previousId: 'ep-anon' }],
+    ['/v1/group', { groupId: 'g1' }], ['/v1/g', { groupId: 'g1' }],
+    ['/v1/screen', { name: 'Settings' }], ['/v1/s', { name: 'Settings' }],
+  ];
+  for (const [path, extra] of cases) {
+    const r = await post(path, { writeKey: WRITE_KEY, messageId: mid('ep'), ...base, ...extra });
+    const body = await r.json();
+    assert.equal(r.status, 200, path);
+    assert.equal(body.accepted, 1, `${path}: ${JSON.stringify(body)}`);
+  }
+  for (const path of ['/v1/batch', '/v1/b', '/v1/import']) {
+    const body = await (await post(path, { writeKey: WRITE_KEY, batch: [{ type: 'page', messageId: mid('b'), ...base }] })).json();
+    assert.equal(body.accepted, 1, path);
+  }
+  const types = await collector.query(
+    `select type, count(*) as n from events where anonymous_id = 'ep-anon' group by type order by type`);
+  assert.deepEqual(types.map((t) => [t.type, t.n]),
+    [['alias', 2], ['group', 2], ['identify', 2], ['page', 5], ['screen', 2], ['track', 2]]);
+});
+
+test('request errors: each is a 4xx with a JSON code; CORS only for configured origins', async () => {
+  const basic = (k) => 'Basic ' + Buffer.from(`${k}:`).toString('base64');
+  const cases = [
+    [post('/v1/batch', '{nope'), 400, 'invalid_json'],
+    [post('/v1/batch', { batch: [] }), 401, 'missing_write_key'],
+    [post('/v1/batch', { batch: [] }, { authorization: basic('nope') }), 401, 'unknown_write_key'],
+    [post('/v1/batch', { writeKey: WRITE_KEY, batch: [] }, { origin: 'https://evil.example' }), 403, 'origin_not_allowed'],
+    [post('/v1/batch', 'x'.repeat(600 * 1024)), 413, 'batch_too_large'],
+    [post('/v1/batch', '{}', { 'content-encoding': 'br' }), 415, 'unsupported_encoding'],
+    [fetch(`${collector.url}/v1/batch`), 405, 'method_not_allowed'],
+    [post('/v1/nothing', '{}'), 404, 'not_found'],
+  ];
+  for (const [pending, status, code] of cases) {
+    const r = await pending;
+    assert.equal(r.status, status, code);
+    assert.equal((await r.json()).error.code, code);
+  }
+  // A configured origin may send, and its preflight is answered.
+  const ok = await post('/v1/batch', { writeKey: WRITE_KEY, batch: [] }, { origin: ALLOWED_ORIGIN });
+  assert.equal(ok.status, 200);
+  assert.equal(ok.headers.get('access-control-allow-origin'), ALLOWED_ORIGIN);
+  const pre = await fetch(`${collector.url}/v1/batch`, { method: 'OPTIONS', headers: { origin: ALLOWED_ORIGIN } });
+  assert.equal(pre.status, 204);
+  assert.match(pre.headers.get('access-control-allow-methods'), /POST/);
+  const evil = await fetch(`${collector.url}/v1/batch`, { method: 'OPTIONS', headers: { origin: 'https://evil.example' } });
+  assert.equal(evil.headers.get('access-control-allow-origin'), null);
+
+  // 429 with Retry-After once a key is over its rate (sl_limited_key: 5 events/s).
+  const burst = Array.from({ length: 10 }, () => ({ type: 'track', messageId: mid('rl'), anonymousId: 'rl', event: 'Burst' }));
+  assert.equal((await post('/v1/batch', { writeKey: 'sl_limited_key', batch: burst })).status, 200);
+  const limited = await post('/v1/batch', { writeKey: 'sl_limited_key', batch: burst });
+  assert.equal(limited.status, 429);
+  assert.equal((await limited.json()).error.code, 'rate_limited');
+  assert.ok(Number(limited.headers.get('retry-after')) >= 1);
+});
+
+test('gzip bodies from server libraries are accepted', async () => {
+  const id = mid('gz');
+  const body = gzipSync(JSON.stringify({ writeKey: WRITE_KEY, batch: [{ type: 'track', messageId: id, anonymousId: 'gz', event: 'Zipped' }] }));
+  const r = await post('/v1/batch', new Uint8Array(body), { 'content-encoding': 'gzip', 'content-type': 'application/json' });
+  const json = await r.json();
+  assert.equal(r.status, 200, JSON.stringify(json));
+  assert.equal(json.accepted, 1);
+  assert.equal((await collector.query(`select count(*) as n from events where message_id = '${id}'`))[0].n, 1);
+});
+
+test('plan violations and reused messageIds are quarantined with reasons; raw PII is hashed', async () => {
+  const id = mid('plan');
+  const body = await send([
+    { type: 'track', messageId: id, anonymousId: 'q-1', event: 'Product Added', properties: { product_id: 'bad', price: -1, currency: 'EUR' } },
+    { type: 'identify', messageId: mid('pii'), anonymousId: 'q-1', traits: { email: 'Q.Person@Example.com', note: 'ring +44 20 7946 0958' } },
+  ]);
+  assert.equal(body.results[0].status, 'quarantined');
+  assert.deepEqual(body.results[0].reasons.map((r) => r.kind).sort(), ['out_of_range', 'pattern_mismatch']);
+  assert.equal(body.results[1].status, 'accepted');
+  assert.deepEqual(body.results[1].warnings.map((w) => w.path), ['$.traits.email', '$.traits.note']);
+  const q = await collector.adminJson('/admin/v1/quarantine?reason=out_of_range');
+  const held = q.quarantine.find((x) => x.messageId === id);
+  assert.deepEqual(JSON.parse(held.payload).properties, { product_id: 'bad', price: -1, currency: 'EUR' },
+    'the full payload is kept for fixing and replay');
+  const raw = await collector.query(`select payload from events where anonymous_id = 'q-1'`);
+  assert.ok(!raw[0].payload.includes('Example.com') && !raw[0].payload.includes('7946'));
+  assert.equal(JSON.parse(raw[0].payload).traits.email, sha256('q.person@example.com'));
+
+  // The same messageId with other content: a conflict, recorded, never merged.
+  const first = { type: 'track', messageId: mid('conf'), anonymousId: 'c-1', event: 'Video Played', properties: { n: 1 } };
+  assert.equal((await send([first])).results[0].status, 'accepted');
+  assert.equal((await send([first])).results[0].status, 'duplicate');
+  const other = await send([{ ...first, properties: { n: 2 } }]);
+  assert.equal(other.results[0].reasons[0].kind, 'message_id_conflict');
+  const stored = await collector.query(`select payload from events where message_id = '${first.messageId}'`);
+  assert.equal(stored.length, 1);
+  assert.equal(JSON.parse(stored[0].payload).properties.n, 1);
+});
+
+test('consent: opt-in fails closed, GPC denies marketing, the consent log keeps every choice', async () => {
+  const anon = 'consent-anon-1';
+  const page = { url: 'https://shop.example/?utm_source=News&gclid=G-1' };
+  const body = await send([
+    { type: 'track', messageId: mid('c'), anonymousId: anon, event: 'Video Played' },
+    { type: 'track', messageId: mid('c'), anonymousId: anon, event: 'Consent Updated',
+      context: { consent: { categoryPreferences: { analytics: false }, source: 'banner' } } },
+  ], 'sl_optin_key');
+  assert.deepEqual(body.results.map((r) => r.status), ['refused', 'refused']);
+  assert.equal(body.results[0].reasons[0].kind, 'consent_denied');
+  assert.equal((await collector.query(`select count(*) as n from events where anonymous_id = '${anon}'`))[0].n, 0);
+  assert.equal((await collector.query(`select count(*) as n from quarantine where anonymous_id = '${anon}'`))[0].n, 0);
+
+  const granted = await send([
+    { type: 'track', messageId: mid('c'), anonymousId: anon, event: 'Consent Updated', context: { consent: { ...GRANTED, source: 'banner' }, page } },
+    { type: 'page', messageId: mid('c'), anonymousId: anon, context: { consent: GRANTED, page } },
+  ], 'sl_optin_key', { 'sec-gpc': '1' });
+  assert.deepEqual(granted.results.map((r) => r.status), ['accepted', 'accepted']);
+  const rows = await collector.query(`select payload from events where anonymous_id = '${anon}' and type = 'page'`);
+  const ctx = JSON.parse(rows[0].payload).context;
+  assert.equal(ctx.consent.enforced.marketing, false, 'GPC denies marketing');
+  assert.equal(ctx.consent.enforced.analytics, true);
+  assert.equal(ctx.clickIds, undefined, 'click ids need marketing consent');
+  assert.equal(ctx.campaign.source, 'news');
+
+  const log = (await collector.adminJson(`/admin/v1/consent?anonymousId=${anon}`)).consent;
+  assert.equal(log.length, 2);
+  assert.deepEqual(log.map((e) => JSON.parse(e.categories).analytics), [true, false]);
+  assert.deepEqual(log.map((e) => e.gpc), [1, 0]);
+  // Append-only: the log refuses updates.
+  await assert.rejects(collector.query(`update consent_log set categories = '{}' where anonymous_id = '${anon}'`));
+});
+
+test('stitching: a multi-device journey joins; a shared device does not merge; blocked values are ignored', async () => {
+  const email = sha256('journey@example.com');
+  const ev = (anon, extra = {}) => ({ type: 'track', messageId: mid('s'), anonymousId: anon, event: 'Video Played', ...extra });
+  // Laptop: browse, then soft login (hashed email in a planned event).
+  await send([ev('laptop-1')]);
+  const login = (anon) => ev(anon, { event: 'Newsletter Subscribed', properties: { email_sha256: email, source: 'footer' } });
+  const a = await send([login('laptop-1')]);
+  // Phone: browse, then the same soft login.
+  const b0 = await send([ev('phone-1')]);
+  assert.notEqual(b0.results[0].profileId, a.results[0].profileId);
+  const b = await send([login('phone-1')]);
+  assert.equal(b.results[0].profileId, a.results[0].profileId, 'the second device joins');
+  const profileId = a.results[0].profileId;
+  const p360 = await collector.adminJson('/admin/v1/profiles?anonymousId=phone-1');
+  assert.equal(p360.profile.id, profileId);
+  assert.equal(p360.identified, true);
+  const ids = p360.profile.identifiers.map((i) => `${i.kind}:${i.value}`).sort();
+  assert.deepEqual(ids, [`anonymous_id:laptop-1`, `anonymous_id:phone-1`, `email_sha256:${email}`]);
+  assert.equal(p360.merges.length, 1);
+  // Both devices' events, the phone's earlier anonymous one included, belong to it now.
+  assert.equal(p360.events.reduce((n, e) => n + e.count, 0), 4, 'events counted from D1');
+  const events = (await collector.adminJson(`/admin/v1/events?profileId=${profileId}`)).events;
+  assert.deepEqual(events.map((e) => e.anonymousId).sort(), ['laptop-1', 'laptop-1', 'phone-1', 'phone-1']);
+
+  // A shared computer: two people log in with their own userIds.
+  const ann = await send([ev('kiosk-1', { type: 'identify', event: undefined, userId: 'user-ann' })]);
+  const bob = await send([ev('kiosk-1', { type: 'identify', event: undefined, userId: 'user-bob' })]);
+  assert.notEqual(ann.results[0].profileId, bob.results[0].profileId);
+  const annProfile = await collector.adminJson(`/admin/v1/profiles/${ann.results[0].profileId}`);
+  assert.deepEqual(annProfile.profile.identifiers.filter((i) => i.kind === 'user_id').map((i) => i.value), ['user-ann']);
+
+  // Blocked values never join two visitors.
+  const x = await send([ev('blk-1', { userId: 'undefined' })]);
+  const y = await send([ev('blk-2', { userId: 'undefined' })]);
+  assert.notEqual(x.results[0].profileId, y.results[0].profileId);
+  const t1 = await send([ev('blk-3', { properties: { email_sha256: sha256('test@test.com') } })]);
+  const t2 = await send([ev('blk-4', { properties: { email_sha256: sha256('test@test.com') } })]);
+  assert.notEqual(t1.results[0].profileId, t2.results[0].profileId);
+});
+
+test('unmerge restores both profiles and their events', async () => {
+  const email = sha256('wrong-merge@example.com');
+  const ev = (anon, props) => ({ type: 'track', messageId: mid('u'), anonymousId: anon, event: 'Newsletter Subscribed', properties: props });
+  const home = await send([ev('um-home', { email_sha256: email })]);
+  const office = await send([ev('um-office', {}), ev('um-office', {})]);
+  const homeId = home.results[0].profileId;
+  const officeId = office.results[0].profileId;
+  assert.notEqual(homeId, officeId);
+  await send([ev('um-office', { email_sha256: email })]); // a wrong soft login joins them
+  let before = await collector.adminJson(`/admin/v1/events?profileId=${homeId}`);
+  assert.equal(before.events.length, 4);
+
+  const r = await collector.adminJson(`/admin/v1/profiles/${homeId}/unmerge`, { method: 'POST', body: '{}' });
+  assert.equal(r.unmerged.restored.id, officeId);
+  assert.equal(r.eventsMoved, 3);
+  const home2 = await collector.adminJson(`/admin/v1/profiles/${homeId}`);
+  const office2 = await collector.adminJson(`/admin/v1/profiles/${officeId}`);
+  assert.deepEqual(office2.profile.identifiers.map((i) => i.value), ['um-office']);
+  assert.ok(home2.profile.identifiers.some((i) => i.value === 'um-home'));
+  assert.ok(home2.merges[0].undoneAtMs > 0, 'the merge log says it was undone');
+  assert.equal((await collector.adminJson(`/admin/v1/events?profileId=${officeId}`)).events.length, 3);
+  // The office visitor's next event goes to the restored profile.
+  const next = await send([ev('um-office', {})]);
+  assert.equal(next.results[0].profileId, officeId);
+  const again = await collector.admin(`/admin/v1/profiles/${officeId}/unmerge`, { method: 'POST' });
+  assert.equal(again.status, 404);
+});
+
+test('erasure deletes the profile, its identities, events and consent entries', async () => {
+  const anon = 'erase-me-1';
+  const grant = { type: 'track', messageId: mid('e'), anonymousId: anon, userId: 'erase-user', event: 'Consent Updated', context: { consent: GRANTED } };
+  const r = await send([grant, { type: 'page', messageId: mid('e'), anonymousId: anon, userId: 'erase-user' }]);
+  const profileId = r.results[1].profileId;
+  const del = await collector.adminJson(`/admin/v1/profiles/${profileId}`, { method: 'DELETE' });
+  assert.equal(del.erased.events, 2);
+  assert.equal(del.erased.consentEntries, 1);
+  assert.ok(del.remains.length >= 1, 'what remains is stated');
+  assert.equal((await collector.admin(`/admin/v1/profiles/${profileId}`)).status, 404);
+  assert.equal((await collector.admin(`/admin/v1/profiles?userId=erase-user`)).status, 404);
+  for (const table of ['events', 'consent_log']) {
+    const n = await collector.query(`select count(*) as n from ${table} where anonymous_id = '${anon}' or user_id = 'erase-user'`);
+    assert.equal(n[0].n, 0, table);
+  }
+});
+
+test('a source on the R2 path: clean events go through the queue to NDJSON objects', async () => {
+  const ids = [mid('r2'), mid('r2')];
+  const body = await send(ids.map((id) => ({ type: 'track', messageId: id, anonymousId: 'r2-anon', event: 'Archived' })), 'sl_r2_key');
+  assert.equal(body.accepted, 2);
+  assert.equal((await send([{ type: 'track', messageId: ids[0], anonymousId: 'r2-anon', event: 'Archived' }], 'sl_r2_key')).duplicates, 1,
+    'dedup holds without D1');
+  const lines = await eventually(async () => {
+    const list = await collector.adminJson('/admin/v1/archive?prefix=events/sl_r2_key/');
+    const all = [];
+    for (const o of list.objects) {
+      const text = await (await collector.admin(`/admin/v1/archive/${o.key}`)).text();
+      all.push(...text.trim().split('\n').map((l) => JSON.parse(l)));
+    }
+    return all.filter((l) => ids.includes(l.messageId)).length === 2 && all;
+  }, 30_000, 'archived events in R2');
+  const line = lines.find((l) => l.messageId === ids[0]);
+  assert.equal(line.payload.event, 'Archived');
+  assert.match(line.profileId, /^p_/);
+  assert.equal((await collector.query(`select count(*) as n from events where anonymous_id = 'r2-anon'`))[0].n, 0, 'not in D1');
+});
+
+test('stats: volume, identified share and quarantine rate by reason', async () => {
+  const s = await collector.adminJson(`/admin/v1/stats?writeKey=${WRITE_KEY}`);
+  assert.ok(s.totals.received >= s.totals.accepted && s.totals.accepted > 10, JSON.stringify(s.totals));
+  assert.ok(s.identifiedShare > 0 && s.identifiedShare < 1);
+  assert.ok(Math.abs(s.identifiedShare + s.anonymousShare - 1) < 1e-9);
+  const reasons = Object.fromEntries(s.quarantineByReason.map((r) => [r.reason, r.count]));
+  assert.ok(reasons.out_of_range >= 1 && reasons.message_id_conflict >= 1, JSON.stringify(reasons));
+  assert.ok(s.quarantineRate > 0 && s.quarantineRate < 1);
+  const optin = await collector.adminJson('/admin/v1/stats?writeKey=sl_optin_key');
+  assert.equal(optin.totals.refused, 2);
+});
+
+test('the collector sets an HttpOnly first-party cookie that the SDK can adopt', async () => {
+  const browser = await startBrowser();
+  try {
+    const page = await browser.context.newPage();
+    await page.goto(`${collector.url}/about`);
+    const first = await page.evaluate(async (key) => {
+      const r = await fetch('/v1/batch', {
+        method: 'POST', headers: { 'content-type': 'text/plain' },
+        body: JSON.stringify({ writeKey: key, batch: [{ type: 'page', messageId: crypto.randomUUID(), anonymousId: 'cookie-anon-1' }] }),
+      });
+      return { status: r.status, script: document.cookie };
+    }, WRITE_KEY);
+    assert.equal(first.status, 200);
+    assert.equal(first.script, '', 'HttpOnly: scripts cannot read it');
+    const cookies = await browser.context.cookies(collector.url);
+    const c = cookies.find((x) => x.name === 'sl_aid');
+    assert.equal(c.value, 'cookie-anon-1');
+    assert.equal(c.httpOnly, true);
+    assert.equal(c.sameSite, 'Lax');
+    assert.ok(c.expires * 1000 - Date.now() > 300 * 24 * 3600 * 1000, 'long-lived, set by the server');
+    // After the script storage is wiped (Safari's 7-day cap), the id comes back from the server.
+    const adopted = await page.evaluate(async () => (await (await fetch('/v1/id')).json()).anonymousId);
+    assert.equal(adopted, 'cookie-anon-1');
+    // A later event with a new script id is stitched to the cookie's visitor.
+    const profiles = await page.evaluate(async (key) => {
+      const one = async (anon) => (await (await fetch('/v1/batch', {
+        method: 'POST', headers: { 'content-type': 'text/plain' },
+        body: JSON.stringify({ writeKey: key, batch: [{ type: 'page', messageId: crypto.randomUUID(), anonymousId: anon }] }),
+      })).json()).results[0].profileId;
+      return [await one('cookie-anon-1'), await one('cookie-anon-after-wipe')];
+    }, WRITE_KEY);
+    assert.equal(profiles[0], profiles[1]);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a real Segment server library (analytics-node) pointed at the collector', async () => {
+  const analytics = new Analytics({ writeKey: 'sl_server_key', host: collector.url, flushAt: 5, flushInterval: 200, maxRetries: 2 });
+  const failures = [];
+  analytics.on('error', (e) => failures.push(e));
+  analytics.identify({ userId: 'node-user-1', traits: { plan: 'pro', email: 'Node.User@Example.com' } });
+  analytics.track({ userId: 'node-user-1', event: 'Order Completed', properties: { order_id: 'o-1', total: 30, currency: 'EUR', products: [{ product_id: 'ETH-GUJI', quantity: 2 }] } });
+  analytics.page({ userId: 'node-user-1', name: 'Checkout', properties: { path: '/checkout' } });
+  analytics.group({ userId: 'node-user-1', groupId: 'acme' });
+  analytics.alias({ userId: 'node-user-1', previousId: 'node-anon-1' });
+  analytics.track({ anonymousId: 'node-anon-1', event: 'Product Added', properties: { product_id: 'bad' } });
+  await analytics.closeAndFlush({ timeout: 20_000 });
+  assert.deepEqual(failures, []);
+  const rows = await eventually(async () => {
+    const r = await collector.query(`select type, event, user_id, profile_id, payload from events where write_key = 'sl_server_key' order by received_at, rowid`);
+    return r.length >= 5 && r;
+  }, 20_000, 'analytics-node events');
+  assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'group', 'identify', 'page', 'track']);
+  const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
+  assert.equal(identify.traits.email, sha256('node.user@example.com'), 'raw email hashed');
+  assert.equal(identify.context.library.name, '@segment/analytics-node');
+  assert.equal(new Set(rows.map((r) => r.profile_id)).size, 1, 'alias joins the anonymous id to the user');
+  const q = await collector.query(`select reason from quarantine where write_key = 'sl_server_key'`);
+  assert.deepEqual(q.map((x) => x.reason), ['missing_required'], 'the bad event is quarantined, not lost');
+});

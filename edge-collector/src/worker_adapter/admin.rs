@@ -1,0 +1,457 @@
+//! The admin API (Bearer admin token): events, quarantine, consent log, profile 360,
+//! unmerge, erasure, stats and the R2 archive. Reads D1 and the identity objects; the
+//! identity decisions (unmerge, erase) are made by `identity` inside the objects.
+
+use super::objects::{ident_from_query, DoIdentity};
+use super::storage::opt;
+use crate::identity::{Erased, IdKind, Unmerged};
+use crate::sources::Sources;
+use serde_json::{json, Value};
+use wasm_bindgen::JsValue;
+use worker::*;
+
+fn reply(status: u16, body: Value) -> Result<Response> {
+    Ok(Response::from_json(&body)?.with_status(status))
+}
+
+fn fail(status: u16, code: &str, message: impl Into<String>) -> Result<Response> {
+    reply(
+        status,
+        json!({"ok": false, "error": {"code": code, "message": message.into()}}),
+    )
+}
+
+/// Constant-time comparison for the admin token.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn rows(db: &D1Database, sql: &str, args: &[JsValue]) -> Result<Vec<Value>> {
+    db.prepare(sql).bind(args)?.all().await?.results()
+}
+
+fn list(values: &[String]) -> JsValue {
+    JsValue::from_str(&serde_json::to_string(values).unwrap_or_else(|_| "[]".into()))
+}
+
+pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Response> {
+    let token = env
+        .secret("ADMIN_TOKEN")
+        .map(|s| s.to_string())
+        .or_else(|_| env.var("ADMIN_TOKEN").map(|s| s.to_string()));
+    let Ok(token) = token else {
+        return fail(500, "not_configured", "ADMIN_TOKEN is not set");
+    };
+    let given = req.headers().get("Authorization")?.unwrap_or_default();
+    let given = given.strip_prefix("Bearer ").unwrap_or_default();
+    if token.is_empty() || !same(given.as_bytes(), token.as_bytes()) {
+        return fail(
+            401,
+            "unauthorized",
+            "a valid Bearer admin token is required",
+        );
+    }
+    let url = req.url()?;
+    let q = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let limit = q("limit")
+        .and_then(|l| l.parse::<i32>().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let db = env.d1("DB")?;
+    let identity = DoIdentity {
+        ns: env.durable_object("IDENTITY")?,
+    };
+    let path = req.path();
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').skip(3).collect();
+    match (req.method(), parts.as_slice()) {
+        (Method::Get, ["events"]) => {
+            let events = rows(
+                &db,
+                "SELECT write_key AS writeKey, message_id AS messageId, type, event, \
+                 anonymous_id AS anonymousId, user_id AS userId, profile_id AS profileId, \
+                 identified, bot, timestamp, received_at AS receivedAt, payload FROM events \
+                 WHERE (?1 IS NULL OR anonymous_id = ?1) AND (?2 IS NULL OR event = ?2) \
+                 AND (?3 IS NULL OR profile_id = ?3) AND (?4 IS NULL OR write_key = ?4) \
+                 ORDER BY received_at DESC, rowid DESC LIMIT ?5",
+                &[
+                    opt(&q("anonymousId")),
+                    opt(&q("event")),
+                    opt(&q("profileId")),
+                    opt(&q("writeKey")),
+                    limit.into(),
+                ],
+            )
+            .await?;
+            reply(200, json!({"ok": true, "events": events}))
+        }
+        (Method::Get, ["quarantine"]) => {
+            let items = rows(
+                &db,
+                "SELECT id, write_key AS writeKey, message_id AS messageId, \
+                 anonymous_id AS anonymousId, reason, reasons, payload, received_at AS receivedAt \
+                 FROM quarantine WHERE (?1 IS NULL OR reason = ?1) AND (?2 IS NULL OR write_key = ?2) \
+                 ORDER BY id DESC LIMIT ?3",
+                &[opt(&q("reason")), opt(&q("writeKey")), limit.into()],
+            )
+            .await?;
+            reply(200, json!({"ok": true, "quarantine": items}))
+        }
+        (Method::Get, ["consent"]) => {
+            let items = rows(
+                &db,
+                "SELECT write_key AS writeKey, message_id AS messageId, anonymous_id AS anonymousId, \
+                 user_id AS userId, categories, source, gpc, timestamp, received_at AS receivedAt \
+                 FROM consent_log WHERE (?1 IS NULL OR anonymous_id = ?1) \
+                 AND (?2 IS NULL OR user_id = ?2) ORDER BY id DESC LIMIT ?3",
+                &[opt(&q("anonymousId")), opt(&q("userId")), limit.into()],
+            )
+            .await?;
+            reply(200, json!({"ok": true, "consent": items}))
+        }
+        (Method::Get, ["profiles"]) => {
+            let lookup = ["anonymousId", "userId", "email_sha256", "phone_sha256"]
+                .iter()
+                .find_map(|k| q(k).and_then(|v| ident_from_query(k, &v)));
+            let Some(ident) = lookup else {
+                return fail(
+                    400,
+                    "missing_identifier",
+                    "give one of anonymousId, userId, email_sha256, phone_sha256",
+                );
+            };
+            profile_360(
+                &db,
+                &identity,
+                sources,
+                q("writeKey"),
+                json!({"identifier": ident}),
+            )
+            .await
+        }
+        (Method::Get, ["profiles", id]) => {
+            profile_360(
+                &db,
+                &identity,
+                sources,
+                q("writeKey"),
+                json!({"profile": id}),
+            )
+            .await
+        }
+        (Method::Post, ["profiles", id, "unmerge"]) => {
+            let body: Value = req.json().await.unwrap_or(Value::Null);
+            let merge_id = body.get("mergeId").cloned().unwrap_or(Value::Null);
+            let now = Date::now().as_millis() as f64;
+            let payload = json!({"profile": id, "mergeId": merge_id, "nowMs": now as i64});
+            let Some((key, answer)) =
+                first_answer(&identity, sources, q("writeKey"), "/unmerge", &payload).await?
+            else {
+                return fail(
+                    404,
+                    "not_found",
+                    format!("no merge to undo on profile {id}"),
+                );
+            };
+            let u: Unmerged = serde_json::from_value(answer["unmerged"].clone())
+                .map_err(|e| Error::RustError(e.to_string()))?;
+            // Events of the restored profile's visitors go back to it.
+            let (anons, users) = split_ids(&u.moved);
+            let moved = db
+                .prepare(
+                    "UPDATE events SET profile_id = ?1 WHERE write_key = ?2 AND profile_id = ?3 \
+                     AND (anonymous_id IN (SELECT value FROM json_each(?4)) \
+                     OR user_id IN (SELECT value FROM json_each(?5)))",
+                )
+                .bind(&[
+                    u.restored.id.as_str().into(),
+                    key.as_str().into(),
+                    (*id).into(),
+                    list(&anons),
+                    list(&users),
+                ])?
+                .run()
+                .await?;
+            let events_moved = moved.meta()?.and_then(|m| m.changes).unwrap_or(0);
+            reply(
+                200,
+                json!({"ok": true, "unmerged": u, "eventsMoved": events_moved}),
+            )
+        }
+        (Method::Delete, ["profiles", id]) => {
+            let payload = json!({"profile": id});
+            let Some((key, answer)) =
+                first_answer(&identity, sources, q("writeKey"), "/erase", &payload).await?
+            else {
+                return fail(404, "not_found", format!("no profile {id}"));
+            };
+            let erased: Erased = serde_json::from_value(answer["erased"].clone())
+                .map_err(|e| Error::RustError(e.to_string()))?;
+            erase_data(&db, env, &key, &erased).await
+        }
+        (Method::Get, ["stats"]) => stats(&db, q("writeKey"), q("days")).await,
+        (Method::Get, ["archive"]) => {
+            let bucket = env.bucket("ARCHIVE")?;
+            let prefix = q("prefix").unwrap_or_else(|| "events/".into());
+            let listed = bucket.list().prefix(prefix).execute().await?;
+            let keys: Vec<Value> = listed
+                .objects()
+                .iter()
+                .map(|o| json!({"key": o.key(), "size": o.size()}))
+                .collect();
+            reply(200, json!({"ok": true, "objects": keys}))
+        }
+        (Method::Get, ["archive", ..]) => {
+            let key = path.trim_start_matches("/admin/v1/archive/");
+            match env.bucket("ARCHIVE")?.get(key).execute().await? {
+                Some(obj) => match obj.body() {
+                    Some(b) => Response::ok(b.text().await?),
+                    None => fail(404, "not_found", "empty object"),
+                },
+                None => fail(404, "not_found", format!("no object {key}")),
+            }
+        }
+        _ => fail(404, "not_found", "no such admin endpoint"),
+    }
+}
+
+/// Asks the identity object of each source (or only `write_key`'s) until one answers
+/// without an error; profile ids are unique across sources.
+async fn first_answer(
+    identity: &DoIdentity,
+    sources: &Sources,
+    write_key: Option<String>,
+    op: &str,
+    payload: &Value,
+) -> Result<Option<(String, Value)>> {
+    let keys: Vec<String> = match write_key {
+        Some(k) => vec![k],
+        None => sources.keys(),
+    };
+    for key in keys {
+        let answer = identity.request(&key, op, payload).await?;
+        if answer.get("error").is_none() {
+            return Ok(Some((key, answer)));
+        }
+    }
+    Ok(None)
+}
+
+fn split_ids(ids: &[crate::identity::Ident]) -> (Vec<String>, Vec<String>) {
+    let pick = |k: IdKind| {
+        ids.iter()
+            .filter(|i| i.kind == k)
+            .map(|i| i.value.clone())
+            .collect::<Vec<_>>()
+    };
+    (pick(IdKind::Anonymous), pick(IdKind::UserId))
+}
+
+async fn profile_360(
+    db: &D1Database,
+    identity: &DoIdentity,
+    sources: &Sources,
+    write_key: Option<String>,
+    payload: Value,
+) -> Result<Response> {
+    let Some((key, answer)) =
+        first_answer(identity, sources, write_key, "/profile", &payload).await?
+    else {
+        return fail(404, "not_found", "no such profile");
+    };
+    let profile = &answer["profile"];
+    let id = profile["id"].as_str().unwrap_or_default().to_string();
+    let ids: Vec<crate::identity::Ident> =
+        serde_json::from_value(profile["identifiers"].clone()).unwrap_or_default();
+    let (anons, users) = split_ids(&ids);
+    let counts = rows(
+        db,
+        "SELECT type, event, COUNT(*) AS count, MIN(timestamp) AS firstSeen, \
+         MAX(timestamp) AS lastSeen FROM events WHERE write_key = ?1 AND profile_id = ?2 \
+         GROUP BY type, event ORDER BY count DESC LIMIT 100",
+        &[key.as_str().into(), id.as_str().into()],
+    )
+    .await?;
+    let consent = rows(
+        db,
+        "SELECT anonymous_id AS anonymousId, user_id AS userId, categories, source, gpc, \
+         timestamp FROM consent_log WHERE write_key = ?1 AND \
+         (anonymous_id IN (SELECT value FROM json_each(?2)) OR user_id IN (SELECT value FROM json_each(?3))) \
+         ORDER BY id DESC LIMIT 50",
+        &[key.as_str().into(), list(&anons), list(&users)],
+    )
+    .await?;
+    reply(
+        200,
+        json!({
+            "ok": true,
+            "writeKey": key,
+            "profile": profile,
+            "identified": ids.iter().any(|i| i.kind != IdKind::Anonymous),
+            "consent": {"current": profile.get("consent"), "log": consent},
+            "events": counts,
+            "merges": answer["merges"],
+            "conflicts": answer["conflicts"],
+        }),
+    )
+}
+
+/// Erasure: after the identity object forgot the profile, delete its events, consent
+/// entries and quarantined events from D1, and rewrite the R2 archive without its lines.
+async fn erase_data(db: &D1Database, env: &Env, key: &str, erased: &Erased) -> Result<Response> {
+    let (anons, users) = split_ids(&erased.identifiers);
+    let profiles = list(&erased.profile_ids);
+    let (a, u) = (list(&anons), list(&users));
+    let stmts = vec![
+        db.prepare(
+            "DELETE FROM events WHERE write_key = ?1 AND (profile_id IN (SELECT value FROM json_each(?2)) \
+             OR anonymous_id IN (SELECT value FROM json_each(?3)) OR user_id IN (SELECT value FROM json_each(?4)))",
+        )
+        .bind(&[key.into(), profiles.clone(), a.clone(), u.clone()])?,
+        db.prepare(
+            "DELETE FROM consent_log WHERE write_key = ?1 AND (anonymous_id IN (SELECT value FROM json_each(?2)) \
+             OR user_id IN (SELECT value FROM json_each(?3)))",
+        )
+        .bind(&[key.into(), a.clone(), u.clone()])?,
+        db.prepare(
+            "DELETE FROM quarantine WHERE write_key = ?1 AND anonymous_id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(&[key.into(), a.clone()])?,
+    ];
+    let results = db.batch(stmts).await?;
+    let changes: Vec<usize> = results
+        .iter()
+        .map(|r| r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0))
+        .collect();
+
+    // The archive: objects holding a line of these visitors are rewritten without it.
+    let bucket = env.bucket("ARCHIVE")?;
+    let mut archived_lines = 0usize;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut listing = bucket.list().prefix(format!("events/{key}/"));
+        if let Some(c) = &cursor {
+            listing = listing.cursor(c.clone());
+        }
+        let page = listing.execute().await?;
+        for obj in page.objects() {
+            let Some(found) = bucket.get(obj.key()).execute().await? else {
+                continue;
+            };
+            let Some(body) = found.body() else { continue };
+            let text = body.text().await?;
+            let mut kept = Vec::new();
+            let mut dropped = 0;
+            for line in text.lines() {
+                let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+                let hit = field("profileId").is_some_and(|p| erased.profile_ids.contains(&p))
+                    || field("anonymousId").is_some_and(|x| anons.contains(&x))
+                    || field("userId").is_some_and(|x| users.contains(&x));
+                if hit {
+                    dropped += 1;
+                } else {
+                    kept.push(line);
+                }
+            }
+            if dropped > 0 {
+                archived_lines += dropped;
+                if kept.is_empty() {
+                    bucket.delete(obj.key()).await?;
+                } else {
+                    let body = kept.join("\n") + "\n";
+                    bucket.put(obj.key(), body.into_bytes()).execute().await?;
+                }
+            }
+        }
+        cursor = page.cursor().filter(|_| page.truncated());
+        if cursor.is_none() {
+            break;
+        }
+    }
+    reply(
+        200,
+        json!({
+            "ok": true,
+            "erased": {
+                "profiles": erased.profile_ids,
+                "identifiers": erased.identifiers.len(),
+                "events": changes.first(),
+                "consentEntries": changes.get(1),
+                "quarantined": changes.get(2),
+                "archivedEvents": archived_lines,
+            },
+            "remains": [
+                "dedup entries: the write key, messageId and a content hash of each erased event, with no personal data, until they expire (14 days); they stop a late retry from storing the event again",
+                "daily counters: totals per day, which hold no identifier",
+            ],
+        }),
+    )
+}
+
+async fn stats(
+    db: &D1Database,
+    write_key: Option<String>,
+    days: Option<String>,
+) -> Result<Response> {
+    let days = days
+        .and_then(|d| d.parse::<i32>().ok())
+        .unwrap_or(30)
+        .clamp(1, 3660);
+    let since = format!("-{days} days");
+    let wk = opt(&write_key);
+    let totals = rows(
+        db,
+        "SELECT COALESCE(SUM(received),0) AS received, COALESCE(SUM(accepted),0) AS accepted, \
+         COALESCE(SUM(duplicates),0) AS duplicates, COALESCE(SUM(quarantined),0) AS quarantined, \
+         COALESCE(SUM(refused),0) AS refused, COALESCE(SUM(identified),0) AS identified, \
+         COALESCE(SUM(bots),0) AS bots FROM daily_counts \
+         WHERE (?1 IS NULL OR write_key = ?1) AND day >= date('now', ?2)",
+        &[wk.clone(), since.as_str().into()],
+    )
+    .await?;
+    let by_day = rows(
+        db,
+        "SELECT day, SUM(received) AS received, SUM(accepted) AS accepted, \
+         SUM(quarantined) AS quarantined, SUM(refused) AS refused, SUM(identified) AS identified \
+         FROM daily_counts WHERE (?1 IS NULL OR write_key = ?1) AND day >= date('now', ?2) \
+         GROUP BY day ORDER BY day",
+        &[wk.clone(), since.as_str().into()],
+    )
+    .await?;
+    let reasons = rows(
+        db,
+        "SELECT reason, COUNT(*) AS count FROM quarantine WHERE (?1 IS NULL OR write_key = ?1) \
+         AND received_at >= date('now', ?2) GROUP BY reason ORDER BY count DESC",
+        &[wk, since.as_str().into()],
+    )
+    .await?;
+    let t = totals.into_iter().next().unwrap_or(Value::Null);
+    let n = |k: &str| t.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let received = n("received");
+    let reasons: Vec<Value> = reasons
+        .into_iter()
+        .map(|r| {
+            let c = r.get("count").and_then(Value::as_f64).unwrap_or(0.0);
+            json!({"reason": r["reason"], "count": c, "rate": ratio(c, received)})
+        })
+        .collect();
+    reply(
+        200,
+        json!({
+            "ok": true,
+            "days": days,
+            "totals": t,
+            "identifiedShare": ratio(n("identified"), n("accepted")),
+            "anonymousShare": if n("accepted") > 0.0 { 1.0 - ratio(n("identified"), n("accepted")) } else { 0.0 },
+            "quarantineRate": ratio(n("quarantined"), received),
+            "refusedRate": ratio(n("refused"), received),
+            "quarantineByReason": reasons,
+            "byDay": by_day,
+        }),
+    )
+}

@@ -1,0 +1,300 @@
+//! The Cloudflare Workers adapter: routes requests, reads configuration, headers and the
+//! body, hands them to the pipeline, and sets the first-party cookie. Static files (the
+//! example site and the SDK) are served by Workers Static Assets from the same origin.
+//! Decides nothing about events itself.
+
+mod admin;
+mod objects;
+mod storage;
+
+use crate::enrich::EdgeInfo;
+use crate::ingest::{
+    ingest, valid_cookie_id, Endpoint, IngestRequest, RateLimiter, RequestError, Services,
+};
+use crate::sources::Sources;
+use objects::{DoDedup, DoIdentity};
+use serde_json::{json, Value};
+use std::rc::Rc;
+use storage::CloudStore;
+use worker::*;
+
+/// The collector's first-party anonymous-id cookie.
+const COOKIE: &str = "sl_aid";
+/// 400 days, the longest lifetime browsers honour.
+const COOKIE_MAX_AGE: u32 = 400 * 24 * 3600;
+
+fn json_response(status: u16, body: &Value) -> Result<Response> {
+    Ok(Response::from_json(body)?.with_status(status))
+}
+
+fn error_response(e: &RequestError) -> Result<Response> {
+    let resp = json_response(e.status, &e.to_json())?;
+    if let Some(s) = e.retry_after {
+        resp.headers().set("Retry-After", &s.to_string())?;
+    }
+    Ok(resp)
+}
+
+fn config_error(message: String) -> RequestError {
+    RequestError::new(500, "not_configured", message)
+}
+
+thread_local! {
+    /// The parsed `SOURCES` with their compiled plans, kept per isolate and rebuilt only
+    /// when the text changes: every request needs them and they do not change between
+    /// requests.
+    static SOURCES_CACHE: std::cell::RefCell<Option<(String, Rc<Sources>)>> =
+        const { std::cell::RefCell::new(None) };
+    /// Rate-limit buckets of this isolate.
+    static LIMITER: Rc<RateLimiter> = Rc::new(RateLimiter::default());
+}
+
+async fn sources(env: &Env) -> std::result::Result<Rc<Sources>, RequestError> {
+    let raw = env
+        .var("SOURCES")
+        .map(|v| v.to_string())
+        .or_else(|_| env.secret("SOURCES").map(|v| v.to_string()))
+        .map_err(|_| config_error("the SOURCES variable is not set".into()))?;
+    if let Some(cached) = SOURCES_CACHE.with_borrow(|c| {
+        c.as_ref()
+            .filter(|(text, _)| *text == raw)
+            .map(|(_, s)| s.clone())
+    }) {
+        return Ok(cached);
+    }
+    let mut parsed = Sources::from_json(&raw).map_err(config_error)?;
+    // Plans named by path are files among the static assets (the SDK's debug mode reads
+    // the same file).
+    let mut texts = std::collections::HashMap::new();
+    for path in parsed.plan_paths() {
+        let assets = env
+            .assets("ASSETS")
+            .map_err(|e| config_error(format!("no ASSETS binding for plan {path}: {e}")))?;
+        let url = format!("https://assets.invalid{path}");
+        if let Ok(mut resp) = assets.fetch(url, None).await {
+            if resp.status_code() == 200 {
+                if let Ok(text) = resp.text().await {
+                    texts.insert(path, text);
+                }
+            }
+        }
+    }
+    parsed
+        .resolve_plans(|p| texts.get(p).cloned())
+        .map_err(config_error)?;
+    parsed.check_complete().map_err(config_error)?;
+    let parsed = Rc::new(parsed);
+    SOURCES_CACHE.with_borrow_mut(|c| *c = Some((raw, parsed.clone())));
+    Ok(parsed)
+}
+
+/// CORS: browsers on a configured origin may call the API; same-origin needs nothing.
+fn cors_headers(origin: Option<&str>, sources: &Sources) -> Headers {
+    let headers = Headers::new();
+    if let Some(o) = origin.filter(|o| sources.origin_allowed(o)) {
+        let _ = headers.set("Access-Control-Allow-Origin", o);
+        let _ = headers.set("Access-Control-Allow-Credentials", "true");
+        let _ = headers.set("Access-Control-Allow-Methods", "POST, OPTIONS");
+        let _ = headers.set(
+            "Access-Control-Allow-Headers",
+            "Content-Type, Content-Encoding, Authorization",
+        );
+        let _ = headers.set("Access-Control-Max-Age", "86400");
+        let _ = headers.set("Vary", "Origin");
+    }
+    headers
+}
+
+fn cookie_value(req: &Request, name: &str) -> Option<String> {
+    let header = req.headers().get("Cookie").ok().flatten()?;
+    header.split(';').find_map(|part| {
+        let (k, v) = part.trim().split_once('=')?;
+        (k == name).then(|| v.trim().to_string())
+    })
+}
+
+fn set_cookie(headers: &Headers, id: &str, secure: bool) -> Result<()> {
+    let secure = if secure { "; Secure" } else { "" };
+    headers.append(
+        "Set-Cookie",
+        &format!("{COOKIE}={id}; Path=/; Max-Age={COOKIE_MAX_AGE}; HttpOnly; SameSite=Lax{secure}"),
+    )
+}
+
+fn with_headers(resp: Response, extra: &Headers) -> Result<Response> {
+    let headers = resp.headers().clone();
+    for (k, v) in extra.entries() {
+        headers.set(&k, &v)?;
+    }
+    Ok(resp.with_headers(headers))
+}
+
+async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Result<Response> {
+    let sources = match sources(env).await {
+        Ok(s) => s,
+        Err(e) => return error_response(&e),
+    };
+    let origin = req.headers().get("Origin")?;
+    let cors = cors_headers(origin.as_deref(), &sources);
+    let method = req.method();
+    if method == Method::Options {
+        return Ok(Response::empty()?.with_status(204).with_headers(cors));
+    }
+    if method != Method::Post {
+        let e = RequestError::new(405, "method_not_allowed", "use POST");
+        return with_headers(error_response(&e)?, &cors);
+    }
+    // Refuse an oversized body before reading it, when its length is declared.
+    let declared = req
+        .headers()
+        .get("Content-Length")?
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > crate::ingest::MAX_BATCH_BYTES) {
+        let e = RequestError::new(
+            413,
+            "batch_too_large",
+            format!(
+                "request body is larger than {} bytes",
+                crate::ingest::MAX_BATCH_BYTES
+            ),
+        );
+        return with_headers(error_response(&e)?, &cors);
+    }
+    let body = req.bytes().await?;
+    let url = req.url()?;
+    let own_origin = url.origin().ascii_serialization();
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let (authorization, ip, user_agent, encoding) = (
+        header("Authorization"),
+        header("CF-Connecting-IP"),
+        header("User-Agent"),
+        header("Content-Encoding"),
+    );
+    let gpc = header("Sec-GPC").is_some_and(|v| v.trim() == "1");
+    let country = req
+        .cf()
+        .and_then(|cf| cf.country())
+        .or_else(|| header("CF-IPCountry"))
+        .filter(|c| c != "XX" && c != "T1");
+    let cookie_id = cookie_value(&req, COOKIE);
+    let ireq = IngestRequest {
+        endpoint,
+        body: &body,
+        authorization: authorization.as_deref(),
+        now_ms: Date::now().as_millis() as i64,
+        edge: EdgeInfo {
+            origin: origin.as_deref(),
+            own_origin: &own_origin,
+            ip: ip.as_deref(),
+            country: country.as_deref(),
+            user_agent: user_agent.as_deref(),
+            gpc,
+            cookie_id: cookie_id.as_deref(),
+            content_encoding: encoding.as_deref(),
+        },
+    };
+    // The source's storage choice is needed before the pipeline runs; an unknown key is
+    // answered by the pipeline itself.
+    let storage_kind = peek_source_storage(&sources, &ireq);
+    let store = CloudStore::new(env, storage_kind)?;
+    let dedup = DoDedup {
+        ns: env.durable_object("DEDUP")?,
+        shards: env
+            .var("DEDUP_SHARDS")
+            .ok()
+            .and_then(|v| v.to_string().parse().ok())
+            .unwrap_or(crate::dedup::DEFAULT_SHARDS),
+    };
+    let identity = DoIdentity {
+        ns: env.durable_object("IDENTITY")?,
+    };
+    let limiter = LIMITER.with(Rc::clone);
+    let svc = Services {
+        store: &store,
+        dedup: &dedup,
+        identity: &identity,
+        limiter: &limiter,
+    };
+    let resp = match ingest(&svc, &sources, &ireq).await {
+        Ok(report) => {
+            let resp = Response::from_json(&report)?;
+            if let Some(id) = &report.cookie_id {
+                set_cookie(resp.headers(), id, url.scheme() == "https")?;
+            }
+            resp
+        }
+        Err(e) => error_response(&e)?,
+    };
+    with_headers(resp, &cors)
+}
+
+/// Which storage the request's source uses (D1 when the key is unknown: the pipeline
+/// refuses that request before storing anything).
+fn peek_source_storage(sources: &Sources, req: &IngestRequest<'_>) -> crate::sources::Storage {
+    let from_auth = req.authorization.and_then(|a| {
+        let enc = a.strip_prefix("Basic ")?;
+        use base64::Engine as _;
+        let dec = base64::engine::general_purpose::STANDARD
+            .decode(enc.trim())
+            .ok()?;
+        let s = String::from_utf8(dec).ok()?;
+        Some(s.split(':').next()?.to_string())
+    });
+    let key = from_auth.or_else(|| {
+        // `writeKey` in a (possibly gzipped) body: read it the way the pipeline will.
+        let body = crate::ingest::decode_body(req.body, req.edge.content_encoding).ok()?;
+        #[derive(serde::Deserialize)]
+        struct K {
+            #[serde(rename = "writeKey")]
+            write_key: Option<String>,
+        }
+        serde_json::from_slice::<K>(&body).ok()?.write_key
+    });
+    key.and_then(|k| sources.get(&k).map(|s| s.storage))
+        .unwrap_or_default()
+}
+
+/// `GET /v1/id`: the anonymous id in the collector's cookie, for the SDK to adopt when
+/// its own storage was cleared (Safari caps script-written storage at 7 days; this
+/// HttpOnly cookie, set by the site's own server, is not capped).
+fn handle_id(req: &Request) -> Result<Response> {
+    let id = cookie_value(req, COOKIE).filter(|c| valid_cookie_id(c));
+    let resp = json_response(200, &json!({"ok": true, "anonymousId": id}))?;
+    resp.headers().set("Cache-Control", "no-store")?;
+    Ok(resp)
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let path = req.path();
+    let result = if path == "/v1/id" {
+        handle_id(&req)
+    } else if path.starts_with("/v1/") {
+        match Endpoint::from_path(&path) {
+            Some(endpoint) => handle_ingest(req, &env, endpoint).await,
+            None => json_response(
+                404,
+                &json!({"ok": false, "error": {"code": "not_found", "message": format!("no endpoint {path}")}}),
+            ),
+        }
+    } else if path.starts_with("/admin/") {
+        match sources(&env).await {
+            Ok(s) => admin::handle(req, &env, &s).await,
+            Err(e) => error_response(&e),
+        }
+    } else {
+        env.assets("ASSETS")?.fetch_request(req).await
+    };
+    // Nothing escapes as an opaque 500 from the runtime: the client gets a JSON cause.
+    result.or_else(|e| {
+        json_response(
+            500,
+            &json!({"ok": false, "error": {"code": "internal", "message": e.to_string()}}),
+        )
+    })
+}
+
+#[event(queue)]
+async fn queue(batch: MessageBatch<storage::Archived>, env: Env, _ctx: Context) -> Result<()> {
+    storage::archive(batch, &env).await
+}

@@ -1,0 +1,494 @@
+//! Durable Objects: storage for the dedup table (one object per shard of messageIds) and
+//! the identity graph (one object per write key), each on the object's own SQLite. The
+//! decisions are made by `dedup` and `identity`; these objects only load and save rows,
+//! and the clients below only move JSON between the worker and them.
+
+use crate::dedup::{self, Claim, Deduplicator, Entry, SeenTable};
+use crate::identity::{
+    self, Conflict, Graph, IdKind, Ident, IdentityService, Limits, MergeRecord, Observation,
+    Profile, Resolution,
+};
+use crate::store::StoreError;
+use serde::{de::DeserializeOwned, Deserialize};
+use serde_json::{json, Value};
+use wasm_bindgen::JsValue;
+use worker::*;
+
+fn sv(s: &str) -> SqlStorageValue {
+    SqlStorageValue::String(s.to_string())
+}
+
+/// Sends JSON to a Durable Object and reads its JSON answer.
+async fn call<T: DeserializeOwned>(stub: &Stub, path: &str, body: &Value) -> Result<T> {
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(JsValue::from_str(&body.to_string())));
+    let req = Request::new_with_init(&format!("https://object{path}"), &init)?;
+    let mut resp = stub.fetch_with_request(req).await?;
+    if resp.status_code() != 200 {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(Error::RustError(format!(
+            "{path}: {} {text}",
+            resp.status_code()
+        )));
+    }
+    resp.json().await
+}
+
+fn err(e: Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+// ---------------------------------------------------------------- dedup shards
+
+#[durable_object]
+pub struct DedupShard {
+    state: State,
+}
+
+struct SqlSeen<'a>(&'a SqlStorage);
+
+#[derive(Deserialize)]
+struct SeenRow {
+    fingerprint: String,
+    committed: i64,
+    at_ms: f64,
+}
+
+impl SeenTable for SqlSeen<'_> {
+    fn get(&self, key: &str) -> Option<Entry> {
+        let rows: Vec<SeenRow> = self
+            .0
+            .exec(
+                "SELECT fingerprint, committed, at_ms FROM seen WHERE k = ?",
+                vec![sv(key)],
+            )
+            .ok()?
+            .to_array()
+            .ok()?;
+        rows.into_iter().next().map(|r| Entry {
+            fingerprint: r.fingerprint,
+            committed: r.committed != 0,
+            at_ms: r.at_ms as i64,
+        })
+    }
+    fn put(&mut self, key: &str, e: &Entry) {
+        let _ = self.0.exec(
+            "INSERT INTO seen (k, fingerprint, committed, at_ms) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (k) DO UPDATE SET fingerprint = excluded.fingerprint, \
+             committed = excluded.committed, at_ms = excluded.at_ms",
+            vec![
+                sv(key),
+                sv(&e.fingerprint),
+                SqlStorageValue::Integer(i64::from(e.committed)),
+                SqlStorageValue::Float(e.at_ms as f64),
+            ],
+        );
+    }
+    fn remove(&mut self, key: &str) {
+        let _ = self.0.exec("DELETE FROM seen WHERE k = ?", vec![sv(key)]);
+    }
+}
+
+#[derive(Deserialize)]
+struct ShardRequest {
+    #[serde(default)]
+    claims: Vec<Claim>,
+    #[serde(default)]
+    keys: Vec<String>,
+    now_ms: i64,
+}
+
+impl DurableObject for DedupShard {
+    fn new(state: State, _env: Env) -> Self {
+        let sql = state.storage().sql();
+        let _ = sql.exec(
+            "CREATE TABLE IF NOT EXISTS seen (k TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, \
+             committed INTEGER NOT NULL, at_ms REAL NOT NULL)",
+            None,
+        );
+        let _ = sql.exec("CREATE INDEX IF NOT EXISTS seen_at ON seen (at_ms)", None);
+        DedupShard { state }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let body: ShardRequest = req.json().await?;
+        let sql = self.state.storage().sql();
+        let mut table = SqlSeen(&sql);
+        let answer = match req.path().as_str() {
+            "/claim" => json!(dedup::claim_in(&mut table, &body.claims, body.now_ms)),
+            "/commit" => {
+                dedup::commit_in(&mut table, &body.keys, body.now_ms);
+                json!(true)
+            }
+            "/release" => {
+                dedup::release_in(&mut table, &body.keys);
+                json!(true)
+            }
+            _ => return Response::error("no such dedup operation", 404),
+        };
+        // Expired entries are swept daily.
+        let storage = self.state.storage();
+        if storage.get_alarm().await?.is_none() {
+            storage
+                .set_alarm(std::time::Duration::from_secs(24 * 3600))
+                .await?;
+        }
+        Response::from_json(&answer)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let cutoff = Date::now().as_millis() as f64 - dedup::WINDOW_MS as f64;
+        self.state.storage().sql().exec(
+            "DELETE FROM seen WHERE at_ms < ?",
+            vec![SqlStorageValue::Float(cutoff)],
+        )?;
+        self.state
+            .storage()
+            .set_alarm(std::time::Duration::from_secs(24 * 3600))
+            .await?;
+        Response::empty()
+    }
+}
+
+/// The worker's side of the dedup shards.
+pub struct DoDedup {
+    pub ns: ObjectNamespace,
+    pub shards: u32,
+}
+
+impl DoDedup {
+    fn shard_of_key(&self, key: &str) -> u32 {
+        let message_id = key.split_once('\u{1f}').map_or(key, |(_, m)| m);
+        dedup::shard_of(message_id, self.shards)
+    }
+
+    /// Groups items by shard and calls each shard once, all shards concurrently.
+    async fn per_shard<T: Clone>(
+        &self,
+        items: &[T],
+        key_of: impl Fn(&T) -> &str,
+        op: &str,
+        body: impl Fn(Vec<T>) -> Value,
+    ) -> std::result::Result<Vec<(Vec<usize>, Value)>, StoreError> {
+        let mut groups: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+        for (i, item) in items.iter().enumerate() {
+            groups
+                .entry(self.shard_of_key(key_of(item)))
+                .or_default()
+                .push(i);
+        }
+        let calls = groups.into_iter().map(|(shard, idx)| {
+            let payload = body(idx.iter().map(|&i| items[i].clone()).collect());
+            async move {
+                let stub = self
+                    .ns
+                    .get_by_name(&format!("dedup-{shard}"))
+                    .map_err(err)?;
+                let answer: Value = call(&stub, op, &payload).await.map_err(err)?;
+                Ok::<_, StoreError>((idx, answer))
+            }
+        });
+        futures_util::future::try_join_all(calls).await
+    }
+}
+
+impl Deduplicator for DoDedup {
+    async fn claim(
+        &self,
+        claims: &[Claim],
+        now_ms: i64,
+    ) -> std::result::Result<Vec<dedup::Seen>, StoreError> {
+        let answers = self
+            .per_shard(
+                claims,
+                |c| c.key.as_str(),
+                "/claim",
+                |cs| json!({"claims": cs, "now_ms": now_ms}),
+            )
+            .await?;
+        let mut out = vec![dedup::Seen::New; claims.len()];
+        for (idx, answer) in answers {
+            let seen: Vec<dedup::Seen> = serde_json::from_value(answer)
+                .map_err(|e| StoreError(format!("dedup answer: {e}")))?;
+            if seen.len() != idx.len() {
+                return Err(StoreError("dedup shard answered the wrong count".into()));
+            }
+            for (i, s) in idx.into_iter().zip(seen) {
+                out[i] = s;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&self, keys: &[String], now_ms: i64) -> std::result::Result<(), StoreError> {
+        self.per_shard(
+            keys,
+            |k| k.as_str(),
+            "/commit",
+            |ks| json!({"keys": ks, "now_ms": now_ms}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn release(&self, keys: &[String]) -> std::result::Result<(), StoreError> {
+        self.per_shard(
+            keys,
+            |k| k.as_str(),
+            "/release",
+            |ks| json!({"keys": ks, "now_ms": 0}),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+// ---------------------------------------------------------------- identity graph
+
+#[durable_object]
+pub struct IdentityGraph {
+    state: State,
+}
+
+/// The graph on the object's SQLite: profiles and merge records as JSON documents, the
+/// identifier index and conflicts as rows.
+struct SqlGraph<'a>(&'a SqlStorage);
+
+#[derive(Deserialize)]
+struct DataRow {
+    data: String,
+}
+
+#[derive(Deserialize)]
+struct ProfileIdRow {
+    profile_id: String,
+}
+
+impl SqlGraph<'_> {
+    fn docs<T: DeserializeOwned>(&self, sql: &str, args: Vec<SqlStorageValue>) -> Vec<T> {
+        let rows: Vec<DataRow> = self
+            .0
+            .exec(sql, args)
+            .and_then(|c| c.to_array())
+            .unwrap_or_default();
+        rows.into_iter()
+            .filter_map(|r| serde_json::from_str(&r.data).ok())
+            .collect()
+    }
+
+    fn run(&self, sql: &str, args: Vec<SqlStorageValue>) {
+        if let Err(e) = self.0.exec(sql, args) {
+            console_error!("identity storage: {e}");
+        }
+    }
+}
+
+impl Graph for SqlGraph<'_> {
+    fn profile_of(&self, id: &Ident) -> Option<String> {
+        let rows: Vec<ProfileIdRow> = self
+            .0
+            .exec(
+                "SELECT profile_id FROM idents WHERE kind = ? AND value = ?",
+                vec![sv(id.kind.as_str()), sv(&id.value)],
+            )
+            .and_then(|c| c.to_array())
+            .unwrap_or_default();
+        rows.into_iter().next().map(|r| r.profile_id)
+    }
+    fn profile(&self, id: &str) -> Option<Profile> {
+        self.docs("SELECT data FROM profiles WHERE id = ?", vec![sv(id)])
+            .into_iter()
+            .next()
+    }
+    fn save_profile(&mut self, p: &Profile) {
+        let data = serde_json::to_string(p).unwrap_or_default();
+        self.run(
+            "INSERT INTO profiles (id, data) VALUES (?, ?) \
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            vec![sv(&p.id), sv(&data)],
+        );
+    }
+    fn delete_profile(&mut self, id: &str) {
+        self.run("DELETE FROM profiles WHERE id = ?", vec![sv(id)]);
+    }
+    fn link(&mut self, id: &Ident, profile: &str) {
+        self.run(
+            "INSERT INTO idents (kind, value, profile_id) VALUES (?, ?, ?) \
+             ON CONFLICT (kind, value) DO UPDATE SET profile_id = excluded.profile_id",
+            vec![sv(id.kind.as_str()), sv(&id.value), sv(profile)],
+        );
+    }
+    fn unlink(&mut self, id: &Ident) {
+        self.run(
+            "DELETE FROM idents WHERE kind = ? AND value = ?",
+            vec![sv(id.kind.as_str()), sv(&id.value)],
+        );
+    }
+    fn save_merge(&mut self, m: &MergeRecord) {
+        let data = serde_json::to_string(m).unwrap_or_default();
+        self.run(
+            "INSERT INTO merges (id, into_id, at_ms, data) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            vec![
+                sv(&m.id),
+                sv(&m.into),
+                SqlStorageValue::Float(m.at_ms as f64),
+                sv(&data),
+            ],
+        );
+    }
+    fn merges_into(&self, profile: &str) -> Vec<MergeRecord> {
+        self.docs(
+            "SELECT data FROM merges WHERE into_id = ? ORDER BY at_ms DESC, rowid DESC",
+            vec![sv(profile)],
+        )
+    }
+    fn delete_merges_into(&mut self, profile: &str) {
+        self.run("DELETE FROM merges WHERE into_id = ?", vec![sv(profile)]);
+    }
+    fn save_conflict(&mut self, c: &Conflict) {
+        let data = serde_json::to_string(c).unwrap_or_default();
+        self.run(
+            "INSERT INTO conflicts (profile_id, other_id, at_ms, data) VALUES (?, ?, ?, ?)",
+            vec![
+                sv(&c.profile),
+                sv(c.other_profile.as_deref().unwrap_or("")),
+                SqlStorageValue::Float(c.at_ms as f64),
+                sv(&data),
+            ],
+        );
+    }
+    fn conflicts(&self, profile: &str) -> Vec<Conflict> {
+        self.docs(
+            "SELECT data FROM conflicts WHERE profile_id = ?1 OR other_id = ?1 \
+             ORDER BY rowid DESC LIMIT 100",
+            vec![sv(profile)],
+        )
+    }
+    fn delete_conflicts(&mut self, profile: &str) {
+        self.run(
+            "DELETE FROM conflicts WHERE profile_id = ?1 OR other_id = ?1",
+            vec![sv(profile)],
+        );
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphRequest {
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    observations: Vec<Observation>,
+    #[serde(default)]
+    profile: Option<String>,
+    #[serde(default)]
+    merge_id: Option<String>,
+    #[serde(default)]
+    identifier: Option<Ident>,
+    #[serde(default)]
+    now_ms: i64,
+}
+
+impl DurableObject for IdentityGraph {
+    fn new(state: State, _env: Env) -> Self {
+        let sql = state.storage().sql();
+        for ddl in [
+            "CREATE TABLE IF NOT EXISTS profiles (id TEXT PRIMARY KEY, data TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS idents (kind TEXT NOT NULL, value TEXT NOT NULL, \
+             profile_id TEXT NOT NULL, PRIMARY KEY (kind, value))",
+            "CREATE INDEX IF NOT EXISTS idents_profile ON idents (profile_id)",
+            "CREATE TABLE IF NOT EXISTS merges (id TEXT PRIMARY KEY, into_id TEXT NOT NULL, \
+             at_ms REAL NOT NULL, data TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS merges_into ON merges (into_id)",
+            "CREATE TABLE IF NOT EXISTS conflicts (profile_id TEXT NOT NULL, other_id TEXT NOT NULL, \
+             at_ms REAL NOT NULL, data TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS conflicts_profile ON conflicts (profile_id)",
+        ] {
+            if let Err(e) = sql.exec(ddl, None) {
+                console_error!("identity schema: {e}");
+            }
+        }
+        IdentityGraph { state }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let body: GraphRequest = req.json().await?;
+        let sql = self.state.storage().sql();
+        let mut g = SqlGraph(&sql);
+        let profile = body.profile.as_deref().unwrap_or_default();
+        let not_found = |m: String| Response::from_json(&json!({"error": m}));
+        match req.path().as_str() {
+            "/observe" => {
+                let out: Vec<Option<Resolution>> = body
+                    .observations
+                    .iter()
+                    .map(|o| identity::observe(&mut g, o, &body.limits))
+                    .collect();
+                Response::from_json(&out)
+            }
+            "/profile" => {
+                let id = match (&body.identifier, profile) {
+                    (Some(i), _) => g.profile_of(i),
+                    (None, p) => Some(p.to_string()),
+                };
+                let Some(p) = id.and_then(|id| g.profile(&id)) else {
+                    return not_found("no such profile".into());
+                };
+                let merges = g.merges_into(&p.id);
+                let conflicts = g.conflicts(&p.id);
+                Response::from_json(
+                    &json!({"profile": p, "merges": merges, "conflicts": conflicts}),
+                )
+            }
+            "/unmerge" => {
+                match identity::unmerge(&mut g, profile, body.merge_id.as_deref(), body.now_ms) {
+                    Ok(u) => Response::from_json(&json!({"unmerged": u})),
+                    Err(m) => not_found(m),
+                }
+            }
+            "/erase" => match identity::erase(&mut g, profile) {
+                Ok(e) => Response::from_json(&json!({"erased": e})),
+                Err(m) => not_found(m),
+            },
+            _ => Response::error("no such identity operation", 404),
+        }
+    }
+}
+
+/// The worker's side of the identity graphs: one object per write key.
+pub struct DoIdentity {
+    pub ns: ObjectNamespace,
+}
+
+impl DoIdentity {
+    pub async fn request(&self, write_key: &str, op: &str, body: &Value) -> Result<Value> {
+        let stub = self.ns.get_by_name(&format!("identity-{write_key}"))?;
+        call(&stub, op, body).await
+    }
+}
+
+impl IdentityService for DoIdentity {
+    async fn observe(
+        &self,
+        write_key: &str,
+        limits: &Limits,
+        observations: &[Observation],
+    ) -> std::result::Result<Vec<Option<Resolution>>, StoreError> {
+        let answer = self
+            .request(
+                write_key,
+                "/observe",
+                &json!({"limits": limits, "observations": observations}),
+            )
+            .await
+            .map_err(err)?;
+        serde_json::from_value(answer).map_err(|e| StoreError(format!("identity answer: {e}")))
+    }
+}
+
+/// Identifier kinds as admin query parameters name them.
+pub fn ident_from_query(name: &str, value: &str) -> Option<Ident> {
+    IdKind::from_name(name).map(|k| Ident::new(k, value))
+}
