@@ -2,6 +2,9 @@
 # Benchmarks (never part of `make test`; figures are ratios measured in one run).
 #   scripts/bench.sh validator   tracking-plan validator vs the jsonschema crate:
 #                                wasm bytes (gzip -9) and native events/s on one core
+#   scripts/bench.sh pipeline    the collector's core pipeline (every step, in-memory
+#                                stores) vs a bare serde_json parse+serialize of the
+#                                same 20-event batches, events/s on one core
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -35,7 +38,13 @@ bench_validator() {
   done
 }
 
+bench_pipeline() {
+  cargo build -q --profile bench-speed -p edge-collector --example pipeline_bench
+  taskset -c 0 target/bench-speed/examples/pipeline_bench "${BATCHES:-5000}"
+}
+
 case "${1:-}" in
   validator) bench_validator ;;
-  *) echo "usage: $0 validator" >&2; exit 2 ;;
+  pipeline) bench_pipeline ;;
+  *) echo "usage: $0 validator|pipeline" >&2; exit 2 ;;
 esac

@@ -141,8 +141,26 @@ fn normalize_utm(field: &str, v: &str) -> String {
     }
 }
 
+/// User agents parsed during one request: a batch nearly always comes from one browser,
+/// so each distinct string is parsed once.
+#[derive(Debug, Default)]
+pub struct AgentCache(Vec<(String, Agent)>);
+
+impl AgentCache {
+    pub fn parse(&mut self, ua: &str) -> Agent {
+        if let Some((_, a)) = self.0.iter().find(|(u, _)| u == ua) {
+            return a.clone();
+        }
+        let a = parse_agent(ua);
+        if self.0.len() < 8 {
+            self.0.push((ua.to_string(), a.clone()));
+        }
+        a
+    }
+}
+
 /// Adds the edge's facts to a message context (created if absent).
-pub fn enrich(context: &mut Option<Value>, edge: &EdgeInfo<'_>) -> Agent {
+pub fn enrich(context: &mut Option<Value>, edge: &EdgeInfo<'_>, agents: &mut AgentCache) -> Agent {
     if !matches!(context, Some(Value::Object(_))) {
         *context = Some(Value::Object(Map::new()));
     }
@@ -180,7 +198,7 @@ pub fn enrich(context: &mut Option<Value>, edge: &EdgeInfo<'_>) -> Agent {
         campaign(ctx);
         return Agent::default();
     };
-    let agent = parse_agent(ua);
+    let agent = agents.parse(ua);
     let mut parsed = Map::new();
     parsed.insert("browser".into(), agent.browser.clone().into());
     parsed.insert("version".into(), agent.version.clone().into());
@@ -282,7 +300,7 @@ mod tests {
             user_agent: Some("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15"),
             ..EdgeInfo::default()
         };
-        let agent = enrich(&mut ctx, &edge);
+        let agent = enrich(&mut ctx, &edge, &mut AgentCache::default());
         let ctx = ctx.unwrap();
         assert_eq!(ctx["ip"], "198.51.100.0");
         assert_eq!(ctx["location"]["country"], "DE");
@@ -302,10 +320,10 @@ mod tests {
             ip: Some("10.0.0.1"),
             ..EdgeInfo::default()
         };
-        enrich(&mut ctx, &edge);
+        enrich(&mut ctx, &edge, &mut AgentCache::default());
         assert_eq!(ctx.unwrap()["ip"], "203.0.113.0");
         let mut none = None;
-        enrich(&mut none, &edge);
+        enrich(&mut none, &edge, &mut AgentCache::default());
         assert!(
             none.unwrap().get("ip").is_none(),
             "a server's own IP is not the visitor's"

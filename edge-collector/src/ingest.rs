@@ -354,15 +354,41 @@ impl RateLimiter {
 
 /// Hash of an event's content as its sender built it, for telling a retry (same
 /// content) from a different event reusing a messageId. Fields a sender may change
-/// between retries (`sentAt`, `writeKey`, `_metadata`) are left out.
-pub fn fingerprint(m: &Message) -> String {
-    let mut m = m.clone();
-    m.sent_at = None;
-    m.received_at = None;
-    m.extra.remove("writeKey");
-    m.extra.remove("_metadata");
-    let text = serde_json::to_string(&m).unwrap_or_default();
-    sha256_hex(&text)[..32].to_string()
+/// between retries (`sentAt`, `writeKey`, `_metadata`) are left out. Streams the
+/// serialization into the hasher: no copy of the message, no intermediate string.
+pub fn fingerprint(m: &mut Message) -> String {
+    use sha2::Digest as _;
+    struct Hasher(sha2::Sha256);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sent_at = m.sent_at.take();
+    let received_at = m.received_at.take();
+    let write_key = m.extra.remove("writeKey");
+    let metadata = m.extra.remove("_metadata");
+    let mut h = Hasher(sha2::Sha256::new());
+    let _ = serde_json::to_writer(&mut h, &*m);
+    m.sent_at = sent_at;
+    m.received_at = received_at;
+    if let Some(v) = write_key {
+        m.extra.insert("writeKey".into(), v);
+    }
+    if let Some(v) = metadata {
+        m.extra.insert("_metadata".into(), v);
+    }
+    let digest = h.0.finalize();
+    let mut out = String::with_capacity(32);
+    for b in &digest[..16] {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// What one message turned into before dedup and storage.
@@ -468,6 +494,7 @@ fn prepare(
     source: &Source,
     req: &IngestRequest<'_>,
     received_at: &str,
+    agents: &mut enrich::AgentCache,
 ) -> Prepared {
     let text = raw.get();
     let country = req.edge.country;
@@ -584,7 +611,7 @@ fn prepare(
             Some(_) => {}
         }
     }
-    let fp = fingerprint(&m);
+    let fp = fingerprint(&mut m);
 
     // The tracking plan. Raw PII is already hashed: under `hash` it is a warning, under
     // `quarantine` a reason.
@@ -634,7 +661,7 @@ fn prepare(
     m.sent_at = sent_at;
     m.timestamp = Some(format_rfc3339(ts));
     m.received_at = Some(received_at.to_string());
-    let agent = enrich::enrich(&mut m.context, &req.edge);
+    let agent = enrich::enrich(&mut m.context, &req.edge, agents);
 
     // What consent allows, applied to the enriched event.
     if let Some(Value::Object(ctx)) = &mut m.context {
@@ -778,9 +805,19 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     let mut quarantined = Vec::new();
     let mut consent_log = Vec::new();
     let mut candidates: Vec<(usize, Candidate)> = Vec::new();
+    let mut agents = enrich::AgentCache::default();
 
     for (i, raw) in messages.iter().enumerate() {
-        match prepare(raw, forced, &batch, &key, source, req, &received_at) {
+        match prepare(
+            raw,
+            forced,
+            &batch,
+            &key,
+            source,
+            req,
+            &received_at,
+            &mut agents,
+        ) {
             Prepared::Quarantine(q, reasons) => {
                 results[i] = Some(verdict(q.message_id.clone(), Status::Quarantined, reasons));
                 quarantined.push(q);
@@ -982,17 +1019,42 @@ async fn store_fresh<E: EventStore, D: Deduplicator, I: IdentityService>(
         c.event.payload = serde_json::to_string(&c.message)
             .map_err(|e| StoreError(format!("cannot serialize event: {e}")))?;
     }
-    let events: Vec<StoredEvent> = fresh.iter().map(|(_, c)| c.event.clone()).collect();
-    let outcomes = svc.store.insert_events(&events).await?;
+    // Moved out for the store and back afterwards: payloads are not copied.
+    let events: Vec<StoredEvent> = fresh
+        .iter_mut()
+        .map(|(_, c)| std::mem::replace(&mut c.event, placeholder()))
+        .collect();
+    let result = svc.store.insert_events(&events).await;
+    for ((_, c), e) in fresh.iter_mut().zip(events) {
+        c.event = e;
+    }
+    let outcomes = result?;
     if !moves.is_empty() {
         svc.store.repoint_profiles(key, &moves).await?;
     }
-    if outcomes.len() != events.len() {
+    if outcomes.len() != fresh.len() {
         return Err(StoreError(format!(
             "store answered {} outcomes for {} events",
             outcomes.len(),
-            events.len()
+            fresh.len()
         )));
     }
     Ok(outcomes)
+}
+
+fn placeholder() -> StoredEvent {
+    StoredEvent {
+        write_key: String::new(),
+        message_id: String::new(),
+        kind: "",
+        event: None,
+        anonymous_id: None,
+        user_id: None,
+        profile_id: None,
+        identified: false,
+        bot: false,
+        timestamp: String::new(),
+        received_at: String::new(),
+        payload: String::new(),
+    }
 }

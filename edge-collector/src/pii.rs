@@ -81,14 +81,21 @@ fn offset(outer: &str, inner: &str) -> usize {
 }
 
 /// Hashes every raw email and phone in the strings of `v` in place and reports their
-/// JSON paths. Clean values cost no allocation.
+/// JSON paths. The path is kept in one growing buffer, so clean values cost no
+/// allocation.
 pub fn redact_value(v: &mut Value, path: &str, country: Option<&str>, out: &mut Vec<Finding>) {
+    let mut buf = path.to_string();
+    walk(v, &mut buf, country, out);
+}
+
+fn walk(v: &mut Value, path: &mut String, country: Option<&str>, out: &mut Vec<Finding>) {
+    use std::fmt::Write as _;
     match v {
         Value::String(s) => {
             if let Some((hashed, kind)) = redact_str(s, country) {
                 *s = hashed;
                 out.push(Finding {
-                    path: path.to_string(),
+                    path: path.clone(),
                     kind,
                 });
             }
@@ -96,19 +103,20 @@ pub fn redact_value(v: &mut Value, path: &str, country: Option<&str>, out: &mut 
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 if needs_walk(item) {
-                    redact_value(item, &format!("{path}[{i}]"), country, out);
+                    let len = path.len();
+                    let _ = write!(path, "[{i}]");
+                    walk(item, path, country, out);
+                    path.truncate(len);
                 }
             }
         }
         Value::Object(map) => {
             for (k, item) in map.iter_mut() {
                 if needs_walk(item) {
-                    redact_value(
-                        item,
-                        &tracking_plan::plan::child_path(path, k),
-                        country,
-                        out,
-                    );
+                    let len = path.len();
+                    tracking_plan::plan::push_child(path, k);
+                    walk(item, path, country, out);
+                    path.truncate(len);
                 }
             }
         }

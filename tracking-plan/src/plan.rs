@@ -102,15 +102,25 @@ impl std::fmt::Display for PlanError {
 
 /// JSON path of `key` under `parent`: `$.a` for plain names, `$["a b"]` otherwise.
 pub fn child_path(parent: &str, key: &str) -> String {
+    let mut p = parent.to_string();
+    push_child(&mut p, key);
+    p
+}
+
+/// Appends `.key` to a path, or `["key"]` when the key is not a plain identifier.
+pub fn push_child(path: &mut String, key: &str) {
     let plain = !key.is_empty()
         && !key.starts_with(|c: char| c.is_ascii_digit())
         && key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
     if plain {
-        format!("{parent}.{key}")
+        path.push('.');
+        path.push_str(key);
     } else {
-        format!("{parent}[{}]", Value::String(key.to_string()))
+        path.push('[');
+        path.push_str(&Value::String(key.to_string()).to_string());
+        path.push(']');
     }
 }
 
