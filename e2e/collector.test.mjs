@@ -270,6 +270,14 @@ test('a source on the R2 path: clean events go through the queue to NDJSON objec
   assert.equal(line.payload.event, 'Archived');
   assert.match(line.profileId, /^p_/);
   assert.equal((await collector.query(`select count(*) as n from events where anonymous_id = 'r2-anon'`))[0].n, 0, 'not in D1');
+  // Erasure reaches the archive: the visitor's lines are removed from the objects.
+  const del = await collector.adminJson(`/admin/v1/profiles/${line.profileId}?writeKey=sl_r2_key`, { method: 'DELETE' });
+  assert.equal(del.erased.archivedEvents, 2);
+  const left = await collector.adminJson('/admin/v1/archive?prefix=events/sl_r2_key/');
+  for (const o of left.objects) {
+    const text = await (await collector.admin(`/admin/v1/archive/${o.key}`)).text();
+    assert.ok(!text.includes('r2-anon'), 'no line of the erased visitor remains');
+  }
 });
 
 test('stats: volume, identified share and quarantine rate by reason', async () => {

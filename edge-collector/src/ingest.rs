@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use tracking_plan::identifiers::{is_sha256_hex, sha256_hex};
+use tracking_plan::identifiers::is_sha256_hex;
 use tracking_plan::time::{format_rfc3339, parse_rfc3339};
 use tracking_plan::RawPiiPolicy;
 use tracking_plan::{Message, MessageType};
@@ -485,17 +485,26 @@ fn identifiers(m: &Message, cookie_id: Option<&str>, personalization: bool) -> V
     ids
 }
 
-/// Takes one message through shape, plan, PII, enrichment and consent.
-fn prepare(
-    raw: &RawValue,
+/// What every message of one request shares.
+struct Shared<'a> {
     forced_type: Option<MessageType>,
-    batch: &RawBatch<'_>,
-    write_key: &str,
-    source: &Source,
-    req: &IngestRequest<'_>,
-    received_at: &str,
-    agents: &mut enrich::AgentCache,
-) -> Prepared {
+    batch: &'a RawBatch<'a>,
+    write_key: &'a str,
+    source: &'a Source,
+    req: &'a IngestRequest<'a>,
+    received_at: &'a str,
+}
+
+/// Takes one message through PII, consent, shape, plan and enrichment.
+fn prepare(raw: &RawValue, sh: &Shared<'_>, agents: &mut enrich::AgentCache) -> Prepared {
+    let Shared {
+        forced_type,
+        batch,
+        write_key,
+        source,
+        req,
+        received_at,
+    } = *sh;
     let text = raw.get();
     let country = req.edge.country;
     let redacted_text = || {
@@ -806,18 +815,17 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     let mut consent_log = Vec::new();
     let mut candidates: Vec<(usize, Candidate)> = Vec::new();
     let mut agents = enrich::AgentCache::default();
+    let shared = Shared {
+        forced_type: forced,
+        batch: &batch,
+        write_key: &key,
+        source,
+        req,
+        received_at: &received_at,
+    };
 
     for (i, raw) in messages.iter().enumerate() {
-        match prepare(
-            raw,
-            forced,
-            &batch,
-            &key,
-            source,
-            req,
-            &received_at,
-            &mut agents,
-        ) {
+        match prepare(raw, &shared, &mut agents) {
             Prepared::Quarantine(q, reasons) => {
                 results[i] = Some(verdict(q.message_id.clone(), Status::Quarantined, reasons));
                 quarantined.push(q);

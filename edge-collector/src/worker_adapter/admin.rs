@@ -100,6 +100,10 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
             .await?;
             reply(200, json!({"ok": true, "quarantine": items}))
         }
+        (Method::Post, ["quarantine", "replay"]) => {
+            let body: Value = req.json().await.unwrap_or(Value::Null);
+            replay(env, &db, sources, &body).await
+        }
         (Method::Get, ["consent"]) => {
             let items = rows(
                 &db,
@@ -390,6 +394,79 @@ async fn erase_data(db: &D1Database, env: &Env, key: &str, erased: &Erased) -> R
             ],
         }),
     )
+}
+
+/// Replays quarantined events (by `ids`, or every one with `reason`) through the
+/// pipeline, after the plan or the sender was fixed. Each replayed row leaves the
+/// quarantine: it is now stored, a duplicate of a stored event, or quarantined again as
+/// a new row with today's reasons.
+async fn replay(env: &Env, db: &D1Database, sources: &Sources, body: &Value) -> Result<Response> {
+    let ids: Vec<i64> = body
+        .get("ids")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
+    let reason = body
+        .get("reason")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if ids.is_empty() && reason.is_none() {
+        return fail(400, "missing_selection", "give `ids` or `reason`");
+    }
+    let ids_json = JsValue::from_str(&serde_json::to_string(&ids).unwrap_or_default());
+    let found = rows(
+        db,
+        "SELECT id, write_key, payload FROM quarantine WHERE \
+         (id IN (SELECT value FROM json_each(?1)) OR reason = ?2) ORDER BY id LIMIT 500",
+        &[ids_json, opt(&reason)],
+    )
+    .await?;
+    let mut by_key: std::collections::BTreeMap<String, Vec<(i64, Value)>> = Default::default();
+    for r in found {
+        let (Some(id), Some(key)) = (r["id"].as_i64(), r["write_key"].as_str()) else {
+            continue;
+        };
+        let payload = r["payload"]
+            .as_str()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or(Value::Null);
+        by_key
+            .entry(key.to_string())
+            .or_default()
+            .push((id, payload));
+    }
+    let mut summary = Vec::new();
+    for (key, items) in by_key {
+        let Some(source) = sources.get(&key) else {
+            continue;
+        };
+        for chunk in items.chunks(100) {
+            let batch: Vec<&Value> = chunk.iter().map(|(_, p)| p).collect();
+            let text = json!({"batch": batch, "writeKey": key}).to_string();
+            let ireq = crate::ingest::IngestRequest {
+                endpoint: crate::ingest::Endpoint::Batch,
+                body: text.as_bytes(),
+                authorization: None,
+                now_ms: Date::now().as_millis() as i64,
+                edge: crate::enrich::EdgeInfo::default(),
+            };
+            let report = match super::run_pipeline(env, sources, &ireq, source.storage).await? {
+                Ok(r) => r,
+                Err(e) => return reply(e.status, e.to_json()),
+            };
+            let done: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+            db.prepare("DELETE FROM quarantine WHERE id IN (SELECT value FROM json_each(?1))")
+                .bind(&[JsValue::from_str(
+                    &serde_json::to_string(&done).unwrap_or_default(),
+                )])?
+                .run()
+                .await?;
+            for ((id, _), v) in chunk.iter().zip(&report.results) {
+                summary.push(json!({"id": id, "status": v.status, "reasons": v.reasons}));
+            }
+        }
+    }
+    reply(200, json!({"ok": true, "replayed": summary}))
 }
 
 async fn stats(

@@ -196,6 +196,27 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
     // The source's storage choice is needed before the pipeline runs; an unknown key is
     // answered by the pipeline itself.
     let storage_kind = peek_source_storage(&sources, &ireq);
+    let resp = match run_pipeline(env, &sources, &ireq, storage_kind).await? {
+        Ok(report) => {
+            let resp = Response::from_json(&report)?;
+            if let Some(id) = &report.cookie_id {
+                set_cookie(resp.headers(), id, url.scheme() == "https")?;
+            }
+            resp
+        }
+        Err(e) => error_response(&e)?,
+    };
+    with_headers(resp, &cors)
+}
+
+/// Runs the pipeline with the Cloudflare services: D1 (or the queue to R2), the dedup
+/// shards and the identity graphs.
+pub(crate) async fn run_pipeline(
+    env: &Env,
+    sources: &Sources,
+    ireq: &IngestRequest<'_>,
+    storage_kind: crate::sources::Storage,
+) -> Result<std::result::Result<crate::ingest::Report, RequestError>> {
     let store = CloudStore::new(env, storage_kind)?;
     let dedup = DoDedup {
         ns: env.durable_object("DEDUP")?,
@@ -215,17 +236,7 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
         identity: &identity,
         limiter: &limiter,
     };
-    let resp = match ingest(&svc, &sources, &ireq).await {
-        Ok(report) => {
-            let resp = Response::from_json(&report)?;
-            if let Some(id) = &report.cookie_id {
-                set_cookie(resp.headers(), id, url.scheme() == "https")?;
-            }
-            resp
-        }
-        Err(e) => error_response(&e)?,
-    };
-    with_headers(resp, &cors)
+    Ok(ingest(&svc, sources, ireq).await)
 }
 
 /// Which storage the request's source uses (D1 when the key is unknown: the pipeline
