@@ -27,19 +27,7 @@ pub struct EdgeInfo<'a> {
     pub content_encoding: Option<&'a str>,
 }
 
-/// Ad click ids captured from landing-page URLs.
-pub const CLICK_IDS: [&str; 10] = [
-    "gclid",
-    "gbraid",
-    "wbraid",
-    "dclid",
-    "fbclid",
-    "msclkid",
-    "ttclid",
-    "yclid",
-    "li_fat_id",
-    "twclid",
-];
+pub use tracking_plan::campaign::CLICK_IDS;
 
 /// Truncates an IP so it no longer singles out a device: IPv4 keeps /24, IPv6 /48.
 /// Anything that is not an IP is dropped.
@@ -102,43 +90,17 @@ pub fn parse_agent(ua: &str) -> Agent {
     }
 }
 
-/// UTM parameters (as a Segment `context.campaign`) and click ids found in a URL's query.
-/// Source and medium are lowercased; every value is trimmed; empty values are skipped.
+/// UTM parameters (as a Segment `context.campaign`) and click ids found in a URL's query,
+/// by the shared `tracking_plan::campaign` rules.
 pub fn campaign_from_url(url: &str) -> (Map<String, Value>, Map<String, Value>) {
-    let query = url
-        .split_once('?')
-        .map_or(url.strip_prefix('?').unwrap_or(""), |(_, q)| q);
-    let query = query.split('#').next().unwrap_or_default();
-    let mut campaign = Map::new();
-    let mut clicks = Map::new();
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        let v = v.trim();
-        if v.is_empty() {
-            continue;
-        }
-        let field = match k.as_ref() {
-            "utm_source" => Some("source"),
-            "utm_medium" => Some("medium"),
-            "utm_campaign" => Some("name"),
-            "utm_term" => Some("term"),
-            "utm_content" => Some("content"),
-            _ => None,
-        };
-        if let Some(f) = field {
-            campaign.insert(f.into(), Value::String(normalize_utm(f, v)));
-        } else if CLICK_IDS.contains(&k.as_ref()) {
-            clicks.insert(k.into_owned(), Value::String(v.to_string()));
-        }
-    }
-    (campaign, clicks)
-}
-
-fn normalize_utm(field: &str, v: &str) -> String {
-    if field == "source" || field == "medium" {
-        v.to_lowercase()
-    } else {
-        v.to_string()
-    }
+    let c = tracking_plan::campaign::from_url(url);
+    let map = |pairs: Vec<(&'static str, String)>| {
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v)))
+            .collect::<Map<String, Value>>()
+    };
+    (map(c.utm), map(c.click_ids))
 }
 
 /// User agents parsed during one request: a batch nearly always comes from one browser,
@@ -224,7 +186,7 @@ fn campaign(ctx: &mut Map<String, Value>) {
     if let Value::Object(c) = campaign {
         for (k, v) in c.iter_mut() {
             if let Value::String(s) = v {
-                *s = normalize_utm(k, s.trim());
+                *s = tracking_plan::campaign::normalize(k, s);
             }
         }
         for (k, v) in from_url {

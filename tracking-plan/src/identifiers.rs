@@ -516,3 +516,66 @@ fn walk_pii<'a>(
         _ => {}
     }
 }
+
+/// The digest that replaces a raw phone number: E.164 when the number can be normalized
+/// (national numbers take the visitor's country), else its digits. Either way no raw
+/// value remains.
+fn phone_digest(raw: &str, country: Option<&str>) -> String {
+    let normalized = normalize_phone(raw, country.unwrap_or("US"))
+        .or_else(|_| normalize_phone(raw, "US"))
+        .unwrap_or_else(|_| raw.chars().filter(char::is_ascii_digit).collect());
+    sha256_hex(&normalized)
+}
+
+fn email_digest(raw: &str) -> String {
+    hash_email(raw, EmailVariant::Standard).unwrap_or_else(|_| sha256_hex(&raw.to_lowercase()))
+}
+
+/// Returns `s` with every raw email and phone number replaced by its digest, or `None`
+/// when there is none. A whole-value match becomes the bare digest (the form a plan's
+/// `x-pii` field expects); a match inside text is replaced in place.
+pub fn redact_str(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
+    if is_sha256_hex(s) || !s.bytes().any(|b| b == b'@' || b.is_ascii_digit()) {
+        return None;
+    }
+    if looks_like_phone(s) {
+        return Some((phone_digest(s, country), PiiKind::Phone));
+    }
+    if find_email(s).is_some_and(|e| e == s.trim()) {
+        return Some((email_digest(s), PiiKind::Email));
+    }
+    let mut out = String::new();
+    let mut rest = s;
+    let mut kind = None;
+    loop {
+        let email = rest.contains('@').then(|| find_email(rest)).flatten();
+        let phone = find_international_phone(rest);
+        let (found, k) = match (email, phone) {
+            (Some(e), Some(p)) => {
+                if offset(rest, e) <= offset(rest, p) {
+                    (e, PiiKind::Email)
+                } else {
+                    (p, PiiKind::Phone)
+                }
+            }
+            (Some(e), None) => (e, PiiKind::Email),
+            (None, Some(p)) => (p, PiiKind::Phone),
+            (None, None) => break,
+        };
+        let at = offset(rest, found);
+        out.push_str(&rest[..at]);
+        out.push_str(&match k {
+            PiiKind::Email => email_digest(found),
+            PiiKind::Phone => phone_digest(found, country),
+        });
+        kind.get_or_insert(k);
+        rest = &rest[at + found.len()..];
+    }
+    let kind = kind?;
+    out.push_str(rest);
+    Some((out, kind))
+}
+
+fn offset(outer: &str, inner: &str) -> usize {
+    inner.as_ptr() as usize - outer.as_ptr() as usize
+}

@@ -2,6 +2,7 @@
 //! what a message is (the Segment-spec wire format), and the rules both sides must apply
 //! identically. Plain functions over plain data, no I/O; builds for native and wasm32.
 
+pub mod campaign;
 pub mod identifiers;
 pub mod message;
 mod pattern;

@@ -1,0 +1,131 @@
+//! Campaign capture: decides which UTM parameters and ad click ids a landing-page URL
+//! carries, and how their values are normalized (trimmed; source and medium lowercased).
+//! Shared by the SDK (first- and last-touch capture) and the collector (enrichment).
+//!
+//! Query parsing is hand-written (percent-decoding and `+`): it is twenty lines, and the
+//! SDK must not carry a URL crate.
+
+/// Ad click ids captured from landing-page URLs.
+pub const CLICK_IDS: [&str; 10] = [
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "dclid",
+    "fbclid",
+    "msclkid",
+    "ttclid",
+    "yclid",
+    "li_fat_id",
+    "twclid",
+];
+
+/// What a URL says about the campaign that brought the visitor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Campaign {
+    /// Segment `context.campaign` fields: `source`, `medium`, `name`, `term`, `content`.
+    pub utm: Vec<(&'static str, String)>,
+    /// Click ids by parameter name.
+    pub click_ids: Vec<(&'static str, String)>,
+}
+
+impl Campaign {
+    pub fn is_empty(&self) -> bool {
+        self.utm.is_empty() && self.click_ids.is_empty()
+    }
+}
+
+/// Decodes `%XX` and `+` in a query component (invalid escapes are kept as they are).
+pub fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// UTM fields and click ids of a URL (or of a bare `?query`).
+pub fn from_url(url: &str) -> Campaign {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split('#').next().unwrap_or_default();
+    let mut c = Campaign::default();
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = decode(k);
+        let value = decode(v);
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        let field = match key.as_str() {
+            "utm_source" => "source",
+            "utm_medium" => "medium",
+            "utm_campaign" => "name",
+            "utm_term" => "term",
+            "utm_content" => "content",
+            other => {
+                if let Some(id) = CLICK_IDS.iter().find(|c| **c == other) {
+                    c.click_ids.push((id, value.to_string()));
+                }
+                continue;
+            }
+        };
+        c.utm.push((field, normalize(field, value)));
+    }
+    c
+}
+
+/// Trims a campaign value; lowercases `source` and `medium`.
+pub fn normalize(field: &str, value: &str) -> String {
+    let v = value.trim();
+    if field == "source" || field == "medium" {
+        v.to_lowercase()
+    } else {
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utm_and_click_ids() {
+        let c = from_url(
+            "https://shop.example/landing?utm_source=%20Google%20&utm_medium=CPC&utm_campaign=Winter+Sale&gclid=Cj0abc&x=1#top",
+        );
+        assert_eq!(
+            c.utm,
+            vec![
+                ("source", "google".to_string()),
+                ("medium", "cpc".to_string()),
+                ("name", "Winter Sale".to_string())
+            ]
+        );
+        assert_eq!(c.click_ids, vec![("gclid", "Cj0abc".to_string())]);
+        assert!(from_url("https://shop.example/").is_empty());
+        assert!(from_url("?utm_source=").is_empty());
+    }
+
+    #[test]
+    fn decoding_is_total() {
+        assert_eq!(decode("a%2Fb%zz%4"), "a/b%zz%4");
+        assert_eq!(decode("%E2%82%AC"), "€");
+        assert_eq!(decode("%"), "%");
+    }
+}
