@@ -1,35 +1,275 @@
-// Boots the SDK: loads the wasm next to this script, creates the SDK with the snippet's
-// configuration, replaces the command-queue stub with the real API and replays, in
-// order, the calls made before load. Bundled with the wasm-bindgen glue into
-// dist/sightline.js.
-import init, { Sightline } from '../pkg/sightline.js';
+// The SDK's browser adapter, bundled with the wasm-bindgen glue into dist/sightline.js.
+// The Rust engine (src/engine.rs) decides; this file only does what a browser must:
+// reads the page, runs the engine's storage operations, sends the batches it builds
+// under a cross-tab Web Lock, reports each response back, and wires timers and page
+// events. It replaces the snippet's command-queue stub with the real API and replays the
+// calls made before load, in order.
+import init, { Core } from '../pkg/sightline.js';
 
 const w = window;
-const me = document.currentScript;
+const d = document;
+const nav = navigator;
+const me = d.currentScript;
 const base = (me && me.src) || location.href;
+const LOCK = 'sightline-send';
+const MAX_BATCH = 500 * 1024;
 
-function boot() {
-  const stub = w.sightline || [];
-  const cfg = stub._c || {};
-  init({ module_or_path: new URL('sightline.wasm', base) })
-    .then(() => {
-      const sdk = new Sightline(cfg);
-      const api = {
-        initialized: true,
-        ready: stub.ready || Promise.resolve(),
-        track: (event, properties) => sdk.track(String(event), properties),
-        page: (name, properties) => sdk.page(name, properties),
-        flush: () => sdk.flush(),
-        anonymousId: () => sdk.anonymousId(),
-      };
-      w.sightline = api;
-      const queued = Array.isArray(stub) ? stub.slice() : [];
-      for (const [method, args] of queued) {
-        if (typeof api[method] === 'function') api[method](...args);
-      }
-      if (stub._r) stub._r();
-    })
-    .catch((e) => console.error('[sightline] failed to start', e));
+let stub = w.sightline;
+if (!stub || !stub.push) {
+  // Loaded without the snippet: a stub of our own, configured by init() or data-*.
+  stub = w.sightline = [];
+  stub.ready = new Promise((r) => { stub._r = r; });
+  for (const m of ['init', 'track', 'page', 'identify', 'softLogin', 'alias', 'group', 'reset', 'flush', 'debug']) {
+    stub[m] = (...a) => { stub.push([m, a]); return m === 'init' ? stub.ready : stub; };
+  }
+  stub.consent = { set: (...a) => stub.push(['consent.set', a]) };
+}
+const cfg = Object.assign({}, (me && me.dataset) || {}, stub._c || {});
+for (const [m, a] of stub) if (m === 'init' && a[0]) Object.assign(cfg, a[0]);
+if (cfg.writeKey) start();
+else stub.init = (c) => { Object.assign(cfg, c || {}); start(); return stub.ready; };
+
+function storage() {
+  try {
+    const s = w.localStorage;
+    s.setItem('sl_t', '1');
+    s.removeItem('sl_t');
+    return s;
+  } catch {
+    return null; // disabled or full: the queue lives in memory only
+  }
 }
 
-boot();
+function start() {
+  start = () => {};
+  const store = storage();
+  const stored = () => {
+    const out = [];
+    if (store) for (let i = 0; i < store.length; i++) { const k = store.key(i); if (k && k.startsWith('sl_')) out.push(k); }
+    return out.sort();
+  };
+  init({ module_or_path: new URL('sightline.wasm', base) }).then(async () => {
+    const seed = new Uint8Array(16);
+    crypto.getRandomValues(seed);
+    const core = new Core(String(cfg.writeKey), cfg.consent === 'opt-out', cfg.country || '', seed, !!store);
+    let hadId = false;
+    for (const k of stored()) { core.restore(k, store.getItem(k) || ''); hadId ||= k === 'sl_aid'; }
+    core.start();
+    const url = (cfg.endpoint || '').replace(/\/$/, '') + '/v1/batch';
+    let debug = cfg.debug === 'true' || cfg.debug === true;
+    let referrer = d.referrer;
+    const statics = {
+      locale: nav.language,
+      timezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
+      screen: { width: screen.width, height: screen.height, density: w.devicePixelRatio },
+      userAgent: nav.userAgent,
+    };
+    const pageFacts = () => ({ path: location.pathname, referrer, search: location.search, title: d.title, url: location.href });
+    const ctx = () => JSON.stringify(Object.assign({ page: pageFacts() }, statics));
+
+    // Storage operations the engine asked for, right after each call (the engine
+    // assumes them done before the next one).
+    const apply = () => {
+      const ops = core.ops();
+      if (!ops) return;
+      for (const op of ops.split('\x1e')) {
+        if (!op) continue;
+        const [kind, key, value] = op.split('\x1f');
+        try {
+          if (kind === 's') store.setItem(key, value); else store.removeItem(key);
+        } catch {
+          if (kind === 's' && key.startsWith('sl_e:')) core.notPersisted(key);
+        }
+      }
+    };
+
+    // Raw emails and phone numbers in properties and traits are hashed before they
+    // leave the page (the engine's shared tracking-plan code decides what is PII).
+    const clean = (v) => {
+      if (typeof v === 'string') return /@|\d{4}/.test(v) ? (core.redact(v) ?? v) : v;
+      if (Array.isArray(v)) return v.map(clean);
+      if (v && typeof v === 'object') { const o = {}; for (const k in v) o[k] = clean(v[k]); return o; }
+      return v;
+    };
+    const body = (v) => {
+      if (v == null || typeof v !== 'object') return undefined;
+      try { return JSON.stringify(clean(v)); } catch { return undefined; }
+    };
+    const warn = (...a) => console.warn('[sightline]', ...a);
+
+    let timer = 0;
+    let sending = false;
+    let waiters = [];
+    const settle = () => {
+      const ws = waiters;
+      waiters = [];
+      for (const r of ws) r(JSON.parse(core.stats()));
+    };
+    const schedule = () => {
+      const delay = core.delay();
+      if (delay < 0) { if (!sending) settle(); return; }
+      if (!timer && !sending) timer = setTimeout(() => { timer = 0; send(); }, delay);
+    };
+    const report = (status, res) => {
+      if (status >= 400 && status !== 429 && status < 500) warn(`batch refused (${status})`, res && res.error);
+      if (!debug || !res || !res.results) return;
+      for (const r of res.results) {
+        if (r.status === 'quarantined' || r.status === 'refused') warn(`event ${r.messageId} ${r.status}:`, r.reasons);
+        else if (r.warnings) warn(`event ${r.messageId} accepted with warnings:`, r.warnings);
+      }
+    };
+    // One tab sends at a time: under the lock, the engine drops events another tab has
+    // already sent (their storage keys are gone) before it builds a batch.
+    const attempt = async () => {
+      const present = store ? stored().filter((k) => k.startsWith('sl_e:')).join('\n') : undefined;
+      const batch = core.batch(Date.now(), MAX_BATCH, present);
+      apply();
+      if (!batch) return -1;
+      let status = 0;
+      let retryAfter = 0;
+      let res;
+      try {
+        const r = await fetch(url, {
+          method: 'POST', body: batch, keepalive: batch.length < 60000,
+          headers: { 'content-type': 'text/plain' }, credentials: 'same-origin',
+        });
+        status = r.status;
+        retryAfter = Number(r.headers.get('retry-after')) || 0;
+        res = await r.json().catch(() => null);
+      } catch {}
+      const next = core.done(status, retryAfter);
+      apply();
+      report(status, res);
+      return next;
+    };
+    const send = () => {
+      if (sending) return;
+      clearTimeout(timer);
+      timer = 0;
+      sending = true;
+      const run = () => attempt();
+      Promise.resolve(nav.locks ? nav.locks.request(LOCK, run) : run())
+        .catch(() => -1)
+        .then((next) => {
+          sending = false;
+          if (next >= 0) { settle(); timer = setTimeout(() => { timer = 0; send(); }, next); } else schedule();
+        });
+    };
+    const after = (kept) => { apply(); if (kept === false) warn('event not kept (over 32 KB, or consent denied)'); schedule(); };
+    const now = Date.now;
+
+    // The page is going away: hand what is left to the browser in one keepalive
+    // request within the 64 KB budget. Offline, it stays in storage for the next page.
+    const unload = () => {
+      if (sending || !nav.onLine) return;
+      const batch = core.unloadBatch(now());
+      apply();
+      if (batch) fetch(url, { method: 'POST', body: batch, keepalive: true, headers: { 'content-type': 'text/plain' } }).catch(() => {});
+    };
+    addEventListener('visibilitychange', () => { if (d.visibilityState === 'hidden') send(); });
+    addEventListener('pagehide', unload);
+    addEventListener('online', send);
+
+    const page = (name, props) => {
+      if (name && typeof name === 'object') { props = name; name = undefined; }
+      const p = Object.assign(pageFacts(), props || {});
+      after(core.record('page', name == null ? undefined : String(name), body(p), ctx(), location.href, now()));
+    };
+    const api = {
+      initialized: true,
+      ready: stub.ready || Promise.resolve(),
+      init: () => api.ready,
+      track: (event, props) => after(core.record('track', String(event), body(props || {}), ctx(), location.href, now())),
+      page,
+      screen: (name, props) => after(core.record('screen', String(name), body(props || {}), ctx(), location.href, now())),
+      identify: (userId, traits) => {
+        if (userId && typeof userId === 'object') { traits = userId; userId = undefined; }
+        after(core.identify(userId == null ? undefined : String(userId), body(traits), ctx(), location.href, now()));
+      },
+      softLogin: ({ email, phone } = {}) => {
+        const r = JSON.parse(core.softLogin(email == null ? undefined : String(email), phone == null ? undefined : String(phone), ctx(), location.href, now()));
+        after();
+        if (r.error) warn('softLogin:', r.error);
+        return r;
+      },
+      alias: (userId, previousId) => after(core.alias(String(userId), previousId == null ? undefined : String(previousId), ctx(), location.href, now())),
+      group: (groupId, traits) => after(core.record('group', String(groupId), body(traits || {}), ctx(), location.href, now())),
+      consent: {
+        set: (c = {}) => {
+          const v = (x) => (x == null ? -1 : x ? 1 : 0);
+          core.setConsent(v(c.analytics), v(c.marketing), v(c.personalization), String(c.source || 'sdk'), ctx(), location.href, now());
+          after();
+        },
+        get: () => JSON.parse(core.consent()),
+      },
+      reset: () => { core.reset(); apply(); },
+      flush: () => new Promise((r) => { waiters.push(r); send(); }),
+      debug: (on = true) => { debug = !!on; },
+      anonymousId: () => core.anon(),
+      userId: () => core.user(),
+      stats: () => JSON.parse(core.stats()),
+    };
+
+    // Consent signals the page already has: Google Consent Mode v2 (the dataLayer) and
+    // the IAB TCF (__tcfapi). A repeated state is not recorded twice.
+    const gcm = () => {
+      let st = null;
+      for (const e of w.dataLayer || []) if (e && e[0] === 'consent' && e[2]) st = Object.assign(st || {}, e[2]);
+      if (st) { core.consentGcm(st.analytics_storage || '', st.ad_storage || '', st.ad_user_data || '', st.ad_personalization || '', ctx(), location.href, now()); after(); }
+    };
+    if (Array.isArray(w.dataLayer)) {
+      gcm();
+      const push = w.dataLayer.push.bind(w.dataLayer);
+      w.dataLayer.push = (...a) => { const r = push(...a); if (a.some((e) => e && e[0] === 'consent')) gcm(); return r; };
+    }
+    if (typeof w.__tcfapi === 'function') {
+      w.__tcfapi('addEventListener', 2, (tc, ok) => {
+        if (!ok || !tc || (tc.eventStatus !== 'tcloaded' && tc.eventStatus !== 'useractioncomplete')) return;
+        let mask = 0;
+        const c = (tc.purpose && tc.purpose.consents) || {};
+        for (let i = 1; i <= 10; i++) if (c[i]) mask |= 1 << (i - 1);
+        core.consentTcf(mask, ctx(), location.href, now());
+        after();
+      });
+    }
+
+    // A visitor whose script storage was cleared (Safari caps it at 7 days) gets back
+    // the id of the collector's HttpOnly first-party cookie: only once consent allows.
+    if (!hadId && store && api.consent.get().analytics) {
+      try {
+        const r = await fetch((cfg.endpoint || '') + '/v1/id', { credentials: 'same-origin' });
+        const id = (await r.json()).anonymousId;
+        if (id) { core.adopt(id); apply(); }
+      } catch {}
+    }
+    apply();
+
+    w.sightline = api;
+    for (const [m, a] of stub) {
+      if (m === 'init') continue;
+      if (m === 'consent.set') api.consent.set(...a);
+      else if (typeof api[m] === 'function') api[m](...a);
+    }
+    if (cfg.autoPage !== 'false' && cfg.autoPage !== false) page();
+    if (cfg.spa !== 'false' && cfg.spa !== false) {
+      // SPA navigations: a page view when the path or query changes.
+      let last = location.pathname + location.search;
+      let lastUrl = location.href;
+      const check = () => {
+        const at = location.pathname + location.search;
+        if (at === last) return;
+        referrer = lastUrl;
+        last = at;
+        lastUrl = location.href;
+        page();
+      };
+      for (const m of ['pushState', 'replaceState']) {
+        const orig = history[m];
+        history[m] = function (...a) { const r = orig.apply(this, a); check(); return r; };
+      }
+      addEventListener('popstate', check);
+    }
+    schedule();
+    if (stub._r) stub._r();
+  }).catch((e) => console.error('[sightline] failed to start', e));
+}

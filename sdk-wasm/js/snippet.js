@@ -1,6 +1,9 @@
 // The Sightline install snippet (minified into dist/snippet.min.js by the build).
 // Paste it inside a <script> tag whose data attributes configure the SDK:
-//   <script data-write-key="KEY" [data-src="/sl/sightline.js"] [data-endpoint=""]>…</script>
+//   <script data-write-key="KEY" [data-consent="opt-in|opt-out"] [data-country="DE"]
+//           [data-debug="true"] [data-auto-page="false"] [data-spa="false"]
+//           [data-endpoint=""] [data-src="/sl/sightline.js"]>…</script>
+// or call sightline.init({writeKey, consent, country, debug, autoPage, spa, endpoint}).
 // It defines window.sightline as a command queue, so calls made before the SDK has loaded
 // are kept and replayed in order, then loads the SDK asynchronously from the site's origin.
 (function (w, d) {
@@ -14,14 +17,18 @@
   sl.ready = new Promise(function (resolve) {
     sl._r = resolve;
   });
-  'track page identify softLogin alias group reset flush debug anonymousId'
+  function queue(m) {
+    return function () {
+      sl.push([m, [].slice.call(arguments)]);
+      return sl;
+    };
+  }
+  'init track page screen identify softLogin alias group reset flush debug'
     .split(' ')
     .forEach(function (m) {
-      sl[m] = function () {
-        sl.push([m, [].slice.call(arguments)]);
-        return sl;
-      };
+      sl[m] = queue(m);
     });
+  sl.consent = { set: queue('consent.set') };
   var s = d.createElement('script');
   s.async = true;
   s.src = data.src || '/sl/sightline.js';

@@ -90,11 +90,13 @@ pub fn from_url(url: &str) -> Campaign {
     c
 }
 
-/// Trims a campaign value; lowercases `source` and `medium`.
+/// Trims a campaign value; lowercases `source` and `medium` (ASCII letters only: source
+/// and medium names are ASCII in practice, and Unicode case tables would add about 10 KB
+/// to the SDK).
 pub fn normalize(field: &str, value: &str) -> String {
     let v = value.trim();
     if field == "source" || field == "medium" {
-        v.to_lowercase()
+        v.to_ascii_lowercase()
     } else {
         v.to_string()
     }

@@ -47,6 +47,20 @@ pub enum IdentifierError {
     Blocked,
 }
 
+impl IdentifierError {
+    /// A stable snake_case code (for the SDK, which carries no formatter).
+    pub fn code(&self) -> &'static str {
+        match self {
+            IdentifierError::Empty => "empty",
+            IdentifierError::InvalidEmail => "invalid_email",
+            IdentifierError::InvalidPhoneCharacter(_) => "invalid_phone_character",
+            IdentifierError::InvalidPhoneLength => "invalid_phone_length",
+            IdentifierError::UnsupportedCountry(_) => "unsupported_country",
+            IdentifierError::Blocked => "blocked",
+        }
+    }
+}
+
 impl std::fmt::Display for IdentifierError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -123,8 +137,10 @@ pub fn normalize_email(raw: &str, variant: EmailVariant) -> Result<String, Ident
         return Err(IdentifierError::InvalidEmail);
     }
     if variant == EmailVariant::Google && matches!(domain, "gmail.com" | "googlemail.com") {
-        let local: String = local.chars().filter(|&c| c != '.').collect();
-        return Ok(format!("{local}@{domain}"));
+        let mut out: String = local.chars().filter(|&c| c != '.').collect();
+        out.push('@');
+        out.push_str(domain);
+        return Ok(out);
     }
     Ok(s)
 }
@@ -272,13 +288,18 @@ pub fn normalize_phone(raw: &str, default_country: &str) -> Result<String, Ident
             } else {
                 return Err(IdentifierError::InvalidPhoneLength);
             };
-            format!("{}{nsn}", c.calling_code)
+            let mut d = String::from(c.calling_code);
+            d.push_str(nsn);
+            d
         }
     };
     if !(8..=15).contains(&e164_digits.len()) || e164_digits.starts_with('0') {
         return Err(IdentifierError::InvalidPhoneLength);
     }
-    Ok(format!("+{e164_digits}"))
+    let mut out = String::with_capacity(e164_digits.len() + 1);
+    out.push('+');
+    out.push_str(&e164_digits);
+    Ok(out)
 }
 
 /// Normalizes then hashes a phone number in the chosen variant.
@@ -528,7 +549,8 @@ fn phone_digest(raw: &str, country: Option<&str>) -> String {
 }
 
 fn email_digest(raw: &str) -> String {
-    hash_email(raw, EmailVariant::Standard).unwrap_or_else(|_| sha256_hex(&raw.to_lowercase()))
+    hash_email(raw, EmailVariant::Standard)
+        .unwrap_or_else(|_| sha256_hex(&raw.to_ascii_lowercase()))
 }
 
 /// Returns `s` with every raw email and phone number replaced by its digest, or `None`

@@ -1,0 +1,83 @@
+// Sightline browser SDK: the public API of `window.sightline`.
+
+export interface SightlineConfig {
+  /** The site's write key (required). */
+  writeKey: string;
+  /** Collector origin or path prefix; default: this page's origin. */
+  endpoint?: string;
+  /** `opt-in` (default): nothing is stored or sent before analytics consent. */
+  consent?: 'opt-in' | 'opt-out';
+  /** Default country (ISO 3166 alpha-2) for national phone numbers in softLogin. */
+  country?: string;
+  /** Report refused and flagged events (tracking-plan violations) in the console. */
+  debug?: boolean;
+  /** Send the initial page view (default true). */
+  autoPage?: boolean;
+  /** Send a page view on pushState, replaceState and popstate (default true). */
+  spa?: boolean;
+}
+
+export type Properties = Record<string, unknown>;
+
+export interface ConsentChoice {
+  analytics?: boolean;
+  marketing?: boolean;
+  personalization?: boolean;
+  /** Where the choice came from, kept in the consent log (`banner`, `cmp`, ...). */
+  source?: string;
+}
+
+export interface ConsentState {
+  analytics: boolean;
+  marketing: boolean;
+  personalization: boolean;
+  /** Whether the visitor has decided (always true in opt-out mode). */
+  decided: boolean;
+}
+
+export interface SoftLoginResult {
+  email_sha256?: string;
+  phone_sha256?: string;
+  /** Meta's variant: E.164 digits without `+`. */
+  phone_sha256_meta?: string;
+  error?: string;
+}
+
+export interface Stats {
+  queued: number;
+  waiting: number;
+  sent: number;
+  /** Events dropped at the queue's bound (1,000): the oldest go first. */
+  shed: number;
+  rejected: number;
+  purged: number;
+}
+
+export interface Sightline {
+  /** Resolves once the SDK has loaded and replayed the calls made before. */
+  ready: Promise<void>;
+  init(config: SightlineConfig): Promise<void>;
+  track(event: string, properties?: Properties): void;
+  page(name?: string | Properties, properties?: Properties): void;
+  screen(name: string, properties?: Properties): void;
+  identify(userId?: string | Properties, traits?: Properties): void;
+  /** Hashes (SHA-256 of the normalized value) in the browser; the raw value never leaves the page. */
+  softLogin(ids: { email?: string; phone?: string }): SoftLoginResult;
+  alias(userId: string, previousId?: string): void;
+  group(groupId: string, traits?: Properties): void;
+  consent: { set(choice: ConsentChoice): void; get(): ConsentState };
+  /** A new anonymous id; the user id is forgotten. */
+  reset(): void;
+  /** Sends what is queued; resolves when the queue is empty or a retry is scheduled. */
+  flush(): Promise<Stats>;
+  debug(on?: boolean): void;
+  anonymousId(): string;
+  userId(): string | undefined;
+  stats(): Stats;
+}
+
+declare global {
+  interface Window {
+    sightline: Sightline;
+  }
+}
