@@ -1,45 +1,59 @@
-//! The SDK in headless Chromium: identifiers and first-party persistence.
+//! The SDK's wasm build in headless Chromium: the exported core hashes with the shared
+//! tracking-plan vectors and builds valid batches.
 #![cfg(target_arch = "wasm32")]
 
-use sdk_wasm::Sightline;
-use wasm_bindgen::JsValue;
+use sdk_wasm::Core;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-fn storage() -> web_sys::Storage {
-    web_sys::window().unwrap().local_storage().unwrap().unwrap()
-}
+const CTX: &str = r#"{"page":{"path":"/"}}"#;
 
-fn is_uuid_v4(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-')
-        && b[14] == b'4'
-        && matches!(b[19], b'8' | b'9' | b'a' | b'b')
-        && s.chars()
-            .filter(|c| *c != '-')
-            .all(|c| c.is_ascii_hexdigit())
+#[wasm_bindgen_test]
+fn soft_login_hashes_equal_the_tracking_plan_vectors() {
+    let mut core = Core::new("wk", true, "US", &[3; 16], false);
+    core.start();
+    let r = core.soft_login(
+        Some("John_Smith@gmail.com".into()),
+        Some("+1 650 555 1212".into()),
+        CTX,
+        "https://s.example/",
+        1.0e12,
+    );
+    let v = js_sys::JSON::parse(&r).unwrap();
+    let get = |k: &str| js_sys::Reflect::get(&v, &k.into()).unwrap().as_string();
+    assert_eq!(
+        get("email_sha256").as_deref(),
+        Some("62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f")
+    );
+    assert_eq!(
+        get("phone_sha256").as_deref(),
+        Some("1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8")
+    );
+    assert_eq!(
+        get("phone_sha256_meta").as_deref(),
+        Some("e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176")
+    );
 }
 
 #[wasm_bindgen_test]
-fn anonymous_id_is_a_uuid_kept_in_first_party_storage() {
-    storage().remove_item("sl_aid").unwrap();
-    let config = js_sys::Object::new();
-    let a = Sightline::new(&config);
-    let id = a.anonymous_id();
-    assert!(is_uuid_v4(&id), "{id}");
-    assert_eq!(storage().get_item("sl_aid").unwrap(), Some(id.clone()));
-    // A second load of the SDK (a new page) keeps the visitor's id.
-    let b = Sightline::new(&JsValue::UNDEFINED);
-    assert_eq!(b.anonymous_id(), id);
-}
-
-#[wasm_bindgen_test]
-fn fresh_ids_differ() {
-    storage().remove_item("sl_aid").unwrap();
-    let a = Sightline::new(&JsValue::UNDEFINED).anonymous_id();
-    storage().remove_item("sl_aid").unwrap();
-    let b = Sightline::new(&JsValue::UNDEFINED).anonymous_id();
-    assert_ne!(a, b);
+fn batches_are_json_the_browser_parses() {
+    let mut core = Core::new("wk", true, "US", &[4; 16], false);
+    core.start();
+    assert!(core.record(
+        "track",
+        Some("Clicked \"x\"\n".into()),
+        Some(r#"{"n":1}"#.into()),
+        CTX,
+        "https://s.example/?utm_source=A",
+        1.0e12
+    ));
+    let body = core.batch(1.0e12, 500_000, None).unwrap();
+    let v = js_sys::JSON::parse(&body).unwrap();
+    let batch = js_sys::Reflect::get(&v, &"batch".into()).unwrap();
+    let first = js_sys::Reflect::get(&batch, &0.into()).unwrap();
+    let event = js_sys::Reflect::get(&first, &"event".into()).unwrap();
+    assert_eq!(event.as_string().as_deref(), Some("Clicked \"x\"\n"));
+    assert_eq!(core.done(200, 0.0), -1.0);
+    assert_eq!(core.anon().len(), 36);
 }
