@@ -118,9 +118,25 @@ function start() {
         else if (r.warnings) warn(`event ${r.messageId} accepted with warnings:`, r.warnings);
       }
     };
-    // One tab sends at a time: under the lock, the engine drops events another tab has
-    // already sent (their storage keys are gone) before it builds a batch.
+    // Each tab holds a lock named after it for as long as it lives. Events stored by a
+    // tab that is gone (a reload, a closed tab) are adopted by whichever tab takes its
+    // lock first; a live tab's events are left to it.
+    const hold = (name, opts) => new Promise((granted) => {
+      nav.locks.request(name, opts, (lock) => { granted(!!lock); return lock ? new Promise(() => {}) : undefined; });
+    });
+    if (nav.locks) hold('sightline-tab-' + core.tab(), {});
+    const adopt = async () => {
+      const foreign = core.foreignTabs();
+      if (!foreign) return;
+      for (const t of foreign.split('\n')) {
+        if (!nav.locks || (await hold('sightline-tab-' + t, { ifAvailable: true }))) core.adoptTab(t);
+        else core.forgetTab(t);
+      }
+    };
+    // One tab sends at a time: under the lock, the engine also drops events another tab
+    // has already sent (their storage keys are gone) before it builds a batch.
     const attempt = async () => {
+      await adopt();
       const present = store ? stored().filter((k) => k.startsWith('sl_e:')).join('\n') : undefined;
       const batch = core.batch(Date.now(), MAX_BATCH, present);
       apply();
@@ -269,7 +285,7 @@ function start() {
       }
       addEventListener('popstate', check);
     }
-    schedule();
+    if (core.foreignTabs()) send(); else schedule();
     if (stub._r) stub._r();
   }).catch((e) => console.error('[sightline] failed to start', e));
 }

@@ -38,6 +38,9 @@ const K_CONSENT: &str = "sl_consent";
 const K_FIRST: &str = "sl_ft";
 const K_LAST: &str = "sl_lt";
 
+/// Length of a tab id (the suffix of its event keys).
+const TAB_LEN: usize = 6;
+
 /// Consent category bits an event needs to be kept and sent.
 const ANALYTICS: u8 = 1;
 const MARKETING: u8 = 2;
@@ -68,6 +71,9 @@ fn tri_char(v: Option<bool>) -> char {
 
 struct Item {
     key: String,
+    /// The tab that created the event (the key's suffix): only it sends the event while
+    /// it lives; a closed tab's events are adopted by one other tab.
+    owner: String,
     json: String,
     needs: u8,
     /// Written to storage (and so visible to other tabs).
@@ -138,7 +144,7 @@ impl Engine {
         storage: bool,
     ) -> Engine {
         let mut rng = Rng::new(seed);
-        let tab = base36(u64::from(rng.next()), 4);
+        let tab = base36(u64::from(rng.next()), TAB_LEN);
         Engine {
             write_key: write_key.to_string(),
             opt_out,
@@ -206,8 +212,9 @@ impl Engine {
                     .first()
                     .map_or(ANALYTICS, |c| c.wrapping_sub(b'0'));
                 let json = value.get(1..).unwrap_or_default();
-                if needs <= 3 && json::is_object(json) {
+                if needs <= 3 && json::is_object(json) && k.len() > TAB_LEN {
                     self.queue.push(Item {
+                        owner: k[k.len() - TAB_LEN..].to_string(),
                         key: k.to_string(),
                         json: json.to_string(),
                         needs,
@@ -491,6 +498,7 @@ impl Engine {
         }
         self.queue.push(Item {
             key,
+            owner: self.tab.clone(),
             json,
             needs,
             persisted,
@@ -812,20 +820,54 @@ impl Engine {
     /// Milliseconds until the queue should be sent: 0 when a full batch is ready, the
     /// gathering delay otherwise, `-1` when there is nothing to send.
     pub fn send_delay(&self) -> f64 {
-        if self.queue.is_empty() || !self.inflight.is_empty() {
+        let mine = self.queue.iter().filter(|i| i.owner == self.tab);
+        let (n, bytes) = mine.fold((0, 0), |(n, b), i| (n + 1, b + i.json.len()));
+        if n == 0 || !self.inflight.is_empty() {
             return -1.0;
         }
-        let bytes: usize = self.queue.iter().map(|i| i.json.len()).sum();
-        if self.queue.len() >= MAX_BATCH_EVENTS || bytes >= MAX_BATCH_BYTES / 2 {
+        if n >= MAX_BATCH_EVENTS || bytes >= MAX_BATCH_BYTES / 2 {
             0.0
         } else {
             FLUSH_DELAY_MS
         }
     }
 
+    /// This tab's id (it holds the Web Lock `sightline-tab-<id>` while it lives).
+    pub fn tab(&self) -> &str {
+        &self.tab
+    }
+
+    /// Tabs whose stored events this tab restored, newline-separated: the adapter adopts
+    /// those whose tab is gone (by taking their lock), and reports them with
+    /// [`Engine::adopt_tab`].
+    pub fn foreign_tabs(&self) -> String {
+        let mut tabs: Vec<&str> = Vec::new();
+        for i in &self.queue {
+            if i.owner != self.tab && !tabs.contains(&i.owner.as_str()) {
+                tabs.push(&i.owner);
+            }
+        }
+        tabs.join("\n")
+    }
+
+    /// This tab now sends the events of `tab` (a closed tab whose lock it took).
+    pub fn adopt_tab(&mut self, tab: &str) {
+        let own = self.tab.clone();
+        for i in self.queue.iter_mut().filter(|i| i.owner == tab) {
+            i.owner = own.clone();
+        }
+    }
+
+    /// Another live tab owns these restored events and will send them: this tab lets go
+    /// of them (storage keeps them for whichever tab outlives the owner).
+    pub fn forget_tab(&mut self, tab: &str) {
+        self.queue.retain(|i| i.owner != tab);
+    }
+
     /// Builds the next batch's body, at most `max_bytes` long, and marks its events in
-    /// flight. `present`: the event keys now in storage (read under the cross-tab lock);
-    /// an event of this tab that was stored and is gone was sent by another tab.
+    /// flight. Only this tab's own (and adopted) events go: another live tab sends its
+    /// own. `present`: the event keys now in storage (read under the cross-tab lock); an
+    /// event that was stored and is gone was sent by another tab.
     pub fn next_batch(
         &mut self,
         now: f64,
@@ -843,7 +885,7 @@ impl Engine {
         }
         let mut body = String::from("{\"batch\":[");
         let tail_len = 120 + self.write_key.len();
-        for i in &self.queue {
+        for i in self.queue.iter().filter(|i| i.owner == self.tab) {
             if self.inflight.len() >= MAX_BATCH_EVENTS
                 || body.len() + i.json.len() + tail_len > max_bytes
             {
@@ -909,8 +951,10 @@ impl Engine {
     }
 
     /// The page is going away: a last batch of what is not in flight, within the 64 KB
-    /// budget of requests that outlive the page. Its events are handed to the browser
-    /// and leave the queue.
+    /// budget of requests that outlive the page. Its events leave this page's queue but
+    /// stay in storage: nobody learns whether a request made at unload arrived, so the
+    /// next page sends them again and the collector answers `duplicate` for those that
+    /// did (at least once, never lost).
     pub fn unload_batch(&mut self, now: f64) -> Option<String> {
         let inflight = std::mem::take(&mut self.inflight);
         let saved: Vec<Item> = {
@@ -922,8 +966,7 @@ impl Engine {
         };
         let body = self.next_batch(now, UNLOAD_BYTES, None);
         let handed = std::mem::take(&mut self.inflight);
-        let n = self.remove(&handed);
-        self.sent += n;
+        self.queue.retain(|i| !handed.contains(&i.key));
         let mut rest = std::mem::take(&mut self.queue);
         self.queue = saved;
         self.queue.append(&mut rest);

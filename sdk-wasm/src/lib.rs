@@ -163,6 +163,25 @@ impl Core {
         self.0.unload_batch(now)
     }
 
+    pub fn tab(&self) -> String {
+        self.0.tab().to_string()
+    }
+
+    #[wasm_bindgen(js_name = foreignTabs)]
+    pub fn foreign_tabs(&self) -> String {
+        self.0.foreign_tabs()
+    }
+
+    #[wasm_bindgen(js_name = adoptTab)]
+    pub fn adopt_tab(&mut self, tab: &str) {
+        self.0.adopt_tab(tab);
+    }
+
+    #[wasm_bindgen(js_name = forgetTab)]
+    pub fn forget_tab(&mut self, tab: &str) {
+        self.0.forget_tab(tab);
+    }
+
     pub fn stats(&self) -> String {
         self.0.stats_json()
     }

@@ -212,6 +212,10 @@ fn a_reload_restores_the_queue_in_order() {
         a.anonymous_id(),
         "the visitor is the same"
     );
+    // The events belong to the page before the reload: sent once that tab is known gone.
+    assert_eq!(b.next_batch(T0, 500_000, None), None);
+    assert_eq!(b.foreign_tabs(), a.tab());
+    b.adopt_tab(a.tab());
     let names: Vec<String> = batch(&mut b)
         .iter()
         .map(|v| v["event"].as_str().unwrap().to_string())
@@ -241,8 +245,12 @@ fn an_event_another_tab_sent_is_not_sent_again() {
     assert!(b
         .next_batch(T0, 500_000, Some(&format!("{key}\n{mine}")))
         .is_some());
+    // A tab restores the events of a live tab, and leaves them to it.
+    let mut c = Engine::new("wk", true, "DE", &[5; 16], true);
+    c.restore(&mine, r#"1{"type":"track","event":"x","context":{}}"#);
+    c.start();
+    assert_eq!(c.next_batch(T0, 500_000, None), None, "owned by a live tab");
 }
-
 #[test]
 fn the_queue_is_bounded_and_counts_what_it_sheds() {
     let mut e = engine(true);

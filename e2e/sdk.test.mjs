@@ -1,0 +1,249 @@
+// The browser SDK in headless Chromium against the real collector in workerd: consent
+// gating (verified by network interception and storage inspection), reload, two tabs,
+// offline, retries, in-browser hashing, SPA page views and campaign capture.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startCollector, startBrowser, eventually } from './harness.mjs';
+
+let collector;
+before(async () => { collector = await startCollector(); });
+after(async () => { await collector?.dispose(); });
+
+/** A fresh browser profile with every request to the collector API recorded. */
+async function visit(path = '/') {
+  const browser = await startBrowser();
+  const api = [];
+  const errors = [];
+  browser.context.on('request', (r) => {
+    if (new URL(r.url()).pathname.startsWith('/v1/')) api.push({ url: r.url(), body: r.postData() || '', at: Date.now() });
+  });
+  const page = await browser.context.newPage();
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`${collector.url}${path}`);
+  await page.evaluate(() => window.sightline.ready);
+  return { browser, page, api, errors };
+}
+const accept = (page) => page.click('#consent-accept');
+const ids = (reqs) => reqs.flatMap((r) => { try { return JSON.parse(r.body).batch.map((e) => e.messageId); } catch { return []; } });
+const rows = (where) => collector.query(`select message_id, event, type, payload from events where ${where}`);
+
+test('opt-in: no request and no storage write before consent, then everything goes', async () => {
+  const { browser, page, api, errors } = await visit('/');
+  try {
+    await page.evaluate(() => {
+      window.sightline.track('Product Added', { product_id: 'ETH-GUJI', price: 14.5, currency: 'EUR' });
+      window.sightline.identify({ plan: 'pro' });
+    });
+    await page.waitForTimeout(1200);
+    assert.deepEqual(api, [], 'no request to the collector');
+    const keys = await page.evaluate(() => Object.keys(localStorage));
+    assert.deepEqual(keys, [], 'nothing written to storage');
+    assert.deepEqual(await browser.context.cookies(), []);
+    assert.equal(await page.isVisible('#consent-banner'), true);
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+
+    await accept(page);
+    await page.evaluate(() => window.sightline.flush());
+    const stored = await eventually(async () => {
+      const r = await rows(`anonymous_id = '${anon}'`);
+      return r.length >= 4 && r;
+    }, 20_000, 'events after consent');
+    assert.deepEqual(stored.map((r) => r.event ?? r.type).sort(), ['Consent Updated', 'Product Added', 'identify', 'page']);
+    const payload = JSON.parse(stored.find((r) => r.event === 'Product Added').payload);
+    assert.equal(payload.context.consent.categoryPreferences.analytics, true);
+    assert.ok((await page.evaluate(() => Object.keys(localStorage))).includes('sl_aid'));
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a reload in the middle of a queue loses nothing, offline or online', async () => {
+  const { browser, page, api } = await visit('/about');
+  try {
+    await accept(page);
+    await page.evaluate(() => window.sightline.flush());
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    // The collector unreachable (every request fails, the unload one too): the events
+    // wait in storage through the reload.
+    await page.route('**/v1/batch', (route) => route.abort('internetdisconnected'));
+    await page.evaluate(() => { for (let i = 0; i < 20; i++) window.sightline.track('Reload Offline', { i }); });
+    await page.reload();
+    await page.evaluate(() => window.sightline.ready);
+    // The new page found them in storage (whatever the unload request managed to do).
+    assert.ok((await page.evaluate(() => window.sightline.stats().queued)) >= 20);
+    await page.unroute('**/v1/batch');
+    // Online: a reload right after the calls (the unload hands them to the browser).
+    await page.evaluate(() => { for (let i = 0; i < 20; i++) window.sightline.track('Reload Online', { i }); });
+    await page.reload();
+    await page.evaluate(() => window.sightline.ready);
+    await page.evaluate(() => window.sightline.flush());
+    for (const name of ['Reload Offline', 'Reload Online']) {
+      const r = await eventually(async () => {
+        const x = await rows(`anonymous_id = '${anon}' and event = '${name}'`);
+        return x.length >= 20 && x;
+      }, 20_000, name);
+      assert.equal(r.length, 20, name);
+      const seen = r.map((x) => JSON.parse(x.payload).properties.i).sort((a, b) => a - b);
+      assert.deepEqual(seen, [...Array(20).keys()]);
+    }
+    assert.ok(api.length > 0);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('two tabs sharing one queue never send the same event twice', async () => {
+  const browser = await startBrowser();
+  const delivered = [];
+  browser.context.on('requestfinished', async (r) => {
+    if (!r.url().endsWith('/v1/batch')) return;
+    const resp = await r.response();
+    if (resp && resp.ok()) delivered.push({ body: r.postData() || '', tab: r.frame().page() === browser.context.pages()[0] ? 'A' : 'B', at: Date.now() });
+  });
+  try {
+    const a = await browser.context.newPage();
+    await a.goto(`${collector.url}/about`);
+    await a.evaluate(() => window.sightline.ready);
+    await a.click('#consent-accept');
+    await a.evaluate(() => window.sightline.flush());
+    // Tab A queues while its requests fail: its events wait in the shared storage.
+    await a.route('**/v1/batch', (route) => route.abort());
+    await a.evaluate(() => { for (let i = 0; i < 30; i++) window.sightline.track('Two Tabs A', { i }); });
+    await a.waitForTimeout(400);
+    // Tab B opens and finds A's events in storage: both tabs now hold them.
+    const b = await browser.context.newPage();
+    await b.goto(`${collector.url}/about`);
+    await b.evaluate(() => window.sightline.ready);
+    await b.evaluate(() => { for (let i = 0; i < 30; i++) window.sightline.track('Two Tabs B', { i }); });
+    await a.unroute('**/v1/batch');
+    await a.evaluate(() => window.dispatchEvent(new Event('online')));
+    await Promise.all([a.evaluate(() => window.sightline.flush()), b.evaluate(() => window.sightline.flush())]);
+    const anon = await a.evaluate(() => window.sightline.anonymousId());
+    const stored = await eventually(async () => {
+      const r = await rows(`anonymous_id = '${anon}' and event like 'Two Tabs %'`);
+      return r.length >= 60 && r;
+    }, 30_000, 'both tabs delivered');
+    assert.equal(stored.length, 60);
+    await eventually(async () => (await a.evaluate(() => window.sightline.stats().queued)) === 0, 15_000, 'tab A empty');
+    const sent = ids(delivered);
+    const twice = sent.filter((id, i) => sent.indexOf(id) !== i);
+    if (twice.length) console.log(JSON.stringify(delivered.map((d) => ({ tab: d.tab, at: d.at, n: ids([d]).length, dups: ids([d]).filter((x) => twice.includes(x)).length, names: [...new Set(JSON.parse(d.body).batch.map((e) => e.event))] }))));
+    assert.deepEqual(twice, [], 'no event was delivered by both tabs');
+    assert.ok(sent.length >= 60);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('offline then online delivers everything exactly once', async () => {
+  const { browser, page } = await visit('/about');
+  const verdicts = [];
+  page.on('response', async (r) => {
+    if (r.url().endsWith('/v1/batch')) { try { verdicts.push(...(await r.json()).results); } catch {} }
+  });
+  try {
+    await accept(page);
+    await page.evaluate(() => window.sightline.flush());
+    await browser.context.setOffline(true);
+    await page.evaluate(() => { for (let i = 0; i < 15; i++) window.sightline.track('Offline', { i }); });
+    await page.evaluate(() => window.sightline.flush()); // fails: a retry is scheduled
+    await page.waitForTimeout(800);
+    await browser.context.setOffline(false);
+    await page.evaluate(() => window.dispatchEvent(new Event('online')));
+    await page.evaluate(() => window.sightline.flush());
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    const r = await eventually(async () => {
+      const x = await rows(`anonymous_id = '${anon}' and event = 'Offline'`);
+      return x.length >= 15 && x;
+    }, 30_000, 'offline events');
+    assert.equal(r.length, 15);
+    const offline = verdicts.filter((v) => r.some((x) => x.message_id === v.messageId));
+    assert.equal(offline.length, 15, 'each delivered once');
+    assert.ok(offline.every((v) => v.status === 'accepted'));
+  } finally {
+    await browser.close();
+  }
+});
+
+test('500 and 429 are retried with backoff, honouring Retry-After, with the same messageIds', async () => {
+  const { browser, page } = await visit('/about');
+  try {
+    await accept(page);
+    await page.evaluate(() => window.sightline.flush());
+    const attempts = [];
+    await page.route('**/v1/batch', async (route) => {
+      attempts.push({ at: Date.now(), body: route.request().postData() });
+      if (attempts.length === 1) return route.fulfill({ status: 500, body: '{"ok":false}' });
+      if (attempts.length === 2) return route.fulfill({ status: 429, headers: { 'retry-after': '2' }, body: '{"ok":false,"error":{"code":"rate_limited"}}' });
+      return route.continue();
+    });
+    await page.evaluate(() => window.sightline.track('Retried', { n: 1 }));
+    await eventually(() => attempts.length >= 3, 15_000, 'three attempts');
+    const gaps = [attempts[1].at - attempts[0].at, attempts[2].at - attempts[1].at];
+    assert.ok(gaps[0] >= 400, `backoff after 500: ${gaps[0]} ms`);
+    assert.ok(gaps[1] >= 1900, `Retry-After after 429: ${gaps[1]} ms`);
+    const sets = attempts.map((a) => JSON.stringify(ids([a])));
+    assert.equal(new Set(sets).size, 1, 'the same events, the same messageIds');
+    const id = ids([attempts[0]])[0];
+    await eventually(async () => (await rows(`message_id = '${id}'`)).length === 1, 10_000, 'stored once');
+  } finally {
+    await browser.close();
+  }
+});
+
+test('soft login hashes in the browser: the tracking-plan vectors, no raw value on the wire', async () => {
+  const { browser, page, api } = await visit('/');
+  try {
+    await accept(page);
+    await page.fill('#newsletter input[name=email]', ' John_Smith@Gmail.com ');
+    await page.click('#newsletter button');
+    await page.evaluate(() => window.sightline.flush());
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    const r = await eventually(async () => {
+      const x = await rows(`anonymous_id = '${anon}' and (type = 'identify' or event = 'Newsletter Subscribed')`);
+      return x.length >= 2 && x;
+    }, 20_000, 'soft login events');
+    const vector = '62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f';
+    const identify = JSON.parse(r.find((x) => x.type === 'identify').payload);
+    assert.equal(identify.traits.email_sha256, vector);
+    const sub = JSON.parse(r.find((x) => x.event === 'Newsletter Subscribed').payload);
+    assert.equal(sub.properties.email_sha256, vector);
+    assert.ok(api.every((q) => !/john_smith/i.test(q.body)), 'the raw email never left the page');
+    const p = await collector.adminJson(`/admin/v1/profiles?anonymousId=${anon}`);
+    assert.equal(p.identified, true);
+    // A raw email typed into a property is hashed by the SDK too.
+    await page.evaluate(() => window.sightline.track('Contact', { note: 'write to ann@example.com' }));
+    await page.evaluate(() => window.sightline.flush());
+    assert.ok(api.every((q) => !q.body.includes('ann@example.com')));
+  } finally {
+    await browser.close();
+  }
+});
+
+test('SPA navigations are page views; UTM and click ids are captured first- and last-touch', async () => {
+  const { browser, page } = await visit('/?utm_source=Newsletter&utm_medium=Email&utm_campaign=Launch&gclid=G-123');
+  try {
+    await accept(page);
+    await page.evaluate(() => {
+      history.pushState({}, '', '/spa/one');
+      history.replaceState({}, '', '/spa/two?utm_source=partner');
+      history.pushState({}, '', '/spa/three');
+    });
+    await page.goBack();
+    await page.evaluate(() => window.sightline.flush());
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    const pages = await eventually(async () => {
+      const x = await collector.query(`select payload from events where anonymous_id = '${anon}' and type = 'page' order by timestamp`);
+      return x.length >= 5 && x.map((p) => JSON.parse(p.payload));
+    }, 20_000, 'page views');
+    assert.deepEqual(pages.map((p) => p.context.page.path), ['/', '/spa/one', '/spa/two', '/spa/three', '/spa/two']);
+    assert.equal(pages[1].context.page.referrer, `${collector.url}/?utm_source=Newsletter&utm_medium=Email&utm_campaign=Launch&gclid=G-123`);
+    assert.deepEqual(pages[0].context.campaign, { source: 'newsletter', medium: 'email', name: 'Launch' });
+    assert.equal(pages[0].context.clickIds.gclid, 'G-123');
+    assert.equal(pages[2].context.campaign.source, 'partner', 'last touch');
+    assert.equal(pages[4].context.firstTouch.campaign.source, 'newsletter', 'first touch kept');
+  } finally {
+    await browser.close();
+  }
+});
