@@ -229,7 +229,7 @@ impl Engine {
     /// Finishes the restore: events in storage order, a fresh anonymous id if none was
     /// stored, and nothing kept that the stored consent no longer allows.
     pub fn start(&mut self) {
-        self.queue.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        // The adapter restores keys in sorted order (time order): no sort needed here.
         if self.anon.is_empty() {
             self.anon = self.rng.uuid_v4();
             self.save(K_ANON, &self.anon.clone());
@@ -575,7 +575,7 @@ impl Engine {
         if let Some(raw) = email.filter(|e| !e.trim().is_empty()) {
             match idf::hash_email(raw, EmailVariant::Standard) {
                 Ok(h) => json::field_str(&mut traits, "email_sha256", &h),
-                Err(e) => error = Some(["email: ", e.code()].concat()),
+                Err(e) => error = Some(String::from("email: ") + e.code()),
             }
         }
         if let Some(raw) = phone.filter(|p| !p.trim().is_empty()) {
@@ -588,7 +588,7 @@ impl Engine {
                     }
                 }
                 Ok(_) => error = Some("phone: blocked".into()),
-                Err(e) => error = Some(["phone: ", e.code()].concat()),
+                Err(e) => error = Some(String::from("phone: ") + e.code()),
             }
         }
         traits.push('}');
@@ -847,7 +847,14 @@ impl Engine {
                 tabs.push(&i.owner);
             }
         }
-        tabs.join("\n")
+        let mut out = String::new();
+        for t in tabs {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(t);
+        }
+        out
     }
 
     /// This tab now sends the events of `tab` (a closed tab whose lock it took).
@@ -878,10 +885,14 @@ impl Engine {
             return None;
         }
         if let Some(p) = present {
-            let mut keys: Vec<&str> = p.split('\n').collect();
-            keys.sort_unstable();
-            self.queue
-                .retain(|i| !i.persisted || keys.binary_search(&i.key.as_str()).is_ok());
+            // Both lists are in key order (storage keys sorted by the adapter): one merge pass.
+            let mut keys = p.split('\n').peekable();
+            self.queue.retain(|i| {
+                while keys.peek().is_some_and(|k| *k < i.key.as_str()) {
+                    keys.next();
+                }
+                !i.persisted || keys.peek() == Some(&i.key.as_str())
+            });
         }
         let mut body = String::from("{\"batch\":[");
         let tail_len = 120 + self.write_key.len();
@@ -1004,7 +1015,7 @@ fn stamp(event: &str, snapshot: &str) -> String {
 
 /// The raw JSON value of `"key":` in an object this engine wrote (values are objects).
 fn extract<'a>(obj: &'a str, key: &str) -> Option<&'a str> {
-    let needle = ["\"", key, "\":{"].concat();
+    let needle = String::from("\"") + key + "\":{";
     let start = obj.find(&needle)? + needle.len() - 1;
     let end = obj[start..].find('}')? + start + 1;
     Some(&obj[start..end])

@@ -9,6 +9,12 @@ mod ids;
 mod json;
 
 use engine::Engine;
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+// SAFETY: wasm32-unknown-unknown without threads: the SDK runs on one thread.
+static ALLOC: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> =
+    unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]

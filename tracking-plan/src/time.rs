@@ -126,7 +126,25 @@ pub fn format_rfc3339(ms: i64) -> String {
         rem / 1000 % 60,
         rem % 1000,
     );
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
+    // Digits by hand: `format!` would bring `core::fmt` into the SDK's wasm.
+    let mut out = String::with_capacity(24);
+    let mut put = |v: i64, width: u32, sep: Option<char>| {
+        let v = v.clamp(0, 10_i64.pow(width) - 1);
+        for p in (0..width).rev() {
+            out.push(char::from(b'0' + (v / 10_i64.pow(p) % 10) as u8));
+        }
+        if let Some(c) = sep {
+            out.push(c);
+        }
+    };
+    put(y, 4, Some('-'));
+    put(i64::from(m), 2, Some('-'));
+    put(i64::from(d), 2, Some('T'));
+    put(h, 2, Some(':'));
+    put(mi, 2, Some(':'));
+    put(s, 2, Some('.'));
+    put(milli, 3, Some('Z'));
+    out
 }
 
 #[cfg(test)]
