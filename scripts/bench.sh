@@ -2,6 +2,9 @@
 # Benchmarks (never part of `make test`; figures are ratios measured in one run).
 #   scripts/bench.sh validator   tracking-plan validator vs the jsonschema crate:
 #                                wasm bytes (gzip -9) and native events/s on one core
+#   scripts/bench.sh sdk         the browser SDK beside Segment, RudderStack, Snowplow,
+#                                PostHog and Jitsu in ../shared/peer-bench (same run),
+#                                plus the SDK's gzip -9 sizes
 #   scripts/bench.sh pipeline    the collector's core pipeline (every step, in-memory
 #                                stores) vs a bare serde_json parse+serialize of the
 #                                same 20-event batches, events/s on one core
@@ -43,8 +46,31 @@ bench_pipeline() {
   taskset -c 0 target/bench-speed/examples/pipeline_bench "${BATCHES:-5000}"
 }
 
+bench_sdk() {
+  scripts/build.sh sdk
+  echo "SDK gzip -9 bytes:"
+  local total=0
+  for f in snippet.min.js sightline.js sightline.wasm; do
+    local n; n=$(gz "sdk-wasm/dist/$f")
+    total=$((total + n))
+    printf '  %-16s %6s\n' "$f" "$n"
+  done
+  printf '  %-16s %6s (budget 17000)\n' total "$total"
+  # peer-bench lives outside the repository; it runs from a copy with its own packages.
+  local src="${PEER_BENCH:-$ROOT/../shared/peer-bench}"
+  local work="$ROOT/target/peer-bench"
+  if [ ! -d "$work/node_modules" ]; then
+    rm -rf "$work" && mkdir -p "$work"
+    cp -r "$src"/. "$work"/
+    (cd "$work" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  (cd "$work" && SIGHTLINE_DIST="$ROOT/sdk-wasm/dist" node bench.mjs \
+    --entries "$ROOT/bench/peer-bench/sightline.mjs" "$@")
+}
+
 case "${1:-}" in
   validator) bench_validator ;;
   pipeline) bench_pipeline ;;
-  *) echo "usage: $0 validator|pipeline" >&2; exit 2 ;;
+  sdk) shift; bench_sdk "$@" ;;
+  *) echo "usage: $0 validator|pipeline|sdk [peer-bench options]" >&2; exit 2 ;;
 esac

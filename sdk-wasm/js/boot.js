@@ -60,12 +60,23 @@ function start() {
     let referrer = d.referrer;
     const statics = {
       locale: nav.language,
-      timezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
       screen: { width: screen.width, height: screen.height, density: w.devicePixelRatio },
       userAgent: nav.userAgent,
     };
     const pageFacts = () => ({ path: location.pathname, referrer, search: location.search, title: d.title, url: location.href });
-    const ctx = () => JSON.stringify(Object.assign({ page: pageFacts() }, statics));
+    // The IANA time zone needs Intl, whose first use costs ~40 ms of main thread in
+    // Chromium: read it when the page is idle, not while it loads.
+    (w.requestIdleCallback || setTimeout)(() => {
+      try { statics.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone; ctxKey = ''; } catch {}
+    });
+    // The context text is rebuilt only when the page changes (not on every call).
+    let ctxKey = '';
+    let ctxText = '';
+    const ctx = () => {
+      const k = location.href + '\n' + d.title + '\n' + referrer;
+      if (k !== ctxKey) { ctxKey = k; ctxText = JSON.stringify(Object.assign({ page: pageFacts() }, statics)); }
+      return ctxText;
+    };
 
     // Storage operations the engine asked for, right after each call (the engine
     // assumes them done before the next one).
@@ -137,7 +148,7 @@ function start() {
     // has already sent (their storage keys are gone) before it builds a batch.
     const attempt = async () => {
       await adopt();
-      const present = store ? stored().filter((k) => k.startsWith('sl_e:')).join('\n') : undefined;
+      const present = store && core.needsPresent() ? stored().filter((k) => k.startsWith('sl_e:')).join('\n') : undefined;
       const batch = core.batch(Date.now(), MAX_BATCH, present);
       apply();
       if (!batch) return -1;

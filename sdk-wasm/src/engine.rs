@@ -78,6 +78,8 @@ struct Item {
     needs: u8,
     /// Written to storage (and so visible to other tabs).
     persisted: bool,
+    /// Read back from storage at start (another page or tab may send it too).
+    restored: bool,
 }
 
 pub struct Engine {
@@ -219,6 +221,7 @@ impl Engine {
                         json: json.to_string(),
                         needs,
                         persisted: true,
+                        restored: true,
                     });
                 }
             }
@@ -502,6 +505,7 @@ impl Engine {
             json,
             needs,
             persisted,
+            restored: false,
         });
         self.bound();
     }
@@ -820,7 +824,12 @@ impl Engine {
     /// Milliseconds until the queue should be sent: 0 when a full batch is ready, the
     /// gathering delay otherwise, `-1` when there is nothing to send.
     pub fn send_delay(&self) -> f64 {
-        let mine = self.queue.iter().filter(|i| i.owner == self.tab);
+        // Only the head matters (a batch takes at most MAX_BATCH_EVENTS): O(1) per call.
+        let mine = self
+            .queue
+            .iter()
+            .filter(|i| i.owner == self.tab)
+            .take(MAX_BATCH_EVENTS);
         let (n, bytes) = mine.fold((0, 0), |(n, b), i| (n + 1, b + i.json.len()));
         if n == 0 || !self.inflight.is_empty() {
             return -1.0;
@@ -863,6 +872,12 @@ impl Engine {
         for i in self.queue.iter_mut().filter(|i| i.owner == tab) {
             i.owner = own.clone();
         }
+    }
+
+    /// Whether [`Engine::next_batch`] needs the stored keys: only events read back from
+    /// storage can have been sent by another tab (a live tab's own events are its alone).
+    pub fn needs_present(&self) -> bool {
+        self.queue.iter().any(|i| i.restored && i.owner == self.tab)
     }
 
     /// Another live tab owns these restored events and will send them: this tab lets go
@@ -945,8 +960,16 @@ impl Engine {
     fn remove(&mut self, keys: &[String]) -> u32 {
         let mut n = 0;
         let mut gone = Vec::new();
+        // `keys` were taken in queue order: one merge pass finds them (a lookup per event
+        // would make a 1,000-event queue quadratic).
+        let mut next = 0;
         self.queue.retain(|i| {
-            let hit = keys.contains(&i.key);
+            let hit = if keys.get(next) == Some(&i.key) {
+                next += 1;
+                true
+            } else {
+                keys[next.min(keys.len())..].contains(&i.key)
+            };
             if hit {
                 n += 1;
                 if i.persisted {

@@ -183,6 +183,11 @@ impl Core {
         self.0.adopt_tab(tab);
     }
 
+    #[wasm_bindgen(js_name = needsPresent)]
+    pub fn needs_present(&self) -> bool {
+        self.0.needs_present()
+    }
+
     #[wasm_bindgen(js_name = forgetTab)]
     pub fn forget_tab(&mut self, tab: &str) {
         self.0.forget_tab(tab);
