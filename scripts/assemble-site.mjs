@@ -1,6 +1,7 @@
 // Assembles the first-party site the collector serves as static assets:
-// example-site/* at /, the SDK build (sdk-wasm/dist) at /sl/, and the install snippet
-// inlined wherever a page has the /*@sightline-snippet*/ placeholder.
+// example-site/* at /, the SDK build (sdk-wasm/dist) at /sl/, the install snippet
+// inlined wherever a page has the /*@sightline-snippet*/ placeholder, and the shared
+// footer (newsletter form, consent banner) where it has <!--@site-footer-->.
 import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -8,16 +9,21 @@ const root = new URL('..', import.meta.url).pathname;
 const out = join(root, 'build/site');
 const dist = join(root, 'sdk-wasm/dist');
 const snippet = readFileSync(join(dist, 'snippet.min.js'), 'utf8').trim();
+const footer = readFileSync(join(root, 'example-site/partials/footer.html'), 'utf8').trimEnd();
 
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
 cpSync(join(root, 'example-site'), out, { recursive: true });
+rmSync(join(out, 'partials'), { recursive: true, force: true });
 cpSync(dist, join(out, 'sl'), { recursive: true });
-// The tracking plan: the collector validates against it, the SDK's debug mode reads it.
+// The tracking plan: the collector validates against it; the site team can read it here.
 cpSync(join(root, 'example-site/tracking-plan.json'), join(out, 'sl/tracking-plan.json'));
 for (const f of readdirSync(out)) {
   if (!f.endsWith('.html')) continue;
   const p = join(out, f);
-  writeFileSync(p, readFileSync(p, 'utf8').replaceAll('/*@sightline-snippet*/', snippet));
+  const html = readFileSync(p, 'utf8')
+    .replaceAll('/*@sightline-snippet*/', snippet)
+    .replaceAll('  <!--@site-footer-->', footer);
+  writeFileSync(p, html);
 }
 console.log(`[build] site assembled in ${out}`);

@@ -69,6 +69,15 @@ fn tri_char(v: Option<bool>) -> char {
     }
 }
 
+/// Where and when a call happens: the page facts as a JSON object (page, locale,
+/// timezone, screen, userAgent), the page URL (for campaign capture) and the time.
+#[derive(Debug, Clone, Copy)]
+pub struct Page<'a> {
+    pub ctx: &'a str,
+    pub url: &'a str,
+    pub now: f64,
+}
+
 struct Item {
     key: String,
     /// The tab that created the event (the key's suffix): only it sends the event while
@@ -379,32 +388,27 @@ impl Engine {
 
     /// Builds an event. `kind`: track, page, identify, alias, group, screen; `name`: the
     /// event, page or screen name, group id or previous id; `body`: properties or traits
-    /// (JSON object text, raw PII already hashed by [`Engine::redact`]); `ctx`: the page
-    /// facts as a JSON object (page, locale, timezone, screen, userAgent). Returns
+    /// (JSON object text, raw PII already hashed by [`Engine::redact`]). Returns
     /// `false` when the event was not kept (over 32 KB, or analytics denied).
     pub fn record(
         &mut self,
         kind: &str,
         name: Option<&str>,
         body: Option<&str>,
-        ctx: &str,
-        url: &str,
-        now: f64,
+        at: &Page<'_>,
     ) -> bool {
-        self.record_with(kind, name, body, ctx, url, now, false)
+        self.record_with(kind, name, body, at, false)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn record_with(
         &mut self,
         kind: &str,
         name: Option<&str>,
         body: Option<&str>,
-        ctx: &str,
-        url: &str,
-        now: f64,
+        at: &Page<'_>,
         consent_record: bool,
     ) -> bool {
+        let Page { ctx, url, now } = *at;
         let analytics = self.granted(self.consent.analytics);
         if !consent_record && self.consent.analytics == Some(false) {
             return false; // denied: not collected at all
@@ -531,36 +535,22 @@ impl Engine {
         }
     }
 
-    pub fn identify(
-        &mut self,
-        user_id: Option<&str>,
-        traits: Option<&str>,
-        ctx: &str,
-        url: &str,
-        now: f64,
-    ) -> bool {
+    pub fn identify(&mut self, user_id: Option<&str>, traits: Option<&str>, at: &Page<'_>) -> bool {
         if let Some(u) = user_id.filter(|u| !u.is_empty()) {
             self.user = Some(u.to_string());
             self.save(K_USER, u);
         }
-        self.record("identify", None, traits, ctx, url, now)
+        self.record("identify", None, traits, at)
     }
 
-    pub fn alias(
-        &mut self,
-        user_id: &str,
-        previous: Option<&str>,
-        ctx: &str,
-        url: &str,
-        now: f64,
-    ) -> bool {
+    pub fn alias(&mut self, user_id: &str, previous: Option<&str>, at: &Page<'_>) -> bool {
         let previous = previous
             .map(str::to_string)
             .or_else(|| self.user.clone())
             .unwrap_or_else(|| self.anon.clone());
         self.user = Some(user_id.to_string());
         self.save(K_USER, user_id);
-        self.record("alias", Some(&previous), None, ctx, url, now)
+        self.record("alias", Some(&previous), None, at)
     }
 
     /// Soft login: normalizes and hashes an email and/or phone in the page (the shared
@@ -570,9 +560,7 @@ impl Engine {
         &mut self,
         email: Option<&str>,
         phone: Option<&str>,
-        ctx: &str,
-        url: &str,
-        now: f64,
+        at: &Page<'_>,
     ) -> String {
         let mut traits = String::from("{");
         let mut error = None;
@@ -606,7 +594,7 @@ impl Engine {
             out.push('}');
             return out;
         }
-        self.record("identify", None, Some(&traits), ctx, url, now);
+        self.record("identify", None, Some(&traits), at);
         traits
     }
 
@@ -639,9 +627,7 @@ impl Engine {
         marketing: i8,
         personalization: i8,
         source: &str,
-        ctx: &str,
-        url: &str,
-        now: f64,
+        at: &Page<'_>,
     ) {
         let pick = |v: i8, old: Option<bool>| if v < 0 { old } else { Some(v > 0) };
         let before = self.may_store();
@@ -695,7 +681,7 @@ impl Engine {
             let snap = self.snapshot();
             for (e, needs) in waiting {
                 let stamped = stamp(&e, &snap);
-                self.enqueue(stamped, needs, now);
+                self.enqueue(stamped, needs, at.now);
             }
         } else {
             self.purged += waiting.len() as u32;
@@ -714,15 +700,7 @@ impl Engine {
             );
         }
         props.push('}');
-        self.record_with(
-            "track",
-            Some("Consent Updated"),
-            Some(&props),
-            ctx,
-            url,
-            now,
-            true,
-        );
+        self.record_with("track", Some("Consent Updated"), Some(&props), at, true);
     }
 
     /// Google Consent Mode v2 state (`granted`/`denied`/empty for unknown).
@@ -732,9 +710,7 @@ impl Engine {
         ad_storage: &str,
         ad_user_data: &str,
         ad_personalization: &str,
-        ctx: &str,
-        url: &str,
-        now: f64,
+        at: &Page<'_>,
     ) {
         let v = |s: &str| match s {
             "granted" => 1,
@@ -750,16 +726,14 @@ impl Engine {
             marketing,
             v(ad_personalization),
             "gcm",
-            ctx,
-            url,
-            now,
+            at,
         );
     }
 
     /// IAB TCF v2.2 purpose consents (bit `n-1` set: purpose `n` granted). Analytics:
     /// purposes 1 (store/access) and 8 (measure content); marketing: 1, 3, 4 and 7
     /// (ad profile, personalized ads, ad measurement); personalization: 1, 5 and 6.
-    pub fn set_consent_tcf(&mut self, purposes: u32, ctx: &str, url: &str, now: f64) {
+    pub fn set_consent_tcf(&mut self, purposes: u32, at: &Page<'_>) {
         let p = |n: u32| purposes & (1 << (n - 1)) != 0;
         let b = |x: bool| i8::from(x);
         self.set_consent(
@@ -767,9 +741,7 @@ impl Engine {
             b(p(1) && p(3) && p(4) && p(7)),
             b(p(1) && p(5) && p(6)),
             "tcf",
-            ctx,
-            url,
-            now,
+            at,
         );
     }
 

@@ -8,7 +8,7 @@ pub mod engine;
 mod ids;
 mod json;
 
-use engine::Engine;
+use engine::{Engine, Page};
 
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
@@ -56,8 +56,12 @@ impl Core {
         url: &str,
         now: f64,
     ) -> bool {
-        self.0
-            .record(kind, name.as_deref(), body.as_deref(), ctx, url, now)
+        self.0.record(
+            kind,
+            name.as_deref(),
+            body.as_deref(),
+            &Page { ctx, url, now },
+        )
     }
 
     pub fn identify(
@@ -68,8 +72,11 @@ impl Core {
         url: &str,
         now: f64,
     ) -> bool {
-        self.0
-            .identify(user_id.as_deref(), traits.as_deref(), ctx, url, now)
+        self.0.identify(
+            user_id.as_deref(),
+            traits.as_deref(),
+            &Page { ctx, url, now },
+        )
     }
 
     pub fn alias(
@@ -80,7 +87,8 @@ impl Core {
         url: &str,
         now: f64,
     ) -> bool {
-        self.0.alias(user_id, previous.as_deref(), ctx, url, now)
+        self.0
+            .alias(user_id, previous.as_deref(), &Page { ctx, url, now })
     }
 
     #[wasm_bindgen(js_name = softLogin)]
@@ -93,7 +101,7 @@ impl Core {
         now: f64,
     ) -> String {
         self.0
-            .soft_login(email.as_deref(), phone.as_deref(), ctx, url, now)
+            .soft_login(email.as_deref(), phone.as_deref(), &Page { ctx, url, now })
     }
 
     pub fn redact(&self, s: &str) -> Option<String> {
@@ -116,7 +124,7 @@ impl Core {
         url: &str,
         now: f64,
     ) {
-        self.0.set_consent(a, m, p, source, ctx, url, now);
+        self.0.set_consent(a, m, p, source, &Page { ctx, url, now });
     }
 
     #[wasm_bindgen(js_name = consentGcm)]
@@ -131,12 +139,13 @@ impl Core {
         url: &str,
         now: f64,
     ) {
-        self.0.set_consent_gcm(a, ads, data, pers, ctx, url, now);
+        self.0
+            .set_consent_gcm(a, ads, data, pers, &Page { ctx, url, now });
     }
 
     #[wasm_bindgen(js_name = consentTcf)]
     pub fn consent_tcf(&mut self, purposes: u32, ctx: &str, url: &str, now: f64) {
-        self.0.set_consent_tcf(purposes, ctx, url, now);
+        self.0.set_consent_tcf(purposes, &Page { ctx, url, now });
     }
 
     pub fn consent(&self) -> String {

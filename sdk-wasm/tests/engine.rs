@@ -1,13 +1,17 @@
 //! The SDK engine's decisions, natively: consent gating, the persisted queue, batches,
 //! retries, cross-tab hand-off, soft login and campaign capture.
 
-use sdk_wasm::engine::{Engine, EVENT_PREFIX, MAX_QUEUE, UNLOAD_BYTES};
+use sdk_wasm::engine::{Engine, Page, EVENT_PREFIX, MAX_QUEUE, UNLOAD_BYTES};
 use serde_json::Value;
 use tracking_plan::identifiers::sha256_hex;
 
 const CTX: &str = r#"{"page":{"path":"/","url":"https://shop.example/"},"locale":"en-GB"}"#;
 const URL: &str = "https://shop.example/";
 const T0: f64 = 1_795_472_345_000.0;
+
+fn at(url: &str, now: f64) -> Page<'_> {
+    Page { ctx: CTX, url, now }
+}
 
 fn engine(opt_out: bool) -> Engine {
     let mut e = Engine::new("wk", opt_out, "DE", &[7; 16], true);
@@ -42,14 +46,14 @@ fn batch(e: &mut Engine) -> Vec<Value> {
 fn opt_in_writes_and_sends_nothing_before_consent() {
     let mut e = engine(false);
     assert!(ops(&mut e).is_empty(), "not even the anonymous id");
-    assert!(e.record("track", Some("Viewed"), Some(r#"{"a":1}"#), CTX, URL, T0));
-    assert!(e.record("page", None, None, CTX, URL, T0 + 1.0));
+    assert!(e.record("track", Some("Viewed"), Some(r#"{"a":1}"#), &at(URL, T0)));
+    assert!(e.record("page", None, None, &at(URL, T0 + 1.0)));
     assert!(ops(&mut e).is_empty());
     assert_eq!(e.next_batch(T0, 500_000, None), None);
     assert_eq!(e.send_delay(), -1.0);
 
     // Consent: the waiting events are stamped and queued, with the decision's record.
-    e.set_consent(1, 0, 1, "banner", CTX, URL, T0 + 2.0);
+    e.set_consent(1, 0, 1, "banner", &at(URL, T0 + 2.0));
     let writes = ops(&mut e);
     assert!(writes
         .iter()
@@ -79,8 +83,8 @@ fn opt_in_writes_and_sends_nothing_before_consent() {
 #[test]
 fn a_denial_purges_waiting_events_and_only_the_record_leaves() {
     let mut e = engine(false);
-    e.record("track", Some("Viewed"), None, CTX, URL, T0);
-    e.set_consent(0, 0, 0, "banner", CTX, URL, T0 + 1.0);
+    e.record("track", Some("Viewed"), None, &at(URL, T0));
+    e.set_consent(0, 0, 0, "banner", &at(URL, T0 + 1.0));
     let writes = ops(&mut e);
     assert!(
         writes.iter().all(|(_, key, _)| key == "sl_consent"),
@@ -91,7 +95,7 @@ fn a_denial_purges_waiting_events_and_only_the_record_leaves() {
     assert_eq!(events[0]["event"], "Consent Updated");
     assert_eq!(events[0]["properties"]["analytics"], false);
     assert!(
-        !e.record("track", Some("Later"), None, CTX, URL, T0 + 2.0),
+        !e.record("track", Some("Later"), None, &at(URL, T0 + 2.0)),
         "not collected"
     );
     let stats: Value = serde_json::from_str(&e.stats_json()).unwrap();
@@ -101,13 +105,13 @@ fn a_denial_purges_waiting_events_and_only_the_record_leaves() {
 #[test]
 fn revoking_marketing_purges_events_that_carry_click_ids() {
     let mut e = engine(false);
-    e.set_consent(1, 1, 1, "banner", CTX, URL, T0);
+    e.set_consent(1, 1, 1, "banner", &at(URL, T0));
     e.done(200, 0.0); // nothing in flight yet: a no-op
     let ad = "https://shop.example/?utm_source=News&utm_medium=Email&gclid=G1";
-    e.record("page", None, None, CTX, ad, T0 + 1.0);
-    e.record("track", Some("Plain"), None, CTX, URL, T0 + 2.0);
+    e.record("page", None, None, &at(ad, T0 + 1.0));
+    e.record("track", Some("Plain"), None, &at(URL, T0 + 2.0));
     ops(&mut e);
-    e.set_consent(-1, 0, -1, "banner", CTX, URL, T0 + 3.0);
+    e.set_consent(-1, 0, -1, "banner", &at(URL, T0 + 3.0));
     let writes = ops(&mut e);
     // Both events carried the click id of the last touch: both are removed from storage.
     assert_eq!(
@@ -132,17 +136,16 @@ fn campaign_first_and_last_touch() {
         "page",
         None,
         None,
-        CTX,
-        "https://s.example/?utm_source=Google&utm_medium=CPC&gclid=abc",
-        T0,
+        &at(
+            "https://s.example/?utm_source=Google&utm_medium=CPC&gclid=abc",
+            T0,
+        ),
     );
     e.record(
         "page",
         None,
         None,
-        CTX,
-        "https://s.example/?utm_source=news",
-        T0 + 1.0,
+        &at("https://s.example/?utm_source=news", T0 + 1.0),
     );
     let events = batch(&mut e);
     assert_eq!(events[0]["context"]["campaign"]["source"], "google");
@@ -161,7 +164,7 @@ fn campaign_first_and_last_touch() {
 #[test]
 fn retries_keep_message_ids_back_off_and_honour_retry_after() {
     let mut e = engine(true);
-    e.record("track", Some("A"), None, CTX, URL, T0);
+    e.record("track", Some("A"), None, &at(URL, T0));
     let first = batch(&mut e);
     let d1 = e.done(503, 0.0);
     assert!((450.0..=550.0).contains(&d1), "{d1}");
@@ -179,7 +182,7 @@ fn retries_keep_message_ids_back_off_and_honour_retry_after() {
         .iter()
         .any(|(k, key, _)| k == "r" && key.starts_with(EVENT_PREFIX)));
     // A refused batch (400) is dropped, not retried.
-    e.record("track", Some("B"), None, CTX, URL, T0);
+    e.record("track", Some("B"), None, &at(URL, T0));
     batch(&mut e);
     assert_eq!(e.done(400, 0.0), -2.0);
     assert_eq!(e.pending(), 0);
@@ -193,9 +196,7 @@ fn a_reload_restores_the_queue_in_order() {
             "track",
             Some(&format!("E{i}")),
             None,
-            CTX,
-            URL,
-            T0 + f64::from(i),
+            &at(URL, T0 + f64::from(i)),
         );
     }
     let stored: Vec<(String, String, String)> = ops(&mut a);
@@ -226,7 +227,7 @@ fn a_reload_restores_the_queue_in_order() {
 #[test]
 fn an_event_another_tab_sent_is_not_sent_again() {
     let mut a = engine(true);
-    a.record("track", Some("Shared"), None, CTX, URL, T0);
+    a.record("track", Some("Shared"), None, &at(URL, T0));
     let key = ops(&mut a)
         .into_iter()
         .find(|(_, k, _)| k.starts_with(EVENT_PREFIX))
@@ -236,7 +237,7 @@ fn an_event_another_tab_sent_is_not_sent_again() {
     assert_eq!(a.next_batch(T0, 500_000, Some("sl_e:someone-else")), None);
     assert_eq!(a.pending(), 0);
     let mut b = engine(true);
-    b.record("track", Some("Mine"), None, CTX, URL, T0);
+    b.record("track", Some("Mine"), None, &at(URL, T0));
     let mine = ops(&mut b)
         .into_iter()
         .find(|(_, k, _)| k.starts_with(EVENT_PREFIX))
@@ -259,9 +260,7 @@ fn the_queue_is_bounded_and_counts_what_it_sheds() {
             "track",
             Some("E"),
             Some(&format!(r#"{{"i":{i}}}"#)),
-            CTX,
-            URL,
-            T0 + i as f64,
+            &at(URL, T0 + i as f64),
         );
     }
     assert_eq!(e.pending(), MAX_QUEUE);
@@ -283,9 +282,7 @@ fn batches_respect_count_and_size_and_the_unload_budget() {
             "track",
             Some("E"),
             Some(if i < 10 { &big } else { "{}" }),
-            CTX,
-            URL,
-            T0,
+            &at(URL, T0),
         );
     }
     assert_eq!(e.send_delay(), 0.0, "a full batch goes at once");
@@ -299,7 +296,7 @@ fn batches_respect_count_and_size_and_the_unload_budget() {
     assert_eq!(batch(&mut e).len(), 100);
     let huge = format!(r#"{{"blob":"{}"}}"#, "y".repeat(40_000));
     assert!(
-        !e.record("track", Some("Huge"), Some(&huge), CTX, URL, T0),
+        !e.record("track", Some("Huge"), Some(&huge), &at(URL, T0)),
         "over 32 KB"
     );
 }
@@ -310,9 +307,7 @@ fn soft_login_hashes_in_the_page_with_the_shared_vectors() {
     let r: Value = serde_json::from_str(&e.soft_login(
         Some(" John_Smith@Gmail.com "),
         Some("+1 (650) 555-1212"),
-        CTX,
-        URL,
-        T0,
+        &at(URL, T0),
     ))
     .unwrap();
     assert_eq!(
@@ -337,10 +332,10 @@ fn soft_login_hashes_in_the_page_with_the_shared_vectors() {
     );
     // A national number takes the configured country (DE).
     let de: Value =
-        serde_json::from_str(&e.soft_login(None, Some("030 1234567"), CTX, URL, T0)).unwrap();
+        serde_json::from_str(&e.soft_login(None, Some("030 1234567"), &at(URL, T0))).unwrap();
     assert_eq!(de["phone_sha256"], sha256_hex("+49301234567"));
     let bad: Value =
-        serde_json::from_str(&e.soft_login(Some("test@test.com"), None, CTX, URL, T0)).unwrap();
+        serde_json::from_str(&e.soft_login(Some("test@test.com"), None, &at(URL, T0))).unwrap();
     assert_eq!(bad["error"], "email: blocked");
     assert_eq!(
         e.redact("mail me: ann@example.com").unwrap(),
@@ -352,8 +347,8 @@ fn soft_login_hashes_in_the_page_with_the_shared_vectors() {
 fn identify_alias_and_reset() {
     let mut e = engine(true);
     let anon = e.anonymous_id().to_string();
-    e.identify(Some("u1"), Some(r#"{"plan":"pro"}"#), CTX, URL, T0);
-    e.alias("u2", None, CTX, URL, T0);
+    e.identify(Some("u1"), Some(r#"{"plan":"pro"}"#), &at(URL, T0));
+    e.alias("u2", None, &at(URL, T0));
     let events = batch(&mut e);
     assert_eq!(events[0]["userId"], "u1");
     assert_eq!(events[0]["traits"]["plan"], "pro");
