@@ -247,3 +247,53 @@ test('SPA navigations are page views; UTM and click ids are captured first- and 
     await browser.close();
   }
 });
+
+test('Google Consent Mode and the IAB TCF drive consent; debug mode reports plan violations', async () => {
+  const browser = await startBrowser();
+  try {
+    // Consent Mode v2: denied by default, granted by a later gtag update.
+    const gcm = await browser.context.newPage();
+    await gcm.addInitScript(() => {
+      window.dataLayer = [['consent', 'default', { analytics_storage: 'denied', ad_storage: 'denied', ad_user_data: 'denied', ad_personalization: 'denied' }]];
+    });
+    await gcm.goto(`${collector.url}/about`);
+    await gcm.evaluate(() => window.sightline.ready);
+    assert.equal(await gcm.evaluate(() => window.sightline.consent.get().analytics), false);
+    await gcm.evaluate(() => window.dataLayer.push(['consent', 'update', { analytics_storage: 'granted', ad_storage: 'granted', ad_user_data: 'granted', ad_personalization: 'denied' }]));
+    assert.deepEqual(await gcm.evaluate(() => window.sightline.consent.get()),
+      { analytics: true, marketing: true, personalization: false, decided: true });
+    await gcm.evaluate(() => window.sightline.flush());
+    const anon = await gcm.evaluate(() => window.sightline.anonymousId());
+    const log = await eventually(async () => {
+      const l = (await collector.adminJson(`/admin/v1/consent?anonymousId=${anon}`)).consent;
+      return l.length >= 2 && l;
+    }, 20_000, 'consent log');
+    assert.deepEqual(log.map((e) => [e.source, JSON.parse(e.categories).analytics]), [['gcm', true], ['gcm', false]]);
+    await gcm.close();
+
+    // IAB TCF: a CMP answering through __tcfapi.
+    const tcf = await browser.context.newPage();
+    await tcf.addInitScript(() => {
+      window.__tcfapi = (cmd, version, cb) => {
+        if (cmd === 'addEventListener') setTimeout(() => cb({ eventStatus: 'tcloaded', purpose: { consents: { 1: true, 5: true, 6: true, 8: true } } }, true), 0);
+      };
+    });
+    await tcf.goto(`${collector.url}/about`);
+    await tcf.evaluate(() => window.sightline.ready);
+    await eventually(() => tcf.evaluate(() => window.sightline.consent.get().decided), 5_000, 'TCF applied');
+    assert.deepEqual(await tcf.evaluate(() => window.sightline.consent.get()),
+      { analytics: true, marketing: false, personalization: true, decided: true });
+
+    // Debug mode: the collector's verdict on a plan violation shows in the console.
+    const warnings = [];
+    tcf.on('console', (m) => { if (m.type() === 'warning') warnings.push(m.text()); });
+    await tcf.evaluate(() => {
+      window.sightline.debug(true);
+      window.sightline.track('Product Added', { product_id: 'nope', price: -1, currency: 'EUR' });
+      return window.sightline.flush();
+    });
+    await eventually(() => warnings.some((w) => w.includes('quarantined')), 10_000, 'a console warning');
+  } finally {
+    await browser.close();
+  }
+});

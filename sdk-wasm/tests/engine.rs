@@ -363,3 +363,35 @@ fn identify_alias_and_reset() {
     assert_ne!(e.anonymous_id(), anon);
     assert_eq!(e.user_id(), None);
 }
+
+#[test]
+fn google_consent_mode_and_tcf_map_to_categories() {
+    let mut e = engine(false);
+    e.set_consent_gcm("granted", "granted", "denied", "granted", &at(URL, T0));
+    let c: Value = serde_json::from_str(&e.consent_json()).unwrap();
+    assert_eq!(
+        (c["analytics"].as_bool(), c["marketing"].as_bool(), c["personalization"].as_bool()),
+        (Some(true), Some(false), Some(true))
+    );
+    let record = batch(&mut e);
+    assert_eq!(record[0]["context"]["consent"]["source"], "gcm");
+    e.done(200, 0.0);
+    // The same state announced again is not a new decision: no second record.
+    e.set_consent_gcm("granted", "granted", "denied", "granted", &at(URL, T0 + 1.0));
+    assert_eq!(e.next_batch(T0, 500_000, None), None);
+
+    let mut t = engine(false);
+    let purposes = |ps: &[u32]| ps.iter().fold(0u32, |m, p| m | 1 << (p - 1));
+    t.set_consent_tcf(purposes(&[1, 8, 5, 6]), &at(URL, T0));
+    let c: Value = serde_json::from_str(&t.consent_json()).unwrap();
+    assert_eq!(
+        (c["analytics"].as_bool(), c["marketing"].as_bool(), c["personalization"].as_bool()),
+        (Some(true), Some(false), Some(true))
+    );
+    t.set_consent_tcf(purposes(&[1, 3, 4, 7, 8]), &at(URL, T0 + 1.0));
+    let c: Value = serde_json::from_str(&t.consent_json()).unwrap();
+    assert_eq!(c["marketing"], true);
+    t.set_consent_tcf(purposes(&[3, 4, 7, 8]), &at(URL, T0 + 2.0));
+    let c: Value = serde_json::from_str(&t.consent_json()).unwrap();
+    assert_eq!(c["analytics"], false, "no storage consent (purpose 1): nothing");
+}
