@@ -78,8 +78,9 @@ function start() {
       return ctxText;
     };
 
-    // Storage operations the engine asked for, right after each call (the engine
-    // assumes them done before the next one).
+    // Storage operations the engine asked for. API calls apply them at the end of the
+    // current task (a burst of calls becomes a few chunk writes); sends and unload apply
+    // them at once.
     const apply = () => {
       const ops = core.ops();
       if (!ops) return;
@@ -182,12 +183,19 @@ function start() {
           if (next >= 0) { settle(); timer = setTimeout(() => { timer = 0; send(); }, next); } else schedule();
         });
     };
-    const after = (kept) => { apply(); if (kept === false) warn('event not kept (over 32 KB, or consent denied)'); schedule(); };
+    let applyQueued = false;
+    const applySoon = () => {
+      if (applyQueued) return;
+      applyQueued = true;
+      queueMicrotask(() => { applyQueued = false; apply(); });
+    };
+    const after = (kept) => { applySoon(); if (kept === false) warn('event not kept (over 32 KB, or consent denied)'); schedule(); };
     const now = Date.now;
 
     // The page is going away: hand what is left to the browser in one keepalive
     // request within the 64 KB budget. Offline, it stays in storage for the next page.
     const unload = () => {
+      apply();
       if (sending || !nav.onLine) return;
       const batch = core.unloadBatch(now());
       apply();

@@ -85,8 +85,11 @@ struct Item {
     owner: String,
     json: String,
     needs: u8,
-    /// Written to storage (and so visible to other tabs).
-    persisted: bool,
+    /// The storage key of the chunk holding it, once written (events are stored in chunks
+    /// of up to [`MAX_BATCH_EVENTS`] lines, one `setItem` per chunk rather than per event).
+    stored_in: Option<String>,
+    /// To be written with the next storage operations.
+    pending: bool,
     /// Read back from storage at start (another page or tab may send it too).
     restored: bool,
 }
@@ -217,21 +220,28 @@ impl Engine {
             }
             K_FIRST => self.first_touch = Some(value.to_string()),
             K_LAST => self.last_touch = Some(value.to_string()),
-            k if k.starts_with(EVENT_PREFIX) => {
-                let needs = value
-                    .as_bytes()
-                    .first()
-                    .map_or(ANALYTICS, |c| c.wrapping_sub(b'0'));
-                let json = value.get(1..).unwrap_or_default();
-                if needs <= 3 && json::is_object(json) && k.len() > TAB_LEN {
-                    self.queue.push(Item {
-                        owner: k[k.len() - TAB_LEN..].to_string(),
-                        key: k.to_string(),
-                        json: json.to_string(),
-                        needs,
-                        persisted: true,
-                        restored: true,
-                    });
+            k if k.starts_with(EVENT_PREFIX) && k.len() > TAB_LEN => {
+                // A chunk: one event per line, each line its consent needs then its JSON.
+                for (n, line) in value.split('\n').enumerate() {
+                    let needs = line
+                        .as_bytes()
+                        .first()
+                        .map_or(ANALYTICS, |c| c.wrapping_sub(b'0'));
+                    let json = line.get(1..).unwrap_or_default();
+                    if needs <= 3 && json::is_object(json) {
+                        let mut key = k.to_string();
+                        key.push('#');
+                        key.push_str(&decimal(n as u64));
+                        self.queue.push(Item {
+                            owner: k[k.len() - TAB_LEN..].to_string(),
+                            key,
+                            json: json.to_string(),
+                            needs,
+                            stored_in: Some(k.to_string()),
+                            pending: false,
+                            restored: true,
+                        });
+                    }
                 }
             }
             _ => {}
@@ -301,15 +311,71 @@ impl Engine {
         }
     }
 
-    /// Storage operations to perform, in order: `s␟key␟value␞` and `r␟key␞`.
+    /// Storage operations to perform, in order: `s␟key␟value␞` and `r␟key␞`. Events
+    /// recorded since the last call are written here, in chunks: the adapter calls this
+    /// once per task, so a burst of calls costs a few writes, not one per event.
     pub fn take_ops(&mut self) -> String {
+        let mut group: Vec<usize> = Vec::new();
+        for idx in 0..self.queue.len() {
+            if self.queue[idx].pending {
+                group.push(idx);
+            }
+            let last = idx + 1 == self.queue.len();
+            if !group.is_empty() && (group.len() == MAX_BATCH_EVENTS || last) {
+                let chunk = self.queue[group[0]].key.clone();
+                for &g in &group {
+                    let item = &mut self.queue[g];
+                    item.pending = false;
+                    item.stored_in = Some(chunk.clone());
+                }
+                self.write_chunk(&chunk);
+                group.clear();
+            }
+        }
         std::mem::take(&mut self.ops)
     }
 
-    /// The adapter could not write `key` (quota): the event lives in this tab only.
+    /// Writes a chunk with the events still in it, or removes it when none is left.
+    fn write_chunk(&mut self, chunk: &str) {
+        let mut value = String::new();
+        for i in self
+            .queue
+            .iter()
+            .filter(|i| i.stored_in.as_deref() == Some(chunk))
+        {
+            if !value.is_empty() {
+                value.push('\n');
+            }
+            value.push(char::from(b'0' + i.needs));
+            value.push_str(&i.json);
+        }
+        if value.is_empty() {
+            self.op_remove(chunk);
+        } else {
+            self.op_set(chunk, &value);
+        }
+    }
+
+    /// Rewrites the chunks that held events just removed from the queue.
+    fn rewrite(&mut self, mut chunks: Vec<String>) {
+        chunks.dedup();
+        let mut done: Vec<String> = Vec::new();
+        for c in chunks {
+            if !done.contains(&c) {
+                self.write_chunk(&c);
+                done.push(c);
+            }
+        }
+    }
+
+    /// The adapter could not write chunk `key` (quota): its events live in this tab only.
     pub fn not_persisted(&mut self, key: &str) {
-        if let Some(i) = self.queue.iter_mut().find(|i| i.key == key) {
-            i.persisted = false;
+        for i in self
+            .queue
+            .iter_mut()
+            .filter(|i| i.stored_in.as_deref() == Some(key))
+        {
+            i.stored_in = None;
         }
     }
 
@@ -496,19 +562,14 @@ impl Engine {
         key.push_str(&base36(now as u64, 9));
         key.push_str(&base36(u64::from(self.seq), 4));
         key.push_str(&self.tab);
-        let persisted = self.may_store();
-        if persisted {
-            let mut value = String::with_capacity(json.len() + 1);
-            value.push(char::from(b'0' + needs));
-            value.push_str(&json);
-            self.op_set(&key, &value);
-        }
+        let pending = self.may_store();
         self.queue.push(Item {
             key,
             owner: self.tab.clone(),
             json,
             needs,
-            persisted,
+            stored_in: None,
+            pending,
             restored: false,
         });
         self.bound();
@@ -525,8 +586,8 @@ impl Engine {
                 .position(|i| !self.inflight.contains(&i.key))
             {
                 let item = self.queue.remove(i);
-                if item.persisted {
-                    self.op_remove(&item.key);
+                if let Some(c) = item.stored_in {
+                    self.rewrite(vec![c]);
                 }
             } else {
                 break;
@@ -674,7 +735,32 @@ impl Engine {
             }
         }
         if !self.granted(self.consent.marketing) {
+            // Click ids are ad identifiers: gone from memory and storage with marketing.
             self.last_click_ids = None;
+            for (k, stored) in [
+                (K_FIRST, self.first_touch.take()),
+                (K_LAST, self.last_touch.take()),
+            ] {
+                let kept = stored
+                    .as_deref()
+                    .and_then(|t| extract(t, "campaign"))
+                    .map(|c| {
+                        let mut t = String::from("{");
+                        json::field_raw(&mut t, "campaign", c);
+                        t.push('}');
+                        t
+                    });
+                match &kept {
+                    Some(t) => self.save(k, t),
+                    None if self.may_store() => self.op_remove(k),
+                    None => {}
+                }
+                if k == K_FIRST {
+                    self.first_touch = kept;
+                } else {
+                    self.last_touch = kept;
+                }
+            }
         }
         let waiting = std::mem::take(&mut self.waiting);
         if self.granted(self.consent.analytics) {
@@ -773,17 +859,17 @@ impl Engine {
             let allowed =
                 (i.needs & ANALYTICS == 0 || analytics) && (i.needs & MARKETING == 0 || marketing);
             if !allowed {
-                removed.push((i.key.clone(), i.persisted));
+                removed.push((i.key.clone(), i.stored_in.clone()));
             }
             allowed
         });
-        for (key, persisted) in removed {
+        let mut chunks = Vec::new();
+        for (key, chunk) in removed {
             self.purged += 1;
             self.inflight.retain(|k| *k != key);
-            if persisted {
-                self.op_remove(&key);
-            }
+            chunks.extend(chunk);
         }
+        self.rewrite(chunks);
     }
 
     // ------------------------------------------------------------ delivery
@@ -872,13 +958,11 @@ impl Engine {
             return None;
         }
         if let Some(p) = present {
-            // Both lists are in key order (storage keys sorted by the adapter): one merge pass.
-            let mut keys = p.split('\n').peekable();
-            self.queue.retain(|i| {
-                while keys.peek().is_some_and(|k| *k < i.key.as_str()) {
-                    keys.next();
-                }
-                !i.persisted || keys.peek() == Some(&i.key.as_str())
+            // The adapter lists the keys sorted: a binary search per restored event.
+            let keys: Vec<&str> = p.split('\n').collect();
+            self.queue.retain(|i| match (&i.stored_in, i.restored) {
+                (Some(c), true) => keys.binary_search(&c.as_str()).is_ok(),
+                _ => true,
             });
         }
         let mut body = String::from("{\"batch\":[");
@@ -944,15 +1028,13 @@ impl Engine {
             };
             if hit {
                 n += 1;
-                if i.persisted {
-                    gone.push(i.key.clone());
+                if let Some(c) = &i.stored_in {
+                    gone.push(c.clone());
                 }
             }
             !hit
         });
-        for k in gone {
-            self.op_remove(&k);
-        }
+        self.rewrite(gone);
         n
     }
 

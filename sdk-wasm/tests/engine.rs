@@ -59,13 +59,14 @@ fn opt_in_writes_and_sends_nothing_before_consent() {
         .iter()
         .any(|(k, key, v)| k == "s" && key == "sl_consent" && v.starts_with("101")));
     assert!(writes.iter().any(|(k, key, _)| k == "s" && key == "sl_aid"));
-    assert_eq!(
-        writes
-            .iter()
-            .filter(|(k, key, _)| k == "s" && key.starts_with(EVENT_PREFIX))
-            .count(),
-        3
-    );
+    // The three events are written together: one chunk, one line each.
+    let chunks: Vec<&String> = writes
+        .iter()
+        .filter(|(k, key, _)| k == "s" && key.starts_with(EVENT_PREFIX))
+        .map(|(_, _, v)| v)
+        .collect();
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].lines().count(), 3);
     let events = batch(&mut e);
     assert_eq!(events.len(), 3);
     assert_eq!(events[0]["event"], "Viewed");
@@ -113,13 +114,23 @@ fn revoking_marketing_purges_events_that_carry_click_ids() {
     ops(&mut e);
     e.set_consent(-1, 0, -1, "banner", &at(URL, T0 + 3.0));
     let writes = ops(&mut e);
-    // Both events carried the click id of the last touch: both are removed from storage.
-    assert_eq!(
-        writes
+    // Both events carried the click id of the last touch: their chunk is rewritten
+    // without them (only the first consent record stays in it).
+    let chunks: Vec<&String> = writes
+        .iter()
+        .filter(|(k, key, _)| k == "s" && key.starts_with(EVENT_PREFIX))
+        .map(|(_, _, v)| v)
+        .collect();
+    assert!(
+        chunks
             .iter()
-            .filter(|(k, key, _)| k == "r" && key.starts_with(EVENT_PREFIX))
-            .count(),
-        2
+            .all(|v| !v.contains("gclid") && !v.contains("Plain")),
+        "{chunks:?}"
+    );
+    assert_eq!(
+        chunks.iter().map(|v| v.lines().count()).sum::<usize>(),
+        2,
+        "the two consent records"
     );
     let events = batch(&mut e);
     let names: Vec<&str> = events
@@ -165,6 +176,7 @@ fn campaign_first_and_last_touch() {
 fn retries_keep_message_ids_back_off_and_honour_retry_after() {
     let mut e = engine(true);
     e.record("track", Some("A"), None, &at(URL, T0));
+    ops(&mut e); // stored, as the adapter does after every call
     let first = batch(&mut e);
     let d1 = e.done(503, 0.0);
     assert!((450.0..=550.0).contains(&d1), "{d1}");
@@ -226,32 +238,42 @@ fn a_reload_restores_the_queue_in_order() {
 
 #[test]
 fn an_event_another_tab_sent_is_not_sent_again() {
+    // Tab A stored an event and went away.
     let mut a = engine(true);
-    a.record("track", Some("Shared"), None, &at(URL, T0));
-    let key = ops(&mut a)
+    a.record("track", Some("Left Behind"), None, &at(URL, T0));
+    let (_, chunk, value) = ops(&mut a)
         .into_iter()
         .find(|(_, k, _)| k.starts_with(EVENT_PREFIX))
-        .unwrap()
-        .1;
-    // Under the lock, the key is gone: the other tab has sent and removed it.
-    assert_eq!(a.next_batch(T0, 500_000, Some("sl_e:someone-else")), None);
-    assert_eq!(a.pending(), 0);
-    let mut b = engine(true);
-    b.record("track", Some("Mine"), None, &at(URL, T0));
-    let mine = ops(&mut b)
-        .into_iter()
-        .find(|(_, k, _)| k.starts_with(EVENT_PREFIX))
-        .unwrap()
-        .1;
-    assert!(b
-        .next_batch(T0, 500_000, Some(&format!("{key}\n{mine}")))
-        .is_some());
-    // A tab restores the events of a live tab, and leaves them to it.
-    let mut c = Engine::new("wk", true, "DE", &[5; 16], true);
-    c.restore(&mine, r#"1{"type":"track","event":"x","context":{}}"#);
+        .unwrap();
+    // Tabs B and C both restore it; C adopts it (it took A's lock) and sends it.
+    let mut b = Engine::new("wk", true, "DE", &[5; 16], true);
+    b.restore(&chunk, &value);
+    b.start();
+    assert_eq!(
+        b.next_batch(T0, 500_000, None),
+        None,
+        "owned by tab A until adopted"
+    );
+    assert_eq!(b.foreign_tabs(), a.tab());
+    b.adopt_tab(a.tab());
+    // Under the send lock the chunk is gone: another tab sent it; B does not.
+    assert_eq!(b.next_batch(T0, 500_000, Some("sl_e:other")), None);
+    assert_eq!(b.pending(), 0);
+    // With the chunk still there, B sends it.
+    let mut c = Engine::new("wk", true, "DE", &[6; 16], true);
+    c.restore(&chunk, &value);
     c.start();
-    assert_eq!(c.next_batch(T0, 500_000, None), None, "owned by a live tab");
+    c.adopt_tab(a.tab());
+    assert!(c.needs_present());
+    assert!(c.next_batch(T0, 500_000, Some(&chunk)).is_some());
+    // A tab that only has its own events needs no storage listing.
+    let mut d = engine(true);
+    d.record("track", Some("Mine"), None, &at(URL, T0));
+    ops(&mut d);
+    assert!(!d.needs_present());
+    assert!(d.next_batch(T0, 500_000, None).is_some());
 }
+
 #[test]
 fn the_queue_is_bounded_and_counts_what_it_sheds() {
     let mut e = engine(true);
@@ -370,14 +392,24 @@ fn google_consent_mode_and_tcf_map_to_categories() {
     e.set_consent_gcm("granted", "granted", "denied", "granted", &at(URL, T0));
     let c: Value = serde_json::from_str(&e.consent_json()).unwrap();
     assert_eq!(
-        (c["analytics"].as_bool(), c["marketing"].as_bool(), c["personalization"].as_bool()),
+        (
+            c["analytics"].as_bool(),
+            c["marketing"].as_bool(),
+            c["personalization"].as_bool()
+        ),
         (Some(true), Some(false), Some(true))
     );
     let record = batch(&mut e);
     assert_eq!(record[0]["context"]["consent"]["source"], "gcm");
     e.done(200, 0.0);
     // The same state announced again is not a new decision: no second record.
-    e.set_consent_gcm("granted", "granted", "denied", "granted", &at(URL, T0 + 1.0));
+    e.set_consent_gcm(
+        "granted",
+        "granted",
+        "denied",
+        "granted",
+        &at(URL, T0 + 1.0),
+    );
     assert_eq!(e.next_batch(T0, 500_000, None), None);
 
     let mut t = engine(false);
@@ -385,7 +417,11 @@ fn google_consent_mode_and_tcf_map_to_categories() {
     t.set_consent_tcf(purposes(&[1, 8, 5, 6]), &at(URL, T0));
     let c: Value = serde_json::from_str(&t.consent_json()).unwrap();
     assert_eq!(
-        (c["analytics"].as_bool(), c["marketing"].as_bool(), c["personalization"].as_bool()),
+        (
+            c["analytics"].as_bool(),
+            c["marketing"].as_bool(),
+            c["personalization"].as_bool()
+        ),
         (Some(true), Some(false), Some(true))
     );
     t.set_consent_tcf(purposes(&[1, 3, 4, 7, 8]), &at(URL, T0 + 1.0));
@@ -393,5 +429,8 @@ fn google_consent_mode_and_tcf_map_to_categories() {
     assert_eq!(c["marketing"], true);
     t.set_consent_tcf(purposes(&[3, 4, 7, 8]), &at(URL, T0 + 2.0));
     let c: Value = serde_json::from_str(&t.consent_json()).unwrap();
-    assert_eq!(c["analytics"], false, "no storage consent (purpose 1): nothing");
+    assert_eq!(
+        c["analytics"], false,
+        "no storage consent (purpose 1): nothing"
+    );
 }
