@@ -48,7 +48,7 @@ function start() {
     if (store) for (let i = 0; i < store.length; i++) { const k = store.key(i); if (k && k.startsWith('sl_')) out.push(k); }
     return out.sort();
   };
-  init({ module_or_path: new URL('sightline.wasm', base) }).then(async () => {
+  init({ module_or_path: new URL('sightline.wasm', base) }).then(() => {
     const seed = new Uint8Array(16);
     crypto.getRandomValues(seed);
     const core = new Core(String(cfg.writeKey), cfg.consent === 'opt-out', cfg.country || '', seed, !!store);
@@ -64,18 +64,19 @@ function start() {
       userAgent: nav.userAgent,
     };
     const pageFacts = () => ({ path: location.pathname, referrer, search: location.search, title: d.title, url: location.href });
-    // The IANA time zone needs Intl, whose first use costs ~40 ms of main thread in
-    // Chromium: read it when the page is idle, not while it loads.
-    (w.requestIdleCallback || setTimeout)(() => {
-      try { statics.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone; ctxKey = ''; } catch {}
-    });
-    // The context text is rebuilt only when the page changes (not on every call).
+    // The IANA time zone: Temporal answers at once; Intl's first use costs ~40 ms of main
+    // thread in Chromium, so without Temporal it is read when the page is idle.
+    try { statics.timezone = w.Temporal.Now.timeZoneId(); } catch {
+      (w.requestIdleCallback || setTimeout)(() => {
+        try { statics.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone; ctxKey = ''; } catch {}
+      });
+    }
+    // The engine is told the page's facts only when they change (not on every call).
     let ctxKey = '';
-    let ctxText = '';
-    const ctx = () => {
+    const sync = () => {
       const k = location.href + '\n' + d.title + '\n' + referrer;
-      if (k !== ctxKey) { ctxKey = k; ctxText = JSON.stringify(Object.assign({ page: pageFacts() }, statics)); }
-      return ctxText;
+      if (k !== ctxKey) { ctxKey = k; core.setPage(JSON.stringify(Object.assign({ page: pageFacts() }, statics)), location.href); }
+      return now();
     };
 
     // Storage operations the engine asked for. API calls apply them at the end of the
@@ -208,31 +209,31 @@ function start() {
     const page = (name, props) => {
       if (name && typeof name === 'object') { props = name; name = undefined; }
       const p = Object.assign(pageFacts(), props || {});
-      after(core.record('page', name == null ? undefined : String(name), body(p), ctx(), location.href, now()));
+      after(core.record('page', name == null ? undefined : String(name), body(p), sync()));
     };
     const api = {
       initialized: true,
       ready: stub.ready || Promise.resolve(),
       init: () => api.ready,
-      track: (event, props) => after(core.record('track', String(event), body(props || {}), ctx(), location.href, now())),
+      track: (event, props) => after(core.record('track', String(event), body(props || {}), sync())),
       page,
-      screen: (name, props) => after(core.record('screen', String(name), body(props || {}), ctx(), location.href, now())),
+      screen: (name, props) => after(core.record('screen', String(name), body(props || {}), sync())),
       identify: (userId, traits) => {
         if (userId && typeof userId === 'object') { traits = userId; userId = undefined; }
-        after(core.identify(userId == null ? undefined : String(userId), body(traits), ctx(), location.href, now()));
+        after(core.identify(userId == null ? undefined : String(userId), body(traits), sync()));
       },
       softLogin: ({ email, phone } = {}) => {
-        const r = JSON.parse(core.softLogin(email == null ? undefined : String(email), phone == null ? undefined : String(phone), ctx(), location.href, now()));
+        const r = JSON.parse(core.softLogin(email == null ? undefined : String(email), phone == null ? undefined : String(phone), sync()));
         after();
         if (r.error) warn('softLogin:', r.error);
         return r;
       },
-      alias: (userId, previousId) => after(core.alias(String(userId), previousId == null ? undefined : String(previousId), ctx(), location.href, now())),
-      group: (groupId, traits) => after(core.record('group', String(groupId), body(traits || {}), ctx(), location.href, now())),
+      alias: (userId, previousId) => after(core.alias(String(userId), previousId == null ? undefined : String(previousId), sync())),
+      group: (groupId, traits) => after(core.record('group', String(groupId), body(traits || {}), sync())),
       consent: {
         set: (c = {}) => {
           const v = (x) => (x == null ? -1 : x ? 1 : 0);
-          core.setConsent(v(c.analytics), v(c.marketing), v(c.personalization), String(c.source || 'sdk'), ctx(), location.href, now());
+          core.setConsent(v(c.analytics), v(c.marketing), v(c.personalization), String(c.source || 'sdk'), sync());
           after();
         },
         get: () => JSON.parse(core.consent()),
@@ -250,7 +251,7 @@ function start() {
     const gcm = () => {
       let st = null;
       for (const e of w.dataLayer || []) if (e && e[0] === 'consent' && e[2]) st = Object.assign(st || {}, e[2]);
-      if (st) { core.consentGcm(st.analytics_storage || '', st.ad_storage || '', st.ad_user_data || '', st.ad_personalization || '', ctx(), location.href, now()); after(); }
+      if (st) { core.consentGcm(st.analytics_storage || '', st.ad_storage || '', st.ad_user_data || '', st.ad_personalization || '', sync()); after(); }
     };
     if (Array.isArray(w.dataLayer)) {
       gcm();
@@ -263,19 +264,19 @@ function start() {
         let mask = 0;
         const c = (tc.purpose && tc.purpose.consents) || {};
         for (let i = 1; i <= 10; i++) if (c[i]) mask |= 1 << (i - 1);
-        core.consentTcf(mask, ctx(), location.href, now());
+        core.consentTcf(mask, sync());
         after();
       });
     }
 
     // A visitor whose script storage was cleared (Safari caps it at 7 days) gets back
     // the id of the collector's HttpOnly first-party cookie: only once consent allows.
+    // Not awaited: the collector joins the cookie's id and this page's id anyway.
     if (!hadId && store && api.consent.get().analytics) {
-      try {
-        const r = await fetch((cfg.endpoint || '') + '/v1/id', { credentials: 'same-origin' });
-        const id = (await r.json()).anonymousId;
-        if (id) { core.adopt(id); apply(); }
-      } catch {}
+      fetch((cfg.endpoint || '') + '/v1/id', { credentials: 'same-origin' })
+        .then((r) => r.json())
+        .then((r) => { if (r.anonymousId) { core.adopt(r.anonymousId); apply(); } })
+        .catch(() => {});
     }
     apply();
 

@@ -13,11 +13,10 @@ const CTX: &str = r#"{"page":{"path":"/"}}"#;
 fn soft_login_hashes_equal_the_tracking_plan_vectors() {
     let mut core = Core::new("wk", true, "US", &[3; 16], false);
     core.start();
+    core.set_page(CTX.into(), "https://s.example/".into());
     let r = core.soft_login(
         Some("John_Smith@gmail.com".into()),
         Some("+1 650 555 1212".into()),
-        CTX,
-        "https://s.example/",
         1.0e12,
     );
     let v = js_sys::JSON::parse(&r).unwrap();
@@ -40,12 +39,11 @@ fn soft_login_hashes_equal_the_tracking_plan_vectors() {
 fn batches_are_json_the_browser_parses() {
     let mut core = Core::new("wk", true, "US", &[4; 16], false);
     core.start();
+    core.set_page(CTX.into(), "https://s.example/?utm_source=A".into());
     assert!(core.record(
         "track",
         Some("Clicked \"x\"\n".into()),
         Some(r#"{"n":1}"#.into()),
-        CTX,
-        "https://s.example/?utm_source=A",
         1.0e12
     ));
     let body = core.batch(1.0e12, 500_000, None).unwrap();
