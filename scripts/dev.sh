@@ -15,9 +15,11 @@ wrangler d1 migrations apply DB --local --persist-to "$STATE" >/dev/null
 cat <<TXT
 
   Sightline is starting (the worker builds first, then wrangler prints "Ready").
-  Example site:  http://127.0.0.1:$PORT/
-  Collector:     POST http://127.0.0.1:$PORT/v1/batch   (write key: sl_dev_key)
+  Example site:  http://127.0.0.1:$PORT/   (accept the consent banner; try the newsletter form)
+  Collector:     POST http://127.0.0.1:$PORT/v1/batch   (write keys: sl_dev_key for the site,
+                 sl_server_key for back-end libraries)
   Admin API:     curl -H 'Authorization: Bearer $ADMIN_TOKEN' http://127.0.0.1:$PORT/admin/v1/events
+                 .../admin/v1/stats, .../admin/v1/quarantine, .../admin/v1/profiles?anonymousId=...
   Local D1:      $STATE
                  (cd edge-collector && npx wrangler d1 execute DB --local --persist-to $STATE \\
                     --command 'select type, event, anonymous_id, received_at from events')
