@@ -19,7 +19,7 @@ if (!stub || !stub.push) {
   // Loaded without the snippet: a stub of our own, configured by init() or data-*.
   stub = w.sightline = [];
   stub.ready = new Promise((r) => { stub._r = r; });
-  for (const m of ['init', 'track', 'page', 'identify', 'softLogin', 'alias', 'group', 'reset', 'flush', 'debug']) {
+  for (const m of ['init', 'track', 'page', 'screen', 'identify', 'softLogin', 'alias', 'group', 'reset', 'flush', 'debug']) {
     stub[m] = (...a) => { stub.push([m, a]); return m === 'init' ? stub.ready : stub; };
   }
   stub.consent = { set: (...a) => stub.push(['consent.set', a]) };
@@ -190,7 +190,7 @@ function start() {
       applyQueued = true;
       queueMicrotask(() => { applyQueued = false; apply(); });
     };
-    const after = (kept) => { applySoon(); if (kept === false) warn('event not kept (over 32 KB, or consent denied)'); schedule(); };
+    const after = (kept) => { applySoon(); if (kept === false && debug) warn('event not kept (over 32 KB, or consent denied)'); schedule(); };
     const now = Date.now;
 
     // The page is going away: hand what is left to the browser in one keepalive

@@ -109,6 +109,7 @@ pub struct Engine {
     first_touch: Option<String>,
     last_touch: Option<String>,
     last_click_ids: Option<String>,
+    touched_url: String,
     queue: Vec<Item>,
     /// Opt-in mode before a decision: events wait here, unstamped, never stored or sent.
     waiting: Vec<(String, u8)>,
@@ -178,6 +179,7 @@ impl Engine {
             first_touch: None,
             last_touch: None,
             last_click_ids: None,
+            touched_url: String::new(),
             queue: Vec::new(),
             waiting: Vec::new(),
             inflight: Vec::new(),
@@ -400,6 +402,11 @@ impl Engine {
     /// First and last touch from the page URL, kept only under consent (click ids under
     /// marketing consent).
     fn touch_campaign(&mut self, url: &str) {
+        // Once per URL: the same landing page does not touch again with every event.
+        if url == self.touched_url {
+            return;
+        }
+        self.touched_url = url.to_string();
         let c = campaign::from_url(url);
         if c.is_empty() {
             return;
@@ -701,6 +708,7 @@ impl Engine {
             return; // a CMP repeating its state on every page is not a new decision
         }
         self.consent = next;
+        self.touched_url.clear(); // the landing URL is read again under the new consent
         self.consent_source = source.chars().take(40).collect();
         if self.storage {
             let v = format!(
