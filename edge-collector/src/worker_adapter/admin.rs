@@ -437,9 +437,9 @@ async fn replay(env: &Env, db: &D1Database, sources: &Sources, body: &Value) -> 
     }
     let mut summary = Vec::new();
     for (key, items) in by_key {
-        let Some(source) = sources.get(&key) else {
+        if sources.get(&key).is_none() {
             continue;
-        };
+        }
         for chunk in items.chunks(100) {
             let batch: Vec<&Value> = chunk.iter().map(|(_, p)| p).collect();
             let text = json!({"batch": batch, "writeKey": key}).to_string();
@@ -450,7 +450,7 @@ async fn replay(env: &Env, db: &D1Database, sources: &Sources, body: &Value) -> 
                 now_ms: Date::now().as_millis() as i64,
                 edge: crate::enrich::EdgeInfo::default(),
             };
-            let report = match super::run_pipeline(env, sources, &ireq, source.storage).await? {
+            let report = match super::run_pipeline(env, sources, &ireq).await? {
                 Ok(r) => r,
                 Err(e) => return reply(e.status, e.to_json()),
             };

@@ -193,10 +193,7 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
             content_encoding: encoding.as_deref(),
         },
     };
-    // The source's storage choice is needed before the pipeline runs; an unknown key is
-    // answered by the pipeline itself.
-    let storage_kind = peek_source_storage(&sources, &ireq);
-    let resp = match run_pipeline(env, &sources, &ireq, storage_kind).await? {
+    let resp = match run_pipeline(env, &sources, &ireq).await? {
         Ok(report) => {
             let resp = Response::from_json(&report)?;
             if let Some(id) = &report.cookie_id {
@@ -215,9 +212,8 @@ pub(crate) async fn run_pipeline(
     env: &Env,
     sources: &Sources,
     ireq: &IngestRequest<'_>,
-    storage_kind: crate::sources::Storage,
 ) -> Result<std::result::Result<crate::ingest::Report, RequestError>> {
-    let store = CloudStore::new(env, storage_kind)?;
+    let store = CloudStore::new(env, sources)?;
     let dedup = DoDedup {
         ns: env.durable_object("DEDUP")?,
         shards: env
@@ -237,32 +233,6 @@ pub(crate) async fn run_pipeline(
         limiter: &limiter,
     };
     Ok(ingest(&svc, sources, ireq).await)
-}
-
-/// Which storage the request's source uses (D1 when the key is unknown: the pipeline
-/// refuses that request before storing anything).
-fn peek_source_storage(sources: &Sources, req: &IngestRequest<'_>) -> crate::sources::Storage {
-    let from_auth = req.authorization.and_then(|a| {
-        let enc = a.strip_prefix("Basic ")?;
-        use base64::Engine as _;
-        let dec = base64::engine::general_purpose::STANDARD
-            .decode(enc.trim())
-            .ok()?;
-        let s = String::from_utf8(dec).ok()?;
-        Some(s.split(':').next()?.to_string())
-    });
-    let key = from_auth.or_else(|| {
-        // `writeKey` in a (possibly gzipped) body: read it the way the pipeline will.
-        let body = crate::ingest::decode_body(req.body, req.edge.content_encoding).ok()?;
-        #[derive(serde::Deserialize)]
-        struct K {
-            #[serde(rename = "writeKey")]
-            write_key: Option<String>,
-        }
-        serde_json::from_slice::<K>(&body).ok()?.write_key
-    });
-    key.and_then(|k| sources.get(&k).map(|s| s.storage))
-        .unwrap_or_default()
 }
 
 /// `GET /v1/id`: the anonymous id in the collector's cookie, for the SDK to adopt when

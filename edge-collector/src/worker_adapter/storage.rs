@@ -2,7 +2,7 @@
 //! log and daily counters; or, for a source with `"storage": "r2"`, clean events sent
 //! through a Queue whose consumer writes batched NDJSON objects to R2.
 
-use crate::sources::Storage;
+use crate::sources::{Sources, Storage};
 use crate::store::{
     ConsentRecord, Counts, EventStore, Insert, QuarantinedEvent, StoreError, StoredEvent,
 };
@@ -18,21 +18,32 @@ fn err(e: Error) -> StoreError {
     StoreError(e.to_string())
 }
 
-pub struct CloudStore {
+pub struct CloudStore<'a> {
     pub db: D1Database,
-    /// Set when the source stores its clean events in R2 through the queue.
+    /// The queue to R2, when the worker has one bound.
     pub queue: Option<Queue>,
+    /// Each event's source says where its clean events go.
+    pub sources: &'a Sources,
 }
 
-impl CloudStore {
-    pub fn new(env: &Env, storage: Storage) -> Result<Self> {
+impl<'a> CloudStore<'a> {
+    pub fn new(env: &Env, sources: &'a Sources) -> Result<Self> {
         Ok(CloudStore {
             db: env.d1("DB")?,
-            queue: match storage {
-                Storage::D1 => None,
-                Storage::R2 => Some(env.queue("EVENTS_QUEUE")?),
-            },
+            queue: env.queue("EVENTS_QUEUE").ok(),
+            sources,
         })
+    }
+
+    /// The queue, when these events' source stores in R2 (all events of one request
+    /// share a source).
+    fn r2_queue(&self, write_key: &str) -> std::result::Result<Option<&Queue>, StoreError> {
+        match self.sources.get(write_key).map(|s| s.storage) {
+            Some(Storage::R2) => self.queue.as_ref().map(Some).ok_or_else(|| {
+                StoreError("the source stores in R2 but EVENTS_QUEUE is not bound".into())
+            }),
+            _ => Ok(None),
+        }
     }
 
     /// Runs one statement per row in a single D1 batch (one round trip, one transaction).
@@ -61,12 +72,15 @@ pub struct Archived {
     pub line: String,
 }
 
-impl EventStore for CloudStore {
+impl EventStore for CloudStore<'_> {
     async fn insert_events(
         &self,
         events: &[StoredEvent],
     ) -> std::result::Result<Vec<Insert>, StoreError> {
-        if let Some(queue) = &self.queue {
+        let Some(first) = events.first() else {
+            return Ok(Vec::new());
+        };
+        if let Some(queue) = self.r2_queue(&first.write_key)? {
             // Dedup already happened in the Durable Objects. Queues deliver at least
             // once: a batch delivered again with the same messages rewrites the same
             // object (its name is a hash of its lines); every line carries its messageId
@@ -185,7 +199,7 @@ impl EventStore for CloudStore {
         moves: &[(String, String)],
     ) -> std::result::Result<(), StoreError> {
         // The R2 archive is immutable: its loaders follow the merge log instead.
-        if self.queue.is_some() {
+        if self.r2_queue(write_key)?.is_some() {
             return Ok(());
         }
         let rows = moves
