@@ -9,6 +9,8 @@
 
 use crate::ids::Rng;
 use crate::json;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 use tracking_plan::campaign;
 use tracking_plan::identifiers::{self as idf, EmailVariant, PhoneVariant};
 use tracking_plan::time::format_rfc3339;
@@ -128,7 +130,7 @@ pub struct Engine {
 /// `n` in base 36, left-padded to `width` (keys sort in time order). Hand-written, as is
 /// [`decimal`]: integer formatting through `core::fmt` costs the SDK kilobytes.
 fn base36(mut n: u64, width: usize) -> String {
-    let mut s = vec!['0'; width];
+    let mut s = alloc::vec!['0'; width];
     for c in s.iter_mut().rev() {
         *c = char::from(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
         n /= 36;
@@ -334,7 +336,7 @@ impl Engine {
                 group.clear();
             }
         }
-        std::mem::take(&mut self.ops)
+        core::mem::take(&mut self.ops)
     }
 
     /// Writes a chunk with the events still in it, or removes it when none is left.
@@ -594,7 +596,7 @@ impl Engine {
             {
                 let item = self.queue.remove(i);
                 if let Some(c) = item.stored_in {
-                    self.rewrite(vec![c]);
+                    self.rewrite(alloc::vec![c]);
                 }
             } else {
                 break;
@@ -711,13 +713,12 @@ impl Engine {
         self.touched_url.clear(); // the landing URL is read again under the new consent
         self.consent_source = source.chars().take(40).collect();
         if self.storage {
-            let v = format!(
-                "{}{}{}.{}",
-                tri_char(self.consent.analytics),
-                tri_char(self.consent.marketing),
-                tri_char(self.consent.personalization),
-                self.consent_source
-            );
+            let mut v = String::new();
+            v.push(tri_char(self.consent.analytics));
+            v.push(tri_char(self.consent.marketing));
+            v.push(tri_char(self.consent.personalization));
+            v.push('.');
+            v.push_str(&self.consent_source);
             self.op_set(K_CONSENT, &v); // the choice itself is necessary, always kept
         }
         if self.may_store() && !before {
@@ -770,7 +771,7 @@ impl Engine {
                 }
             }
         }
-        let waiting = std::mem::take(&mut self.waiting);
+        let waiting = core::mem::take(&mut self.waiting);
         if self.granted(self.consent.analytics) {
             let snap = self.snapshot();
             for (e, needs) in waiting {
@@ -1003,7 +1004,7 @@ impl Engine {
     /// messageIds, so the collector stores each once), `-2` when the batch was refused
     /// (a 4xx other than 429: retrying cannot help; the events are dropped and counted).
     pub fn done(&mut self, status: u16, retry_after: f64) -> f64 {
-        let keys = std::mem::take(&mut self.inflight);
+        let keys = core::mem::take(&mut self.inflight);
         let retry = status == 0 || status == 429 || status >= 500;
         if retry {
             self.backoff = (self.backoff * 2.0).clamp(MIN_BACKOFF_MS, MAX_BACKOFF_MS);
@@ -1052,18 +1053,18 @@ impl Engine {
     /// next page sends them again and the collector answers `duplicate` for those that
     /// did (at least once, never lost).
     pub fn unload_batch(&mut self, now: f64) -> Option<String> {
-        let inflight = std::mem::take(&mut self.inflight);
+        let inflight = core::mem::take(&mut self.inflight);
         let saved: Vec<Item> = {
-            let (busy, free): (Vec<Item>, Vec<Item>) = std::mem::take(&mut self.queue)
+            let (busy, free): (Vec<Item>, Vec<Item>) = core::mem::take(&mut self.queue)
                 .into_iter()
                 .partition(|i| inflight.contains(&i.key));
             self.queue = free;
             busy
         };
         let body = self.next_batch(now, UNLOAD_BYTES, None);
-        let handed = std::mem::take(&mut self.inflight);
+        let handed = core::mem::take(&mut self.inflight);
         self.queue.retain(|i| !handed.contains(&i.key));
-        let mut rest = std::mem::take(&mut self.queue);
+        let mut rest = core::mem::take(&mut self.queue);
         self.queue = saved;
         self.queue.append(&mut rest);
         self.inflight = inflight;

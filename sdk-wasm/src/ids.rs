@@ -5,6 +5,8 @@
 //! a xoshiro128++ generator seeded once from the browser's CSPRNG (`crypto.getRandomValues`,
 //! 16 bytes) is enough, and it is a dozen lines against the crates' getrandom glue.
 
+use alloc::string::String;
+
 pub struct Rng([u32; 4]);
 
 impl Rng {

@@ -4,6 +4,8 @@
 //! traits arrive as text from the page's own `JSON.stringify`), and serde_json's `Value`
 //! with its formatter is about 30 KB of the browser download.
 
+use alloc::string::String;
+
 /// Appends `s` as a JSON string literal.
 pub fn push_str(out: &mut String, s: &str) {
     out.push('"');

@@ -4,12 +4,26 @@
 //! cross-tab lock and timers. Doing those in JS rather than through web-sys keeps the
 //! wasm small: every web-sys binding adds glue to what each visitor downloads.
 
+#![cfg_attr(all(target_arch = "wasm32", feature = "no-std"), no_std)]
+
+extern crate alloc;
+
 pub mod engine;
 mod ids;
 mod json;
 
+use alloc::string::{String, ToString};
 use engine::{Engine, Page};
 use wasm_bindgen::prelude::*;
+
+/// The shipped build (`--features no-std`) leaves std out: a panic traps, as it does
+/// with std and `panic = "abort"`, but without std's panic machinery and `core::fmt` the
+/// wasm is about 4 KB (gzip) smaller. Tests build with std (their harness needs it).
+#[cfg(all(target_arch = "wasm32", feature = "no-std"))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    core::arch::wasm32::unreachable()
+}
 
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]

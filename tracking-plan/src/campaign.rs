@@ -5,6 +5,9 @@
 //! Query parsing is hand-written (percent-decoding and `+`): it is twenty lines, and the
 //! SDK must not carry a URL crate.
 
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
 /// Ad click ids captured from landing-page URLs.
 pub const CLICK_IDS: [&str; 10] = [
     "gclid",

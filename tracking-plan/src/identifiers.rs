@@ -11,6 +11,7 @@
 //! Phone numbers are normalized by hand-written rules for the supported default
 //! countries (libphonenumber's metadata would add hundreds of KB to the SDK).
 
+use alloc::string::{String, ToString};
 use sha2::{Digest, Sha256};
 
 /// How an email is normalized. `Standard` (trim, lowercase) is Meta's rule and Sightline's
@@ -61,8 +62,8 @@ impl IdentifierError {
     }
 }
 
-impl std::fmt::Display for IdentifierError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for IdentifierError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             IdentifierError::Empty => f.write_str("empty value"),
             IdentifierError::InvalidEmail => f.write_str("not a valid email address"),
@@ -501,11 +502,13 @@ pub fn find_international_phone(text: &str) -> Option<&str> {
 /// Walks a JSON value and reports the JSON path and kind of every raw email or phone
 /// number in its strings (keys named like `email`/`phone` are not needed: values decide).
 /// Paths are only built for findings, so a clean event costs no allocation.
+#[cfg(feature = "std")]
 pub fn find_pii(value: &serde_json::Value, path: &str, out: &mut Vec<(String, PiiKind)>) {
     let mut segs = Vec::new();
     walk_pii(value, path, &mut segs, out);
 }
 
+#[cfg(feature = "std")]
 fn walk_pii<'a>(
     value: &'a serde_json::Value,
     root: &str,

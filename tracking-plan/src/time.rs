@@ -5,6 +5,8 @@
 //! would add several KB of wasm for the few dozen lines needed here. Civil-date arithmetic
 //! follows Howard Hinnant's public-domain `days_from_civil` algorithms.
 
+use alloc::string::String;
+
 /// Days since 1970-01-01 for a proleptic Gregorian date.
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
