@@ -98,15 +98,12 @@ function start() {
 
     // Raw emails and phone numbers in properties and traits are hashed before they
     // leave the page (the engine's shared tracking-plan code decides what is PII).
-    const clean = (v) => {
-      if (typeof v === 'string') return /@|\d{4}/.test(v) ? (core.redact(v) ?? v) : v;
-      if (Array.isArray(v)) return v.map(clean);
-      if (v && typeof v === 'object') { const o = {}; for (const k in v) o[k] = clean(v[k]); return o; }
-      return v;
-    };
+    // A replacer, so the page's object is neither copied nor changed.
+    const suspect = /@|\d{4}/;
+    const clean = (_, v) => (typeof v === 'string' && suspect.test(v) ? (core.redact(v) ?? v) : v);
     const body = (v) => {
       if (v == null || typeof v !== 'object') return undefined;
-      try { return JSON.stringify(clean(v)); } catch { return undefined; }
+      try { return JSON.stringify(v, clean); } catch { return undefined; }
     };
     const warn = (...a) => console.warn('[sightline]', ...a);
 
@@ -164,7 +161,8 @@ function start() {
         });
         status = r.status;
         retryAfter = Number(r.headers.get('retry-after')) || 0;
-        res = await r.json().catch(() => null);
+        // Verdicts are read only when something may need saying.
+        if (debug || !r.ok) res = await r.json().catch(() => null);
       } catch {}
       const next = core.done(status, retryAfter);
       apply();
