@@ -9,9 +9,22 @@ let collector;
 before(async () => { collector = await startCollector(); });
 after(async () => { await collector?.dispose(); });
 
-/** A fresh browser profile with every request to the collector API recorded. */
+/** A fresh browser profile with every request to the collector API recorded, and
+ * every storage write counted (`window.__writes`). */
 async function visit(path = '/') {
   const browser = await startBrowser();
+  await browser.context.addInitScript(() => {
+    window.__writes = [];
+    for (const m of ['setItem', 'removeItem', 'clear']) {
+      const orig = Storage.prototype[m];
+      Storage.prototype[m] = function (...a) { window.__writes.push([m, a[0]]); return orig.apply(this, a); };
+    }
+    const cookie = Object.getOwnPropertyDescriptor(Document.prototype, 'cookie');
+    Object.defineProperty(Document.prototype, 'cookie', {
+      get() { return cookie.get.call(this); },
+      set(v) { window.__writes.push(['cookie', v]); cookie.set.call(this, v); },
+    });
+  });
   const api = [];
   const errors = [];
   browser.context.on('request', (r) => {
@@ -36,8 +49,9 @@ test('opt-in: no request and no storage write before consent, then everything go
     });
     await page.waitForTimeout(1200);
     assert.deepEqual(api, [], 'no request to the collector');
+    assert.deepEqual(await page.evaluate(() => window.__writes), [], 'no storage or cookie write');
     const keys = await page.evaluate(() => Object.keys(localStorage));
-    assert.deepEqual(keys, [], 'nothing written to storage');
+    assert.deepEqual(keys, [], 'nothing in storage');
     assert.deepEqual(await browser.context.cookies(), []);
     assert.equal(await page.isVisible('#consent-banner'), true);
     const anon = await page.evaluate(() => window.sightline.anonymousId());

@@ -29,14 +29,15 @@ for (const [m, a] of stub) if (m === 'init' && a[0]) Object.assign(cfg, a[0]);
 if (cfg.writeKey) start();
 else stub.init = (c) => { Object.assign(cfg, c || {}); start(); return stub.ready; };
 
+// Storage is probed without writing (opt-in means no write at all before consent); a
+// write that fails later is handled where it happens.
 function storage() {
   try {
     const s = w.localStorage;
-    s.setItem('sl_t', '1');
-    s.removeItem('sl_t');
+    s.getItem('sl_aid');
     return s;
   } catch {
-    return null; // disabled or full: the queue lives in memory only
+    return null; // disabled or sandboxed: the queue lives in memory only
   }
 }
 
