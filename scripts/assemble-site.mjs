@@ -1,7 +1,8 @@
 // Assembles the first-party site the collector serves as static assets:
 // example-site/* at /, the SDK build (sdk-wasm/dist) at /sl/, the install snippet
-// inlined wherever a page has the /*@sightline-snippet*/ placeholder, and the shared
-// footer (newsletter form, consent banner) where it has <!--@site-footer-->.
+// inlined wherever a page has the /*@sightline-snippet*/ placeholder, and the parts the
+// pages share (header; footer with the newsletter form and consent banner) wherever a
+// page has <!--@partial:NAME--> (example-site/partials/NAME.html).
 import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -9,7 +10,7 @@ const root = new URL('..', import.meta.url).pathname;
 const out = join(root, 'build/site');
 const dist = join(root, 'sdk-wasm/dist');
 const snippet = readFileSync(join(dist, 'snippet.min.js'), 'utf8').trim();
-const footer = readFileSync(join(root, 'example-site/partials/footer.html'), 'utf8').trimEnd();
+const partial = (name) => readFileSync(join(root, 'example-site/partials', `${name}.html`), 'utf8').trimEnd();
 
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
@@ -23,7 +24,7 @@ for (const f of readdirSync(out)) {
   const p = join(out, f);
   const html = readFileSync(p, 'utf8')
     .replaceAll('/*@sightline-snippet*/', snippet)
-    .replaceAll('  <!--@site-footer-->', footer);
+    .replace(/^ *<!--@partial:([a-z-]+)-->/gm, (_, name) => partial(name));
   writeFileSync(p, html);
 }
 console.log(`[build] site assembled in ${out}`);
