@@ -9,11 +9,10 @@ build_sdk() {
   echo "[build] sdk"
   cargo build -q -p sdk-wasm --target wasm32-unknown-unknown --release --features no-std
   rm -rf sdk-wasm/pkg sdk-wasm/dist && mkdir -p sdk-wasm/dist
-  wasm-bindgen --target web --out-dir sdk-wasm/pkg --out-name sightline \
-    target/wasm32-unknown-unknown/release/sdk_wasm.wasm
-  wasm-opt -Oz --strip-debug --strip-producers sdk-wasm/pkg/sightline_bg.wasm -o sdk-wasm/dist/sightline.wasm
+  wasm-opt -Oz --strip-debug --strip-producers --strip-target-features \
+    target/wasm32-unknown-unknown/release/sdk_wasm.wasm -o sdk-wasm/dist/sightline.wasm
   esbuild sdk-wasm/js/boot.js --bundle --minify --format=iife --target=es2020 \
-    --log-level=warning --log-override:empty-import-meta=silent --outfile=sdk-wasm/dist/sightline.js
+    --log-level=warning --outfile=sdk-wasm/dist/sightline.js
   esbuild sdk-wasm/js/snippet.js --minify --target=es2015 --log-level=warning \
     --outfile=sdk-wasm/dist/snippet.min.js
   cp sdk-wasm/js/sightline.d.ts sdk-wasm/dist/ 2>/dev/null || true

@@ -1,16 +1,19 @@
-// The SDK's browser adapter, bundled with the wasm-bindgen glue into dist/sightline.js.
-// The Rust engine (src/engine.rs) decides; this file only does what a browser must:
-// reads the page, runs the engine's storage operations, sends the batches it builds
-// under a cross-tab Web Lock, reports each response back, and wires timers and page
-// events. It replaces the snippet's command-queue stub with the real API and replays the
-// calls made before load, in order.
-import init, { Core } from '../pkg/sightline.js';
+// The SDK's browser adapter, bundled with the engine into dist/sightline.js. The
+// engine (engine.js) decides and the wasm half (the shared tracking-plan rules) hashes;
+// this file only does what a browser must: reads the page, applies the engine's storage
+// operations, sends the batches it builds under a cross-tab Web Lock, reports each
+// response back, and wires timers and page events. It replaces the snippet's
+// command-queue stub with the real API and replays the calls made before load, in order.
+import { createEngine } from './engine.js';
+import { load } from './wasm.js';
 
 const w = window;
 const d = document;
 const nav = navigator;
 const me = d.currentScript;
 const base = (me && me.src) || location.href;
+// The wasm is fetched while this script runs (not after): its compile streams meanwhile.
+const wasm = fetch(new URL('sightline.wasm', base)).then(load);
 const LOCK = 'sightline-send';
 const MAX_BATCH = 500 * 1024;
 
@@ -28,6 +31,10 @@ const cfg = Object.assign({}, (me && me.dataset) || {}, stub._c || {});
 for (const [m, a] of stub) if (m === 'init' && a[0]) Object.assign(cfg, a[0]);
 if (cfg.writeKey) start();
 else stub.init = (c) => { Object.assign(cfg, c || {}); start(); return stub.ready; };
+
+// Random ids: the browser's UUID v4, or the same from its CSPRNG outside secure contexts.
+const uuid = () => (crypto.randomUUID ? crypto.randomUUID()
+  : '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, (c) => (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)));
 
 // Storage is probed without writing (opt-in means no write at all before consent); a
 // write that fails later is handled where it happens.
@@ -49,10 +56,16 @@ function start() {
     if (store) for (let i = 0; i < store.length; i++) { const k = store.key(i); if (k && k.startsWith('sl_')) out.push(k); }
     return out.sort();
   };
-  init({ module_or_path: new URL('sightline.wasm', base) }).then(() => {
-    const seed = new Uint8Array(16);
-    crypto.getRandomValues(seed);
-    const core = new Core(String(cfg.writeKey), cfg.consent === 'opt-out', cfg.country || '', seed, !!store);
+  wasm.then((pii) => {
+    const country = String(cfg.country || 'US').toUpperCase();
+    const core = createEngine({
+      writeKey: String(cfg.writeKey),
+      optOut: cfg.consent === 'opt-out',
+      storage: !!store,
+      random: Math.random,
+      uuid,
+      pii: { redact: (s) => pii.redact(s, country), campaign: pii.campaign },
+    });
     let hadId = false;
     for (const k of stored()) { core.restore(k, store.getItem(k) || ''); hadId ||= k === 'sl_aid'; }
     core.start();
@@ -72,23 +85,21 @@ function start() {
         try { statics.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone; ctxKey = ''; } catch {}
       });
     }
-    // The engine is told the page's facts only when they change (not on every call).
+    // The page's facts are gathered again only when they change (not on every call).
     let ctxKey = '';
+    let at;
     const sync = () => {
       const k = location.href + '\n' + d.title + '\n' + referrer;
-      if (k !== ctxKey) { ctxKey = k; core.setPage(JSON.stringify(Object.assign({ page: pageFacts() }, statics)), location.href); }
-      return now();
+      if (k !== ctxKey) { ctxKey = k; at = { ctx: Object.assign({ page: pageFacts() }, statics), url: location.href }; }
+      at.now = now();
+      return at;
     };
 
     // Storage operations the engine asked for. API calls apply them at the end of the
     // current task (a burst of calls becomes a few chunk writes); sends and unload apply
     // them at once.
     const apply = () => {
-      const ops = core.ops();
-      if (!ops) return;
-      for (const op of ops.split('\x1e')) {
-        if (!op) continue;
-        const [kind, key, value] = op.split('\x1f');
+      for (const [kind, key, value] of core.takeOps()) {
         try {
           if (kind === 's') store.setItem(key, value); else store.removeItem(key);
         } catch {
@@ -97,15 +108,6 @@ function start() {
       }
     };
 
-    // Raw emails and phone numbers in properties and traits are hashed before they
-    // leave the page (the engine's shared tracking-plan code decides what is PII).
-    // A replacer, so the page's object is neither copied nor changed.
-    const suspect = /@|\d{4}/;
-    const clean = (_, v) => (typeof v === 'string' && suspect.test(v) ? (core.redact(v) ?? v) : v);
-    const body = (v) => {
-      if (v == null || typeof v !== 'object') return undefined;
-      try { return JSON.stringify(v, clean); } catch { return undefined; }
-    };
     const warn = (...a) => console.warn('[sightline]', ...a);
 
     let timer = 0;
@@ -114,7 +116,7 @@ function start() {
     const settle = () => {
       const ws = waiters;
       waiters = [];
-      for (const r of ws) r(JSON.parse(core.stats()));
+      for (const r of ws) r(core.stats());
     };
     const schedule = () => {
       const delay = core.delay();
@@ -137,9 +139,7 @@ function start() {
     });
     if (nav.locks) hold('sightline-tab-' + core.tab(), {});
     const adopt = async () => {
-      const foreign = core.foreignTabs();
-      if (!foreign) return;
-      for (const t of foreign.split('\n')) {
+      for (const t of core.foreignTabs()) {
         if (!nav.locks || (await hold('sightline-tab-' + t, { ifAvailable: true }))) core.adoptTab(t);
         else core.forgetTab(t);
       }
@@ -148,7 +148,7 @@ function start() {
     // has already sent (their storage keys are gone) before it builds a batch.
     const attempt = async () => {
       await adopt();
-      const present = store && core.needsPresent() ? stored().filter((k) => k.startsWith('sl_e:')).join('\n') : undefined;
+      const present = store && core.needsPresent() ? new Set(stored()) : undefined;
       const batch = core.batch(Date.now(), MAX_BATCH, present);
       apply();
       if (!batch) return -1;
@@ -208,41 +208,43 @@ function start() {
     const page = (name, props) => {
       if (name && typeof name === 'object') { props = name; name = undefined; }
       const p = Object.assign(pageFacts(), props || {});
-      after(core.record('page', name == null ? undefined : String(name), body(p), sync()));
+      after(core.record('page', name == null ? undefined : String(name), p, sync()));
     };
     const api = {
       initialized: true,
       ready: stub.ready || Promise.resolve(),
       init: () => api.ready,
-      track: (event, props) => after(core.record('track', String(event), body(props || {}), sync())),
+      track: (event, props) => after(core.record('track', String(event), props || {}, sync())),
       page,
-      screen: (name, props) => after(core.record('screen', String(name), body(props || {}), sync())),
+      screen: (name, props) => after(core.record('screen', String(name), props || {}, sync())),
       identify: (userId, traits) => {
         if (userId && typeof userId === 'object') { traits = userId; userId = undefined; }
-        after(core.identify(userId == null ? undefined : String(userId), body(traits), sync()));
+        after(core.identify(userId == null ? undefined : String(userId), traits, sync()));
       },
+      // Normalized and hashed in the page by the shared tracking-plan code (wasm): the
+      // raw values are neither stored nor sent.
       softLogin: ({ email, phone } = {}) => {
-        const r = JSON.parse(core.softLogin(email == null ? undefined : String(email), phone == null ? undefined : String(phone), sync()));
-        after();
-        if (r.error) warn('softLogin:', r.error);
-        return r;
+        const { error, ...traits } = pii.hashIds(email ?? '', phone ?? '', country);
+        if (Object.keys(traits).length) { after(core.record('identify', undefined, traits, sync())); return traits; }
+        warn('softLogin:', error || 'nothing to hash');
+        return { error: error || 'nothing to hash' };
       },
       alias: (userId, previousId) => after(core.alias(String(userId), previousId == null ? undefined : String(previousId), sync())),
-      group: (groupId, traits) => after(core.record('group', String(groupId), body(traits || {}), sync())),
+      group: (groupId, traits) => after(core.record('group', String(groupId), traits || {}, sync())),
       consent: {
         set: (c = {}) => {
-          const v = (x) => (x == null ? -1 : x ? 1 : 0);
+          const v = (x) => (x == null ? undefined : !!x);
           core.setConsent(v(c.analytics), v(c.marketing), v(c.personalization), String(c.source || 'sdk'), sync());
           after();
         },
-        get: () => JSON.parse(core.consent()),
+        get: core.consent,
       },
       reset: () => { core.reset(); apply(); },
       flush: () => new Promise((r) => { waiters.push(r); send(); }),
       debug: (on = true) => { debug = !!on; },
       anonymousId: () => core.anon(),
       userId: () => core.user(),
-      stats: () => JSON.parse(core.stats()),
+      stats: core.stats,
     };
 
     // Consent signals the page already has: Google Consent Mode v2 (the dataLayer) and
@@ -260,10 +262,7 @@ function start() {
     if (typeof w.__tcfapi === 'function') {
       w.__tcfapi('addEventListener', 2, (tc, ok) => {
         if (!ok || !tc || (tc.eventStatus !== 'tcloaded' && tc.eventStatus !== 'useractioncomplete')) return;
-        let mask = 0;
-        const c = (tc.purpose && tc.purpose.consents) || {};
-        for (let i = 1; i <= 10; i++) if (c[i]) mask |= 1 << (i - 1);
-        core.consentTcf(mask, sync());
+        core.consentTcf((tc.purpose && tc.purpose.consents) || {}, sync());
         after();
       });
     }
@@ -304,7 +303,7 @@ function start() {
       }
       addEventListener('popstate', check);
     }
-    if (core.foreignTabs()) send(); else schedule();
+    if (core.foreignTabs().length) send(); else schedule();
     if (stub._r) stub._r();
   }).catch((e) => console.error('[sightline] failed to start', e));
 }

@@ -69,28 +69,44 @@ pub fn from_url(url: &str) -> Campaign {
     let mut c = Campaign::default();
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = decode(k);
-        let value = decode(v);
-        let value = value.trim();
-        if value.is_empty() {
-            continue;
+        match param(&decode(k), &decode(v)) {
+            Some(Param::Utm(field, value)) => c.utm.push((field, value)),
+            Some(Param::Click(id, value)) => c.click_ids.push((id, value)),
+            None => {}
         }
-        let field = match key.as_str() {
-            "utm_source" => "source",
-            "utm_medium" => "medium",
-            "utm_campaign" => "name",
-            "utm_term" => "term",
-            "utm_content" => "content",
-            other => {
-                if let Some(id) = CLICK_IDS.iter().find(|c| **c == other) {
-                    c.click_ids.push((id, value.to_string()));
-                }
-                continue;
-            }
-        };
-        c.utm.push((field, normalize(field, value)));
     }
     c
+}
+
+/// What one decoded query parameter says about the campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Param {
+    /// A UTM parameter: its Segment `context.campaign` field and normalized value.
+    Utm(&'static str, String),
+    /// An ad click id: its parameter name and trimmed value.
+    Click(&'static str, String),
+}
+
+/// Classifies a decoded query parameter (`None`: not a campaign parameter, or empty).
+/// [`from_url`] applies it to every parameter; the SDK applies it to the parameters the
+/// browser's `URLSearchParams` decoded (the same form-urlencoded rules as [`decode`]).
+pub fn param(key: &str, value: &str) -> Option<Param> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    let field = match key {
+        "utm_source" => "source",
+        "utm_medium" => "medium",
+        "utm_campaign" => "name",
+        "utm_term" => "term",
+        "utm_content" => "content",
+        other => {
+            let id = CLICK_IDS.iter().find(|c| **c == other)?;
+            return Some(Param::Click(id, value.to_string()));
+        }
+    };
+    Some(Param::Utm(field, normalize(field, value)))
 }
 
 /// Trims a campaign value; lowercases `source` and `medium` (ASCII letters only: source
@@ -125,6 +141,10 @@ mod tests {
         assert_eq!(c.click_ids, vec![("gclid", "Cj0abc".to_string())]);
         assert!(from_url("https://shop.example/").is_empty());
         assert!(from_url("?utm_source=").is_empty());
+        assert_eq!(param("gclid", " G1 "), Some(Param::Click("gclid", "G1".into())));
+        assert_eq!(param("utm_medium", "CPC"), Some(Param::Utm("medium", "cpc".into())));
+        assert_eq!(param("utm_term", " "), None);
+        assert_eq!(param("ref", "x"), None);
     }
 
     #[test]

@@ -81,6 +81,13 @@ impl core::fmt::Display for IdentifierError {
     }
 }
 
+/// `s[a..b]`, or `""` if that is not a slice of `s`. Every index here comes from a search
+/// in the same string, so the empty case never happens; the checked form keeps core's
+/// slicing panic and its message formatting (about 4 KB of the SDK's wasm) out of the build.
+fn sub(s: &str, a: usize, b: usize) -> &str {
+    s.get(a..b).unwrap_or_default()
+}
+
 /// SHA-256 as 64 lowercase hex characters.
 pub fn sha256_hex(input: &str) -> String {
     let digest = Sha256::digest(input.as_bytes());
@@ -98,14 +105,39 @@ pub fn is_sha256_hex(s: &str) -> bool {
 }
 
 fn is_email_local_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c) || !c.is_ascii()
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            '!' | '#'
+                | '$'
+                | '%'
+                | '&'
+                | '\''
+                | '*'
+                | '+'
+                | '/'
+                | '='
+                | '?'
+                | '^'
+                | '_'
+                | '`'
+                | '{'
+                | '|'
+                | '}'
+                | '~'
+                | '.'
+                | '-'
+        )
+        || !c.is_ascii()
 }
 
 /// Local-part characters when finding an address inside text: RFC 5322 allows `/ = ? & #`
 /// and quotes too, but inside URLs and prose those delimit the address, and real
 /// addresses almost never use them.
 fn is_found_local_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!$%*+^_~.-".contains(c) || !c.is_ascii()
+    c.is_ascii_alphanumeric()
+        || matches!(c, '!' | '$' | '%' | '*' | '+' | '^' | '_' | '~' | '.' | '-')
+        || !c.is_ascii()
 }
 
 fn is_domain_char(c: char) -> bool {
@@ -126,14 +158,14 @@ pub fn normalize_email(raw: &str, variant: EmailVariant) -> Result<String, Ident
         && s.len() <= 254
         && !local.starts_with('.')
         && !local.ends_with('.')
-        && !local.contains("..")
+        && !local.as_bytes().windows(2).any(|w| w == b"..")
         && local.chars().all(is_email_local_char)
         && domain.contains('.')
         && domain.chars().all(is_domain_char)
         && domain
             .split('.')
             .all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'))
-        && domain.rsplit('.').next().is_some_and(|tld| tld.len() >= 2);
+        && domain.rfind('.').is_some_and(|dot| domain.len() - dot > 2);
     if !valid {
         return Err(IdentifierError::InvalidEmail);
     }
@@ -315,7 +347,7 @@ pub fn hash_phone(
     }
     Ok(sha256_hex(match variant {
         PhoneVariant::E164 => &e164,
-        PhoneVariant::Meta => &e164[1..],
+        PhoneVariant::Meta => sub(&e164, 1, e164.len()),
     }))
 }
 
@@ -360,7 +392,10 @@ pub fn blocked_values() -> &'static [&'static str] {
 }
 
 /// SHA-256 of the blocked test emails, so hashed identifiers are blocked too
-/// (checked against [`sha256_hex`] by a test).
+/// (checked against [`sha256_hex`] by a test). Only the collector receives hashed
+/// identifiers; the browser build (without `std`) hashes plain values itself, so the
+/// table stays out of its wasm.
+#[cfg(feature = "std")]
 const BLOCKED_EMAIL_HASHES: &[&str] = &[
     // test@test.com
     "f660ab912ec121d1b1e928a0bb4bc61b15f5ad44d5efdc4e1c92a25e99b8e44a",
@@ -387,7 +422,7 @@ pub fn is_blocked_value(value: &str) -> bool {
     while v.len() >= 2 {
         let (first, last) = (v.as_bytes()[0], v.as_bytes()[v.len() - 1]);
         if first == last && matches!(first, b'"' | b'\'' | b'`') {
-            v = v[1..v.len() - 1].trim();
+            v = sub(v, 1, v.len() - 1).trim();
         } else {
             break;
         }
@@ -396,7 +431,11 @@ pub fn is_blocked_value(value: &str) -> bool {
         return true; // empty, "0", "000", "---", "0-0"
     }
     let lower = v.to_ascii_lowercase();
-    BLOCKED.contains(&lower.as_str()) || BLOCKED_EMAIL_HASHES.contains(&lower.as_str())
+    #[cfg(feature = "std")]
+    if BLOCKED_EMAIL_HASHES.contains(&lower.as_str()) {
+        return true;
+    }
+    BLOCKED.contains(&lower.as_str())
 }
 
 /// What kind of raw personal data a value holds.
@@ -419,18 +458,18 @@ impl PiiKind {
 /// normalizes as an email.
 pub fn find_email(text: &str) -> Option<&str> {
     for (at, _) in text.match_indices('@') {
-        let start = text[..at]
+        let start = sub(text, 0, at)
             .char_indices()
             .rev()
             .take_while(|(_, c)| is_found_local_char(*c))
             .last()
             .map_or(at, |(i, _)| i);
-        let end = text[at + 1..]
+        let end = sub(text, at + 1, text.len())
             .char_indices()
             .take_while(|(_, c)| is_domain_char(*c))
             .last()
             .map_or(at + 1, |(i, c)| at + 1 + i + c.len_utf8());
-        let candidate = text[start..end].trim_end_matches('.');
+        let candidate = sub(text, start, end).trim_end_matches('.');
         if start < at && normalize_email(candidate, EmailVariant::Standard).is_ok() {
             return Some(candidate);
         }
@@ -450,7 +489,7 @@ pub fn looks_like_phone(value: &str) -> bool {
     }
     if !v
         .chars()
-        .all(|c| c.is_ascii_digit() || " -.()+/".contains(c))
+        .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')' | '+' | '/'))
     {
         return false;
     }
@@ -482,16 +521,17 @@ pub fn detect_pii(value: &str) -> Option<PiiKind> {
 /// indistinguishable from dates, amounts and order numbers.
 pub fn find_international_phone(text: &str) -> Option<&str> {
     for (plus, _) in text.match_indices('+') {
-        let rest = &text[plus..];
+        let rest = sub(text, plus, text.len());
         let end = rest
             .char_indices()
             .skip(1)
-            .find(|(_, c)| !(c.is_ascii_digit() || " -.()".contains(*c)))
+            .find(|(_, c)| !(c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')')))
             .map_or(rest.len(), |(i, _)| i);
-        let candidate = rest[..end].trim_end_matches([' ', '-', '.', '(']);
+        let candidate = sub(rest, 0, end).trim_end_matches([' ', '-', '.', '(']);
         let digits = candidate.bytes().filter(u8::is_ascii_digit).count();
         if (8..=15).contains(&digits)
-            && candidate[1..].starts_with(|c: char| c.is_ascii_digit() || c == '(')
+            && sub(candidate, 1, candidate.len())
+                .starts_with(|c: char| c.is_ascii_digit() || c == '(')
         {
             return Some(candidate);
         }
@@ -588,13 +628,13 @@ pub fn redact_str(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
             (None, None) => break,
         };
         let at = offset(rest, found);
-        out.push_str(&rest[..at]);
+        out.push_str(sub(rest, 0, at));
         out.push_str(&match k {
             PiiKind::Email => email_digest(found),
             PiiKind::Phone => phone_digest(found, country),
         });
         kind.get_or_insert(k);
-        rest = &rest[at + found.len()..];
+        rest = sub(rest, at + found.len(), rest.len());
     }
     let kind = kind?;
     out.push_str(rest);
