@@ -19,5 +19,8 @@ cargo test --target wasm32-unknown-unknown -p sdk-wasm --test web
 echo "== build"
 scripts/build.sh all
 
+echo "== SDK engine tests (Node, with the built wasm)"
+node --test --test-reporter=spec sdk-wasm/js/test/*.test.mjs
+
 echo "== end-to-end tests"
 npm run --silent e2e

@@ -64,7 +64,7 @@ function start() {
       storage: !!store,
       random: Math.random,
       uuid,
-      pii: { redact: (s) => pii.redact(s, country), campaign: pii.campaign },
+      pii: { redact: (s) => pii.redact(s, country), campaign: pii.campaign, hashIds: (e, p) => pii.hashIds(e, p, country) },
     });
     let hadId = false;
     for (const k of stored()) { core.restore(k, store.getItem(k) || ''); hadId ||= k === 'sl_aid'; }
@@ -137,7 +137,7 @@ function start() {
     const hold = (name, opts) => new Promise((granted) => {
       nav.locks.request(name, opts, (lock) => { granted(!!lock); return lock ? new Promise(() => {}) : undefined; });
     });
-    if (nav.locks) hold('sightline-tab-' + core.tab(), {});
+    if (nav.locks) hold('sightline-tab-' + core.tab, {});
     const adopt = async () => {
       for (const t of core.foreignTabs()) {
         if (!nav.locks || (await hold('sightline-tab-' + t, { ifAvailable: true }))) core.adoptTab(t);
@@ -221,13 +221,11 @@ function start() {
         if (userId && typeof userId === 'object') { traits = userId; userId = undefined; }
         after(core.identify(userId == null ? undefined : String(userId), traits, sync()));
       },
-      // Normalized and hashed in the page by the shared tracking-plan code (wasm): the
-      // raw values are neither stored nor sent.
       softLogin: ({ email, phone } = {}) => {
-        const { error, ...traits } = pii.hashIds(email ?? '', phone ?? '', country);
-        if (Object.keys(traits).length) { after(core.record('identify', undefined, traits, sync())); return traits; }
-        warn('softLogin:', error || 'nothing to hash');
-        return { error: error || 'nothing to hash' };
+        const r = core.softLogin(email, phone, sync());
+        after();
+        if (r.error) warn('softLogin:', r.error);
+        return r;
       },
       alias: (userId, previousId) => after(core.alias(String(userId), previousId == null ? undefined : String(previousId), sync())),
       group: (groupId, traits) => after(core.record('group', String(groupId), traits || {}, sync())),

@@ -59,9 +59,10 @@ const triChar = (v) => (v === true ? '1' : v === false ? '0' : '-');
  * @param {boolean} o.storage localStorage works here
  * @param {() => number} o.random a number in [0, 1)
  * @param {() => string} o.uuid a UUID v4
- * @param {{redact(s: string): string|undefined, campaign(url: string): [string, string][]}} o.pii
- *   the shared tracking-plan rules (wasm): `campaign` gives UTM fields by their Segment
- *   name and click ids prefixed with `+`
+ * @param {object} o.pii the shared tracking-plan rules (wasm.js): `redact(s)` gives `s`
+ *   with raw emails and phones hashed (or undefined), `campaign(url)` the UTM fields by
+ *   their Segment name and click ids prefixed with `+`, `hashIds(email, phone)` the
+ *   soft-login hashes or `{error}`
  */
 export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   let anon = '';
@@ -398,6 +399,15 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
       user = userId;
       save(K_USER, userId);
       return record('alias', prev, undefined, page);
+    },
+    /** Soft login: the email and/or phone normalized and hashed by the shared rules
+     * (wasm; the raw values are neither stored nor sent), sent as identify traits.
+     * Returns the traits, or `{error}` when neither value could be used. */
+    softLogin(email, phone, page) {
+      const { error, ...traits } = pii.hashIds(email ?? '', phone ?? '');
+      if (!Object.keys(traits).length) return { error: error || 'nothing to hash' };
+      record('identify', undefined, traits, page);
+      return traits;
     },
     /** A new visitor on this browser: new anonymous and session ids, no user id. */
     reset() {
