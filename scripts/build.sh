@@ -12,7 +12,7 @@ build_sdk() {
   wasm-opt -Oz --strip-debug --strip-producers --strip-target-features \
     target/wasm32-unknown-unknown/release/sdk_wasm.wasm -o sdk-wasm/dist/sightline.wasm
   esbuild sdk-wasm/js/boot.js --bundle --minify --format=iife --target=es2020 \
-    --log-level=warning --outfile=sdk-wasm/dist/sightline.js
+    --mangle-props='_$' --log-level=warning --outfile=sdk-wasm/dist/sightline.js
   esbuild sdk-wasm/js/snippet.js --minify --target=es2015 --log-level=warning \
     --outfile=sdk-wasm/dist/snippet.min.js
   cp sdk-wasm/js/sightline.d.ts sdk-wasm/dist/ 2>/dev/null || true

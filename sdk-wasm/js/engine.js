@@ -77,9 +77,10 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   let lastTouch;
   let clickIds;
   let touchedUrl;
-  /** Items: { key, owner, json, needs, storedIn, pending, restored }. `owner`: the tab
+  /** Items: { key_, owner_, json_, needs_, storedIn_, pending_, restored_ } (fields ending
+   * in `_` are internal: the build shortens their names). `owner_`: the tab
    * that created it (only it sends the event while it lives; a closed tab's events are
-   * adopted by one other tab). `storedIn`: the chunk holding it, once written (events are
+   * adopted by one other tab). `storedIn_`: the chunk holding it, once written (events are
    * stored in chunks of up to MAX_BATCH_EVENTS lines, one write per chunk). */
   let queue = [];
   /** Opt-in mode before a decision: events wait here, unstamped, never stored or sent. */
@@ -103,7 +104,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   /** Writes a chunk with the events still in it, or removes it when none is left. */
   const writeChunk = (chunk) => {
     const lines = [];
-    for (const i of queue) if (i.storedIn === chunk) lines.push(i.needs + i.json);
+    for (const i of queue) if (i.storedIn_ === chunk) lines.push(i.needs_ + i.json_);
     if (lines.length) set(chunk, lines.join('\n')); else remove(chunk);
   };
   /** Rewrites the chunks that held events just removed from the queue. */
@@ -114,10 +115,10 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     while (queue.length + waiting.length > MAX_QUEUE) {
       if (waiting.length) waiting.shift();
       else {
-        const at = queue.findIndex((i) => !inflight.has(i.key));
+        const at = queue.findIndex((i) => !inflight.has(i.key_));
         if (at < 0) break;
         const [item] = queue.splice(at, 1);
-        rewrite([item.storedIn]);
+        rewrite([item.storedIn_]);
       }
       stats.shed++;
     }
@@ -195,11 +196,11 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   const enqueue = (json, needs, now) => {
     seq = (seq + 1) % 36 ** 4;
     queue.push({
-      key: EVENT_PREFIX + b36(now, 9) + b36(seq, 4) + tab,
-      owner: tab,
-      json,
-      needs,
-      pending: mayStore(),
+      key_: EVENT_PREFIX + b36(now, 9) + b36(seq, 4) + tab,
+      owner_: tab,
+      json_: json,
+      needs_: needs,
+      pending_: mayStore(),
     });
     bound();
   };
@@ -253,11 +254,11 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     const m = granted(consent.marketing);
     const gone = [];
     queue = queue.filter((i) => {
-      const ok = (!(i.needs & ANALYTICS) || a) && (!(i.needs & MARKETING) || m);
+      const ok = (!(i.needs_ & ANALYTICS) || a) && (!(i.needs_ & MARKETING) || m);
       if (!ok) {
         stats.purged++;
-        inflight.delete(i.key);
-        gone.push(i.storedIn);
+        inflight.delete(i.key_);
+        gone.push(i.storedIn_);
       }
       return ok;
     });
@@ -321,9 +322,9 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     const gone = [];
     let n = 0;
     queue = queue.filter((i) => {
-      if (!keys.has(i.key)) return true;
+      if (!keys.has(i.key_)) return true;
       n++;
-      gone.push(i.storedIn);
+      gone.push(i.storedIn_);
       return false;
     });
     rewrite(gone);
@@ -336,15 +337,15 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
    * sent by another tab. */
   const nextBatch = (now, maxBytes, present) => {
     if (inflight.size) return undefined;
-    if (present) queue = queue.filter((i) => !i.restored || !i.storedIn || present.has(i.storedIn));
+    if (present) queue = queue.filter((i) => !i.restored_ || !i.storedIn_ || present.has(i.storedIn_));
     const parts = [];
     let size = 120 + writeKey.length;
     for (const i of queue) {
-      if (i.owner !== tab) continue;
-      if (parts.length >= MAX_BATCH_EVENTS || size + i.json.length + 1 > maxBytes) break;
-      parts.push(i.json);
-      size += i.json.length + 1;
-      inflight.add(i.key);
+      if (i.owner_ !== tab) continue;
+      if (parts.length >= MAX_BATCH_EVENTS || size + i.json_.length + 1 > maxBytes) break;
+      parts.push(i.json_);
+      size += i.json_.length + 1;
+      inflight.add(i.key_);
     }
     if (!parts.length) return undefined;
     return '{"batch":[' + parts.join(',') + '],"sentAt":"' + new Date(now).toISOString() +
@@ -374,7 +375,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
         value.split('\n').forEach((line, n) => {
           const needs = +line[0];
           if (needs <= 3 && line[1] === '{' && line.endsWith('}')) {
-            queue.push({ key: key + '#' + n, owner: key.slice(-TAB_LEN), json: line.slice(1), needs, storedIn: key, restored: true });
+            queue.push({ key_: key + '#' + n, owner_: key.slice(-TAB_LEN), json_: line.slice(1), needs_: needs, storedIn_: key, restored_: true });
           }
         });
       }
@@ -446,13 +447,13 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     takeOps() {
       let group = [];
       const flush = () => {
-        const chunk = group[0].key;
-        for (const i of group) { i.pending = false; i.storedIn = chunk; }
+        const chunk = group[0].key_;
+        for (const i of group) { i.pending_ = false; i.storedIn_ = chunk; }
         writeChunk(chunk);
         group = [];
       };
       for (const i of queue) {
-        if (i.pending) group.push(i);
+        if (i.pending_) group.push(i);
         if (group.length === MAX_BATCH_EVENTS) flush();
       }
       if (group.length) flush();
@@ -461,7 +462,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
       return out;
     },
     /** The adapter could not write chunk `key` (quota): its events live in this tab only. */
-    notPersisted(key) { for (const i of queue) if (i.storedIn === key) i.storedIn = undefined; },
+    notPersisted(key) { for (const i of queue) if (i.storedIn_ === key) i.storedIn_ = undefined; },
     /** Milliseconds until the queue should be sent: 0 when a full batch is ready, the
      * gathering delay otherwise, -1 when there is nothing to send. */
     delay() {
@@ -469,23 +470,23 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
       let n = 0;
       let bytes = 0;
       for (const i of queue) {
-        if (i.owner !== tab) continue;
-        bytes += i.json.length;
+        if (i.owner_ !== tab) continue;
+        bytes += i.json_.length;
         if (++n >= MAX_BATCH_EVENTS) break;
       }
       return !n ? -1 : n >= MAX_BATCH_EVENTS || bytes >= MAX_BATCH_BYTES / 2 ? 0 : FLUSH_DELAY_MS;
     },
     /** Tabs whose stored events this tab restored: the adapter adopts those whose tab is
      * gone (by taking their lock) and lets go of the others. */
-    foreignTabs: () => [...new Set(queue.filter((i) => i.owner !== tab).map((i) => i.owner))],
+    foreignTabs: () => [...new Set(queue.filter((i) => i.owner_ !== tab).map((i) => i.owner_))],
     /** This tab now sends the events of `t` (a closed tab whose lock it took). */
-    adoptTab(t) { for (const i of queue) if (i.owner === t) i.owner = tab; },
+    adoptTab(t) { for (const i of queue) if (i.owner_ === t) i.owner_ = tab; },
     /** Another live tab owns these restored events and will send them: this tab lets go
      * of them (storage keeps them for whichever tab outlives the owner). */
-    forgetTab(t) { queue = queue.filter((i) => i.owner !== t); },
+    forgetTab(t) { queue = queue.filter((i) => i.owner_ !== t); },
     /** Whether nextBatch needs the stored keys: only events read back from storage can
      * have been sent by another tab (a live tab's own events are its alone). */
-    needsPresent: () => queue.some((i) => i.restored && i.owner === tab),
+    needsPresent: () => queue.some((i) => i.restored_ && i.owner_ === tab),
     batch: nextBatch,
     /** What the collector answered for the batch in flight: `status` 0 for a network
      * failure, `retryAfter` in seconds. Returns the delay before sending again: -1 to go
@@ -513,11 +514,11 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     unloadBatch(now) {
       const busy = inflight;
       const all = queue;
-      queue = all.filter((i) => !busy.has(i.key));
+      queue = all.filter((i) => !busy.has(i.key_));
       inflight = new Set();
       const body = nextBatch(now, UNLOAD_BYTES);
       const handed = inflight;
-      queue = all.filter((i) => !handed.has(i.key));
+      queue = all.filter((i) => !handed.has(i.key_));
       inflight = busy;
       return body;
     },

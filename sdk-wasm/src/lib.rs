@@ -75,7 +75,10 @@ mod bump {
 
     unsafe impl GlobalAlloc for Bump {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            let start = self.next.get().max(core::ptr::addr_of!(__heap_base) as usize);
+            let start = self
+                .next
+                .get()
+                .max(core::ptr::addr_of!(__heap_base) as usize);
             let at = (start + layout.align() - 1) & !(layout.align() - 1);
             let Some(end) = at.checked_add(layout.size()) else {
                 return core::ptr::null_mut();

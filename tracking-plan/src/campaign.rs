@@ -141,8 +141,14 @@ mod tests {
         assert_eq!(c.click_ids, vec![("gclid", "Cj0abc".to_string())]);
         assert!(from_url("https://shop.example/").is_empty());
         assert!(from_url("?utm_source=").is_empty());
-        assert_eq!(param("gclid", " G1 "), Some(Param::Click("gclid", "G1".into())));
-        assert_eq!(param("utm_medium", "CPC"), Some(Param::Utm("medium", "cpc".into())));
+        assert_eq!(
+            param("gclid", " G1 "),
+            Some(Param::Click("gclid", "G1".into()))
+        );
+        assert_eq!(
+            param("utm_medium", "CPC"),
+            Some(Param::Utm("medium", "cpc".into()))
+        );
         assert_eq!(param("utm_term", " "), None);
         assert_eq!(param("ref", "x"), None);
     }

@@ -12,7 +12,6 @@
 //! countries (libphonenumber's metadata would add hundreds of KB to the SDK).
 
 use alloc::string::{String, ToString};
-use sha2::{Digest, Sha256};
 
 /// How an email is normalized. `Standard` (trim, lowercase) is Meta's rule and Sightline's
 /// identity key; `Google` additionally removes dots before the `@` of gmail.com and
@@ -90,7 +89,7 @@ fn sub(s: &str, a: usize, b: usize) -> &str {
 
 /// SHA-256 as 64 lowercase hex characters.
 pub fn sha256_hex(input: &str) -> String {
-    let digest = Sha256::digest(input.as_bytes());
+    let digest = crate::sha256::sha256(input.as_bytes());
     let mut out = String::with_capacity(64);
     for b in digest {
         out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));

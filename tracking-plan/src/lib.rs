@@ -17,6 +17,7 @@ pub mod message;
 mod pattern;
 #[cfg(feature = "std")]
 pub mod plan;
+pub mod sha256;
 pub mod time;
 
 #[cfg(feature = "std")]
