@@ -541,6 +541,20 @@ fn prepare(raw: &RawValue, sh: &Shared<'_>, agents: &mut enrich::AgentCache) -> 
     // repeats it in every message), so it is not stored with the event.
     m.extra.remove("writeKey");
 
+    // Batch-level context fills in what the message's own context does not say. Merged
+    // before anything reads the context, so the PII scan and consent see what is stored.
+    if let Some(shared) = &batch.context {
+        match &mut m.context {
+            Some(Value::Object(own)) => {
+                for (k, v) in shared {
+                    own.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            None => m.context = Some(Value::Object(shared.clone())),
+            Some(_) => {}
+        }
+    }
+
     // Raw PII first, so that nothing stored from here on (quarantine included) holds it.
     let mut found = Vec::new();
     for (section, root) in [
@@ -608,18 +622,6 @@ fn prepare(raw: &RawValue, sh: &Shared<'_>, agents: &mut enrich::AgentCache) -> 
         return quarantine(write_key, None, anon, reasons, serialized(&m), received_at);
     }
 
-    // Batch-level context fills in what the message's own context does not say.
-    if let Some(shared) = &batch.context {
-        match &mut m.context {
-            Some(Value::Object(own)) => {
-                for (k, v) in shared {
-                    own.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-            }
-            None => m.context = Some(Value::Object(shared.clone())),
-            Some(_) => {}
-        }
-    }
     let fp = fingerprint(&mut m);
 
     // The tracking plan. Raw PII is already hashed: under `hash` it is a warning, under

@@ -339,6 +339,24 @@ fn batch_context_is_merged_under_the_message_context() {
 }
 
 #[test]
+fn batch_context_is_scanned_for_raw_pii_and_read_for_consent() {
+    let store = Rig::default();
+    let body = serde_json::to_vec(&json!({"writeKey":"wk_test",
+        "context":{"page":{"url":"https://shop.example/thanks?e=ann@example.com"},
+                   "consent": serde_json::from_str::<Value>(GRANTED).unwrap()},
+        "batch":[{"type":"page","messageId":"p","anonymousId":"a"}]}))
+    .unwrap();
+    let report = run(&store, Endpoint::Batch, &body, None).unwrap();
+    assert_eq!(report.results[0].status, Status::Accepted, "{report:?}");
+    let payload = &store.store.events.borrow()[0].payload;
+    assert!(!payload.contains("ann@example.com"), "{payload}");
+    assert!(
+        payload.contains(&sha256_hex("ann@example.com")),
+        "{payload}"
+    );
+}
+
+#[test]
 fn storage_failure_is_a_retryable_503() {
     let store = Rig::default();
     *store.store.fail_with.borrow_mut() = Some("disk on fire".into());

@@ -32,9 +32,20 @@ for (const [m, a] of stub) if (m === 'init' && a[0]) Object.assign(cfg, a[0]);
 if (cfg.writeKey) start();
 else stub.init = (c) => { Object.assign(cfg, c || {}); start(); return stub.ready; };
 
-// Random ids: the browser's UUID v4, or the same from its CSPRNG outside secure contexts.
-const uuid = () => (crypto.randomUUID ? crypto.randomUUID()
-  : '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, (c) => (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)));
+// Random ids (UUID v4) from the browser's CSPRNG, 64 at a time: `crypto.randomUUID`
+// costs about 7 µs a call in Chromium (and is missing outside secure contexts).
+const HEX = Array.from({ length: 256 }, (_, i) => (i + 256).toString(16).slice(1));
+let pool = new Uint8Array(0);
+let drawn = 0;
+const uuid = () => {
+  if (drawn >= pool.length) { pool = crypto.getRandomValues(new Uint8Array(1024)); drawn = 0; }
+  const b = pool.subarray(drawn, (drawn += 16));
+  b[6] = (b[6] & 15) | 64;
+  b[8] = (b[8] & 63) | 128;
+  let s = '';
+  for (let i = 0; i < 16; i++) s += (i === 4 || i === 6 || i === 8 || i === 10 ? '-' : '') + HEX[b[i]];
+  return s;
+};
 
 // Storage is probed without writing (opt-in means no write at all before consent); a
 // write that fails later is handled where it happens.
