@@ -91,11 +91,12 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   let lastTouch;
   let clickIds;
   let touchedUrl;
-  /** Items: { key_, owner_, json_, needs_, storedIn_, pending_, restored_ } (fields ending
+  /** Items: { key_, owner_, json_, needs_, ctx_, storedIn_, pending_, restored_ } (fields ending
    * in `_` are internal: the build shortens their names). `owner_`: the tab
    * that created it (only it sends the event while it lives; a closed tab's events are
-   * adopted by one other tab). `storedIn_`: the chunk holding it, once written (events are
-   * stored in chunks of up to MAX_BATCH_EVENTS lines, one write per chunk). */
+   * adopted by one other tab). `ctx_`: the context it shares with its page (pageText).
+   * `storedIn_`: the chunk holding it, once written (events are stored in chunks of up to
+   * MAX_BATCH_EVENTS lines, one write per chunk). */
   let queue = [];
   /** Opt-in mode before a decision: events wait here, unstamped, never stored or sent. */
   let waiting = [];
@@ -115,10 +116,17 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   /** Writes an identifier or campaign value, when consent allows storage. */
   const save = (k, v) => { if (mayStore()) set(k, v); };
 
-  /** Writes a chunk with the events still in it, or removes it when none is left. */
+  /** Writes a chunk with the events still in it, or removes it when none is left. A
+   * chunk is lines: `c` and the shared context of the events after it, then per event
+   * its consent needs (a digit) and its JSON. */
   const writeChunk = (chunk) => {
     const lines = [];
-    for (const i of queue) if (i.storedIn_ === chunk) lines.push(i.needs_ + i.json_);
+    let ctx;
+    for (const i of queue) {
+      if (i.storedIn_ !== chunk) continue;
+      if (i.ctx_ !== ctx) { ctx = i.ctx_; if (ctx) lines.push('c' + ctx); }
+      lines.push(i.needs_ + i.json_);
+    }
     if (lines.length) set(chunk, lines.join('\n')); else remove(chunk);
   };
   /** Rewrites the chunks that held events just removed from the queue. */
@@ -210,27 +218,28 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   let snapText;
   const stamp = (json) => json.slice(0, -2) + ',"consent":' + (snapText ||= JSON.stringify(snapshot())) + '}}';
 
-  /** The page's facts as JSON members (`"page":{…},"locale":…,`), raw PII redacted:
-   * serialized once per page, not per event (the adapter passes the same object until
-   * the page changes). */
+  /** The context an event shares with the other events of its page: the page's facts
+   * and the library, as JSON with raw PII redacted. Serialized once per page (the adapter
+   * passes the same object until the page changes); sent once per batch as Segment's
+   * batch-level `context` and stored once per chunk, not with every event. */
   let pageFor;
   let pageJson;
   const pageText = (ctx) => {
     if (ctx !== pageFor) {
       pageFor = ctx;
-      const t = serialize(ctx) || '{}';
-      pageJson = t.length > 2 ? t.slice(1, -1) + ',' : '';
+      pageJson = serialize(Object.assign({}, ctx, { library: { name: LIBRARY, version: VERSION } })) || '{}';
     }
     return pageJson;
   };
 
-  const enqueue = (json, needs, now) => {
+  const enqueue = (json, needs, now, ctx) => {
     seq = (seq + 1) % 36 ** 4;
     queue.push({
       key_: EVENT_PREFIX + b36(now, 9) + b36(seq, 4) + tab,
       owner_: tab,
       json_: json,
       needs_: needs,
+      ctx_: ctx,
       pending_: mayStore(),
     });
     bound();
@@ -254,7 +263,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     if (name != null) e[{ track: 'event', group: 'groupId', alias: 'previousId' }[kind] || 'name'] = name;
     if (body && typeof body === 'object' && !Array.isArray(body)) e[kind === 'identify' || kind === 'group' ? 'traits' : 'properties'] = body;
     e.timestamp = iso(now);
-    const c = { library: { name: LIBRARY, version: VERSION }, sessionId: session };
+    const c = { sessionId: session };
     let needs = consentRecord ? 0 : ANALYTICS;
     if (collect) {
       if (lastTouch && lastTouch.campaign) c.campaign = lastTouch.campaign;
@@ -264,18 +273,18 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
         needs |= MARKETING;
       }
     }
-    // The context last (the consent snapshot is appended to it): the page's facts, then
-    // the SDK's own.
+    // The event's own context last (the consent snapshot is appended to it); the page's
+    // facts travel beside it (pageText).
     const head = serialize(e);
-    const own = JSON.stringify(c); // the SDK's own values: campaign values are clean
-    const json = head && own && head.slice(0, -1) + ',"context":{' + pageText(ctx) + own.slice(1) + '}';
-    if (!json || json.length > MAX_EVENT_BYTES) {
+    const json = head && head.slice(0, -1) + ',"context":' + JSON.stringify(c) + '}';
+    const shared = pageText(ctx);
+    if (!json || json.length + shared.length > MAX_EVENT_BYTES) {
       stats.rejected++;
       return false;
     }
-    if (decided() || consentRecord) enqueue(stamp(json), needs, now);
+    if (decided() || consentRecord) enqueue(stamp(json), needs, now, shared);
     else {
-      waiting.push([json, needs]);
+      waiting.push([json, needs, shared]);
       bound();
     }
     return true;
@@ -341,7 +350,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     const held = waiting;
     waiting = [];
     if (granted(next.analytics)) {
-      for (const [json, needs] of held) enqueue(stamp(json), needs, page.now);
+      for (const [json, needs, shared] of held) enqueue(stamp(json), needs, page.now, shared);
     } else stats.purged += held.length;
     purge();
     record('track', 'Consent Updated', {
@@ -372,18 +381,24 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   const nextBatch = (now, maxBytes, present) => {
     if (inflight.size) return undefined;
     if (present) queue = queue.filter((i) => !i.restored_ || !i.storedIn_ || present.has(i.storedIn_));
+    // One batch holds events of one shared context (one page), sent once beside them.
     const parts = [];
+    let ctx;
     let size = 120 + writeKey.length;
     for (const i of queue) {
       if (i.owner_ !== tab) continue;
+      if (!parts.length) {
+        ctx = i.ctx_;
+        size += ctx ? ctx.length : 0;
+      } else if (i.ctx_ !== ctx) break;
       if (parts.length >= MAX_BATCH_EVENTS || size + i.json_.length + 1 > maxBytes) break;
       parts.push(i.json_);
       size += i.json_.length + 1;
       inflight.add(i.key_);
     }
     if (!parts.length) return undefined;
-    return '{"batch":[' + parts.join(',') + '],"sentAt":"' + iso(now) +
-      '","writeKey":' + JSON.stringify(writeKey) + '}';
+    return '{"batch":[' + parts.join(',') + ']' + (ctx ? ',"context":' + ctx : '') +
+      ',"sentAt":"' + iso(now) + '","writeKey":' + JSON.stringify(writeKey) + '}';
   };
 
   return {
@@ -405,11 +420,16 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
           if (key === K_FIRST) firstTouch = t; else lastTouch = t;
         } catch {}
       } else if (key.startsWith(EVENT_PREFIX) && key.length > EVENT_PREFIX.length + TAB_LEN) {
-        // A chunk: one event per line, each line its consent needs then its JSON.
+        // A chunk (see writeChunk). Events stored without a context line carry their
+        // whole context themselves.
+        let ctx;
         value.split('\n').forEach((line, n) => {
           const needs = +line[0];
-          if (needs <= 3 && line[1] === '{' && line.endsWith('}')) {
-            queue.push({ key_: key + '#' + n, owner_: key.slice(-TAB_LEN), json_: line.slice(1), needs_: needs, storedIn_: key, restored_: true });
+          const json = line.slice(1);
+          if (json[0] !== '{' || !json.endsWith('}')) return;
+          if (line[0] === 'c') ctx = json;
+          else if (needs <= 3) {
+            queue.push({ key_: key + '#' + n, owner_: key.slice(-TAB_LEN), json_: json, needs_: needs, ctx_: ctx, storedIn_: key, restored_: true });
           }
         });
       }

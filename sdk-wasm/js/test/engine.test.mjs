@@ -37,13 +37,17 @@ function engine(optOut) {
   return e;
 }
 
+/** The next batch's events, each with the batch-level context merged under its own (as
+ * the collector stores them). */
 const batch = (e, present) => {
   const body = e.batch(T0, 500 * 1024, present);
   assert.ok(body, 'a batch');
   const v = JSON.parse(body);
   assert.equal(v.writeKey, 'wk');
-  return v.batch;
+  return v.batch.map((m) => ({ ...m, context: { ...v.context, ...m.context } }));
 };
+/** A stored chunk's event lines (not its shared-context lines). */
+const eventLines = (chunk) => chunk.split('\n').filter((l) => l[0] !== 'c');
 const chunks = (ops) => ops.filter(([k, key]) => k === 's' && key.startsWith(EVENT_PREFIX)).map(([, , v]) => v);
 
 test('opt-in writes and sends nothing before consent', () => {
@@ -63,7 +67,7 @@ test('opt-in writes and sends nothing before consent', () => {
   // The three events are written together: one chunk, one line each.
   const c = chunks(writes);
   assert.equal(c.length, 1);
-  assert.equal(c[0].split('\n').length, 3);
+  assert.equal(eventLines(c[0]).length, 3);
   const events = batch(e);
   assert.equal(events.length, 3);
   assert.equal(events[0].event, 'Viewed');
@@ -106,9 +110,45 @@ test('revoking marketing purges events that carry click ids', () => {
   // them (only the consent records stay).
   const c = chunks(writes);
   assert.ok(c.every((v) => !v.includes('gclid') && !v.includes('Plain')), JSON.stringify(c));
-  assert.equal(c.reduce((n, v) => n + v.split('\n').length, 0), 2, 'the two consent records');
+  assert.equal(c.reduce((n, v) => n + eventLines(v).length, 0), 2, 'the two consent records');
   assert.ok(writes.every(([, key, v]) => !(key === 'sl_lt' || key === 'sl_ft') || !v.includes('gclid')));
   assert.deepEqual(batch(e).map((v) => v.event), ['Consent Updated', 'Consent Updated']);
+});
+
+test('page facts travel once per batch and are stored once per chunk', () => {
+  const e = engine(true);
+  const home = { ctx: { page: { path: '/' }, userAgent: 'UA/1.0' }, url: URL0, now: T0 };
+  const next = { ctx: { page: { path: '/next' }, userAgent: 'UA/1.0' }, url: URL0 + 'next', now: T0 + 1 };
+  e.record('track', 'A', {}, home);
+  e.record('track', 'B', {}, home);
+  e.record('page', undefined, {}, next);
+  const [chunk] = chunks(e.takeOps());
+  assert.deepEqual(chunk.split('\n').map((l) => l[0]), ['c', '1', '1', 'c', '1'], chunk);
+  const first = JSON.parse(e.batch(T0, 500000));
+  assert.deepEqual(first.batch.map((m) => m.event), ['A', 'B'], 'one page per batch');
+  assert.deepEqual(first.context.page, { path: '/' });
+  assert.equal(first.context.library.name, 'sightline.js');
+  assert.equal(first.batch[0].context.page, undefined, 'not repeated in each event');
+  assert.ok(first.batch[0].context.consent && first.batch[0].context.sessionId, 'each event keeps its own');
+  e.done(200, 0);
+  // A reload restores the shared context with its events.
+  const r = make(true);
+  r.restore('sl_e:x' + e.tab, chunk);
+  r.start();
+  r.adoptTab(e.tab);
+  const rest = JSON.parse(r.batch(T0, 500000));
+  assert.deepEqual(rest.batch.map((m) => m.event), ['A', 'B']);
+  assert.deepEqual(rest.context.page, { path: '/' });
+  r.done(200, 0);
+  assert.deepEqual(JSON.parse(r.batch(T0, 500000)).context.page, { path: '/next' });
+  // Lines stored without a context line (each event whole) are sent as they are.
+  const old = make(true);
+  old.restore('sl_e:y' + e.tab, '1{"type":"track","event":"Old","context":{"page":{"path":"/old"}}}');
+  old.start();
+  old.adoptTab(e.tab);
+  const legacy = JSON.parse(old.batch(T0, 500000));
+  assert.equal(legacy.context, undefined);
+  assert.equal(legacy.batch[0].context.page.path, '/old');
 });
 
 test('campaign first and last touch, decoded by the browser rules', () => {
