@@ -12,8 +12,11 @@ const d = document;
 const nav = navigator;
 const me = d.currentScript;
 const base = (me && me.src) || location.href;
-// The wasm is fetched while this script runs (not after): its compile streams meanwhile.
-const wasm = fetch(new URL('sightline.wasm', base)).then(load);
+// The wasm: fetched by the snippet alongside this script, or now (its compile streams
+// while this script runs).
+const fetchWasm = () => fetch(new URL('sightline.wasm', base));
+const early = w.sightline && w.sightline._w;
+const wasm = (early ? early.catch(fetchWasm) : fetchWasm()).then(load);
 const LOCK = 'sightline-send';
 
 let stub = w.sightline;

@@ -32,5 +32,7 @@
   var s = d.createElement('script');
   s.async = true;
   s.src = data.src || '/sl/sightline.js';
+  // The SDK's wasm downloads alongside its script rather than after it.
+  if (w.fetch) sl._w = fetch(s.src.replace(/[^/]*$/, 'sightline.wasm'));
   (d.head || d.documentElement).appendChild(s);
 })(window, document);
