@@ -248,7 +248,9 @@ test('SPA navigations are page views; UTM and click ids are captured first- and 
     await page.evaluate(() => window.sightline.flush());
     const anon = await page.evaluate(() => window.sightline.anonymousId());
     const pages = await eventually(async () => {
-      const x = await collector.query(`select payload from events where anonymous_id = '${anon}' and type = 'page' order by timestamp, rowid`);
+      // In the order they happened: the page's own clock (`timestamp` is corrected per
+      // batch for clock skew), then arrival for views within the same millisecond.
+      const x = await collector.query(`select payload from events where anonymous_id = '${anon}' and type = 'page' order by json_extract(payload, '$.originalTimestamp'), rowid`);
       return x.length >= 5 && x.map((p) => JSON.parse(p.payload));
     }, 20_000, 'page views');
     assert.deepEqual(pages.map((p) => p.context.page.path), ['/', '/spa/one', '/spa/two', '/spa/three', '/spa/two']);

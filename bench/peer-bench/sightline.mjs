@@ -1,4 +1,4 @@
-// Sightline's entry for ../shared/peer-bench (run by `scripts/bench.sh sdk`): the built
+// Sightline's entries for ../shared/peer-bench (run by `scripts/bench.sh sdk`): the built
 // SDK from sdk-wasm/dist, loaded by its script tag, consent assumed (opt-out) as the
 // peers collect without a banner, no automatic page view.
 import fs from 'node:fs';
@@ -6,7 +6,7 @@ import fs from 'node:fs';
 const dist = process.env.SIGHTLINE_DIST;
 if (!dist || !fs.existsSync(dist)) throw new Error('set SIGHTLINE_DIST to sdk-wasm/dist');
 
-export default {
+const sightline = {
   id: 'sightline',
   label: 'sightline (wasm)',
   serve: { '/sdk/sightline/': dist },
@@ -21,3 +21,18 @@ export default {
   flush: () => window.sightline.flush(),
   notes: 'Sightline browser SDK (sdk-wasm/dist): snippet-less load, opt-out consent.',
 };
+
+// The floor of load+init in this harness: one script tag with an empty script, then the
+// baseline's array push and single POST.
+const floor = {
+  id: 'floor',
+  label: 'floor: an empty script tag + array push + 1 fetch POST',
+  serve: { '/sdk/floor.js': new URL('./floor.js', import.meta.url).pathname },
+  scripts: ['/sdk/floor.js'],
+  init: () => window.__floor,
+  track: (name, props, q) => q.push({ event: name, properties: props, ts: Date.now() }),
+  flush: (q) => fetch('/collect', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(q) }),
+  notes: 'What fetching and running any script tag costs here, before an SDK does anything.',
+};
+
+export default [sightline, floor];
