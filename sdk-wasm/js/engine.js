@@ -94,7 +94,8 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   /** Items: { key_, owner_, json_, needs_, ctx_, storedIn_, pending_, restored_ } (fields ending
    * in `_` are internal: the build shortens their names). `owner_`: the tab
    * that created it (only it sends the event while it lives; a closed tab's events are
-   * adopted by one other tab). `ctx_`: the context it shares with its page (pageText).
+   * adopted by one other tab). `ctx_`: its whole context as JSON text (see context()),
+   * the same string for consecutive events that share it.
    * `storedIn_`: the chunk holding it, once written (events are stored in chunks of up to
    * MAX_BATCH_EVENTS lines, one write per chunk). */
   let queue = [];
@@ -213,15 +214,17 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     }
   };
 
-  /** Puts the consent snapshot into an event's JSON: the context is the event's last
-   * field, so its text ends with `}}`. */
+  /** Adds the consent snapshot to a context's JSON text. Consecutive events with the
+   * same context get the same string (compared by reference when batches are built). */
   let snapText;
-  const stamp = (json) => json.slice(0, -2) + ',"consent":' + (snapText ||= JSON.stringify(snapshot())) + '}}';
+  let lastCtx;
+  const stamp = (ctx) => {
+    const t = ctx.slice(0, -1) + ',"consent":' + (snapText ||= JSON.stringify(snapshot())) + '}';
+    return t === lastCtx ? lastCtx : (lastCtx = t);
+  };
 
-  /** The context an event shares with the other events of its page: the page's facts
-   * and the library, as JSON with raw PII redacted. Serialized once per page (the adapter
-   * passes the same object until the page changes); sent once per batch as Segment's
-   * batch-level `context` and stored once per chunk, not with every event. */
+  /** The page's facts and the library, as JSON with raw PII redacted: serialized once
+   * per page (the adapter passes the same object until the page changes). */
   let pageFor;
   let pageJson;
   const pageText = (ctx) => {
@@ -273,18 +276,18 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
         needs |= MARKETING;
       }
     }
-    // The event's own context last (the consent snapshot is appended to it); the page's
-    // facts travel beside it (pageText).
-    const head = serialize(e);
-    const json = head && head.slice(0, -1) + ',"context":' + JSON.stringify(c) + '}';
-    const shared = pageText(ctx);
-    if (!json || json.length + shared.length > MAX_EVENT_BYTES) {
+    // The context (page facts, library, session, campaign, then the consent snapshot) is
+    // kept beside the event: events that share it, nearly all of a page's, send it once
+    // per batch as Segment's batch-level `context` and store it once per chunk.
+    const json = serialize(e);
+    const context = pageText(ctx).slice(0, -1) + ',' + JSON.stringify(c).slice(1);
+    if (!json || json.length + context.length > MAX_EVENT_BYTES) {
       stats.rejected++;
       return false;
     }
-    if (decided() || consentRecord) enqueue(stamp(json), needs, now, shared);
+    if (decided() || consentRecord) enqueue(json, needs, now, stamp(context));
     else {
-      waiting.push([json, needs, shared]);
+      waiting.push([json, needs, context]);
       bound();
     }
     return true;
@@ -350,7 +353,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     const held = waiting;
     waiting = [];
     if (granted(next.analytics)) {
-      for (const [json, needs, shared] of held) enqueue(stamp(json), needs, page.now, shared);
+      for (const [json, needs, context] of held) enqueue(json, needs, page.now, stamp(context));
     } else stats.purged += held.length;
     purge();
     record('track', 'Consent Updated', {
@@ -381,7 +384,8 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   const nextBatch = (now, maxBytes, present) => {
     if (inflight.size) return undefined;
     if (present) queue = queue.filter((i) => !i.restored_ || !i.storedIn_ || present.has(i.storedIn_));
-    // One batch holds events of one shared context (one page), sent once beside them.
+    // A batch holds events of one context (one page, session and consent state), sent
+    // once beside them.
     const parts = [];
     let ctx;
     let size = 120 + writeKey.length;
