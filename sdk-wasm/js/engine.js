@@ -125,7 +125,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     let ctx;
     for (const i of queue) {
       if (i.storedIn_ !== chunk) continue;
-      if (i.ctx_ !== ctx) { ctx = i.ctx_; if (ctx) lines.push('c' + ctx); }
+      if (i.ctx_ !== ctx) { ctx = i.ctx_; lines.push('c' + (ctx || '{}')); }
       lines.push(i.needs_ + i.json_);
     }
     if (lines.length) set(chunk, lines.join('\n')); else remove(chunk);
@@ -171,8 +171,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     for (const [k, v] of pii.campaign(url)) {
       any = 1;
       // Raw PII in a campaign value (utm_term=an email) is hashed once, here.
-      const clean = SUSPECT.test(v) ? pii.redact(v) ?? v : v;
-      if (k[0] === '+') clicks[k.slice(1)] = clean; else utm[k] = clean;
+      if (k[0] === '+') clicks[k.slice(1)] = clean(v); else utm[k] = clean(v);
     }
     if (!any) return;
     const touch = {};
@@ -203,12 +202,15 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     return s;
   };
 
+  /** `s` with raw emails and phones replaced by their digest (the shared rules). */
+  const clean = (s) => (SUSPECT.test(s) ? pii.redact(s) ?? s : s);
+
   /** Event JSON with every raw email and phone in its strings replaced by its digest
    * (shared tracking-plan rules), or undefined if it cannot be serialized. */
   const serialize = (e) => {
     try {
       return JSON.stringify(e, (k, v) =>
-        typeof v === 'string' && !OWN[k] && SUSPECT.test(v) ? (pii.redact(v) ?? v) : v);
+        typeof v === 'string' && !OWN[k] ? clean(v) : v);
     } catch {
       return undefined; // a cycle or a BigInt in the page's properties
     }
@@ -450,13 +452,13 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     user: () => user,
     record: (kind, name, body, page) => record(kind, name, body, page),
     identify(userId, traits, page) {
-      if (userId) { user = userId; save(K_USER, userId); }
+      if (userId) { user = clean(userId); save(K_USER, user); }
       return record('identify', undefined, traits, page);
     },
     alias(userId, previous, page) {
       const prev = previous ?? user ?? anon;
-      user = userId;
-      save(K_USER, userId);
+      user = clean(userId);
+      save(K_USER, user);
       return record('alias', prev, undefined, page);
     },
     /** Soft login: the email and/or phone normalized and hashed by the shared rules

@@ -315,6 +315,12 @@ test('identify, alias and reset', () => {
   assert.equal(events[0].userId, 'u1');
   assert.equal(events[0].traits.plan, 'pro');
   assert.deepEqual([events[1].userId, events[1].previousId], ['u2', 'u1']);
+  e.done(200, 0);
+  // A user id that is an email is kept and sent as its digest, like any raw email.
+  e.identify('Ann@Example.com', undefined, at(URL0, T0));
+  assert.equal(e.user(), sha256('ann@example.com'));
+  assert.ok(e.takeOps().every(([, , v]) => !String(v).includes('Ann@Example.com')));
+  assert.equal(all(e)[0].userId, sha256('ann@example.com'));
   e.reset();
   assert.notEqual(e.anon(), anon);
   assert.equal(e.user(), undefined);
