@@ -12,7 +12,7 @@
 //
 // Written in JavaScript rather than Rust on purpose: the same engine compiled to wasm
 // weighed about 20 KB gzip more for every visitor (measured), against an install budget
-// of 17 KB in all (README, "Browser SDK size").
+// of 17 KB in all (README, "SDK API").
 
 export const LIBRARY = 'sightline.js';
 export const VERSION = '0.1.0';
@@ -43,7 +43,7 @@ const TAB_LEN = 6;
 const ANALYTICS = 1;
 const MARKETING = 2;
 /** Event fields that are the SDK's own ids and times: never raw PII, not scanned. */
-const OWN = { messageId: 1, anonymousId: 1, timestamp: 1, sessionId: 1, version: 1 };
+const OWN = { messageId: 1, anonymousId: 1, timestamp: 1, version: 1 };
 /** Strings worth asking the shared PII rules about: an `@`, or four digits in a row. */
 const SUSPECT = /@|\d{4}/;
 
@@ -94,8 +94,9 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   /** Items: { key_, owner_, json_, needs_, ctx_, storedIn_, pending_, restored_ } (fields ending
    * in `_` are internal: the build shortens their names). `owner_`: the tab
    * that created it (only it sends the event while it lives; a closed tab's events are
-   * adopted by one other tab). `ctx_`: its whole context as JSON text (see context()),
-   * the same string for consecutive events that share it.
+   * adopted by one other tab). `ctx_`: its whole context as JSON text (page facts,
+   * library, session, campaign, consent snapshot: see record), the same string for
+   * consecutive events that share it.
    * `storedIn_`: the chunk holding it, once written (events are stored in chunks of up to
    * MAX_BATCH_EVENTS lines, one write per chunk). */
   let queue = [];
