@@ -82,7 +82,8 @@ impl core::fmt::Display for IdentifierError {
 
 /// `s[a..b]`, or `""` if that is not a slice of `s`. Every index here comes from a search
 /// in the same string, so the empty case never happens; the checked form keeps core's
-/// slicing panic and its message formatting (about 4 KB of the SDK's wasm) out of the build.
+/// slicing panic and its message formatting (about 3 KB gzip of the SDK's wasm) out of the
+/// build.
 fn sub(s: &str, a: usize, b: usize) -> &str {
     s.get(a..b).unwrap_or_default()
 }

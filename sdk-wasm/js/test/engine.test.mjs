@@ -37,23 +37,23 @@ function engine(optOut) {
   return e;
 }
 
-/** The next batch's events, each with the batch-level context merged under its own (as
+/** A batch body's events, each with the batch-level context merged under its own (as
  * the collector stores them). */
-const batch = (e, present) => {
-  const body = e.batch(T0, 500 * 1024, present);
-  assert.ok(body, 'a batch');
+const eventsOf = (body) => {
   const v = JSON.parse(body);
   assert.equal(v.writeKey, 'wk');
   return v.batch.map((m) => ({ ...m, context: { ...v.context, ...m.context } }));
 };
-/** Every queued event, batch after batch (each batch acknowledged). */
+/** The next batch's events (left in flight). */
+const batch = (e, present) => {
+  const body = e.batch(T0, 500 * 1024, present);
+  assert.ok(body, 'a batch');
+  return eventsOf(body);
+};
+/** Every queued event, batch after batch, each batch acknowledged. */
 const all = (e) => {
   const out = [];
-  while (e.batch(T0, 500 * 1024)) {
-    e.done(503, 0); // put back, then read through the helper
-    out.push(...batch(e));
-    e.done(200, 0);
-  }
+  for (let body; (body = e.batch(T0, 500 * 1024)); e.done(200, 0)) out.push(...eventsOf(body));
   return out;
 };
 /** A stored chunk's event lines (not its shared-context lines). */
