@@ -217,13 +217,32 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     }
   };
 
-  /** Adds the consent snapshot to a context's JSON text. Consecutive events with the
-   * same context get the same string (compared by reference when batches are built). */
+  /** Adds the consent snapshot to a context's JSON text. Built again only when the
+   * context or the consent changed: consecutive events share one string (compared by
+   * reference when batches and chunks are built). */
   let snapText;
-  let lastCtx;
+  let stampIn;
+  let stampOut;
   const stamp = (ctx) => {
-    const t = ctx.slice(0, -1) + ',"consent":' + (snapText ||= JSON.stringify(snapshot())) + '}';
-    return t === lastCtx ? lastCtx : (lastCtx = t);
+    if (ctx !== stampIn || !snapText) {
+      stampIn = ctx;
+      stampOut = ctx.slice(0, -1) + ',"consent":' + (snapText ||= JSON.stringify(snapshot())) + '}';
+    }
+    return stampOut;
+  };
+
+  /** An event's context before the consent snapshot: the page's facts and its own
+   * (session, campaign), built again only when either changed. */
+  let pageIn;
+  let ownIn;
+  let contextOut;
+  const contextText = (page, own) => {
+    if (page !== pageIn || own !== ownIn) {
+      pageIn = page;
+      ownIn = own;
+      contextOut = page.slice(0, -1) + ',' + own.slice(1);
+    }
+    return contextOut;
   };
 
   /** The page's facts and the library, as JSON with raw PII redacted: serialized once
@@ -283,7 +302,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     // kept beside the event: events that share it, nearly all of a page's, send it once
     // per batch as Segment's batch-level `context` and store it once per chunk.
     const json = serialize(e);
-    const context = pageText(ctx).slice(0, -1) + ',' + JSON.stringify(c).slice(1);
+    const context = contextText(pageText(ctx), JSON.stringify(c));
     if (!json || json.length + context.length > MAX_EVENT_BYTES) {
       stats.rejected++;
       return false;
