@@ -91,7 +91,9 @@ pub enum Param {
 /// [`from_url`] applies it to every parameter; the SDK applies it to the parameters the
 /// browser's `URLSearchParams` decoded (the same form-urlencoded rules as [`decode`]).
 pub fn param(key: &str, value: &str) -> Option<Param> {
-    let value = value.trim();
+    // Values are checked for raw PII after decoding (`utm_content=jo%40x.io`).
+    let scrubbed = crate::pii::scrub_text(value, None).map(|(s, _)| s);
+    let value = scrubbed.as_deref().unwrap_or(value).trim();
     if value.is_empty() {
         return None;
     }
@@ -107,6 +109,45 @@ pub fn param(key: &str, value: &str) -> Option<Param> {
         }
     };
     Some(Param::Utm(field, normalize(field, value)))
+}
+
+/// Whether a query parameter name is an ad click id.
+pub fn is_click_id(name: &str) -> bool {
+    CLICK_IDS.iter().any(|c| c.eq_ignore_ascii_case(name))
+}
+
+/// `url` without its click-id query parameters (`gclid=...`), or `None` when it has
+/// none. Used when marketing consent is missing: a click id in a page URL is an ad
+/// identifier as much as one in `context.clickIds`.
+pub fn strip_click_ids(url: &str) -> Option<String> {
+    let (head, rest) = url.split_once('?')?;
+    let (query, frag) = match rest.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (rest, None),
+    };
+    let mut kept: Vec<&str> = Vec::new();
+    let mut dropped = false;
+    for pair in query.split('&') {
+        let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if is_click_id(decode(name).trim()) {
+            dropped = true;
+        } else {
+            kept.push(pair);
+        }
+    }
+    if !dropped {
+        return None;
+    }
+    let mut out = head.to_string();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(f) = frag {
+        out.push('#');
+        out.push_str(f);
+    }
+    Some(out)
 }
 
 /// Trims a campaign value; lowercases `source` and `medium` (ASCII letters only: source
@@ -151,6 +192,24 @@ mod tests {
         );
         assert_eq!(param("utm_term", " "), None);
         assert_eq!(param("ref", "x"), None);
+        // Decoded values are redacted: a raw email never becomes a campaign field.
+        assert_eq!(
+            param("utm_content", "jo@x.io"),
+            Some(Param::Utm("content", crate::identifiers::sha256_hex("jo@x.io")))
+        );
+        let c = from_url("https://s.example/?utm_content=jo%40x.io");
+        assert!(!c.utm[0].1.contains('@'));
+    }
+
+    #[test]
+    fn click_ids_are_stripped_from_urls() {
+        assert_eq!(
+            strip_click_ids("https://s.example/p?a=1&gclid=G&fbclid=F#x").as_deref(),
+            Some("https://s.example/p?a=1#x")
+        );
+        assert_eq!(strip_click_ids("/p?gclid=G").as_deref(), Some("/p"));
+        assert_eq!(strip_click_ids("/p?a=1"), None);
+        assert_eq!(strip_click_ids("?MSCLKID=x&b=2").as_deref(), Some("?b=2"));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! countries (libphonenumber's metadata would add hundreds of KB to the SDK).
 
 use alloc::string::{String, ToString};
+#[cfg(feature = "std")]
+use alloc::vec::Vec;
 
 /// How an email is normalized. `Standard` (trim, lowercase) is Meta's rule and Sightline's
 /// identity key; `Google` additionally removes dots before the `@` of gmail.com and
@@ -503,16 +505,7 @@ pub fn looks_like_phone(value: &str) -> bool {
 /// Classifies a string value as raw PII: an email anywhere in it, or a value that is a
 /// phone number. Hex digests are never PII findings.
 pub fn detect_pii(value: &str) -> Option<PiiKind> {
-    if is_sha256_hex(value) {
-        return None;
-    }
-    if value.contains('@') && find_email(value).is_some() {
-        return Some(PiiKind::Email);
-    }
-    if looks_like_phone(value) || find_international_phone(value).is_some() {
-        return Some(PiiKind::Phone);
-    }
-    None
+    crate::pii::detect(crate::pii::FieldKind::Other, value)
 }
 
 /// Finds a phone number in international form (`+` then 8 to 15 digits, grouped with
@@ -540,107 +533,14 @@ pub fn find_international_phone(text: &str) -> Option<&str> {
 }
 
 /// Walks a JSON value and reports the JSON path and kind of every raw email or phone
-/// number in its strings (keys named like `email`/`phone` are not needed: values decide).
-/// Paths are only built for findings, so a clean event costs no allocation.
+/// number in its keys and strings (see [`crate::pii`]).
 #[cfg(feature = "std")]
 pub fn find_pii(value: &serde_json::Value, path: &str, out: &mut Vec<(String, PiiKind)>) {
-    let mut segs = Vec::new();
-    walk_pii(value, path, &mut segs, out);
-}
-
-#[cfg(feature = "std")]
-fn walk_pii<'a>(
-    value: &'a serde_json::Value,
-    root: &str,
-    segs: &mut Vec<crate::plan::Seg<'a>>,
-    out: &mut Vec<(String, PiiKind)>,
-) {
-    use crate::plan::Seg;
-    use serde_json::Value;
-    match value {
-        Value::String(s) => {
-            if let Some(kind) = detect_pii(s) {
-                out.push((crate::plan::render(root, segs), kind));
-            }
-        }
-        Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                segs.push(Seg::Index(i));
-                walk_pii(v, root, segs, out);
-                segs.pop();
-            }
-        }
-        Value::Object(map) => {
-            for (k, v) in map {
-                segs.push(Seg::Key(k));
-                walk_pii(v, root, segs, out);
-                segs.pop();
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The digest that replaces a raw phone number: E.164 when the number can be normalized
-/// (national numbers take the visitor's country), else its digits. Either way no raw
-/// value remains.
-fn phone_digest(raw: &str, country: Option<&str>) -> String {
-    let normalized = normalize_phone(raw, country.unwrap_or("US"))
-        .or_else(|_| normalize_phone(raw, "US"))
-        .unwrap_or_else(|_| raw.chars().filter(char::is_ascii_digit).collect());
-    sha256_hex(&normalized)
-}
-
-fn email_digest(raw: &str) -> String {
-    hash_email(raw, EmailVariant::Standard)
-        .unwrap_or_else(|_| sha256_hex(&raw.to_ascii_lowercase()))
+    crate::pii::find_pii(value, path, out)
 }
 
 /// Returns `s` with every raw email and phone number replaced by its digest, or `None`
-/// when there is none. A whole-value match becomes the bare digest (the form a plan's
-/// `x-pii` field expects); a match inside text is replaced in place.
+/// when there is none ([`crate::pii::scrub_text`]).
 pub fn redact_str(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
-    if is_sha256_hex(s) || !s.bytes().any(|b| b == b'@' || b.is_ascii_digit()) {
-        return None;
-    }
-    if looks_like_phone(s) {
-        return Some((phone_digest(s, country), PiiKind::Phone));
-    }
-    if find_email(s).is_some_and(|e| e == s.trim()) {
-        return Some((email_digest(s), PiiKind::Email));
-    }
-    let mut out = String::new();
-    let mut rest = s;
-    let mut kind = None;
-    loop {
-        let email = rest.contains('@').then(|| find_email(rest)).flatten();
-        let phone = find_international_phone(rest);
-        let (found, k) = match (email, phone) {
-            (Some(e), Some(p)) => {
-                if offset(rest, e) <= offset(rest, p) {
-                    (e, PiiKind::Email)
-                } else {
-                    (p, PiiKind::Phone)
-                }
-            }
-            (Some(e), None) => (e, PiiKind::Email),
-            (None, Some(p)) => (p, PiiKind::Phone),
-            (None, None) => break,
-        };
-        let at = offset(rest, found);
-        out.push_str(sub(rest, 0, at));
-        out.push_str(&match k {
-            PiiKind::Email => email_digest(found),
-            PiiKind::Phone => phone_digest(found, country),
-        });
-        kind.get_or_insert(k);
-        rest = sub(rest, at + found.len(), rest.len());
-    }
-    let kind = kind?;
-    out.push_str(rest);
-    Some((out, kind))
-}
-
-fn offset(outer: &str, inner: &str) -> usize {
-    inner.as_ptr() as usize - outer.as_ptr() as usize
+    crate::pii::scrub_text(s, country)
 }

@@ -11,6 +11,8 @@ extern crate alloc;
 
 pub mod campaign;
 pub mod identifiers;
+pub mod path;
+pub mod pii;
 #[cfg(feature = "std")]
 pub mod message;
 #[cfg(feature = "std")]

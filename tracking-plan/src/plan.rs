@@ -32,6 +32,7 @@
 //! and is small enough to ship in the browser SDK (figures in the README).
 
 use crate::identifiers::{is_sha256_hex, normalize_email, PiiKind};
+use crate::path::{render, Seg};
 use crate::message::{Message, MessageType};
 use crate::time::parse_rfc3339;
 use serde_json::{Map, Value};
@@ -100,29 +101,7 @@ impl std::fmt::Display for PlanError {
     }
 }
 
-/// JSON path of `key` under `parent`: `$.a` for plain names, `$["a b"]` otherwise.
-pub fn child_path(parent: &str, key: &str) -> String {
-    let mut p = parent.to_string();
-    push_child(&mut p, key);
-    p
-}
-
-/// Appends `.key` to a path, or `["key"]` when the key is not a plain identifier.
-pub fn push_child(path: &mut String, key: &str) {
-    let plain = !key.is_empty()
-        && !key.starts_with(|c: char| c.is_ascii_digit())
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
-    if plain {
-        path.push('.');
-        path.push_str(key);
-    } else {
-        path.push('[');
-        path.push_str(&Value::String(key.to_string()).to_string());
-        path.push(']');
-    }
-}
+pub use crate::path::{child_path, push_child};
 
 const NULL: u8 = 1;
 const BOOLEAN: u8 = 2;
@@ -580,7 +559,7 @@ impl Plan {
         for (section, root) in [(&m.properties, "$.properties"), (&m.traits, "$.traits")] {
             if let Some(v) = section {
                 let mut found = Vec::new();
-                crate::identifiers::find_pii(v, root, &mut found);
+                crate::pii::find_pii(v, root, &mut found);
                 for (path, kind) in found {
                     if !out
                         .iter()
@@ -622,23 +601,6 @@ fn raw_pii(path: String, kind: PiiKind) -> Violation {
         path,
         pii: Some(kind),
     }
-}
-
-/// A path segment, rendered into a string only when a violation is reported.
-pub(crate) enum Seg<'a> {
-    Key(&'a str),
-    Index(usize),
-}
-
-pub(crate) fn render(root: &str, segs: &[Seg<'_>]) -> String {
-    let mut p = root.to_string();
-    for s in segs {
-        p = match s {
-            Seg::Key(k) => child_path(&p, k),
-            Seg::Index(i) => format!("{p}[{i}]"),
-        };
-    }
-    p
 }
 
 fn violation(kind: ViolationKind, root: &str, segs: &[Seg<'_>], message: String) -> Violation {

@@ -1,0 +1,726 @@
+//! Raw PII: decides where a message carries a raw email address or phone number, in any
+//! string value, object key, id, URL component or encoding, and what replaces it (the
+//! SHA-256 of its normalized form, so the digest still matches the visitor's soft login).
+//! The one walker both the browser SDK and the collector run.
+//!
+//! What counts:
+//! - an email anywhere in a string, also percent-encoded (`jo%40x.io`, `%2540`) or form
+//!   encoded, in a URL component or in free text;
+//! - a phone number in international form anywhere (`+33 6 12 34 56 78`), and a whole
+//!   value that is a grouped national number (`(650) 555-0142`);
+//! - any value of a field whose name says what it holds (`email`, `userEmail`, `phone`,
+//!   `mobile`, `tel`, ...) in any format: `650.555.0142`, `6505550143`, the number
+//!   6505550143, `JO (at) x.io` is not guessed, but anything with an `@` is;
+//! - object keys, the event name, page name and category, ids (`messageId`,
+//!   `anonymousId`, `userId`, `previousId`, `groupId`) and timestamps. An id that is an
+//!   email or phone becomes its bare digest.
+//!
+//! Linear in the input: each scan visits a byte a bounded number of times (an email's
+//! local part is looked for at most 64 bytes back from its `@`; phone runs end at the
+//! next `+`), and a string is decoded only in the components that hold `%` or `+`.
+
+use crate::identifiers::{
+    is_sha256_hex, looks_like_phone, normalize_email, normalize_phone, sha256_hex, EmailVariant,
+};
+pub use crate::identifiers::PiiKind;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// What a field's name says its value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Email,
+    Phone,
+    Other,
+}
+
+const EMAIL_WORDS: &[&str] = &["email", "mail", "emailaddress", "mailaddress", "courriel"];
+const PHONE_WORDS: &[&str] = &[
+    "phone",
+    "phonenumber",
+    "mobile",
+    "mobilephone",
+    "mobilenumber",
+    "tel",
+    "telephone",
+    "telefon",
+    "telefono",
+    "cell",
+    "cellphone",
+    "msisdn",
+    "fax",
+    "sms",
+    "whatsapp",
+];
+/// Words that mark a field holding a digest of the value, not the value.
+const DIGEST_WORDS: &[&str] = &["sha256", "sha", "sha1", "md5", "hash", "hashed", "digest"];
+
+/// The words of a key: split at non-alphanumerics and at lower-to-upper case changes
+/// (`userEmail`, `user_email`, `user-email` all give `user`, `email`).
+fn words(key: &str) -> impl Iterator<Item = &str> {
+    let b = key.as_bytes();
+    let mut i = 0;
+    core::iter::from_fn(move || {
+        while i < b.len() && !b[i].is_ascii_alphanumeric() {
+            i += 1;
+        }
+        if i >= b.len() {
+            return None;
+        }
+        let start = i;
+        i += 1;
+        while i < b.len()
+            && b[i].is_ascii_alphanumeric()
+            && !(b[i].is_ascii_uppercase() && b[i - 1].is_ascii_lowercase())
+        {
+            i += 1;
+        }
+        key.get(start..i)
+    })
+}
+
+/// What a field named `key` holds, by its words.
+pub fn field_kind(key: &str) -> FieldKind {
+    let mut kind = FieldKind::Other;
+    for w in words(key) {
+        let is = |list: &[&str]| list.iter().any(|x| x.eq_ignore_ascii_case(w));
+        if is(DIGEST_WORDS) {
+            return FieldKind::Other;
+        }
+        if is(EMAIL_WORDS) {
+            kind = FieldKind::Email;
+        } else if is(PHONE_WORDS) && kind == FieldKind::Other {
+            kind = FieldKind::Phone;
+        }
+    }
+    kind
+}
+
+/// A raw value found in a string: byte range and kind.
+#[derive(Debug, Clone, Copy)]
+struct Hit {
+    start: usize,
+    end: usize,
+    kind: PiiKind,
+}
+
+/// Bytes of an email's local part when found inside text (non-ASCII bytes count: UTF-8
+/// continuation bytes are all >= 0x80, so ranges stay on character boundaries).
+fn local_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80 || b"!$%*+^_~.-".contains(&b)
+}
+
+fn domain_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80 || b == b'-' || b == b'.'
+}
+
+fn phone_byte(b: u8) -> bool {
+    b.is_ascii_digit() || b" -.()".contains(&b)
+}
+
+/// Every email in `s`, in order, in one pass.
+fn email_hits(s: &str, out: &mut Vec<Hit>) {
+    let b = s.as_bytes();
+    let mut floor = 0;
+    for at in memchr_all(b, b'@') {
+        let mut start = at;
+        while start > floor && at - start < 64 && local_byte(b[start - 1]) {
+            start -= 1;
+        }
+        while start < at && (!s.is_char_boundary(start) || b[start] == b'.') {
+            start += 1;
+        }
+        let mut end = at + 1;
+        while end < b.len() && end - at <= 253 && domain_byte(b[end]) {
+            end += 1;
+        }
+        while end > at + 1 && (b[end - 1] == b'.' || !s.is_char_boundary(end)) {
+            end -= 1;
+        }
+        let Some(candidate) = s.get(start..end) else {
+            continue;
+        };
+        if start < at && normalize_email(candidate, EmailVariant::Standard).is_ok() {
+            out.push(Hit {
+                start,
+                end,
+                kind: PiiKind::Email,
+            });
+            floor = end;
+        }
+    }
+}
+
+fn memchr_all(b: &[u8], needle: u8) -> impl Iterator<Item = usize> + '_ {
+    b.iter()
+        .enumerate()
+        .filter(move |(_, c)| **c == needle)
+        .map(|(i, _)| i)
+}
+
+/// Every phone number in international form (`+` and 8 to 15 digits, grouped by spaces,
+/// dashes, dots or parentheses), in one pass: a run ends at the next `+`.
+fn phone_hits(s: &str, out: &mut Vec<Hit>) {
+    let b = s.as_bytes();
+    let mut from = 0;
+    for plus in memchr_all(b, b'+') {
+        if plus < from {
+            continue;
+        }
+        let mut end = plus + 1;
+        while end < b.len() && phone_byte(b[end]) {
+            end += 1;
+        }
+        from = end;
+        while end > plus + 1 && b" -.(".contains(&b[end - 1]) {
+            end -= 1;
+        }
+        let run = &b[plus + 1..end];
+        let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
+        let starts_well = run.first().is_some_and(|c| c.is_ascii_digit() || *c == b'(');
+        if starts_well && (8..=15).contains(&digits) {
+            out.push(Hit {
+                start: plus,
+                end,
+                kind: PiiKind::Phone,
+            });
+        }
+    }
+}
+
+/// The digest that replaces a raw phone number: of its E.164 form when it can be
+/// normalized (national numbers take the visitor's country, then US), else of its digits.
+pub fn phone_digest(raw: &str, country: Option<&str>) -> String {
+    let normalized = normalize_phone(raw, country.unwrap_or("US"))
+        .or_else(|_| normalize_phone(raw, "US"))
+        .unwrap_or_else(|_| raw.chars().filter(char::is_ascii_digit).collect());
+    sha256_hex(&normalized)
+}
+
+/// The digest that replaces a raw email: of its normalized form (trimmed, lowercased).
+pub fn email_digest(raw: &str) -> String {
+    let raw = raw.trim();
+    let raw = raw
+        .strip_prefix("mailto:")
+        .or_else(|| raw.strip_prefix("MAILTO:"))
+        .unwrap_or(raw);
+    normalize_email(raw, EmailVariant::Standard)
+        .map(|n| sha256_hex(&n))
+        .unwrap_or_else(|_| sha256_hex(&raw.to_ascii_lowercase()))
+}
+
+/// Replaces raw emails and phones in plain (not URL-decoded) text.
+fn scrub_plain(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
+    let t = s.trim();
+    if t.is_empty() || is_sha256_hex(t) {
+        return None;
+    }
+    if looks_like_phone(t) && !t.get(1..).unwrap_or_default().contains('+') {
+        return Some((phone_digest(t, country), PiiKind::Phone));
+    }
+    let mut hits = Vec::new();
+    if s.as_bytes().contains(&b'@') {
+        email_hits(s, &mut hits);
+    }
+    let emails = hits.len();
+    if s.as_bytes().contains(&b'+') {
+        phone_hits(s, &mut hits);
+    }
+    if hits.is_empty() {
+        return None;
+    }
+    if emails > 0 && emails < hits.len() {
+        hits.sort_unstable_by_key(|h| h.start);
+    }
+    let first = hits[0];
+    if hits.len() == 1 && s.get(first.start..first.end) == Some(t) {
+        let raw = s.get(first.start..first.end).unwrap_or_default();
+        return Some((digest(raw, first.kind, country), first.kind));
+    }
+    let mut out = String::with_capacity(s.len() + 64);
+    let mut at = 0;
+    for h in &hits {
+        if h.start < at {
+            continue; // overlaps the previous finding
+        }
+        out.push_str(s.get(at..h.start).unwrap_or_default());
+        out.push_str(&digest(s.get(h.start..h.end).unwrap_or_default(), h.kind, country));
+        at = h.end;
+    }
+    out.push_str(s.get(at..).unwrap_or_default());
+    Some((out, first.kind))
+}
+
+fn digest(raw: &str, kind: PiiKind, country: Option<&str>) -> String {
+    match kind {
+        PiiKind::Email => email_digest(raw),
+        PiiKind::Phone => phone_digest(raw, country),
+    }
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as a space when `form`); `None` when nothing changed.
+fn percent_decode(s: &str, form: bool) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h * 16 + l);
+                        i += 3;
+                        changed = true;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' if form => {
+                out.push(b' ');
+                changed = true;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    changed.then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &c in s.as_bytes() {
+        if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+            out.push(char::from(c));
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(c >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(c & 15)]));
+        }
+    }
+    out
+}
+
+/// Bytes that separate URL components and words.
+fn delimiter(b: u8) -> bool {
+    b.is_ascii_whitespace() || b"&?#=/;,:\"'<>|".contains(&b)
+}
+
+/// Looks for raw values in one component after decoding it (up to three rounds, for
+/// double encoding), first as a path (`+` kept), then as a form value (`+` is a space).
+/// Returns the component re-encoded with the findings replaced.
+fn scrub_component(c: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
+    for form in [false, true] {
+        let mut decoded = percent_decode(c, form);
+        let mut rounds = 1;
+        while rounds < 3 {
+            let Some(more) = decoded.as_deref().and_then(|d| percent_decode(d, false)) else {
+                break;
+            };
+            decoded = Some(more);
+            rounds += 1;
+        }
+        let Some(d) = decoded else { continue };
+        if let Some((clean, kind)) = scrub_plain(&d, country) {
+            return Some((percent_encode(&clean), kind));
+        }
+    }
+    None
+}
+
+/// `s` with every raw email and phone number replaced by its digest, or `None` when it
+/// holds none. A whole value that is one becomes the bare digest; inside text or a URL
+/// the digest takes its place (percent-encoded components are decoded to look, and the
+/// component is written back encoded).
+pub fn scrub_text(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
+    let suspect = s
+        .bytes()
+        .any(|b| b == b'@' || b == b'%' || b.is_ascii_digit());
+    if !suspect || is_sha256_hex(s) {
+        return None;
+    }
+    let plain = scrub_plain(s, country);
+    let base = plain.as_ref().map_or(s, |(t, _)| t.as_str());
+    if !base.bytes().any(|b| b == b'%' || b == b'+') {
+        return plain;
+    }
+    let mut kind = plain.as_ref().map(|(_, k)| *k);
+    let mut out = String::new();
+    let mut changed = false;
+    let bytes = base.as_bytes();
+    let mut start = 0;
+    for i in 0..=bytes.len() {
+        if i < bytes.len() && !delimiter(bytes[i]) {
+            continue;
+        }
+        let comp = base.get(start..i).unwrap_or_default();
+        let found = comp
+            .bytes()
+            .any(|b| b == b'%' || b == b'+')
+            .then(|| scrub_component(comp, country))
+            .flatten();
+        match found {
+            Some((clean, k)) => {
+                out.push_str(&clean);
+                kind.get_or_insert(k);
+                changed = true;
+            }
+            None => out.push_str(comp),
+        }
+        if let Some(d) = base.get(i..i + 1) {
+            out.push_str(d);
+        }
+        start = i + 1;
+    }
+    match (changed, plain) {
+        (true, _) => Some((out, kind.unwrap_or(PiiKind::Email))),
+        (false, plain) => plain,
+    }
+}
+
+fn letters(s: &str) -> usize {
+    s.bytes().filter(u8::is_ascii_alphabetic).count()
+}
+
+/// A string value of a field named as holding `kind`: an email field's value with an
+/// `@` (also encoded) is hashed whole; a phone field's value with 6 to 20 digits and few
+/// letters (`tel:`, `ext`) is hashed as a phone in whatever format it came.
+pub fn scrub_field(kind: FieldKind, s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
+    if is_sha256_hex(s.trim()) {
+        return None;
+    }
+    match kind {
+        FieldKind::Email => {
+            let decoded = percent_decode(s, false);
+            let text = decoded.as_deref().unwrap_or(s);
+            if text.contains('@') {
+                return Some((email_digest(text), PiiKind::Email));
+            }
+        }
+        FieldKind::Phone => {
+            let digits = s.bytes().filter(u8::is_ascii_digit).count();
+            if (6..=20).contains(&digits) && letters(s) <= 4 {
+                let t = s.trim();
+                let t = t.strip_prefix("tel:").unwrap_or(t);
+                return Some((phone_digest(t, country), PiiKind::Phone));
+            }
+        }
+        FieldKind::Other => {}
+    }
+    scrub_text(s, country)
+}
+
+/// Whether a string holds raw PII (as [`scrub_field`] would replace).
+pub fn detect(kind: FieldKind, s: &str) -> Option<PiiKind> {
+    scrub_field(kind, s, None).map(|(_, k)| k)
+}
+
+#[cfg(feature = "std")]
+pub use walk::*;
+
+#[cfg(feature = "std")]
+mod walk {
+    use super::*;
+    use crate::message::Message;
+    use crate::path::{push_child, push_index, render, Seg};
+    use serde_json::{Map, Value};
+
+    /// A raw value that was replaced, and where.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Finding {
+        pub path: String,
+        pub kind: PiiKind,
+    }
+
+    /// Replaces every raw email and phone in the keys and strings of `v` (and the numbers
+    /// of phone-named fields) in place, reporting their paths. `field` is what the name
+    /// of the field holding `v` says (children inherit it unless their own name says).
+    pub fn scrub_value(
+        v: &mut Value,
+        root: &str,
+        field: FieldKind,
+        country: Option<&str>,
+        out: &mut Vec<Finding>,
+    ) {
+        let mut path = String::from(root);
+        walk(v, &mut path, field, country, out);
+    }
+
+    fn walk(
+        v: &mut Value,
+        path: &mut String,
+        field: FieldKind,
+        country: Option<&str>,
+        out: &mut Vec<Finding>,
+    ) {
+        match v {
+            Value::String(s) => {
+                if let Some((clean, kind)) = scrub_field(field, s, country) {
+                    *s = clean;
+                    out.push(Finding {
+                        path: path.clone(),
+                        kind,
+                    });
+                }
+            }
+            Value::Number(n) if field == FieldKind::Phone => {
+                let text = n.to_string();
+                if let Some((clean, kind)) = scrub_field(field, &text, country) {
+                    *v = Value::String(clean);
+                    out.push(Finding {
+                        path: path.clone(),
+                        kind,
+                    });
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    if needs_walk(item, field) {
+                        let len = path.len();
+                        push_index(path, i);
+                        walk(item, path, field, country, out);
+                        path.truncate(len);
+                    }
+                }
+            }
+            Value::Object(map) => walk_map(map, path, field, country, out),
+            _ => {}
+        }
+    }
+
+    /// Walks an object: keys first (a key holding PII is renamed to its scrubbed form),
+    /// then each value under the kind its name says.
+    pub fn walk_map(
+        map: &mut Map<String, Value>,
+        path: &mut String,
+        field: FieldKind,
+        country: Option<&str>,
+        out: &mut Vec<Finding>,
+    ) {
+        let renames: Vec<(String, String, PiiKind)> = map
+            .keys()
+            .filter_map(|k| scrub_text(k, country).map(|(c, kind)| (k.clone(), c, kind)))
+            .collect();
+        for (old, new, kind) in renames {
+            if let Some(v) = map.remove(&old) {
+                let len = path.len();
+                push_child(path, &new);
+                out.push(Finding {
+                    path: path.clone(),
+                    kind,
+                });
+                path.truncate(len);
+                map.insert(new, v);
+            }
+        }
+        for (k, item) in map.iter_mut() {
+            let kind = match field_kind(k) {
+                FieldKind::Other => field,
+                named => named,
+            };
+            if needs_walk(item, kind) {
+                let len = path.len();
+                push_child(path, k);
+                walk(item, path, kind, country, out);
+                path.truncate(len);
+            }
+        }
+    }
+
+    /// Booleans and null cannot hold PII; numbers only in a phone field (elsewhere bare
+    /// digit runs are order ids and timestamps).
+    fn needs_walk(v: &Value, field: FieldKind) -> bool {
+        match v {
+            Value::String(_) | Value::Array(_) | Value::Object(_) => true,
+            Value::Number(_) => field == FieldKind::Phone,
+            _ => false,
+        }
+    }
+
+    /// Scrubs a whole message: ids, names, timestamps, every section and every unmodelled
+    /// field, keys included.
+    pub fn scrub_message(m: &mut Message, country: Option<&str>) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for (field, path) in [
+            (&mut m.message_id, "$.messageId"),
+            (&mut m.anonymous_id, "$.anonymousId"),
+            (&mut m.user_id, "$.userId"),
+            (&mut m.previous_id, "$.previousId"),
+            (&mut m.group_id, "$.groupId"),
+            (&mut m.event, "$.event"),
+            (&mut m.name, "$.name"),
+            (&mut m.category, "$.category"),
+            (&mut m.timestamp, "$.timestamp"),
+            (&mut m.original_timestamp, "$.originalTimestamp"),
+            (&mut m.sent_at, "$.sentAt"),
+            (&mut m.received_at, "$.receivedAt"),
+        ] {
+            if let Some((clean, kind)) = field.as_deref().and_then(|v| scrub_text(v, country)) {
+                *field = Some(clean);
+                out.push(Finding {
+                    path: path.into(),
+                    kind,
+                });
+            }
+        }
+        for (section, root) in [
+            (&mut m.properties, "$.properties"),
+            (&mut m.traits, "$.traits"),
+            (&mut m.context, "$.context"),
+            (&mut m.integrations, "$.integrations"),
+        ] {
+            if let Some(v) = section {
+                scrub_value(v, root, FieldKind::Other, country, &mut out);
+            }
+        }
+        let mut path = String::from("$");
+        walk_map(&mut m.extra, &mut path, FieldKind::Other, country, &mut out);
+        out
+    }
+
+    /// Reports the path and kind of every raw value in `value` without changing it.
+    pub fn find_pii(value: &Value, root: &str, out: &mut Vec<(String, PiiKind)>) {
+        let mut segs = Vec::new();
+        find(value, root, FieldKind::Other, &mut segs, out);
+    }
+
+    fn find<'a>(
+        value: &'a Value,
+        root: &str,
+        field: FieldKind,
+        segs: &mut Vec<Seg<'a>>,
+        out: &mut Vec<(String, PiiKind)>,
+    ) {
+        match value {
+            Value::String(s) => {
+                if let Some(kind) = detect(field, s) {
+                    out.push((render(root, segs), kind));
+                }
+            }
+            Value::Number(n) if field == FieldKind::Phone => {
+                if let Some(kind) = detect(field, &n.to_string()) {
+                    out.push((render(root, segs), kind));
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    segs.push(Seg::Index(i));
+                    find(v, root, field, segs, out);
+                    segs.pop();
+                }
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    segs.push(Seg::Key(k));
+                    if let Some(kind) = scrub_text(k, None).map(|(_, k)| k) {
+                        out.push((render(root, segs), kind));
+                    }
+                    let kind = match field_kind(k) {
+                        FieldKind::Other => field,
+                        named => named,
+                    };
+                    find(v, root, kind, segs, out);
+                    segs.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrub(s: &str) -> Option<String> {
+        scrub_text(s, Some("US")).map(|(t, _)| t)
+    }
+
+    #[test]
+    fn field_names() {
+        for k in ["email", "userEmail", "user_email", "E-Mail", "emailAddress", "mail"] {
+            assert_eq!(field_kind(k), FieldKind::Email, "{k}");
+        }
+        for k in ["phone", "mobile", "tel", "phoneNumber", "mobile_phone", "cellPhone", "fax"] {
+            assert_eq!(field_kind(k), FieldKind::Phone, "{k}");
+        }
+        for k in ["email_sha256", "phoneSha256", "telemetry", "hotel", "emailHash", "name"] {
+            assert_eq!(field_kind(k), FieldKind::Other, "{k}");
+        }
+    }
+
+    #[test]
+    fn encoded_emails_in_urls() {
+        let h = sha256_hex("jo@x.io");
+        for s in [
+            "https://s.example/?email=jo%40x.io",
+            "?email=jo%40x.io&a=1",
+            "https://s.example/?email=jo%2540x.io",
+            "/p?e=JO%40X.IO#top",
+        ] {
+            let out = scrub(s).unwrap_or_else(|| panic!("{s}"));
+            assert!(out.contains(&h), "{s} -> {out}");
+            assert!(!out.to_ascii_lowercase().contains("jo%40"), "{out}");
+        }
+        assert_eq!(
+            scrub("https://s.example/?email=jo%40x.io&a=1").unwrap(),
+            format!("https://s.example/?email={h}&a=1")
+        );
+    }
+
+    #[test]
+    fn phones_grouped_and_encoded() {
+        let h = sha256_hex("+33612345678");
+        assert_eq!(scrub("+33 6 12 34 56 78").unwrap(), h);
+        assert!(scrub("call +33 6 12 34 56 78 now").unwrap().contains(&h));
+        assert!(scrub("?tel=%2B33%206%2012%2034%2056%2078").unwrap().contains(&h));
+        assert!(scrub("?tel=%2B33+6+12+34+56+78").unwrap().contains(&h));
+        assert_eq!(scrub("order 12345678"), None);
+        assert_eq!(scrub("2026-11-23"), None);
+        assert_eq!(scrub("50% off, 20+ items"), None);
+    }
+
+    #[test]
+    fn named_fields_take_any_format() {
+        let h = sha256_hex("+16505550142");
+        for v in ["650.555.0142", "6505550142", "tel:+1-650-555-0142", "(650) 555 0142"] {
+            assert_eq!(
+                scrub_field(FieldKind::Phone, v, Some("US")).map(|x| x.0),
+                Some(h.clone()),
+                "{v}"
+            );
+        }
+        assert_eq!(scrub_field(FieldKind::Phone, "yes", None), None);
+        assert_eq!(
+            scrub_field(FieldKind::Email, "Jo%40X.io", None).map(|x| x.0),
+            Some(sha256_hex("jo@x.io"))
+        );
+        assert_eq!(scrub_field(FieldKind::Email, "opted in", None), None);
+    }
+
+    #[test]
+    fn scanning_is_linear() {
+        // Many findings followed by a phone: the old rescanning was quadratic here.
+        let mut s = String::new();
+        for _ in 0..5000 {
+            s.push_str("a@b.co ");
+        }
+        s.push_str("+1 650 555 0142 ");
+        for _ in 0..20000 {
+            s.push_str("@+");
+        }
+        let (out, _) = scrub_text(&s, None).unwrap();
+        assert!(!out.contains("a@b.co"));
+    }
+}
