@@ -6,7 +6,7 @@
 use edge_collector::dedup::MemoryDedup;
 use edge_collector::enrich::EdgeInfo;
 use edge_collector::identity::MemoryIdentity;
-use edge_collector::ingest::{ingest, Endpoint, IngestRequest, RateLimiter, Services};
+use edge_collector::pipeline::{ingest, Endpoint, IngestRequest, RateLimiter, Services};
 use edge_collector::sources::Sources;
 use edge_collector::store::{
     ConsentRecord, Counts, EventStore, Insert, QuarantinedEvent, StoreError, StoredEvent,
@@ -22,7 +22,11 @@ struct Counting {
 }
 
 impl EventStore for Counting {
-    async fn insert_events(&self, e: &[StoredEvent]) -> Result<Vec<Insert>, StoreError> {
+    async fn insert_events(
+        &self,
+        e: &[StoredEvent],
+        _: &[(String, String)],
+    ) -> Result<Vec<Insert>, StoreError> {
         self.stored.set(self.stored.get() + e.len());
         Ok(vec![Insert::Stored; e.len()])
     }
@@ -33,9 +37,6 @@ impl EventStore for Counting {
         Ok(())
     }
     async fn add_counts(&self, _: &Counts) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn repoint_profiles(&self, _: &str, _: &[(String, String)]) -> Result<(), StoreError> {
         Ok(())
     }
 }
@@ -120,6 +121,7 @@ fn main() {
             body,
             authorization: None,
             now_ms: 1_795_472_345_000,
+            request_id: "bench",
             edge: EdgeInfo {
                 origin: Some("https://shop.example"),
                 own_origin: "https://shop.example",
@@ -135,7 +137,7 @@ fn main() {
             "{:?}",
             r.results
                 .iter()
-                .find(|v| v.status != edge_collector::ingest::Status::Accepted)
+                .find(|v| v.status != edge_collector::pipeline::Status::Accepted)
         );
     }
     let pipeline = start.elapsed().as_secs_f64();

@@ -4,8 +4,12 @@
 //!
 //! Claims are two-phase so that a failed store does not turn a retry into a silent loss:
 //! a claim is `pending` until the event is stored and then `committed`; a failed store
-//! releases its claims, and a pending claim older than the lease (a crashed request) may
-//! be claimed again. Seen entries are kept for [`WINDOW_MS`] (14 days; Segment keeps
+//! releases its claims. A pending claim is never answered `duplicate`: while its lease
+//! runs, a repeat is answered [`Seen::Pending`] (the request gets a retryable 503); once
+//! the lease has run out (the claiming request died) the repeat takes the claim over and
+//! stores the event, which is safe because stores are idempotent on the messageId. Each
+//! claim names its owner (one id per request), so a slow first owner cannot release the
+//! claim of the request that took it over. Seen entries are kept for [`WINDOW_MS`] (14 days; Segment keeps
 //! about one).
 //!
 //! In the worker the table lives in Durable Objects sharded by a hash of the messageId
@@ -18,8 +22,9 @@ use std::collections::HashMap;
 
 /// How long a seen messageId is remembered.
 pub const WINDOW_MS: i64 = 14 * 24 * 3600 * 1000;
-/// How long a pending claim holds before another request may take it over.
-pub const LEASE_MS: i64 = 60 * 1000;
+/// How long a pending claim holds before another request may take it over: longer than
+/// a live request takes from claim to commit, short enough for a sender's retries.
+pub const LEASE_MS: i64 = 15 * 1000;
 /// Default number of Durable Object shards.
 pub const DEFAULT_SHARDS: u32 = 16;
 
@@ -27,8 +32,10 @@ pub const DEFAULT_SHARDS: u32 = 16;
 pub struct Claim {
     /// `writeKey` and messageId, joined by [`key`].
     pub key: String,
-    /// Hash of the event's content as sent (see `ingest::fingerprint`).
+    /// Hash of the event's content as sent (see `pipeline::fingerprint`).
     pub fingerprint: String,
+    /// The claiming request.
+    pub owner: String,
 }
 
 /// The dedup key of an event.
@@ -45,6 +52,8 @@ pub enum Seen {
     Duplicate,
     /// Same id, different content: the first content stays.
     Conflict { first: String },
+    /// Claimed by a request that has not stored it yet: retry later.
+    Pending,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +61,8 @@ pub struct Entry {
     pub fingerprint: String,
     pub committed: bool,
     pub at_ms: i64,
+    #[serde(default)]
+    pub owner: String,
 }
 
 /// Storage of one shard's table.
@@ -70,6 +81,7 @@ pub fn claim_in(t: &mut impl SeenTable, claims: &[Claim], now_ms: i64) -> Vec<Se
                 None => {}
                 Some(e) if now_ms - e.at_ms > WINDOW_MS => {}
                 Some(e) if !e.committed && now_ms - e.at_ms > LEASE_MS => {}
+                Some(e) if !e.committed && e.owner != c.owner => return Seen::Pending,
                 Some(e) if e.fingerprint == c.fingerprint => return Seen::Duplicate,
                 Some(e) => {
                     return Seen::Conflict {
@@ -83,6 +95,7 @@ pub fn claim_in(t: &mut impl SeenTable, claims: &[Claim], now_ms: i64) -> Vec<Se
                     fingerprint: c.fingerprint.clone(),
                     committed: false,
                     at_ms: now_ms,
+                    owner: c.owner.clone(),
                 },
             );
             Seen::New
@@ -101,10 +114,11 @@ pub fn commit_in(t: &mut impl SeenTable, keys: &[String], now_ms: i64) {
     }
 }
 
-/// Drops pending claims whose events could not be stored, so a retry is new again.
-pub fn release_in(t: &mut impl SeenTable, keys: &[String]) {
+/// Drops `owner`'s pending claims whose events could not be stored, so a retry is new
+/// again. A claim another request took over is left alone.
+pub fn release_in(t: &mut impl SeenTable, keys: &[String], owner: &str) {
     for k in keys {
-        if t.get(k).is_some_and(|e| !e.committed) {
+        if t.get(k).is_some_and(|e| !e.committed && e.owner == owner) {
             t.remove(k);
         }
     }
@@ -126,7 +140,7 @@ pub fn shard_of(message_id: &str, shards: u32) -> u32 {
 pub trait Deduplicator {
     async fn claim(&self, claims: &[Claim], now_ms: i64) -> Result<Vec<Seen>, StoreError>;
     async fn commit(&self, keys: &[String], now_ms: i64) -> Result<(), StoreError>;
-    async fn release(&self, keys: &[String]) -> Result<(), StoreError>;
+    async fn release(&self, keys: &[String], owner: &str) -> Result<(), StoreError>;
 }
 
 impl SeenTable for HashMap<String, Entry> {
@@ -155,8 +169,8 @@ impl Deduplicator for MemoryDedup {
         commit_in(&mut *self.table.borrow_mut(), keys, now_ms);
         Ok(())
     }
-    async fn release(&self, keys: &[String]) -> Result<(), StoreError> {
-        release_in(&mut *self.table.borrow_mut(), keys);
+    async fn release(&self, keys: &[String], owner: &str) -> Result<(), StoreError> {
+        release_in(&mut *self.table.borrow_mut(), keys, owner);
         Ok(())
     }
 }
@@ -166,9 +180,14 @@ mod tests {
     use super::*;
 
     fn c(k: &str, fp: &str) -> Claim {
+        cw(k, fp, "r1")
+    }
+
+    fn cw(k: &str, fp: &str, owner: &str) -> Claim {
         Claim {
             key: k.into(),
             fingerprint: fp.into(),
+            owner: owner.into(),
         }
     }
 
@@ -197,27 +216,41 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_claim_is_never_a_duplicate_for_another_request() {
+        let mut t = HashMap::new();
+        claim_in(&mut t, &[cw("a", "1", "r1")], 0);
+        assert_eq!(claim_in(&mut t, &[cw("a", "1", "r2")], 5), vec![Seen::Pending]);
+        assert_eq!(claim_in(&mut t, &[cw("a", "2", "r2")], 5), vec![Seen::Pending]);
+        // The lease runs out (r1 died): r2 takes the claim over.
+        assert_eq!(
+            claim_in(&mut t, &[cw("a", "1", "r2")], 1 + LEASE_MS),
+            vec![Seen::New]
+        );
+        // r1 wakes up and fails: it cannot release r2's claim.
+        release_in(&mut t, &["a".into()], "r1");
+        assert_eq!(claim_in(&mut t, &[cw("a", "1", "r3")], 2 + LEASE_MS), vec![Seen::Pending]);
+        commit_in(&mut t, &["a".into()], 3 + LEASE_MS);
+        assert_eq!(
+            claim_in(&mut t, &[cw("a", "1", "r3")], 4 + LEASE_MS),
+            vec![Seen::Duplicate]
+        );
+    }
+
+    #[test]
     fn released_and_expired_claims_are_new_again() {
         let mut t = HashMap::new();
         claim_in(&mut t, &[c("a", "1")], 0);
-        release_in(&mut t, &["a".into()]);
+        release_in(&mut t, &["a".into()], "r1");
         assert_eq!(claim_in(&mut t, &[c("a", "1")], 1), vec![Seen::New]);
-        // Pending and younger than the lease: another request is storing it.
-        assert_eq!(claim_in(&mut t, &[c("a", "1")], 2), vec![Seen::Duplicate]);
-        // A crashed request's pending claim is taken over after the lease.
+        commit_in(&mut t, &["a".into()], 3);
+        release_in(&mut t, &["a".into()], "r1"); // committed claims are not released
         assert_eq!(
-            claim_in(&mut t, &[c("a", "1")], 2 + LEASE_MS),
-            vec![Seen::New]
-        );
-        commit_in(&mut t, &["a".into()], 3 + LEASE_MS);
-        release_in(&mut t, &["a".into()]); // committed claims are not released
-        assert_eq!(
-            claim_in(&mut t, &[c("a", "1")], 4 + LEASE_MS + 7 * 24 * 3600 * 1000),
+            claim_in(&mut t, &[c("a", "1")], 4 + 7 * 24 * 3600 * 1000),
             vec![Seen::Duplicate],
             "remembered for at least 7 days"
         );
         assert_eq!(
-            claim_in(&mut t, &[c("a", "1")], 4 + LEASE_MS + WINDOW_MS),
+            claim_in(&mut t, &[c("a", "1")], 4 + WINDOW_MS),
             vec![Seen::New]
         );
     }

@@ -14,7 +14,17 @@
 //!   then a conflict is recorded for review and nothing is merged.
 //! - New identifiers are linked while the profile is under its limit for their kind;
 //!   past it they are recorded as a conflict and left unlinked.
-//! - Every merge is logged with a snapshot of the absorbed profile, so it can be undone.
+//! - Every merge is logged with a snapshot of the absorbed profile, so it can be undone;
+//!   two profiles split by an unmerge are never merged again automatically (a conflict
+//!   is recorded instead), so the next event cannot undo the unmerge.
+//! - The collector's cookie id links an event only while it is not retired: `reset()` and
+//!   a logout retire it, so a shared browser's next visitor does not join the previous
+//!   one's profile.
+//! - Resolving is idempotent per event: a retried event gets the resolution it got the
+//!   first time (with the same absorbed profiles, so its store can repoint their events),
+//!   and counts once.
+//! - New profile ids are random (from the graph's storage), not derived from anything a
+//!   client sends.
 //!
 //! The graph is behind the small [`Graph`] trait: a Durable Object (SQLite) in the
 //! worker, [`MemoryGraph`] in tests. The engine is synchronous because Durable Object
@@ -180,7 +190,13 @@ pub struct Conflict {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Observation {
+    /// The event's dedup key: a retry with the same key gets the same resolution.
+    #[serde(default)]
+    pub key: String,
     pub identifiers: Vec<Ident>,
+    /// The anonymous id in the collector's cookie, used unless retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<Ident>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traits: Option<Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,6 +231,17 @@ pub trait Graph {
     /// Conflicts about `profile`, newest first.
     fn conflicts(&self, profile: &str) -> Vec<Conflict>;
     fn delete_conflicts(&mut self, profile: &str);
+    /// Merges in which `profile` was the absorbed one.
+    fn merges_of(&self, profile: &str) -> Vec<MergeRecord>;
+    fn delete_merge(&mut self, id: &str);
+    /// The resolution an event (by its dedup key) got.
+    fn resolution(&self, key: &str) -> Option<Resolution>;
+    fn save_resolution(&mut self, key: &str, r: &Resolution, at_ms: i64);
+    fn delete_resolutions_of(&mut self, profile: &str);
+    /// A fresh random profile id (`p_` and 24 hex digits).
+    fn new_profile_id(&mut self) -> String;
+    fn is_retired(&self, id: &Ident) -> bool;
+    fn retire(&mut self, id: &Ident, at_ms: i64);
 }
 
 /// Usable identifiers of an observation: not blocked, not empty, each once, highest
@@ -230,15 +257,6 @@ pub fn usable(ids: &[Ident]) -> Vec<Ident> {
     out
 }
 
-fn new_profile_id(seed: &Ident, at_ms: i64, salt: usize) -> String {
-    let h = sha256_hex(&format!(
-        "{}:{}:{at_ms}:{salt}",
-        seed.kind.as_str(),
-        seed.value
-    ));
-    format!("p_{}", &h[..24])
-}
-
 fn merge_id(into: &str, absorbed: &str, at_ms: i64) -> String {
     format!(
         "m_{}",
@@ -249,7 +267,16 @@ fn merge_id(into: &str, absorbed: &str, at_ms: i64) -> String {
 /// Resolves one event to a profile, linking and merging under the guardrails.
 /// `None` when the event has no usable identifier (every one blocked).
 pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option<Resolution> {
-    let ids = usable(&obs.identifiers);
+    if !obs.key.is_empty() {
+        if let Some(r) = g.resolution(&obs.key) {
+            return Some(r);
+        }
+    }
+    let mut ids = obs.identifiers.clone();
+    if let Some(c) = obs.cookie.as_ref().filter(|c| !g.is_retired(c)) {
+        ids.push(c.clone());
+    }
+    let ids = usable(&ids);
     let top = ids.first()?.clone();
     let matched: Vec<(Ident, String)> = ids
         .iter()
@@ -268,11 +295,9 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
         }
     }
     let mut winner = winner.unwrap_or_else(|| {
-        let mut salt = 0;
-        let mut id = new_profile_id(&top, obs.at_ms, salt);
+        let mut id = g.new_profile_id();
         while g.profile(&id).is_some() {
-            salt += 1;
-            id = new_profile_id(&top, obs.at_ms, salt);
+            id = g.new_profile_id();
         }
         Profile {
             id,
@@ -299,7 +324,9 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
         let Some(other) = g.profile(&pid) else {
             continue;
         };
-        let refusal = merge_refusal(&winner, &other, limits);
+        let refusal = merge_refusal(&winner, &other, limits).or_else(|| {
+            was_unmerged(g, &winner.id, &other.id).then_some("previously_unmerged")
+        });
         if let Some(kind) = refusal {
             g.save_conflict(&Conflict {
                 at_ms: obs.at_ms,
@@ -350,11 +377,25 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
     winner.first_seen_ms = winner.first_seen_ms.min(obs.at_ms);
     winner.last_seen_ms = winner.last_seen_ms.max(obs.at_ms);
     g.save_profile(&winner);
-    Some(Resolution {
+    let r = Resolution {
         profile_id: winner.id.clone(),
         identified: winner.identified(),
         absorbed,
-    })
+    };
+    if !obs.key.is_empty() {
+        g.save_resolution(&obs.key, &r, obs.at_ms);
+    }
+    Some(r)
+}
+
+/// Whether an unmerge split these two profiles.
+fn was_unmerged(g: &impl Graph, a: &str, b: &str) -> bool {
+    let split = |into: &str, other: &str| {
+        g.merges_into(into)
+            .iter()
+            .any(|m| m.absorbed.id == other && m.undone_at_ms.is_some())
+    };
+    split(a, b) || split(b, a)
 }
 
 /// Why two profiles must not be merged, if they must not.
@@ -470,43 +511,53 @@ pub fn unmerge(
     })
 }
 
-/// Everything erased with a profile, so the caller can delete the rest of its data.
+/// Everything that belongs to a profile now, so the caller can delete the rest of its
+/// data: never what belongs to a profile that was unmerged from it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Erased {
-    /// The profile and every profile merged into it.
+    /// The profile and every profile merged into it (merges still in effect).
     pub profile_ids: Vec<String>,
-    /// Every identifier they carried.
+    /// Every identifier linked to the profile now.
     pub identifiers: Vec<Ident>,
 }
 
-/// Erases a profile: its identifiers, its merge log (with the absorbed profiles'
-/// snapshots) and its conflicts.
-pub fn erase(g: &mut impl Graph, profile: &str) -> Result<Erased, String> {
-    let p = g
-        .profile(profile)
-        .ok_or_else(|| format!("no profile {profile}"))?;
+/// What erasing `profile` covers, without changing anything (so a job can be recorded
+/// before the data goes, and resumed).
+pub fn erasure_plan(g: &impl Graph, profile: &str) -> Option<Erased> {
+    let p = g.profile(profile)?;
     let mut out = Erased {
         profile_ids: vec![p.id.clone()],
         identifiers: p.identifiers.clone(),
     };
     for m in g.merges_into(profile) {
-        out.profile_ids.push(m.absorbed.id.clone());
-        for id in &m.absorbed.identifiers {
-            if !out.identifiers.contains(id) {
-                out.identifiers.push(id.clone());
-            }
+        if m.undone_at_ms.is_none() && !out.profile_ids.contains(&m.absorbed.id) {
+            out.profile_ids.push(m.absorbed.id.clone());
         }
     }
-    for id in &out.identifiers {
-        if g.profile_of(id).as_deref() == Some(profile) {
+    Some(out)
+}
+
+/// Erases what [`erasure_plan`] found: the identifiers still linked to the profile, its
+/// merge records (both directions), its conflicts, its cached resolutions and the
+/// profile. Idempotent: erasing again finds nothing left and changes nothing.
+pub fn erase(g: &mut impl Graph, plan: &Erased) {
+    for id in &plan.identifiers {
+        if g.profile_of(id)
+            .is_some_and(|p| plan.profile_ids.contains(&p))
+        {
             g.unlink(id);
         }
     }
-    g.delete_merges_into(profile);
-    g.delete_conflicts(profile);
-    g.delete_profile(profile);
-    Ok(out)
+    for pid in &plan.profile_ids {
+        for m in g.merges_of(pid) {
+            g.delete_merge(&m.id);
+        }
+        g.delete_merges_into(pid);
+        g.delete_conflicts(pid);
+        g.delete_resolutions_of(pid);
+        g.delete_profile(pid);
+    }
 }
 
 /// An in-memory graph for tests.
@@ -516,6 +567,8 @@ pub struct MemoryGraph {
     pub profiles: HashMap<String, Profile>,
     pub merges: Vec<MergeRecord>,
     pub conflicts: Vec<Conflict>,
+    pub resolutions: HashMap<String, Resolution>,
+    pub retired: Vec<Ident>,
 }
 
 impl Graph for MemoryGraph {
@@ -569,6 +622,50 @@ impl Graph for MemoryGraph {
         self.conflicts
             .retain(|c| c.profile != profile && c.other_profile.as_deref() != Some(profile));
     }
+    fn merges_of(&self, profile: &str) -> Vec<MergeRecord> {
+        self.merges
+            .iter()
+            .filter(|m| m.absorbed.id == profile)
+            .cloned()
+            .collect()
+    }
+    fn delete_merge(&mut self, id: &str) {
+        self.merges.retain(|m| m.id != id);
+    }
+    fn resolution(&self, key: &str) -> Option<Resolution> {
+        self.resolutions.get(key).cloned()
+    }
+    fn save_resolution(&mut self, key: &str, r: &Resolution, _at_ms: i64) {
+        self.resolutions.insert(key.to_string(), r.clone());
+    }
+    fn delete_resolutions_of(&mut self, profile: &str) {
+        self.resolutions
+            .retain(|_, r| r.profile_id != profile && !r.absorbed.iter().any(|a| a == profile));
+    }
+    fn new_profile_id(&mut self) -> String {
+        random_profile_id()
+    }
+    fn is_retired(&self, id: &Ident) -> bool {
+        self.retired.contains(id)
+    }
+    fn retire(&mut self, id: &Ident, _at_ms: i64) {
+        if !self.retired.contains(id) {
+            self.retired.push(id.clone());
+        }
+    }
+}
+
+/// A random profile id from the process's random hasher keys (native only: the worker's
+/// graph asks the runtime's CSPRNG).
+pub fn random_profile_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::from("p_");
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0);
+        out.push_str(&format!("{:012x}", h.finish() & 0xffff_ffff_ffff));
+    }
+    out
 }
 
 /// The identity service the pipeline calls: one call per request, with the observations
@@ -581,6 +678,21 @@ pub trait IdentityService {
         limits: &Limits,
         observations: &[Observation],
     ) -> Result<Vec<Option<Resolution>>, crate::store::StoreError>;
+    /// What erasing `profile` covers (`None`: no such profile).
+    async fn erasure_plan(
+        &self,
+        write_key: &str,
+        profile: &str,
+    ) -> Result<Option<Erased>, crate::store::StoreError>;
+    /// Erases what a plan covers from the graph (idempotent).
+    async fn erase(&self, write_key: &str, plan: &Erased) -> Result<(), crate::store::StoreError>;
+    /// Retires a cookie id (logout, `reset()`): it no longer links events.
+    async fn retire(
+        &self,
+        write_key: &str,
+        id: &Ident,
+        at_ms: i64,
+    ) -> Result<(), crate::store::StoreError>;
 }
 
 /// In-memory identity, one graph per write key (tests, benchmarks).
@@ -599,5 +711,29 @@ impl IdentityService for MemoryIdentity {
         let mut graphs = self.graphs.borrow_mut();
         let g = graphs.entry(write_key.to_string()).or_default();
         Ok(observations.iter().map(|o| observe(g, o, limits)).collect())
+    }
+    async fn erasure_plan(
+        &self,
+        write_key: &str,
+        profile: &str,
+    ) -> Result<Option<Erased>, crate::store::StoreError> {
+        let graphs = self.graphs.borrow();
+        Ok(graphs.get(write_key).and_then(|g| erasure_plan(g, profile)))
+    }
+    async fn erase(&self, write_key: &str, plan: &Erased) -> Result<(), crate::store::StoreError> {
+        if let Some(g) = self.graphs.borrow_mut().get_mut(write_key) {
+            erase(g, plan);
+        }
+        Ok(())
+    }
+    async fn retire(
+        &self,
+        write_key: &str,
+        id: &Ident,
+        at_ms: i64,
+    ) -> Result<(), crate::store::StoreError> {
+        let mut graphs = self.graphs.borrow_mut();
+        graphs.entry(write_key.to_string()).or_default().retire(id, at_ms);
+        Ok(())
     }
 }

@@ -1,15 +1,19 @@
-//! Sightline's edge collector. The pipeline is plain Rust that decides what happens to
-//! every request and every event, tested natively: `ingest` (the request and the order
-//! of steps), `pii`, `enrich`, `consent`, `dedup`, `identity`, `sources` and the `store`
-//! contract. The Cloudflare Workers adapter (`worker_adapter`, wasm32 only) only moves
-//! bytes between the runtime, D1, Durable Objects, Queues, R2 and that pipeline.
+//! Sightline's edge collector. The pipeline (`pipeline/`, one stage per module) is plain
+//! Rust that decides what happens to every request and every event, tested natively; the
+//! domain rules it applies live beside it: `consent`, `dedup`, `enrich`, `identity`,
+//! `erasure`, `sources` and the `store` contract, with typed `reason`s and one `error`
+//! enum mapped to HTTP status. The Cloudflare Workers adapter (`worker_adapter`, wasm32
+//! only) only moves bytes between the runtime, D1, Durable Objects, Queues, R2 and that
+//! core.
 
 pub mod consent;
 pub mod dedup;
 pub mod enrich;
+pub mod erasure;
+pub mod error;
 pub mod identity;
-pub mod ingest;
-pub mod pii;
+pub mod pipeline;
+pub mod reason;
 pub mod sources;
 pub mod store;
 

@@ -37,6 +37,16 @@ pub struct QuarantinedEvent {
     pub write_key: String,
     pub message_id: Option<String>,
     pub anonymous_id: Option<String>,
+    pub user_id: Option<String>,
+    /// Idempotency key: a digest of the write key, the payload and the reasons, so a
+    /// retried request quarantines an event once.
+    pub qkey: String,
+    /// JSON array of every identifier value the event carries (ids, hashed emails and
+    /// phones), so erasure finds the row by any of them.
+    pub subjects: String,
+    /// JSON object of the edge signals the event arrived with (`gpc`, `country`), so a
+    /// replay decides as the first pass did.
+    pub edge: String,
     /// The first reason's kind, for counting.
     pub reason: String,
     /// JSON array of reason objects.
@@ -82,26 +92,28 @@ pub struct Counts {
 pub enum Insert {
     Stored,
     Duplicate,
+    /// Not stored (a partial failure): its claim is released and the request is retried.
+    Failed,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreError(pub String);
 
-/// What the pipeline writes to. `insert_events` must be idempotent on (write_key,
-/// message_id); `append_consent` too (a retried record is kept once).
+/// What the pipeline writes to. Every write is idempotent: `insert_events` on
+/// (write_key, message_id), `quarantine` on `qkey`, `append_consent` on (write_key,
+/// message_id), so a retry after a crash at any point stores each thing once.
 #[allow(async_fn_in_trait)] // the Workers runtime is single-threaded: futures need not be Send
 pub trait EventStore {
-    async fn insert_events(&self, events: &[StoredEvent]) -> Result<Vec<Insert>, StoreError>;
+    /// Stores events and, in the same transaction, moves the events of merged-away
+    /// profiles to the profile that absorbed them (`(from, to)` pairs, in merge order).
+    async fn insert_events(
+        &self,
+        events: &[StoredEvent],
+        moves: &[(String, String)],
+    ) -> Result<Vec<Insert>, StoreError>;
     async fn quarantine(&self, events: &[QuarantinedEvent]) -> Result<(), StoreError>;
     async fn append_consent(&self, records: &[ConsentRecord]) -> Result<(), StoreError>;
     async fn add_counts(&self, counts: &Counts) -> Result<(), StoreError>;
-    /// Moves stored events from merged-away profiles to the profile that absorbed them
-    /// (`(from, to)` pairs, in merge order).
-    async fn repoint_profiles(
-        &self,
-        write_key: &str,
-        moves: &[(String, String)],
-    ) -> Result<(), StoreError>;
 }
 
 /// An in-memory store for tests.
@@ -125,10 +137,14 @@ impl MemoryStore {
 }
 
 impl EventStore for MemoryStore {
-    async fn insert_events(&self, events: &[StoredEvent]) -> Result<Vec<Insert>, StoreError> {
+    async fn insert_events(
+        &self,
+        events: &[StoredEvent],
+        moves: &[(String, String)],
+    ) -> Result<Vec<Insert>, StoreError> {
         self.check()?;
         let mut stored = self.events.borrow_mut();
-        Ok(events
+        let out = events
             .iter()
             .map(|e| {
                 let dup = stored
@@ -141,12 +157,25 @@ impl EventStore for MemoryStore {
                     Insert::Stored
                 }
             })
-            .collect())
+            .collect();
+        for (from, to) in moves {
+            for e in stored.iter_mut() {
+                if e.profile_id.as_deref() == Some(from) {
+                    e.profile_id = Some(to.clone());
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn quarantine(&self, events: &[QuarantinedEvent]) -> Result<(), StoreError> {
         self.check()?;
-        self.quarantined.borrow_mut().extend_from_slice(events);
+        let mut q = self.quarantined.borrow_mut();
+        for e in events {
+            if !q.iter().any(|x| x.qkey == e.qkey) {
+                q.push(e.clone());
+            }
+        }
         Ok(())
     }
 
@@ -159,22 +188,6 @@ impl EventStore for MemoryStore {
                 .any(|x| x.write_key == r.write_key && x.message_id == r.message_id)
             {
                 log.push(r.clone());
-            }
-        }
-        Ok(())
-    }
-
-    async fn repoint_profiles(
-        &self,
-        write_key: &str,
-        moves: &[(String, String)],
-    ) -> Result<(), StoreError> {
-        self.check()?;
-        for (from, to) in moves {
-            for e in self.events.borrow_mut().iter_mut() {
-                if e.write_key == write_key && e.profile_id.as_deref() == Some(from) {
-                    e.profile_id = Some(to.clone());
-                }
             }
         }
         Ok(())

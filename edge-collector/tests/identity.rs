@@ -1,7 +1,7 @@
 //! The identity graph's stitching rules and guardrails, on the in-memory graph.
 
 use edge_collector::identity::{
-    erase, observe, unmerge, usable, Graph, IdKind, Ident, Limits, MemoryGraph, Observation,
+    erase, erasure_plan, observe, unmerge, usable, Graph, IdKind, Ident, Limits, MemoryGraph, Observation,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -170,12 +170,83 @@ fn erase_removes_the_profile_and_everything_merged_into_it() {
     let p = see(&mut g, vec![anon("a"), user("u1")], 1);
     let other = see(&mut g, vec![anon("b")], 2);
     see(&mut g, vec![anon("b"), user("u1")], 3);
-    let e = erase(&mut g, &p).unwrap();
+    let e = erasure_plan(&g, &p).unwrap();
     assert_eq!(e.profile_ids, vec![p.clone(), other]);
     assert!(e.identifiers.contains(&anon("a")) && e.identifiers.contains(&anon("b")));
+    erase(&mut g, &e);
     assert!(g.profiles.is_empty() && g.index.is_empty() && g.merges.is_empty());
+    assert!(g.resolutions.is_empty(), "no cached resolution names the profile");
+    // Erasing again changes nothing, and the plan is gone with the profile.
+    erase(&mut g, &e);
+    assert!(erasure_plan(&g, &p).is_none());
     // The same visitor coming back starts a new, unrelated profile.
     assert_ne!(see(&mut g, vec![anon("a")], 4), p);
+}
+
+#[test]
+fn erasure_after_an_unmerge_leaves_the_unmerged_profile_whole() {
+    let mut g = MemoryGraph::default();
+    let a = see(&mut g, vec![anon("a"), user("u1")], 1);
+    let b = see(&mut g, vec![anon("b")], 2);
+    assert_eq!(see(&mut g, vec![anon("b"), user("u1")], 3), a, "b merges into a");
+    unmerge(&mut g, &a, None, 4).unwrap();
+    let plan = erasure_plan(&g, &a).unwrap();
+    assert_eq!(plan.profile_ids, vec![a.clone()], "b is not a's any more");
+    assert!(!plan.identifiers.contains(&anon("b")));
+    erase(&mut g, &plan);
+    assert!(g.profile(&a).is_none());
+    let kept = g.profile(&b).expect("b survives");
+    assert!(kept.identifiers.contains(&anon("b")));
+    assert_eq!(g.profile_of(&anon("b")).as_deref(), Some(b.as_str()));
+    assert!(g.merges.iter().all(|m| m.into != a && m.absorbed.id != a));
+}
+
+#[test]
+fn an_unmerge_is_not_undone_by_the_next_event() {
+    let mut g = MemoryGraph::default();
+    let a = see(&mut g, vec![anon("shared"), user("u1")], 1);
+    let b = see(&mut g, vec![anon("b")], 2);
+    let winner = see(&mut g, vec![anon("b"), anon("shared")], 3);
+    assert!(winner == a || winner == b);
+    unmerge(&mut g, &winner, None, 4).unwrap();
+    // The same pair of identifiers again: the split holds, a conflict is recorded.
+    see(&mut g, vec![anon("b"), anon("shared")], 5);
+    assert_eq!(g.profile_of(&anon("shared")).as_deref(), Some(a.as_str()));
+    assert_eq!(g.profile_of(&anon("b")).as_deref(), Some(b.as_str()));
+    assert!(g.conflicts.iter().any(|c| c.kind == "previously_unmerged"));
+}
+
+#[test]
+fn a_retired_cookie_links_nothing_and_a_retried_event_resolves_once() {
+    let mut g = MemoryGraph::default();
+    let limits = Limits::default();
+    let first = Observation {
+        key: "k1".into(),
+        identifiers: vec![anon("old"), user("u1")],
+        at_ms: 1,
+        ..Observation::default()
+    };
+    let a = observe(&mut g, &first, &limits).unwrap();
+    assert_eq!(observe(&mut g, &first, &limits).unwrap(), a, "a retry gets the same answer");
+    assert_eq!(g.profile(&a.profile_id).unwrap().event_count, 1, "and counts once");
+    let with_cookie = |key: &str, id: &str| Observation {
+        key: key.into(),
+        identifiers: vec![anon(id)],
+        cookie: Some(anon("old")),
+        at_ms: 2,
+        ..Observation::default()
+    };
+    assert_eq!(observe(&mut g, &with_cookie("k2", "new-1"), &limits).unwrap().profile_id, a.profile_id);
+    g.retire(&anon("old"), 3);
+    let after = observe(&mut g, &with_cookie("k3", "new-2"), &limits).unwrap();
+    assert_ne!(after.profile_id, a.profile_id, "a logged-out visitor's cookie links nothing");
+}
+
+#[test]
+fn profile_ids_are_random() {
+    let mut g1 = MemoryGraph::default();
+    let mut g2 = MemoryGraph::default();
+    assert_ne!(see(&mut g1, vec![anon("same")], 1), see(&mut g2, vec![anon("same")], 1));
 }
 
 #[test]

@@ -1,0 +1,110 @@
+//! Enrich stage: decides the event's corrected time and adds what the edge knows
+//! (`crate::enrich`), then applies what consent allows: without marketing consent every
+//! ad identifier goes (`context.clickIds`, click ids kept in first/last touch objects,
+//! and click-id parameters of every URL in the context and the properties).
+
+use crate::consent::Decision;
+use crate::enrich::{self, Agent, AgentCache, EdgeInfo};
+use serde_json::{Map, Value};
+use tracking_plan::campaign::{is_click_id, strip_click_ids};
+use tracking_plan::time::{format_rfc3339, parse_rfc3339};
+use tracking_plan::Message;
+
+/// Corrects the client clock: `timestamp = receivedAt - (sentAt - originalTimestamp)`.
+pub fn corrected_timestamp(original: Option<&str>, sent_at: Option<&str>, now_ms: i64) -> i64 {
+    match (
+        original.and_then(parse_rfc3339),
+        sent_at.and_then(parse_rfc3339),
+    ) {
+        (Some(t), Some(s)) => now_ms.saturating_sub(s.saturating_sub(t)),
+        (Some(t), None) => t,
+        _ => now_ms,
+    }
+}
+
+/// Stamps times and edge facts; returns the parsed agent and the event time (ms).
+pub fn stamp(
+    m: &mut Message,
+    batch_sent_at: Option<&str>,
+    edge: &EdgeInfo<'_>,
+    agents: &mut AgentCache,
+    now_ms: i64,
+    received_at: &str,
+) -> (Agent, i64) {
+    let sent_at = m.sent_at.clone().or_else(|| batch_sent_at.map(str::to_string));
+    let original = m.original_timestamp.clone().or_else(|| m.timestamp.clone());
+    let ts = corrected_timestamp(original.as_deref(), sent_at.as_deref(), now_ms);
+    m.original_timestamp = original;
+    m.sent_at = sent_at;
+    m.timestamp = Some(format_rfc3339(ts));
+    m.received_at = Some(received_at.to_string());
+    let agent = enrich::enrich(&mut m.context, edge, agents);
+    // The edge's user agent is input too.
+    if let Some(Value::Object(ctx)) = &mut m.context {
+        if let Some(Value::String(ua)) = ctx.get_mut("userAgent") {
+            if let Some((clean, _)) = tracking_plan::pii::scrub_text(ua, edge.country) {
+                *ua = clean;
+            }
+        }
+    }
+    (agent, ts)
+}
+
+/// Applies the decision to the enriched event and records it in `context.consent`.
+pub fn apply_consent(m: &mut Message, decision: &Decision) {
+    if !decision.marketing {
+        if let Some(ctx) = &mut m.context {
+            strip_ad_ids(ctx);
+        }
+        if let Some(props) = &mut m.properties {
+            strip_ad_ids(props);
+        }
+    }
+    let Some(Value::Object(ctx)) = &mut m.context else {
+        return;
+    };
+    let c = ctx
+        .entry("consent")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(c) = c {
+        c.insert("enforced".into(), decision.to_json());
+        if decision.gpc {
+            c.insert("gpc".into(), true.into());
+        }
+    }
+}
+
+/// Removes ad identifiers anywhere in `v`: `clickIds` objects, keys named like a click
+/// id, and click-id parameters of URL strings.
+pub fn strip_ad_ids(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.retain(|k, _| k != "clickIds" && !is_click_id(k));
+            for item in map.values_mut() {
+                strip_ad_ids(item);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_ad_ids),
+        Value::String(s) if s.contains('?') => {
+            if let Some(clean) = strip_click_ids(s) {
+                *s = clean;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Notes plan warnings on an accepted event (`context.trackingPlan`).
+pub fn note_violations(m: &mut Message, version: Option<&str>, violations: Vec<&'static str>) {
+    if violations.is_empty() {
+        return;
+    }
+    if let Some(Value::Object(ctx)) = &mut m.context {
+        let mut tp = Map::new();
+        if let Some(v) = version {
+            tp.insert("version".into(), v.into());
+        }
+        tp.insert("violations".into(), violations.into());
+        ctx.insert("trackingPlan".into(), Value::Object(tp));
+    }
+}

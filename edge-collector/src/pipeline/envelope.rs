@@ -1,0 +1,158 @@
+//! Envelope: decides whether a request is readable at all: its encoding and size, its
+//! JSON, its write key (HTTP Basic, or `writeKey` in the body for sendBeacon) and its
+//! origin. Refusals are typed [`Error`]s; nothing about the events is decided here.
+
+use crate::enrich::EdgeInfo;
+use crate::error::{json_error, Error};
+use crate::sources::{Source, Sources};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use tracking_plan::MessageType;
+
+/// Segment's limits: 32 KB per message, 500 KB per request.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+
+/// Which ingestion endpoint was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Batch,
+    Single(MessageType),
+}
+
+impl Endpoint {
+    /// `/v1/batch`, `/v1/track`, ... and the short forms `/v1/b`, `/v1/t`, ...
+    pub fn from_path(path: &str) -> Option<Self> {
+        let name = path.strip_prefix("/v1/")?.trim_end_matches('/');
+        match name {
+            "batch" | "b" | "import" => Some(Endpoint::Batch),
+            other => MessageType::from_name(other).map(Endpoint::Single),
+        }
+    }
+}
+
+/// One request as the pipeline sees it: no platform types.
+#[derive(Debug, Clone)]
+pub struct IngestRequest<'a> {
+    pub endpoint: Endpoint,
+    pub body: &'a [u8],
+    pub authorization: Option<&'a str>,
+    /// Server time when the request arrived, in ms since the epoch.
+    pub now_ms: i64,
+    pub edge: EdgeInfo<'a>,
+    /// A random id of this request (from the runtime's CSPRNG): the owner of its
+    /// dedup claims.
+    pub request_id: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawBatch<'a> {
+    #[serde(borrow)]
+    pub batch: Option<Vec<&'a RawValue>>,
+    pub sent_at: Option<Value>,
+    pub write_key: Option<Value>,
+    pub context: Option<Map<String, Value>>,
+}
+
+/// A readable request: its source and its messages, still raw.
+pub struct Envelope<'a> {
+    pub write_key: String,
+    pub source: &'a Source,
+    pub batch: RawBatch<'a>,
+}
+
+/// Finds the write key: HTTP Basic auth (`base64(writeKey + ":")`, as Segment's libraries
+/// send it) first, then `writeKey` in the body (sendBeacon cannot set headers).
+pub fn write_key(authorization: Option<&str>, body_key: Option<&str>) -> Result<String, Error> {
+    if let Some(auth) = authorization {
+        let encoded = auth
+            .strip_prefix("Basic ")
+            .or_else(|| auth.strip_prefix("basic "))
+            .ok_or(Error::BadAuthorization)?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or(Error::BadAuthorization)?;
+        let key = decoded.split(':').next().unwrap_or_default();
+        if !key.is_empty() {
+            return Ok(key.to_string());
+        }
+    }
+    match body_key {
+        Some(k) if !k.is_empty() => Ok(k.to_string()),
+        _ => Err(Error::MissingWriteKey),
+    }
+}
+
+/// Undoes `Content-Encoding: gzip` (Segment's server libraries may compress), refusing a
+/// body that inflates past the batch limit. A body the platform already inflated (no
+/// gzip magic) is taken as it is.
+pub fn decode_body<'a>(body: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a, [u8]>, Error> {
+    let too_large = Error::BatchTooLarge {
+        limit: MAX_BATCH_BYTES,
+    };
+    if body.len() > MAX_BATCH_BYTES {
+        return Err(too_large);
+    }
+    let encoding = encoding.unwrap_or("identity").trim().to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => Ok(Cow::Borrowed(body)),
+        "gzip" | "x-gzip" if !body.starts_with(&[0x1f, 0x8b]) => Ok(Cow::Borrowed(body)),
+        "gzip" | "x-gzip" => {
+            use std::io::Read as _;
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(body)
+                .take(MAX_BATCH_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|_| Error::InvalidGzip)?;
+            if out.len() > MAX_BATCH_BYTES {
+                return Err(too_large);
+            }
+            Ok(Cow::Owned(out))
+        }
+        _ => Err(Error::UnsupportedEncoding),
+    }
+}
+
+/// Parses and checks the request envelope: JSON, write key, origin.
+pub fn parse<'a>(
+    req: &IngestRequest<'_>,
+    body: &'a [u8],
+    sources: &'a Sources,
+) -> Result<Envelope<'a>, Error> {
+    let text = std::str::from_utf8(body).map_err(|_| Error::InvalidUtf8)?;
+    if text.trim().is_empty() {
+        return Err(Error::EmptyBody);
+    }
+    let mut raw: RawBatch<'a> = match req.endpoint {
+        Endpoint::Batch => serde_json::from_str(text).map_err(|e| json_error(&e))?,
+        Endpoint::Single(_) => {
+            // A single message is its own envelope: keep it whole as the only batch entry.
+            let one: &'a RawValue = serde_json::from_str(text).map_err(|e| json_error(&e))?;
+            let mut env: RawBatch<'a> =
+                serde_json::from_str(text).map_err(|e| json_error(&e))?;
+            env.batch = Some(vec![one]);
+            env.context = None; // already inside the message
+            env
+        }
+    };
+    if raw.batch.is_none() {
+        return Err(Error::MissingBatch);
+    }
+    let body_key = raw.write_key.take();
+    let key = write_key(req.authorization, body_key.as_ref().and_then(Value::as_str))?;
+    let source = sources.get(&key).ok_or(Error::UnknownWriteKey)?;
+    if !source.accepts_origin(req.edge.origin, req.edge.own_origin) {
+        return Err(Error::OriginNotAllowed);
+    }
+    Ok(Envelope {
+        write_key: key,
+        source,
+        batch: raw,
+    })
+}

@@ -1,0 +1,473 @@
+//! The ingestion pipeline: decides, for one request to the Segment-compatible API,
+//! whether it is refused as a whole (a typed [`Error`], mapped to its status in one
+//! place) and for each event whether it is accepted, a duplicate, quarantined with typed
+//! reasons, or refused for want of consent. Nothing is dropped without a verdict.
+//!
+//! Stages, one module each, in this order:
+//! 1. `envelope`: encoding, size, JSON, write key, origin;
+//! 2. `consent_gate`: before anything else reads the event, whether it may be kept at
+//!    all (consent records are logged whatever their shape);
+//! 3. `pii`: raw emails and phones replaced in every field, key and id;
+//! 4. `shape`: the fields its type requires, then the tracking plan;
+//! 5. `enrich`: time, edge facts, and what consent allows (ad ids stripped);
+//! 6. `dedup`: claim, and answer a repeat (`duplicate`, conflict, or 503 while pending);
+//! 7. `identity`: the profile, idempotent per event;
+//! 8. `store`: events with their profile moves in one transaction, then commit.
+//!
+//! Every write is idempotent, and claims are committed only after the store, so a
+//! process killed at any point loses nothing: the sender's retry completes the work.
+
+pub mod consent_gate;
+pub mod dedup;
+pub mod envelope;
+pub mod enrich;
+pub mod identity;
+pub mod pii;
+pub mod shape;
+pub mod store;
+
+use crate::consent::Decision;
+pub use crate::error::Error;
+use crate::identity::IdentityService;
+pub use crate::reason::{Reason, ReasonKind};
+use crate::sources::Source;
+use crate::store::{ConsentRecord, Counts, EventStore, QuarantinedEvent, StoredEvent};
+use crate::{dedup::Deduplicator, enrich::AgentCache};
+pub use envelope::{
+    decode_body, Endpoint, IngestRequest, RawBatch, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES,
+};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use tracking_plan::time::format_rfc3339;
+use tracking_plan::Message;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Accepted,
+    Duplicate,
+    Quarantined,
+    /// Not stored: the event's consent does not allow analytics. Not to be retried.
+    Refused,
+}
+
+/// The verdict on one event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<Reason>,
+    /// Accepted with remarks: an unplanned event under the `flag` policy, raw PII that
+    /// was hashed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Reason>,
+    /// The profile the event was resolved to: only for server sources (a browser could
+    /// otherwise learn whether the site knows an email hash, and whose profile it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_id: Option<String>,
+    /// The quarantine row's idempotency key (for replay).
+    #[serde(skip)]
+    pub qkey: Option<String>,
+}
+
+/// The 200 answer: one verdict per event, in request order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub quarantined: usize,
+    pub refused: usize,
+    pub results: Vec<Verdict>,
+    /// The anonymous id the collector's first-party cookie should hold after this
+    /// request (set only for browser requests with an event stored under consent).
+    #[serde(skip)]
+    pub cookie_id: Option<String>,
+    /// The cookie must be cleared: a browser request whose events deny analytics.
+    #[serde(skip)]
+    pub clear_cookie: bool,
+}
+
+/// Per-isolate rate limiting: a token bucket of `rate` events per second per write key,
+/// holding up to two seconds' worth. A batch larger than the bucket passes when the
+/// bucket is full, so no batch is refused forever.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: RefCell<HashMap<String, (f64, i64)>>,
+}
+
+impl RateLimiter {
+    /// `Err(seconds to wait)` when the key is over its rate.
+    pub fn admit(&self, key: &str, rate: u32, events: usize, now_ms: i64) -> Result<(), u32> {
+        if rate == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(rate);
+        let cap = rate * 2.0;
+        let mut buckets = self.buckets.borrow_mut();
+        let (tokens, last) = buckets.entry(key.to_string()).or_insert((cap, now_ms));
+        let elapsed = (now_ms - *last).max(0) as f64 / 1000.0;
+        *tokens = (*tokens + elapsed * rate).min(cap);
+        *last = now_ms;
+        let need = (events as f64).min(cap);
+        if *tokens >= need {
+            *tokens -= events as f64;
+            Ok(())
+        } else {
+            Err(((need - *tokens) / rate).ceil().max(1.0) as u32)
+        }
+    }
+}
+
+/// The pipeline's effects: where it stores, dedups and resolves identity.
+pub struct Services<'s, E, D, I> {
+    pub store: &'s E,
+    pub dedup: &'s D,
+    pub identity: &'s I,
+    pub limiter: &'s RateLimiter,
+}
+
+/// An anonymous id safe to put in a cookie: short, URL-safe characters only.
+pub fn valid_cookie_id(id: &str) -> bool {
+    (8..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// 32 hex digits of SHA-256 over `parts`.
+pub fn short_digest(parts: &[&str]) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0x1f]);
+    }
+    hex16(&h.finalize())
+}
+
+fn hex16(digest: &[u8]) -> String {
+    let mut out = String::with_capacity(32);
+    for b in &digest[..16] {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// Hash of an event's content as its sender built it, for telling a retry (same
+/// content) from a different event reusing a messageId. Fields a sender may change
+/// between retries (`sentAt`, `writeKey`, `_metadata`) are left out. Streams the
+/// serialization into the hasher: no copy of the message.
+pub fn fingerprint(m: &mut Message) -> String {
+    use sha2::Digest as _;
+    struct Hasher(sha2::Sha256);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sent_at = m.sent_at.take();
+    let received_at = m.received_at.take();
+    let metadata = m.extra.remove("_metadata");
+    let mut h = Hasher(sha2::Sha256::new());
+    let _ = serde_json::to_writer(&mut h, &*m);
+    m.sent_at = sent_at;
+    m.received_at = received_at;
+    if let Some(v) = metadata {
+        m.extra.insert("_metadata".into(), v);
+    }
+    hex16(&h.0.finalize())
+}
+
+/// What every message of one request shares.
+pub struct Shared<'a> {
+    pub forced_type: Option<tracking_plan::MessageType>,
+    pub batch: &'a RawBatch<'a>,
+    pub write_key: &'a str,
+    pub source: &'a Source,
+    pub req: &'a IngestRequest<'a>,
+    pub received_at: &'a str,
+}
+
+/// An event that passed every check and waits for dedup, identity and storage.
+pub struct Candidate {
+    pub event: StoredEvent,
+    pub fingerprint: String,
+    pub observation: crate::identity::Observation,
+    pub warnings: Vec<Reason>,
+    pub message: Message,
+}
+
+/// What the checks made of one event.
+pub enum Prepared {
+    Candidate(Box<Candidate>),
+    Quarantine(QuarantinedEvent, Vec<Reason>),
+    /// Not kept for want of consent (only counted).
+    Refused { message_id: Option<String> },
+}
+
+/// The message as JSON with the batch-level context filled in under its own, so the
+/// consent gate and the PII walker see what would be stored.
+fn with_batch_context(text: &str, batch_ctx: Option<&Map<String, Value>>) -> Value {
+    let mut v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    if let (Some(shared), Value::Object(obj)) = (batch_ctx, &mut v) {
+        match obj.get_mut("context") {
+            Some(Value::Object(own)) => {
+                for (k, val) in shared {
+                    own.entry(k.clone()).or_insert_with(|| val.clone());
+                }
+            }
+            None | Some(Value::Null) => {
+                obj.insert("context".into(), Value::Object(shared.clone()));
+            }
+            Some(_) => {}
+        }
+    }
+    v
+}
+
+/// Takes one message through the consent gate, PII, shape, plan and enrichment.
+pub fn prepare(
+    raw: &RawValue,
+    sh: &Shared<'_>,
+    agents: &mut AgentCache,
+    consent_log: &mut Vec<ConsentRecord>,
+) -> Prepared {
+    let text = raw.get();
+    let country = sh.req.edge.country;
+    let mut v = with_batch_context(text, sh.batch.context.as_ref());
+    let fallback_id = format!("noid-{}", short_digest(&[sh.write_key, text]));
+    let gate = consent_gate::gate(&consent_gate::AtGate {
+        msg: &v,
+        write_key: sh.write_key,
+        source: sh.source,
+        gpc: sh.req.edge.gpc,
+        country,
+        received_at: sh.received_at,
+        fallback_id: &fallback_id,
+    });
+    consent_log.extend(gate.record);
+    if !gate.decision.store() {
+        let message_id = v
+            .get("messageId")
+            .and_then(Value::as_str)
+            .map(|id| tracking_plan::pii::scrub_text(id, country).map_or_else(|| id.to_string(), |(c, _)| c));
+        return Prepared::Refused { message_id };
+    }
+    if text.len() > MAX_MESSAGE_BYTES {
+        let reason = Reason::new(
+            ReasonKind::TooLarge,
+            "$",
+            format!("message is {} bytes; the limit is {MAX_MESSAGE_BYTES}", text.len()),
+        );
+        return quarantine_value(sh, v, reason);
+    }
+    if let Some(t) = sh.forced_type {
+        if let Value::Object(obj) = &mut v {
+            obj.insert("type".into(), t.as_str().into());
+        }
+    }
+    let mut m: Message = match serde_json::from_value(v) {
+        Ok(m) => m,
+        Err(_) => {
+            let v = with_batch_context(text, sh.batch.context.as_ref());
+            let reason = shape::not_a_message(&v);
+            return quarantine_value(sh, v, reason);
+        }
+    };
+    // The write key authenticates the request; it is not event data (analytics-next
+    // repeats it in every message), so it is not stored with the event.
+    m.extra.remove("writeKey");
+    let findings = pii::scrub(&mut m, country);
+    checked(m, &findings, sh, agents, gate.decision, text.len())
+}
+
+/// Shape, plan and enrichment of a scrubbed message.
+fn checked(
+    mut m: Message,
+    findings: &[pii::Finding],
+    sh: &Shared<'_>,
+    agents: &mut AgentCache,
+    decision: Decision,
+    size: usize,
+) -> Prepared {
+    let kind = match shape::shape(&m) {
+        Ok(k) => k,
+        Err(reason) => return quarantine_message(sh, &m, vec![reason]),
+    };
+    let fp = fingerprint(&mut m);
+    let judged = shape::judge(&m, sh.source, findings, size);
+    if !judged.reasons.is_empty() {
+        return quarantine_message(sh, &m, judged.reasons);
+    }
+    let batch_sent_at = sh.batch.sent_at.as_ref().and_then(Value::as_str);
+    let (agent, ts) = enrich::stamp(
+        &mut m,
+        batch_sent_at,
+        &sh.req.edge,
+        agents,
+        sh.req.now_ms,
+        sh.received_at,
+    );
+    enrich::apply_consent(&mut m, &decision);
+    let version = sh.source.compiled.as_ref().map(|p| p.version.clone());
+    enrich::note_violations(&mut m, version.as_deref(), judged.violations);
+    let cookie = sh.req.edge.cookie_id.filter(|c| valid_cookie_id(c));
+    let key = crate::dedup::key(sh.write_key, m.message_id.as_deref().unwrap_or_default());
+    let observation = identity::observation(&m, kind, key, cookie, &decision, ts);
+    Prepared::Candidate(Box::new(Candidate {
+        event: StoredEvent {
+            write_key: sh.write_key.to_string(),
+            message_id: m.message_id.clone().unwrap_or_default(),
+            kind: kind.as_str(),
+            event: m.event_name().map(str::to_string),
+            anonymous_id: m.anonymous_id.clone(),
+            user_id: m.user_id.clone(),
+            profile_id: None,
+            identified: false,
+            bot: agent.bot,
+            timestamp: m.timestamp.clone().unwrap_or_default(),
+            received_at: sh.received_at.to_string(),
+            payload: String::new(),
+        },
+        fingerprint: fp,
+        observation,
+        warnings: judged.warnings,
+        message: m,
+    }))
+}
+
+fn edge_json(sh: &Shared<'_>) -> String {
+    serde_json::json!({"gpc": sh.req.edge.gpc, "country": sh.req.edge.country}).to_string()
+}
+
+/// Quarantines a scrubbed message.
+pub fn quarantine_message(sh: &Shared<'_>, m: &Message, reasons: Vec<Reason>) -> Prepared {
+    let payload = serde_json::to_string(m).unwrap_or_default();
+    let subjects = identity::subjects(m);
+    let row = quarantine_row(sh, m.message_id.clone(), m.anonymous_id.clone(), m.user_id.clone(), &reasons, payload, subjects);
+    Prepared::Quarantine(row, reasons)
+}
+
+/// Quarantines JSON that is not a valid message, scrubbed first.
+fn quarantine_value(sh: &Shared<'_>, mut v: Value, reason: Reason) -> Prepared {
+    pii::scrub_any(&mut v, sh.req.edge.country);
+    let id = |k: &str| match v.get(k) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let (mid, anon, user) = (id("messageId"), id("anonymousId"), id("userId"));
+    let subjects: Vec<String> = [anon.clone(), user.clone()].into_iter().flatten().collect();
+    let reasons = vec![reason];
+    let row = quarantine_row(sh, mid, anon, user, &reasons, v.to_string(), subjects);
+    Prepared::Quarantine(row, reasons)
+}
+
+fn quarantine_row(
+    sh: &Shared<'_>,
+    message_id: Option<String>,
+    anonymous_id: Option<String>,
+    user_id: Option<String>,
+    reasons: &[Reason],
+    payload: String,
+    subjects: Vec<String>,
+) -> QuarantinedEvent {
+    let reasons_json = serde_json::to_string(reasons).unwrap_or_else(|_| "[]".into());
+    QuarantinedEvent {
+        write_key: sh.write_key.to_string(),
+        qkey: short_digest(&[sh.write_key, &payload, &reasons_json]),
+        message_id,
+        anonymous_id,
+        user_id,
+        subjects: serde_json::to_string(&subjects).unwrap_or_else(|_| "[]".into()),
+        edge: edge_json(sh),
+        reason: reasons
+            .first()
+            .map_or("unknown", |r| r.kind.as_str())
+            .to_string(),
+        reasons: reasons_json,
+        payload,
+        received_at: sh.received_at.to_string(),
+    }
+}
+
+pub(crate) fn verdict(message_id: Option<String>, status: Status, reasons: Vec<Reason>) -> Verdict {
+    Verdict {
+        message_id,
+        status,
+        reasons,
+        warnings: vec![],
+        profile_id: None,
+        qkey: None,
+    }
+}
+
+/// Runs one request through the pipeline and writes its events.
+pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
+    svc: &Services<'_, E, D, I>,
+    sources: &crate::sources::Sources,
+    req: &IngestRequest<'_>,
+) -> Result<Report, Error> {
+    let body = envelope::decode_body(req.body, req.edge.content_encoding)?;
+    let env = envelope::parse(req, &body, sources)?;
+    let messages = env.batch.batch.as_deref().unwrap_or_default();
+    svc.limiter
+        .admit(&env.write_key, env.source.rate_limit, messages.len(), req.now_ms)
+        .map_err(|wait| Error::RateLimited {
+            rate: env.source.rate_limit,
+            retry_after: wait,
+        })?;
+    let received_at = format_rfc3339(req.now_ms);
+    let shared = Shared {
+        forced_type: match req.endpoint {
+            Endpoint::Single(t) => Some(t),
+            Endpoint::Batch => None,
+        },
+        batch: &env.batch,
+        write_key: &env.write_key,
+        source: env.source,
+        req,
+        received_at: &received_at,
+    };
+    let mut run = store::Run::new(messages.len());
+    let mut agents = AgentCache::default();
+    for (i, raw) in messages.iter().enumerate() {
+        let p = prepare(raw, &shared, &mut agents, &mut run.consent_log);
+        run.sort(i, p);
+    }
+    // Idempotent writes first: a crash after them loses nothing, a retry repeats them.
+    run.write_side_records(svc.store).await?;
+    let owner = req.request_id;
+    let fresh = dedup::claim(svc.dedup, &mut run, &shared, owner).await?;
+    run.write_side_records(svc.store).await?; // conflicts found by dedup
+    let outcomes =
+        store::store(svc, env.source, &env.write_key, fresh, &mut run, owner, req.now_ms).await?;
+    let browser = req.edge.origin.is_some();
+    let (identified, bots) = (run.identified, run.bots);
+    let report = run.report(outcomes, browser, req.edge.cookie_id);
+    let counts = Counts {
+        write_key: env.write_key.clone(),
+        day: received_at.get(..10).unwrap_or_default().to_string(),
+        received: messages.len() as u32,
+        accepted: report.accepted as u32,
+        duplicates: report.duplicates as u32,
+        quarantined: report.quarantined as u32,
+        refused: report.refused as u32,
+        identified,
+        bots,
+    };
+    svc.store.add_counts(&counts).await?;
+    Ok(report)
+}

@@ -1,0 +1,241 @@
+//! Store stage: decides what one request writes and in which order. Consent records and
+//! quarantined events first (idempotent, so a retry after a crash writes them once);
+//! then identity (idempotent per event), then the new events together with the moves of
+//! merged profiles' events in one transaction, and only then the dedup commit. A failed
+//! store releases this request's claims, so the sender's retry is new again.
+
+use super::{verdict, Candidate, Error, Prepared, Reason, ReasonKind, Report, Services, Status, Verdict};
+use crate::dedup::{self, Deduplicator};
+use crate::identity::IdentityService;
+use crate::sources::Source;
+use crate::store::{ConsentRecord, EventStore, Insert, QuarantinedEvent, StoreError, StoredEvent};
+use serde_json::Value;
+
+/// The request's verdicts and pending writes, as the stages fill them in.
+pub struct Run {
+    results: Vec<Option<Verdict>>,
+    pub candidates: Vec<(usize, Candidate)>,
+    quarantined: Vec<QuarantinedEvent>,
+    pub consent_log: Vec<ConsentRecord>,
+    /// Whether an event was refused (for clearing a browser's cookie).
+    refused_any: bool,
+    pub identified: u32,
+    pub bots: u32,
+}
+
+impl Run {
+    pub fn new(n: usize) -> Self {
+        Run {
+            results: vec![None; n],
+            candidates: Vec::new(),
+            quarantined: Vec::new(),
+            consent_log: Vec::new(),
+            refused_any: false,
+            identified: 0,
+            bots: 0,
+        }
+    }
+
+    pub fn set(&mut self, i: usize, v: Verdict) {
+        if let Some(slot) = self.results.get_mut(i) {
+            *slot = Some(v);
+        }
+    }
+
+    /// Files what the checks made of event `i`.
+    pub fn sort(&mut self, i: usize, p: Prepared) {
+        match p {
+            Prepared::Candidate(c) => self.candidates.push((i, *c)),
+            Prepared::Quarantine(q, reasons) => {
+                let mut v = verdict(q.message_id.clone(), Status::Quarantined, reasons);
+                v.qkey = Some(q.qkey.clone());
+                self.set(i, v);
+                self.quarantined.push(q);
+            }
+            Prepared::Refused { message_id } => {
+                let why = Reason::new(
+                    ReasonKind::ConsentDenied,
+                    "$.context.consent",
+                    "no analytics consent: the event is not stored",
+                );
+                self.refused_any = true;
+                self.set(i, verdict(message_id, Status::Refused, vec![why]));
+            }
+        }
+    }
+
+    /// Writes the consent records and quarantined events gathered so far.
+    pub async fn write_side_records<E: EventStore>(&mut self, store: &E) -> Result<(), Error> {
+        if !self.consent_log.is_empty() {
+            store.append_consent(&self.consent_log).await?;
+            self.consent_log.clear();
+        }
+        if !self.quarantined.is_empty() {
+            store.quarantine(&self.quarantined).await?;
+            self.quarantined.clear();
+        }
+        Ok(())
+    }
+
+    /// The answer, once every event has its verdict.
+    pub fn report(
+        mut self,
+        stored: Vec<Stored>,
+        browser: bool,
+        cookie: Option<&str>,
+    ) -> Report {
+        let mut cookie_id = None;
+        for Stored { index, mut verdict, anonymous_id } in stored {
+            if browser {
+                verdict.profile_id = None;
+                if cookie_id.is_none() && verdict.status == Status::Accepted {
+                    cookie_id = cookie
+                        .filter(|c| super::valid_cookie_id(c))
+                        .map(str::to_string)
+                        .or(anonymous_id);
+                }
+            }
+            self.set(index, verdict);
+        }
+        let results: Vec<Verdict> = self.results.into_iter().flatten().collect();
+        let count = |s: Status| results.iter().filter(|v| v.status == s).count();
+        Report {
+            ok: true,
+            accepted: count(Status::Accepted),
+            duplicates: count(Status::Duplicate),
+            quarantined: count(Status::Quarantined),
+            refused: count(Status::Refused),
+            cookie_id,
+            clear_cookie: browser && self.refused_any && count(Status::Accepted) == 0,
+            results,
+        }
+    }
+}
+
+/// A stored event's verdict, and its anonymous id should the cookie need one.
+pub struct Stored {
+    pub index: usize,
+    pub verdict: Verdict,
+    pub anonymous_id: Option<String>,
+}
+
+/// Resolves identity for the new events, stores them with their profile moves, then
+/// commits their claims (or releases them when the store failed).
+pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
+    svc: &Services<'_, E, D, I>,
+    source: &Source,
+    key: &str,
+    mut fresh: Vec<(usize, Candidate)>,
+    run: &mut Run,
+    owner: &str,
+    now_ms: i64,
+) -> Result<Vec<Stored>, Error> {
+    if fresh.is_empty() {
+        return Ok(Vec::new());
+    }
+    let claimed: Vec<String> = fresh
+        .iter()
+        .map(|(_, c)| dedup::key(key, &c.event.message_id))
+        .collect();
+    let outcomes = match write(svc, source, key, &mut fresh).await {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = svc.dedup.release(&claimed, owner).await;
+            return Err(e.into());
+        }
+    };
+    let (done, failed): (Vec<_>, Vec<_>) = claimed
+        .into_iter()
+        .zip(&outcomes)
+        .partition(|(_, o)| **o != Insert::Failed);
+    let done: Vec<String> = done.into_iter().map(|(k, _)| k).collect();
+    let failed: Vec<String> = failed.into_iter().map(|(k, _)| k).collect();
+    svc.dedup.commit(&done, now_ms).await?;
+    if !failed.is_empty() {
+        svc.dedup.release(&failed, owner).await?;
+        return Err(Error::Storage("some events could not be stored".into()));
+    }
+    Ok(fresh
+        .into_iter()
+        .zip(outcomes)
+        .map(|((i, c), o)| {
+            let status = if o == Insert::Stored {
+                Status::Accepted
+            } else {
+                Status::Duplicate
+            };
+            if status == Status::Accepted {
+                run.identified += u32::from(c.event.identified);
+                run.bots += u32::from(c.event.bot);
+            }
+            let mut v = verdict(Some(c.event.message_id), status, vec![]);
+            v.warnings = c.warnings;
+            v.profile_id = c.event.profile_id;
+            Stored {
+                index: i,
+                verdict: v,
+                anonymous_id: c.event.anonymous_id.filter(|a| super::valid_cookie_id(a)),
+            }
+        })
+        .collect())
+}
+
+async fn write<E: EventStore, D: Deduplicator, I: IdentityService>(
+    svc: &Services<'_, E, D, I>,
+    source: &Source,
+    key: &str,
+    fresh: &mut [(usize, Candidate)],
+) -> Result<Vec<Insert>, StoreError> {
+    let observations: Vec<_> = fresh.iter().map(|(_, c)| c.observation.clone()).collect();
+    let resolved = svc
+        .identity
+        .observe(key, &source.identity_limits, &observations)
+        .await?;
+    if resolved.len() != fresh.len() {
+        return Err(StoreError("identity answered the wrong count".into()));
+    }
+    let mut moves = Vec::new();
+    for ((_, c), r) in fresh.iter_mut().zip(resolved) {
+        if let Some(r) = r {
+            moves.extend(r.absorbed.iter().map(|from| (from.clone(), r.profile_id.clone())));
+            c.event.identified = r.identified;
+            if let Some(Value::Object(ctx)) = &mut c.message.context {
+                ctx.insert("profileId".into(), Value::String(r.profile_id.clone()));
+            }
+            c.event.profile_id = Some(r.profile_id);
+        }
+        c.event.payload = serde_json::to_string(&c.message)
+            .map_err(|_| StoreError("cannot serialize an event".into()))?;
+    }
+    // Moved out for the store and back afterwards: payloads are not copied.
+    let events: Vec<StoredEvent> = fresh
+        .iter_mut()
+        .map(|(_, c)| std::mem::replace(&mut c.event, placeholder()))
+        .collect();
+    let result = svc.store.insert_events(&events, &moves).await;
+    for ((_, c), e) in fresh.iter_mut().zip(events) {
+        c.event = e;
+    }
+    let outcomes = result?;
+    if outcomes.len() != fresh.len() {
+        return Err(StoreError("store answered the wrong count".into()));
+    }
+    Ok(outcomes)
+}
+
+fn placeholder() -> StoredEvent {
+    StoredEvent {
+        write_key: String::new(),
+        message_id: String::new(),
+        kind: "",
+        event: None,
+        anonymous_id: None,
+        user_id: None,
+        profile_id: None,
+        identified: false,
+        bot: false,
+        timestamp: String::new(),
+        received_at: String::new(),
+        payload: String::new(),
+    }
+}

@@ -1,0 +1,65 @@
+//! Reasons: decides the typed vocabulary of why an event was quarantined, refused or
+//! accepted with a remark. Stored and answered as snake_case codes.
+
+use serde::Serialize;
+use tracking_plan::ViolationKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasonKind {
+    /// Not stored: the event's consent does not allow analytics.
+    ConsentDenied,
+    TooLarge,
+    NotAnObject,
+    InvalidField,
+    MissingType,
+    MissingMessageId,
+    MissingIdentity,
+    MissingRequired,
+    RawPii,
+    MessageIdConflict,
+    /// A tracking-plan violation (its own kind, from `tracking_plan::ViolationKind`).
+    Plan(ViolationKind),
+}
+
+impl ReasonKind {
+    pub fn as_str(self) -> &'static str {
+        use ReasonKind::*;
+        match self {
+            ConsentDenied => "consent_denied",
+            TooLarge => "too_large",
+            NotAnObject => "not_an_object",
+            InvalidField => "invalid_field",
+            MissingType => "missing_type",
+            MissingMessageId => "missing_message_id",
+            MissingIdentity => "missing_identity",
+            MissingRequired => "missing_required",
+            RawPii => "raw_pii",
+            MessageIdConflict => "message_id_conflict",
+            Plan(p) => p.as_str(),
+        }
+    }
+}
+
+/// Why an event was quarantined (or a remark on an accepted one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    #[serde(serialize_with = "kind_str")]
+    pub kind: ReasonKind,
+    /// JSON path inside the message the reason is about (`$` for the whole message).
+    pub path: String,
+    pub message: String,
+}
+
+fn kind_str<S: serde::Serializer>(k: &ReasonKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(k.as_str())
+}
+
+impl Reason {
+    pub fn new(kind: ReasonKind, path: impl Into<String>, message: impl Into<String>) -> Self {
+        Reason {
+            kind,
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
