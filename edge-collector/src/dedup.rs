@@ -219,8 +219,14 @@ mod tests {
     fn a_pending_claim_is_never_a_duplicate_for_another_request() {
         let mut t = HashMap::new();
         claim_in(&mut t, &[cw("a", "1", "r1")], 0);
-        assert_eq!(claim_in(&mut t, &[cw("a", "1", "r2")], 5), vec![Seen::Pending]);
-        assert_eq!(claim_in(&mut t, &[cw("a", "2", "r2")], 5), vec![Seen::Pending]);
+        assert_eq!(
+            claim_in(&mut t, &[cw("a", "1", "r2")], 5),
+            vec![Seen::Pending]
+        );
+        assert_eq!(
+            claim_in(&mut t, &[cw("a", "2", "r2")], 5),
+            vec![Seen::Pending]
+        );
         // The lease runs out (r1 died): r2 takes the claim over.
         assert_eq!(
             claim_in(&mut t, &[cw("a", "1", "r2")], 1 + LEASE_MS),
@@ -228,7 +234,10 @@ mod tests {
         );
         // r1 wakes up and fails: it cannot release r2's claim.
         release_in(&mut t, &["a".into()], "r1");
-        assert_eq!(claim_in(&mut t, &[cw("a", "1", "r3")], 2 + LEASE_MS), vec![Seen::Pending]);
+        assert_eq!(
+            claim_in(&mut t, &[cw("a", "1", "r3")], 2 + LEASE_MS),
+            vec![Seen::Pending]
+        );
         commit_in(&mut t, &["a".into()], 3 + LEASE_MS);
         assert_eq!(
             claim_in(&mut t, &[cw("a", "1", "r3")], 4 + LEASE_MS),

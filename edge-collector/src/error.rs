@@ -52,7 +52,11 @@ impl Error {
     pub fn status(&self) -> u16 {
         use Error::*;
         match self {
-            EmptyBody | InvalidUtf8 | InvalidJson { .. } | InvalidBody(_) | InvalidGzip
+            EmptyBody
+            | InvalidUtf8
+            | InvalidJson { .. }
+            | InvalidBody(_)
+            | InvalidGzip
             | MissingBatch => 400,
             MissingWriteKey | BadAuthorization | UnknownWriteKey => 401,
             OriginNotAllowed => 403,

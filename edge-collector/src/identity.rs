@@ -324,9 +324,8 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
         let Some(other) = g.profile(&pid) else {
             continue;
         };
-        let refusal = merge_refusal(&winner, &other, limits).or_else(|| {
-            was_unmerged(g, &winner.id, &other.id).then_some("previously_unmerged")
-        });
+        let refusal = merge_refusal(&winner, &other, limits)
+            .or_else(|| was_unmerged(g, &winner.id, &other.id).then_some("previously_unmerged"));
         if let Some(kind) = refusal {
             g.save_conflict(&Conflict {
                 at_ms: obs.at_ms,
@@ -733,7 +732,10 @@ impl IdentityService for MemoryIdentity {
         at_ms: i64,
     ) -> Result<(), crate::store::StoreError> {
         let mut graphs = self.graphs.borrow_mut();
-        graphs.entry(write_key.to_string()).or_default().retire(id, at_ms);
+        graphs
+            .entry(write_key.to_string())
+            .or_default()
+            .retire(id, at_ms);
         Ok(())
     }
 }

@@ -213,3 +213,45 @@ impl EventStore for MemoryStore {
         Ok(())
     }
 }
+
+/// Splits `items` into runs of at most `max_count` items and `max_bytes` bytes (by
+/// `size`); an item larger than `max_bytes` goes alone.
+pub fn chunks_by_size<T>(
+    items: &[T],
+    size: impl Fn(&T) -> usize,
+    max_count: usize,
+    max_bytes: usize,
+) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let n = size(item);
+        if i > start && (i - start >= max_count || bytes + n > max_bytes) {
+            out.push(&items[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += n;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks_by_size;
+
+    #[test]
+    fn chunks_respect_count_and_bytes() {
+        let items: Vec<usize> = vec![100, 100, 100, 300, 50, 50, 50];
+        let c = chunks_by_size(&items, |n| *n, 3, 300);
+        let sums: Vec<usize> = c.iter().map(|c| c.iter().sum()).collect();
+        assert_eq!(sums, [300, 300, 150]);
+        assert!(c.iter().all(|c| c.len() <= 3));
+        let c = chunks_by_size(&items, |n| *n, 2, 10_000);
+        assert_eq!(c.iter().map(|c| c.len()).collect::<Vec<_>>(), [2, 2, 2, 1]);
+        assert!(chunks_by_size(&[] as &[usize], |n| *n, 2, 10).is_empty());
+    }
+}

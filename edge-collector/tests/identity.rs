@@ -1,7 +1,8 @@
 //! The identity graph's stitching rules and guardrails, on the in-memory graph.
 
 use edge_collector::identity::{
-    erase, erasure_plan, observe, unmerge, usable, Graph, IdKind, Ident, Limits, MemoryGraph, Observation,
+    erase, erasure_plan, observe, unmerge, usable, Graph, IdKind, Ident, Limits, MemoryGraph,
+    Observation,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -175,7 +176,10 @@ fn erase_removes_the_profile_and_everything_merged_into_it() {
     assert!(e.identifiers.contains(&anon("a")) && e.identifiers.contains(&anon("b")));
     erase(&mut g, &e);
     assert!(g.profiles.is_empty() && g.index.is_empty() && g.merges.is_empty());
-    assert!(g.resolutions.is_empty(), "no cached resolution names the profile");
+    assert!(
+        g.resolutions.is_empty(),
+        "no cached resolution names the profile"
+    );
     // Erasing again changes nothing, and the plan is gone with the profile.
     erase(&mut g, &e);
     assert!(erasure_plan(&g, &p).is_none());
@@ -188,7 +192,11 @@ fn erasure_after_an_unmerge_leaves_the_unmerged_profile_whole() {
     let mut g = MemoryGraph::default();
     let a = see(&mut g, vec![anon("a"), user("u1")], 1);
     let b = see(&mut g, vec![anon("b")], 2);
-    assert_eq!(see(&mut g, vec![anon("b"), user("u1")], 3), a, "b merges into a");
+    assert_eq!(
+        see(&mut g, vec![anon("b"), user("u1")], 3),
+        a,
+        "b merges into a"
+    );
     unmerge(&mut g, &a, None, 4).unwrap();
     let plan = erasure_plan(&g, &a).unwrap();
     assert_eq!(plan.profile_ids, vec![a.clone()], "b is not a's any more");
@@ -227,8 +235,16 @@ fn a_retired_cookie_links_nothing_and_a_retried_event_resolves_once() {
         ..Observation::default()
     };
     let a = observe(&mut g, &first, &limits).unwrap();
-    assert_eq!(observe(&mut g, &first, &limits).unwrap(), a, "a retry gets the same answer");
-    assert_eq!(g.profile(&a.profile_id).unwrap().event_count, 1, "and counts once");
+    assert_eq!(
+        observe(&mut g, &first, &limits).unwrap(),
+        a,
+        "a retry gets the same answer"
+    );
+    assert_eq!(
+        g.profile(&a.profile_id).unwrap().event_count,
+        1,
+        "and counts once"
+    );
     let with_cookie = |key: &str, id: &str| Observation {
         key: key.into(),
         identifiers: vec![anon(id)],
@@ -236,17 +252,28 @@ fn a_retired_cookie_links_nothing_and_a_retried_event_resolves_once() {
         at_ms: 2,
         ..Observation::default()
     };
-    assert_eq!(observe(&mut g, &with_cookie("k2", "new-1"), &limits).unwrap().profile_id, a.profile_id);
+    assert_eq!(
+        observe(&mut g, &with_cookie("k2", "new-1"), &limits)
+            .unwrap()
+            .profile_id,
+        a.profile_id
+    );
     g.retire(&anon("old"), 3);
     let after = observe(&mut g, &with_cookie("k3", "new-2"), &limits).unwrap();
-    assert_ne!(after.profile_id, a.profile_id, "a logged-out visitor's cookie links nothing");
+    assert_ne!(
+        after.profile_id, a.profile_id,
+        "a logged-out visitor's cookie links nothing"
+    );
 }
 
 #[test]
 fn profile_ids_are_random() {
     let mut g1 = MemoryGraph::default();
     let mut g2 = MemoryGraph::default();
-    assert_ne!(see(&mut g1, vec![anon("same")], 1), see(&mut g2, vec![anon("same")], 1));
+    assert_ne!(
+        see(&mut g1, vec![anon("same")], 1),
+        see(&mut g2, vec![anon("same")], 1)
+    );
 }
 
 #[test]

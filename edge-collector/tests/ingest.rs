@@ -478,7 +478,10 @@ fn raw_pii_is_hashed_before_anything_is_stored() {
         sha256_hex("ann@example.com")
     );
     // The hashed email identifies the visitor.
-    assert_eq!(r.results[0].profile_id, None, "browsers are not told profile ids");
+    assert_eq!(
+        r.results[0].profile_id, None,
+        "browsers are not told profile ids"
+    );
     let profile = rig.store.events.borrow()[0].profile_id.clone().unwrap();
     assert!(rig.graph_profile("wk_web", &profile).unwrap().identified());
 }
@@ -639,7 +642,9 @@ fn a_failed_store_releases_dedup_claims_so_the_retry_is_stored() {
     *rig.store.fail_with.borrow_mut() = Some("d1 down".into());
     let body = batch(json!([track("r1")]));
     assert_eq!(
-        run(&rig, Endpoint::Batch, &body, None).unwrap_err().status(),
+        run(&rig, Endpoint::Batch, &body, None)
+            .unwrap_err()
+            .status(),
         503
     );
     *rig.store.fail_with.borrow_mut() = None;
@@ -752,7 +757,10 @@ fn soft_login_on_a_second_device_joins_the_profile_and_sets_the_cookie() {
             .and_then(|e| e.profile_id.clone())
             .unwrap()
     };
-    assert!(first.results[0].profile_id.is_none(), "not told to a browser");
+    assert!(
+        first.results[0].profile_id.is_none(),
+        "not told to a browser"
+    );
     let p1 = profile_of("d1");
     assert_eq!(first.cookie_id.as_deref(), Some("anon-laptop-1"));
     // The phone browses anonymously first: a profile of its own ...

@@ -195,7 +195,10 @@ mod tests {
         // Decoded values are redacted: a raw email never becomes a campaign field.
         assert_eq!(
             param("utm_content", "jo@x.io"),
-            Some(Param::Utm("content", crate::identifiers::sha256_hex("jo@x.io")))
+            Some(Param::Utm(
+                "content",
+                crate::identifiers::sha256_hex("jo@x.io")
+            ))
         );
         let c = from_url("https://s.example/?utm_content=jo%40x.io");
         assert!(!c.utm[0].1.contains('@'));

@@ -11,12 +11,12 @@ extern crate alloc;
 
 pub mod campaign;
 pub mod identifiers;
-pub mod path;
-pub mod pii;
 #[cfg(feature = "std")]
 pub mod message;
+pub mod path;
 #[cfg(feature = "std")]
 mod pattern;
+pub mod pii;
 #[cfg(feature = "std")]
 pub mod plan;
 pub mod sha256;

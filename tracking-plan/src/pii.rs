@@ -19,10 +19,10 @@
 //! local part is looked for at most 64 bytes back from its `@`; phone runs end at the
 //! next `+`), and a string is decoded only in the components that hold `%` or `+`.
 
+pub use crate::identifiers::PiiKind;
 use crate::identifiers::{
     is_sha256_hex, looks_like_phone, normalize_email, normalize_phone, sha256_hex, EmailVariant,
 };
-pub use crate::identifiers::PiiKind;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -177,7 +177,9 @@ fn phone_hits(s: &str, out: &mut Vec<Hit>) {
         }
         let run = &b[plus + 1..end];
         let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
-        let starts_well = run.first().is_some_and(|c| c.is_ascii_digit() || *c == b'(');
+        let starts_well = run
+            .first()
+            .is_some_and(|c| c.is_ascii_digit() || *c == b'(');
         if starts_well && (8..=15).contains(&digits) {
             out.push(Hit {
                 start: plus,
@@ -244,7 +246,11 @@ fn scrub_plain(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
             continue; // overlaps the previous finding
         }
         out.push_str(s.get(at..h.start).unwrap_or_default());
-        out.push_str(&digest(s.get(h.start..h.end).unwrap_or_default(), h.kind, country));
+        out.push_str(&digest(
+            s.get(h.start..h.end).unwrap_or_default(),
+            h.kind,
+            country,
+        ));
         at = h.end;
     }
     out.push_str(s.get(at..).unwrap_or_default());
@@ -275,17 +281,15 @@ fn percent_decode(s: &str, form: bool) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 3;
-                        changed = true;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    changed = true;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' if form => {
                 out.push(b' ');
                 changed = true;
@@ -649,13 +653,35 @@ mod tests {
 
     #[test]
     fn field_names() {
-        for k in ["email", "userEmail", "user_email", "E-Mail", "emailAddress", "mail"] {
+        for k in [
+            "email",
+            "userEmail",
+            "user_email",
+            "E-Mail",
+            "emailAddress",
+            "mail",
+        ] {
             assert_eq!(field_kind(k), FieldKind::Email, "{k}");
         }
-        for k in ["phone", "mobile", "tel", "phoneNumber", "mobile_phone", "cellPhone", "fax"] {
+        for k in [
+            "phone",
+            "mobile",
+            "tel",
+            "phoneNumber",
+            "mobile_phone",
+            "cellPhone",
+            "fax",
+        ] {
             assert_eq!(field_kind(k), FieldKind::Phone, "{k}");
         }
-        for k in ["email_sha256", "phoneSha256", "telemetry", "hotel", "emailHash", "name"] {
+        for k in [
+            "email_sha256",
+            "phoneSha256",
+            "telemetry",
+            "hotel",
+            "emailHash",
+            "name",
+        ] {
             assert_eq!(field_kind(k), FieldKind::Other, "{k}");
         }
     }
@@ -684,7 +710,9 @@ mod tests {
         let h = sha256_hex("+33612345678");
         assert_eq!(scrub("+33 6 12 34 56 78").unwrap(), h);
         assert!(scrub("call +33 6 12 34 56 78 now").unwrap().contains(&h));
-        assert!(scrub("?tel=%2B33%206%2012%2034%2056%2078").unwrap().contains(&h));
+        assert!(scrub("?tel=%2B33%206%2012%2034%2056%2078")
+            .unwrap()
+            .contains(&h));
         assert!(scrub("?tel=%2B33+6+12+34+56+78").unwrap().contains(&h));
         assert_eq!(scrub("order 12345678"), None);
         assert_eq!(scrub("2026-11-23"), None);
@@ -694,7 +722,12 @@ mod tests {
     #[test]
     fn named_fields_take_any_format() {
         let h = sha256_hex("+16505550142");
-        for v in ["650.555.0142", "6505550142", "tel:+1-650-555-0142", "(650) 555 0142"] {
+        for v in [
+            "650.555.0142",
+            "6505550142",
+            "tel:+1-650-555-0142",
+            "(650) 555 0142",
+        ] {
             assert_eq!(
                 scrub_field(FieldKind::Phone, v, Some("US")).map(|x| x.0),
                 Some(h.clone()),

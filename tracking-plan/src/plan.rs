@@ -32,8 +32,8 @@
 //! and is small enough to ship in the browser SDK (figures in the README).
 
 use crate::identifiers::{is_sha256_hex, normalize_email, PiiKind};
-use crate::path::{render, Seg};
 use crate::message::{Message, MessageType};
+use crate::path::{render, Seg};
 use crate::time::parse_rfc3339;
 use serde_json::{Map, Value};
 use std::collections::HashMap;

@@ -49,9 +49,10 @@ pub async fn claim<D: Deduplicator>(
     for ((i, c), s) in candidates.into_iter().zip(seen) {
         match s {
             Seen::New => fresh.push((i, c)),
-            Seen::Duplicate => {
-                run.set(i, super::verdict(Some(c.event.message_id), Status::Duplicate, vec![]))
-            }
+            Seen::Duplicate => run.set(
+                i,
+                super::verdict(Some(c.event.message_id), Status::Duplicate, vec![]),
+            ),
             Seen::Conflict { first } => {
                 let reason = Reason::new(
                     ReasonKind::MessageIdConflict,
@@ -68,4 +69,3 @@ pub async fn claim<D: Deduplicator>(
     }
     Ok(fresh)
 }
-

@@ -31,7 +31,10 @@ pub fn stamp(
     now_ms: i64,
     received_at: &str,
 ) -> (Agent, i64) {
-    let sent_at = m.sent_at.clone().or_else(|| batch_sent_at.map(str::to_string));
+    let sent_at = m
+        .sent_at
+        .clone()
+        .or_else(|| batch_sent_at.map(str::to_string));
     let original = m.original_timestamp.clone().or_else(|| m.timestamp.clone());
     let ts = corrected_timestamp(original.as_deref(), sent_at.as_deref(), now_ms);
     m.original_timestamp = original;

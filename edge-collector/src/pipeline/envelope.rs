@@ -134,8 +134,7 @@ pub fn parse<'a>(
         Endpoint::Single(_) => {
             // A single message is its own envelope: keep it whole as the only batch entry.
             let one: &'a RawValue = serde_json::from_str(text).map_err(|e| json_error(&e))?;
-            let mut env: RawBatch<'a> =
-                serde_json::from_str(text).map_err(|e| json_error(&e))?;
+            let mut env: RawBatch<'a> = serde_json::from_str(text).map_err(|e| json_error(&e))?;
             env.batch = Some(vec![one]);
             env.context = None; // already inside the message
             env

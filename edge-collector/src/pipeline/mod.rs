@@ -19,10 +19,11 @@
 
 pub mod consent_gate;
 pub mod dedup;
-pub mod envelope;
 pub mod enrich;
+pub mod envelope;
 pub mod identity;
 pub mod pii;
+pub mod replay;
 pub mod shape;
 pub mod store;
 
@@ -212,9 +213,11 @@ pub struct Candidate {
 /// What the checks made of one event.
 pub enum Prepared {
     Candidate(Box<Candidate>),
-    Quarantine(QuarantinedEvent, Vec<Reason>),
+    Quarantine(Box<QuarantinedEvent>, Vec<Reason>),
     /// Not kept for want of consent (only counted).
-    Refused { message_id: Option<String> },
+    Refused {
+        message_id: Option<String>,
+    },
 }
 
 /// The message as JSON with the batch-level context filled in under its own, so the
@@ -259,17 +262,19 @@ pub fn prepare(
     });
     consent_log.extend(gate.record);
     if !gate.decision.store() {
-        let message_id = v
-            .get("messageId")
-            .and_then(Value::as_str)
-            .map(|id| tracking_plan::pii::scrub_text(id, country).map_or_else(|| id.to_string(), |(c, _)| c));
+        let message_id = v.get("messageId").and_then(Value::as_str).map(|id| {
+            tracking_plan::pii::scrub_text(id, country).map_or_else(|| id.to_string(), |(c, _)| c)
+        });
         return Prepared::Refused { message_id };
     }
     if text.len() > MAX_MESSAGE_BYTES {
         let reason = Reason::new(
             ReasonKind::TooLarge,
             "$",
-            format!("message is {} bytes; the limit is {MAX_MESSAGE_BYTES}", text.len()),
+            format!(
+                "message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
+                text.len()
+            ),
         );
         return quarantine_value(sh, v, reason);
     }
@@ -356,8 +361,16 @@ fn edge_json(sh: &Shared<'_>) -> String {
 pub fn quarantine_message(sh: &Shared<'_>, m: &Message, reasons: Vec<Reason>) -> Prepared {
     let payload = serde_json::to_string(m).unwrap_or_default();
     let subjects = identity::subjects(m);
-    let row = quarantine_row(sh, m.message_id.clone(), m.anonymous_id.clone(), m.user_id.clone(), &reasons, payload, subjects);
-    Prepared::Quarantine(row, reasons)
+    let row = quarantine_row(
+        sh,
+        m.message_id.clone(),
+        m.anonymous_id.clone(),
+        m.user_id.clone(),
+        &reasons,
+        payload,
+        subjects,
+    );
+    Prepared::Quarantine(Box::new(row), reasons)
 }
 
 /// Quarantines JSON that is not a valid message, scrubbed first.
@@ -372,7 +385,7 @@ fn quarantine_value(sh: &Shared<'_>, mut v: Value, reason: Reason) -> Prepared {
     let subjects: Vec<String> = [anon.clone(), user.clone()].into_iter().flatten().collect();
     let reasons = vec![reason];
     let row = quarantine_row(sh, mid, anon, user, &reasons, v.to_string(), subjects);
-    Prepared::Quarantine(row, reasons)
+    Prepared::Quarantine(Box::new(row), reasons)
 }
 
 fn quarantine_row(
@@ -424,7 +437,12 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     let env = envelope::parse(req, &body, sources)?;
     let messages = env.batch.batch.as_deref().unwrap_or_default();
     svc.limiter
-        .admit(&env.write_key, env.source.rate_limit, messages.len(), req.now_ms)
+        .admit(
+            &env.write_key,
+            env.source.rate_limit,
+            messages.len(),
+            req.now_ms,
+        )
         .map_err(|wait| Error::RateLimited {
             rate: env.source.rate_limit,
             retry_after: wait,
@@ -452,8 +470,16 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     let owner = req.request_id;
     let fresh = dedup::claim(svc.dedup, &mut run, &shared, owner).await?;
     run.write_side_records(svc.store).await?; // conflicts found by dedup
-    let outcomes =
-        store::store(svc, env.source, &env.write_key, fresh, &mut run, owner, req.now_ms).await?;
+    let outcomes = store::store(
+        svc,
+        env.source,
+        &env.write_key,
+        fresh,
+        &mut run,
+        owner,
+        req.now_ms,
+    )
+    .await?;
     let browser = req.edge.origin.is_some();
     let (identified, bots) = (run.identified, run.bots);
     let report = run.report(outcomes, browser, req.edge.cookie_id);
@@ -470,4 +496,26 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     };
     svc.store.add_counts(&counts).await?;
     Ok(report)
+}
+
+/// `reset()` from a browser: the collector's cookie id no longer links events (a shared
+/// browser's next visitor starts apart); the adapter clears the cookie.
+pub async fn reset<I: IdentityService>(
+    identity: &I,
+    sources: &crate::sources::Sources,
+    req: &IngestRequest<'_>,
+) -> Result<(), Error> {
+    let key_in_body = serde_json::from_slice::<Value>(req.body)
+        .ok()
+        .and_then(|v| v.get("writeKey")?.as_str().map(str::to_string));
+    let key = envelope::write_key(req.authorization, key_in_body.as_deref())?;
+    let source = sources.get(&key).ok_or(Error::UnknownWriteKey)?;
+    if !source.accepts_origin(req.edge.origin, req.edge.own_origin) {
+        return Err(Error::OriginNotAllowed);
+    }
+    if let Some(c) = req.edge.cookie_id.filter(|c| valid_cookie_id(c)) {
+        let id = crate::identity::Ident::new(crate::identity::IdKind::Anonymous, c);
+        identity.retire(&key, &id, req.now_ms).await?;
+    }
+    Ok(())
 }

@@ -79,10 +79,16 @@ pub fn judge(m: &Message, source: &Source, findings: &[Finding], size: usize) ->
 /// "unknown variant `jo@x.io`"), by checking the modelled fields' types.
 pub fn not_a_message(v: &Value) -> Reason {
     let Some(obj) = v.as_object() else {
-        return Reason::new(ReasonKind::NotAnObject, "$", "a message must be a JSON object");
+        return Reason::new(
+            ReasonKind::NotAnObject,
+            "$",
+            "a message must be a JSON object",
+        );
     };
     if let Some(t) = obj.get("type") {
-        if !t.as_str().is_some_and(|s| MessageType::from_name(s).is_some()) {
+        if t.as_str()
+            .is_none_or(|s| MessageType::from_name(s).is_none())
+        {
             return Reason::new(
                 ReasonKind::MissingType,
                 "$.type",
@@ -90,7 +96,13 @@ pub fn not_a_message(v: &Value) -> Reason {
             );
         }
     }
-    for key in ["messageId", "anonymousId", "userId", "previousId", "groupId"] {
+    for key in [
+        "messageId",
+        "anonymousId",
+        "userId",
+        "previousId",
+        "groupId",
+    ] {
         if obj
             .get(key)
             .is_some_and(|x| !matches!(x, Value::String(_) | Value::Number(_) | Value::Null))
@@ -115,7 +127,11 @@ pub fn not_a_message(v: &Value) -> Reason {
             .get(key)
             .is_some_and(|x| !matches!(x, Value::String(_) | Value::Null))
         {
-            return Reason::new(ReasonKind::InvalidField, format!("$.{key}"), "must be a string");
+            return Reason::new(
+                ReasonKind::InvalidField,
+                format!("$.{key}"),
+                "must be a string",
+            );
         }
     }
     Reason::new(ReasonKind::InvalidField, "$", "a field has the wrong type")

@@ -4,7 +4,9 @@
 //! merged profiles' events in one transaction, and only then the dedup commit. A failed
 //! store releases this request's claims, so the sender's retry is new again.
 
-use super::{verdict, Candidate, Error, Prepared, Reason, ReasonKind, Report, Services, Status, Verdict};
+use super::{
+    verdict, Candidate, Error, Prepared, Reason, ReasonKind, Report, Services, Status, Verdict,
+};
 use crate::dedup::{self, Deduplicator};
 use crate::identity::IdentityService;
 use crate::sources::Source;
@@ -50,7 +52,7 @@ impl Run {
                 let mut v = verdict(q.message_id.clone(), Status::Quarantined, reasons);
                 v.qkey = Some(q.qkey.clone());
                 self.set(i, v);
-                self.quarantined.push(q);
+                self.quarantined.push(*q);
             }
             Prepared::Refused { message_id } => {
                 let why = Reason::new(
@@ -78,14 +80,14 @@ impl Run {
     }
 
     /// The answer, once every event has its verdict.
-    pub fn report(
-        mut self,
-        stored: Vec<Stored>,
-        browser: bool,
-        cookie: Option<&str>,
-    ) -> Report {
+    pub fn report(mut self, stored: Vec<Stored>, browser: bool, cookie: Option<&str>) -> Report {
         let mut cookie_id = None;
-        for Stored { index, mut verdict, anonymous_id } in stored {
+        for Stored {
+            index,
+            mut verdict,
+            anonymous_id,
+        } in stored
+        {
             if browser {
                 verdict.profile_id = None;
                 if cookie_id.is_none() && verdict.status == Status::Accepted {
@@ -197,7 +199,11 @@ async fn write<E: EventStore, D: Deduplicator, I: IdentityService>(
     let mut moves = Vec::new();
     for ((_, c), r) in fresh.iter_mut().zip(resolved) {
         if let Some(r) = r {
-            moves.extend(r.absorbed.iter().map(|from| (from.clone(), r.profile_id.clone())));
+            moves.extend(
+                r.absorbed
+                    .iter()
+                    .map(|from| (from.clone(), r.profile_id.clone())),
+            );
             c.event.identified = r.identified;
             if let Some(Value::Object(ctx)) = &mut c.message.context {
                 ctx.insert("profileId".into(), Value::String(r.profile_id.clone()));

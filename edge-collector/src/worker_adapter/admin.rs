@@ -4,7 +4,7 @@
 
 use super::objects::{ident_from_query, DoIdentity};
 use super::storage::opt;
-use crate::identity::{Erased, IdKind, Unmerged};
+use crate::identity::{IdKind, Unmerged};
 use crate::sources::Sources;
 use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
@@ -186,15 +186,22 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
             )
         }
         (Method::Delete, ["profiles", id]) => {
-            let payload = json!({"profile": id});
-            let Some((key, answer)) =
-                first_answer(&identity, sources, q("writeKey"), "/erase", &payload).await?
-            else {
-                return fail(404, "not_found", format!("no profile {id}"));
+            let store = super::storage::CloudStore::new(env, sources)?;
+            let keys = match q("writeKey") {
+                Some(k) => vec![k],
+                None => sources.keys(),
             };
-            let erased: Erased = serde_json::from_value(answer["erased"].clone())
-                .map_err(|e| Error::RustError(e.to_string()))?;
-            erase_data(&db, env, &key, &erased).await
+            let now = tracking_plan::time::format_rfc3339(Date::now().as_millis() as i64);
+            for key in keys {
+                match crate::erasure::erase_profile(&store, &identity, &key, id, &now).await {
+                    Ok(report) => {
+                        return reply(200, json!({"ok": true, "writeKey": key, "erased": report}))
+                    }
+                    Err(crate::error::Error::NoSuchProfile) => continue,
+                    Err(e) => return reply(e.status(), e.to_json()),
+                }
+            }
+            fail(404, "not_found", "no such profile")
         }
         (Method::Get, ["stats"]) => stats(&db, q("writeKey"), q("days")).await,
         (Method::Get, ["archive"]) => {
@@ -303,104 +310,12 @@ async fn profile_360(
     )
 }
 
-/// Erasure: after the identity object forgot the profile, delete its events, consent
-/// entries and quarantined events from D1, and rewrite the R2 archive without its lines.
-async fn erase_data(db: &D1Database, env: &Env, key: &str, erased: &Erased) -> Result<Response> {
-    let (anons, users) = split_ids(&erased.identifiers);
-    let profiles = list(&erased.profile_ids);
-    let (a, u) = (list(&anons), list(&users));
-    let stmts = vec![
-        db.prepare(
-            "DELETE FROM events WHERE write_key = ?1 AND (profile_id IN (SELECT value FROM json_each(?2)) \
-             OR anonymous_id IN (SELECT value FROM json_each(?3)) OR user_id IN (SELECT value FROM json_each(?4)))",
-        )
-        .bind(&[key.into(), profiles.clone(), a.clone(), u.clone()])?,
-        db.prepare(
-            "DELETE FROM consent_log WHERE write_key = ?1 AND (anonymous_id IN (SELECT value FROM json_each(?2)) \
-             OR user_id IN (SELECT value FROM json_each(?3)))",
-        )
-        .bind(&[key.into(), a.clone(), u.clone()])?,
-        db.prepare(
-            "DELETE FROM quarantine WHERE write_key = ?1 AND anonymous_id IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(&[key.into(), a.clone()])?,
-    ];
-    let results = db.batch(stmts).await?;
-    let changes: Vec<usize> = results
-        .iter()
-        .map(|r| r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0))
-        .collect();
-
-    // The archive: objects holding a line of these visitors are rewritten without it.
-    let bucket = env.bucket("ARCHIVE")?;
-    let mut archived_lines = 0usize;
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut listing = bucket.list().prefix(format!("events/{key}/"));
-        if let Some(c) = &cursor {
-            listing = listing.cursor(c.clone());
-        }
-        let page = listing.execute().await?;
-        for obj in page.objects() {
-            let Some(found) = bucket.get(obj.key()).execute().await? else {
-                continue;
-            };
-            let Some(body) = found.body() else { continue };
-            let text = body.text().await?;
-            let mut kept = Vec::new();
-            let mut dropped = 0;
-            for line in text.lines() {
-                let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
-                let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-                let hit = field("profileId").is_some_and(|p| erased.profile_ids.contains(&p))
-                    || field("anonymousId").is_some_and(|x| anons.contains(&x))
-                    || field("userId").is_some_and(|x| users.contains(&x));
-                if hit {
-                    dropped += 1;
-                } else {
-                    kept.push(line);
-                }
-            }
-            if dropped > 0 {
-                archived_lines += dropped;
-                if kept.is_empty() {
-                    bucket.delete(obj.key()).await?;
-                } else {
-                    let body = kept.join("\n") + "\n";
-                    bucket.put(obj.key(), body.into_bytes()).execute().await?;
-                }
-            }
-        }
-        cursor = page.cursor().filter(|_| page.truncated());
-        if cursor.is_none() {
-            break;
-        }
-    }
-    reply(
-        200,
-        json!({
-            "ok": true,
-            "erased": {
-                "profiles": erased.profile_ids,
-                "identifiers": erased.identifiers.len(),
-                "events": changes.first(),
-                "consentEntries": changes.get(1),
-                "quarantined": changes.get(2),
-                "archivedEvents": archived_lines,
-            },
-            "remains": [
-                "dedup entries: the write key, messageId and a content hash of each erased event, with no personal data, until they expire (14 days); they stop a late retry from storing the event again",
-                "daily counters: totals per day, which hold no identifier",
-            ],
-        }),
-    )
-}
-
 /// Replays quarantined events (by `ids`, or every one with `reason`) through the
 /// pipeline, after the plan or the sender was fixed. Each replayed row leaves the
 /// quarantine: it is now stored, a duplicate of a stored event, or quarantined again as
 /// a new row with today's reasons.
 async fn replay(env: &Env, db: &D1Database, sources: &Sources, body: &Value) -> Result<Response> {
+    use crate::pipeline::replay;
     let ids: Vec<i64> = body
         .get("ids")
         .and_then(Value::as_array)
@@ -416,54 +331,60 @@ async fn replay(env: &Env, db: &D1Database, sources: &Sources, body: &Value) -> 
     let ids_json = JsValue::from_str(&serde_json::to_string(&ids).unwrap_or_default());
     let found = rows(
         db,
-        "SELECT id, write_key, payload FROM quarantine WHERE \
+        "SELECT id, write_key, payload, qkey, edge FROM quarantine WHERE \
          (id IN (SELECT value FROM json_each(?1)) OR reason = ?2) ORDER BY id LIMIT 500",
         &[ids_json, opt(&reason)],
     )
     .await?;
-    let mut by_key: std::collections::BTreeMap<String, Vec<(i64, Value)>> = Default::default();
-    for r in found {
-        let (Some(id), Some(key)) = (r["id"].as_i64(), r["write_key"].as_str()) else {
-            continue;
-        };
-        let payload = r["payload"]
-            .as_str()
-            .and_then(|p| serde_json::from_str(p).ok())
-            .unwrap_or(Value::Null);
-        by_key
-            .entry(key.to_string())
-            .or_default()
-            .push((id, payload));
-    }
+    let parsed: Vec<replay::Row> = found
+        .iter()
+        .filter_map(|r| {
+            let edge: Value = r["edge"]
+                .as_str()
+                .and_then(|e| serde_json::from_str(e).ok())
+                .unwrap_or_default();
+            Some(replay::Row {
+                id: r["id"].as_i64()?,
+                write_key: r["write_key"].as_str()?.to_string(),
+                payload: r["payload"]
+                    .as_str()
+                    .and_then(|p| serde_json::from_str(p).ok())?,
+                qkey: r["qkey"].as_str().map(str::to_string),
+                gpc: edge["gpc"].as_bool().unwrap_or(false),
+                country: edge["country"].as_str().map(str::to_string),
+            })
+        })
+        .filter(|r| sources.get(&r.write_key).is_some())
+        .collect();
     let mut summary = Vec::new();
-    for (key, items) in by_key {
-        if sources.get(&key).is_none() {
-            continue;
-        }
-        for chunk in items.chunks(100) {
-            let batch: Vec<&Value> = chunk.iter().map(|(_, p)| p).collect();
-            let text = json!({"batch": batch, "writeKey": key}).to_string();
-            let ireq = crate::ingest::IngestRequest {
-                endpoint: crate::ingest::Endpoint::Batch,
-                body: text.as_bytes(),
-                authorization: None,
-                now_ms: Date::now().as_millis() as i64,
-                edge: crate::enrich::EdgeInfo::default(),
-            };
-            let report = match super::run_pipeline(env, sources, &ireq).await? {
-                Ok(r) => r,
-                Err(e) => return reply(e.status, e.to_json()),
-            };
-            let done: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
-            db.prepare("DELETE FROM quarantine WHERE id IN (SELECT value FROM json_each(?1))")
-                .bind(&[JsValue::from_str(
-                    &serde_json::to_string(&done).unwrap_or_default(),
-                )])?
-                .run()
-                .await?;
-            for ((id, _), v) in chunk.iter().zip(&report.results) {
-                summary.push(json!({"id": id, "status": v.status, "reasons": v.reasons}));
-            }
+    for batch in replay::batches(parsed) {
+        let text = batch.body();
+        let request_id = super::objects::random_uuid();
+        let ireq = crate::pipeline::IngestRequest {
+            endpoint: crate::pipeline::Endpoint::Batch,
+            body: text.as_bytes(),
+            authorization: None,
+            now_ms: Date::now().as_millis() as i64,
+            request_id: &request_id,
+            edge: crate::enrich::EdgeInfo {
+                gpc: batch.gpc,
+                country: batch.country.as_deref(),
+                ..Default::default()
+            },
+        };
+        let report = match super::run_pipeline(env, sources, &ireq).await? {
+            Ok(r) => r,
+            Err(e) => return reply(e.status(), e.to_json()),
+        };
+        let done = batch.done(&report);
+        db.prepare("DELETE FROM quarantine WHERE id IN (SELECT value FROM json_each(?1))")
+            .bind(&[JsValue::from_str(
+                &serde_json::to_string(&done).unwrap_or_default(),
+            )])?
+            .run()
+            .await?;
+        for (row, v) in batch.rows.iter().zip(&report.results) {
+            summary.push(json!({"id": row.id, "status": v.status, "reasons": v.reasons}));
         }
     }
     reply(200, json!({"ok": true, "replayed": summary}))

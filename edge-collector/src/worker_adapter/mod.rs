@@ -1,15 +1,17 @@
 //! The Cloudflare Workers adapter: routes requests, reads configuration, headers and the
 //! body, hands them to the pipeline, and sets the first-party cookie. Static files (the
 //! example site and the SDK) are served by Workers Static Assets from the same origin.
-//! Decides nothing about events itself.
+//! Decides nothing about events itself: requests are routed by a table, and every
+//! decision is the core's.
 
 mod admin;
 mod objects;
 mod storage;
 
 use crate::enrich::EdgeInfo;
-use crate::ingest::{
-    ingest, valid_cookie_id, Endpoint, IngestRequest, RateLimiter, RequestError, Services,
+use crate::error::Error as RequestError;
+use crate::pipeline::{
+    ingest, valid_cookie_id, Endpoint, IngestRequest, RateLimiter, Services, MAX_BATCH_BYTES,
 };
 use crate::sources::Sources;
 use objects::{DoDedup, DoIdentity};
@@ -28,15 +30,15 @@ fn json_response(status: u16, body: &Value) -> Result<Response> {
 }
 
 fn error_response(e: &RequestError) -> Result<Response> {
-    let resp = json_response(e.status, &e.to_json())?;
-    if let Some(s) = e.retry_after {
+    let resp = json_response(e.status(), &e.to_json())?;
+    if let Some(s) = e.retry_after() {
         resp.headers().set("Retry-After", &s.to_string())?;
     }
     Ok(resp)
 }
 
 fn config_error(message: String) -> RequestError {
-    RequestError::new(500, "not_configured", message)
+    RequestError::NotConfigured(message)
 }
 
 thread_local! {
@@ -113,6 +115,40 @@ fn cookie_value(req: &Request, name: &str) -> Option<String> {
     })
 }
 
+fn clear_cookie(headers: &Headers) -> Result<()> {
+    headers.append(
+        "Set-Cookie",
+        &format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"),
+    )
+}
+
+/// Reads the body, refusing it as soon as it passes the batch limit (also when no
+/// Content-Length was sent: it is read in chunks, never buffered whole first).
+async fn read_capped(req: &mut Request) -> Result<std::result::Result<Vec<u8>, RequestError>> {
+    use futures_util::StreamExt as _;
+    let too_large = RequestError::BatchTooLarge {
+        limit: MAX_BATCH_BYTES,
+    };
+    let declared = req
+        .headers()
+        .get("Content-Length")?
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BATCH_BYTES) {
+        return Ok(Err(too_large));
+    }
+    let Ok(mut stream) = req.stream() else {
+        return Ok(Ok(Vec::new())); // no body
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk?);
+        if body.len() > MAX_BATCH_BYTES {
+            return Ok(Err(too_large));
+        }
+    }
+    Ok(Ok(body))
+}
+
 fn set_cookie(headers: &Headers, id: &str, secure: bool) -> Result<()> {
     let secure = if secure { "; Secure" } else { "" };
     headers.append(
@@ -141,26 +177,12 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
         return Ok(Response::empty()?.with_status(204).with_headers(cors));
     }
     if method != Method::Post {
-        let e = RequestError::new(405, "method_not_allowed", "use POST");
-        return with_headers(error_response(&e)?, &cors);
+        return with_headers(error_response(&RequestError::MethodNotAllowed)?, &cors);
     }
-    // Refuse an oversized body before reading it, when its length is declared.
-    let declared = req
-        .headers()
-        .get("Content-Length")?
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > crate::ingest::MAX_BATCH_BYTES) {
-        let e = RequestError::new(
-            413,
-            "batch_too_large",
-            format!(
-                "request body is larger than {} bytes",
-                crate::ingest::MAX_BATCH_BYTES
-            ),
-        );
-        return with_headers(error_response(&e)?, &cors);
-    }
-    let body = req.bytes().await?;
+    let body = match read_capped(&mut req).await? {
+        Ok(b) => b,
+        Err(e) => return with_headers(error_response(&e)?, &cors),
+    };
     let url = req.url()?;
     let own_origin = url.origin().ascii_serialization();
     let header = |name: &str| req.headers().get(name).ok().flatten();
@@ -177,7 +199,9 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
         .or_else(|| header("CF-IPCountry"))
         .filter(|c| c != "XX" && c != "T1");
     let cookie_id = cookie_value(&req, COOKIE);
+    let request_id = objects::random_uuid();
     let ireq = IngestRequest {
+        request_id: &request_id,
         endpoint,
         body: &body,
         authorization: authorization.as_deref(),
@@ -193,10 +217,23 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
             content_encoding: encoding.as_deref(),
         },
     };
+    if path_is_reset(&url) {
+        let identity = DoIdentity {
+            ns: env.durable_object("IDENTITY")?,
+        };
+        let resp = match crate::pipeline::reset(&identity, &sources, &ireq).await {
+            Ok(()) => json_response(200, &json!({"ok": true}))?,
+            Err(e) => error_response(&e)?,
+        };
+        clear_cookie(resp.headers())?;
+        return with_headers(resp, &cors);
+    }
     let resp = match run_pipeline(env, &sources, &ireq).await? {
         Ok(report) => {
             let resp = Response::from_json(&report)?;
-            if let Some(id) = &report.cookie_id {
+            if report.clear_cookie {
+                clear_cookie(resp.headers())?;
+            } else if let Some(id) = &report.cookie_id {
                 set_cookie(resp.headers(), id, url.scheme() == "https")?;
             }
             resp
@@ -206,13 +243,20 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
     with_headers(resp, &cors)
 }
 
+fn path_is_reset(url: &Url) -> bool {
+    url.path() == RESET_PATH
+}
+
+/// `POST /v1/reset`: the SDK's `reset()` and consent revocation call it.
+const RESET_PATH: &str = "/v1/reset";
+
 /// Runs the pipeline with the Cloudflare services: D1 (or the queue to R2), the dedup
 /// shards and the identity graphs.
 pub(crate) async fn run_pipeline(
     env: &Env,
     sources: &Sources,
     ireq: &IngestRequest<'_>,
-) -> Result<std::result::Result<crate::ingest::Report, RequestError>> {
+) -> Result<std::result::Result<crate::pipeline::Report, RequestError>> {
     let store = CloudStore::new(env, sources)?;
     let dedup = DoDedup {
         ns: env.durable_object("DEDUP")?,
@@ -245,26 +289,52 @@ fn handle_id(req: &Request) -> Result<Response> {
     Ok(resp)
 }
 
+/// Where each path goes.
+#[derive(Clone, Copy)]
+enum Route {
+    Id,
+    Reset,
+    Ingest,
+    Admin,
+    Assets,
+}
+
+/// The routing table: exact paths first, then prefixes.
+const ROUTES: &[(&str, bool, Route)] = &[
+    ("/v1/id", true, Route::Id),
+    (RESET_PATH, true, Route::Reset),
+    ("/v1/", false, Route::Ingest),
+    ("/admin/", false, Route::Admin),
+];
+
+fn route(path: &str) -> Route {
+    ROUTES
+        .iter()
+        .find(|(p, exact, _)| {
+            if *exact {
+                path == *p
+            } else {
+                path.starts_with(p)
+            }
+        })
+        .map_or(Route::Assets, |(_, _, r)| *r)
+}
+
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let path = req.path();
-    let result = if path == "/v1/id" {
-        handle_id(&req)
-    } else if path.starts_with("/v1/") {
-        match Endpoint::from_path(&path) {
+    let result = match route(&path) {
+        Route::Id => handle_id(&req),
+        Route::Reset => handle_ingest(req, &env, Endpoint::Batch).await,
+        Route::Ingest => match Endpoint::from_path(&path) {
             Some(endpoint) => handle_ingest(req, &env, endpoint).await,
-            None => json_response(
-                404,
-                &json!({"ok": false, "error": {"code": "not_found", "message": format!("no endpoint {path}")}}),
-            ),
-        }
-    } else if path.starts_with("/admin/") {
-        match sources(&env).await {
+            None => error_response(&RequestError::NotFound),
+        },
+        Route::Admin => match sources(&env).await {
             Ok(s) => admin::handle(req, &env, &s).await,
             Err(e) => error_response(&e),
-        }
-    } else {
-        env.assets("ASSETS")?.fetch_request(req).await
+        },
+        Route::Assets => env.assets("ASSETS")?.fetch_request(req).await,
     };
     // Nothing escapes as an opaque 500 from the runtime: the client gets a JSON cause.
     result.or_else(|e| {

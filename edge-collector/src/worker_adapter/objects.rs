@@ -1,16 +1,18 @@
 //! Durable Objects: storage for the dedup table (one object per shard of messageIds) and
 //! the identity graph (one object per write key), each on the object's own SQLite. The
 //! decisions are made by `dedup` and `identity`; these objects only load and save rows,
-//! and the clients below only move JSON between the worker and them.
+//! and the clients below only move JSON between the worker and them. A storage error is
+//! never swallowed: the object answers 500 and the pipeline answers a retryable 503.
 
 use crate::dedup::{self, Claim, Deduplicator, Entry, SeenTable};
 use crate::identity::{
-    self, Conflict, Graph, IdKind, Ident, IdentityService, Limits, MergeRecord, Observation,
-    Profile, Resolution,
+    self, Conflict, Erased, Graph, IdKind, Ident, IdentityService, Limits, MergeRecord,
+    Observation, Profile, Resolution,
 };
 use crate::store::StoreError;
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::{json, Value};
+use std::cell::RefCell;
 use wasm_bindgen::JsValue;
 use worker::*;
 
@@ -39,6 +41,58 @@ fn err(e: Error) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// A random UUID from the runtime's CSPRNG (`crypto.randomUUID()`).
+pub fn random_uuid() -> String {
+    let global = js_sys::global();
+    let uuid = js_sys::Reflect::get(&global, &"crypto".into())
+        .and_then(|c| {
+            let f = js_sys::Reflect::get(&c, &"randomUUID".into())?;
+            js_sys::Function::from(f).call0(&c)
+        })
+        .ok()
+        .and_then(|v| v.as_string());
+    uuid.unwrap_or_default()
+}
+
+/// Runs SQL, remembering the first failure (checked before the object answers).
+struct Sql<'a> {
+    sql: &'a SqlStorage,
+    failed: RefCell<Option<String>>,
+}
+
+impl<'a> Sql<'a> {
+    fn new(sql: &'a SqlStorage) -> Self {
+        Sql {
+            sql,
+            failed: RefCell::new(None),
+        }
+    }
+
+    fn run(&self, q: &str, args: Vec<SqlStorageValue>) {
+        if let Err(e) = self.sql.exec(q, args) {
+            self.failed.borrow_mut().get_or_insert(e.to_string());
+        }
+    }
+
+    fn rows<T: DeserializeOwned>(&self, q: &str, args: Vec<SqlStorageValue>) -> Vec<T> {
+        match self.sql.exec(q, args).and_then(|c| c.to_array()) {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.failed.borrow_mut().get_or_insert(e.to_string());
+                Vec::new()
+            }
+        }
+    }
+
+    /// The answer, or a 500 when any statement failed.
+    fn answer(&self, body: &Value) -> Result<Response> {
+        match self.failed.borrow().as_deref() {
+            Some(e) => Response::error(format!("storage: {e}"), 500),
+            None => Response::from_json(body),
+        }
+    }
+}
+
 // ---------------------------------------------------------------- dedup shards
 
 #[durable_object]
@@ -46,47 +100,45 @@ pub struct DedupShard {
     state: State,
 }
 
-struct SqlSeen<'a>(&'a SqlStorage);
+struct SqlSeen<'a>(Sql<'a>);
 
 #[derive(Deserialize)]
 struct SeenRow {
     fingerprint: String,
     committed: i64,
     at_ms: f64,
+    owner: Option<String>,
 }
 
 impl SeenTable for SqlSeen<'_> {
     fn get(&self, key: &str) -> Option<Entry> {
-        let rows: Vec<SeenRow> = self
-            .0
-            .exec(
-                "SELECT fingerprint, committed, at_ms FROM seen WHERE k = ?",
-                vec![sv(key)],
-            )
-            .ok()?
-            .to_array()
-            .ok()?;
+        let rows: Vec<SeenRow> = self.0.rows(
+            "SELECT fingerprint, committed, at_ms, owner FROM seen WHERE k = ?",
+            vec![sv(key)],
+        );
         rows.into_iter().next().map(|r| Entry {
             fingerprint: r.fingerprint,
             committed: r.committed != 0,
             at_ms: r.at_ms as i64,
+            owner: r.owner.unwrap_or_default(),
         })
     }
     fn put(&mut self, key: &str, e: &Entry) {
-        let _ = self.0.exec(
-            "INSERT INTO seen (k, fingerprint, committed, at_ms) VALUES (?, ?, ?, ?) \
+        self.0.run(
+            "INSERT INTO seen (k, fingerprint, committed, at_ms, owner) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (k) DO UPDATE SET fingerprint = excluded.fingerprint, \
-             committed = excluded.committed, at_ms = excluded.at_ms",
+             committed = excluded.committed, at_ms = excluded.at_ms, owner = excluded.owner",
             vec![
                 sv(key),
                 sv(&e.fingerprint),
                 SqlStorageValue::Integer(i64::from(e.committed)),
                 SqlStorageValue::Float(e.at_ms as f64),
+                sv(&e.owner),
             ],
         );
     }
     fn remove(&mut self, key: &str) {
-        let _ = self.0.exec("DELETE FROM seen WHERE k = ?", vec![sv(key)]);
+        self.0.run("DELETE FROM seen WHERE k = ?", vec![sv(key)]);
     }
 }
 
@@ -96,6 +148,8 @@ struct ShardRequest {
     claims: Vec<Claim>,
     #[serde(default)]
     keys: Vec<String>,
+    #[serde(default)]
+    owner: String,
     now_ms: i64,
 }
 
@@ -108,13 +162,15 @@ impl DurableObject for DedupShard {
             None,
         );
         let _ = sql.exec("CREATE INDEX IF NOT EXISTS seen_at ON seen (at_ms)", None);
+        // Objects created before claims had owners: the column is added once.
+        let _ = sql.exec("ALTER TABLE seen ADD COLUMN owner TEXT", None);
         DedupShard { state }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let body: ShardRequest = req.json().await?;
         let sql = self.state.storage().sql();
-        let mut table = SqlSeen(&sql);
+        let mut table = SqlSeen(Sql::new(&sql));
         let answer = match req.path().as_str() {
             "/claim" => json!(dedup::claim_in(&mut table, &body.claims, body.now_ms)),
             "/commit" => {
@@ -122,11 +178,14 @@ impl DurableObject for DedupShard {
                 json!(true)
             }
             "/release" => {
-                dedup::release_in(&mut table, &body.keys);
+                dedup::release_in(&mut table, &body.keys, &body.owner);
                 json!(true)
             }
             _ => return Response::error("no such dedup operation", 404),
         };
+        if table.0.failed.borrow().is_some() {
+            return table.0.answer(&answer);
+        }
         // Expired entries are swept daily.
         let storage = self.state.storage();
         if storage.get_alarm().await?.is_none() {
@@ -232,12 +291,12 @@ impl Deduplicator for DoDedup {
         .map(|_| ())
     }
 
-    async fn release(&self, keys: &[String]) -> std::result::Result<(), StoreError> {
+    async fn release(&self, keys: &[String], owner: &str) -> std::result::Result<(), StoreError> {
         self.per_shard(
             keys,
             |k| k.as_str(),
             "/release",
-            |ks| json!({"keys": ks, "now_ms": 0}),
+            |ks| json!({"keys": ks, "owner": owner, "now_ms": 0}),
         )
         .await
         .map(|_| ())
@@ -251,9 +310,9 @@ pub struct IdentityGraph {
     state: State,
 }
 
-/// The graph on the object's SQLite: profiles and merge records as JSON documents, the
-/// identifier index and conflicts as rows.
-struct SqlGraph<'a>(&'a SqlStorage);
+/// The graph on the object's SQLite: profiles, merge records and resolutions as JSON
+/// documents, the identifier index, conflicts and retired cookie ids as rows.
+struct SqlGraph<'a>(Sql<'a>);
 
 #[derive(Deserialize)]
 struct DataRow {
@@ -267,33 +326,23 @@ struct ProfileIdRow {
 
 impl SqlGraph<'_> {
     fn docs<T: DeserializeOwned>(&self, sql: &str, args: Vec<SqlStorageValue>) -> Vec<T> {
-        let rows: Vec<DataRow> = self
-            .0
-            .exec(sql, args)
-            .and_then(|c| c.to_array())
-            .unwrap_or_default();
+        let rows: Vec<DataRow> = self.0.rows(sql, args);
         rows.into_iter()
             .filter_map(|r| serde_json::from_str(&r.data).ok())
             .collect()
     }
 
     fn run(&self, sql: &str, args: Vec<SqlStorageValue>) {
-        if let Err(e) = self.0.exec(sql, args) {
-            console_error!("identity storage: {e}");
-        }
+        self.0.run(sql, args)
     }
 }
 
 impl Graph for SqlGraph<'_> {
     fn profile_of(&self, id: &Ident) -> Option<String> {
-        let rows: Vec<ProfileIdRow> = self
-            .0
-            .exec(
-                "SELECT profile_id FROM idents WHERE kind = ? AND value = ?",
-                vec![sv(id.kind.as_str()), sv(&id.value)],
-            )
-            .and_then(|c| c.to_array())
-            .unwrap_or_default();
+        let rows: Vec<ProfileIdRow> = self.0.rows(
+            "SELECT profile_id FROM idents WHERE kind = ? AND value = ?",
+            vec![sv(id.kind.as_str()), sv(&id.value)],
+        );
         rows.into_iter().next().map(|r| r.profile_id)
     }
     fn profile(&self, id: &str) -> Option<Profile> {
@@ -372,6 +421,66 @@ impl Graph for SqlGraph<'_> {
             vec![sv(profile)],
         );
     }
+    fn merges_of(&self, profile: &str) -> Vec<MergeRecord> {
+        self.docs(
+            "SELECT data FROM merges WHERE json_extract(data, '$.absorbed.id') = ?",
+            vec![sv(profile)],
+        )
+    }
+    fn delete_merge(&mut self, id: &str) {
+        self.run("DELETE FROM merges WHERE id = ?", vec![sv(id)]);
+    }
+    fn resolution(&self, key: &str) -> Option<Resolution> {
+        self.docs("SELECT data FROM resolutions WHERE k = ?", vec![sv(key)])
+            .into_iter()
+            .next()
+    }
+    fn save_resolution(&mut self, key: &str, r: &Resolution, at_ms: i64) {
+        let data = serde_json::to_string(r).unwrap_or_default();
+        self.run(
+            "INSERT INTO resolutions (k, profile_id, data, at_ms) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (k) DO UPDATE SET data = excluded.data",
+            vec![
+                sv(key),
+                sv(&r.profile_id),
+                sv(&data),
+                SqlStorageValue::Float(at_ms as f64),
+            ],
+        );
+    }
+    fn delete_resolutions_of(&mut self, profile: &str) {
+        self.run(
+            "DELETE FROM resolutions WHERE profile_id = ?1 OR EXISTS \
+             (SELECT 1 FROM json_each(json_extract(data, '$.absorbed')) WHERE value = ?1)",
+            vec![sv(profile)],
+        );
+    }
+    fn new_profile_id(&mut self) -> String {
+        let hex: String = random_uuid()
+            .chars()
+            .filter(|c| *c != '-')
+            .take(24)
+            .collect();
+        format!("p_{hex}")
+    }
+    fn is_retired(&self, id: &Ident) -> bool {
+        let rows: Vec<ProfileIdRow> = self.0.rows(
+            "SELECT value AS profile_id FROM retired WHERE kind = ? AND value = ?",
+            vec![sv(id.kind.as_str()), sv(&id.value)],
+        );
+        !rows.is_empty()
+    }
+    fn retire(&mut self, id: &Ident, at_ms: i64) {
+        self.run(
+            "INSERT INTO retired (kind, value, at_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (kind, value) DO NOTHING",
+            vec![
+                sv(id.kind.as_str()),
+                sv(&id.value),
+                SqlStorageValue::Float(at_ms as f64),
+            ],
+        );
+    }
 }
 
 #[derive(Deserialize)]
@@ -387,6 +496,8 @@ struct GraphRequest {
     merge_id: Option<String>,
     #[serde(default)]
     identifier: Option<Ident>,
+    #[serde(default)]
+    plan: Option<Erased>,
     #[serde(default)]
     now_ms: i64,
 }
@@ -405,6 +516,12 @@ impl DurableObject for IdentityGraph {
             "CREATE TABLE IF NOT EXISTS conflicts (profile_id TEXT NOT NULL, other_id TEXT NOT NULL, \
              at_ms REAL NOT NULL, data TEXT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS conflicts_profile ON conflicts (profile_id)",
+            "CREATE TABLE IF NOT EXISTS resolutions (k TEXT PRIMARY KEY, profile_id TEXT NOT NULL, \
+             data TEXT NOT NULL, at_ms REAL NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS resolutions_at ON resolutions (at_ms)",
+            "CREATE INDEX IF NOT EXISTS resolutions_profile ON resolutions (profile_id)",
+            "CREATE TABLE IF NOT EXISTS retired (kind TEXT NOT NULL, value TEXT NOT NULL, \
+             at_ms REAL NOT NULL, PRIMARY KEY (kind, value))",
         ] {
             if let Err(e) = sql.exec(ddl, None) {
                 console_error!("identity schema: {e}");
@@ -416,7 +533,7 @@ impl DurableObject for IdentityGraph {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let body: GraphRequest = req.json().await?;
         let sql = self.state.storage().sql();
-        let mut g = SqlGraph(&sql);
+        let mut g = SqlGraph(Sql::new(&sql));
         let profile = body.profile.as_deref().unwrap_or_default();
         let not_found = |m: String| Response::from_json(&json!({"error": m}));
         match req.path().as_str() {
@@ -426,7 +543,28 @@ impl DurableObject for IdentityGraph {
                     .iter()
                     .map(|o| identity::observe(&mut g, o, &body.limits))
                     .collect();
-                Response::from_json(&out)
+                // Resolutions are kept as long as dedup remembers an event.
+                let cutoff = body.observations.first().map_or(0, |o| o.at_ms) - dedup::WINDOW_MS;
+                g.run(
+                    "DELETE FROM resolutions WHERE at_ms < ?",
+                    vec![SqlStorageValue::Float(cutoff as f64)],
+                );
+                g.0.answer(&json!(out))
+            }
+            "/erasure-plan" => {
+                g.0.answer(&json!({"plan": identity::erasure_plan(&g, profile)}))
+            }
+            "/erase-graph" => {
+                if let Some(plan) = &body.plan {
+                    identity::erase(&mut g, plan);
+                }
+                g.0.answer(&json!({"ok": true}))
+            }
+            "/retire" => {
+                if let Some(id) = &body.identifier {
+                    g.retire(id, body.now_ms);
+                }
+                g.0.answer(&json!({"ok": true}))
             }
             "/profile" => {
                 let id = match (&body.identifier, profile) {
@@ -448,10 +586,7 @@ impl DurableObject for IdentityGraph {
                     Err(m) => not_found(m),
                 }
             }
-            "/erase" => match identity::erase(&mut g, profile) {
-                Ok(e) => Response::from_json(&json!({"erased": e})),
-                Err(m) => not_found(m),
-            },
+
             _ => Response::error("no such identity operation", 404),
         }
     }
@@ -485,6 +620,42 @@ impl IdentityService for DoIdentity {
             .await
             .map_err(err)?;
         serde_json::from_value(answer).map_err(|e| StoreError(format!("identity answer: {e}")))
+    }
+
+    async fn erasure_plan(
+        &self,
+        write_key: &str,
+        profile: &str,
+    ) -> std::result::Result<Option<Erased>, StoreError> {
+        let answer = self
+            .request(write_key, "/erasure-plan", &json!({"profile": profile}))
+            .await
+            .map_err(err)?;
+        serde_json::from_value(answer["plan"].clone())
+            .map_err(|e| StoreError(format!("identity answer: {e}")))
+    }
+
+    async fn erase(&self, write_key: &str, plan: &Erased) -> std::result::Result<(), StoreError> {
+        self.request(write_key, "/erase-graph", &json!({"plan": plan}))
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn retire(
+        &self,
+        write_key: &str,
+        id: &Ident,
+        at_ms: i64,
+    ) -> std::result::Result<(), StoreError> {
+        self.request(
+            write_key,
+            "/retire",
+            &json!({"identifier": id, "nowMs": at_ms}),
+        )
+        .await
+        .map(|_| ())
+        .map_err(err)
     }
 }
 

@@ -2,6 +2,7 @@
 //! log and daily counters; or, for a source with `"storage": "r2"`, clean events sent
 //! through a Queue whose consumer writes batched NDJSON objects to R2.
 
+use crate::erasure::{Deleted, ErasureStore, Job, Subjects};
 use crate::sources::{Sources, Storage};
 use crate::store::{
     ConsentRecord, Counts, EventStore, Insert, QuarantinedEvent, StoreError, StoredEvent,
@@ -9,6 +10,11 @@ use crate::store::{
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 use worker::*;
+
+/// A Queue's `sendBatch` limit in bytes.
+const QUEUE_BATCH_BYTES: usize = 256 * 1024;
+/// How long erasure tombstones stay: longer than a message can wait in the queue.
+const TOMBSTONE_DAYS: u32 = 7;
 
 pub fn opt(v: &Option<String>) -> JsValue {
     v.as_deref().map(JsValue::from_str).unwrap_or(JsValue::NULL)
@@ -20,6 +26,8 @@ fn err(e: Error) -> StoreError {
 
 pub struct CloudStore<'a> {
     pub db: D1Database,
+    /// The R2 archive, when bound.
+    pub bucket: Option<Bucket>,
     /// The queue to R2, when the worker has one bound.
     pub queue: Option<Queue>,
     /// Each event's source says where its clean events go.
@@ -30,6 +38,7 @@ impl<'a> CloudStore<'a> {
     pub fn new(env: &Env, sources: &'a Sources) -> Result<Self> {
         Ok(CloudStore {
             db: env.d1("DB")?,
+            bucket: env.bucket("ARCHIVE").ok(),
             queue: env.queue("EVENTS_QUEUE").ok(),
             sources,
         })
@@ -76,11 +85,13 @@ impl EventStore for CloudStore<'_> {
     async fn insert_events(
         &self,
         events: &[StoredEvent],
+        moves: &[(String, String)],
     ) -> std::result::Result<Vec<Insert>, StoreError> {
         let Some(first) = events.first() else {
             return Ok(Vec::new());
         };
         if let Some(queue) = self.r2_queue(&first.write_key)? {
+            // The R2 archive is immutable: its loaders follow the merge log for moves.
             // Dedup already happened in the Durable Objects. Queues deliver at least
             // once: a batch delivered again with the same messages rewrites the same
             // object (its name is a hash of its lines); every line carries its messageId
@@ -100,11 +111,26 @@ impl EventStore for CloudStore<'_> {
                     }
                 })
                 .collect();
-            for chunk in msgs.chunks(50) {
-                let batch: Vec<&Archived> = chunk.iter().collect();
-                queue.send_batch(batch).await.map_err(err)?;
+            // Sized by bytes as well as count (a Queue batch takes 100 messages and 256 KB).
+            // Each sent chunk's events are stored; a failed chunk's (and later ones') are
+            // `Failed`, so only their claims are released and a retry sends only them.
+            let mut out = Vec::with_capacity(msgs.len());
+            let mut failed = false;
+            for chunk in
+                crate::store::chunks_by_size(&msgs, |m| m.line.len() + 128, 100, QUEUE_BATCH_BYTES)
+            {
+                if !failed {
+                    let batch: Vec<&Archived> = chunk.iter().collect();
+                    failed = queue.send_batch(batch).await.is_err();
+                }
+                let outcome = if failed {
+                    Insert::Failed
+                } else {
+                    Insert::Stored
+                };
+                out.extend(std::iter::repeat_n(outcome, chunk.len()));
             }
-            return Ok(vec![Insert::Stored; events.len()]);
+            return Ok(out);
         }
         let rows = events.iter().map(|e| {
             vec![
@@ -122,17 +148,31 @@ impl EventStore for CloudStore<'_> {
                 e.payload.as_str().into(),
             ]
         });
-        let results = self
-            .run_batch(
+        // Inserts and profile moves in one D1 batch: one transaction, so a merge's moves
+        // are never lost to a failed insert.
+        let mut stmts = rows
+            .map(|args| {
+                self.db.prepare(
                 "INSERT INTO events (write_key, message_id, type, event, anonymous_id, user_id, \
                  profile_id, identified, bot, timestamp, received_at, payload) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
                  ON CONFLICT (write_key, message_id) DO NOTHING",
-                rows,
-            )
-            .await?;
+            ).bind(&args)
+            })
+            .collect::<Result<Vec<_>>>()
+            .map_err(err)?;
+        for (from, to) in moves {
+            stmts.push(
+                self.db
+                    .prepare("UPDATE events SET profile_id = ?1 WHERE write_key = ?2 AND profile_id = ?3")
+                    .bind(&[to.as_str().into(), first.write_key.as_str().into(), from.as_str().into()])
+                    .map_err(err)?,
+            );
+        }
+        let results = self.db.batch(stmts).await.map_err(err)?;
         results
             .iter()
+            .take(events.len())
             .map(|r| {
                 let meta = r.meta().map_err(err)?;
                 let changes = meta.and_then(|m| m.changes).unwrap_or(0);
@@ -155,11 +195,16 @@ impl EventStore for CloudStore<'_> {
                 q.reasons.as_str().into(),
                 q.payload.as_str().into(),
                 q.received_at.as_str().into(),
+                opt(&q.user_id),
+                q.qkey.as_str().into(),
+                q.subjects.as_str().into(),
+                q.edge.as_str().into(),
             ]
         });
         self.run_batch(
             "INSERT INTO quarantine (write_key, message_id, anonymous_id, reason, reasons, \
-             payload, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             payload, received_at, user_id, qkey, subjects, edge) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (qkey) DO NOTHING",
             rows,
         )
         .await
@@ -187,26 +232,6 @@ impl EventStore for CloudStore<'_> {
             "INSERT INTO consent_log (write_key, message_id, anonymous_id, user_id, categories, \
              source, gpc, timestamp, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
              ON CONFLICT (write_key, message_id) DO NOTHING",
-            rows,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    async fn repoint_profiles(
-        &self,
-        write_key: &str,
-        moves: &[(String, String)],
-    ) -> std::result::Result<(), StoreError> {
-        // The R2 archive is immutable: its loaders follow the merge log instead.
-        if self.r2_queue(write_key)?.is_some() {
-            return Ok(());
-        }
-        let rows = moves
-            .iter()
-            .map(|(from, to)| vec![to.as_str().into(), write_key.into(), from.as_str().into()]);
-        self.run_batch(
-            "UPDATE events SET profile_id = ?1 WHERE write_key = ?2 AND profile_id = ?3",
             rows,
         )
         .await
@@ -245,9 +270,13 @@ impl EventStore for CloudStore<'_> {
 /// duplicating.
 pub async fn archive(batch: MessageBatch<Archived>, env: &Env) -> Result<()> {
     let bucket = env.bucket("ARCHIVE")?;
+    let db = env.d1("DB")?;
     let mut groups: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
     for m in batch.messages()? {
         let a = m.into_body();
+        if tombstoned(&db, &a).await? {
+            continue; // erased while it waited in the queue
+        }
         let day = a.received_at.get(..10).unwrap_or("unknown").to_string();
         groups.entry((a.write_key, day)).or_default().push(a.line);
     }
@@ -259,4 +288,189 @@ pub async fn archive(batch: MessageBatch<Archived>, env: &Env) -> Result<()> {
         bucket.put(object, body.into_bytes()).execute().await?;
     }
     Ok(())
+}
+
+/// The tombstone digest of an identifier (never the identifier itself).
+fn tombstone(write_key: &str, value: &str) -> String {
+    crate::pipeline::short_digest(&["tombstone", write_key, value])
+}
+
+/// Whether a queued event belongs to an erased person.
+async fn tombstoned(db: &D1Database, a: &Archived) -> Result<bool> {
+    let v: serde_json::Value = serde_json::from_str(&a.line).unwrap_or_default();
+    let digests: Vec<String> = ["profileId", "anonymousId", "userId"]
+        .iter()
+        .filter_map(|k| v.get(*k).and_then(|x| x.as_str()))
+        .map(|x| tombstone(&a.write_key, x))
+        .collect();
+    if digests.is_empty() {
+        return Ok(false);
+    }
+    let list = serde_json::to_string(&digests).unwrap_or_default();
+    let rows = db
+        .prepare("SELECT 1 AS hit FROM erasure_tombstones WHERE digest IN (SELECT value FROM json_each(?1)) LIMIT 1")
+        .bind(&[list.into()])?
+        .all()
+        .await?
+        .results::<serde_json::Value>()?;
+    Ok(!rows.is_empty())
+}
+
+fn list(values: &[String]) -> JsValue {
+    JsValue::from_str(&serde_json::to_string(values).unwrap_or_else(|_| "[]".into()))
+}
+
+fn changes(r: &D1Result) -> u64 {
+    r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) as u64
+}
+
+impl ErasureStore for CloudStore<'_> {
+    async fn pending_job(
+        &self,
+        write_key: &str,
+        profile: &str,
+    ) -> std::result::Result<Option<Job>, StoreError> {
+        let rows = self
+            .db
+            .prepare("SELECT job FROM erasure_jobs WHERE write_key = ?1 AND profile_id = ?2")
+            .bind(&[write_key.into(), profile.into()])
+            .map_err(err)?
+            .all()
+            .await
+            .map_err(err)?
+            .results::<serde_json::Value>()
+            .map_err(err)?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.get("job")?.as_str().map(str::to_string))
+            .and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    async fn begin(&self, job: &Job) -> std::result::Result<(), StoreError> {
+        let text = serde_json::to_string(job).map_err(|e| StoreError(e.to_string()))?;
+        let mut values = job.subjects.values.clone();
+        values.extend(job.subjects.profile_ids.iter().cloned());
+        let stmts = vec![
+            self.db
+                .prepare("INSERT INTO erasure_jobs (write_key, profile_id, job, started_at) VALUES (?1, ?2, ?3, ?4) \
+                          ON CONFLICT (write_key, profile_id) DO UPDATE SET job = excluded.job")
+                .bind(&[job.write_key.as_str().into(), job.profile_id.as_str().into(), text.into(), job.started_at.as_str().into()])
+                .map_err(err)?,
+            self.db
+                .prepare("INSERT INTO erasure_subjects (write_key, value) SELECT ?1, value FROM json_each(?2) WHERE true \
+                          ON CONFLICT DO NOTHING")
+                .bind(&[job.write_key.as_str().into(), list(&values)])
+                .map_err(err)?,
+            self.db
+                .prepare("INSERT INTO erasure_tombstones (digest, expires_at) SELECT value, datetime('now', ?2) FROM json_each(?1) WHERE true \
+                          ON CONFLICT DO NOTHING")
+                .bind(&[
+                    list(&values.iter().map(|v| tombstone(&job.write_key, v)).collect::<Vec<_>>()),
+                    format!("+{TOMBSTONE_DAYS} days").into(),
+                ])
+                .map_err(err)?,
+        ];
+        self.db.batch(stmts).await.map_err(err).map(|_| ())
+    }
+
+    async fn erase(&self, key: &str, s: &Subjects) -> std::result::Result<Deleted, StoreError> {
+        let (p, a, u, v) = (
+            list(&s.profile_ids),
+            list(&s.anonymous_ids),
+            list(&s.user_ids),
+            list(&s.values),
+        );
+        let bind = |sql: &str, args: &[JsValue]| self.db.prepare(sql).bind(args).map_err(err);
+        let stmts = vec![
+            bind("DELETE FROM events WHERE write_key = ?1 AND (profile_id IN (SELECT value FROM json_each(?2)) \
+                  OR anonymous_id IN (SELECT value FROM json_each(?3)) OR user_id IN (SELECT value FROM json_each(?4)))",
+                 &[key.into(), p, a.clone(), u.clone()])?,
+            bind("DELETE FROM consent_log WHERE write_key = ?1 AND (anonymous_id IN (SELECT value FROM json_each(?2)) \
+                  OR user_id IN (SELECT value FROM json_each(?3)))",
+                 &[key.into(), a.clone(), u.clone()])?,
+            bind("DELETE FROM quarantine WHERE write_key = ?1 AND (anonymous_id IN (SELECT value FROM json_each(?2)) \
+                  OR user_id IN (SELECT value FROM json_each(?3)) \
+                  OR EXISTS (SELECT 1 FROM json_each(quarantine.subjects) q WHERE q.value IN (SELECT value FROM json_each(?4))))",
+                 &[key.into(), a, u, v])?,
+        ];
+        let results = self.db.batch(stmts).await.map_err(err)?;
+        let n = |i: usize| results.get(i).map(changes).unwrap_or(0);
+        let archived_events = self.erase_archive(key, s).await.map_err(err)?;
+        Ok(Deleted {
+            events: n(0),
+            consent_entries: n(1),
+            quarantined: n(2),
+            archived_events,
+        })
+    }
+
+    async fn finish(&self, job: &Job, deleted: &Deleted) -> std::result::Result<(), StoreError> {
+        let counts = serde_json::to_string(deleted).unwrap_or_default();
+        let key = job.write_key.as_str();
+        let stmts = vec![
+            self.db
+                .prepare("INSERT INTO erasure_receipts (write_key, profile_id, finished_at, deleted) \
+                          VALUES (?1, ?2, datetime('now'), ?3) ON CONFLICT (write_key, profile_id) DO UPDATE SET deleted = excluded.deleted")
+                .bind(&[key.into(), job.profile_id.as_str().into(), counts.into()])
+                .map_err(err)?,
+            self.db
+                .prepare("DELETE FROM erasure_jobs WHERE write_key = ?1 AND profile_id = ?2")
+                .bind(&[key.into(), job.profile_id.as_str().into()])
+                .map_err(err)?,
+            self.db
+                .prepare("DELETE FROM erasure_subjects WHERE write_key = ?1 AND NOT EXISTS (SELECT 1 FROM erasure_jobs j WHERE j.write_key = ?1)")
+                .bind(&[key.into()])
+                .map_err(err)?,
+            self.db
+                .prepare("DELETE FROM erasure_tombstones WHERE expires_at < datetime('now')")
+                .bind(&[])
+                .map_err(err)?,
+        ];
+        self.db.batch(stmts).await.map_err(err).map(|_| ())
+    }
+}
+
+impl CloudStore<'_> {
+    /// Rewrites the archive objects holding a line of the subjects without it.
+    async fn erase_archive(&self, key: &str, s: &Subjects) -> Result<u64> {
+        let Some(bucket) = &self.bucket else {
+            return Ok(0);
+        };
+        let mut dropped_total = 0u64;
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut listing = bucket.list().prefix(format!("events/{key}/"));
+            if let Some(c) = &cursor {
+                listing = listing.cursor(c.clone());
+            }
+            let page = listing.execute().await?;
+            for obj in page.objects() {
+                let Some(found) = bucket.get(obj.key()).execute().await? else {
+                    continue;
+                };
+                let Some(body) = found.body() else { continue };
+                let text = body.text().await?;
+                let (kept, dropped): (Vec<&str>, Vec<&str>) = text
+                    .lines()
+                    .partition(|line| !s.matches(&serde_json::from_str(line).unwrap_or_default()));
+                if dropped.is_empty() {
+                    continue;
+                }
+                dropped_total += dropped.len() as u64;
+                if kept.is_empty() {
+                    bucket.delete(obj.key()).await?;
+                } else {
+                    bucket
+                        .put(obj.key(), (kept.join("\n") + "\n").into_bytes())
+                        .execute()
+                        .await?;
+                }
+            }
+            cursor = page.cursor().filter(|_| page.truncated());
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(dropped_total)
+    }
 }
