@@ -240,15 +240,48 @@ test('erasure deletes the profile, its identities, events and consent entries', 
   const r = await send([grant, { type: 'page', messageId: mid('e'), anonymousId: anon, userId: 'erase-user' }]);
   const profileId = r.results[1].profileId;
   const del = await collector.adminJson(`/admin/v1/profiles/${profileId}`, { method: 'DELETE' });
-  assert.equal(del.erased.events, 2);
-  assert.equal(del.erased.consentEntries, 1);
-  assert.ok(del.remains.length >= 1, 'what remains is stated');
+  assert.equal(del.erased.deleted.events, 2);
+  assert.equal(del.erased.deleted.consentEntries, 1);
+  assert.deepEqual(del.erased.remains, ['dedup_entries', 'daily_counters', 'queue_tombstones', 'receipt'],
+    'what remains is stated');
   assert.equal((await collector.admin(`/admin/v1/profiles/${profileId}`)).status, 404);
   assert.equal((await collector.admin(`/admin/v1/profiles?userId=erase-user`)).status, 404);
   for (const table of ['events', 'consent_log']) {
     const n = await collector.query(`select count(*) as n from ${table} where anonymous_id = '${anon}' or user_id = 'erase-user'`);
     assert.equal(n[0].n, 0, table);
   }
+  // The consent log refuses deletion outside erasure, and updates always.
+  const other = await send([{ ...grant, messageId: mid('e'), anonymousId: 'keep-log-1', userId: undefined }]);
+  assert.equal(other.accepted, 1);
+  const says = (re) => (e) => re.test(`${e.stdout}${e.stderr}${e.message}`);
+  await assert.rejects(collector.query(`delete from consent_log where anonymous_id = 'keep-log-1'`), says(/only by erasure/));
+  await assert.rejects(collector.query(`update consent_log set gpc = 1 where anonymous_id = 'keep-log-1'`), says(/append-only/));
+  assert.equal((await collector.query(`select count(*) as n from consent_log where anonymous_id = 'keep-log-1'`))[0].n, 1);
+});
+
+test('erasure after an unmerge removes exactly the person asked for', async () => {
+  const email = sha256('erase-after-unmerge@example.com');
+  const ev = (anon, props = {}) => ({ type: 'track', messageId: mid('eu'), anonymousId: anon, event: 'Newsletter Subscribed', properties: props });
+  const a = (await send([ev('eu-a', { email_sha256: email })])).results[0].profileId;
+  const b = (await send([ev('eu-b'), ev('eu-b')])).results[0].profileId;
+  await send([ev('eu-b', { email_sha256: email })]); // a wrong soft login merges b into a
+  const merged = await collector.adminJson(`/admin/v1/profiles/${a}`);
+  const winner = merged.profile.id;
+  await collector.adminJson(`/admin/v1/profiles/${winner}/unmerge`, { method: 'POST', body: '{}' });
+  const loser = winner === a ? b : a;
+  const before = await collector.query(`select count(*) as n from events where profile_id = '${loser}'`);
+  assert.ok(before[0].n >= 1);
+  const del = await collector.adminJson(`/admin/v1/profiles/${winner}`, { method: 'DELETE' });
+  assert.deepEqual(del.erased.profiles, [winner], 'the unmerged profile is not erased with it');
+  const kept = await collector.adminJson(`/admin/v1/profiles/${loser}`);
+  assert.equal(kept.profile.id, loser);
+  const after = await collector.query(`select count(*) as n from events where profile_id = '${loser}'`);
+  assert.equal(after[0].n, before[0].n, "the other person's events are all kept");
+  assert.equal((await collector.query(`select count(*) as n from events where profile_id = '${winner}'`))[0].n, 0);
+  assert.equal((await collector.admin(`/admin/v1/profiles/${winner}`, { method: 'DELETE' })).status, 404,
+    'a finished erasure leaves nothing to erase');
+  const receipt = await collector.query(`select profile_id from erasure_receipts where profile_id = '${winner}'`);
+  assert.equal(receipt.length, 1, 'the receipt proves it was done');
 });
 
 test('a source on the R2 path: clean events go through the queue to NDJSON objects', async () => {
@@ -272,7 +305,7 @@ test('a source on the R2 path: clean events go through the queue to NDJSON objec
   assert.equal((await collector.query(`select count(*) as n from events where anonymous_id = 'r2-anon'`))[0].n, 0, 'not in D1');
   // Erasure reaches the archive: the visitor's lines are removed from the objects.
   const del = await collector.adminJson(`/admin/v1/profiles/${line.profileId}?writeKey=sl_r2_key`, { method: 'DELETE' });
-  assert.equal(del.erased.archivedEvents, 2);
+  assert.equal(del.erased.deleted.archivedEvents, 2);
   const left = await collector.adminJson('/admin/v1/archive?prefix=events/sl_r2_key/');
   for (const o of left.objects) {
     const text = await (await collector.admin(`/admin/v1/archive/${o.key}`)).text();
