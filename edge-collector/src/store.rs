@@ -125,6 +125,11 @@ pub struct MemoryStore {
     pub counts: RefCell<BTreeMap<(String, String), Counts>>,
     /// When set, every call fails with this message.
     pub fail_with: RefCell<Option<String>>,
+    /// Erasure jobs in progress, and receipts of finished ones.
+    pub jobs: RefCell<Vec<crate::erasure::Job>>,
+    pub receipts: RefCell<Vec<(String, crate::erasure::Deleted)>>,
+    /// When set, the next erasure fails after deleting the events (a crash mid-way).
+    pub fail_erase_once: std::cell::Cell<bool>,
 }
 
 impl MemoryStore {
@@ -210,6 +215,77 @@ impl EventStore for MemoryStore {
         t.refused += c.refused;
         t.identified += c.identified;
         t.bots += c.bots;
+        Ok(())
+    }
+}
+
+impl crate::erasure::ErasureStore for MemoryStore {
+    async fn pending_job(
+        &self,
+        write_key: &str,
+        profile: &str,
+    ) -> Result<Option<crate::erasure::Job>, StoreError> {
+        Ok(self
+            .jobs
+            .borrow()
+            .iter()
+            .find(|j| j.write_key == write_key && j.profile_id == profile)
+            .cloned())
+    }
+    async fn begin(&self, job: &crate::erasure::Job) -> Result<(), StoreError> {
+        self.check()?;
+        self.jobs.borrow_mut().push(job.clone());
+        Ok(())
+    }
+    async fn erase(
+        &self,
+        key: &str,
+        s: &crate::erasure::Subjects,
+    ) -> Result<crate::erasure::Deleted, StoreError> {
+        self.check()?;
+        let mut d = crate::erasure::Deleted::default();
+        let has =
+            |v: &Option<String>, list: &[String]| v.as_ref().is_some_and(|x| list.contains(x));
+        self.events.borrow_mut().retain(|e| {
+            let hit = e.write_key == key
+                && (has(&e.profile_id, &s.profile_ids)
+                    || has(&e.anonymous_id, &s.anonymous_ids)
+                    || has(&e.user_id, &s.user_ids));
+            d.events += u64::from(hit);
+            !hit
+        });
+        if self.fail_erase_once.replace(false) {
+            return Err(StoreError("crashed mid-erasure".into()));
+        }
+        self.quarantined.borrow_mut().retain(|q| {
+            let subjects: Vec<String> = serde_json::from_str(&q.subjects).unwrap_or_default();
+            let hit = q.write_key == key
+                && (has(&q.anonymous_id, &s.anonymous_ids)
+                    || has(&q.user_id, &s.user_ids)
+                    || subjects.iter().any(|v| s.values.contains(v)));
+            d.quarantined += u64::from(hit);
+            !hit
+        });
+        self.consent.borrow_mut().retain(|c| {
+            let hit = c.write_key == key
+                && (has(&c.anonymous_id, &s.anonymous_ids) || has(&c.user_id, &s.user_ids));
+            d.consent_entries += u64::from(hit);
+            !hit
+        });
+        Ok(d)
+    }
+    async fn finish(
+        &self,
+        job: &crate::erasure::Job,
+        deleted: &crate::erasure::Deleted,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.jobs
+            .borrow_mut()
+            .retain(|j| !(j.write_key == job.write_key && j.profile_id == job.profile_id));
+        self.receipts
+            .borrow_mut()
+            .push((job.profile_id.clone(), *deleted));
         Ok(())
     }
 }

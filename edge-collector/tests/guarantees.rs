@@ -1,0 +1,510 @@
+//! The collector's guarantees, tried as an attacker would, natively against the
+//! in-memory store, dedup and identity:
+//! - no raw PII at rest: emails and phones planted in any field, key, id, URL component
+//!   or encoding never reach a stored event, a quarantine row, a consent row, the
+//!   identity graph or a dedup key;
+//! - consent first: without analytics consent on an opt-in source nothing is kept, not
+//!   even an oversized, unparseable or off-plan event, while consent records always are;
+//! - dedup never loses: a model of claim -> store -> commit over crash points and
+//!   interleavings of two requests with the same messageId;
+//! - erasure is exact and resumable; GPC strips every ad id; errors echo no input.
+
+use edge_collector::dedup::{self, Claim, MemoryDedup, Seen};
+use edge_collector::enrich::EdgeInfo;
+use edge_collector::identity::MemoryIdentity;
+use edge_collector::pipeline::{
+    ingest, Endpoint, IngestRequest, RateLimiter, Report, Services, Status,
+};
+use edge_collector::sources::Sources;
+use edge_collector::store::MemoryStore;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+
+const NOW: i64 = 1_795_472_345_000;
+const SITE: &str = "https://shop.example";
+
+fn sources() -> Sources {
+    let plan = include_str!("../../example-site/tracking-plan.json");
+    Sources::from_json(&format!(
+        r#"{{"wk_srv":{{"name":"server","consent":"opt-out"}},
+            "wk_web":{{"name":"web","origins":["{SITE}"],"plan":{plan},"consent":"opt-in"}}}}"#
+    ))
+    .unwrap()
+}
+
+#[derive(Default)]
+struct Rig {
+    store: MemoryStore,
+    dedup: MemoryDedup,
+    identity: MemoryIdentity,
+    limiter: RateLimiter,
+    n: std::cell::Cell<u64>,
+}
+
+impl Rig {
+    fn send(
+        &self,
+        body: &Value,
+        edge: EdgeInfo<'_>,
+    ) -> Result<Report, edge_collector::error::Error> {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let id = format!("r{}", self.n.replace(self.n.get() + 1));
+        let req = IngestRequest {
+            endpoint: Endpoint::Batch,
+            body: &bytes,
+            authorization: None,
+            now_ms: NOW,
+            edge,
+            request_id: &id,
+        };
+        let svc = Services {
+            store: &self.store,
+            dedup: &self.dedup,
+            identity: &self.identity,
+            limiter: &self.limiter,
+        };
+        pollster::block_on(ingest(&svc, &sources(), &req))
+    }
+
+    /// Everything kept, as one text: event rows and payloads, quarantine rows, consent
+    /// rows, the identity graphs and the dedup keys.
+    fn at_rest(&self) -> String {
+        let mut out = String::new();
+        for e in self.store.events.borrow().iter() {
+            out += &format!("{e:?}\n");
+        }
+        for q in self.store.quarantined.borrow().iter() {
+            out += &format!("{q:?}\n");
+        }
+        for c in self.store.consent.borrow().iter() {
+            out += &format!("{c:?}\n");
+        }
+        out += &format!("{:?}\n", self.identity.graphs.borrow());
+        for (k, e) in self.dedup.table.borrow().iter() {
+            out += &format!("{k} {e:?}\n");
+        }
+        out
+    }
+}
+
+fn browser() -> EdgeInfo<'static> {
+    EdgeInfo {
+        origin: Some(SITE),
+        own_origin: SITE,
+        country: Some("US"),
+        user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0.0.0 Safari/537.36"),
+        ..EdgeInfo::default()
+    }
+}
+
+const GRANTED: &str =
+    r#"{"categoryPreferences":{"analytics":true,"marketing":true,"personalization":true}}"#;
+
+fn granted() -> Value {
+    serde_json::from_str(GRANTED).unwrap()
+}
+
+/// Percent-decodes repeatedly, so an encoded leak is found too.
+fn decoded(s: &str) -> String {
+    let mut cur = s.to_string();
+    for _ in 0..3 {
+        let next = tracking_plan::campaign::decode(&cur);
+        if next == cur {
+            break;
+        }
+        cur = next;
+    }
+    cur
+}
+
+fn assert_clean(haystack: &str, needles: &[String]) {
+    let plain = haystack.to_ascii_lowercase();
+    let dec = decoded(haystack).to_ascii_lowercase();
+    for n in needles {
+        let n = n.to_ascii_lowercase();
+        assert!(!plain.contains(&n), "raw {n:?} at rest:\n{haystack}");
+        assert!(!dec.contains(&n), "encoded {n:?} at rest:\n{haystack}");
+    }
+}
+
+/// The ways one value can be written.
+fn encodings(v: &str) -> Vec<String> {
+    let pct = v
+        .replace('@', "%40")
+        .replace('+', "%2B")
+        .replace(' ', "%20");
+    vec![
+        v.to_string(),
+        v.to_ascii_uppercase(),
+        pct.clone(),
+        pct.replace('%', "%25"),
+        format!("mailto:{v}"),
+        format!("say hi to {v} today"),
+        format!("https://shop.example/p?ref=x&email={pct}&utm_content={pct}#top"),
+    ]
+}
+
+/// Puts `value` in one of many places of a browser event.
+fn plant(slot: usize, value: &str, key: &str) -> Value {
+    let mut e = json!({"type": "track", "messageId": format!("m-{slot}-{}", value.len()),
+        "anonymousId": "anon-plant", "event": "Product Viewed",
+        "properties": {"product_id": "p1"},
+        "context": {"consent": granted(), "page": {"url": "https://shop.example/p"}}});
+    let v = json!(value);
+    match slot % 16 {
+        0 => e["properties"]["note"] = v,
+        1 => e["properties"][key] = json!("x"),
+        2 => e["properties"]["list"] = json!([{"deep": [v]}]),
+        3 => e["context"]["page"]["url"] = json!(format!("https://shop.example/p?q={value}")),
+        4 => e["context"]["page"]["search"] = json!(format!("?email={value}")),
+        5 => e["context"]["campaign"] = json!({"content": value}),
+        6 => e["event"] = v,
+        7 => e["anonymousId"] = v,
+        8 => e["userId"] = v,
+        9 => {
+            e["type"] = json!("group");
+            e["groupId"] = v;
+        }
+        10 => e["context"]["traits"] = json!({"mobile": value}),
+        11 => e["someExtraField"] = json!({key: value}),
+        12 => e["integrations"] = json!({"x": value}),
+        13 => {
+            e["type"] = json!("identify");
+            e["traits"] = json!({"email": value, "phone": value});
+        }
+        14 => e["messageId"] = v,
+        _ => e["context"]["userAgent"] = json!(format!("Mozilla/5.0 {value}")),
+    }
+    e
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Emails and phones planted anywhere, in any encoding: none is kept raw.
+    #[test]
+    fn planted_pii_never_reaches_storage(
+        local in "[a-z]{4,8}\\.[a-z]{4,8}",
+        domain in "[a-z]{5,9}",
+        national in 200u32..999,
+        slots in proptest::collection::vec(0usize..16, 1..6),
+        enc in 0usize..7,
+        key_kind in 0usize..2,
+    ) {
+        let email = format!("{local}@{domain}.io");
+        let phone = format!("+33 6 {} 34 56 78", national % 90 + 10);
+        let us = format!("650.555.0{national}");
+        let rig = Rig::default();
+        let mut batch = Vec::new();
+        for (i, slot) in slots.iter().enumerate() {
+            let raw = [&email, &phone][i % 2];
+            let value = encodings(raw)[enc].clone();
+            let key = if key_kind == 0 { email.clone() } else { format!("ref {email}") };
+            batch.push(plant(*slot + i, &value, &key));
+        }
+        // A national number where only the field name tells what it is.
+        batch.push(json!({"type": "identify", "messageId": "nat", "anonymousId": "anon-plant",
+            "traits": {"phone": us, "mobile": 6505550143u64}, "context": {"consent": granted()}}));
+        let body = json!({"batch": batch, "writeKey": "wk_web",
+            "context": {"page": {"referrer": format!("https://x.example/?e={email}")}}});
+        let r = rig.send(&body, browser());
+        if let Ok(r) = &r {
+            prop_assert_eq!(r.results.len(), slots.len() + 1);
+        }
+        let needles = vec![
+            email.clone(),
+            local.clone(),
+            format!("{} 34 56 78", national % 90 + 10),
+            format!("6{}345678", national % 90 + 10),
+            us.clone(),
+            format!("555.0{national}"),
+            "6505550143".into(),
+        ];
+        assert_clean(&rig.at_rest(), &needles);
+        if let Err(e) = r {
+            assert_clean(&e.to_json().to_string(), &needles);
+        }
+    }
+
+    /// A request that is refused as a whole never quotes its body.
+    #[test]
+    fn errors_echo_no_input(local in "[a-z]{5,9}") {
+        let email = format!("{local}@leak.io");
+        let rig = Rig::default();
+        for body in [
+            json!({"batch": email, "writeKey": "wk_web"}),
+            json!({"batch": [{"type": email}], "writeKey": "wk_web"}),
+            json!({"batch": [], "writeKey": email}),
+        ] {
+            match rig.send(&body, browser()) {
+                Err(e) => assert_clean(&e.to_json().to_string(), std::slice::from_ref(&email)),
+                Ok(r) => assert_clean(&serde_json::to_string(&r).unwrap(), std::slice::from_ref(&email)),
+            }
+        }
+    }
+}
+
+#[test]
+fn without_consent_nothing_is_kept_not_even_in_the_quarantine() {
+    let rig = Rig::default();
+    let big = "x".repeat(40 * 1024);
+    let body = json!({"writeKey": "wk_web", "batch": [
+        {"type": "track", "messageId": "big", "anonymousId": "a1", "event": "Product Viewed", "properties": {"blob": big}},
+        {"type": "bogus", "messageId": "t", "anonymousId": "a1"},
+        {"type": "track", "messageId": "off", "anonymousId": "a1", "event": "Not In Plan"},
+        "not even an object",
+        {"type": "track", "messageId": "deny", "anonymousId": "a1", "event": "Product Viewed",
+         "context": {"consent": {"categoryPreferences": {"analytics": false}}}},
+    ]});
+    let r = rig.send(&body, browser()).unwrap();
+    assert_eq!(r.refused, 5, "{r:?}");
+    assert!(r.results.iter().all(|v| v.status == Status::Refused));
+    assert!(rig.store.events.borrow().is_empty());
+    assert!(rig.store.quarantined.borrow().is_empty());
+    assert!(
+        rig.dedup.table.borrow().is_empty(),
+        "not even a dedup entry"
+    );
+    assert!(rig.identity.graphs.borrow().is_empty());
+    assert!(
+        r.clear_cookie,
+        "a browser whose events are refused loses the cookie"
+    );
+}
+
+#[test]
+fn consent_records_reach_the_log_whatever_their_shape() {
+    let rig = Rig::default();
+    let body = json!({"writeKey": "wk_web", "batch": [
+        // Denies analytics, has no messageId, an email as its anonymous id, and a
+        // property the plan does not know.
+        {"type": "track", "anonymousId": "jo@x.io", "event": "Consent Updated",
+         "properties": {"unplanned": true},
+         "context": {"consent": {"categoryPreferences": {"analytics": false}, "source": "banner"}}},
+        // Grants, but breaks the plan.
+        {"type": "track", "messageId": "c2", "anonymousId": "a2", "event": "Consent Updated",
+         "properties": {"bogus": {"deep": 1}}, "context": {"consent": granted()}},
+    ]});
+    let r = rig.send(&body, browser()).unwrap();
+    assert_eq!(r.results[0].status, Status::Refused);
+    let log = rig.store.consent.borrow();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log[0].categories.contains("\"analytics\":false"));
+    assert!(log[0].message_id.starts_with("noid-"));
+    assert_eq!(log[0].source, "banner");
+    assert!(!format!("{log:?}").contains("jo@x.io"));
+    assert!(log[1].categories.contains("\"analytics\":true"));
+}
+
+#[test]
+fn gpc_and_marketing_denial_strip_every_ad_id() {
+    let rig = Rig::default();
+    let e = json!({"type": "page", "messageId": "g1", "anonymousId": "a1",
+        "properties": {"url": "https://shop.example/?gclid=G1&x=1", "search": "?fbclid=F1"},
+        "context": {"consent": granted(),
+            "page": {"url": "https://shop.example/?gclid=G1&x=1", "search": "?gclid=G1&x=1",
+                     "referrer": "https://ads.example/?msclkid=M1"},
+            "firstTouch": {"clickIds": {"gclid": "G0"}, "gclid": "G0", "landing": "/?ttclid=T0"},
+            "lastTouch": {"twclid": "W1"}}});
+    let gpc = EdgeInfo {
+        gpc: true,
+        ..browser()
+    };
+    let body = json!({"writeKey": "wk_web", "batch": [e]});
+    let r = rig.send(&body, gpc).unwrap();
+    assert_eq!(r.accepted, 1, "{r:?}");
+    let stored = rig.store.events.borrow()[0].payload.clone();
+    for id in ["G0", "G1", "F1", "M1", "T0", "W1", "clickIds", "gclid"] {
+        assert!(!stored.contains(id), "{id} kept: {stored}");
+    }
+    assert!(stored.contains("x=1"), "other parameters stay: {stored}");
+}
+
+#[test]
+fn a_resumed_erasure_finishes_the_job() {
+    let rig = Rig::default();
+    let srv = EdgeInfo::default();
+    let ev = |id: &str, anon: &str| json!({"type": "track", "messageId": id, "anonymousId": anon, "userId": "u-erase", "event": "E"});
+    let r = rig
+        .send(
+            &json!({"writeKey": "wk_srv", "batch": [ev("e1", "a1"), ev("e2", "a2"),
+            {"type": "track", "messageId": "q1", "anonymousId": "a1"}]}),
+            srv.clone(),
+        )
+        .unwrap();
+    let profile = r.results[0]
+        .profile_id
+        .clone()
+        .expect("server sources see profile ids");
+    assert_eq!(rig.store.quarantined.borrow().len(), 1);
+    rig.send(
+        &json!({"writeKey": "wk_srv", "batch": [ev("other", "a9")]}),
+        srv,
+    )
+    .unwrap();
+    let erase = || {
+        pollster::block_on(edge_collector::erasure::erase_profile(
+            &rig.store,
+            &rig.identity,
+            "wk_srv",
+            &profile,
+            "2026-11-23T22:19:05.000Z",
+        ))
+    };
+    rig.store.fail_erase_once.set(true);
+    assert!(erase().is_err(), "the first attempt dies mid-way");
+    assert_eq!(rig.store.jobs.borrow().len(), 1, "the job is recorded");
+    let report = erase().unwrap();
+    assert!(report.resumed);
+    assert!(rig.store.jobs.borrow().is_empty());
+    assert_eq!(rig.store.receipts.borrow().len(), 1);
+    assert!(
+        rig.store.quarantined.borrow().is_empty(),
+        "found by its anonymous id"
+    );
+    // The user's later event joined the same profile (same userId): erased too; nothing
+    // else is left of the person, in the store or the graph.
+    assert!(
+        rig.store.events.borrow().is_empty(),
+        "{:?}",
+        rig.store.events.borrow()
+    );
+    assert!(!format!("{:?}", rig.identity.graphs.borrow()).contains("u-erase"));
+    assert!(matches!(
+        erase(),
+        Err(edge_collector::error::Error::NoSuchProfile)
+    ));
+}
+
+#[test]
+fn a_pending_claim_is_answered_503_and_the_retry_stores() {
+    let rig = Rig::default();
+    let ev = json!({"type": "track", "messageId": "p1", "anonymousId": "a1", "event": "E"});
+    // A request that died between claim and store left this claim.
+    pollster::block_on(<MemoryDedup as dedup::Deduplicator>::claim(
+        &rig.dedup,
+        &[Claim {
+            key: dedup::key("wk_srv", "p1"),
+            fingerprint: "whatever".into(),
+            owner: "dead".into(),
+        }],
+        NOW,
+    ))
+    .unwrap();
+    let body = json!({"writeKey": "wk_srv", "batch": [ev,
+        {"type": "track", "messageId": "p2", "anonymousId": "a1", "event": "E"}]});
+    let e = rig.send(&body, EdgeInfo::default()).unwrap_err();
+    assert_eq!((e.status(), e.code()), (503, "in_flight"));
+    assert!(e.retry_after().is_some());
+    assert!(rig.store.events.borrow().is_empty());
+    // p2's claim was released with the refusal: the retry after the lease stores both.
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let req = IngestRequest {
+        endpoint: Endpoint::Batch,
+        body: &bytes,
+        authorization: None,
+        now_ms: NOW + dedup::LEASE_MS + 1,
+        edge: EdgeInfo::default(),
+        request_id: "retry",
+    };
+    let svc = Services {
+        store: &rig.store,
+        dedup: &rig.dedup,
+        identity: &rig.identity,
+        limiter: &rig.limiter,
+    };
+    let r = pollster::block_on(ingest(&svc, &sources(), &req)).unwrap();
+    assert_eq!(r.accepted, 2, "{r:?}");
+}
+
+/// One step of a request in the dedup protocol model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    Claim,
+    Store,
+    Finish,
+}
+
+/// A request's state in the model.
+#[derive(Debug, Clone)]
+struct Req {
+    owner: String,
+    step: Step,
+    crashed: bool,
+    /// The claim it got.
+    seen: Option<Seen>,
+    answer: Option<&'static str>,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Two senders carry the same event (same messageId and content) through claim ->
+    /// store -> commit, interleaved in any order, each possibly killed after any step,
+    /// with the clock advancing; a sender whose request died or was answered 503 retries
+    /// with a new request. Whatever happens: an answer `duplicate` is only given for an
+    /// event that is stored, and once every sender has its answer the event is stored
+    /// exactly once.
+    #[test]
+    fn claim_store_commit_never_loses(
+        schedule in proptest::collection::vec((0usize..2, any::<bool>(), 0i64..20_000), 1..40),
+    ) {
+        let mut table: HashMap<String, dedup::Entry> = HashMap::new();
+        let mut store: HashSet<String> = HashSet::new();
+        let mut inserts = 0;
+        let mut now = 0i64;
+        let mut next_owner = 0;
+        let new_req = |next: &mut i32| {
+            *next += 1;
+            Req { owner: format!("o{next}"), step: Step::Claim, crashed: false, seen: None, answer: None }
+        };
+        let mut senders = vec![new_req(&mut next_owner), new_req(&mut next_owner)];
+        let key = "wk\u{1f}m1".to_string();
+        let claim = |owner: &str| Claim { key: key.clone(), fingerprint: "f".into(), owner: owner.into() };
+        let mut steps = schedule.into_iter().chain(std::iter::repeat((0, false, 1000)).take(200));
+        let mut guard = 0;
+        let done = |r: &Req| matches!(r.answer, Some("accepted" | "duplicate"));
+        while !senders.iter().all(done) && guard < 400 {
+            guard += 1;
+            let (who, crash, tick) = steps.next().unwrap_or((guard % 2, false, 1000));
+            let who = if done(&senders[who]) { 1 - who } else { who };
+            now += tick;
+            let r = &mut senders[who];
+            if r.crashed || r.answer == Some("retry") {
+                *r = new_req(&mut next_owner); // the sender retries
+                continue;
+            }
+            match r.step {
+                Step::Claim => {
+                    let s = dedup::claim_in(&mut table, &[claim(&r.owner)], now).remove(0);
+                    match s {
+                        Seen::New => r.step = Step::Store,
+                        Seen::Duplicate => {
+                            prop_assert!(store.contains(&key), "duplicate answered for an event never stored");
+                            r.answer = Some("duplicate");
+                        }
+                        Seen::Pending => r.answer = Some("retry"),
+                        Seen::Conflict { .. } => prop_assert!(false, "same content is no conflict"),
+                    }
+                    r.seen = Some(s);
+                }
+                Step::Store => {
+                    inserts += 1;
+                    store.insert(key.clone()); // idempotent on the messageId, as D1's
+                    r.step = Step::Finish;
+                }
+                Step::Finish => {
+                    dedup::commit_in(&mut table, std::slice::from_ref(&key), now);
+                    r.answer = Some("accepted");
+                }
+            }
+            if crash && r.answer.is_none() {
+                r.crashed = true;
+            }
+        }
+        prop_assert!(senders.iter().all(|s| matches!(s.answer, Some("accepted" | "duplicate"))), "{senders:?}");
+        prop_assert!(store.contains(&key));
+        prop_assert!(inserts >= 1);
+    }
+}
