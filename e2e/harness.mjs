@@ -2,7 +2,7 @@
 // port with its own state directory, drives headless Chromium through playwright-core,
 // and reads local D1. Every process it starts is stopped, also when a test fails.
 import { spawn, execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +26,20 @@ export const TEST_SOURCES = {
   sl_r2_key: { name: 'archive site', consent: 'opt-out', storage: 'r2' },
   sl_limited_key: { name: 'limited', consent: 'opt-out', rateLimit: 5 },
 };
+
+/** Every collector's local state (D1, Durable Objects, Queues, R2) lives under this one
+ * folder and is kept after its test, so that `zz-at-rest.test.mjs` can scan every byte
+ * the whole suite left at rest. scripts/test.sh empties it before the suite. */
+export const STATE_ROOT = join(ROOT, 'target', 'e2e-state');
+
+/** Raw values the tests plant in events. None may be found at rest, in any encoding. */
+export const PLANTED = [
+  'q.person@example.com', '7946 0958', 'ann@example.com', 'node.user@example.com',
+  'jo@x.io', 'jo%40x.io', 'hostile.visitor@example.org', '650.555.0142', '6505550143',
+  '555.0142', 'key.holder@example.net', 'anon.mail@example.net', 'group.mail@example.net',
+  'evt.mail@example.net', 'big.secret@example.net', 'crash.sender@example.net',
+  '+33 6 12 34 56 78', '612345678',
+];
 
 const children = new Set();
 function killAll() {
@@ -65,10 +79,11 @@ async function wrangler(args, opts = {}) {
 
 /** Starts the collector; `state` reuses a state directory (to test persistence);
  * `sources` replaces the SOURCES configuration (an object keyed by write key). */
-export async function startCollector({ state, sources = TEST_SOURCES } = {}) {
-  const stateDir = state ?? mkdtempSync(join(tmpdir(), 'sightline-e2e-'));
+export async function startCollector({ state, sources = TEST_SOURCES, port: fixedPort } = {}) {
+  mkdirSync(STATE_ROOT, { recursive: true });
+  const stateDir = state ?? mkdtempSync(join(STATE_ROOT, 'collector-'));
   await wrangler(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', stateDir]);
-  const port = await freePort();
+  const port = fixedPort ?? await freePort();
   const child = spawn(WRANGLER, [
     'dev', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', stateDir,
     '--var', `ADMIN_TOKEN:${ADMIN_TOKEN}`, '--show-interactive-dev-session=false',
@@ -99,10 +114,18 @@ export async function startCollector({ state, sources = TEST_SOURCES } = {}) {
     await exited;
     clearTimeout(timer);
   };
+  /** Kills the collector at once (SIGKILL: no shutdown of any kind). */
+  const crash = async () => {
+    if (!children.has(child)) return;
+    children.delete(child);
+    const exited = new Promise((r) => child.once('exit', r));
+    try { process.kill(-child.pid, 'SIGKILL'); } catch {}
+    await exited;
+  };
   return {
-    url, stateDir, stop, log: () => log,
-    /** Stops the collector and removes its state. */
-    async dispose() { await stop(); if (!state) rmSync(stateDir, { recursive: true, force: true }); },
+    url, port, stateDir, stop, crash, log: () => log,
+    /** Stops the collector; its state stays for the at-rest scan. */
+    async dispose() { await stop(); },
     /** Runs SQL against the collector's local D1 and returns the rows. */
     async query(sql) {
       const { stdout } = await wrangler(['d1', 'execute', 'DB', '--local', '--persist-to', stateDir, '--json', '--command', sql]);

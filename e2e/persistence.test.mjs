@@ -3,10 +3,9 @@
 // the identity graph. A quarantined event is replayed after its plan is fixed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
-import { startCollector, WRITE_KEY, TEST_SOURCES } from './harness.mjs';
+import { startCollector, WRITE_KEY, TEST_SOURCES, STATE_ROOT } from './harness.mjs';
 
 const send = (url, batch, writeKey = WRITE_KEY) => fetch(`${url}/v1/batch`, {
   method: 'POST', headers: { 'content-type': 'text/plain' },
@@ -14,8 +13,8 @@ const send = (url, batch, writeKey = WRITE_KEY) => fetch(`${url}/v1/batch`, {
 }).then((r) => r.json());
 
 test('events and dedup survive a collector restart', async (t) => {
-  const state = mkdtempSync(join(tmpdir(), 'sightline-persist-'));
-  t.after(() => rmSync(state, { recursive: true, force: true }));
+  mkdirSync(STATE_ROOT, { recursive: true });
+  const state = mkdtempSync(join(STATE_ROOT, 'sightline-persist-'));
   const event = { type: 'track', messageId: 'persist-1', anonymousId: 'p-1', event: 'Before Restart' };
 
   const first = await startCollector({ state });
@@ -43,8 +42,8 @@ test('events and dedup survive a collector restart', async (t) => {
 });
 
 test('a quarantined event is replayed once its plan is fixed', async (t) => {
-  const state = mkdtempSync(join(tmpdir(), 'sightline-replay-'));
-  t.after(() => rmSync(state, { recursive: true, force: true }));
+  mkdirSync(STATE_ROOT, { recursive: true });
+  const state = mkdtempSync(join(STATE_ROOT, 'sightline-replay-'));
   const strict = { version: '1', events: { 'Trial Started': { properties: { type: 'object', required: ['plan'] } } } };
   const fixed = { version: '2', events: { 'Trial Started': { properties: { type: 'object' } } } };
   const sources = (plan) => ({ ...TEST_SOURCES, sl_replay_key: { name: 'replay', consent: 'opt-out', plan } });

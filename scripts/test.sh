@@ -23,4 +23,5 @@ echo "== SDK engine tests (Node, with the built wasm)"
 node --test --test-reporter=spec sdk-wasm/js/test/*.test.mjs
 
 echo "== end-to-end tests"
+rm -rf target/e2e-state   # every collector state of this run, scanned by the last test
 npm run --silent e2e

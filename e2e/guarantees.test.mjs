@@ -1,0 +1,183 @@
+// The collector's guarantees against the real collector in workerd, tried as an attacker
+// would: a hostile batch leaves no raw PII in D1 or the identity graph; an opt-in source
+// keeps nothing without consent, not even in the quarantine; reset() clears the cookie
+// and a stale cookie links nothing; a consent revocation while events are queued keeps
+// none of the later ones; and senders retrying through two SIGKILLs of the collector get
+// every event stored exactly once.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+import { startCollector, WRITE_KEY, STATE_ROOT, PLANTED } from './harness.mjs';
+
+const GRANTED = { categoryPreferences: { analytics: true, marketing: true, personalization: true } };
+let seq = 0;
+const mid = (p) => `${p}-${process.pid}-${++seq}`;
+
+const post = (url, path, body, headers = {}) => fetch(`${url}${path}`, {
+  method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'text/plain', ...headers },
+});
+const send = async (url, batch, writeKey = WRITE_KEY, headers = {}) => {
+  const r = await post(url, '/v1/batch', { writeKey, batch }, headers);
+  const body = await r.json();
+  assert.equal(r.status, 200, JSON.stringify(body));
+  return body;
+};
+
+/** Every raw value planted here, for this file's own checks (the suite-wide scan uses
+ * PLANTED from the harness, which includes them). */
+const RAW = ['hostile.visitor@example.org', '650.555.0142', '6505550143', 'key.holder@example.net',
+  'anon.mail@example.net', 'group.mail@example.net', 'evt.mail@example.net', 'big.secret@example.net'];
+
+test('a hostile batch leaves no raw PII in D1, the quarantine, the consent log or the identity graph', async () => {
+  for (const v of RAW) assert.ok(PLANTED.includes(v), `${v} is in the at-rest scan list`);
+  const c = await startCollector();
+  try {
+    const enc = encodeURIComponent('hostile.visitor@example.org');
+    const page = { url: `${c.url}/p?email=${enc}&utm_content=${enc}`, search: `?email=${enc}`, referrer: `https://x.example/?e=${encodeURIComponent(enc)}` };
+    const base = { anonymousId: 'hostile-1', context: { consent: GRANTED, page } };
+    const batch = [
+      { ...base, type: 'page', messageId: mid('h'), properties: { url: page.url } },
+      { ...base, type: 'identify', messageId: mid('h'), traits: { phone: '650.555.0142', mobile: '6505550143' } },
+      { ...base, type: 'track', messageId: mid('h'), event: 'Mail evt.mail@example.net', properties: { 'key.holder@example.net': 1 } },
+      { ...base, type: 'track', messageId: mid('h'), anonymousId: 'anon.mail@example.net', event: 'Product Viewed', properties: {} },
+      { ...base, type: 'group', messageId: mid('h'), groupId: 'group.mail@example.net' },
+      // Quarantined ones keep no raw value either.
+      { ...base, type: 'track', messageId: mid('h'), event: 'Product Added', properties: { product_id: 'big.secret@example.net', price: -1 } },
+      { ...base, type: 'bogus', messageId: mid('h'), note: 'big.secret@example.net' },
+      { ...base, type: 'track', messageId: mid('h'), event: 'Consent Updated', userId: 'big.secret@example.net' },
+    ];
+    const r = await send(c.url, batch);
+    assert.equal(r.results.length, batch.length);
+    assert.ok(r.quarantined >= 2, JSON.stringify(r));
+    assert.ok(JSON.stringify(r).indexOf('big.secret') < 0, 'the answer quotes no raw value');
+    const rows = [
+      ...(await c.query('select * from events')), ...(await c.query('select * from quarantine')),
+      ...(await c.query('select * from consent_log')),
+    ];
+    const text = decodeURIComponent(decodeURIComponent(JSON.stringify(rows).replaceAll('%25', '%2525'))).toLowerCase();
+    for (const v of RAW) assert.ok(!text.includes(v.toLowerCase()), `${v} at rest: ${text.slice(0, 400)}`);
+    const profile = await c.adminJson('/admin/v1/profiles?anonymousId=hostile-1');
+    const graph = JSON.stringify(profile).toLowerCase();
+    for (const v of RAW) assert.ok(!graph.includes(v.toLowerCase()), `${v} in the identity graph`);
+  } finally { await c.dispose(); }
+});
+
+test('opt-in without consent: nothing is kept, not even an oversized or unknown-type event', async () => {
+  const c = await startCollector();
+  try {
+    const r = await send(c.url, [
+      { type: 'track', messageId: mid('oi'), anonymousId: 'oi-1', event: 'Big', properties: { blob: 'x'.repeat(40 * 1024) } },
+      { type: 'nonsense', messageId: mid('oi'), anonymousId: 'oi-1' },
+      'not an object',
+    ], 'sl_optin_key');
+    assert.deepEqual(r.results.map((v) => v.status), ['refused', 'refused', 'refused']);
+    for (const t of ['events', 'quarantine', 'consent_log']) {
+      assert.equal((await c.query(`select count(*) as n from ${t} where write_key = 'sl_optin_key'`))[0].n, 0, t);
+    }
+  } finally { await c.dispose(); }
+});
+
+test('reset() clears the HttpOnly cookie, and a stale cookie links no new visitor', async () => {
+  const c = await startCollector();
+  try {
+    const own = { origin: c.url };
+    const ev = (anon, extra = {}) => ({ type: 'track', messageId: mid('rs'), anonymousId: anon, event: 'Product Viewed', context: { consent: GRANTED }, ...extra });
+    const login = await post(c.url, '/v1/batch', { writeKey: WRITE_KEY, batch: [ev('rs-first-visitor', { userId: 'rs-user' })] }, own);
+    assert.match(login.headers.get('set-cookie'), /sl_aid=rs-first-visitor;.*HttpOnly/);
+    const reset = await post(c.url, '/v1/reset', { writeKey: WRITE_KEY }, { ...own, cookie: 'sl_aid=rs-first-visitor' });
+    assert.equal(reset.status, 200);
+    assert.match(reset.headers.get('set-cookie'), /^sl_aid=; Path=\/; Max-Age=0/);
+    // A browser that kept the old cookie anyway: the next person is not joined to it.
+    const next = await post(c.url, '/v1/batch', { writeKey: WRITE_KEY, batch: [ev('rs-second-visitor')] },
+      { ...own, cookie: 'sl_aid=rs-first-visitor' });
+    assert.equal(next.status, 200);
+    const first = await c.adminJson('/admin/v1/profiles?userId=rs-user');
+    const second = await c.adminJson('/admin/v1/profiles?anonymousId=rs-second-visitor');
+    assert.notEqual(first.profile.id, second.profile.id);
+    assert.ok(!JSON.stringify(await post(c.url, '/v1/batch', { writeKey: WRITE_KEY, batch: [ev('rs-x')] }, own).then((x) => x.json())).includes('profileId'),
+      'browsers are not told profile ids');
+  } finally { await c.dispose(); }
+});
+
+test('consent revoked while events wait: the revocation is logged, later events are not kept, the cookie goes', async () => {
+  const c = await startCollector();
+  try {
+    const denied = { categoryPreferences: { analytics: false } };
+    const queued = [
+      { type: 'track', messageId: mid('rv'), anonymousId: 'rv-1', event: 'Product Viewed', context: { consent: GRANTED } },
+      { type: 'track', messageId: mid('rv'), anonymousId: 'rv-1', event: 'Consent Updated', context: { consent: denied } },
+      { type: 'track', messageId: mid('rv'), anonymousId: 'rv-1', event: 'Product Viewed', context: { consent: denied } },
+    ];
+    const r = await post(c.url, '/v1/batch', { writeKey: 'sl_optin_key', batch: queued.slice(1) }, { origin: c.url });
+    const body = await r.json();
+    assert.deepEqual(body.results.map((v) => v.status), ['refused', 'refused']);
+    assert.match(r.headers.get('set-cookie') || '', /sl_aid=; Path=\/; Max-Age=0/);
+    const log = await c.query(`select categories from consent_log where anonymous_id = 'rv-1'`);
+    assert.equal(log.length, 1);
+    assert.equal(JSON.parse(log[0].categories).analytics, false);
+    assert.equal((await c.query(`select count(*) as n from events where anonymous_id = 'rv-1'`))[0].n, 0);
+  } finally { await c.dispose(); }
+});
+
+/** A sender that retries like the SDK: same messageIds, backoff, Retry-After. */
+async function sender(url, batches, stats) {
+  for (const batch of batches) {
+    for (let attempt = 0; ; attempt++) {
+      let r;
+      try { r = await post(url(), '/v1/batch', { writeKey: 'sl_server_key', batch }); } catch { r = null; stats.network = (stats.network || 0) + 1; }
+      if (r && r.status === 200) {
+        const body = await r.json();
+        for (const v of body.results) stats[v.status] = (stats[v.status] || 0) + 1;
+        for (const v of body.results) if (v.status === 'duplicate') stats.duplicateIds.add(v.messageId);
+        break;
+      }
+      if (r) { stats[`http_${r.status}`] = (stats[`http_${r.status}`] || 0) + 1; await r.body?.cancel(); }
+      const wait = Math.min(2000, 100 * 2 ** attempt) * (0.9 + Math.random() * 0.2);
+      await new Promise((res) => setTimeout(res, wait));
+      if (attempt > 200) throw new Error('sender gave up');
+    }
+  }
+}
+
+test('crash: senders retrying through two SIGKILLs get every event stored exactly once', { timeout: 600_000 }, async () => {
+  mkdirSync(STATE_ROOT, { recursive: true });
+  const state = mkdtempSync(join(STATE_ROOT, 'crash-'));
+  let c = await startCollector({ state });
+  const port = c.port;
+  const SENDERS = 4; const BATCHES = 40; const PER = 20;
+  const all = [];
+  const plans = Array.from({ length: SENDERS }, (_, s) => Array.from({ length: BATCHES }, (_, b) =>
+    Array.from({ length: PER }, (_, i) => {
+      const e = { type: 'track', messageId: `crash-${s}-${b}-${i}`, anonymousId: `crash-anon-${s}`, event: 'Crash Test', properties: { b, i } };
+      if (i === 0) e.userId = `crash-user-${s}`;
+      if (i === 1) e.traits = { email: 'crash.sender@example.net' };
+      all.push(e.messageId);
+      return e;
+    })));
+  const stats = { duplicateIds: new Set() };
+  const url = () => `http://127.0.0.1:${port}`;
+  let done = false;
+  const sending = Promise.all(plans.map((p) => sender(url, p, stats))).then(() => { done = true; });
+  try {
+    for (let k = 0; k < 2; k++) {
+      const before = stats.accepted || 0;
+      await new Promise((r) => setTimeout(r, 1500 + k * 1000));
+      assert.ok(!done && (stats.accepted || 0) > before, 'killed in the middle of the load');
+      await c.crash();
+      c = await startCollector({ state, port });
+    }
+    await sending;
+    assert.ok(stats.network > 0, 'requests died with the collector');
+    const rows = await c.query(`select message_id, count(*) as n from events where message_id like 'crash-%' group by message_id`);
+    const stored = new Map(rows.map((r) => [r.message_id, r.n]));
+    const lost = all.filter((id) => !stored.has(id));
+    const doubled = rows.filter((r) => r.n > 1);
+    console.log(`crash test: sent ${all.length}, stored ${stored.size}, lost ${lost.length}, doubled ${doubled.length}; ` +
+      `answers ${JSON.stringify({ ...stats, duplicateIds: stats.duplicateIds.size })}`);
+    assert.equal(lost.length, 0, `lost: ${lost.slice(0, 10)}`);
+    assert.equal(doubled.length, 0);
+    assert.equal(stored.size, all.length);
+    for (const id of stats.duplicateIds) assert.ok(stored.has(id), `${id} answered duplicate, never stored`);
+  } finally { await c.dispose(); }
+});

@@ -1,0 +1,33 @@
+// Runs last: scans every byte that the whole e2e suite left at rest under the collectors'
+// local state (D1, Durable Object and Queue SQLite files with their WALs, R2 blobs) for
+// the raw values the tests planted, plain and percent-encoded. Zero hits.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { STATE_ROOT, PLANTED } from './harness.mjs';
+
+function* files(dir) {
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    const st = statSync(p);
+    if (st.isDirectory()) yield* files(p);
+    else if (st.isFile()) yield p;
+  }
+}
+
+test('no planted raw value is anywhere in the local state', () => {
+  assert.ok(existsSync(STATE_ROOT), 'the suite left its state');
+  const needles = [...new Set(PLANTED.flatMap((v) => [v, encodeURIComponent(v), encodeURIComponent(encodeURIComponent(v))]))]
+    .map((v) => v.toLowerCase());
+  let scanned = 0; let bytes = 0;
+  const hits = [];
+  for (const f of files(STATE_ROOT)) {
+    const text = readFileSync(f).toString('latin1').toLowerCase();
+    scanned++; bytes += text.length;
+    for (const n of needles) if (text.includes(n)) hits.push(`${n} in ${f}`);
+  }
+  console.log(`at-rest scan: ${scanned} files, ${bytes} bytes, ${hits.length} hits`);
+  assert.ok(scanned > 10 && bytes > 100_000, `scanned ${scanned} files`);
+  assert.deepEqual(hits, []);
+});
