@@ -78,7 +78,7 @@ test('opt-in without consent: nothing is kept, not even an oversized or unknown-
   } finally { await c.dispose(); }
 });
 
-test('reset() clears the HttpOnly cookie, and a stale cookie links no new visitor', async () => {
+test('reset() clears the HttpOnly cookie, a stale cookie links no new visitor; chunked bodies are capped', async () => {
   const c = await startCollector();
   try {
     const own = { origin: c.url };
@@ -97,6 +97,12 @@ test('reset() clears the HttpOnly cookie, and a stale cookie links no new visito
     assert.notEqual(first.profile.id, second.profile.id);
     assert.ok(!JSON.stringify(await post(c.url, '/v1/batch', { writeKey: WRITE_KEY, batch: [ev('rs-x')] }, own).then((x) => x.json())).includes('profileId'),
       'browsers are not told profile ids');
+    // A body without Content-Length (chunked) is refused once it passes 500 KB.
+    const chunk = new TextEncoder().encode('x'.repeat(64 * 1024));
+    const stream = new ReadableStream({ start(ctl) { for (let i = 0; i < 12; i++) ctl.enqueue(chunk); ctl.close(); } });
+    const big = await fetch(`${c.url}/v1/batch`, { method: 'POST', body: stream, duplex: 'half', headers: { 'content-type': 'text/plain' } });
+    assert.equal(big.status, 413);
+    assert.equal((await big.json()).error.code, 'batch_too_large');
   } finally { await c.dispose(); }
 });
 

@@ -508,3 +508,79 @@ proptest! {
         prop_assert!(inserts >= 1);
     }
 }
+
+#[test]
+fn a_failed_insert_after_a_merge_still_moves_the_events_on_retry() {
+    let rig = Rig::default();
+    let srv = EdgeInfo::default();
+    let ev = |id: &str, anon: &str, props: Value| json!({"type": "track", "messageId": id, "anonymousId": anon, "event": "E", "properties": props});
+    let email = tracking_plan::identifiers::sha256_hex("merge.me@example.com");
+    rig.send(&json!({"writeKey": "wk_srv", "batch": [ev("a1", "laptop-3", json!({"email_sha256": email}))]}), srv.clone()).unwrap();
+    rig.send(
+        &json!({"writeKey": "wk_srv", "batch": [ev("b1", "phone-7", json!({}))]}),
+        srv.clone(),
+    )
+    .unwrap();
+    let profile = |id: &str| {
+        rig.store
+            .events
+            .borrow()
+            .iter()
+            .find(|e| e.message_id == id)
+            .and_then(|e| e.profile_id.clone())
+    };
+    assert_ne!(profile("a1"), profile("b1"));
+    // The soft login on the phone merges the two profiles, then the insert fails.
+    let login = json!({"writeKey": "wk_srv", "batch": [ev("b2", "phone-7", json!({"email_sha256": email}))]});
+    *rig.store.fail_with.borrow_mut() = Some("D1 is down".into());
+    assert_eq!(rig.send(&login, srv.clone()).unwrap_err().status(), 503);
+    *rig.store.fail_with.borrow_mut() = None;
+    // The retry gets the same resolution (with the absorbed profile), so the phone's
+    // earlier event moves to the merged profile in the same write.
+    let r = rig.send(&login, srv).unwrap();
+    assert_eq!(r.accepted, 1);
+    assert_eq!(profile("b1"), profile("b2"));
+    assert_eq!(profile("a1"), profile("b2"));
+}
+
+#[test]
+fn replay_keeps_the_edge_signals_and_only_clears_what_left_the_quarantine() {
+    use edge_collector::pipeline::replay::{batches, Row};
+    let row = |id: i64, gpc: bool| Row {
+        id,
+        write_key: "wk_web".into(),
+        payload: json!({"type": "track", "messageId": format!("q{id}"), "anonymousId": "a", "event": "E"}),
+        qkey: Some(format!("k{id}")),
+        gpc,
+        country: Some("DE".into()),
+    };
+    let b = batches(vec![row(1, false), row(2, true), row(3, false)]);
+    assert_eq!(b.len(), 2, "a GPC event is replayed with GPC");
+    assert!(b.iter().any(|x| x.gpc && x.rows.len() == 1));
+    let plain = b.iter().find(|x| !x.gpc).unwrap();
+    assert_eq!(plain.country.as_deref(), Some("DE"));
+    // Row 1 is stored now; row 3 is quarantined again for the same reasons (same key).
+    let mut r1 = edge_collector::pipeline::Verdict {
+        message_id: None,
+        status: Status::Accepted,
+        reasons: vec![],
+        warnings: vec![],
+        profile_id: None,
+        qkey: None,
+    };
+    let mut r3 = r1.clone();
+    r3.status = Status::Quarantined;
+    r3.qkey = Some("k3".into());
+    r1.qkey = None;
+    let report = Report {
+        ok: true,
+        accepted: 1,
+        duplicates: 0,
+        quarantined: 1,
+        refused: 0,
+        results: vec![r1, r3],
+        cookie_id: None,
+        clear_cookie: false,
+    };
+    assert_eq!(plain.done(&report), vec![1]);
+}
