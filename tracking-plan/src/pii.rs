@@ -83,6 +83,11 @@ fn words(key: &str) -> impl Iterator<Item = &str> {
 pub fn field_kind(key: &str) -> FieldKind {
     let mut kind = FieldKind::Other;
     for w in words(key) {
+        // Every listed word starts with one of these letters: most keys stop here.
+        let first = w.as_bytes().first().map_or(0, u8::to_ascii_lowercase);
+        if !b"cdefhmpstw".contains(&first) {
+            continue;
+        }
         let is = |list: &[&str]| list.iter().any(|x| x.eq_ignore_ascii_case(w));
         if is(DIGEST_WORDS) {
             return FieldKind::Other;

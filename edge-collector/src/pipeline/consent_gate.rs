@@ -9,7 +9,9 @@ use crate::consent::{self, Decision};
 use crate::sources::Source;
 use crate::store::ConsentRecord;
 use serde_json::Value;
+use std::borrow::Cow;
 use tracking_plan::pii::scrub_text;
+use tracking_plan::Message;
 
 /// What the gate lets through.
 pub struct Gate {
@@ -18,66 +20,93 @@ pub struct Gate {
     pub record: Option<ConsentRecord>,
 }
 
-/// One event at the gate: `msg` is the message as parsed JSON (batch context merged).
+/// What the gate reads of an event, from a parsed message or from raw JSON.
+pub struct View<'a> {
+    pub kind: Option<&'a str>,
+    pub event: Option<&'a str>,
+    pub context: Option<&'a Value>,
+    pub message_id: Option<Cow<'a, str>>,
+    pub anonymous_id: Option<Cow<'a, str>>,
+    pub user_id: Option<Cow<'a, str>>,
+    pub timestamp: Option<&'a str>,
+}
+
+impl<'a> View<'a> {
+    pub fn of_message(m: &'a Message) -> Self {
+        View {
+            kind: m.kind.map(|k| k.as_str()),
+            event: m.event.as_deref(),
+            context: m.context.as_ref(),
+            message_id: m.message_id.as_deref().map(Cow::Borrowed),
+            anonymous_id: m.anonymous_id.as_deref().map(Cow::Borrowed),
+            user_id: m.user_id.as_deref().map(Cow::Borrowed),
+            timestamp: m.timestamp.as_deref(),
+        }
+    }
+
+    /// JSON that is not a valid message (or too large to be read as one).
+    pub fn of_value(v: &'a Value) -> Self {
+        let id = |k: &str| match v.get(k)? {
+            Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+            Value::Number(n) => Some(Cow::Owned(n.to_string())),
+            _ => None,
+        };
+        View {
+            kind: v.get("type").and_then(Value::as_str),
+            event: v.get("event").and_then(Value::as_str),
+            context: v.get("context"),
+            message_id: id("messageId"),
+            anonymous_id: id("anonymousId"),
+            user_id: id("userId"),
+            timestamp: v.get("timestamp").and_then(Value::as_str),
+        }
+    }
+}
+
+/// One event at the gate.
 pub struct AtGate<'a> {
-    pub msg: &'a Value,
+    pub view: View<'a>,
     pub write_key: &'a str,
     pub source: &'a Source,
     pub gpc: bool,
     pub country: Option<&'a str>,
     pub received_at: &'a str,
-    /// A stable stand-in for a missing messageId (a digest of the message's text).
-    pub fallback_id: &'a str,
+    /// The message's text: a missing messageId is stood in for by its digest.
+    pub text: &'a str,
 }
 
 pub fn gate(at: &AtGate<'_>) -> Gate {
-    let decision = consent::decide(
-        consent::read(at.msg.get("context")),
-        at.source.consent,
-        at.gpc,
-    );
-    let record = is_record(at.msg).then(|| record(at, &decision));
+    let decision = consent::decide(consent::read(at.view.context), at.source.consent, at.gpc);
+    let v = &at.view;
+    let is_record = matches!(v.kind, Some("track") | None) && consent::is_consent_event(v.event);
+    let record = is_record.then(|| record(at, &decision));
     Gate { decision, record }
 }
 
-fn is_record(msg: &Value) -> bool {
-    let kind = msg.get("type").and_then(Value::as_str);
-    matches!(kind, Some("track") | None) && consent::is_consent_event(text(msg, "event").as_deref())
-}
-
-/// A string field, scrubbed of raw PII; numbers are taken as their text.
-fn text(msg: &Value, key: &str) -> Option<String> {
-    match msg.get(key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn clean(s: Option<String>, country: Option<&str>) -> Option<String> {
-    s.map(|v| scrub_text(&v, country).map_or(v, |(c, _)| c))
+fn clean(s: Option<&str>, country: Option<&str>) -> Option<String> {
+    s.map(|v| scrub_text(v, country).map_or_else(|| v.to_string(), |(c, _)| c))
         .map(|v| v.chars().take(200).collect())
 }
 
 fn record(at: &AtGate<'_>, decision: &Decision) -> ConsentRecord {
-    let msg = at.msg;
-    let source = msg
-        .get("context")
+    let v = &at.view;
+    let source = v
+        .context
         .and_then(|c| c.get("consent"))
         .and_then(|c| c.get("source"))
         .and_then(Value::as_str)
         .unwrap_or("unknown");
-    let source = clean(Some(source.to_string()), at.country).unwrap_or_default();
+    let source = clean(Some(source), at.country).unwrap_or_default();
     ConsentRecord {
         write_key: at.write_key.to_string(),
-        message_id: clean(text(msg, "messageId"), at.country)
-            .unwrap_or_else(|| at.fallback_id.to_string()),
-        anonymous_id: clean(text(msg, "anonymousId"), at.country),
-        user_id: clean(text(msg, "userId"), at.country),
+        message_id: clean(v.message_id.as_deref(), at.country)
+            .unwrap_or_else(|| format!("noid-{}", super::short_digest(&[at.write_key, at.text]))),
+        anonymous_id: clean(v.anonymous_id.as_deref(), at.country),
+        user_id: clean(v.user_id.as_deref(), at.country),
         categories: decision.to_json().to_string(),
         source: source.chars().take(40).collect(),
         gpc: decision.gpc,
-        timestamp: clean(text(msg, "timestamp"), at.country)
+        timestamp: clean(v.timestamp, at.country)
             .filter(|t| tracking_plan::time::parse_rfc3339(t).is_some())
             .unwrap_or_else(|| at.received_at.to_string()),
         received_at: at.received_at.to_string(),

@@ -224,23 +224,29 @@ pub enum Prepared {
 /// consent gate and the PII walker see what would be stored.
 fn with_batch_context(text: &str, batch_ctx: Option<&Map<String, Value>>) -> Value {
     let mut v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    if let (Some(shared), Value::Object(obj)) = (batch_ctx, &mut v) {
-        match obj.get_mut("context") {
-            Some(Value::Object(own)) => {
-                for (k, val) in shared {
-                    own.entry(k.clone()).or_insert_with(|| val.clone());
-                }
-            }
-            None | Some(Value::Null) => {
-                obj.insert("context".into(), Value::Object(shared.clone()));
-            }
-            Some(_) => {}
-        }
+    if let (Value::Object(obj), Some(_)) = (&mut v, batch_ctx) {
+        let ctx = obj.entry("context").or_insert(Value::Null);
+        merge_context(ctx, batch_ctx);
     }
     v
 }
 
-/// Takes one message through the consent gate, PII, shape, plan and enrichment.
+/// Batch-level context fills in what the message's own context does not say.
+fn merge_context(ctx: &mut Value, batch_ctx: Option<&Map<String, Value>>) {
+    let Some(shared) = batch_ctx else { return };
+    match ctx {
+        Value::Object(own) => {
+            for (k, val) in shared {
+                own.entry(k.clone()).or_insert_with(|| val.clone());
+            }
+        }
+        Value::Null => *ctx = Value::Object(shared.clone()),
+        _ => {}
+    }
+}
+
+/// Takes one message through the consent gate, PII, shape, plan and enrichment. A valid
+/// message is parsed once, straight into the model; anything else is read as JSON.
 pub fn prepare(
     raw: &RawValue,
     sh: &Shared<'_>,
@@ -248,54 +254,92 @@ pub fn prepare(
     consent_log: &mut Vec<ConsentRecord>,
 ) -> Prepared {
     let text = raw.get();
-    let country = sh.req.edge.country;
-    let mut v = with_batch_context(text, sh.batch.context.as_ref());
-    let fallback_id = format!("noid-{}", short_digest(&[sh.write_key, text]));
-    let gate = consent_gate::gate(&consent_gate::AtGate {
-        msg: &v,
+    let parsed = (text.len() <= MAX_MESSAGE_BYTES)
+        .then(|| serde_json::from_str::<Message>(text).ok())
+        .flatten();
+    match parsed {
+        Some(m) => prepare_message(m, text, sh, agents, consent_log),
+        None => prepare_other(text, sh, consent_log),
+    }
+}
+
+fn at_gate<'a>(
+    view: consent_gate::View<'a>,
+    sh: &'a Shared<'a>,
+    text: &'a str,
+) -> consent_gate::AtGate<'a> {
+    consent_gate::AtGate {
+        view,
         write_key: sh.write_key,
         source: sh.source,
         gpc: sh.req.edge.gpc,
-        country,
+        country: sh.req.edge.country,
         received_at: sh.received_at,
-        fallback_id: &fallback_id,
+        text,
+    }
+}
+
+fn refused(message_id: Option<&str>, country: Option<&str>) -> Prepared {
+    let message_id = message_id.map(|id| {
+        tracking_plan::pii::scrub_text(id, country).map_or_else(|| id.to_string(), |(c, _)| c)
     });
+    Prepared::Refused { message_id }
+}
+
+fn prepare_message(
+    mut m: Message,
+    text: &str,
+    sh: &Shared<'_>,
+    agents: &mut AgentCache,
+    consent_log: &mut Vec<ConsentRecord>,
+) -> Prepared {
+    let country = sh.req.edge.country;
+    if let Some(t) = sh.forced_type {
+        m.kind = Some(t);
+    }
+    if sh.batch.context.is_some() {
+        let ctx = m.context.get_or_insert(Value::Null);
+        merge_context(ctx, sh.batch.context.as_ref());
+    }
+    let gate = consent_gate::gate(&at_gate(consent_gate::View::of_message(&m), sh, text));
     consent_log.extend(gate.record);
     if !gate.decision.store() {
-        let message_id = v.get("messageId").and_then(Value::as_str).map(|id| {
-            tracking_plan::pii::scrub_text(id, country).map_or_else(|| id.to_string(), |(c, _)| c)
-        });
-        return Prepared::Refused { message_id };
+        return refused(m.message_id.as_deref(), country);
     }
-    if text.len() > MAX_MESSAGE_BYTES {
-        let reason = Reason::new(
+    // The write key authenticates the request; it is not event data (analytics-next
+    // repeats it in every message), so it is not stored with the event.
+    m.extra.remove("writeKey");
+    let findings = pii::scrub(&mut m, country);
+    checked(m, &findings, sh, agents, gate.decision, text.len())
+}
+
+/// JSON that is too large or not a valid message: gated, then quarantined scrubbed.
+fn prepare_other(text: &str, sh: &Shared<'_>, consent_log: &mut Vec<ConsentRecord>) -> Prepared {
+    let mut v = with_batch_context(text, sh.batch.context.as_ref());
+    if let (Some(t), Value::Object(obj)) = (sh.forced_type, &mut v) {
+        obj.insert("type".into(), t.as_str().into());
+    }
+    let gate = consent_gate::gate(&at_gate(consent_gate::View::of_value(&v), sh, text));
+    consent_log.extend(gate.record);
+    if !gate.decision.store() {
+        let id = consent_gate::View::of_value(&v)
+            .message_id
+            .map(|c| c.into_owned());
+        return refused(id.as_deref(), sh.req.edge.country);
+    }
+    let reason = if text.len() > MAX_MESSAGE_BYTES {
+        Reason::new(
             ReasonKind::TooLarge,
             "$",
             format!(
                 "message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
                 text.len()
             ),
-        );
-        return quarantine_value(sh, v, reason);
-    }
-    if let Some(t) = sh.forced_type {
-        if let Value::Object(obj) = &mut v {
-            obj.insert("type".into(), t.as_str().into());
-        }
-    }
-    let mut m: Message = match serde_json::from_value(v) {
-        Ok(m) => m,
-        Err(_) => {
-            let v = with_batch_context(text, sh.batch.context.as_ref());
-            let reason = shape::not_a_message(&v);
-            return quarantine_value(sh, v, reason);
-        }
+        )
+    } else {
+        shape::not_a_message(&v)
     };
-    // The write key authenticates the request; it is not event data (analytics-next
-    // repeats it in every message), so it is not stored with the event.
-    m.extra.remove("writeKey");
-    let findings = pii::scrub(&mut m, country);
-    checked(m, &findings, sh, agents, gate.decision, text.len())
+    quarantine_value(sh, v, reason)
 }
 
 /// Shape, plan and enrichment of a scrubbed message.
