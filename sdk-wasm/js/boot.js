@@ -77,7 +77,7 @@ function start() {
       storage: !!store,
       random: Math.random,
       uuid,
-      pii: { redact: (s) => pii.redact(s, country), campaign: pii.campaign, hashIds: (e, p) => pii.hashIds(e, p, country) },
+      pii: { redact: (s) => pii.redact(s, country), redactField: (k, s) => pii.redactField(k, s, country), campaign: pii.campaign, hashIds: (e, p) => pii.hashIds(e, p, country) },
     });
     let hadId = false;
     for (const k of stored()) { core.restore(k, store.getItem(k) || ''); hadId ||= k === 'sl_aid'; }

@@ -38,6 +38,9 @@ export async function load(source) {
     hashIds: (email, phone, country) => Object.fromEntries(records(call(1, [country, email || '', phone || '']))),
     /** `s` with raw emails and phones replaced by their SHA-256, or undefined if none. */
     redact: (s, country) => call(2, [country, s]),
+    /** The value of a field named `key` (a `phone` or `email` field is taken as one in
+     * any format), with raw PII replaced, or undefined if none. */
+    redactField: (key, s, country) => call(4, [country, key, s]),
     /** UTM fields (by Segment name) and click ids (`+name`) in a URL's query, decoded by
      * the browser's form-urlencoded parser and classified by tracking-plan. */
     campaign(url) {

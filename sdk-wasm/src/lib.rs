@@ -153,6 +153,14 @@ pub fn redact(s: &str, country: &str) -> Option<String> {
 /// records, UTM fields by their Segment name (`source`, `medium`, `name`, `term`,
 /// `content`; normalized), click ids by their parameter name prefixed with `+`
 /// (`+gclid␟…`). Empty when there is none. Control characters are dropped from values.
+/// `s`, the value of a field named `key`, with raw PII replaced under the shared
+/// field rules (a `phone` field's national number in any format, an `email` field's
+/// value with an `@`), or `None` when it holds none.
+pub fn redact_field(key: &str, s: &str, country: &str) -> Option<String> {
+    let kind = tracking_plan::pii::field_kind(key);
+    tracking_plan::pii::scrub_field(kind, s, Some(country)).map(|(h, _)| h)
+}
+
 pub fn campaign(params: &str) -> String {
     let mut out = String::new();
     let mut it = params.split(FS);
@@ -189,7 +197,7 @@ pub unsafe extern "C" fn sl_free(ptr: *mut u8, len: usize) {
 
 /// Runs `op` on the arguments at `ptr` (from [`sl_alloc`], `len` bytes, taken over and
 /// freed here): 1 [`hash_ids`] (`country␟email␟phone`), 2 [`redact`] (`country␟text`),
-/// 3 [`campaign`]. Returns `ptr << 32 | len` of the UTF-8 result (free it with
+/// 3 [`campaign`], 4 [`redact_field`] (`country␟key␟text`). Returns `ptr << 32 | len` of the UTF-8 result (free it with
 /// [`sl_free`]), or -1 for none (nothing to redact, an unknown op, or arguments that
 /// are not UTF-8).
 ///
@@ -209,6 +217,10 @@ pub unsafe extern "C" fn sl_call(op: u32, ptr: *mut u8, len: usize) -> i64 {
         }
         2 => redact(rest, first),
         3 => Some(campaign(args)),
+        4 => {
+            let (key, text) = rest.split_once(FS).unwrap_or((rest, ""));
+            redact_field(key, text, first)
+        }
         _ => None,
     };
     match out {

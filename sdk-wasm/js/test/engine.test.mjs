@@ -25,6 +25,7 @@ function make(optOut, country = 'DE') {
     uuid: randomUUID,
     pii: {
       redact: (s) => wasm.redact(s, country),
+      redactField: (k, s) => wasm.redactField(k, s, country),
       campaign: wasm.campaign,
       hashIds: (em, ph) => wasm.hashIds(em, ph, country),
     },
@@ -296,6 +297,14 @@ test('soft login hashes in the page with the shared vectors; raw PII never leave
   assert.equal(events[1].properties.note, 'mail me: ' + sha256('ann@example.com'));
   assert.equal(events[1].properties.tel, sha256('+442079460958'));
   assert.equal(events[1].properties.year, '2026', 'not PII: kept');
+  // Keys, named fields in any format, and numbers in a phone field: the collector's walker.
+  e.done(200, 0);
+  e.record('track', 'Contact', { 'carol@example.net': 1, phone: '030.1234.567', mobile: 3012345678, email: 'dave%40example.net' }, at(URL0, T0));
+  const named = all(e).at(-1).properties;
+  assert.deepEqual(Object.keys(named).sort(), ['email', 'mobile', 'phone', sha256('carol@example.net')].sort());
+  assert.equal(named.phone, sha256('+49301234567'));
+  assert.equal(named.mobile, sha256('+493012345678'));
+  assert.equal(named.email, sha256('dave@example.net'));
   const wire = JSON.stringify(events);
   for (const raw of ['John_Smith', '555-1212', 'ann@example.com', '7946', 'bob@example.org']) {
     assert.ok(!wire.includes(raw), `no raw ${raw} on the wire`);
