@@ -288,4 +288,18 @@ proptest::proptest! {
         let _ = is_blocked_value(&s);
         let _ = find_email(&s);
     }
+
+    /// Scrubbing never panics, and what it leaves holds nothing it would scrub again.
+    #[test]
+    fn scrubbing_is_total_and_idempotent(
+        s in "([a-z.]{1,6}@[a-z]{2,6}\\.io|\\+33 6 12 34 56 78|%40|%2540|%2B|\\+| |&|=|\\?|[a-z0-9]{1,4}|\\PC{0,3}){0,12}",
+    ) {
+        use tracking_plan::pii::{scrub_field, scrub_text, FieldKind};
+        if let Some((out, _)) = scrub_text(&s, Some("US")) {
+            proptest::prop_assert_eq!(scrub_text(&out, Some("US")), None, "{} -> {}", s, out);
+        }
+        for kind in [FieldKind::Email, FieldKind::Phone] {
+            let _ = scrub_field(kind, &s, None);
+        }
+    }
 }
