@@ -313,3 +313,27 @@ test('Google Consent Mode and the IAB TCF drive consent; debug mode reports plan
     await browser.close();
   }
 });
+
+test('reset() and a consent revocation clear the collector\'s HttpOnly cookie', async () => {
+  const { browser, page, errors } = await visit('/');
+  try {
+    const cookie = async () => (await browser.context.cookies(collector.url)).find((c) => c.name === 'sl_aid');
+    await accept(page);
+    await page.evaluate(() => window.sightline.flush());
+    const set = await eventually(cookie, 15_000, 'the cookie');
+    assert.equal(set.httpOnly, true);
+    const before = await page.evaluate(() => window.sightline.anonymousId());
+    assert.equal(set.value, before);
+    await page.evaluate(() => window.sightline.reset());
+    await eventually(async () => !(await cookie()), 15_000, 'the cookie cleared by reset()');
+    assert.notEqual(await page.evaluate(() => window.sightline.anonymousId()), before);
+    // The next visitor's events set the cookie anew; revoking analytics clears it.
+    await page.evaluate(() => { window.sightline.track('Product Viewed', { product_id: 'p1' }); return window.sightline.flush(); });
+    await eventually(cookie, 15_000, 'the cookie for the next visitor');
+    await page.evaluate(() => window.sightline.consent.set({ analytics: false }));
+    await eventually(async () => !(await cookie()), 15_000, 'the cookie cleared by the revocation');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});

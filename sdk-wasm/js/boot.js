@@ -83,6 +83,20 @@ function start() {
     for (const k of stored()) { core.restore(k, store.getItem(k) || ''); hadId ||= k === 'sl_aid'; }
     core.start();
     const url = (cfg.endpoint || '').replace(/\/$/, '') + '/v1/batch';
+    // reset() and an analytics revocation clear the collector's HttpOnly cookie (script
+    // cannot): the collector answers `Set-Cookie: sl_aid=; Max-Age=0` and retires the id.
+    const forgetCookie = () => {
+      fetch(url.replace(/batch$/, 'reset'), {
+        method: 'POST', body: JSON.stringify({ writeKey: String(cfg.writeKey) }),
+        headers: { 'content-type': 'text/plain' }, credentials: 'same-origin', keepalive: true,
+      }).catch(() => {});
+    };
+    let analytics = !!core.consent().analytics;
+    const revoked = () => {
+      const now = !!core.consent().analytics;
+      if (analytics && !now) forgetCookie();
+      analytics = now;
+    };
     let debug = cfg.debug === 'true' || cfg.debug === true;
     let referrer = d.referrer;
     const statics = {
@@ -205,7 +219,7 @@ function start() {
       applyQueued = true;
       queueMicrotask(() => { applyQueued = false; apply(); });
     };
-    const after = (kept) => { applySoon(); if (kept === false && debug) warn('event not kept (over 32 KB, or consent denied)'); schedule(); };
+    const after = (kept) => { revoked(); applySoon(); if (kept === false && debug) warn('event not kept (over 32 KB, or consent denied)'); schedule(); };
     const now = Date.now;
 
     // The page is going away: hand what is left to the browser in one keepalive
@@ -253,7 +267,7 @@ function start() {
         },
         get: core.consent,
       },
-      reset: () => { core.reset(); apply(); },
+      reset: () => { core.reset(); apply(); forgetCookie(); },
       flush: () => new Promise((r) => { waiters.push(r); send(); }),
       debug: (on = true) => { debug = !!on; },
       anonymousId: () => core.anon(),
