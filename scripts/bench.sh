@@ -5,6 +5,8 @@
 #   scripts/bench.sh sdk         the browser SDK beside Segment, RudderStack, Snowplow,
 #                                PostHog and Jitsu in ../shared/peer-bench (same run),
 #                                plus the SDK's gzip -9 sizes
+#   scripts/bench.sh pii         the shared PII walker on adversarial strings of 7 KB,
+#                                70 KB and 700 KB: time per scrub and its growth (linear)
 #   scripts/bench.sh pipeline    the collector's core pipeline (every step, in-memory
 #                                stores) vs a bare serde_json parse+serialize of the
 #                                same 20-event batches, events/s on one core
@@ -46,6 +48,11 @@ bench_pipeline() {
   taskset -c 0 target/bench-speed/examples/pipeline_bench "${BATCHES:-5000}"
 }
 
+bench_pii() {
+  cargo build -q --profile bench-speed -p tracking-plan --example pii_scaling
+  taskset -c 0 target/bench-speed/examples/pii_scaling
+}
+
 bench_sdk() {
   scripts/build.sh sdk
   echo "SDK gzip -9 bytes:"
@@ -71,6 +78,7 @@ bench_sdk() {
 case "${1:-}" in
   validator) bench_validator ;;
   pipeline) bench_pipeline ;;
+  pii) bench_pii ;;
   sdk) shift; bench_sdk "$@" ;;
-  *) echo "usage: $0 validator|pipeline|sdk [peer-bench options]" >&2; exit 2 ;;
+  *) echo "usage: $0 validator|pii|pipeline|sdk [peer-bench options]" >&2; exit 2 ;;
 esac
