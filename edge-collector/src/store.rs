@@ -116,6 +116,47 @@ pub trait EventStore {
     async fn add_counts(&self, counts: &Counts) -> Result<(), StoreError>;
 }
 
+/// Where stored events follow an unmerge.
+#[allow(async_fn_in_trait)]
+pub trait ProfileEvents {
+    /// Moves the events of `from` that belong to the `unmerged` visitors (by anonymous
+    /// id or user id) to `to`; returns how many moved.
+    async fn move_events(
+        &self,
+        write_key: &str,
+        from: &str,
+        to: &str,
+        unmerged: &crate::erasure::Subjects,
+    ) -> Result<u64, StoreError>;
+}
+
+impl ProfileEvents for MemoryStore {
+    async fn move_events(
+        &self,
+        write_key: &str,
+        from: &str,
+        to: &str,
+        unmerged: &crate::erasure::Subjects,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        let mut n = 0;
+        for e in self.events.borrow_mut().iter_mut() {
+            let theirs = e
+                .anonymous_id
+                .as_ref()
+                .is_some_and(|a| unmerged.anonymous_ids.contains(a))
+                || e.user_id
+                    .as_ref()
+                    .is_some_and(|u| unmerged.user_ids.contains(u));
+            if e.write_key == write_key && e.profile_id.as_deref() == Some(from) && theirs {
+                e.profile_id = Some(to.to_string());
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// An in-memory store for tests.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -315,9 +356,52 @@ pub fn chunks_by_size<T>(
     out
 }
 
+/// Sends chunks in order until one fails: the events of sent chunks are `Stored`, those
+/// of the failed chunk and every later one `Failed` (not sent, so a retry sends only
+/// them and nothing twice).
+pub async fn send_chunks<'a, T, F, Fut>(chunks: &[&'a [T]], mut send: F) -> Vec<Insert>
+where
+    F: FnMut(&'a [T]) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut out = Vec::new();
+    let mut failed = false;
+    for chunk in chunks {
+        failed = failed || !send(chunk).await;
+        let outcome = if failed {
+            Insert::Failed
+        } else {
+            Insert::Stored
+        };
+        out.extend(std::iter::repeat_n(outcome, chunk.len()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::chunks_by_size;
+    use super::{chunks_by_size, send_chunks, Insert};
+
+    #[test]
+    fn a_failed_chunk_and_later_ones_are_not_sent() {
+        let items: Vec<u32> = (0..7).collect();
+        let chunks = chunks_by_size(&items, |_| 1, 3, 100);
+        let mut sent = Vec::new();
+        let out = pollster::block_on(send_chunks(&chunks, |c| {
+            sent.push(c.to_vec());
+            let ok = sent.len() == 1;
+            async move { ok }
+        }));
+        assert_eq!(
+            sent,
+            vec![vec![0, 1, 2], vec![3, 4, 5]],
+            "nothing after the failure"
+        );
+        assert_eq!(
+            out,
+            [[Insert::Stored; 3].as_slice(), &[Insert::Failed; 4]].concat()
+        );
+    }
 
     #[test]
     fn chunks_respect_count_and_bytes() {

@@ -6,6 +6,7 @@ use super::objects::{ident_from_query, DoIdentity};
 use super::storage::opt;
 use crate::identity::{IdKind, Unmerged};
 use crate::sources::Sources;
+use crate::store::ProfileEvents as _;
 use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
 use worker::*;
@@ -163,23 +164,15 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
             let u: Unmerged = serde_json::from_value(answer["unmerged"].clone())
                 .map_err(|e| Error::RustError(e.to_string()))?;
             // Events of the restored profile's visitors go back to it.
-            let (anons, users) = split_ids(&u.moved);
-            let moved = db
-                .prepare(
-                    "UPDATE events SET profile_id = ?1 WHERE write_key = ?2 AND profile_id = ?3 \
-                     AND (anonymous_id IN (SELECT value FROM json_each(?4)) \
-                     OR user_id IN (SELECT value FROM json_each(?5)))",
-                )
-                .bind(&[
-                    u.restored.id.as_str().into(),
-                    key.as_str().into(),
-                    (*id).into(),
-                    list(&anons),
-                    list(&users),
-                ])?
-                .run()
-                .await?;
-            let events_moved = moved.meta()?.and_then(|m| m.changes).unwrap_or(0);
+            let store = super::storage::CloudStore::new(env, sources)?;
+            let unmerged = crate::erasure::Subjects::from(&crate::identity::Erased {
+                profile_ids: vec![],
+                identifiers: u.moved.clone(),
+            });
+            let events_moved = store
+                .move_events(&key, id, &u.restored.id, &unmerged)
+                .await
+                .map_err(|e| Error::RustError(e.0))?;
             reply(
                 200,
                 json!({"ok": true, "unmerged": u, "eventsMoved": events_moved}),

@@ -114,22 +114,13 @@ impl EventStore for CloudStore<'_> {
             // Sized by bytes as well as count (a Queue batch takes 100 messages and 256 KB).
             // Each sent chunk's events are stored; a failed chunk's (and later ones') are
             // `Failed`, so only their claims are released and a retry sends only them.
-            let mut out = Vec::with_capacity(msgs.len());
-            let mut failed = false;
-            for chunk in
-                crate::store::chunks_by_size(&msgs, |m| m.line.len() + 128, 100, QUEUE_BATCH_BYTES)
-            {
-                if !failed {
-                    let batch: Vec<&Archived> = chunk.iter().collect();
-                    failed = queue.send_batch(batch).await.is_err();
-                }
-                let outcome = if failed {
-                    Insert::Failed
-                } else {
-                    Insert::Stored
-                };
-                out.extend(std::iter::repeat_n(outcome, chunk.len()));
-            }
+            let chunks =
+                crate::store::chunks_by_size(&msgs, |m| m.line.len() + 128, 100, QUEUE_BATCH_BYTES);
+            let out = crate::store::send_chunks(&chunks, |chunk| async move {
+                let batch: Vec<&Archived> = chunk.iter().collect();
+                queue.send_batch(batch).await.is_ok()
+            })
+            .await;
             return Ok(out);
         }
         let rows = events.iter().map(|e| {
@@ -427,6 +418,36 @@ impl ErasureStore for CloudStore<'_> {
                 .map_err(err)?,
         ];
         self.db.batch(stmts).await.map_err(err).map(|_| ())
+    }
+}
+
+impl crate::store::ProfileEvents for CloudStore<'_> {
+    async fn move_events(
+        &self,
+        write_key: &str,
+        from: &str,
+        to: &str,
+        unmerged: &Subjects,
+    ) -> std::result::Result<u64, StoreError> {
+        let r = self
+            .db
+            .prepare(
+                "UPDATE events SET profile_id = ?1 WHERE write_key = ?2 AND profile_id = ?3 \
+                 AND (anonymous_id IN (SELECT value FROM json_each(?4)) \
+                 OR user_id IN (SELECT value FROM json_each(?5)))",
+            )
+            .bind(&[
+                to.into(),
+                write_key.into(),
+                from.into(),
+                list(&unmerged.anonymous_ids),
+                list(&unmerged.user_ids),
+            ])
+            .map_err(err)?
+            .run()
+            .await
+            .map_err(err)?;
+        Ok(changes(&r))
     }
 }
 
