@@ -462,7 +462,7 @@ proptest! {
         let mut senders = vec![new_req(&mut next_owner), new_req(&mut next_owner)];
         let key = "wk\u{1f}m1".to_string();
         let claim = |owner: &str| Claim { key: key.clone(), fingerprint: "f".into(), owner: owner.into() };
-        let mut steps = schedule.into_iter().chain(std::iter::repeat((0, false, 1000)).take(200));
+        let mut steps = schedule.into_iter().chain(std::iter::repeat_n((0, false, 1000), 200));
         let mut guard = 0;
         let done = |r: &Req| matches!(r.answer, Some("accepted" | "duplicate"));
         while !senders.iter().all(done) && guard < 400 {
