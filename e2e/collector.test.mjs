@@ -311,6 +311,16 @@ test('a source on the R2 path: clean events go through the queue to NDJSON objec
     const text = await (await collector.admin(`/admin/v1/archive/${o.key}`)).text();
     assert.ok(!text.includes('r2-anon'), 'no line of the erased visitor remains');
   }
+  // The same browser coming back after the erasure is a new visitor: its events are kept.
+  const later = mid('r2');
+  assert.equal((await send([{ type: 'track', messageId: later, anonymousId: 'r2-anon', event: 'Archived' }], 'sl_r2_key')).accepted, 1);
+  await eventually(async () => {
+    const list = await collector.adminJson('/admin/v1/archive?prefix=events/sl_r2_key/');
+    for (const o of list.objects) {
+      if ((await (await collector.admin(`/admin/v1/archive/${o.key}`)).text()).includes(later)) return true;
+    }
+    return false;
+  }, 30_000, 'the later event archived despite the tombstone');
 });
 
 test('stats: volume, identified share and quarantine rate by reason', async () => {

@@ -31,9 +31,11 @@ CREATE TABLE erasure_receipts (
   deleted     TEXT NOT NULL,
   PRIMARY KEY (write_key, profile_id)
 );
--- SHA-256 of (write key, identifier) for erased identifiers, for the queue consumer.
+-- A digest of (write key, identifier) for erased identifiers, for the queue consumer:
+-- it drops a queued event received before the erasure, never a later one.
 CREATE TABLE erasure_tombstones (
   digest     TEXT PRIMARY KEY,
+  erased_at  TEXT NOT NULL,
   expires_at TEXT NOT NULL
 );
 

@@ -286,7 +286,8 @@ fn tombstone(write_key: &str, value: &str) -> String {
     crate::pipeline::short_digest(&["tombstone", write_key, value])
 }
 
-/// Whether a queued event belongs to an erased person.
+/// Whether a queued event belongs to a person erased after it was received (an event
+/// received after the erasure is a new one, and kept).
 async fn tombstoned(db: &D1Database, a: &Archived) -> Result<bool> {
     let v: serde_json::Value = serde_json::from_str(&a.line).unwrap_or_default();
     let digests: Vec<String> = ["profileId", "anonymousId", "userId"]
@@ -299,8 +300,9 @@ async fn tombstoned(db: &D1Database, a: &Archived) -> Result<bool> {
     }
     let list = serde_json::to_string(&digests).unwrap_or_default();
     let rows = db
-        .prepare("SELECT 1 AS hit FROM erasure_tombstones WHERE digest IN (SELECT value FROM json_each(?1)) LIMIT 1")
-        .bind(&[list.into()])?
+        .prepare("SELECT 1 AS hit FROM erasure_tombstones WHERE digest IN (SELECT value FROM json_each(?1)) \
+                  AND erased_at >= ?2 LIMIT 1")
+        .bind(&[list.into(), a.received_at.as_str().into()])?
         .all()
         .await?
         .results::<serde_json::Value>()?;
@@ -353,8 +355,9 @@ impl ErasureStore for CloudStore<'_> {
                 .bind(&[job.write_key.as_str().into(), list(&values)])
                 .map_err(err)?,
             self.db
-                .prepare("INSERT INTO erasure_tombstones (digest, expires_at) SELECT value, datetime('now', ?2) FROM json_each(?1) WHERE true \
-                          ON CONFLICT DO NOTHING")
+                .prepare("INSERT INTO erasure_tombstones (digest, erased_at, expires_at) \
+                          SELECT value, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), datetime('now', ?2) FROM json_each(?1) WHERE true \
+                          ON CONFLICT (digest) DO UPDATE SET erased_at = excluded.erased_at, expires_at = excluded.expires_at")
                 .bind(&[
                     list(&values.iter().map(|v| tombstone(&job.write_key, v)).collect::<Vec<_>>()),
                     format!("+{TOMBSTONE_DAYS} days").into(),
