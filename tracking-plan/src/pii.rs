@@ -145,7 +145,12 @@ fn email_hits(s: &str, out: &mut Vec<Hit>) {
         let Some(candidate) = s.get(start..end) else {
             continue;
         };
-        if start < at && normalize_email(candidate, EmailVariant::Standard).is_ok() {
+        // A digest before an `@` is what an earlier replacement left, not an address.
+        let local = s.get(start..at).unwrap_or_default();
+        if start < at
+            && !is_sha256_hex(local)
+            && normalize_email(candidate, EmailVariant::Standard).is_ok()
+        {
             out.push(Hit {
                 start,
                 end,
@@ -246,17 +251,26 @@ fn scrub_plain(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
     }
     let mut out = String::with_capacity(s.len() + 64);
     let mut at = 0;
-    for h in &hits {
-        if h.start < at {
-            continue; // overlaps the previous finding
+    let mut i = 0;
+    while i < hits.len() {
+        // Overlapping findings (`+33 6 12 34 56 78g@x.io`) are replaced as one run, so
+        // no part of either is left.
+        let (start, mut end, kind) = (hits[i].start, hits[i].end, hits[i].kind);
+        let mut merged = false;
+        while i + 1 < hits.len() && hits[i + 1].start < end {
+            i += 1;
+            end = end.max(hits[i].end);
+            merged = true;
         }
-        out.push_str(s.get(at..h.start).unwrap_or_default());
-        out.push_str(&digest(
-            s.get(h.start..h.end).unwrap_or_default(),
-            h.kind,
-            country,
-        ));
-        at = h.end;
+        i += 1;
+        let raw = s.get(start..end).unwrap_or_default();
+        out.push_str(s.get(at..start).unwrap_or_default());
+        out.push_str(&if merged {
+            sha256_hex(&raw.to_ascii_lowercase())
+        } else {
+            digest(raw, kind, country)
+        });
+        at = end;
     }
     out.push_str(s.get(at..).unwrap_or_default());
     Some((out, first.kind))
@@ -745,6 +759,15 @@ mod tests {
             Some(sha256_hex("jo@x.io"))
         );
         assert_eq!(scrub_field(FieldKind::Email, "opted in", None), None);
+    }
+
+    #[test]
+    fn adjacent_and_overlapping_findings_scrub_once() {
+        for s in ["a@aa.ioa@aa.io", "+33 6 12 34 56 78g@aa.io"] {
+            let (out, _) = scrub_text(s, None).unwrap();
+            assert_eq!(scrub_text(&out, None), None, "{s} -> {out}");
+            assert!(!out.contains("a@aa") && !out.contains("78g"), "{out}");
+        }
     }
 
     #[test]
