@@ -17,6 +17,7 @@ const base = (me && me.src) || location.href;
 const fetchWasm = () => fetch(new URL('sightline.wasm', base));
 const early = w.sightline && w.sightline._w;
 const wasm = (early ? early.catch(fetchWasm) : fetchWasm()).then(load);
+wasm.catch(() => {}); // handled in start(); never an unhandled rejection on the page
 const LOCK = 'sightline-send';
 
 let stub = w.sightline;
@@ -74,6 +75,7 @@ function start() {
     const core = createEngine({
       writeKey: String(cfg.writeKey),
       optOut: cfg.consent === 'opt-out',
+      gpc: navigator.globalPrivacyControl === true,
       storage: !!store,
       random: Math.random,
       uuid,
@@ -277,10 +279,20 @@ function start() {
 
     // Consent signals the page already has: Google Consent Mode v2 (the dataLayer) and
     // the IAB TCF (__tcfapi). A repeated state is not recorded twice.
+    // `consent default` is the state before the visitor chooses, not a choice: alone it
+    // changes nothing (events wait as for an undecided visitor, a returning visitor's
+    // stored choice stands). The first `consent update` is the choice; the defaults fill
+    // in what it does not say.
     const gcm = () => {
       let st = null;
-      for (const e of w.dataLayer || []) if (e && e[0] === 'consent' && e[2]) st = Object.assign(st || {}, e[2]);
-      if (st) { core.consentGcm(st.analytics_storage || '', st.ad_storage || '', st.ad_user_data || '', st.ad_personalization || '', sync()); after(); }
+      let chosen = false;
+      for (const e of w.dataLayer || []) {
+        if (!e || e[0] !== 'consent' || !e[2] || typeof e[2] !== 'object') continue;
+        if (e[1] === 'update') chosen = true;
+        else if (e[1] !== 'default') continue;
+        st = Object.assign(st || {}, e[2]);
+      }
+      if (st && chosen) { core.consentGcm(st.analytics_storage || '', st.ad_storage || '', st.ad_user_data || '', st.ad_personalization || '', sync()); after(); }
     };
     if (Array.isArray(w.dataLayer)) {
       gcm();
@@ -333,5 +345,11 @@ function start() {
     }
     if (core.foreignTabs().length) send(); else schedule();
     if (stub._r) stub._r();
-  }).catch((e) => console.error('[sightline] failed to start', e));
+  }).catch((e) => {
+    // Nothing breaks: the stub keeps every call. One warning says why.
+    const csp = e instanceof WebAssembly.CompileError || /unsafe-eval|Content Security Policy/i.test(String(e && e.message));
+    console.warn(csp
+      ? "[sightline] not started: this page's Content-Security-Policy refuses WebAssembly; add 'wasm-unsafe-eval' to script-src (calls are kept)"
+      : '[sightline] not started: ' + e);
+  });
 }

@@ -21,6 +21,18 @@ export const VERSION = '0.1.0';
 export const MAX_QUEUE = 1000;
 export const MAX_EVENT_BYTES = 32 * 1024;
 export const MAX_BATCH_BYTES = 500 * 1024;
+
+/** UTF-8 bytes of `s`, at most: the collector's limits are bytes, and non-Latin text takes
+ * two or three bytes a UTF-16 unit (a surrogate half is counted three, a pair six: over,
+ * never under). */
+export const utf8 = (s) => {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0x7f) n += c > 0x7ff ? 2 : 1;
+  }
+  return n;
+};
 export const MAX_BATCH_EVENTS = 100;
 /** Requests that outlive the page (fetch keepalive) share a 64 KB budget. */
 export const UNLOAD_BYTES = 60000;
@@ -76,12 +88,14 @@ const triChar = (v) => (v === true ? '1' : v === false ? '0' : '-');
  * @param {boolean} o.storage localStorage works here
  * @param {() => number} o.random a number in [0, 1)
  * @param {() => string} o.uuid a UUID v4
+ * @param {boolean} o.gpc the browser sends Global Privacy Control: marketing is denied
+ *   whatever the visitor or a CMP grants
  * @param {object} o.pii the shared tracking-plan rules (wasm.js): `redact(s)` gives `s`
  *   with raw emails and phones hashed (or undefined), `campaign(url)` the UTM fields by
  *   their Segment name and click ids prefixed with `+`, `hashIds(email, phone)` the
  *   soft-login hashes or `{error}`
  */
-export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
+export function createEngine({ writeKey, optOut, storage, random, uuid, pii, gpc = false }) {
   let anon = '';
   let user;
   let session = '';
@@ -94,7 +108,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   let lastTouch;
   let clickIds;
   let touchedUrl;
-  /** Items: { key_, owner_, json_, needs_, ctx_, storedIn_, pending_, restored_ } (fields ending
+  /** Items: { key_, owner_, json_, bytes_ (its UTF-8 size), needs_, ctx_, storedIn_, pending_, restored_ } (fields ending
    * in `_` are internal: the build shortens their names). `owner_`: the tab
    * that created it (only it sends the event while it lives; a closed tab's events are
    * adopted by one other tab). `ctx_`: its whole context as JSON text (page facts,
@@ -111,9 +125,11 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   const tab = b36(random() * 36 ** TAB_LEN, TAB_LEN);
   let ops = [];
   let backoff = 0;
-  const stats = { queued: 0, waiting: 0, sent: 0, shed: 0, rejected: 0, purged: 0 };
+  const stats = { queued: 0, waiting: 0, sent: 0, shed: 0, rejected: 0, purged: 0, notPersisted: 0 };
 
   const granted = (v) => (v === undefined ? optOut : v);
+  /** Marketing as applied: Global Privacy Control denies it. */
+  const adsOk = (v) => !gpc && granted(v);
   const decided = () => optOut || consent.analytics !== undefined;
   const mayStore = () => storage && granted(consent.analytics);
   const set = (k, v) => ops.push(['s', k, v]);
@@ -181,7 +197,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     const touch = {};
     if (Object.keys(utm).length) touch.campaign = utm;
     const hasClicks = Object.keys(clicks).length > 0;
-    if (hasClicks && granted(consent.marketing)) touch.clickIds = clicks;
+    if (hasClicks && adsOk(consent.marketing)) touch.clickIds = clicks;
     const text = JSON.stringify(touch);
     if (!firstTouch) {
       firstTouch = touch;
@@ -198,11 +214,12 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
       categoryPreferences: {
         necessary: true,
         analytics: granted(consent.analytics),
-        marketing: granted(consent.marketing),
+        marketing: adsOk(consent.marketing),
         personalization: granted(consent.personalization),
       },
     };
     if (consentSource) s.source = consentSource;
+    if (gpc) s.gpc = true;
     return s;
   };
 
@@ -286,6 +303,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
       key_: EVENT_PREFIX + b36(now, 9) + b36(seq, 4) + tab,
       owner_: tab,
       json_: json,
+      bytes_: utf8(json),
       needs_: needs,
       ctx_: ctx,
       pending_: mayStore(),
@@ -316,7 +334,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     if (collect) {
       if (lastTouch && lastTouch.campaign) c.campaign = lastTouch.campaign;
       if (firstTouch) c.firstTouch = firstTouch;
-      if (clickIds && granted(consent.marketing)) {
+      if (clickIds && adsOk(consent.marketing)) {
         c.clickIds = clickIds;
         needs |= MARKETING;
       }
@@ -326,7 +344,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     // per batch as Segment's batch-level `context` and store it once per chunk.
     const json = serialize(e);
     const context = contextText(pageText(ctx), JSON.stringify(c));
-    if (!json || json.length + context.length > MAX_EVENT_BYTES) {
+    if (!json || utf8(json) + utf8(context) > MAX_EVENT_BYTES) {
       stats.rejected++;
       return false;
     }
@@ -341,7 +359,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
   /** Drops queued events the current consent no longer allows (never one in flight). */
   const purge = () => {
     const a = granted(consent.analytics);
-    const m = granted(consent.marketing);
+    const m = adsOk(consent.marketing);
     const gone = [];
     queue = queue.filter((i) => {
       const ok = (!(i.needs_ & ANALYTICS) || a) && (!(i.needs_ & MARKETING) || m);
@@ -384,7 +402,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
       sessionSaved = 0;
     }
     if (!granted(next.analytics) && before) for (const k of [K_ANON, K_USER, K_SESSION, K_FIRST, K_LAST]) remove(k);
-    if (!granted(next.marketing)) {
+    if (!adsOk(next.marketing)) {
       // Click ids are ad identifiers: gone from memory and storage with marketing.
       clickIds = undefined;
       const strip = (t, k) => {
@@ -403,7 +421,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     purge();
     record('track', 'Consent Updated', {
       analytics: granted(next.analytics),
-      marketing: granted(next.marketing),
+      marketing: adsOk(next.marketing),
       personalization: granted(next.personalization),
     }, page, true);
   };
@@ -433,16 +451,16 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     // once beside them.
     const parts = [];
     let ctx;
-    let size = 120 + writeKey.length;
+    let size = 120 + utf8(writeKey);
     for (const i of queue) {
       if (i.owner_ !== tab) continue;
       if (!parts.length) {
         ctx = i.ctx_;
-        size += ctx ? ctx.length : 0;
+        size += ctx ? utf8(ctx) : 0;
       } else if (i.ctx_ !== ctx) break;
-      if (parts.length >= MAX_BATCH_EVENTS || size + i.json_.length + 1 > maxBytes) break;
+      if (parts.length >= MAX_BATCH_EVENTS || size + i.bytes_ + 1 > maxBytes) break;
       parts.push(i.json_);
-      size += i.json_.length + 1;
+      size += i.bytes_ + 1;
       inflight.add(i.key_);
     }
     if (!parts.length) return undefined;
@@ -478,7 +496,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
           if (json[0] !== '{' || !json.endsWith('}')) return;
           if (line[0] === 'c') ctx = json;
           else if (needs <= 3) {
-            queue.push({ key_: key + '#' + n, owner_: key.slice(-TAB_LEN), json_: json, needs_: needs, ctx_: ctx, storedIn_: key, restored_: true });
+            queue.push({ key_: key + '#' + n, owner_: key.slice(-TAB_LEN), json_: json, bytes_: utf8(json), needs_: needs, ctx_: ctx, storedIn_: key, restored_: true });
           }
         });
       }
@@ -540,7 +558,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
     },
     consent: () => ({
       analytics: granted(consent.analytics),
-      marketing: granted(consent.marketing),
+      marketing: adsOk(consent.marketing),
       personalization: granted(consent.personalization),
       decided: decided(),
     }),
@@ -565,7 +583,10 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
       return out;
     },
     /** The adapter could not write chunk `key` (quota): its events live in this tab only. */
-    notPersisted(key) { for (const i of queue) if (i.storedIn_ === key) i.storedIn_ = undefined; },
+    notPersisted(key) {
+      stats.notPersisted++;
+      for (const i of queue) if (i.storedIn_ === key) i.storedIn_ = undefined;
+    },
     /** Milliseconds until the queue should be sent: 0 when a full batch is ready, the
      * gathering delay otherwise, -1 when there is nothing to send. */
     delay() {
@@ -574,7 +595,7 @@ export function createEngine({ writeKey, optOut, storage, random, uuid, pii }) {
       let bytes = 0;
       for (const i of queue) {
         if (i.owner_ !== tab) continue;
-        bytes += i.json_.length;
+        bytes += i.bytes_;
         if (++n >= MAX_BATCH_EVENTS) break;
       }
       return !n ? -1 : n >= MAX_BATCH_EVENTS || bytes >= MAX_BATCH_BYTES / 2 ? 0 : FLUSH_DELAY_MS;

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createHash, randomUUID } from 'node:crypto';
-import { createEngine, EVENT_PREFIX, MAX_QUEUE, UNLOAD_BYTES } from '../engine.js';
+import { createEngine, EVENT_PREFIX, MAX_QUEUE, UNLOAD_BYTES, MAX_BATCH_BYTES, MAX_EVENT_BYTES, utf8 } from '../engine.js';
 import { load } from '../wasm.js';
 
 const wasm = await load(readFileSync(new URL('../../dist/sightline.wasm', import.meta.url)));
@@ -281,6 +281,36 @@ test('batches respect count and size and the unload budget', () => {
   const cyclic = {};
   cyclic.self = cyclic;
   assert.equal(e.record('track', 'Cycle', cyclic, at(URL0, T0)), false, 'not serializable: refused, no throw');
+});
+
+test('sizes are UTF-8 bytes: non-Latin batches stay under the collector\'s limits', () => {
+  assert.equal(utf8('abc'), 3);
+  assert.ok(utf8('é') >= 2 && utf8('数') >= 3 && utf8('😀') >= 4);
+  for (const s of ['数据'.repeat(100), 'Привет', 'a😀b', 'x']) {
+    assert.ok(utf8(s) >= Buffer.byteLength(s, 'utf8'), s);
+  }
+  const e = engine(true);
+  const cjk = { text: '数据'.repeat(4500) }; // 9,000 units, 27,000 bytes
+  for (let i = 0; i < 40; i++) assert.equal(e.record('track', 'Note', cjk, at(URL0, T0)), true);
+  let batches = 0;
+  for (let body; (body = e.batch(T0, MAX_BATCH_BYTES)); e.done(200, 0)) {
+    batches++;
+    assert.ok(Buffer.byteLength(body, 'utf8') <= MAX_BATCH_BYTES, `${Buffer.byteLength(body, 'utf8')} bytes`);
+  }
+  assert.ok(batches >= 3, `${batches} batches`);
+  // One event over 32 KB of UTF-8 (but under 32 K units) is refused in the page.
+  assert.equal(e.record('track', 'Note', { text: '数'.repeat(12000) }, at(URL0, T0)), false);
+  assert.ok(12000 < MAX_EVENT_BYTES);
+});
+
+test('a storage write refused by the quota keeps the events in memory and is counted', () => {
+  const e = engine(true);
+  e.record('track', 'E', {}, at(URL0, T0));
+  const chunk = e.takeOps().find(([k, key]) => k === 's' && key.startsWith(EVENT_PREFIX));
+  assert.ok(chunk);
+  e.notPersisted(chunk[1]);
+  assert.equal(e.stats().notPersisted, 1);
+  assert.equal(batch(e).length, 1, 'still sent');
 });
 
 test('soft login hashes in the page with the shared vectors; raw PII never leaves', () => {
