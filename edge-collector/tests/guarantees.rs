@@ -11,12 +11,8 @@
 
 use edge_collector::dedup::{self, Claim, MemoryDedup, Seen};
 use edge_collector::enrich::EdgeInfo;
-use edge_collector::identity::MemoryIdentity;
-use edge_collector::pipeline::{
-    ingest, Endpoint, IngestRequest, RateLimiter, Report, Services, Status,
-};
+use edge_collector::pipeline::{Endpoint, Report, Status};
 use edge_collector::sources::Sources;
-use edge_collector::store::MemoryStore;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -33,13 +29,22 @@ fn sources() -> Sources {
     .unwrap()
 }
 
-#[derive(Default)]
-struct Rig {
-    store: MemoryStore,
-    dedup: MemoryDedup,
-    identity: MemoryIdentity,
-    limiter: RateLimiter,
-    n: std::cell::Cell<u64>,
+mod common;
+
+/// The shared rig with this file's sources.
+struct Rig(common::Rig);
+
+impl Default for Rig {
+    fn default() -> Self {
+        Rig(common::Rig::new(sources()))
+    }
+}
+
+impl std::ops::Deref for Rig {
+    type Target = common::Rig;
+    fn deref(&self) -> &common::Rig {
+        &self.0
+    }
 }
 
 impl Rig {
@@ -48,23 +53,13 @@ impl Rig {
         body: &Value,
         edge: EdgeInfo<'_>,
     ) -> Result<Report, edge_collector::error::Error> {
-        let bytes = serde_json::to_vec(body).unwrap();
-        let id = format!("r{}", self.n.replace(self.n.get() + 1));
-        let req = IngestRequest {
-            endpoint: Endpoint::Batch,
-            body: &bytes,
-            authorization: None,
-            now_ms: NOW,
+        self.request(
+            Endpoint::Batch,
+            &serde_json::to_vec(body).unwrap(),
+            None,
             edge,
-            request_id: &id,
-        };
-        let svc = Services {
-            store: &self.store,
-            dedup: &self.dedup,
-            identity: &self.identity,
-            limiter: &self.limiter,
-        };
-        pollster::block_on(ingest(&svc, &sources(), &req))
+            NOW,
+        )
     }
 
     /// Everything kept, as one text: event rows and payloads, quarantine rows, consent
@@ -400,21 +395,10 @@ fn a_pending_claim_is_answered_503_and_the_retry_stores() {
     assert!(rig.store.events.borrow().is_empty());
     // p2's claim was released with the refusal: the retry after the lease stores both.
     let bytes = serde_json::to_vec(&body).unwrap();
-    let req = IngestRequest {
-        endpoint: Endpoint::Batch,
-        body: &bytes,
-        authorization: None,
-        now_ms: NOW + dedup::LEASE_MS + 1,
-        edge: EdgeInfo::default(),
-        request_id: "retry",
-    };
-    let svc = Services {
-        store: &rig.store,
-        dedup: &rig.dedup,
-        identity: &rig.identity,
-        limiter: &rig.limiter,
-    };
-    let r = pollster::block_on(ingest(&svc, &sources(), &req)).unwrap();
+    let later = NOW + dedup::LEASE_MS + 1;
+    let r = rig
+        .request(Endpoint::Batch, &bytes, None, EdgeInfo::default(), later)
+        .unwrap();
     assert_eq!(r.accepted, 2, "{r:?}");
 }
 

@@ -1,14 +1,10 @@
 //! The ingestion pipeline, natively, against the in-memory store, dedup and identity.
 
 use base64::Engine as _;
-use edge_collector::dedup::MemoryDedup;
 use edge_collector::enrich::EdgeInfo;
-use edge_collector::identity::{Graph, MemoryIdentity};
-use edge_collector::pipeline::{
-    ingest, Endpoint, Error as RequestError, IngestRequest, RateLimiter, Report, Services, Status,
-};
+use edge_collector::identity::Graph;
+use edge_collector::pipeline::{Endpoint, Error as RequestError, Report, Status};
 use edge_collector::sources::Sources;
-use edge_collector::store::MemoryStore;
 use proptest::strategy::Strategy as _;
 use serde_json::{json, Value};
 use tracking_plan::identifiers::sha256_hex;
@@ -29,13 +25,22 @@ fn sources() -> Sources {
     .unwrap()
 }
 
-#[derive(Default)]
-struct Rig {
-    store: MemoryStore,
-    dedup: MemoryDedup,
-    identity: MemoryIdentity,
-    limiter: RateLimiter,
-    requests: std::cell::Cell<u64>,
+mod common;
+
+/// The shared rig with this file's sources.
+struct Rig(common::Rig);
+
+impl Default for Rig {
+    fn default() -> Self {
+        Rig(common::Rig::new(sources()))
+    }
+}
+
+impl std::ops::Deref for Rig {
+    type Target = common::Rig;
+    fn deref(&self) -> &common::Rig {
+        &self.0
+    }
 }
 
 impl Rig {
@@ -47,21 +52,7 @@ impl Rig {
         edge: EdgeInfo<'_>,
         now_ms: i64,
     ) -> Result<Report, RequestError> {
-        let req = IngestRequest {
-            endpoint,
-            body,
-            authorization: auth,
-            now_ms,
-            edge,
-            request_id: &format!("req-{}", self.requests.replace(self.requests.get() + 1)),
-        };
-        let svc = Services {
-            store: &self.store,
-            dedup: &self.dedup,
-            identity: &self.identity,
-            limiter: &self.limiter,
-        };
-        pollster::block_on(ingest(&svc, &sources(), &req))
+        self.request(endpoint, body, auth, edge, now_ms)
     }
 
     /// A browser on the site's origin.
@@ -488,27 +479,15 @@ fn raw_pii_is_hashed_before_anything_is_stored() {
 
 #[test]
 fn raw_pii_quarantine_policy_still_stores_no_raw_value() {
-    let rig = Rig::default();
     let srcs = Sources::from_json(
         r#"{"k":{"name":"strict","consent":"opt-out","plan":{"version":"1","rawPii":"quarantine"}}}"#,
     )
     .unwrap();
+    let rig = common::Rig::new(srcs);
     let body = br#"{"batch":[{"type":"identify","messageId":"i","userId":"bob@example.com","traits":{"phone":"+1 650 555 1212"}}],"writeKey":"k"}"#;
-    let req = IngestRequest {
-        endpoint: Endpoint::Batch,
-        body,
-        authorization: None,
-        now_ms: NOW,
-        edge: EdgeInfo::default(),
-        request_id: "r-strict",
-    };
-    let svc = Services {
-        store: &rig.store,
-        dedup: &rig.dedup,
-        identity: &rig.identity,
-        limiter: &rig.limiter,
-    };
-    let r = pollster::block_on(ingest(&svc, &srcs, &req)).unwrap();
+    let r = rig
+        .request(Endpoint::Batch, body, None, EdgeInfo::default(), NOW)
+        .unwrap();
     assert_eq!(r.results[0].status, Status::Quarantined);
     let paths: Vec<&str> = r.results[0]
         .reasons
