@@ -5,7 +5,7 @@
 
 use super::store::Run;
 use super::{quarantine_message, Candidate, Error, Reason, ReasonKind, Shared, Status};
-use crate::dedup::{self, Claim, Deduplicator, Seen};
+use crate::dedup::{Claim, Deduplicator, Seen};
 
 /// Seconds a sender waits before retrying an event another request is storing.
 pub const IN_FLIGHT_RETRY_S: u32 = 2;
@@ -24,7 +24,7 @@ pub async fn claim<D: Deduplicator>(
     let claims: Vec<Claim> = candidates
         .iter()
         .map(|(_, c)| Claim {
-            key: dedup::key(sh.write_key, &c.event.message_id),
+            key: c.observation.key.clone(), // the dedup key, built once in `prepare`
             fingerprint: c.fingerprint.clone(),
             owner: owner.to_string(),
         })

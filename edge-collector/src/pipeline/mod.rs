@@ -319,13 +319,11 @@ fn prepare_other(text: &str, sh: &Shared<'_>, consent_log: &mut Vec<ConsentRecor
     if let (Some(t), Value::Object(obj)) = (sh.forced_type, &mut v) {
         obj.insert("type".into(), t.as_str().into());
     }
-    let gate = consent_gate::gate(&at_gate(consent_gate::View::of_value(&v), sh, text));
+    let at = at_gate(consent_gate::View::of_value(&v), sh, text);
+    let gate = consent_gate::gate(&at);
     consent_log.extend(gate.record);
     if !gate.decision.store() {
-        let id = consent_gate::View::of_value(&v)
-            .message_id
-            .map(|c| c.into_owned());
-        return refused(id.as_deref(), sh.req.edge.country);
+        return refused(at.view.message_id.as_deref(), sh.req.edge.country);
     }
     let reason = if text.len() > MAX_MESSAGE_BYTES {
         Reason::new(

@@ -7,7 +7,7 @@
 use super::{
     verdict, Candidate, Error, Prepared, Reason, ReasonKind, Report, Services, Status, Verdict,
 };
-use crate::dedup::{self, Deduplicator};
+use crate::dedup::Deduplicator;
 use crate::identity::IdentityService;
 use crate::sources::Source;
 use crate::store::{ConsentRecord, EventStore, Insert, QuarantinedEvent, StoreError, StoredEvent};
@@ -137,7 +137,7 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
     }
     let claimed: Vec<String> = fresh
         .iter()
-        .map(|(_, c)| dedup::key(key, &c.event.message_id))
+        .map(|(_, c)| c.observation.key.clone())
         .collect();
     let outcomes = match write(svc, source, key, &mut fresh).await {
         Ok(o) => o,
@@ -188,7 +188,11 @@ async fn write<E: EventStore, D: Deduplicator, I: IdentityService>(
     key: &str,
     fresh: &mut [(usize, Candidate)],
 ) -> Result<Vec<Insert>, StoreError> {
-    let observations: Vec<_> = fresh.iter().map(|(_, c)| c.observation.clone()).collect();
+    // The observations are not needed after this call: moved out, not copied.
+    let observations: Vec<_> = fresh
+        .iter_mut()
+        .map(|(_, c)| std::mem::take(&mut c.observation))
+        .collect();
     let resolved = svc
         .identity
         .observe(key, &source.identity_limits, &observations)
