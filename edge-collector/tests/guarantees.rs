@@ -17,7 +17,6 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
-const NOW: i64 = 1_795_472_345_000;
 const SITE: &str = "https://shop.example";
 
 fn sources() -> Sources {
@@ -30,57 +29,10 @@ fn sources() -> Sources {
 }
 
 mod common;
+use common::NOW;
 
-/// The shared rig with this file's sources.
-struct Rig(common::Rig);
-
-impl Default for Rig {
-    fn default() -> Self {
-        Rig(common::Rig::new(sources()))
-    }
-}
-
-impl std::ops::Deref for Rig {
-    type Target = common::Rig;
-    fn deref(&self) -> &common::Rig {
-        &self.0
-    }
-}
-
-impl Rig {
-    fn send(
-        &self,
-        body: &Value,
-        edge: EdgeInfo<'_>,
-    ) -> Result<Report, edge_collector::error::Error> {
-        self.request(
-            Endpoint::Batch,
-            &serde_json::to_vec(body).unwrap(),
-            None,
-            edge,
-            NOW,
-        )
-    }
-
-    /// Everything kept, as one text: event rows and payloads, quarantine rows, consent
-    /// rows, the identity graphs and the dedup keys.
-    fn at_rest(&self) -> String {
-        let mut out = String::new();
-        for e in self.store.events.borrow().iter() {
-            out += &format!("{e:?}\n");
-        }
-        for q in self.store.quarantined.borrow().iter() {
-            out += &format!("{q:?}\n");
-        }
-        for c in self.store.consent.borrow().iter() {
-            out += &format!("{c:?}\n");
-        }
-        out += &format!("{:?}\n", self.identity.graphs.borrow());
-        for (k, e) in self.dedup.table.borrow().iter() {
-            out += &format!("{k} {e:?}\n");
-        }
-        out
-    }
+fn rig() -> common::Rig {
+    common::Rig::new(sources())
 }
 
 fn browser() -> EdgeInfo<'static> {
@@ -190,7 +142,7 @@ proptest! {
         let email = format!("{local}@{domain}.io");
         let phone = format!("+33 6 {} 34 56 78", national % 90 + 10);
         let us = format!("650.555.0{national}");
-        let rig = Rig::default();
+        let rig = rig();
         let mut batch = Vec::new();
         for (i, slot) in slots.iter().enumerate() {
             let raw = [&email, &phone][i % 2];
@@ -226,7 +178,7 @@ proptest! {
     #[test]
     fn errors_echo_no_input(local in "[a-z]{5,9}") {
         let email = format!("{local}@leak.io");
-        let rig = Rig::default();
+        let rig = rig();
         for body in [
             json!({"batch": email, "writeKey": "wk_web"}),
             json!({"batch": [{"type": email}], "writeKey": "wk_web"}),
@@ -242,7 +194,7 @@ proptest! {
 
 #[test]
 fn without_consent_nothing_is_kept_not_even_in_the_quarantine() {
-    let rig = Rig::default();
+    let rig = rig();
     let big = "x".repeat(40 * 1024);
     let body = json!({"writeKey": "wk_web", "batch": [
         {"type": "track", "messageId": "big", "anonymousId": "a1", "event": "Product Viewed", "properties": {"blob": big}},
@@ -270,7 +222,7 @@ fn without_consent_nothing_is_kept_not_even_in_the_quarantine() {
 
 #[test]
 fn consent_records_reach_the_log_whatever_their_shape() {
-    let rig = Rig::default();
+    let rig = rig();
     let body = json!({"writeKey": "wk_web", "batch": [
         // Denies analytics, has no messageId, an email as its anonymous id, and a
         // property the plan does not know.
@@ -294,7 +246,7 @@ fn consent_records_reach_the_log_whatever_their_shape() {
 
 #[test]
 fn gpc_and_marketing_denial_strip_every_ad_id() {
-    let rig = Rig::default();
+    let rig = rig();
     let e = json!({"type": "page", "messageId": "g1", "anonymousId": "a1",
         "properties": {"url": "https://shop.example/?gclid=G1&x=1", "search": "?fbclid=F1"},
         "context": {"consent": granted(),
@@ -318,7 +270,7 @@ fn gpc_and_marketing_denial_strip_every_ad_id() {
 
 #[test]
 fn a_resumed_erasure_finishes_the_job() {
-    let rig = Rig::default();
+    let rig = rig();
     let srv = EdgeInfo::default();
     let ev = |id: &str, anon: &str| json!({"type": "track", "messageId": id, "anonymousId": anon, "userId": "u-erase", "event": "E"});
     let r = rig
@@ -374,7 +326,7 @@ fn a_resumed_erasure_finishes_the_job() {
 
 #[test]
 fn a_pending_claim_is_answered_503_and_the_retry_stores() {
-    let rig = Rig::default();
+    let rig = rig();
     let ev = json!({"type": "track", "messageId": "p1", "anonymousId": "a1", "event": "E"});
     // A request that died between claim and store left this claim.
     pollster::block_on(<MemoryDedup as dedup::Deduplicator>::claim(
@@ -495,7 +447,7 @@ proptest! {
 
 #[test]
 fn a_failed_insert_after_a_merge_still_moves_the_events_on_retry() {
-    let rig = Rig::default();
+    let rig = rig();
     let srv = EdgeInfo::default();
     let ev = |id: &str, anon: &str, props: Value| json!({"type": "track", "messageId": id, "anonymousId": anon, "event": "E", "properties": props});
     let email = tracking_plan::identifiers::sha256_hex("merge.me@example.com");

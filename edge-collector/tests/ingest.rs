@@ -2,7 +2,6 @@
 
 use base64::Engine as _;
 use edge_collector::enrich::EdgeInfo;
-use edge_collector::identity::Graph;
 use edge_collector::pipeline::{Endpoint, Error as RequestError, Report, Status};
 use edge_collector::sources::Sources;
 use proptest::strategy::Strategy as _;
@@ -11,7 +10,6 @@ use tracking_plan::identifiers::sha256_hex;
 use tracking_plan::time::parse_rfc3339;
 use tracking_plan::MessageType;
 
-const NOW: i64 = 1_795_472_345_000; // 2026-11-23T22:19:05Z
 const SITE: &str = "https://shop.example";
 
 /// `wk_test`: a server source (consent assumed unless denied, no plan). `wk_web`: a
@@ -26,45 +24,17 @@ fn sources() -> Sources {
 }
 
 mod common;
+use common::NOW;
 
-/// The shared rig with this file's sources.
-struct Rig(common::Rig);
-
-impl Default for Rig {
-    fn default() -> Self {
-        Rig(common::Rig::new(sources()))
-    }
+fn rig() -> common::Rig {
+    common::Rig::new(sources())
 }
 
-impl std::ops::Deref for Rig {
-    type Target = common::Rig;
-    fn deref(&self) -> &common::Rig {
-        &self.0
-    }
-}
-
-impl Rig {
-    fn send(
-        &self,
-        endpoint: Endpoint,
-        body: &[u8],
-        auth: Option<&str>,
-        edge: EdgeInfo<'_>,
-        now_ms: i64,
-    ) -> Result<Report, RequestError> {
-        self.request(endpoint, body, auth, edge, now_ms)
-    }
-
-    /// A browser on the site's origin.
-    fn web(&self, events: Value) -> Report {
-        let body = serde_json::to_vec(&json!({"batch": events, "writeKey": "wk_web"})).unwrap();
-        self.send(Endpoint::Batch, &body, None, browser(), NOW)
-            .unwrap()
-    }
-
-    fn graph_profile(&self, key: &str, id: &str) -> Option<edge_collector::identity::Profile> {
-        self.identity.graphs.borrow().get(key)?.profile(id)
-    }
+/// A browser on the site's origin.
+fn web(rig: &common::Rig, events: Value) -> Report {
+    let body = serde_json::to_vec(&json!({"batch": events, "writeKey": "wk_web"})).unwrap();
+    rig.request(Endpoint::Batch, &body, None, browser(), NOW)
+        .unwrap()
 }
 
 fn browser() -> EdgeInfo<'static> {
@@ -79,12 +49,12 @@ fn browser() -> EdgeInfo<'static> {
 }
 
 fn run(
-    store: &Rig,
+    store: &common::Rig,
     endpoint: Endpoint,
     body: &[u8],
     auth: Option<&str>,
 ) -> Result<Report, RequestError> {
-    store.send(endpoint, body, auth, EdgeInfo::default(), NOW)
+    store.request(endpoint, body, auth, EdgeInfo::default(), NOW)
 }
 
 const GRANTED: &str =
@@ -125,7 +95,7 @@ fn endpoints_from_paths() {
 
 #[test]
 fn accepts_a_batch_and_stores_every_field() {
-    let store = Rig::default();
+    let store = rig();
     let r = run(
         &store,
         Endpoint::Batch,
@@ -153,7 +123,7 @@ fn accepts_a_batch_and_stores_every_field() {
 
 #[test]
 fn clock_skew_is_corrected() {
-    let store = Rig::default();
+    let store = rig();
     // A client whose clock is one hour behind.
     let body = serde_json::to_vec(&json!({"writeKey":"wk_test","sentAt":"2026-11-23T21:19:05.000Z",
         "batch":[{"type":"page","messageId":"p","anonymousId":"a","timestamp":"2026-11-23T21:19:03.000Z"}]}))
@@ -167,7 +137,7 @@ fn clock_skew_is_corrected() {
 
 #[test]
 fn repeats_are_duplicates_stored_once() {
-    let store = Rig::default();
+    let store = rig();
     run(&store, Endpoint::Batch, &batch(json!([track("m1")])), None).unwrap();
     let r = run(
         &store,
@@ -185,7 +155,7 @@ fn repeats_are_duplicates_stored_once() {
 
 #[test]
 fn bad_events_are_quarantined_with_reasons_not_dropped() {
-    let store = Rig::default();
+    let store = rig();
     let body = batch(json!([
         track("ok"),
         {"type":"track","messageId":"no-event","anonymousId":"a"},
@@ -220,7 +190,7 @@ fn bad_events_are_quarantined_with_reasons_not_dropped() {
 
 #[test]
 fn oversized_message_is_quarantined_and_oversized_batch_refused() {
-    let store = Rig::default();
+    let store = rig();
     let mut big = track("big");
     big["properties"]["blob"] = json!("x".repeat(33 * 1024));
     let r = run(
@@ -248,7 +218,7 @@ fn oversized_message_is_quarantined_and_oversized_batch_refused() {
 
 #[test]
 fn request_errors_name_their_cause() {
-    let store = Rig::default();
+    let store = rig();
     let cases: Vec<(&[u8], Option<&str>, u16, &str)> = vec![
         (b"{not json", None, 400, "invalid_json"),
         (b"", None, 400, "empty_body"),
@@ -284,7 +254,7 @@ fn request_errors_name_their_cause() {
 
 #[test]
 fn basic_auth_write_key_and_single_endpoints() {
-    let store = Rig::default();
+    let store = rig();
     let auth = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("wk_test:")
@@ -304,7 +274,7 @@ fn basic_auth_write_key_and_single_endpoints() {
 
 #[test]
 fn write_key_is_not_stored_with_the_event() {
-    let store = Rig::default();
+    let store = rig();
     let body = br#"{"type":"track","messageId":"w","anonymousId":"a","event":"E","writeKey":"wk_test","_metadata":{"bundled":[]}}"#;
     let r = run(&store, Endpoint::Single(MessageType::Track), body, None).unwrap();
     assert_eq!(r.accepted, 1, "the body's write key still authenticates");
@@ -319,7 +289,7 @@ fn write_key_is_not_stored_with_the_event() {
 
 #[test]
 fn batch_context_is_merged_under_the_message_context() {
-    let store = Rig::default();
+    let store = rig();
     let body = serde_json::to_vec(
         &json!({"writeKey":"wk_test","context":{"ip":"1.2.3.4","locale":"de"},
         "batch":[{"type":"page","messageId":"p","anonymousId":"a","context":{"locale":"fr"}}]}),
@@ -333,7 +303,7 @@ fn batch_context_is_merged_under_the_message_context() {
 
 #[test]
 fn batch_context_is_scanned_for_raw_pii_and_read_for_consent() {
-    let store = Rig::default();
+    let store = rig();
     let body = serde_json::to_vec(&json!({"writeKey":"wk_test",
         "context":{"page":{"url":"https://shop.example/thanks?e=ann@example.com"},
                    "consent": serde_json::from_str::<Value>(GRANTED).unwrap()},
@@ -351,7 +321,7 @@ fn batch_context_is_scanned_for_raw_pii_and_read_for_consent() {
 
 #[test]
 fn storage_failure_is_a_retryable_503() {
-    let store = Rig::default();
+    let store = rig();
     *store.store.fail_with.borrow_mut() = Some("disk on fire".into());
     let e = run(&store, Endpoint::Batch, &batch(json!([track("m")])), None).unwrap_err();
     assert_eq!((e.status(), e.code()), (503, "storage_unavailable"));
@@ -360,7 +330,7 @@ fn storage_failure_is_a_retryable_503() {
 proptest::proptest! {
     #[test]
     fn never_panics_on_any_body(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
-        let store = Rig::default();
+        let store = rig();
         let _ = run(&store, Endpoint::Batch, &body, None);
         let _ = run(&store, Endpoint::Single(MessageType::Track), &body, None);
     }
@@ -377,7 +347,7 @@ proptest::proptest! {
             0..30,
         )
     ) {
-        let store = Rig::default();
+        let store = rig();
         let n = events.len();
         let r = run(&store, Endpoint::Batch, &batch(json!(events)), None).unwrap();
         proptest::prop_assert_eq!(r.results.len(), n);
@@ -392,20 +362,23 @@ proptest::proptest! {
 
 #[test]
 fn plan_violations_are_quarantined_with_typed_reasons_and_flags_are_kept() {
-    let rig = Rig::default();
-    let r = rig.web(json!([
-        web_track(
-            "good",
-            "Product Added",
-            json!({"product_id":"SKU-ABC","price":9.5,"currency":"EUR"})
-        ),
-        web_track(
-            "bad",
-            "Product Added",
-            json!({"product_id":"nope","price":-1,"colour":"red"})
-        ),
-        web_track("unplanned", "Video Played", json!({})),
-    ]));
+    let rig = rig();
+    let r = web(
+        &rig,
+        json!([
+            web_track(
+                "good",
+                "Product Added",
+                json!({"product_id":"SKU-ABC","price":9.5,"currency":"EUR"})
+            ),
+            web_track(
+                "bad",
+                "Product Added",
+                json!({"product_id":"nope","price":-1,"colour":"red"})
+            ),
+            web_track("unplanned", "Video Played", json!({})),
+        ]),
+    );
     let statuses: Vec<Status> = r.results.iter().map(|v| v.status).collect();
     assert_eq!(
         statuses,
@@ -441,7 +414,7 @@ fn plan_violations_are_quarantined_with_typed_reasons_and_flags_are_kept() {
 
 #[test]
 fn raw_pii_is_hashed_before_anything_is_stored() {
-    let rig = Rig::default();
+    let rig = rig();
     let mut ev = web_track(
         "p1",
         "Newsletter Subscribed",
@@ -449,7 +422,7 @@ fn raw_pii_is_hashed_before_anything_is_stored() {
     );
     ev["context"]["page"] =
         json!({"url": "https://shop.example/thanks?email=ann%40example.com&e=ann@example.com"});
-    let r = rig.web(json!([ev]));
+    let r = web(&rig, json!([ev]));
     assert_eq!(r.results[0].status, Status::Accepted, "{:?}", r.results[0]);
     let paths: Vec<&str> = r.results[0]
         .warnings
@@ -507,13 +480,13 @@ fn raw_pii_quarantine_policy_still_stores_no_raw_value() {
 
 #[test]
 fn consent_fails_closed_and_is_logged() {
-    let rig = Rig::default();
+    let rig = rig();
     let mut no_consent = web_track("n1", "Product Added", json!({}));
     no_consent["context"] = json!({});
     let mut denied = web_track("n2", "Consent Updated", json!({}));
     denied["context"]["consent"] =
         json!({"categoryPreferences":{"analytics":false},"source":"banner"});
-    let r = rig.web(json!([no_consent, denied]));
+    let r = web(&rig, json!([no_consent, denied]));
     assert_eq!((r.refused, r.accepted), (2, 0), "{:?}", r.results);
     assert_eq!(r.results[0].reasons[0].kind.as_str(), "consent_denied");
     assert!(
@@ -538,7 +511,7 @@ fn consent_fails_closed_and_is_logged() {
 
 #[test]
 fn gpc_denies_marketing_and_strips_click_ids() {
-    let rig = Rig::default();
+    let rig = rig();
     let mut ev = web_track(
         "g1",
         "Order Completed",
@@ -550,7 +523,7 @@ fn gpc_denies_marketing_and_strips_click_ids() {
         gpc: true,
         ..browser()
     };
-    let r = rig.send(Endpoint::Batch, &body, None, gpc, NOW).unwrap();
+    let r = rig.request(Endpoint::Batch, &body, None, gpc, NOW).unwrap();
     assert_eq!(r.accepted, 1);
     let stored: Value = serde_json::from_str(&rig.store.events.borrow()[0].payload).unwrap();
     let enforced = &stored["context"]["consent"]["enforced"];
@@ -565,19 +538,22 @@ fn gpc_denies_marketing_and_strips_click_ids() {
     assert_eq!(stored["context"]["campaign"]["source"], "google");
     // Without GPC the click id is kept.
     ev["messageId"] = json!("g2");
-    rig.web(json!([ev]));
+    web(&rig, json!([ev]));
     let stored: Value = serde_json::from_str(&rig.store.events.borrow()[1].payload).unwrap();
     assert_eq!(stored["context"]["clickIds"]["gclid"], "abc");
 }
 
 #[test]
 fn enrichment_truncates_ip_and_parses_the_agent() {
-    let rig = Rig::default();
-    rig.web(json!([web_track(
-        "e1",
-        "Product Added",
-        json!({"product_id":"ABC-X","price":1,"currency":"EUR"})
-    )]));
+    let rig = rig();
+    web(
+        &rig,
+        json!([web_track(
+            "e1",
+            "Product Added",
+            json!({"product_id":"ABC-X","price":1,"currency":"EUR"})
+        )]),
+    );
     let e = &rig.store.events.borrow()[0];
     let stored: Value = serde_json::from_str(&e.payload).unwrap();
     assert_eq!(stored["context"]["ip"], "203.0.113.0");
@@ -589,7 +565,7 @@ fn enrichment_truncates_ip_and_parses_the_agent() {
 
 #[test]
 fn a_reused_message_id_with_other_content_is_a_conflict_not_a_merge() {
-    let rig = Rig::default();
+    let rig = rig();
     let a = web_track(
         "same",
         "Product Added",
@@ -597,17 +573,17 @@ fn a_reused_message_id_with_other_content_is_a_conflict_not_a_merge() {
     );
     let mut b = a.clone();
     b["properties"]["price"] = json!(2);
-    rig.web(json!([a.clone()]));
+    web(&rig, json!([a.clone()]));
     // A retry with a new sentAt is the same event.
     let retry = serde_json::to_vec(
         &json!({"batch":[a],"writeKey":"wk_web","sentAt":"2026-11-23T22:20:00.000Z"}),
     )
     .unwrap();
     let r = rig
-        .send(Endpoint::Batch, &retry, None, browser(), NOW + 5000)
+        .request(Endpoint::Batch, &retry, None, browser(), NOW + 5000)
         .unwrap();
     assert_eq!(r.results[0].status, Status::Duplicate);
-    let r = rig.web(json!([b]));
+    let r = web(&rig, json!([b]));
     assert_eq!(r.results[0].status, Status::Quarantined);
     assert_eq!(r.results[0].reasons[0].kind.as_str(), "message_id_conflict");
     assert_eq!(rig.store.events.borrow().len(), 1);
@@ -617,7 +593,7 @@ fn a_reused_message_id_with_other_content_is_a_conflict_not_a_merge() {
 
 #[test]
 fn a_failed_store_releases_dedup_claims_so_the_retry_is_stored() {
-    let rig = Rig::default();
+    let rig = rig();
     *rig.store.fail_with.borrow_mut() = Some("d1 down".into());
     let body = batch(json!([track("r1")]));
     assert_eq!(
@@ -634,7 +610,7 @@ fn a_failed_store_releases_dedup_claims_so_the_retry_is_stored() {
 #[test]
 fn gzip_bodies_origins_and_rate_limits() {
     use std::io::Write as _;
-    let rig = Rig::default();
+    let rig = rig();
     let plain = batch(json!([track("z1")]));
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&plain).unwrap();
@@ -644,13 +620,13 @@ fn gzip_bodies_origins_and_rate_limits() {
         ..EdgeInfo::default()
     };
     assert_eq!(
-        rig.send(Endpoint::Batch, &gz, None, edge.clone(), NOW)
+        rig.request(Endpoint::Batch, &gz, None, edge.clone(), NOW)
             .unwrap()
             .accepted,
         1
     );
     let e = rig
-        .send(Endpoint::Batch, b"\x1f\x8bnot gzip", None, edge, NOW)
+        .request(Endpoint::Batch, b"\x1f\x8bnot gzip", None, edge, NOW)
         .unwrap_err();
     assert_eq!((e.status(), e.code()), (400, "invalid_gzip"));
     let br = EdgeInfo {
@@ -658,7 +634,7 @@ fn gzip_bodies_origins_and_rate_limits() {
         ..EdgeInfo::default()
     };
     assert_eq!(
-        rig.send(Endpoint::Batch, &plain, None, br, NOW)
+        rig.request(Endpoint::Batch, &plain, None, br, NOW)
             .unwrap_err()
             .status(),
         415
@@ -672,7 +648,7 @@ fn gzip_bodies_origins_and_rate_limits() {
         ..EdgeInfo::default()
     };
     assert_eq!(
-        rig.send(Endpoint::Batch, &bomb, None, edge, NOW)
+        rig.request(Endpoint::Batch, &bomb, None, edge, NOW)
             .unwrap_err()
             .status(),
         413
@@ -685,7 +661,7 @@ fn gzip_bodies_origins_and_rate_limits() {
         ..browser()
     };
     let e = rig
-        .send(Endpoint::Batch, &body, None, evil, NOW)
+        .request(Endpoint::Batch, &body, None, evil, NOW)
         .unwrap_err();
     assert_eq!((e.status(), e.code()), (403, "origin_not_allowed"));
     let own = EdgeInfo {
@@ -693,7 +669,7 @@ fn gzip_bodies_origins_and_rate_limits() {
         own_origin: "http://127.0.0.1:9",
         ..browser()
     };
-    assert!(rig.send(Endpoint::Batch, &body, None, own, NOW).is_ok());
+    assert!(rig.request(Endpoint::Batch, &body, None, own, NOW).is_ok());
 
     // wk_web allows 50 events/s: a burst of 100 passes, the next is told when to retry.
     let many: Vec<Value> = (0..100)
@@ -701,21 +677,21 @@ fn gzip_bodies_origins_and_rate_limits() {
         .collect();
     let burst = serde_json::to_vec(&json!({"batch": many, "writeKey": "wk_web"})).unwrap();
     assert!(rig
-        .send(Endpoint::Batch, &burst, None, browser(), NOW)
+        .request(Endpoint::Batch, &burst, None, browser(), NOW)
         .is_ok());
     let e = rig
-        .send(Endpoint::Batch, &burst, None, browser(), NOW + 10)
+        .request(Endpoint::Batch, &burst, None, browser(), NOW + 10)
         .unwrap_err();
     assert_eq!((e.status(), e.code()), (429, "rate_limited"));
     assert!(e.retry_after().unwrap() >= 1);
     assert!(rig
-        .send(Endpoint::Batch, &burst, None, browser(), NOW + 2_100)
+        .request(Endpoint::Batch, &burst, None, browser(), NOW + 2_100)
         .is_ok());
 }
 
 #[test]
 fn soft_login_on_a_second_device_joins_the_profile_and_sets_the_cookie() {
-    let rig = Rig::default();
+    let rig = rig();
     let email = sha256_hex("ann@example.com");
     let login = |id: &str, anon: &str| {
         let mut e = web_track(
@@ -726,7 +702,7 @@ fn soft_login_on_a_second_device_joins_the_profile_and_sets_the_cookie() {
         e["anonymousId"] = json!(anon);
         e
     };
-    let first = rig.web(json!([login("d1", "anon-laptop-1")]));
+    let first = web(&rig, json!([login("d1", "anon-laptop-1")]));
     let profile_of = |id: &str| {
         rig.store
             .events
@@ -745,11 +721,11 @@ fn soft_login_on_a_second_device_joins_the_profile_and_sets_the_cookie() {
     // The phone browses anonymously first: a profile of its own ...
     let mut browse = web_track("d1b", "Video Played", json!({}));
     browse["anonymousId"] = json!("anon-phone-22");
-    rig.web(json!([browse]));
+    web(&rig, json!([browse]));
     let phone = profile_of("d1b");
     assert_ne!(phone, p1);
     // ... until the same soft login joins it, with the events it already sent.
-    let second = rig.web(json!([login("d2", "anon-phone-22")]));
+    let second = web(&rig, json!([login("d2", "anon-phone-22")]));
     assert_eq!(second.accepted, 1);
     assert_eq!(profile_of("d2"), p1);
     let events = rig.store.events.borrow();
@@ -773,7 +749,7 @@ fn soft_login_on_a_second_device_joins_the_profile_and_sets_the_cookie() {
         ..browser()
     };
     let r = rig
-        .send(Endpoint::Batch, &body, None, with_cookie, NOW)
+        .request(Endpoint::Batch, &body, None, with_cookie, NOW)
         .unwrap();
     assert_eq!(r.accepted, 1);
     assert_eq!(profile_of("d3"), p1);

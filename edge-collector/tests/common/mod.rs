@@ -1,14 +1,21 @@
 //! The native test rig shared by the pipeline tests: the in-memory store, dedup and
 //! identity, and one call that runs a request through the pipeline.
 
+// Each test crate compiles this module and uses only part of it.
+#![allow(dead_code)]
+
 use edge_collector::dedup::MemoryDedup;
 use edge_collector::enrich::EdgeInfo;
 use edge_collector::error::Error;
-use edge_collector::identity::MemoryIdentity;
+use edge_collector::identity::{Graph, MemoryIdentity, Profile};
 use edge_collector::pipeline::{ingest, Endpoint, IngestRequest, RateLimiter, Report, Services};
 use edge_collector::sources::Sources;
 use edge_collector::store::MemoryStore;
+use serde_json::Value;
 use std::cell::Cell;
+
+/// The test clock: 2026-11-23T22:19:05Z.
+pub const NOW: i64 = 1_795_472_345_000;
 
 pub struct Rig {
     pub store: MemoryStore,
@@ -56,5 +63,35 @@ impl Rig {
             limiter: &self.limiter,
         };
         pollster::block_on(ingest(&svc, &self.sources, &req))
+    }
+
+    /// A JSON batch at [`NOW`].
+    pub fn send(&self, body: &Value, edge: EdgeInfo<'_>) -> Result<Report, Error> {
+        let bytes = serde_json::to_vec(body).unwrap();
+        self.request(Endpoint::Batch, &bytes, None, edge, NOW)
+    }
+
+    pub fn graph_profile(&self, key: &str, id: &str) -> Option<Profile> {
+        self.identity.graphs.borrow().get(key)?.profile(id)
+    }
+
+    /// Everything kept, as one text: event rows and payloads, quarantine rows, consent
+    /// rows, the identity graphs and the dedup keys.
+    pub fn at_rest(&self) -> String {
+        let mut out = String::new();
+        for e in self.store.events.borrow().iter() {
+            out += &format!("{e:?}\n");
+        }
+        for q in self.store.quarantined.borrow().iter() {
+            out += &format!("{q:?}\n");
+        }
+        for c in self.store.consent.borrow().iter() {
+            out += &format!("{c:?}\n");
+        }
+        out += &format!("{:?}\n", self.identity.graphs.borrow());
+        for (k, e) in self.dedup.table.borrow().iter() {
+            out += &format!("{k} {e:?}\n");
+        }
+        out
     }
 }
