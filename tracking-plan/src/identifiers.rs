@@ -92,7 +92,8 @@ fn sub(s: &str, a: usize, b: usize) -> &str {
 
 /// SHA-256 as 64 lowercase hex characters.
 pub fn sha256_hex(input: &str) -> String {
-    let digest = crate::sha256::sha256(input.as_bytes());
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(input.as_bytes());
     let mut out = String::with_capacity(64);
     for b in digest {
         out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));

@@ -4,13 +4,17 @@
 
 #![cfg_attr(not(feature = "std"), no_std)]
 //!
-//! Without the default `std` feature only `identifiers`, `campaign` and `time` are built
+//! Without the default `std` feature only `identifiers`, `pii`, `campaign`, `consent`,
+//! `limits` and `time` are built
 //! (on `alloc`): what the browser SDK needs, without std's formatting and panic machinery.
 
 extern crate alloc;
 
 pub mod campaign;
+pub mod consent;
 pub mod identifiers;
+pub mod json_text;
+pub mod limits;
 #[cfg(feature = "std")]
 pub mod message;
 pub mod path;
@@ -19,7 +23,6 @@ mod pattern;
 pub mod pii;
 #[cfg(feature = "std")]
 pub mod plan;
-pub mod sha256;
 pub mod time;
 
 #[cfg(feature = "std")]

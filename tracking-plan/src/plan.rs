@@ -371,8 +371,8 @@ pub struct Plan {
     page_properties: Option<Schema>,
 }
 
-/// Default and upper bound of `maxEventBytes`.
-pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+/// Default and upper bound of `maxEventBytes`: the wire limit of one message.
+pub const MAX_EVENT_BYTES: usize = crate::limits::MAX_MESSAGE_BYTES;
 
 impl Plan {
     /// Parses and compiles a plan, or lists every problem in it with its path.

@@ -1,0 +1,222 @@
+//! Consent: decides which categories an event may be kept and used under, from what the
+//! visitor stated, the site's policy (opt-in or opt-out) and Global Privacy Control, and
+//! how the signals a page already has map to categories: Google Consent Mode v2 states
+//! and IAB TCF v2.2 purposes. The browser SDK and the collector both apply these rules,
+//! compiled from here. Fails closed: under opt-in, an unstated category is denied.
+
+/// What the visitor stated per category (`None`: not stated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Choice {
+    pub analytics: Option<bool>,
+    pub marketing: Option<bool>,
+    pub personalization: Option<bool>,
+}
+
+/// How an unstated category is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "std", derive(serde::Deserialize))]
+pub enum Policy {
+    /// Fail closed: nothing is kept until the visitor grants analytics. The default, and
+    /// the only lawful choice for browsers in the EU.
+    #[default]
+    #[cfg_attr(feature = "std", serde(rename = "opt-in"))]
+    OptIn,
+    /// Consent is assumed unless denied (servers, or regions without prior-consent
+    /// rules). A stated denial is still enforced.
+    #[cfg_attr(feature = "std", serde(rename = "opt-out"))]
+    OptOut,
+}
+
+/// The categories as applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "std", derive(serde::Serialize))]
+pub struct Decision {
+    pub analytics: bool,
+    pub marketing: bool,
+    pub personalization: bool,
+    /// The browser sent Global Privacy Control (marketing is denied whatever was stated).
+    pub gpc: bool,
+}
+
+impl Decision {
+    /// Whether an event may be kept at all (stored, queued, sent).
+    pub fn store(&self) -> bool {
+        self.analytics
+    }
+}
+
+/// Applies the policy and GPC to what the visitor stated.
+pub fn decide(c: Choice, policy: Policy, gpc: bool) -> Decision {
+    let default = policy == Policy::OptOut;
+    Decision {
+        analytics: c.analytics.unwrap_or(default),
+        marketing: !gpc && c.marketing.unwrap_or(default),
+        personalization: c.personalization.unwrap_or(default),
+        gpc,
+    }
+}
+
+impl Choice {
+    /// This choice with what `next` states laid over it (unstated categories stay).
+    pub fn updated(self, next: Choice) -> Choice {
+        Choice {
+            analytics: next.analytics.or(self.analytics),
+            marketing: next.marketing.or(self.marketing),
+            personalization: next.personalization.or(self.personalization),
+        }
+    }
+
+    /// Whether the visitor has decided: analytics is the category that gates collection.
+    pub fn decided(&self) -> bool {
+        self.analytics.is_some()
+    }
+}
+
+/// The category a `categoryPreferences` key names (Segment's consent format and its
+/// usual aliases; case-insensitive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    Analytics,
+    Marketing,
+    Personalization,
+}
+
+pub fn category(key: &str) -> Option<Category> {
+    let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(key));
+    if is(&["analytics"]) {
+        Some(Category::Analytics)
+    } else if is(&["marketing", "advertising"]) {
+        Some(Category::Marketing)
+    } else if is(&["personalization", "functional"]) {
+        Some(Category::Personalization)
+    } else {
+        None
+    }
+}
+
+impl Choice {
+    /// Sets one category.
+    pub fn set(&mut self, c: Category, v: bool) {
+        match c {
+            Category::Analytics => self.analytics = Some(v),
+            Category::Marketing => self.marketing = Some(v),
+            Category::Personalization => self.personalization = Some(v),
+        }
+    }
+}
+
+/// A Consent Mode state: `granted`, `denied`, or anything else (not stated).
+pub fn gcm_state(s: &str) -> Option<bool> {
+    match s {
+        "granted" => Some(true),
+        "denied" => Some(false),
+        _ => None,
+    }
+}
+
+/// Google Consent Mode v2 signals as categories: analytics from `analytics_storage`;
+/// marketing from `ad_storage` and `ad_user_data` (both when both are stated, else the
+/// one stated); personalization from `ad_personalization`.
+pub fn from_gcm(
+    analytics_storage: Option<bool>,
+    ad_storage: Option<bool>,
+    ad_user_data: Option<bool>,
+    ad_personalization: Option<bool>,
+) -> Choice {
+    Choice {
+        analytics: analytics_storage,
+        marketing: match (ad_storage, ad_user_data) {
+            (Some(a), Some(b)) => Some(a && b),
+            (a, b) => a.or(b),
+        },
+        personalization: ad_personalization,
+    }
+}
+
+/// IAB TCF v2.2 purpose consents as categories (`granted(n)`: purpose n has consent).
+/// Analytics: purposes 1 (store/access on a device) and 8 (measure content); marketing:
+/// 1, 3, 4 and 7 (ad profile, personalized ads, ad measurement); personalization: 1, 5
+/// and 6. A TCF signal always states every category.
+pub fn from_tcf(granted: impl Fn(u8) -> bool) -> Choice {
+    let all = |ps: &[u8]| ps.iter().all(|p| granted(*p));
+    Choice {
+        analytics: Some(all(&[1, 8])),
+        marketing: Some(all(&[1, 3, 4, 7])),
+        personalization: Some(all(&[1, 5, 6])),
+    }
+}
+
+/// The track event the SDK sends for a decision.
+pub const CONSENT_EVENT: &str = "Consent Updated";
+/// Track events that record a consent change (ours and Segment's consent integration):
+/// kept in the consent log even when they deny analytics (the log is how a site proves
+/// what a visitor chose).
+pub const CONSENT_EVENTS: [&str; 2] = [CONSENT_EVENT, "Segment Consent Preference Updated"];
+
+/// Whether a track event is a consent record.
+pub fn is_consent_event(event: Option<&str>) -> bool {
+    event.is_some_and(|e| CONSENT_EVENTS.contains(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opt_in_fails_closed_and_gpc_denies_marketing() {
+        let none = decide(Choice::default(), Policy::OptIn, false);
+        assert!(!none.store() && !none.marketing && !none.personalization);
+        let out = decide(Choice::default(), Policy::OptOut, false);
+        assert!(out.store() && out.marketing);
+        let denied = Choice {
+            analytics: Some(false),
+            ..Choice::default()
+        };
+        assert!(!decide(denied, Policy::OptOut, false).store());
+        let gpc = decide(Choice::default(), Policy::OptOut, true);
+        assert!(gpc.store() && !gpc.marketing && gpc.personalization && gpc.gpc);
+    }
+
+    #[test]
+    fn gcm_and_tcf() {
+        let g = from_gcm(Some(true), Some(true), Some(false), Some(true));
+        assert_eq!(
+            (g.analytics, g.marketing, g.personalization),
+            (Some(true), Some(false), Some(true))
+        );
+        assert_eq!(from_gcm(None, None, Some(true), None).marketing, Some(true));
+        assert_eq!(from_gcm(None, None, None, None), Choice::default());
+        assert_eq!(gcm_state("granted"), Some(true));
+        assert_eq!(gcm_state("Granted"), None);
+        let t = from_tcf(|p| [1, 8, 5, 6].contains(&p));
+        assert_eq!(
+            (t.analytics, t.marketing, t.personalization),
+            (Some(true), Some(false), Some(true))
+        );
+        assert_eq!(from_tcf(|p| p != 1), Choice {
+            analytics: Some(false),
+            marketing: Some(false),
+            personalization: Some(false)
+        });
+    }
+
+    #[test]
+    fn categories_and_updates() {
+        assert_eq!(category("Advertising"), Some(Category::Marketing));
+        assert_eq!(category("functional"), Some(Category::Personalization));
+        assert_eq!(category("necessary"), None);
+        let a = Choice {
+            analytics: Some(true),
+            marketing: Some(true),
+            personalization: None,
+        };
+        let b = a.updated(Choice {
+            marketing: Some(false),
+            ..Choice::default()
+        });
+        assert_eq!(b.analytics, Some(true));
+        assert_eq!(b.marketing, Some(false));
+        assert!(b.decided() && !Choice::default().decided());
+        assert!(is_consent_event(Some("Consent Updated")) && !is_consent_event(None));
+    }
+}
