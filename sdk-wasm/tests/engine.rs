@@ -1,0 +1,568 @@
+//! The SDK engine's decisions, natively (`cargo test`) and compiled to wasm in headless
+//! Chromium (`cargo test --target wasm32-unknown-unknown`): consent gating, the persisted
+//! queue, batches, retries, cross-tab hand-off, soft login and campaign capture.
+
+use sdk_wasm::engine::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tracking_plan::consent::{Choice, Policy};
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+/// Each test runs natively and in the browser.
+macro_rules! tests {
+    ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
+        $(#[$m])*
+        #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+        #[cfg_attr(not(target_arch = "wasm32"), test)]
+        fn $name() $body
+    )*};
+}
+
+/// xorshift64*: deterministic ids for tests.
+struct Seeded(u64);
+impl Random for Seeded {
+    fn fill(&mut self, out: &mut [u8]) {
+        for b in out {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *b = (self.0 >> 24) as u8;
+        }
+    }
+}
+
+static mut SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+const T0: u64 = 1_795_472_345_000;
+const URL0: &str = "https://shop.example/";
+
+fn sha256(s: &str) -> String {
+    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An engine before its restore (call start() after restoring).
+fn make(opt_out: bool) -> Engine<Seeded> {
+    // SAFETY: tests only read and bump it; a race would only repeat a seed.
+    let seed = unsafe {
+        SEED = SEED.wrapping_mul(6364136223846793005).wrapping_add(1);
+        SEED
+    };
+    let mut e = Engine::new(
+        Options {
+            write_key: "wk".into(),
+            policy: if opt_out { Policy::OptOut } else { Policy::OptIn },
+            storage: true,
+            gpc: false,
+            country: "DE".into(),
+        },
+        Seeded(seed | 1),
+    );
+    at(&mut e, URL0);
+    e
+}
+
+fn engine(opt_out: bool) -> Engine<Seeded> {
+    let mut e = make(opt_out);
+    e.start();
+    e
+}
+
+fn facts(url: &str, path: &str) -> Facts {
+    Facts {
+        path: path.into(),
+        url: url.into(),
+        locale: Some("en-GB".into()),
+        user_agent: "UA/1.0".into(),
+        ..Facts::default()
+    }
+}
+
+fn at(e: &mut Engine<Seeded>, url: &str) {
+    e.set_page(&facts(url, "/"));
+}
+
+fn choice(a: Option<bool>, m: Option<bool>, p: Option<bool>) -> Choice {
+    Choice {
+        analytics: a,
+        marketing: m,
+        personalization: p,
+    }
+}
+
+/// A batch body's events, each with the batch-level context merged under its own (as
+/// the collector stores them).
+fn events_of(body: &str) -> Vec<Value> {
+    let v: Value = serde_json::from_str(body).expect("a batch is JSON");
+    assert_eq!(v["writeKey"], "wk");
+    let ctx = v.get("context").cloned().unwrap_or(json!({}));
+    v["batch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            let mut c = ctx.clone();
+            if let Some(own) = m.get("context").and_then(Value::as_object) {
+                for (k, v) in own {
+                    c[k] = v.clone();
+                }
+            }
+            m["context"] = c;
+            m
+        })
+        .collect()
+}
+
+/// The next batch's events (left in flight).
+fn batch(e: &mut Engine<Seeded>, present: Option<&[String]>) -> Vec<Value> {
+    events_of(&e.batch(T0, MAX_BATCH_BYTES, present).expect("a batch"))
+}
+
+/// Every queued event, batch after batch, each acknowledged.
+fn all(e: &mut Engine<Seeded>) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Some(b) = e.batch(T0, MAX_BATCH_BYTES, None) {
+        out.extend(events_of(&b));
+        assert_eq!(e.done(200, 0), Next::Now);
+    }
+    out
+}
+
+fn chunks(ops: &[Op]) -> Vec<String> {
+    ops.iter()
+        .filter_map(|o| match o {
+            Op::Set(k, v) if k.starts_with(EVENT_PREFIX) => Some(v.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn event_lines(chunk: &str) -> usize {
+    chunk.split('\n').filter(|l| !l.starts_with('c')).count()
+}
+
+/// What a reload finds in storage: the keys written, in sorted order.
+fn storage(ops: &[Op]) -> Vec<(String, String)> {
+    let mut m = std::collections::BTreeMap::new();
+    for o in ops {
+        match o {
+            Op::Set(k, v) => {
+                m.insert(k.clone(), v.clone());
+            }
+            Op::Remove(k) => {
+                m.remove(k);
+            }
+        }
+    }
+    m.into_iter().collect()
+}
+
+fn names(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["event"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+tests! {
+fn opt_in_writes_and_sends_nothing_before_consent() {
+    let mut e = engine(false);
+    assert_eq!(e.take_ops(), vec![], "not even the anonymous id");
+    assert!(e.record(Kind::Track, Some("Viewed"), Some(r#"{"a":1}"#), T0));
+    assert!(e.record(Kind::Page, None, None, T0 + 1));
+    assert_eq!(e.take_ops(), vec![]);
+    assert_eq!(e.batch(T0, 500_000, None), None);
+    assert_eq!(e.delay(), None);
+
+    // Consent: the waiting events are stamped and queued, with the decision's record.
+    e.set_consent(choice(Some(true), Some(false), Some(true)), "banner", T0 + 2);
+    let writes = e.take_ops();
+    assert!(writes.iter().any(|o| matches!(o, Op::Set(k, v) if k == K_CONSENT && v.starts_with("101"))));
+    assert!(writes.iter().any(|o| matches!(o, Op::Set(k, _) if k == K_ANON)));
+    // The three events are written together: one chunk, one line each.
+    let c = chunks(&writes);
+    assert_eq!(c.len(), 1);
+    assert_eq!(event_lines(&c[0]), 3);
+    let events = batch(&mut e, None);
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0]["event"], "Viewed");
+    assert_eq!(events[0]["properties"]["a"], 1);
+    let consent = &events[0]["context"]["consent"];
+    assert_eq!(consent["categoryPreferences"]["analytics"], true);
+    assert_eq!(consent["categoryPreferences"]["marketing"], false);
+    assert_eq!(consent["source"], "banner");
+    assert_eq!(events[2]["event"], "Consent Updated");
+    assert_eq!(events[0]["context"]["library"]["name"], "sightline.js");
+    assert_eq!(events[0]["context"]["locale"], "en-GB");
+    assert_eq!(events[0]["context"]["sessionId"].as_str().unwrap().len(), 36);
+    assert_eq!(events[0]["messageId"].as_str().unwrap().as_bytes()[14], b'4', "a UUID v4");
+}
+
+fn a_denial_purges_waiting_events_and_only_the_record_leaves() {
+    let mut e = engine(false);
+    e.record(Kind::Track, Some("Viewed"), None, T0);
+    e.set_consent(choice(Some(false), Some(false), Some(false)), "banner", T0 + 1);
+    let writes = e.take_ops();
+    assert!(writes.iter().all(|o| matches!(o, Op::Set(k, _) if k == K_CONSENT)), "{writes:?}");
+    let events = batch(&mut e, None);
+    assert_eq!(names(&events), ["Consent Updated"]);
+    assert_eq!(events[0]["properties"]["analytics"], false);
+    assert!(!e.record(Kind::Track, Some("Later"), None, T0 + 2), "not collected");
+    assert_eq!(e.stats().purged, 1);
+}
+
+fn revoking_marketing_purges_events_that_carry_click_ids() {
+    let mut e = engine(false);
+    e.set_consent(choice(Some(true), Some(true), Some(true)), "banner", T0);
+    assert_eq!(e.done(200, 0), Next::Now, "nothing in flight: a no-op");
+    at(&mut e, "https://shop.example/?utm_source=News&utm_medium=Email&gclid=G1");
+    e.record(Kind::Page, None, None, T0 + 1);
+    at(&mut e, URL0);
+    e.record(Kind::Track, Some("Plain"), None, T0 + 2);
+    e.take_ops();
+    e.set_consent(choice(None, Some(false), None), "banner", T0 + 3);
+    let writes = e.take_ops();
+    // Both events carried the click id of the last touch: their chunk is rewritten
+    // without them (only the consent records stay).
+    let c = chunks(&writes);
+    assert!(c.iter().all(|v| !v.contains("gclid") && !v.contains("Plain")), "{c:?}");
+    assert_eq!(c.iter().map(|v| event_lines(v)).sum::<usize>(), 2, "the two consent records");
+    assert!(writes.iter().all(|o| !matches!(o, Op::Set(k, v) if (k == K_LAST || k == K_FIRST) && v.contains("G1"))));
+    assert_eq!(names(&all(&mut e)), ["Consent Updated", "Consent Updated"]);
+}
+
+fn the_shared_context_travels_once_per_batch_and_is_stored_once_per_chunk() {
+    let mut e = engine(true);
+    e.set_page(&facts(URL0, "/"));
+    e.record(Kind::Track, Some("A"), Some("{}"), T0);
+    e.record(Kind::Track, Some("B"), Some("{}"), T0);
+    e.set_page(&facts("https://shop.example/next", "/next"));
+    e.record(Kind::Page, None, Some("{}"), T0 + 1);
+    let chunk = chunks(&e.take_ops()).remove(0);
+    let kinds: Vec<char> = chunk.split('\n').map(|l| l.chars().next().unwrap()).collect();
+    assert_eq!(kinds, ['c', '1', '1', 'c', '1'], "{chunk}");
+    let first: Value = serde_json::from_str(&e.batch(T0, 500_000, None).unwrap()).unwrap();
+    assert_eq!(names(first["batch"].as_array().unwrap()), ["A", "B"], "one page per batch");
+    assert_eq!(first["context"]["page"]["path"], "/");
+    assert_eq!(first["context"]["library"]["name"], "sightline.js");
+    assert_eq!(first["context"]["sessionId"].as_str().unwrap().len(), 36);
+    assert_eq!(first["context"]["consent"]["categoryPreferences"]["analytics"], true);
+    assert!(first["batch"][0].get("context").is_none(), "not repeated in each event");
+    e.done(200, 0);
+    // A reload restores the shared context with its events.
+    let tab = e.tab.to_string();
+    let mut r = make(true);
+    r.restore(&format!("sl_e:x{tab}"), &chunk);
+    r.start();
+    r.adopt_tab(&tab);
+    let rest: Value = serde_json::from_str(&r.batch(T0, 500_000, None).unwrap()).unwrap();
+    assert_eq!(names(rest["batch"].as_array().unwrap()), ["A", "B"]);
+    assert_eq!(rest["context"]["page"]["path"], "/");
+    r.done(200, 0);
+    let next: Value = serde_json::from_str(&r.batch(T0, 500_000, None).unwrap()).unwrap();
+    assert_eq!(next["context"]["page"]["path"], "/next");
+    // Lines stored without a context line (each event whole) are sent as they are.
+    let mut old = make(true);
+    old.restore(&format!("sl_e:y{tab}"), r#"1{"type":"track","event":"Old","context":{"page":{"path":"/old"}}}"#);
+    old.start();
+    old.adopt_tab(&tab);
+    let legacy: Value = serde_json::from_str(&old.batch(T0, 500_000, None).unwrap()).unwrap();
+    assert!(legacy.get("context").is_none());
+    assert_eq!(legacy["batch"][0]["context"]["page"]["path"], "/old");
+}
+
+fn campaign_first_and_last_touch() {
+    let mut e = engine(true);
+    at(&mut e, "https://s.example/?utm_source=Google&utm_medium=CPC&utm_campaign=Winter+Sale%21&gclid=abc#x");
+    e.record(Kind::Page, None, None, T0);
+    at(&mut e, "https://s.example/?utm_source=news");
+    e.record(Kind::Page, None, None, T0 + 1);
+    let events = all(&mut e);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["context"]["campaign"], json!({"source": "google", "medium": "cpc", "name": "Winter Sale!"}));
+    assert_eq!(events[0]["context"]["clickIds"], json!({"gclid": "abc"}));
+    assert_eq!(events[1]["context"]["campaign"]["source"], "news");
+    assert_eq!(events[1]["context"]["firstTouch"]["campaign"]["medium"], "cpc");
+    assert!(events[1]["context"].get("clickIds").is_none(), "the last touch had none");
+    // A reload keeps the first touch.
+    let mut r = make(true);
+    for (k, v) in storage(&e.take_ops()) {
+        r.restore(&k, &v);
+    }
+    r.start();
+    r.record(Kind::Track, Some("Later"), None, T0 + 2);
+    let later = all(&mut r);
+    assert_eq!(later[0]["context"]["firstTouch"]["campaign"]["source"], "google");
+    assert_eq!(later[0]["context"]["campaign"]["source"], "news");
+}
+
+fn retries_keep_message_ids_back_off_and_honour_retry_after() {
+    let mut e = engine(true);
+    e.record(Kind::Track, Some("A"), None, T0);
+    e.take_ops(); // stored, as the adapter does after every call
+    let first = batch(&mut e, None);
+    let Next::Retry(d1) = e.done(503, 0) else { panic!("a retry") };
+    assert!((450.0..=550.0).contains(&d1), "{d1}");
+    let second = batch(&mut e, None);
+    assert_eq!(first[0]["messageId"], second[0]["messageId"]);
+    let Next::Retry(d2) = e.done(0, 0) else { panic!("a retry") };
+    assert!((900.0..=1100.0).contains(&d2), "{d2}");
+    batch(&mut e, None);
+    assert_eq!(e.done(429, 30), Next::Retry(30_000.0), "Retry-After wins when longer");
+    batch(&mut e, None);
+    assert_eq!(e.done(200, 0), Next::Now);
+    assert_eq!(e.batch(T0, 500_000, None), None);
+    assert!(e.take_ops().iter().any(|o| matches!(o, Op::Remove(k) if k.starts_with(EVENT_PREFIX))));
+    // A refused batch (400) is dropped, not retried.
+    e.record(Kind::Track, Some("B"), None, T0);
+    batch(&mut e, None);
+    assert_eq!(e.done(400, 0), Next::Refused);
+    assert_eq!(e.stats().queued, 0);
+    assert_eq!(e.stats().rejected, 1);
+}
+
+fn a_reload_restores_the_queue_in_order() {
+    let mut a = engine(true);
+    for i in 0..5 {
+        a.record(Kind::Track, Some(&format!("E{i}")), None, T0 + i);
+    }
+    let mut fresh = make(true);
+    for (k, v) in storage(&a.take_ops()) {
+        fresh.restore(&k, &v);
+    }
+    fresh.start();
+    assert_eq!(fresh.anon(), a.anon(), "the visitor is the same");
+    // The events belong to the page before the reload: sent once that tab is known gone.
+    assert_eq!(fresh.batch(T0, 500_000, None), None);
+    assert_eq!(fresh.foreign_tabs(), vec![a.tab.clone()]);
+    fresh.adopt_tab(&a.tab);
+    assert_eq!(names(&batch(&mut fresh, None)), ["E0", "E1", "E2", "E3", "E4"]);
+}
+
+fn an_event_another_tab_sent_is_not_sent_again() {
+    // Tab A stored an event and went away.
+    let mut a = engine(true);
+    a.record(Kind::Track, Some("Left Behind"), None, T0);
+    let (chunk, value) = storage(&a.take_ops()).into_iter().find(|(k, _)| k.starts_with(EVENT_PREFIX)).unwrap();
+    // Tabs B and C both restore it; C adopts it (it took A's lock) and sends it.
+    let mut b = engine(true);
+    b.restore(&chunk, &value);
+    assert_eq!(b.batch(T0, 500_000, None), None, "owned by tab A until adopted");
+    assert_eq!(b.foreign_tabs(), vec![a.tab.clone()]);
+    b.adopt_tab(&a.tab);
+    // Under the send lock the chunk is gone: another tab sent it; B does not.
+    assert_eq!(b.batch(T0, 500_000, Some(&["sl_e:other".to_string()])), None);
+    assert_eq!(b.stats().queued, 0);
+    // With the chunk still there, C sends it.
+    let mut c = engine(true);
+    c.restore(&chunk, &value);
+    c.adopt_tab(&a.tab);
+    assert!(c.needs_present());
+    assert_eq!(batch(&mut c, Some(&[chunk.clone()]))[0]["event"], "Left Behind");
+    // A tab that only has its own events needs no storage listing.
+    let mut d = engine(true);
+    d.record(Kind::Track, Some("Mine"), None, T0);
+    d.take_ops();
+    assert!(!d.needs_present());
+    assert!(d.batch(T0, 500_000, None).is_some());
+    // Another live tab's events are let go of here (its lock is held), not sent.
+    let mut e = engine(true);
+    e.restore(&chunk, &value);
+    e.forget_tab(&a.tab);
+    assert_eq!(e.stats().queued, 0);
+}
+
+fn the_queue_is_bounded_and_counts_what_it_sheds() {
+    let mut e = engine(true);
+    for i in 0..MAX_QUEUE as u64 + 25 {
+        e.record(Kind::Track, Some("E"), Some(&format!(r#"{{"i":{i}}}"#)), T0 + i);
+    }
+    assert_eq!(e.stats().queued, MAX_QUEUE);
+    assert_eq!(e.stats().shed, 25);
+    assert_eq!(batch(&mut e, None)[0]["properties"]["i"], 25, "the oldest went first");
+    // Before an opt-in decision, waiting events count against the same bound.
+    let mut w = engine(false);
+    for i in 0..MAX_QUEUE as u64 + 3 {
+        w.record(Kind::Track, Some("W"), Some(&format!(r#"{{"i":{i}}}"#)), T0 + i);
+    }
+    assert_eq!(w.stats().waiting, MAX_QUEUE);
+    assert_eq!(w.stats().shed, 3);
+}
+
+fn batches_respect_count_and_size_and_the_unload_budget() {
+    let mut e = engine(true);
+    let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(20_000));
+    for i in 0..150 {
+        e.record(Kind::Track, Some("E"), Some(if i < 10 { &big } else { "{}" }), T0);
+    }
+    assert_eq!(e.delay(), Some(0), "a full batch goes at once");
+    let body = e.unload_batch(T0).unwrap();
+    assert!(body.len() <= UNLOAD_BYTES, "{}", body.len());
+    assert_eq!(events_of(&body).len(), 2);
+    assert_eq!(batch(&mut e, None).len(), 100);
+    let huge = format!(r#"{{"blob":"{}"}}"#, "y".repeat(40_000));
+    assert!(!e.record(Kind::Track, Some("Huge"), Some(&huge), T0), "over 32 KB");
+    assert!(!e.record(Kind::Track, Some("Broken"), Some(r#"{"a":"#), T0), "not JSON: refused, no panic");
+}
+
+fn sizes_are_utf8_bytes_so_non_latin_batches_stay_under_the_limits() {
+    let mut e = engine(true);
+    let cjk = format!(r#"{{"text":"{}"}}"#, "数据".repeat(4500)); // 9,000 units, 27,000 bytes
+    for _ in 0..40 {
+        assert!(e.record(Kind::Track, Some("Note"), Some(&cjk), T0));
+    }
+    let mut batches = 0;
+    while let Some(body) = e.batch(T0, MAX_BATCH_BYTES, None) {
+        batches += 1;
+        assert!(body.len() <= MAX_BATCH_BYTES, "{} bytes", body.len());
+        e.done(200, 0);
+    }
+    assert!(batches >= 3, "{batches} batches");
+    // One event over 32 KB of UTF-8 (but under 32 K UTF-16 units) is refused in the page.
+    let over = format!(r#"{{"text":"{}"}}"#, "数".repeat(12_000));
+    assert!(!e.record(Kind::Track, Some("Note"), Some(&over), T0));
+}
+
+fn a_storage_write_refused_by_the_quota_keeps_the_events_in_memory_and_is_counted() {
+    let mut e = engine(true);
+    e.record(Kind::Track, Some("E"), Some("{}"), T0);
+    let ops = e.take_ops();
+    let chunk = ops.iter().find_map(|o| match o {
+        Op::Set(k, _) if k.starts_with(EVENT_PREFIX) => Some(k.clone()),
+        _ => None,
+    });
+    e.not_persisted(&chunk.expect("a chunk"));
+    assert_eq!(e.stats().not_persisted, 1);
+    assert_eq!(batch(&mut e, None).len(), 1, "still sent");
+}
+
+fn soft_login_hashes_with_the_shared_vectors_and_raw_pii_never_leaves() {
+    let mut e = engine(true);
+    let r = e.soft_login(" John_Smith@Gmail.com ", "+1 (650) 555-1212", T0);
+    assert_eq!(r.email_sha256.as_deref(), Some("62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"));
+    assert_eq!(r.phone_sha256.as_deref(), Some("1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8"));
+    assert_eq!(r.phone_sha256_meta.as_deref(), Some("e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"));
+    // Raw values in properties and in the page URL are hashed too, with the collector's rule.
+    at(&mut e, "https://shop.example/?e=bob@example.org");
+    e.record(Kind::Track, Some("Contact"), Some(r#"{"note":"mail me: ann@example.com","tel":"+44 20 7946 0958","year":"2026"}"#), T0);
+    let events = all(&mut e);
+    assert_eq!(events[0]["type"], "identify");
+    assert_eq!(events[0]["traits"]["email_sha256"].as_str(), r.email_sha256.as_deref());
+    assert_eq!(events[1]["properties"]["note"], format!("mail me: {}", sha256("ann@example.com")));
+    assert_eq!(events[1]["properties"]["tel"], sha256("+442079460958"));
+    assert_eq!(events[1]["properties"]["year"], "2026", "not PII: kept");
+    assert!(!events[1]["context"]["page"]["url"].as_str().unwrap().contains("bob@"));
+    // Keys, named fields in any format, and numbers in a phone field: the collector's walker.
+    e.record(Kind::Track, Some("Contact"), Some(r#"{"carol@example.net":1,"phone":"030.1234.567","mobile":3012345678,"email":"dave%40example.net"}"#), T0);
+    let named = all(&mut e).pop().unwrap()["properties"].clone();
+    let mut keys: Vec<&String> = named.as_object().unwrap().keys().collect();
+    keys.sort();
+    let mut want = vec!["email".to_string(), "mobile".into(), "phone".into(), sha256("carol@example.net")];
+    want.sort();
+    assert_eq!(keys, want.iter().collect::<Vec<_>>());
+    assert_eq!(named["phone"], sha256("+49301234567"));
+    assert_eq!(named["mobile"], sha256("+493012345678"));
+    assert_eq!(named["email"], sha256("dave@example.net"));
+    let wire = serde_json::to_string(&events).unwrap();
+    for raw in ["John_Smith", "555-1212", "ann@example.com", "7946", "bob@example.org"] {
+        assert!(!wire.contains(raw), "no raw {raw} on the wire");
+    }
+    // A national number takes the configured country (DE).
+    assert_eq!(e.soft_login("", "030 1234567", T0).phone_sha256, Some(sha256("+49301234567")));
+    assert_eq!(e.soft_login("test@test.com", "", T0).error.as_deref(), Some("email: blocked"));
+    assert_eq!(e.soft_login("", "", T0).error.as_deref(), Some("nothing to hash"));
+}
+
+fn identify_alias_and_reset() {
+    let mut e = engine(true);
+    let anon = e.anon().to_string();
+    e.identify(Some("u1"), Some(r#"{"plan":"pro"}"#), T0);
+    e.alias("u2", None, T0);
+    let events = batch(&mut e, None);
+    assert_eq!(events[0]["userId"], "u1");
+    assert_eq!(events[0]["traits"]["plan"], "pro");
+    assert_eq!((&events[1]["userId"], &events[1]["previousId"]), (&json!("u2"), &json!("u1")));
+    e.done(200, 0);
+    // A user id that is an email is kept and sent as its digest, like any raw email.
+    e.identify(Some("Ann@Example.com"), None, T0);
+    assert_eq!(e.user(), Some(sha256("ann@example.com").as_str()));
+    assert!(e.take_ops().iter().all(|o| !format!("{o:?}").contains("Ann@Example.com")));
+    assert_eq!(all(&mut e)[0]["userId"], sha256("ann@example.com"));
+    e.reset();
+    assert_ne!(e.anon(), anon);
+    assert_eq!(e.user(), None);
+}
+
+fn google_consent_mode_and_tcf_map_to_categories() {
+    let mut e = engine(false);
+    let gcm = |update, a, ads, data, p| GcmCommand {
+        update,
+        analytics_storage: a,
+        ad_storage: ads,
+        ad_user_data: data,
+        ad_personalization: p,
+    };
+    // A default alone is no choice; the update is, with the defaults filling in.
+    assert_eq!(gcm_choice([gcm(false, Some("denied"), Some("denied"), Some("denied"), Some("denied"))]), None);
+    let c = gcm_choice([
+        gcm(false, Some("denied"), Some("denied"), Some("denied"), Some("granted")),
+        gcm(true, Some("granted"), Some("granted"), None, None),
+    ])
+    .unwrap();
+    e.consent_gcm(c, T0);
+    let st = e.consent();
+    assert_eq!((st.analytics, st.marketing, st.personalization), (true, false, true));
+    assert_eq!(batch(&mut e, None)[0]["context"]["consent"]["source"], "gcm");
+    e.done(200, 0);
+    // The same state announced again is not a new decision: no second record.
+    e.consent_gcm(c, T0 + 1);
+    assert_eq!(e.batch(T0, 500_000, None), None);
+
+    let mut t = engine(false);
+    let with = |ps: &'static [u8]| move |p: u8| ps.contains(&p);
+    t.consent_tcf(with(&[1, 8, 5, 6]), T0);
+    let st = t.consent();
+    assert_eq!((st.analytics, st.marketing, st.personalization), (true, false, true));
+    t.consent_tcf(with(&[1, 3, 4, 7, 8]), T0 + 1);
+    assert!(t.consent().marketing);
+    t.consent_tcf(with(&[3, 4, 7, 8]), T0 + 2);
+    assert!(!t.consent().analytics, "no storage consent (purpose 1): nothing");
+    assert!(tcf_ready("useractioncomplete") && !tcf_ready("cmpuishown"));
+}
+
+fn gpc_denies_marketing_whatever_is_granted() {
+    let mut e = Engine::new(
+        Options { write_key: "wk".into(), policy: Policy::OptOut, storage: true, gpc: true, country: "US".into() },
+        Seeded(7),
+    );
+    e.set_page(&facts("https://s.example/?gclid=G1&utm_source=x", "/"));
+    e.start();
+    e.set_consent(choice(Some(true), Some(true), Some(true)), "banner", T0);
+    assert!(!e.consent().marketing);
+    e.record(Kind::Page, None, None, T0);
+    let events = all(&mut e);
+    let page = events.last().unwrap();
+    assert_eq!(page["context"]["consent"]["gpc"], true);
+    assert_eq!(page["context"]["consent"]["categoryPreferences"]["marketing"], false);
+    assert!(page["context"].get("clickIds").is_none());
+    assert_eq!(page["context"]["campaign"]["source"], "x");
+}
+
+fn odd_input_never_panics() {
+    let mut e = engine(true);
+    for body in ["", "[1]", "{", "{\"a\":\"\\ud800\"}", "null", "{\"a\":1}}"] {
+        e.record(Kind::Track, Some("x\u{0}\"y"), Some(body), T0);
+    }
+    for key in ["sl_e:", "sl_e:abcdefghijkl", "sl_sess", "sl_consent", "sl_ft", "sl_lt"] {
+        for v in ["", "\n", "c{\n9{}", "1{\"a\"}", "..", "1", "{\"campaign\":{}}"] {
+            e.restore(key, v);
+        }
+    }
+    e.set_page(&Facts { screen: Some((1, 2, "NaN; alert(1)".into())), ..Facts::default() });
+    e.record(Kind::Page, None, None, T0);
+    for body in all(&mut e).iter().map(|v| v.to_string()) {
+        assert!(!body.contains("alert"), "{body}");
+    }
+    let v: Value = serde_json::from_str(&facts_json(&Facts { title: "a\"b\u{1}".into(), ..Facts::default() })).unwrap();
+    assert_eq!(v["page"]["title"], "a\"b\u{1}");
+}
+}
