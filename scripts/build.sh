@@ -7,12 +7,16 @@ cd "$ROOT"
 
 build_sdk() {
   echo "[build] sdk"
-  cargo build -q -p sdk-wasm --target wasm32-unknown-unknown --release --features no-std
+  cargo build -q -p sdk-wasm --target wasm32-unknown-unknown --release
   rm -rf sdk-wasm/pkg sdk-wasm/dist && mkdir -p sdk-wasm/dist
+  wasm-bindgen --target web --no-typescript --out-dir sdk-wasm/pkg \
+    target/wasm32-unknown-unknown/release/sdk_wasm.wasm
   wasm-opt -Oz --strip-debug --strip-producers --strip-target-features \
-    target/wasm32-unknown-unknown/release/sdk_wasm.wasm -o sdk-wasm/dist/sightline.wasm
-  esbuild sdk-wasm/js/boot.js --bundle --minify --format=iife --target=es2020 \
-    --mangle-props='_$' --log-level=warning --outfile=sdk-wasm/dist/sightline.js
+    sdk-wasm/pkg/sdk_wasm_bg.wasm -o sdk-wasm/dist/sightline.wasm
+  # The glue's default wasm URL (import.meta.url) is never used: the shim passes the
+  # snippet's early fetch.
+  esbuild sdk-wasm/js/sightline.js --bundle --minify --format=iife --target=es2020 \
+    --log-override:empty-import-meta=silent --log-level=warning --outfile=sdk-wasm/dist/sightline.js
   esbuild sdk-wasm/js/snippet.js --minify --target=es2015 --log-level=warning \
     --outfile=sdk-wasm/dist/snippet.min.js
   cp sdk-wasm/js/sightline.d.ts sdk-wasm/dist/ 2>/dev/null || true

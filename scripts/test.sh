@@ -14,13 +14,11 @@ echo "== wasm tests in headless Chromium"
 cargo test --target wasm32-unknown-unknown -p tracking-plan --test wasm
 # Again with the browser's RegExp as the `pattern` engine, as the SDK builds it.
 cargo test --target wasm32-unknown-unknown -p tracking-plan --test wasm --features js-regex
-cargo test --target wasm32-unknown-unknown -p sdk-wasm --test web
+# The SDK engine's tests, compiled to wasm (they also ran natively above).
+cargo test --target wasm32-unknown-unknown -p sdk-wasm --test engine
 
 echo "== build"
 scripts/build.sh all
-
-echo "== SDK engine tests (Node, with the built wasm)"
-node --test --test-reporter=spec sdk-wasm/js/test/*.test.mjs
 
 echo "== end-to-end tests"
 rm -rf target/e2e-state   # every collector state of this run, scanned by the last test

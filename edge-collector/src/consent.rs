@@ -13,94 +13,50 @@
 //! [`CONSENT_EVENTS`] are consent records: appended to the consent log even when they
 //! deny analytics (the log is how a site proves what a visitor chose).
 
-use crate::sources::ConsentPolicy;
-use serde::Serialize;
 use serde_json::{Map, Value};
+pub use tracking_plan::consent::{decide, is_consent_event, Choice as Snapshot, Decision};
+use tracking_plan::consent::{category, from_gcm, gcm_state};
 
-/// Track events that record a consent change (ours and Segment's consent integration).
-pub const CONSENT_EVENTS: [&str; 2] = ["Consent Updated", "Segment Consent Preference Updated"];
-
-/// What the event says about each category (`None`: not stated).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Snapshot {
-    pub analytics: Option<bool>,
-    pub marketing: Option<bool>,
-    pub personalization: Option<bool>,
-}
-
-/// Reads the consent snapshot of a message context.
+/// Reads the consent snapshot of a message context (the mappings are tracking-plan's,
+/// the SDK's own).
 pub fn read(context: Option<&Value>) -> Snapshot {
     let mut s = Snapshot::default();
     let Some(consent) = context.and_then(|c| c.get("consent")) else {
         return s;
     };
     if let Some(Value::Object(gcm)) = consent.get("googleConsentMode") {
-        let granted = |k: &str| gcm.get(k).and_then(Value::as_str).map(|v| v == "granted");
-        s.analytics = granted("analytics_storage");
-        s.marketing = match (granted("ad_storage"), granted("ad_user_data")) {
-            (Some(a), Some(b)) => Some(a && b),
-            (a, b) => a.or(b),
-        };
-        s.personalization = granted("ad_personalization");
+        let state = |k: &str| gcm.get(k).and_then(Value::as_str).and_then(gcm_state);
+        s = from_gcm(
+            state("analytics_storage"),
+            state("ad_storage"),
+            state("ad_user_data"),
+            state("ad_personalization"),
+        );
     }
     if let Some(Value::Object(prefs)) = consent.get("categoryPreferences") {
         for (k, v) in prefs {
-            let Some(v) = v.as_bool() else { continue };
-            match k.to_ascii_lowercase().as_str() {
-                "analytics" => s.analytics = Some(v),
-                "marketing" | "advertising" => s.marketing = Some(v),
-                "personalization" | "functional" => s.personalization = Some(v),
-                _ => {}
+            if let (Some(v), Some(c)) = (v.as_bool(), category(k)) {
+                s.set(c, v);
             }
         }
     }
     s
 }
 
-/// The categories an event is stored under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Decision {
-    pub analytics: bool,
-    pub marketing: bool,
-    pub personalization: bool,
-    pub gpc: bool,
-}
-
-impl Decision {
-    /// Whether the event may be stored at all.
-    pub fn store(&self) -> bool {
-        self.analytics
-    }
-
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("necessary".into(), true.into());
-        m.insert("analytics".into(), self.analytics.into());
-        m.insert("marketing".into(), self.marketing.into());
-        m.insert("personalization".into(), self.personalization.into());
-        Value::Object(m)
-    }
-}
-
-/// Applies the source's policy and GPC to a snapshot.
-pub fn decide(s: Snapshot, policy: ConsentPolicy, gpc: bool) -> Decision {
-    let default = policy == ConsentPolicy::OptOut;
-    Decision {
-        analytics: s.analytics.unwrap_or(default),
-        marketing: !gpc && s.marketing.unwrap_or(default),
-        personalization: s.personalization.unwrap_or(default),
-        gpc,
-    }
-}
-
-/// Whether a track event is a consent record.
-pub fn is_consent_event(event: Option<&str>) -> bool {
-    event.is_some_and(|e| CONSENT_EVENTS.contains(&e))
+/// A decision as the `categoryPreferences` object stored beside an event.
+pub fn to_json(d: &Decision) -> Value {
+    let mut m = Map::new();
+    m.insert("necessary".into(), true.into());
+    m.insert("analytics".into(), d.analytics.into());
+    m.insert("marketing".into(), d.marketing.into());
+    m.insert("personalization".into(), d.personalization.into());
+    Value::Object(m)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::ConsentPolicy;
     use serde_json::json;
 
     fn snap(v: Value) -> Snapshot {

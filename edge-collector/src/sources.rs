@@ -27,19 +27,9 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use tracking_plan::Plan;
 
-/// How a source treats an event that carries no consent snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-pub enum ConsentPolicy {
-    /// Fail closed: an event is stored only if its snapshot grants analytics. The
-    /// default, and the only lawful choice for browsers in the EU.
-    #[default]
-    #[serde(rename = "opt-in")]
-    OptIn,
-    /// Consent is assumed unless the snapshot denies it (servers, or regions without
-    /// prior-consent rules). A snapshot that denies analytics is still enforced.
-    #[serde(rename = "opt-out")]
-    OptOut,
-}
+/// How a source treats an event that carries no consent snapshot (`opt-in`, the
+/// default, or `opt-out`): the rule the SDK applies too.
+pub use tracking_plan::consent::Policy as ConsentPolicy;
 
 /// Where a source's clean events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -559,11 +559,13 @@ impl<R: Random> Engine<R> {
     }
 
     /// Rewrites the chunks that held events just removed from the queue.
-    fn rewrite(&mut self, mut chunks: Vec<Rc<str>>) {
-        chunks.sort();
-        chunks.dedup();
-        for c in &chunks {
-            self.write_chunk(c);
+    fn rewrite(&mut self, chunks: Vec<Rc<str>>) {
+        let mut done: Vec<Rc<str>> = Vec::new();
+        for c in chunks {
+            if !done.contains(&c) {
+                self.write_chunk(&c);
+                done.push(c);
+            }
         }
     }
 
@@ -673,7 +675,7 @@ impl<R: Random> Engine<R> {
             }
         }
         let mut t = String::with_capacity(ctx.len() + snap.len() + 12);
-        t.push_str(&ctx[..ctx.len() - 1]);
+        t.push_str(ctx.get(..ctx.len() - 1).unwrap_or_default());
         t.push_str(",\"consent\":");
         t.push_str(&snap);
         t.push('}');
@@ -691,9 +693,9 @@ impl<R: Random> Engine<R> {
             }
         }
         let mut t = String::with_capacity(self.page.len() + own.len());
-        t.push_str(&self.page[..self.page.len() - 1]);
+        t.push_str(self.page.get(..self.page.len() - 1).unwrap_or_default());
         t.push(',');
-        t.push_str(&own[1..]);
+        t.push_str(own.get(1..).unwrap_or_default());
         let out: Rc<str> = Rc::from(t);
         self.unstamped = Some((self.page.clone(), own, out.clone()));
         out
@@ -721,9 +723,9 @@ impl<R: Random> Engine<R> {
     }
 
     /// Records an event: `name` the event, page or screen name, group id or previous
-    /// id; `body` the properties or traits as JSON text (`JSON.stringify` of the page's
-    /// object; anything but an object is left out). Returns false when it was not kept
-    /// (over 32 KB, not JSON, or analytics denied).
+    /// id; `body` the properties or traits as the JSON text of an object (what
+    /// `JSON.stringify` made of the page's object). Returns false when it was not kept
+    /// (over 32 KB, not a JSON object, or analytics denied).
     pub fn record(&mut self, kind: Kind, name: Option<&str>, body: Option<&str>, now: u64) -> bool {
         self.record_as(kind, name, body, now, false)
     }
@@ -798,7 +800,10 @@ impl<R: Random> Engine<R> {
             e.push(',');
             push_field(&mut e, kind.name_field(), n);
         }
-        if let Some(b) = body.filter(|b| b.starts_with('{')) {
+        if let Some(b) = body {
+            if !b.starts_with('{') {
+                return None;
+            }
             let clean = json_text::scrub(b, FieldKind::Other, Some(&self.o.country)).ok()?;
             e.push_str(",\"");
             e.push_str(kind.body_field());

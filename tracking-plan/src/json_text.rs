@@ -41,7 +41,7 @@ pub fn scrub(text: &str, field: FieldKind, country: Option<&str>) -> Result<Opti
     let mut copied = 0;
     let mut i = 0;
     let mut values = 0usize;
-    let mut replace = |out: &mut String, copied: &mut usize, start: usize, end: usize, with: &str| {
+    let replace = |out: &mut String, copied: &mut usize, start: usize, end: usize, with: &str| {
         out.push_str(text.get(*copied..start).unwrap_or_default());
         push_str(out, with);
         *copied = end;

@@ -70,7 +70,7 @@ pub fn apply_consent(m: &mut Message, decision: &Decision) {
         .entry("consent")
         .or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(c) = c {
-        c.insert("enforced".into(), decision.to_json());
+        c.insert("enforced".into(), crate::consent::to_json(decision));
         if decision.gpc {
             c.insert("gpc".into(), true.into());
         }

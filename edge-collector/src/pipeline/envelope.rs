@@ -12,9 +12,8 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use tracking_plan::MessageType;
 
-/// Segment's limits: 32 KB per message, 500 KB per request.
-pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
-pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+/// Segment's limits, shared with the SDK: 32 KB per message, 500 KB per request.
+pub use tracking_plan::limits::{MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
 
 /// Which ingestion endpoint was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use tracking_plan::pii::Finding;
 use tracking_plan::{Message, MessageType, RawPiiPolicy};
 
 /// Longest messageId kept; longer ones are quarantined (they are dedup keys).
-pub const MAX_MESSAGE_ID_LEN: usize = 200;
+pub use tracking_plan::limits::MAX_MESSAGE_ID_LEN;
 
 pub fn shape(m: &Message) -> Result<MessageType, Reason> {
     let kind = m.check_shape().map_err(|e| shape_reason(&e))?;

@@ -1,0 +1,854 @@
+//! The browser adapter: reads the page, applies the engine's storage operations, sends
+//! the batches it builds under a cross-tab Web Lock, reports each response back, and
+//! wires timers and page events, all through `web-sys`. It decides nothing: what to
+//! keep, send, retry or forget is the engine's (`engine.rs`).
+//!
+//! The API is exported through `wasm-bindgen`; `js/sightline.js` maps the public object
+//! (`window.sightline`) onto these exports and installs the page hooks.
+
+use crate::engine::{self, Engine, Facts, GcmCommand, Kind, Next, Op, Options, Random};
+use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
+use std::cell::RefCell;
+use std::future::Future;
+use tracking_plan::consent::{Choice, Policy};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
+use web_sys::{LockOptions, RequestCredentials, RequestInit, Response, Storage, VisibilityState};
+
+const LOCK: &str = "sightline-send";
+const TAB_LOCK: &str = "sightline-tab-";
+
+/// Random bytes from `crypto.getRandomValues`, 1 KB at a time: one call into the
+/// browser per 64 ids instead of one per id.
+struct Pool {
+    buf: [u8; 1024],
+    at: usize,
+}
+
+impl Random for Pool {
+    fn fill(&mut self, out: &mut [u8]) {
+        for b in out {
+            if self.at == self.buf.len() {
+                if let Some(c) = web_sys::window().and_then(|w| w.crypto().ok()) {
+                    let _ = c.get_random_values_with_u8_array(&mut self.buf);
+                }
+                self.at = 0;
+            }
+            *b = self.buf[self.at];
+            self.at += 1;
+        }
+    }
+}
+
+struct Sdk {
+    engine: Engine<Pool>,
+    store: Option<Storage>,
+    /// The collector's batch endpoint, and its root.
+    url: String,
+    root: String,
+    write_key: String,
+    debug: bool,
+    timer: Option<i32>,
+    sending: bool,
+    /// `flush()` promises waiting for the queue to empty.
+    waiters: Vec<Function>,
+    apply_queued: bool,
+    /// What the page facts were last read from (URL, title, referrer).
+    seen: String,
+    referrer: String,
+    statics: Facts,
+    /// Analytics was granted at the last call (a revocation clears the cookie).
+    analytics: bool,
+    /// The path and query, and URL, of the last page view (SPA navigations).
+    spa_at: String,
+    spa_url: String,
+    auto_page: bool,
+    spa: bool,
+    /// Callbacks made once: the send timer, the end-of-task storage write.
+    on_timer: Function,
+    on_apply: Function,
+}
+
+thread_local! {
+    static SDK: RefCell<Option<Sdk>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the SDK, or does nothing when it is not started or already busy (a
+/// page getter or `toJSON` that calls the SDK back while it works).
+fn with<T>(f: impl FnOnce(&mut Sdk) -> T) -> Option<T> {
+    SDK.with(|s| s.try_borrow_mut().ok()?.as_mut().map(f))
+}
+
+fn win() -> web_sys::Window {
+    // The SDK runs only in a page (start() checks).
+    web_sys::window().unwrap_throw()
+}
+
+fn now() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+fn get(o: &JsValue, k: &str) -> JsValue {
+    Reflect::get(o, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// A call argument as text (`String(v)` for strings, numbers and booleans), or `None`
+/// for undefined, null and objects.
+fn text(v: &JsValue) -> Option<String> {
+    if let Some(s) = v.as_string() {
+        return Some(s);
+    }
+    if let Some(n) = v.as_f64() {
+        return JSON::stringify(&JsValue::from_f64(n)).ok().map(String::from);
+    }
+    v.as_bool().map(|b| String::from(if b { "true" } else { "false" }))
+}
+
+/// A flag from the config: absent is `default`, `false`/`"false"` is false.
+fn flag(cfg: &JsValue, k: &str, default: bool) -> bool {
+    let v = get(cfg, k);
+    match (v.as_bool(), v.as_string()) {
+        (Some(b), _) => b,
+        (_, Some(s)) => s != "false",
+        _ => default,
+    }
+}
+
+/// The properties or traits argument: `JSON.stringify` of a plain object (done before
+/// the SDK is borrowed: a `toJSON` may call back), `Some("")` for one that cannot be
+/// serialized (a cycle, a BigInt: the engine refuses and counts it), `None` otherwise.
+fn body(v: &JsValue) -> Option<String> {
+    if !v.is_object() || Array::is_array(v) {
+        return None;
+    }
+    Some(JSON::stringify(v).ok().and_then(|s| s.as_string()).unwrap_or_default())
+}
+
+fn warn(a: &str, b: &JsValue) {
+    web_sys::console::warn_3(&JsValue::from_str("[sightline]"), &JsValue::from_str(a), b);
+}
+
+fn storage() -> Option<Storage> {
+    // Probed without writing (opt-in means no write at all before consent); a write
+    // that fails later is handled where it happens.
+    let s = win().local_storage().ok()??;
+    s.get_item(engine::K_ANON).ok()?;
+    Some(s)
+}
+
+fn stored_keys(s: &Storage) -> Vec<String> {
+    let n = s.length().unwrap_or(0);
+    let mut out: Vec<String> = Vec::new();
+    for k in (0..n).filter_map(|i| s.key(i).ok().flatten()) {
+        if k.starts_with("sl_") {
+            // In time order (keys start with the time). An insertion into a sorted list:
+            // tens of keys, and `sort()` brought 8 KB of the standard sorts into the wasm.
+            let at = out.partition_point(|x| *x < k);
+            out.insert(at, k);
+        }
+    }
+    out
+}
+
+fn has_locks() -> bool {
+    Reflect::has(&win().navigator(), &JsValue::from_str("locks")).unwrap_or(false)
+}
+
+/// Starts the SDK with the page's config (the snippet's `data-*` attributes and
+/// `init()`'s object). Returns false when there is no write key yet.
+#[wasm_bindgen]
+pub fn start(cfg: JsValue) -> bool {
+    let Some(write_key) = text(&get(&cfg, "writeKey")).filter(|k| !k.is_empty()) else {
+        return false;
+    };
+    if web_sys::window().is_none() || SDK.with(|s| s.borrow().is_some()) {
+        return false;
+    }
+    let w = win();
+    let nav = w.navigator();
+    let store = storage();
+    let country = text(&get(&cfg, "country")).unwrap_or_else(|| "US".into()).to_ascii_uppercase();
+    let gpc = get(&nav, "globalPrivacyControl").as_bool() == Some(true);
+    let policy = match text(&get(&cfg, "consent")).as_deref() {
+        Some("opt-out") => Policy::OptOut,
+        _ => Policy::OptIn,
+    };
+    let o = Options {
+        write_key: write_key.clone(),
+        policy,
+        storage: store.is_some(),
+        gpc,
+        country,
+    };
+    let mut engine = Engine::new(o, Pool { buf: [0; 1024], at: 1024 });
+    let mut had_id = false;
+    if let Some(s) = &store {
+        for k in stored_keys(s) {
+            had_id |= k == engine::K_ANON;
+            engine.restore(&k, &s.get_item(&k).ok().flatten().unwrap_or_default());
+        }
+    }
+    engine.start();
+    let root = text(&get(&cfg, "endpoint")).unwrap_or_default().trim_end_matches('/').to_string();
+    let screen = w.screen().ok();
+    let statics = Facts {
+        locale: nav.language(),
+        user_agent: nav.user_agent().unwrap_or_default(),
+        screen: screen.map(|s| {
+            let density = JSON::stringify(&JsValue::from_f64(w.device_pixel_ratio())).ok().map(String::from);
+            (
+                s.width().unwrap_or(0).max(0) as u32,
+                s.height().unwrap_or(0).max(0) as u32,
+                density.unwrap_or_default(),
+            )
+        }),
+        ..Facts::default()
+    };
+    let location = w.location();
+    let href = location.href().unwrap_or_default();
+    let at = String::from(location.pathname().unwrap_or_default()) + &location.search().unwrap_or_default();
+    let on_timer = Closure::<dyn FnMut()>::new(|| {
+        with(|s| s.timer = None);
+        send();
+    })
+    .into_js_value()
+    .unchecked_into();
+    let on_apply = Closure::<dyn FnMut()>::new(|| {
+        with(|s| {
+            s.apply_queued = false;
+            s.apply();
+        });
+    })
+    .into_js_value()
+    .unchecked_into();
+    let analytics = engine.consent().analytics;
+    let tab = engine.tab.to_string();
+    SDK.with(|s| {
+        *s.borrow_mut() = Some(Sdk {
+            engine,
+            store,
+            url: root.clone() + "/v1/batch",
+            root,
+            write_key,
+            debug: {
+                let d = get(&cfg, "debug");
+                d.as_bool() == Some(true) || d.as_string().as_deref() == Some("true")
+            },
+            timer: None,
+            sending: false,
+            waiters: Vec::new(),
+            apply_queued: false,
+            seen: String::new(),
+            referrer: w.document().map(|d| d.referrer()).unwrap_or_default(),
+            statics,
+            analytics,
+            spa_at: at,
+            spa_url: href,
+            auto_page: flag(&cfg, "autoPage", true),
+            spa: flag(&cfg, "spa", true),
+            on_timer,
+            on_apply,
+        })
+    });
+    if has_locks() {
+        // Each tab holds a lock named after it for as long as it lives. Events stored by
+        // a tab that is gone (a reload, a closed tab) are adopted by whichever tab takes
+        // its lock first; a live tab's events are left to it.
+        spawn_local(async move {
+            hold(TAB_LOCK.to_string() + &tab, false).await;
+        });
+    }
+    listen("visibilitychange", || {
+        if win().document().map(|d| d.visibility_state()) == Some(VisibilityState::Hidden) {
+            send();
+        }
+    });
+    listen("pagehide", unload);
+    listen("online", send);
+    timezone();
+    // A visitor whose script storage was cleared (Safari caps it at 7 days) gets back
+    // the id of the collector's HttpOnly first-party cookie, once consent allows. Not
+    // awaited: the collector joins the cookie's id and this page's id anyway.
+    if let Some(root) = with(|s| (!had_id && s.store.is_some() && s.engine.consent().analytics).then(|| s.root.clone())).flatten() {
+        spawn_local(async move {
+            let Some(r) = fetch(&(root + "/v1/id"), None, false).await else { return };
+            let Some(json) = r.json().ok() else { return };
+            let v = JsFuture::from(json).await.unwrap_or(JsValue::UNDEFINED);
+            if let Some(id) = get(&v, "anonymousId").as_string() {
+                with(|s| {
+                    s.engine.adopt(&id);
+                    s.apply();
+                });
+            }
+        });
+    }
+    with(Sdk::apply);
+    true
+}
+
+/// After the calls queued before load were replayed: the automatic page view, and
+/// the first send. Returns whether SPA navigations are to be watched.
+#[wasm_bindgen]
+pub fn begin() -> bool {
+    let Some((auto_page, spa, foreign)) = with(|s| (s.auto_page, s.spa, !s.engine.foreign_tabs().is_empty())) else {
+        return false;
+    };
+    if auto_page {
+        page(JsValue::UNDEFINED, JsValue::UNDEFINED);
+    }
+    if foreign {
+        send();
+    } else {
+        with(Sdk::schedule);
+    }
+    spa
+}
+
+fn listen(event: &str, f: fn()) {
+    let cb = Closure::<dyn FnMut()>::new(f).into_js_value();
+    let _ = win().add_event_listener_with_callback(event, cb.unchecked_ref());
+}
+
+/// The IANA time zone: Temporal answers at once; Intl's first use costs about 40 ms of
+/// main thread in Chromium, so without Temporal it is read when the page is idle.
+fn timezone() {
+    let w = win();
+    let temporal = get(&get(&w, "Temporal"), "Now");
+    if let Some(f) = get(&temporal, "timeZoneId").dyn_ref::<Function>() {
+        if let Some(tz) = f.call0(&temporal).ok().and_then(|v| v.as_string()) {
+            with(|s| s.statics.timezone = Some(tz));
+            return;
+        }
+    }
+    let cb = Closure::once_into_js(|| {
+        let f = js_sys::Intl::DateTimeFormat::new(&Array::new(), &Object::new());
+        let tz = get(&f.resolved_options(), "timeZone").as_string();
+        with(|s| {
+            s.statics.timezone = tz;
+            s.seen.clear();
+        });
+    });
+    if w.request_idle_callback(cb.unchecked_ref()).is_err() {
+        let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(cb.unchecked_ref(), 0);
+    }
+}
+
+impl Sdk {
+    /// The page's facts, read again when the URL, title or referrer changed; the time.
+    fn sync(&mut self) -> u64 {
+        let w = win();
+        let loc = w.location();
+        let href = loc.href().unwrap_or_default();
+        let title = w.document().map(|d| d.title()).unwrap_or_default();
+        let key = href.clone() + "\n" + &title + "\n" + &self.referrer;
+        if key != self.seen {
+            self.seen = key;
+            let facts = Facts {
+                path: loc.pathname().unwrap_or_default(),
+                referrer: self.referrer.clone(),
+                search: loc.search().unwrap_or_default(),
+                title,
+                url: href,
+                ..self.statics.clone()
+            };
+            self.engine.set_page(&facts);
+        }
+        now()
+    }
+
+    /// Applies the engine's storage operations. A chunk the quota refuses lives on in
+    /// memory (the engine counts it); nothing throws into the page.
+    fn apply(&mut self) {
+        let ops = self.engine.take_ops();
+        let Some(s) = &self.store else { return };
+        for op in ops {
+            match op {
+                Op::Set(k, v) => {
+                    if s.set_item(&k, &v).is_err() && k.starts_with(engine::EVENT_PREFIX) {
+                        self.engine.not_persisted(&k);
+                    }
+                }
+                Op::Remove(k) => {
+                    let _ = s.remove_item(&k);
+                }
+            }
+        }
+    }
+
+    /// Storage is written at the end of the current task: a burst of calls becomes a
+    /// few chunk writes.
+    fn apply_soon(&mut self) {
+        if !self.apply_queued {
+            self.apply_queued = true;
+            win().queue_microtask(&self.on_apply);
+        }
+    }
+
+    fn schedule(&mut self) {
+        match self.engine.delay() {
+            None if !self.sending => self.settle(),
+            Some(ms) if self.timer.is_none() && !self.sending => {
+                self.timer = win()
+                    .set_timeout_with_callback_and_timeout_and_arguments_0(&self.on_timer, ms as i32)
+                    .ok();
+            }
+            _ => {}
+        }
+    }
+
+    fn settle(&mut self) {
+        let stats = serde_wasm_bindgen::to_value(&self.engine.stats()).unwrap_or(JsValue::UNDEFINED);
+        for r in std::mem::take(&mut self.waiters) {
+            let _ = r.call1(&JsValue::NULL, &stats);
+        }
+    }
+
+    /// After an API call: a revocation clears the cookie; storage is written at the end
+    /// of the task; a send is scheduled.
+    fn after(&mut self, kept: bool) {
+        let now = self.engine.consent().analytics;
+        if self.analytics && !now {
+            forget_cookie(&self.root, &self.write_key);
+        }
+        self.analytics = now;
+        self.apply_soon();
+        if !kept && self.debug {
+            warn("event not kept (over 32 KB, not serializable, or consent denied)", &JsValue::UNDEFINED);
+        }
+        self.schedule();
+    }
+}
+
+/// reset() and an analytics revocation clear the collector's HttpOnly cookie (script
+/// cannot): the collector answers `Set-Cookie: sl_aid=; Max-Age=0` and retires the id.
+fn forget_cookie(root: &str, write_key: &str) {
+    let mut body = String::from("{\"writeKey\":");
+    tracking_plan::json_text::push_str(&mut body, write_key);
+    body.push('}');
+    let url = root.to_string() + "/v1/reset";
+    spawn_local(async move {
+        fetch(&url, Some(&body), true).await;
+    });
+}
+
+/// A POST (with `body`) or GET to the collector; `None` on a network failure.
+async fn fetch(url: &str, body: Option<&str>, keepalive: bool) -> Option<Response> {
+    let init = RequestInit::new();
+    init.set_credentials(RequestCredentials::SameOrigin);
+    if let Some(b) = body {
+        init.set_method("POST");
+        init.set_body(&JsValue::from_str(b));
+        // RequestInit's `keepalive` is not in web-sys's bindings yet.
+        let _ = Reflect::set(&init, &"keepalive".into(), &JsValue::from_bool(keepalive));
+        let headers = Object::new();
+        let _ = Reflect::set(&headers, &"content-type".into(), &"text/plain".into());
+        init.set_headers(&headers);
+    }
+    let r = JsFuture::from(win().fetch_with_str_and_init(url, &init)).await.ok()?;
+    r.dyn_into::<Response>().ok()
+}
+
+/// Sends the next batch, under the cross-tab lock when the browser has Web Locks.
+fn send() {
+    let go = with(|s| {
+        if s.sending {
+            return false;
+        }
+        if let Some(t) = s.timer.take() {
+            win().clear_timeout_with_handle(t);
+        }
+        s.sending = true;
+        true
+    });
+    if go != Some(true) {
+        return;
+    }
+    spawn_local(async {
+        let next = if has_locks() { under_lock(LOCK, attempt()).await } else { attempt().await };
+        with(|s| {
+            s.sending = false;
+            match next {
+                Some(ms) => {
+                    s.settle();
+                    s.timer = win()
+                        .set_timeout_with_callback_and_timeout_and_arguments_0(&s.on_timer, ms as i32)
+                        .ok();
+                }
+                None => s.schedule(),
+            }
+        });
+    });
+}
+
+/// Runs `f` holding the Web Lock `name` (one tab sends at a time).
+async fn under_lock(name: &str, f: impl Future<Output = Option<f64>> + 'static) -> Option<f64> {
+    let cb = Closure::once_into_js(move |_lock: JsValue| -> Promise {
+        future_to_promise(async move { Ok(JsValue::from_f64(f.await.unwrap_or(-1.0))) })
+    });
+    let p = win().navigator().locks().request(name, cb.unchecked_ref());
+    let v = JsFuture::from(p).await.ok()?;
+    v.as_f64().filter(|n| *n >= 0.0)
+}
+
+/// Takes the Web Lock `name` and keeps it for the page's life; false when
+/// `if_available` and another tab holds it.
+async fn hold(name: String, if_available: bool) -> bool {
+    let p = Promise::new(&mut |resolve, _| {
+        let cb = Closure::once_into_js(move |lock: JsValue| -> JsValue {
+            let got = !lock.is_null();
+            let _ = resolve.call1(&JsValue::NULL, &JsValue::from_bool(got));
+            if got {
+                Promise::new(&mut |_, _| {}).into()
+            } else {
+                JsValue::UNDEFINED
+            }
+        });
+        let opts = LockOptions::new();
+        opts.set_if_available(if_available);
+        let _ = win().navigator().locks().request_with_options(&name, &opts, cb.unchecked_ref());
+    });
+    JsFuture::from(p).await.map(|v| v.is_truthy()).unwrap_or(false)
+}
+
+/// Adopts the events of tabs that are gone (their lock is free), lets go of the others.
+async fn adopt() {
+    let tabs = with(|s| s.engine.foreign_tabs()).unwrap_or_default();
+    for t in tabs {
+        let gone = !has_locks() || hold(TAB_LOCK.to_string() + &t, true).await;
+        with(|s| if gone { s.engine.adopt_tab(&t) } else { s.engine.forget_tab(&t) });
+    }
+}
+
+/// One batch: built under the lock (dropping events another tab already sent), sent,
+/// and its response reported to the engine. Returns the delay before a retry.
+async fn attempt() -> Option<f64> {
+    adopt().await;
+    let hidden = win().document().map(|d| d.visibility_state()) == Some(VisibilityState::Hidden);
+    let (body, url, debug) = with(|s| {
+        let present = match &s.store {
+            Some(st) if s.engine.needs_present() => Some(stored_keys(st)),
+            _ => None,
+        };
+        let b = s.engine.batch(now(), engine::MAX_BATCH_BYTES, present.as_deref());
+        s.apply();
+        b.map(|b| (b, s.url.clone(), s.debug))
+    })??;
+    // `keepalive` only once the page is hidden (it may be closed next): Chromium holds
+    // each keepalive request about 0.5 s (measured). A batch cut off by the page going
+    // away stays stored and leaves with the next page.
+    let r = fetch(&url, Some(&body), hidden && body.len() < engine::UNLOAD_BYTES).await;
+    let status = r.as_ref().map_or(0, |r| r.status());
+    let retry_after = r
+        .as_ref()
+        .and_then(|r| r.headers().get("retry-after").ok().flatten())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    // Verdicts are read only when something may need saying.
+    let mut res = JsValue::UNDEFINED;
+    if let Some(r) = r.filter(|r| debug || !r.ok()) {
+        if let Ok(p) = r.json() {
+            res = JsFuture::from(p).await.unwrap_or(JsValue::UNDEFINED);
+        }
+    }
+    let next = with(|s| {
+        let n = s.engine.done(status, retry_after);
+        s.apply();
+        report(s.debug, status, &res);
+        n
+    })?;
+    match next {
+        Next::Retry(ms) => Some(ms),
+        Next::Now | Next::Refused => None,
+    }
+}
+
+/// Says in the console what the collector refused (and, in debug mode, what it
+/// quarantined or accepted with warnings).
+fn report(debug: bool, status: u16, res: &JsValue) {
+    if (400..500).contains(&status) && status != 429 {
+        warn("batch refused", &get(res, "error"));
+    }
+    let results = get(res, "results");
+    if !debug || !Array::is_array(&results) {
+        return;
+    }
+    for r in Array::from(&results).iter() {
+        let st = get(&r, "status").as_string().unwrap_or_default();
+        if st == "quarantined" || st == "refused" {
+            warn(&(String::from("event ") + &st), &r);
+        } else if !get(&r, "warnings").is_undefined() {
+            warn("event accepted with warnings", &r);
+        }
+    }
+}
+
+/// The page is going away: what is left goes in one keepalive request within the 64 KB
+/// budget. Offline, it stays in storage for the next page.
+fn unload() {
+    let out = with(|s| {
+        s.apply();
+        if s.sending || !win().navigator().on_line() {
+            return None;
+        }
+        let b = s.engine.unload_batch(now());
+        s.apply();
+        b.map(|b| (b, s.url.clone()))
+    })
+    .flatten();
+    if let Some((body, url)) = out {
+        spawn_local(async move {
+            fetch(&url, Some(&body), true).await;
+        });
+    }
+}
+
+fn record(kind: Kind, name: Option<String>, body: Option<String>) {
+    with(|s| {
+        let now = s.sync();
+        let kept = s.engine.record(kind, name.as_deref(), body.as_deref(), now);
+        s.after(kept);
+    });
+}
+
+#[wasm_bindgen]
+pub fn track(event: JsValue, props: JsValue) {
+    let b = body(&props).or_else(|| Some("{}".into()));
+    record(Kind::Track, Some(text(&event).unwrap_or_default()), b);
+}
+
+/// `page([name], [properties])`: the page's facts go in the properties, the call's own
+/// on top.
+#[wasm_bindgen]
+pub fn page(name: JsValue, props: JsValue) {
+    let (name, props) = if name.is_object() { (JsValue::UNDEFINED, name) } else { (name, props) };
+    let b = body(&props);
+    with(|s| {
+        let now = s.sync();
+        let loc = win().location();
+        let title = win().document().map(|d| d.title()).unwrap_or_default();
+        let mut p = String::from("{");
+        for (k, v) in [
+            ("path", loc.pathname().unwrap_or_default()),
+            ("referrer", s.referrer.clone()),
+            ("search", loc.search().unwrap_or_default()),
+            ("title", title),
+            ("url", loc.href().unwrap_or_default()),
+        ] {
+            if p.len() > 1 {
+                p.push(',');
+            }
+            tracking_plan::json_text::push_str(&mut p, k);
+            p.push(':');
+            tracking_plan::json_text::push_str(&mut p, &v);
+        }
+        match b.as_deref() {
+            Some("") => p.clear(),
+            Some(own) if own.len() > 2 => {
+                p.push(',');
+                p.push_str(own.get(1..).unwrap_or_default());
+            }
+            _ => p.push('}'),
+        }
+        let kept = s.engine.record(Kind::Page, text(&name).as_deref(), Some(&p), now);
+        s.after(kept);
+    });
+}
+
+#[wasm_bindgen]
+pub fn screen(name: JsValue, props: JsValue) {
+    let b = body(&props).or_else(|| Some("{}".into()));
+    record(Kind::Screen, Some(text(&name).unwrap_or_default()), b);
+}
+
+#[wasm_bindgen]
+pub fn group(id: JsValue, traits: JsValue) {
+    let b = body(&traits).or_else(|| Some("{}".into()));
+    record(Kind::Group, Some(text(&id).unwrap_or_default()), b);
+}
+
+/// `identify([userId], [traits])`.
+#[wasm_bindgen]
+pub fn identify(user: JsValue, traits: JsValue) {
+    let (user, traits) = if user.is_object() { (JsValue::UNDEFINED, user) } else { (user, traits) };
+    let b = body(&traits);
+    with(|s| {
+        let now = s.sync();
+        let kept = s.engine.identify(text(&user).as_deref(), b.as_deref(), now);
+        s.after(kept);
+    });
+}
+
+#[wasm_bindgen]
+pub fn alias(user: JsValue, previous: JsValue) {
+    with(|s| {
+        let now = s.sync();
+        let kept = s.engine.alias(&text(&user).unwrap_or_default(), text(&previous).as_deref(), now);
+        s.after(kept);
+    });
+}
+
+/// `softLogin({email, phone})`: the digests (sent as identify traits), or `{error}`.
+#[wasm_bindgen(js_name = softLogin)]
+pub fn soft_login(o: JsValue) -> JsValue {
+    let email = text(&get(&o, "email")).unwrap_or_default();
+    let phone = text(&get(&o, "phone")).unwrap_or_default();
+    let r = with(|s| {
+        let now = s.sync();
+        let r = s.engine.soft_login(&email, &phone, now);
+        s.after(true);
+        r
+    })
+    .unwrap_or_default();
+    if let Some(e) = &r.error {
+        warn("softLogin:", &JsValue::from_str(e));
+    }
+    serde_wasm_bindgen::to_value(&r).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// `consent.set({analytics, marketing, personalization, source})`: a category left out
+/// (or null) stays as it is.
+#[wasm_bindgen(js_name = consentSet)]
+pub fn consent_set(c: JsValue) {
+    let v = |k: &str| {
+        let x = get(&c, k);
+        (!x.is_null() && !x.is_undefined()).then(|| x.is_truthy())
+    };
+    let choice = Choice {
+        analytics: v("analytics"),
+        marketing: v("marketing"),
+        personalization: v("personalization"),
+    };
+    let source = text(&get(&c, "source")).unwrap_or_else(|| "sdk".into());
+    with(|s| {
+        let now = s.sync();
+        s.engine.set_consent(choice, &source, now);
+        s.after(true);
+    });
+}
+
+/// `consent.get()`: `{analytics, marketing, personalization, decided}` as applied.
+#[wasm_bindgen(js_name = consentGet)]
+pub fn consent_get() -> JsValue {
+    with(|s| serde_wasm_bindgen::to_value(&s.engine.consent()).ok())
+        .flatten()
+        .unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Google Consent Mode: the page's `dataLayer`, read again whenever a `consent`
+/// command is pushed.
+#[wasm_bindgen]
+pub fn gcm(layer: JsValue) {
+    if !Array::is_array(&layer) {
+        return;
+    }
+    // Read out of the page first (getters run before the SDK is borrowed).
+    let mut found: Vec<(bool, [Option<String>; 4])> = Vec::new();
+    for e in Array::from(&layer).iter() {
+        let (verb, state) = (get(&e, "1").as_string(), get(&e, "2"));
+        if get(&e, "0").as_string().as_deref() != Some("consent") || !state.is_object() {
+            continue;
+        }
+        let update = match verb.as_deref() {
+            Some("update") => true,
+            Some("default") => false,
+            _ => continue,
+        };
+        let s = |k: &str| get(&state, k).as_string();
+        found.push((update, [s("analytics_storage"), s("ad_storage"), s("ad_user_data"), s("ad_personalization")]));
+    }
+    let commands = found.iter().map(|(update, [a, ads, data, p])| GcmCommand {
+        update: *update,
+        analytics_storage: a.as_deref(),
+        ad_storage: ads.as_deref(),
+        ad_user_data: data.as_deref(),
+        ad_personalization: p.as_deref(),
+    });
+    if let Some(c) = engine::gcm_choice(commands) {
+        with(|s| {
+            let now = s.sync();
+            s.engine.consent_gcm(c, now);
+            s.after(true);
+        });
+    }
+}
+
+/// The IAB TCF's `addEventListener` callback.
+#[wasm_bindgen]
+pub fn tcf(tc: JsValue, ok: bool) {
+    let status = get(&tc, "eventStatus").as_string().unwrap_or_default();
+    if !ok || !engine::tcf_ready(&status) {
+        return;
+    }
+    let consents = get(&get(&tc, "purpose"), "consents");
+    let granted: Vec<bool> = (0..12).map(|n| Reflect::get_u32(&consents, n).is_ok_and(|v| v.is_truthy())).collect();
+    with(|s| {
+        let now = s.sync();
+        s.engine.consent_tcf(|p| granted.get(usize::from(p)).copied().unwrap_or(false), now);
+        s.after(true);
+    });
+}
+
+/// A history change (pushState, replaceState, popstate): a page view when the path or
+/// query changed.
+#[wasm_bindgen]
+pub fn navigated() {
+    let loc = win().location();
+    let at = loc.pathname().unwrap_or_default() + &loc.search().unwrap_or_default();
+    let moved = with(|s| {
+        if at == s.spa_at {
+            return false;
+        }
+        s.referrer = std::mem::replace(&mut s.spa_url, loc.href().unwrap_or_default());
+        s.spa_at = at;
+        true
+    });
+    if moved == Some(true) {
+        page(JsValue::UNDEFINED, JsValue::UNDEFINED);
+    }
+}
+
+/// A new visitor on this browser; the collector's cookie is cleared too.
+#[wasm_bindgen]
+pub fn reset() {
+    with(|s| {
+        s.engine.reset();
+        s.apply();
+        forget_cookie(&s.root, &s.write_key);
+    });
+}
+
+/// Sends everything queued; resolves with the stats once the queue is empty (or what
+/// is left must wait for a retry).
+#[wasm_bindgen]
+pub fn flush() -> Promise {
+    let p = Promise::new(&mut |resolve, _| {
+        if with(|s| s.waiters.push(resolve.clone())).is_none() {
+            let _ = resolve.call0(&JsValue::NULL);
+        }
+    });
+    send();
+    p
+}
+
+#[wasm_bindgen]
+pub fn debug(on: JsValue) {
+    with(|s| s.debug = on.is_undefined() || on.is_truthy());
+}
+
+#[wasm_bindgen(js_name = anonymousId)]
+pub fn anonymous_id() -> Option<String> {
+    with(|s| s.engine.anon().to_string())
+}
+
+#[wasm_bindgen(js_name = userId)]
+pub fn user_id() -> Option<String> {
+    with(|s| s.engine.user().map(str::to_string)).flatten()
+}
+
+#[wasm_bindgen]
+pub fn stats() -> JsValue {
+    with(|s| serde_wasm_bindgen::to_value(&s.engine.stats()).ok())
+        .flatten()
+        .unwrap_or(JsValue::UNDEFINED)
+}
