@@ -4,7 +4,7 @@
 #                                wasm bytes (gzip -9) and native events/s on one core
 #   scripts/bench.sh sdk         the browser SDK beside Segment, RudderStack, Snowplow,
 #                                PostHog and Jitsu in ../shared/peer-bench (same run),
-#                                plus the SDK's gzip -9 sizes
+#                                plus the SDK's gzip -9 sizes, the wasm's by crate
 #   scripts/bench.sh pii         the shared PII walker on adversarial strings of 7 KB,
 #                                70 KB and 700 KB: time per scrub and its growth (linear)
 #   scripts/bench.sh pipeline    the collector's core pipeline (every step, in-memory
@@ -62,7 +62,11 @@ bench_sdk() {
     total=$((total + n))
     printf '  %-16s %6s\n' "$f" "$n"
   done
-  printf '  %-16s %6s (budget 17000)\n' total "$total"
+  printf '  %-16s %6s (budget 29000)\n' total "$total"
+  # What each crate costs: the module again with its function names kept.
+  wasm-opt -Oz -g sdk-wasm/pkg/sdk_wasm_bg.wasm -o target/sightline-named.wasm
+  echo "sightline.wasm by crate (wasm-opt -Oz, names kept):"
+  node scripts/wasm-crates.mjs target/sightline-named.wasm
   # peer-bench lives outside the repository; it runs from a copy with its own packages.
   local src="${PEER_BENCH:-$ROOT/../shared/peer-bench}"
   local work="$ROOT/target/peer-bench"

@@ -7,7 +7,7 @@ cd "$ROOT"
 
 build_sdk() {
   echo "[build] sdk"
-  cargo build -q -p sdk-wasm --target wasm32-unknown-unknown --release
+  cargo build -q -p sdk-wasm --target wasm32-unknown-unknown --release --features no-std
   rm -rf sdk-wasm/pkg sdk-wasm/dist && mkdir -p sdk-wasm/dist
   wasm-bindgen --target web --no-typescript --out-dir sdk-wasm/pkg \
     target/wasm32-unknown-unknown/release/sdk_wasm.wasm

@@ -44,11 +44,14 @@ while (i < b.length) {
   }
   i = end;
 }
-const exported = /^[a-z][A-Za-z]*( externref shim)?$/;
 const crate = (n) => {
-  if (!n || exported.test(n)) return 'sdk_wasm';
+  if (!n) return '(unnamed)';
+  if (n.startsWith('__externref') || n.startsWith('__wbindgen')) return 'wasm_bindgen';
+  // The module's exports (and the bodies inlined into them) are the SDK's own.
+  if (!n.includes('::')) return 'sdk_wasm';
   const m = n.replace(/\[[0-9a-f]+\]/g, '').replace(/^[<&]+/, '').match(/^(?:_ZN\d+)?([A-Za-z_][A-Za-z0-9_]*)/);
   const c = m ? m[1] : n;
+  if (c.length === 1) return '(generic impls)';
   return ['core', 'alloc', 'std', '__rustc', 'char', 'str', 'i64', 'u64', 'usize'].includes(c) ? 'core/alloc/std' : c;
 };
 const groups = new Map();

@@ -6,14 +6,17 @@
 //! The API is exported through `wasm-bindgen`; `js/sightline.js` maps the public object
 //! (`window.sightline`) onto these exports and installs the page hooks.
 
-use crate::engine::{self, Engine, Facts, GcmCommand, Kind, Next, Op, Options, Random};
+use crate::engine::{self, ConsentState, Engine, Facts, GcmCommand, Kind, Next, Op, Options, Random, SoftLogin, Stats};
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::future::Future;
+use js_sys::futures::{future_to_promise, spawn_local, JsFuture};
 use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
-use std::cell::RefCell;
-use std::future::Future;
 use tracking_plan::consent::{Choice, Policy};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
 use web_sys::{LockOptions, RequestCredentials, RequestInit, Response, Storage, VisibilityState};
 
 const LOCK: &str = "sightline-send";
@@ -70,14 +73,65 @@ struct Sdk {
     on_apply: Function,
 }
 
-thread_local! {
-    static SDK: RefCell<Option<Sdk>> = const { RefCell::new(None) };
-}
+/// The SDK's one instance.
+struct Global(RefCell<Option<Sdk>>);
+// SAFETY: wasm32-unknown-unknown without threads: the SDK runs on one thread.
+unsafe impl Sync for Global {}
+static SDK: Global = Global(RefCell::new(None));
 
 /// Runs `f` on the SDK, or does nothing when it is not started or already busy (a
 /// page getter or `toJSON` that calls the SDK back while it works).
 fn with<T>(f: impl FnOnce(&mut Sdk) -> T) -> Option<T> {
-    SDK.with(|s| s.try_borrow_mut().ok()?.as_mut().map(f))
+    SDK.0.try_borrow_mut().ok()?.as_mut().map(f)
+}
+
+/// A plain JS object of these fields.
+fn object(fields: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in fields {
+        let _ = Reflect::set(&o, &JsValue::from_str(k), v);
+    }
+    o.into()
+}
+
+fn n(v: usize) -> JsValue {
+    JsValue::from_f64(v as f64)
+}
+
+fn stats_js(s: &Stats) -> JsValue {
+    object(&[
+        ("queued", n(s.queued)),
+        ("waiting", n(s.waiting)),
+        ("sent", n(s.sent)),
+        ("shed", n(s.shed)),
+        ("rejected", n(s.rejected)),
+        ("purged", n(s.purged)),
+        ("notPersisted", n(s.not_persisted)),
+    ])
+}
+
+fn consent_js(c: &ConsentState) -> JsValue {
+    object(&[
+        ("analytics", c.analytics.into()),
+        ("marketing", c.marketing.into()),
+        ("personalization", c.personalization.into()),
+        ("decided", c.decided.into()),
+    ])
+}
+
+fn soft_login_js(r: &SoftLogin) -> JsValue {
+    let o = Object::new();
+    for (k, v) in [
+        ("email_sha256", &r.email_sha256),
+        ("phone_sha256", &r.phone_sha256),
+        ("phone_sha256_meta", &r.phone_sha256_meta),
+        ("error", &r.error),
+    ] {
+        if let Some(v) = v {
+            let _ = Reflect::set(&o, &JsValue::from_str(k), &JsValue::from_str(v));
+        }
+    }
+    o.into()
 }
 
 fn win() -> web_sys::Window {
@@ -162,7 +216,7 @@ pub fn start(cfg: JsValue) -> bool {
     let Some(write_key) = text(&get(&cfg, "writeKey")).filter(|k| !k.is_empty()) else {
         return false;
     };
-    if web_sys::window().is_none() || SDK.with(|s| s.borrow().is_some()) {
+    if web_sys::window().is_none() || SDK.0.try_borrow().map_or(true, |s| s.is_some()) {
         return false;
     }
     let w = win();
@@ -190,7 +244,7 @@ pub fn start(cfg: JsValue) -> bool {
         }
     }
     engine.start();
-    let root = text(&get(&cfg, "endpoint")).unwrap_or_default().trim_end_matches('/').to_string();
+    let root = text(&get(&cfg, "endpoint")).unwrap_or_default().trim_end_matches('/').to_owned();
     let screen = w.screen().ok();
     let statics = Facts {
         locale: nav.language(),
@@ -223,9 +277,9 @@ pub fn start(cfg: JsValue) -> bool {
     .into_js_value()
     .unchecked_into();
     let analytics = engine.consent().analytics;
-    let tab = engine.tab.to_string();
-    SDK.with(|s| {
-        *s.borrow_mut() = Some(Sdk {
+    let tab = String::from(&*engine.tab);
+    if let Ok(mut s) = SDK.0.try_borrow_mut() {
+        *s = Some(Sdk {
             engine,
             store,
             url: root.clone() + "/v1/batch",
@@ -249,14 +303,14 @@ pub fn start(cfg: JsValue) -> bool {
             spa: flag(&cfg, "spa", true),
             on_timer,
             on_apply,
-        })
-    });
+        });
+    }
     if has_locks() {
         // Each tab holds a lock named after it for as long as it lives. Events stored by
         // a tab that is gone (a reload, a closed tab) are adopted by whichever tab takes
         // its lock first; a live tab's events are left to it.
         spawn_local(async move {
-            hold(TAB_LOCK.to_string() + &tab, false).await;
+            hold(TAB_LOCK.to_owned() + &tab, false).await;
         });
     }
     listen("visibilitychange", || {
@@ -398,8 +452,8 @@ impl Sdk {
     }
 
     fn settle(&mut self) {
-        let stats = serde_wasm_bindgen::to_value(&self.engine.stats()).unwrap_or(JsValue::UNDEFINED);
-        for r in std::mem::take(&mut self.waiters) {
+        let stats = stats_js(&self.engine.stats());
+        for r in core::mem::take(&mut self.waiters) {
             let _ = r.call1(&JsValue::NULL, &stats);
         }
     }
@@ -426,7 +480,7 @@ fn forget_cookie(root: &str, write_key: &str) {
     let mut body = String::from("{\"writeKey\":");
     tracking_plan::json_text::push_str(&mut body, write_key);
     body.push('}');
-    let url = root.to_string() + "/v1/reset";
+    let url = root.to_owned() + "/v1/reset";
     spawn_local(async move {
         fetch(&url, Some(&body), true).await;
     });
@@ -515,7 +569,7 @@ async fn hold(name: String, if_available: bool) -> bool {
 async fn adopt() {
     let tabs = with(|s| s.engine.foreign_tabs()).unwrap_or_default();
     for t in tabs {
-        let gone = !has_locks() || hold(TAB_LOCK.to_string() + &t, true).await;
+        let gone = !has_locks() || hold(TAB_LOCK.to_owned() + &t, true).await;
         with(|s| if gone { s.engine.adopt_tab(&t) } else { s.engine.forget_tab(&t) });
     }
 }
@@ -703,7 +757,7 @@ pub fn soft_login(o: JsValue) -> JsValue {
     if let Some(e) = &r.error {
         warn("softLogin:", &JsValue::from_str(e));
     }
-    serde_wasm_bindgen::to_value(&r).unwrap_or(JsValue::UNDEFINED)
+    soft_login_js(&r)
 }
 
 /// `consent.set({analytics, marketing, personalization, source})`: a category left out
@@ -730,9 +784,7 @@ pub fn consent_set(c: JsValue) {
 /// `consent.get()`: `{analytics, marketing, personalization, decided}` as applied.
 #[wasm_bindgen(js_name = consentGet)]
 pub fn consent_get() -> JsValue {
-    with(|s| serde_wasm_bindgen::to_value(&s.engine.consent()).ok())
-        .flatten()
-        .unwrap_or(JsValue::UNDEFINED)
+    with(|s| consent_js(&s.engine.consent())).unwrap_or(JsValue::UNDEFINED)
 }
 
 /// Google Consent Mode: the page's `dataLayer`, read again whenever a `consent`
@@ -799,7 +851,7 @@ pub fn navigated() {
         if at == s.spa_at {
             return false;
         }
-        s.referrer = std::mem::replace(&mut s.spa_url, loc.href().unwrap_or_default());
+        s.referrer = core::mem::replace(&mut s.spa_url, loc.href().unwrap_or_default());
         s.spa_at = at;
         true
     });
@@ -838,17 +890,15 @@ pub fn debug(on: JsValue) {
 
 #[wasm_bindgen(js_name = anonymousId)]
 pub fn anonymous_id() -> Option<String> {
-    with(|s| s.engine.anon().to_string())
+    with(|s| s.engine.anon().to_owned())
 }
 
 #[wasm_bindgen(js_name = userId)]
 pub fn user_id() -> Option<String> {
-    with(|s| s.engine.user().map(str::to_string)).flatten()
+    with(|s| s.engine.user().map(str::to_owned)).flatten()
 }
 
 #[wasm_bindgen]
 pub fn stats() -> JsValue {
-    with(|s| serde_wasm_bindgen::to_value(&s.engine.stats()).ok())
-        .flatten()
-        .unwrap_or(JsValue::UNDEFINED)
+    with(|s| stats_js(&s.engine.stats())).unwrap_or(JsValue::UNDEFINED)
 }

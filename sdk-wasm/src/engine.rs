@@ -10,8 +10,11 @@
 //! the storage operations this engine emits ([`Engine::take_ops`]), sends the batches it
 //! builds under a cross-tab Web Lock, and reports each response back.
 
-use serde::Serialize;
-use std::rc::Rc;
+use alloc::rc::Rc;
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
 use tracking_plan::campaign;
 use tracking_plan::consent::{self, Choice, Decision, Policy};
 use tracking_plan::identifiers::{self as idf, EmailVariant, PhoneVariant};
@@ -116,8 +119,7 @@ impl Kind {
 }
 
 /// Counters for the page (`sightline.stats()`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub queued: usize,
     pub waiting: usize,
@@ -129,7 +131,7 @@ pub struct Stats {
 }
 
 /// The consent as applied (`sightline.consent.get()`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsentState {
     pub analytics: bool,
     pub marketing: bool,
@@ -138,15 +140,11 @@ pub struct ConsentState {
 }
 
 /// What a soft login gives: the digests sent as identify traits, or why none could be.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SoftLogin {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub email_sha256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub phone_sha256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub phone_sha256_meta: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -256,7 +254,7 @@ impl Touch {
         let (a, b) = v.split_once('\n')?;
         let part = |t: &str| {
             (t.starts_with('{') && json_text::scrub(t, FieldKind::Other, None).is_ok())
-                .then(|| t.to_string())
+                .then(|| t.to_owned())
         };
         let t = Touch {
             campaign: part(a),
@@ -325,7 +323,7 @@ fn push_u64(out: &mut String, n: u64) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+    out.push_str(core::str::from_utf8(&buf[i..]).unwrap_or_default());
 }
 
 fn push_bool(out: &mut String, b: bool) {
@@ -489,7 +487,7 @@ impl<R: Random> Engine<R> {
             .into_uuid()
             .hyphenated()
             .encode_lower(&mut buf)
-            .to_string()
+            .to_owned()
     }
 
     fn random(&mut self) -> f64 {
@@ -512,11 +510,11 @@ impl<R: Random> Engine<R> {
     }
 
     fn set(&mut self, k: &str, v: String) {
-        self.ops.push(Op::Set(k.to_string(), v));
+        self.ops.push(Op::Set(k.to_owned(), v));
     }
 
     fn remove(&mut self, k: &str) {
-        self.ops.push(Op::Remove(k.to_string()));
+        self.ops.push(Op::Remove(k.to_owned()));
     }
 
     /// Writes an identifier or campaign value, when consent allows storage.
@@ -886,7 +884,7 @@ impl<R: Random> Engine<R> {
             self.first = self.strip_clicks(self.first.clone(), K_FIRST);
             self.last = self.strip_clicks(self.last.clone(), K_LAST);
         }
-        let held = std::mem::take(&mut self.waiting);
+        let held = core::mem::take(&mut self.waiting);
         if d.analytics {
             for w in held {
                 let stamped = self.stamp(&w.ctx);
@@ -943,12 +941,12 @@ impl<R: Random> Engine<R> {
     /// Takes back what an earlier page stored.
     pub fn restore(&mut self, key: &str, value: &str) {
         match key {
-            K_ANON if !value.is_empty() => self.anon = value.to_string(),
-            K_USER if !value.is_empty() => self.user = Some(value.to_string()),
+            K_ANON if !value.is_empty() => self.anon = value.to_owned(),
+            K_USER if !value.is_empty() => self.user = Some(value.to_owned()),
             K_SESSION => {
                 let (id, last) = value.split_once('.').unwrap_or((value, ""));
                 if !id.is_empty() {
-                    self.session = id.to_string();
+                    self.session = id.to_owned();
                     self.last_activity = last.parse().unwrap_or(0);
                     self.session_saved = self.last_activity;
                 }
@@ -960,7 +958,7 @@ impl<R: Random> Engine<R> {
                     marketing: tri(c.next()),
                     personalization: tri(c.next()),
                 };
-                self.source = value.get(4..).filter(|s| !s.is_empty()).unwrap_or("stored").to_string();
+                self.source = value.get(4..).filter(|s| !s.is_empty()).unwrap_or("stored").to_owned();
             }
             K_FIRST => self.first = Touch::restore(value),
             K_LAST => self.last = Touch::restore(value),
@@ -989,7 +987,7 @@ impl<R: Random> Engine<R> {
                     self.queue.push(Item {
                         key: Rc::from(k),
                         owner: owner.clone(),
-                        json: json.to_string(),
+                        json: json.to_owned(),
                         needs: d - b'0',
                         ctx: ctx.clone(),
                         stored_in: Some(chunk.clone()),
@@ -1016,7 +1014,7 @@ impl<R: Random> Engine<R> {
     /// Adopts the anonymous id of the collector's first-party cookie.
     pub fn adopt(&mut self, id: &str) {
         if !id.is_empty() && id != self.anon {
-            self.anon = id.to_string();
+            self.anon = id.to_owned();
             self.save(K_ANON, self.anon.clone());
         }
     }
@@ -1032,7 +1030,7 @@ impl<R: Random> Engine<R> {
     /// `s`, or its digest when it is an email or phone number (an id never carries raw
     /// PII).
     fn clean_id(&self, s: &str) -> String {
-        pii::scrub_text(s, Some(&self.o.country)).map_or_else(|| s.to_string(), |(c, _)| c)
+        pii::scrub_text(s, Some(&self.o.country)).map_or_else(|| s.to_owned(), |(c, _)| c)
     }
 
     pub fn identify(&mut self, user: Option<&str>, traits: Option<&str>, now: u64) -> bool {
@@ -1046,7 +1044,7 @@ impl<R: Random> Engine<R> {
 
     pub fn alias(&mut self, user: &str, previous: Option<&str>, now: u64) -> bool {
         let prev = previous
-            .map(str::to_string)
+            .map(str::to_owned)
             .or_else(|| self.user.clone())
             .unwrap_or_else(|| self.anon.clone());
         let u = self.clean_id(user);
@@ -1141,7 +1139,7 @@ impl<R: Random> Engine<R> {
         for c in &chunks {
             self.write_chunk(c);
         }
-        std::mem::take(&mut self.ops)
+        core::mem::take(&mut self.ops)
     }
 
     /// The adapter could not write chunk `key` (quota): its events live in this tab only.
