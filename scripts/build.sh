@@ -11,11 +11,14 @@ build_sdk() {
   rm -rf sdk-wasm/pkg sdk-wasm/dist && mkdir -p sdk-wasm/dist
   wasm-bindgen --target web --no-typescript --out-dir sdk-wasm/pkg \
     target/wasm32-unknown-unknown/release/sdk_wasm.wasm
-  wasm-opt -Oz --strip-debug --strip-producers --strip-target-features \
+  wasm-opt -Oz --converge --strip-debug --strip-producers --strip-target-features \
     sdk-wasm/pkg/sdk_wasm_bg.wasm -o sdk-wasm/dist/sightline.wasm
   # The glue's default wasm URL (import.meta.url) is never used: the shim passes the
-  # snippet's early fetch.
+  # snippet's early fetch. The banner is V8's compile hint: the whole script is compiled
+  # while it loads, not function by function on first call (about 3 ms less load+init
+  # in Chromium, measured; other browsers read a comment).
   esbuild sdk-wasm/js/sightline.js --bundle --minify --format=iife --target=es2020 \
+    --banner:js='//# allFunctionsCalledOnLoad' \
     --log-override:empty-import-meta=silent --log-level=warning --outfile=sdk-wasm/dist/sightline.js
   esbuild sdk-wasm/js/snippet.js --minify --target=es2015 --log-level=warning \
     --outfile=sdk-wasm/dist/snippet.min.js
