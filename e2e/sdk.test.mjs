@@ -395,6 +395,48 @@ test('Cyrillic and CJK text near the byte limits is delivered (sizes are UTF-8 b
   }
 });
 
+test('hostile arguments never throw into the page, are refused and counted, and leak no PII', async () => {
+  const { browser, page, errors } = await visit('/');
+  try {
+    await accept(page);
+    const out = await page.evaluate(() => {
+      const s = window.sightline;
+      const threw = [];
+      const call = (f) => { try { f(); } catch (e) { threw.push(String(e)); } };
+      const cyclic = { a: 1 };
+      cyclic.self = cyclic;
+      const before = s.stats().rejected;
+      call(() => s.track('Cycle', cyclic));
+      call(() => s.track('Big', { n: 10n }));
+      call(() => s.track('Getter', { get boom() { throw new Error('page getter'); } }));
+      // A toJSON that calls the SDK back while it serializes.
+      call(() => s.track('Reentrant', { toJSON() { s.track('Inner'); return { ok: 1 }; } }));
+      call(() => s.track(Symbol('x')));
+      call(() => s.track(42, 'not an object'));
+      call(() => s.identify({ email: 'eve@example.com' }));
+      call(() => s.page(null, [1, 2]));
+      call(() => s.consent.set(null));
+      call(() => s.softLogin(null));
+      call(() => s.track('Free Text', { note: 'call me on +33 6 12 34 56 78 or \ud800 eve@example.com' }));
+      return s.flush().then(() => ({ threw, rejected: s.stats().rejected - before, anon: s.anonymousId() }));
+    });
+    assert.deepEqual(out.threw, [], 'nothing throws into the page');
+    assert.ok(out.rejected >= 3, `cycle, BigInt and the throwing getter refused and counted (${out.rejected})`);
+    const stored = await eventually(async () => {
+      const r = await rows(`anonymous_id = '${out.anon}' and event = 'Free Text'`);
+      return r.length === 1 && r;
+    }, 20_000, 'the free-text event');
+    const p = JSON.parse(stored[0].payload).properties.note;
+    assert.ok(!p.includes('12 34 56') && !p.includes('eve@'), p);
+    const all = await rows(`anonymous_id = '${out.anon}'`);
+    assert.ok(all.some((r) => r.event === 'Reentrant'), 'the reentrant call kept its own event');
+    assert.ok(all.every((r) => !r.payload.includes('eve@example.com')));
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('a page whose CSP refuses WebAssembly: nothing breaks, calls are kept, one warning says why', async () => {
   const browser = await startBrowser();
   try {

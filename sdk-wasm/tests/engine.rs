@@ -547,6 +547,14 @@ fn gpc_denies_marketing_whatever_is_granted() {
     assert_eq!(page["context"]["campaign"]["source"], "x");
 }
 
+fn phones_written_in_groups_are_found_in_free_text() {
+    let mut e = engine(true);
+    e.record(Kind::Track, Some("Note"), Some(r#"{"text":"call +33 6 12 34 56 78 today","ref":"2026-11-24 12:30"}"#), T0);
+    let p = &all(&mut e)[0]["properties"];
+    assert_eq!(p["text"], format!("call {} today", sha256("+33612345678")));
+    assert_eq!(p["ref"], "2026-11-24 12:30", "a date is not a phone");
+}
+
 fn odd_input_never_panics() {
     let mut e = engine(true);
     for body in ["", "[1]", "{", "{\"a\":\"\\ud800\"}", "null", "{\"a\":1}}"] {
