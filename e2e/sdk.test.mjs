@@ -97,8 +97,9 @@ test('a reload in the middle of a queue loses nothing, offline or online', async
         const x = await rows(`anonymous_id = '${anon}' and event = '${name}'`);
         return x.length >= 20 && x;
       }, 20_000, name);
-      assert.equal(r.length, 20, name);
       const seen = r.map((x) => JSON.parse(x.payload).properties.i).sort((a, b) => a - b);
+      console.log(`reload (${name}): sent 20, stored ${r.length}, distinct ${new Set(seen).size}`);
+      assert.equal(r.length, 20, name);
       assert.deepEqual(seen, [...Array(20).keys()]);
     }
     assert.ok(api.length > 0);
@@ -142,6 +143,7 @@ test('two tabs sharing one queue never send the same event twice', async () => {
     await eventually(async () => (await a.evaluate(() => window.sightline.stats().queued)) === 0, 15_000, 'tab A empty');
     const sent = ids(delivered);
     const twice = sent.filter((id, i) => sent.indexOf(id) !== i);
+    console.log(`two tabs: sent 60, stored ${stored.length}, delivered by both tabs ${twice.length}`);
     if (twice.length) console.log(JSON.stringify(delivered.map((d) => ({ tab: d.tab, at: d.at, n: ids([d]).length, dups: ids([d]).filter((x) => twice.includes(x)).length, names: [...new Set(JSON.parse(d.body).batch.map((e) => e.event))] }))));
     assert.deepEqual(twice, [], 'no event was delivered by both tabs');
     assert.ok(sent.length >= 60);
@@ -173,6 +175,7 @@ test('offline then online delivers everything exactly once', async () => {
     }, 30_000, 'offline events');
     assert.equal(r.length, 15);
     const offline = verdicts.filter((v) => r.some((x) => x.message_id === v.messageId));
+    console.log(`offline: sent 15, stored ${r.length}, accepted answers ${offline.length}`);
     assert.equal(offline.length, 15, 'each delivered once');
     assert.ok(offline.every((v) => v.status === 'accepted'));
   } finally {
