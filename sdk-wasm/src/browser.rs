@@ -33,8 +33,13 @@ impl Random for Pool {
     fn fill(&mut self, out: &mut [u8]) {
         for b in out {
             if self.at == self.buf.len() {
-                if let Some(c) = web_sys::window().and_then(|w| w.crypto().ok()) {
-                    let _ = c.get_random_values_with_u8_array(&mut self.buf);
+                let c = web_sys::window().and_then(|w| w.crypto().ok());
+                if c.and_then(|c| c.get_random_values_with_u8_array(&mut self.buf).ok()).is_none() {
+                    // No CSPRNG (never seen in a browser that runs wasm): ids must still
+                    // differ between visitors.
+                    for x in self.buf.iter_mut() {
+                        *x = (js_sys::Math::random() * 256.0) as u8;
+                    }
                 }
                 self.at = 0;
             }
