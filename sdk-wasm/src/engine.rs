@@ -1307,18 +1307,13 @@ impl<R: Random> Engine<R> {
     }
 
     /// The page is going away: a last batch of what is not in flight, within the 64 KB
-    /// budget of requests that outlive the page. Its events leave this page's queue but
-    /// stay in storage: nobody learns whether a request made at unload arrived, so the
-    /// next page sends them again and the collector answers `duplicate` for those that
-    /// did (at least once, never lost).
+    /// budget of requests that outlive the page. Its events stay queued and stored:
+    /// nobody learns whether a request made at unload arrived, so they are sent again
+    /// (by the next page, or by this one if it comes back from the back/forward cache)
+    /// and the collector answers `duplicate` for those that did (at least once, never
+    /// lost).
     pub fn unload_batch(&mut self, now: u64) -> Option<String> {
-        let (body, picked) = self.build(now, UNLOAD_BYTES)?;
-        let mut at = 0;
-        self.queue.retain(|_| {
-            at += 1;
-            !picked.contains(&(at - 1))
-        });
-        Some(body)
+        self.build(now, UNLOAD_BYTES).map(|(body, _)| body)
     }
 
     pub fn stats(&self) -> Stats {

@@ -547,6 +547,28 @@ fn gpc_denies_marketing_whatever_is_granted() {
     assert_eq!(page["context"]["campaign"]["source"], "x");
 }
 
+fn events_handed_over_at_unload_stay_until_acknowledged() {
+    let mut e = engine(true);
+    for i in 0..3u64 {
+        e.record(Kind::Track, Some("Before Unload"), Some(&format!(r#"{{"i":{i}}}"#)), T0 + i);
+    }
+    let mut ops = e.take_ops();
+    let unload = events_of(&e.unload_batch(T0).unwrap());
+    assert_eq!(unload.len(), 3);
+    // The page comes back from the back/forward cache and goes on: the same events are
+    // sent again (same messageIds) and storage keeps them until the collector answers.
+    e.record(Kind::Track, Some("After Restore"), None, T0 + 10);
+    ops.extend(e.take_ops());
+    let stored: String = storage(&ops).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(stored.matches("Before Unload").count(), 3, "still stored");
+    let again = all(&mut e);
+    let ids = |v: &[Value]| {
+        v.iter().filter(|m| m["event"] == "Before Unload").map(|m| m["messageId"].clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&again), ids(&unload));
+    assert_eq!(e.stats().queued, 0, "acknowledged, then gone");
+}
+
 fn phones_written_in_groups_are_found_in_free_text() {
     let mut e = engine(true);
     e.record(Kind::Track, Some("Note"), Some(r#"{"text":"call +33 6 12 34 56 78 today","ref":"2026-11-24 12:30"}"#), T0);
