@@ -40,6 +40,10 @@ build_worker() {
   fi
   echo "[build] worker"
   (cd edge-collector && worker-build --release >/dev/null)
+  # worker-build keeps the function-name section (241 KB); what is deployed goes without.
+  wasm-opt --strip-debug --enable-bulk-memory --enable-reference-types --enable-sign-ext \
+    --enable-mutable-globals --enable-nontrapping-float-to-int --enable-multivalue \
+    --enable-exception-handling "$out" -o "$out"
 }
 
 case "${1:-all}" in

@@ -44,50 +44,11 @@ pub fn truncate_ip(ip: &str) -> Option<String> {
     }
 }
 
-/// A parsed user agent.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Agent {
-    pub browser: String,
-    pub version: String,
-    pub os: String,
-    /// `pc`, `smartphone`, `mobilephone`, `appliance`, `crawler` or `unknown`.
-    pub category: String,
-    pub bot: bool,
-}
+pub use crate::agent::Agent;
 
-/// Parses a user agent with `woothee` (a maintained, table-driven parser with crawler
-/// detection), plus the headless and tool markers it does not flag.
+/// Parses a user agent (`crate::agent`'s rules).
 pub fn parse_agent(ua: &str) -> Agent {
-    let parsed = woothee::parser::Parser::new().parse(ua);
-    let lower = ua.to_ascii_lowercase();
-    let tool = [
-        "headless",
-        "bot",
-        "crawler",
-        "spider",
-        "curl/",
-        "wget/",
-        "python-",
-        "lighthouse",
-    ]
-    .iter()
-    .any(|m| lower.contains(m));
-    match parsed {
-        Some(r) => Agent {
-            bot: r.category == "crawler" || tool,
-            browser: r.name.to_string(),
-            version: r.version.to_string(),
-            os: r.os.to_string(),
-            category: r.category.to_string(),
-        },
-        None => Agent {
-            browser: "UNKNOWN".into(),
-            version: "UNKNOWN".into(),
-            os: "UNKNOWN".into(),
-            category: "unknown".into(),
-            bot: tool,
-        },
-    }
+    crate::agent::parse(ua)
 }
 
 /// UTM parameters (as a Segment `context.campaign`) and click ids found in a URL's query,

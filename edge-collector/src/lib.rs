@@ -6,6 +6,7 @@
 //! only) only moves bytes between the runtime, D1, Durable Objects, Queues, R2 and that
 //! core.
 
+pub mod agent;
 pub mod consent;
 pub mod dedup;
 pub mod enrich;
