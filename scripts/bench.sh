@@ -7,6 +7,7 @@
 #                                plus the SDK's gzip -9 sizes, the wasm's by crate
 #   scripts/bench.sh pii         the shared PII walker on adversarial strings of 7 KB,
 #                                70 KB and 700 KB: time per scrub and its growth (linear)
+#   scripts/bench.sh worker      the collector's wasm: bytes raw and gzip, code by crate
 #   scripts/bench.sh pipeline    the collector's core pipeline (every step, in-memory
 #                                stores) vs a bare serde_json parse+serialize of the
 #                                same 20-event batches, events/s on one core
@@ -66,7 +67,7 @@ bench_sdk() {
   # What each crate costs: the module again with its function names kept.
   wasm-opt -Oz -g sdk-wasm/pkg/sdk_wasm_bg.wasm -o target/sightline-named.wasm
   echo "sightline.wasm by crate (wasm-opt -Oz, names kept):"
-  node scripts/wasm-crates.mjs target/sightline-named.wasm
+  node scripts/wasm-crates.mjs target/sightline-named.wasm sdk_wasm
   # peer-bench lives outside the repository; it runs from a copy with its own packages.
   local src="${PEER_BENCH:-$ROOT/../shared/peer-bench}"
   local work="$ROOT/target/peer-bench"
@@ -79,10 +80,18 @@ bench_sdk() {
     --entries "$ROOT/bench/peer-bench/sightline.mjs" "$@")
 }
 
+bench_worker() {
+  touch edge-collector/src/lib.rs && scripts/build.sh worker
+  local w=edge-collector/build/index_bg.wasm
+  echo "collector wasm: $(wc -c < "$w") bytes raw, $(gz "$w") gzip -9"
+  node scripts/wasm-crates.mjs target/collector-named.wasm edge_collector
+}
+
 case "${1:-}" in
   validator) bench_validator ;;
   pipeline) bench_pipeline ;;
   pii) bench_pii ;;
+  worker) bench_worker ;;
   sdk) shift; bench_sdk "$@" ;;
-  *) echo "usage: $0 validator|pii|pipeline|sdk [peer-bench options]" >&2; exit 2 ;;
+  *) echo "usage: $0 validator|pii|pipeline|worker|sdk [peer-bench options]" >&2; exit 2 ;;
 esac

@@ -41,6 +41,8 @@ build_worker() {
   echo "[build] worker"
   (cd edge-collector && worker-build --release >/dev/null)
   # worker-build keeps the function-name section (241 KB); what is deployed goes without.
+  # The named copy is for `scripts/bench.sh worker` (what each crate costs).
+  mkdir -p target && cp "$out" target/collector-named.wasm
   wasm-opt --strip-debug --enable-bulk-memory --enable-reference-types --enable-sign-ext \
     --enable-mutable-globals --enable-nontrapping-float-to-int --enable-multivalue \
     --enable-exception-handling "$out" -o "$out"

@@ -1,7 +1,7 @@
 // What each crate costs in a wasm module: the bytes of its functions' code (after
 // wasm-opt, with names kept), grouped by the crate a function's name starts with, and
 // each group's code compressed alone (gzip -9). Exports and their inlined bodies count
-// for the crate that defines them (sdk_wasm). Usage: node scripts/wasm-crates.mjs named.wasm
+// for the crate named as the second argument. Usage: node scripts/wasm-crates.mjs named.wasm [crate of the exports]
 import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 
@@ -47,8 +47,8 @@ while (i < b.length) {
 const crate = (n) => {
   if (!n) return '(unnamed)';
   if (n.startsWith('__externref') || n.startsWith('__wbindgen')) return 'wasm_bindgen';
-  // The module's exports (and the bodies inlined into them) are the SDK's own.
-  if (!n.includes('::')) return 'sdk_wasm';
+  // The module's exports (and the bodies inlined into them) are its own crate's.
+  if (!n.includes('::')) return process.argv[3] || '(exports)';
   const m = n.replace(/\[[0-9a-f]+\]/g, '').replace(/^[<&]+/, '').match(/^(?:_ZN\d+)?([A-Za-z_][A-Za-z0-9_]*)/);
   const c = m ? m[1] : n;
   if (c.length === 1) return '(generic impls)';
