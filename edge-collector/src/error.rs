@@ -44,6 +44,8 @@ pub enum Error {
     Storage(String),
     #[error("not configured: {0}")]
     NotConfigured(String),
+    #[error("the cursor is not one this API gave out")]
+    InvalidCursor,
 }
 
 impl Error {
@@ -57,7 +59,8 @@ impl Error {
             | InvalidJson { .. }
             | InvalidBody(_)
             | InvalidGzip
-            | MissingBatch => 400,
+            | MissingBatch
+            | InvalidCursor => 400,
             MissingWriteKey | BadAuthorization | UnknownWriteKey => 401,
             OriginNotAllowed => 403,
             NotFound | NoSuchProfile => 404,
@@ -92,6 +95,7 @@ impl Error {
             InFlight { .. } => "in_flight",
             Storage(_) => "storage_unavailable",
             NotConfigured(_) => "not_configured",
+            InvalidCursor => "invalid_cursor",
         }
     }
 

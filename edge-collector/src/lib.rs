@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod consent;
+pub mod cursor;
 pub mod dedup;
 pub mod enrich;
 pub mod erasure;

@@ -4,6 +4,7 @@
 
 use super::objects::{ident_from_query, DoIdentity};
 use super::storage::opt;
+use crate::cursor;
 use crate::identity::{IdKind, Unmerged};
 use crate::sources::Sources;
 use crate::store::ProfileEvents as _;
@@ -29,6 +30,70 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 async fn rows(db: &D1Database, sql: &str, args: &[JsValue]) -> Result<Vec<Value>> {
     db.prepare(sql).bind(args)?.all().await?.results()
+}
+
+/// Rows per D1 query of an export.
+const EXPORT_PAGE: usize = 500;
+
+/// A source's stored events received in `[from, to)`, oldest first, as NDJSON (one
+/// event's JSON per line), streamed a page of rows at a time: memory stays bounded
+/// whatever the range holds.
+fn export(env: Env, write_key: String, (from, to): (String, String)) -> Result<Response> {
+    type After = Option<(String, i64)>;
+    // The state: `None` once the last page is out; `Some(after)` otherwise.
+    let pages = futures_util::stream::unfold(Some(None::<(String, i64)>), move |state: Option<After>| {
+        let (env, write_key, from, to) = (env.clone(), write_key.clone(), from.clone(), to.clone());
+        async move {
+            let after = state?;
+            let page = async {
+                let db = env.d1("DB")?;
+                rows(
+                    &db,
+                    "SELECT rowid AS rowid, received_at AS receivedAt, payload FROM events \
+                     WHERE write_key = ?1 AND received_at >= ?2 AND received_at < ?3 \
+                     AND (?4 IS NULL OR received_at > ?4 OR (received_at = ?4 AND rowid > ?5)) \
+                     ORDER BY received_at, rowid LIMIT ?6",
+                    &[
+                        write_key.as_str().into(),
+                        from.as_str().into(),
+                        to.as_str().into(),
+                        opt(&after.as_ref().map(|a| a.0.clone())),
+                        after.as_ref().map_or(JsValue::NULL, |a| JsValue::from_f64(a.1 as f64)),
+                        JsValue::from_f64(EXPORT_PAGE as f64),
+                    ],
+                )
+                .await
+            };
+            match page.await {
+                Err(e) => Some((Err(e), None)),
+                Ok(rows) if rows.is_empty() => None,
+                Ok(rows) => {
+                    let mut out = Vec::new();
+                    for r in &rows {
+                        out.extend_from_slice(r.get("payload").and_then(Value::as_str).unwrap_or("{}").as_bytes());
+                        out.push(b'\n');
+                    }
+                    let last = rows.last().and_then(|l| {
+                        Some((l.get("receivedAt")?.as_str()?.to_string(), l.get("rowid")?.as_i64()?))
+                    });
+                    // A full page goes on after its last row (never from the start again).
+                    let next = if rows.len() == EXPORT_PAGE { last.map(Some) } else { None };
+                    Some((Ok::<Vec<u8>, Error>(out), next))
+                }
+            }
+        }
+    });
+    let mut r = Response::from_stream(pages)?;
+    r.headers_mut().set("Content-Type", "application/x-ndjson")?;
+    Ok(r)
+}
+
+fn id_arg(id: Option<i64>) -> JsValue {
+    id.map_or(JsValue::NULL, |i| JsValue::from_f64(i as f64))
+}
+
+fn id_cursor(row: &Value) -> Option<String> {
+    row.get("id")?.as_i64().map(cursor::encode_id)
 }
 
 fn list(values: &[String]) -> JsValue {
@@ -70,13 +135,18 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').skip(3).collect();
     match (req.method(), parts.as_slice()) {
         (Method::Get, ["events"]) => {
-            let events = rows(
+            let after = match q("cursor").map(|c| cursor::decode_events(&c)).transpose() {
+                Ok(a) => a,
+                Err(e) => return fail(e.status(), e.code(), e.to_string()),
+            };
+            let mut events = rows(
                 &db,
-                "SELECT write_key AS writeKey, message_id AS messageId, type, event, \
+                "SELECT rowid AS rowid, write_key AS writeKey, message_id AS messageId, type, event, \
                  anonymous_id AS anonymousId, user_id AS userId, profile_id AS profileId, \
                  identified, bot, timestamp, received_at AS receivedAt, payload FROM events \
                  WHERE (?1 IS NULL OR anonymous_id = ?1) AND (?2 IS NULL OR event = ?2) \
                  AND (?3 IS NULL OR profile_id = ?3) AND (?4 IS NULL OR write_key = ?4) \
+                 AND (?6 IS NULL OR received_at < ?6 OR (received_at = ?6 AND rowid < ?7)) \
                  ORDER BY received_at DESC, rowid DESC LIMIT ?5",
                 &[
                     opt(&q("anonymousId")),
@@ -84,38 +154,71 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
                     opt(&q("profileId")),
                     opt(&q("writeKey")),
                     limit.into(),
+                    opt(&after.as_ref().map(|a| a.received_at.clone())),
+                    after.as_ref().map_or(JsValue::NULL, |a| JsValue::from_f64(a.rowid as f64)),
                 ],
             )
             .await?;
-            reply(200, json!({"ok": true, "events": events}))
+            let next = cursor::next(&events, limit as usize, |last| {
+                let rowid = last.get("rowid")?.as_i64()?;
+                Some(cursor::encode_events(last.get("receivedAt")?.as_str()?, rowid))
+            });
+            for e in &mut events {
+                if let Some(o) = e.as_object_mut() {
+                    o.remove("rowid");
+                }
+            }
+            reply(200, json!({"ok": true, "events": events, "next": next}))
+        }
+        (Method::Get, ["export"]) => {
+            let Some(write_key) = q("writeKey") else {
+                return fail(400, "missing_write_key", "give the source's writeKey");
+            };
+            let range = (q("from").unwrap_or_default(), q("to").unwrap_or_else(|| "~".into()));
+            export(env.clone(), write_key, range)
         }
         (Method::Get, ["quarantine"]) => {
+            let before = match q("cursor").map(|c| cursor::decode_id(&c)).transpose() {
+                Ok(b) => b,
+                Err(e) => return fail(e.status(), e.code(), e.to_string()),
+            };
             let items = rows(
                 &db,
                 "SELECT id, write_key AS writeKey, message_id AS messageId, \
                  anonymous_id AS anonymousId, reason, reasons, payload, received_at AS receivedAt \
                  FROM quarantine WHERE (?1 IS NULL OR reason = ?1) AND (?2 IS NULL OR write_key = ?2) \
-                 ORDER BY id DESC LIMIT ?3",
-                &[opt(&q("reason")), opt(&q("writeKey")), limit.into()],
+                 AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?3",
+                &[opt(&q("reason")), opt(&q("writeKey")), limit.into(), id_arg(before)],
             )
             .await?;
-            reply(200, json!({"ok": true, "quarantine": items}))
+            let next = cursor::next(&items, limit as usize, id_cursor);
+            reply(200, json!({"ok": true, "quarantine": items, "next": next}))
         }
         (Method::Post, ["quarantine", "replay"]) => {
             let body: Value = req.json().await.unwrap_or(Value::Null);
             replay(env, &db, sources, &body).await
         }
         (Method::Get, ["consent"]) => {
-            let items = rows(
+            let before = match q("cursor").map(|c| cursor::decode_id(&c)).transpose() {
+                Ok(b) => b,
+                Err(e) => return fail(e.status(), e.code(), e.to_string()),
+            };
+            let mut items = rows(
                 &db,
-                "SELECT write_key AS writeKey, message_id AS messageId, anonymous_id AS anonymousId, \
+                "SELECT id, write_key AS writeKey, message_id AS messageId, anonymous_id AS anonymousId, \
                  user_id AS userId, categories, source, gpc, timestamp, received_at AS receivedAt \
                  FROM consent_log WHERE (?1 IS NULL OR anonymous_id = ?1) \
-                 AND (?2 IS NULL OR user_id = ?2) ORDER BY id DESC LIMIT ?3",
-                &[opt(&q("anonymousId")), opt(&q("userId")), limit.into()],
+                 AND (?2 IS NULL OR user_id = ?2) AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?3",
+                &[opt(&q("anonymousId")), opt(&q("userId")), limit.into(), id_arg(before)],
             )
             .await?;
-            reply(200, json!({"ok": true, "consent": items}))
+            let next = cursor::next(&items, limit as usize, id_cursor);
+            for e in &mut items {
+                if let Some(o) = e.as_object_mut() {
+                    o.remove("id");
+                }
+            }
+            reply(200, json!({"ok": true, "consent": items, "next": next}))
         }
         (Method::Get, ["profiles"]) => {
             let lookup = ["anonymousId", "userId", "email_sha256", "phone_sha256"]
