@@ -25,6 +25,10 @@
 //!   and counts once.
 //! - New profile ids are random (from the graph's storage), not derived from anything a
 //!   client sends.
+//! - What a profile accumulates is capped: at most [`MAX_TRAITS`] trait keys and
+//!   [`MAX_TRAITS_BYTES`] of trait JSON (an existing key may still change within the
+//!   bytes; new keys past a cap are left out), and a conflict is recorded once per kind,
+//!   pair of profiles and identifier, at most [`MAX_CONFLICTS`] per profile.
 //!
 //! The graph is behind the small [`Graph`] trait: a Durable Object (SQLite) in the
 //! worker, [`MemoryGraph`] in tests. The engine is synchronous because Durable Object
@@ -264,6 +268,52 @@ fn merge_id(into: &str, absorbed: &str, at_ms: i64) -> String {
     )
 }
 
+/// Trait keys one profile keeps at most.
+pub const MAX_TRAITS: usize = 200;
+/// Serialized trait bytes one profile keeps at most.
+pub const MAX_TRAITS_BYTES: usize = 16 * 1024;
+/// Conflicts recorded per profile at most (the oldest stay: they are the ones to review).
+pub const MAX_CONFLICTS: usize = 100;
+
+/// Records a conflict unless the same one (kind, profiles, identifier) is already there,
+/// or the profile has its share.
+fn record_conflict(g: &mut impl Graph, c: Conflict) {
+    let known = g.conflicts(&c.profile);
+    let same = |k: &Conflict| {
+        k.kind == c.kind && k.other_profile == c.other_profile && k.identifier == c.identifier
+    };
+    if known.len() < MAX_CONFLICTS && !known.iter().any(same) {
+        g.save_conflict(&c);
+    }
+}
+
+fn value_bytes(v: &Value) -> usize {
+    serde_json::to_string(v).map_or(usize::MAX, |s| s.len())
+}
+
+/// Lays traits over a profile's, within the caps (`only_new`: keys it already has stay
+/// as they are, as when a merged profile's traits fill in). Returns the keys added.
+fn merge_traits(into: &mut Map<String, Value>, traits: &Map<String, Value>, only_new: bool) -> Vec<String> {
+    let entry = |k: &str, v: &Value| k.len() + 4 + value_bytes(v);
+    let mut bytes: usize = into.iter().map(|(k, v)| entry(k, v)).sum();
+    let mut added = Vec::new();
+    for (k, v) in traits {
+        let old = into.get(k).map(|o| entry(k, o));
+        if only_new && old.is_some() {
+            continue;
+        }
+        let after = (bytes - old.unwrap_or(0)).saturating_add(entry(k, v));
+        if after <= MAX_TRAITS_BYTES && (old.is_some() || into.len() < MAX_TRAITS) {
+            if old.is_none() {
+                added.push(k.clone());
+            }
+            into.insert(k.clone(), v.clone());
+            bytes = after;
+        }
+    }
+    added
+}
+
 /// Resolves one event to a profile, linking and merging under the guardrails.
 /// `None` when the event has no usable identifier (every one blocked).
 pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option<Resolution> {
@@ -327,13 +377,16 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
         let refusal = merge_refusal(&winner, &other, limits)
             .or_else(|| was_unmerged(g, &winner.id, &other.id).then_some("previously_unmerged"));
         if let Some(kind) = refusal {
-            g.save_conflict(&Conflict {
-                at_ms: obs.at_ms,
-                kind: kind.into(),
-                profile: winner.id.clone(),
-                other_profile: Some(other.id.clone()),
-                identifier: via,
-            });
+            record_conflict(
+                g,
+                Conflict {
+                    at_ms: obs.at_ms,
+                    kind: kind.into(),
+                    profile: winner.id.clone(),
+                    other_profile: Some(other.id.clone()),
+                    identifier: via,
+                },
+            );
             continue;
         }
         absorbed.push(other.id.clone());
@@ -353,20 +406,21 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
             winner.identifiers.push(id.clone());
             g.link(id, &winner.id);
         } else {
-            g.save_conflict(&Conflict {
-                at_ms: obs.at_ms,
-                kind: "limit_reached".into(),
-                profile: winner.id.clone(),
-                other_profile: None,
-                identifier: id.clone(),
-            });
+            record_conflict(
+                g,
+                Conflict {
+                    at_ms: obs.at_ms,
+                    kind: "limit_reached".into(),
+                    profile: winner.id.clone(),
+                    other_profile: None,
+                    identifier: id.clone(),
+                },
+            );
         }
     }
 
     if let Some(traits) = &obs.traits {
-        for (k, v) in traits {
-            winner.traits.insert(k.clone(), v.clone());
-        }
+        merge_traits(&mut winner.traits, traits, false);
     }
     if obs.consent.is_some() {
         winner.consent = obs.consent.clone();
@@ -428,13 +482,7 @@ fn absorb(g: &mut impl Graph, into: &mut Profile, other: Profile, via: Ident, at
         }
         g.link(id, &into.id);
     }
-    let mut traits_taken = Vec::new();
-    for (k, v) in &other.traits {
-        if !into.traits.contains_key(k) {
-            into.traits.insert(k.clone(), v.clone());
-            traits_taken.push(k.clone());
-        }
-    }
+    let traits_taken = merge_traits(&mut into.traits, &other.traits, true);
     into.event_count += other.event_count;
     into.first_seen_ms = into.first_seen_ms.min(other.first_seen_ms);
     into.last_seen_ms = into.last_seen_ms.max(other.last_seen_ms);
