@@ -7,6 +7,8 @@
 #                                plus the SDK's gzip -9 sizes, the wasm's by crate
 #   scripts/bench.sh pii         the shared PII walker on adversarial strings of 7 KB,
 #                                70 KB and 700 KB: time per scrub and its growth (linear)
+#   scripts/bench.sh load        the collector in wrangler dev under browser and server
+#                                traffic for 60 s: requests/s, events/s, latency, errors
 #   scripts/bench.sh worker      the collector's wasm: bytes raw and gzip, code by crate
 #   scripts/bench.sh pipeline    the collector's core pipeline (every step, in-memory
 #                                stores) vs a bare serde_json parse+serialize of the
@@ -80,6 +82,11 @@ bench_sdk() {
     --entries "$ROOT/bench/peer-bench/sightline.mjs" "$@")
 }
 
+bench_load() {
+  scripts/build.sh worker
+  node bench/load.mjs
+}
+
 bench_worker() {
   touch edge-collector/src/lib.rs && scripts/build.sh worker
   local w=edge-collector/build/index_bg.wasm
@@ -92,6 +99,7 @@ case "${1:-}" in
   pipeline) bench_pipeline ;;
   pii) bench_pii ;;
   worker) bench_worker ;;
+  load) bench_load ;;
   sdk) shift; bench_sdk "$@" ;;
-  *) echo "usage: $0 validator|pii|pipeline|worker|sdk [peer-bench options]" >&2; exit 2 ;;
+  *) echo "usage: $0 validator|pii|pipeline|worker|load|sdk [peer-bench options]" >&2; exit 2 ;;
 esac
