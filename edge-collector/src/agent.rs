@@ -22,17 +22,54 @@ pub struct Agent {
 
 /// Markers of automated clients, matched case-insensitively.
 const BOT_MARKERS: &[&str] = &[
-    "bot", "crawler", "spider", "slurp", "headless", "lighthouse", "phantomjs", "selenium",
-    "puppeteer", "playwright", "curl/", "wget/", "python-", "python/", "go-http-client",
-    "java/", "okhttp", "axios/", "node-fetch", "undici", "libwww", "scrapy", "httpclient",
-    "facebookexternalhit", "embedly", "preview", "monitor", "pingdom", "uptime",
+    "bot",
+    "crawler",
+    "spider",
+    "slurp",
+    "headless",
+    "lighthouse",
+    "phantomjs",
+    "selenium",
+    "puppeteer",
+    "playwright",
+    "curl/",
+    "wget/",
+    "python-",
+    "python/",
+    "go-http-client",
+    "java/",
+    "okhttp",
+    "axios/",
+    "node-fetch",
+    "undici",
+    "libwww",
+    "scrapy",
+    "httpclient",
+    "facebookexternalhit",
+    "embedly",
+    "preview",
+    "monitor",
+    "pingdom",
+    "uptime",
 ];
 
 /// Named crawlers, for the browser field (the first one found).
 const CRAWLERS: &[&str] = &[
-    "Googlebot", "bingbot", "Applebot", "DuckDuckBot", "YandexBot", "Baiduspider",
-    "facebookexternalhit", "Twitterbot", "LinkedInBot", "AhrefsBot", "SemrushBot",
-    "GPTBot", "ClaudeBot", "PerplexityBot", "HeadlessChrome",
+    "Googlebot",
+    "bingbot",
+    "Applebot",
+    "DuckDuckBot",
+    "YandexBot",
+    "Baiduspider",
+    "facebookexternalhit",
+    "Twitterbot",
+    "LinkedInBot",
+    "AhrefsBot",
+    "SemrushBot",
+    "GPTBot",
+    "ClaudeBot",
+    "PerplexityBot",
+    "HeadlessChrome",
 ];
 
 /// Browser product tokens, most specific first, with the name they stand for.
@@ -60,7 +97,9 @@ const BROWSERS: &[(&str, &str)] = &[
 fn version_after<'a>(ua: &'a str, token: &str) -> Option<&'a str> {
     let at = ua.find(token)? + token.len();
     let rest = ua.get(at..)?;
-    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
     rest.get(..end).filter(|v| !v.is_empty())
 }
 
@@ -68,7 +107,11 @@ fn browser(ua: &str) -> (&'static str, Option<&str>) {
     for (token, name) in BROWSERS {
         if ua.contains(token) {
             // Trident/7 is IE 11; MSIE gives its own version.
-            let v = if *token == "Trident/" { version_after(ua, "rv:") } else { version_after(ua, token) };
+            let v = if *token == "Trident/" {
+                version_after(ua, "rv:")
+            } else {
+                version_after(ua, token)
+            };
             return (name, v);
         }
     }
@@ -195,7 +238,13 @@ mod tests {
         for (ua, browser, version, os, category, bot) in TABLE {
             let a = parse(ua);
             assert_eq!(
-                (a.browser.as_str(), a.version.as_str(), a.os.as_str(), a.category.as_str(), a.bot),
+                (
+                    a.browser.as_str(),
+                    a.version.as_str(),
+                    a.os.as_str(),
+                    a.category.as_str(),
+                    a.bot
+                ),
                 (*browser, *version, *os, *category, *bot),
                 "{ua}"
             );
@@ -204,7 +253,13 @@ mod tests {
 
     #[test]
     fn any_string_parses() {
-        for ua in ["Chrome/", "Version/ Safari/", "Trident/7.0", "é\u{0}Edg/9é", "Mozilla/5.0 (iPhone"] {
+        for ua in [
+            "Chrome/",
+            "Version/ Safari/",
+            "Trident/7.0",
+            "é\u{0}Edg/9é",
+            "Mozilla/5.0 (iPhone",
+        ] {
             let _ = parse(ua);
         }
     }

@@ -14,8 +14,8 @@
 //! deny analytics (the log is how a site proves what a visitor chose).
 
 use serde_json::{Map, Value};
-pub use tracking_plan::consent::{decide, is_consent_event, Choice as Snapshot, Decision};
 use tracking_plan::consent::{category, from_gcm, gcm_state};
+pub use tracking_plan::consent::{decide, is_consent_event, Choice as Snapshot, Decision};
 
 /// Reads the consent snapshot of a message context (the mappings are tracking-plan's,
 /// the SDK's own).

@@ -22,7 +22,11 @@ pub fn encode_events(received_at: &str, rowid: i64) -> String {
 pub fn decode_events(cursor: &str) -> Result<EventsAfter, Error> {
     let text = decode(cursor)?;
     let mut parts = text.splitn(3, '|');
-    match (parts.next(), parts.next().and_then(|r| r.parse().ok()), parts.next()) {
+    match (
+        parts.next(),
+        parts.next().and_then(|r| r.parse().ok()),
+        parts.next(),
+    ) {
         (Some("e"), Some(rowid), Some(at)) if !at.is_empty() => Ok(EventsAfter {
             received_at: at.to_string(),
             rowid,
@@ -51,7 +55,11 @@ fn decode(cursor: &str) -> Result<String, Error> {
 }
 
 /// The next page's cursor: only after a full page (a shorter one is the last).
-pub fn next<T>(page: &[T], limit: usize, last_key: impl FnOnce(&T) -> Option<String>) -> Option<String> {
+pub fn next<T>(
+    page: &[T],
+    limit: usize,
+    last_key: impl FnOnce(&T) -> Option<String>,
+) -> Option<String> {
     if page.len() < limit {
         return None;
     }
@@ -67,7 +75,10 @@ mod tests {
         let c = encode_events("2026-11-24T10:00:00.123Z", 42);
         assert_eq!(
             decode_events(&c).unwrap(),
-            EventsAfter { received_at: "2026-11-24T10:00:00.123Z".into(), rowid: 42 }
+            EventsAfter {
+                received_at: "2026-11-24T10:00:00.123Z".into(),
+                rowid: 42
+            }
         );
         assert_eq!(decode_id(&encode_id(7)).unwrap(), 7);
         for bad in ["", "!!", "e3xvbGQ", &encode_id(3)] {

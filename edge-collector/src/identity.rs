@@ -293,7 +293,11 @@ fn value_bytes(v: &Value) -> usize {
 
 /// Lays traits over a profile's, within the caps (`only_new`: keys it already has stay
 /// as they are, as when a merged profile's traits fill in). Returns the keys added.
-fn merge_traits(into: &mut Map<String, Value>, traits: &Map<String, Value>, only_new: bool) -> Vec<String> {
+fn merge_traits(
+    into: &mut Map<String, Value>,
+    traits: &Map<String, Value>,
+    only_new: bool,
+) -> Vec<String> {
     let entry = |k: &str, v: &Value| k.len() + 4 + value_bytes(v);
     let mut bytes: usize = into.iter().map(|(k, v)| entry(k, v)).sum();
     let mut added = Vec::new();

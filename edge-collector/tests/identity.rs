@@ -332,24 +332,45 @@ fn identify(g: &mut MemoryGraph, ids: Vec<Ident>, traits: serde_json::Value, at:
 #[test]
 fn traits_are_capped_in_keys_and_bytes_and_known_keys_still_change() {
     let mut g = MemoryGraph::default();
-    let many: serde_json::Map<String, serde_json::Value> =
-        (0..MAX_TRAITS + 50).map(|i| (format!("k{i:04}"), json!(i))).collect();
+    let many: serde_json::Map<String, serde_json::Value> = (0..MAX_TRAITS + 50)
+        .map(|i| (format!("k{i:04}"), json!(i)))
+        .collect();
     let p = identify(&mut g, vec![anon("t1")], serde_json::Value::Object(many), 1);
     assert_eq!(g.profile(&p).unwrap().traits.len(), MAX_TRAITS);
     // A known key still updates; a new key past the count does not get in.
-    identify(&mut g, vec![anon("t1")], json!({"k0000": "changed", "brand_new": 1}), 2);
+    identify(
+        &mut g,
+        vec![anon("t1")],
+        json!({"k0000": "changed", "brand_new": 1}),
+        2,
+    );
     let traits = g.profile(&p).unwrap().traits;
     assert_eq!(traits["k0000"], "changed");
     assert!(!traits.contains_key("brand_new"));
     // Bytes: one huge value is left out whole; the profile stays under the cap.
-    let q = identify(&mut g, vec![anon("t2")], json!({"plan": "pro", "blob": "x".repeat(MAX_TRAITS_BYTES)}), 3);
+    let q = identify(
+        &mut g,
+        vec![anon("t2")],
+        json!({"plan": "pro", "blob": "x".repeat(MAX_TRAITS_BYTES)}),
+        3,
+    );
     let t = g.profile(&q).unwrap().traits;
     assert_eq!(t["plan"], "pro");
     assert!(!t.contains_key("blob"));
     assert!(serde_json::to_string(&t).unwrap().len() <= MAX_TRAITS_BYTES);
     // A merge fills in only what fits.
-    let r = identify(&mut g, vec![anon("t3"), email("t3@example.com")], json!({"city": "Oslo"}), 4);
-    identify(&mut g, vec![anon("t1"), email("t3@example.com")], json!({}), 5);
+    let r = identify(
+        &mut g,
+        vec![anon("t3"), email("t3@example.com")],
+        json!({"city": "Oslo"}),
+        4,
+    );
+    identify(
+        &mut g,
+        vec![anon("t1"), email("t3@example.com")],
+        json!({}),
+        5,
+    );
     let merged = g.profile(&p).or_else(|| g.profile(&r)).unwrap();
     assert!(merged.traits.len() <= MAX_TRAITS);
 }
@@ -362,18 +383,39 @@ fn a_repeated_conflict_is_recorded_once_and_conflicts_are_capped() {
         see(&mut g, vec![anon("kiosk-2"), user("u-bob-2")], 10 + t);
     }
     let refused = g.conflicts(&ann);
-    let bob_again = refused.iter().filter(|c| c.kind == "different_user_ids").count();
+    let bob_again = refused
+        .iter()
+        .filter(|c| c.kind == "different_user_ids")
+        .count();
     assert_eq!(bob_again, 1, "{refused:?}");
     // Past the cap, nothing more is recorded for that profile.
     let mut g = MemoryGraph::default();
-    let limits = Limits { anonymous_id: 1, ..Limits::default() };
-    let full = observe(&mut g, &Observation { identifiers: vec![user("u-cap"), anon("a-0")], at_ms: 1, ..Observation::default() }, &limits)
-        .unwrap()
-        .profile_id;
+    let limits = Limits {
+        anonymous_id: 1,
+        ..Limits::default()
+    };
+    let full = observe(
+        &mut g,
+        &Observation {
+            identifiers: vec![user("u-cap"), anon("a-0")],
+            at_ms: 1,
+            ..Observation::default()
+        },
+        &limits,
+    )
+    .unwrap()
+    .profile_id;
     for i in 1..(MAX_CONFLICTS as i64 + 40) {
-        let obs = Observation { identifiers: vec![user("u-cap"), anon(&format!("a-{i}"))], at_ms: i, ..Observation::default() };
+        let obs = Observation {
+            identifiers: vec![user("u-cap"), anon(&format!("a-{i}"))],
+            at_ms: i,
+            ..Observation::default()
+        };
         observe(&mut g, &obs, &limits);
     }
     let n = g.conflicts(&full).len();
-    assert_eq!(n, MAX_CONFLICTS, "one per refused identifier, up to the cap");
+    assert_eq!(
+        n, MAX_CONFLICTS,
+        "one per refused identifier, up to the cap"
+    );
 }

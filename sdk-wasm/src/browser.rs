@@ -6,7 +6,10 @@
 //! The API is exported through `wasm-bindgen`; `js/sightline.js` maps the public object
 //! (`window.sightline`) onto these exports and installs the page hooks.
 
-use crate::engine::{self, ConsentState, Engine, Facts, GcmCommand, Kind, Next, Op, Options, Random, SoftLogin, Stats};
+use crate::engine::{
+    self, ConsentState, Engine, Facts, GcmCommand, Kind, Next, Op, Options, Random, SoftLogin,
+    Stats,
+};
 use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -34,7 +37,9 @@ impl Random for Pool {
         for b in out {
             if self.at == self.buf.len() {
                 let c = web_sys::window().and_then(|w| w.crypto().ok());
-                if c.and_then(|c| c.get_random_values_with_u8_array(&mut self.buf).ok()).is_none() {
+                if c.and_then(|c| c.get_random_values_with_u8_array(&mut self.buf).ok())
+                    .is_none()
+                {
                     // No CSPRNG (never seen in a browser that runs wasm): ids must still
                     // differ between visitors.
                     for x in self.buf.iter_mut() {
@@ -159,9 +164,12 @@ fn text(v: &JsValue) -> Option<String> {
         return Some(s);
     }
     if let Some(n) = v.as_f64() {
-        return JSON::stringify(&JsValue::from_f64(n)).ok().map(String::from);
+        return JSON::stringify(&JsValue::from_f64(n))
+            .ok()
+            .map(String::from);
     }
-    v.as_bool().map(|b| String::from(if b { "true" } else { "false" }))
+    v.as_bool()
+        .map(|b| String::from(if b { "true" } else { "false" }))
 }
 
 /// A flag from the config: absent is `default`, `false`/`"false"` is false.
@@ -181,7 +189,12 @@ fn body(v: &JsValue) -> Option<String> {
     if !v.is_object() || Array::is_array(v) {
         return None;
     }
-    Some(JSON::stringify(v).ok().and_then(|s| s.as_string()).unwrap_or_default())
+    Some(
+        JSON::stringify(v)
+            .ok()
+            .and_then(|s| s.as_string())
+            .unwrap_or_default(),
+    )
 }
 
 fn warn(a: &str, b: &JsValue) {
@@ -227,7 +240,9 @@ pub fn start(cfg: JsValue) -> bool {
     let w = win();
     let nav = w.navigator();
     let store = storage();
-    let country = text(&get(&cfg, "country")).unwrap_or_else(|| "US".into()).to_ascii_uppercase();
+    let country = text(&get(&cfg, "country"))
+        .unwrap_or_else(|| "US".into())
+        .to_ascii_uppercase();
     let gpc = get(&nav, "globalPrivacyControl").as_bool() == Some(true);
     let policy = match text(&get(&cfg, "consent")).as_deref() {
         Some("opt-out") => Policy::OptOut,
@@ -240,7 +255,13 @@ pub fn start(cfg: JsValue) -> bool {
         gpc,
         country,
     };
-    let mut engine = Engine::new(o, Pool { buf: [0; 1024], at: 1024 });
+    let mut engine = Engine::new(
+        o,
+        Pool {
+            buf: [0; 1024],
+            at: 1024,
+        },
+    );
     let mut had_id = false;
     if let Some(s) = &store {
         for k in stored_keys(s) {
@@ -249,13 +270,18 @@ pub fn start(cfg: JsValue) -> bool {
         }
     }
     engine.start();
-    let root = text(&get(&cfg, "endpoint")).unwrap_or_default().trim_end_matches('/').to_owned();
+    let root = text(&get(&cfg, "endpoint"))
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_owned();
     let screen = w.screen().ok();
     let statics = Facts {
         locale: nav.language(),
         user_agent: nav.user_agent().unwrap_or_default(),
         screen: screen.map(|s| {
-            let density = JSON::stringify(&JsValue::from_f64(w.device_pixel_ratio())).ok().map(String::from);
+            let density = JSON::stringify(&JsValue::from_f64(w.device_pixel_ratio()))
+                .ok()
+                .map(String::from);
             (
                 s.width().unwrap_or(0).max(0) as u32,
                 s.height().unwrap_or(0).max(0) as u32,
@@ -266,7 +292,8 @@ pub fn start(cfg: JsValue) -> bool {
     };
     let location = w.location();
     let href = location.href().unwrap_or_default();
-    let at = String::from(location.pathname().unwrap_or_default()) + &location.search().unwrap_or_default();
+    let at = String::from(location.pathname().unwrap_or_default())
+        + &location.search().unwrap_or_default();
     let on_timer = Closure::<dyn FnMut()>::new(|| {
         with(|s| s.timer = None);
         send();
@@ -329,9 +356,15 @@ pub fn start(cfg: JsValue) -> bool {
     // A visitor whose script storage was cleared (Safari caps it at 7 days) gets back
     // the id of the collector's HttpOnly first-party cookie, once consent allows. Not
     // awaited: the collector joins the cookie's id and this page's id anyway.
-    if let Some(root) = with(|s| (!had_id && s.store.is_some() && s.engine.consent().analytics).then(|| s.root.clone())).flatten() {
+    if let Some(root) = with(|s| {
+        (!had_id && s.store.is_some() && s.engine.consent().analytics).then(|| s.root.clone())
+    })
+    .flatten()
+    {
         spawn_local(async move {
-            let Some(r) = fetch(&(root + "/v1/id"), None, false).await else { return };
+            let Some(r) = fetch(&(root + "/v1/id"), None, false).await else {
+                return;
+            };
             let Some(json) = r.json().ok() else { return };
             let v = JsFuture::from(json).await.unwrap_or(JsValue::UNDEFINED);
             if let Some(id) = get(&v, "anonymousId").as_string() {
@@ -350,7 +383,9 @@ pub fn start(cfg: JsValue) -> bool {
 /// the first send. Returns whether SPA navigations are to be watched.
 #[wasm_bindgen]
 pub fn begin() -> bool {
-    let Some((auto_page, spa, foreign)) = with(|s| (s.auto_page, s.spa, !s.engine.foreign_tabs().is_empty())) else {
+    let Some((auto_page, spa, foreign)) =
+        with(|s| (s.auto_page, s.spa, !s.engine.foreign_tabs().is_empty()))
+    else {
         return false;
     };
     if auto_page {
@@ -449,7 +484,10 @@ impl Sdk {
             None if !self.sending => self.settle(),
             Some(ms) if self.timer.is_none() && !self.sending => {
                 self.timer = win()
-                    .set_timeout_with_callback_and_timeout_and_arguments_0(&self.on_timer, ms as i32)
+                    .set_timeout_with_callback_and_timeout_and_arguments_0(
+                        &self.on_timer,
+                        ms as i32,
+                    )
                     .ok();
             }
             _ => {}
@@ -473,7 +511,10 @@ impl Sdk {
         self.analytics = now;
         self.apply_soon();
         if !kept && self.debug {
-            warn("event not kept (over 32 KB, not serializable, or consent denied)", &JsValue::UNDEFINED);
+            warn(
+                "event not kept (over 32 KB, not serializable, or consent denied)",
+                &JsValue::UNDEFINED,
+            );
         }
         self.schedule();
     }
@@ -504,7 +545,9 @@ async fn fetch(url: &str, body: Option<&str>, keepalive: bool) -> Option<Respons
         let _ = Reflect::set(&headers, &"content-type".into(), &"text/plain".into());
         init.set_headers(&headers);
     }
-    let r = JsFuture::from(win().fetch_with_str_and_init(url, &init)).await.ok()?;
+    let r = JsFuture::from(win().fetch_with_str_and_init(url, &init))
+        .await
+        .ok()?;
     r.dyn_into::<Response>().ok()
 }
 
@@ -524,14 +567,21 @@ fn send() {
         return;
     }
     spawn_local(async {
-        let next = if has_locks() { under_lock(LOCK, attempt()).await } else { attempt().await };
+        let next = if has_locks() {
+            under_lock(LOCK, attempt()).await
+        } else {
+            attempt().await
+        };
         with(|s| {
             s.sending = false;
             match next {
                 Some(ms) => {
                     s.settle();
                     s.timer = win()
-                        .set_timeout_with_callback_and_timeout_and_arguments_0(&s.on_timer, ms as i32)
+                        .set_timeout_with_callback_and_timeout_and_arguments_0(
+                            &s.on_timer,
+                            ms as i32,
+                        )
                         .ok();
                 }
                 None => s.schedule(),
@@ -565,9 +615,15 @@ async fn hold(name: String, if_available: bool) -> bool {
         });
         let opts = LockOptions::new();
         opts.set_if_available(if_available);
-        let _ = win().navigator().locks().request_with_options(&name, &opts, cb.unchecked_ref());
+        let _ = win()
+            .navigator()
+            .locks()
+            .request_with_options(&name, &opts, cb.unchecked_ref());
     });
-    JsFuture::from(p).await.map(|v| v.is_truthy()).unwrap_or(false)
+    JsFuture::from(p)
+        .await
+        .map(|v| v.is_truthy())
+        .unwrap_or(false)
 }
 
 /// Adopts the events of tabs that are gone (their lock is free), lets go of the others.
@@ -575,7 +631,13 @@ async fn adopt() {
     let tabs = with(|s| s.engine.foreign_tabs()).unwrap_or_default();
     for t in tabs {
         let gone = !has_locks() || hold(TAB_LOCK.to_owned() + &t, true).await;
-        with(|s| if gone { s.engine.adopt_tab(&t) } else { s.engine.forget_tab(&t) });
+        with(|s| {
+            if gone {
+                s.engine.adopt_tab(&t)
+            } else {
+                s.engine.forget_tab(&t)
+            }
+        });
     }
 }
 
@@ -589,14 +651,21 @@ async fn attempt() -> Option<f64> {
             Some(st) if s.engine.needs_present() => Some(stored_keys(st)),
             _ => None,
         };
-        let b = s.engine.batch(now(), engine::MAX_BATCH_BYTES, present.as_deref());
+        let b = s
+            .engine
+            .batch(now(), engine::MAX_BATCH_BYTES, present.as_deref());
         s.apply();
         b.map(|b| (b, s.url.clone(), s.debug))
     })??;
     // `keepalive` only once the page is hidden (it may be closed next): Chromium holds
     // each keepalive request about 0.5 s (measured). A batch cut off by the page going
     // away stays stored and leaves with the next page.
-    let r = fetch(&url, Some(&body), hidden && body.len() < engine::UNLOAD_BYTES).await;
+    let r = fetch(
+        &url,
+        Some(&body),
+        hidden && body.len() < engine::UNLOAD_BYTES,
+    )
+    .await;
     let status = r.as_ref().map_or(0, |r| r.status());
     let retry_after = r
         .as_ref()
@@ -680,7 +749,11 @@ pub fn track(event: JsValue, props: JsValue) {
 /// on top.
 #[wasm_bindgen]
 pub fn page(name: JsValue, props: JsValue) {
-    let (name, props) = if name.is_object() { (JsValue::UNDEFINED, name) } else { (name, props) };
+    let (name, props) = if name.is_object() {
+        (JsValue::UNDEFINED, name)
+    } else {
+        (name, props)
+    };
     let b = body(&props);
     with(|s| {
         let now = s.sync();
@@ -709,7 +782,9 @@ pub fn page(name: JsValue, props: JsValue) {
             }
             _ => p.push('}'),
         }
-        let kept = s.engine.record(Kind::Page, text(&name).as_deref(), Some(&p), now);
+        let kept = s
+            .engine
+            .record(Kind::Page, text(&name).as_deref(), Some(&p), now);
         s.after(kept);
     });
 }
@@ -729,7 +804,11 @@ pub fn group(id: JsValue, traits: JsValue) {
 /// `identify([userId], [traits])`.
 #[wasm_bindgen]
 pub fn identify(user: JsValue, traits: JsValue) {
-    let (user, traits) = if user.is_object() { (JsValue::UNDEFINED, user) } else { (user, traits) };
+    let (user, traits) = if user.is_object() {
+        (JsValue::UNDEFINED, user)
+    } else {
+        (user, traits)
+    };
     let b = body(&traits);
     with(|s| {
         let now = s.sync();
@@ -742,7 +821,11 @@ pub fn identify(user: JsValue, traits: JsValue) {
 pub fn alias(user: JsValue, previous: JsValue) {
     with(|s| {
         let now = s.sync();
-        let kept = s.engine.alias(&text(&user).unwrap_or_default(), text(&previous).as_deref(), now);
+        let kept = s.engine.alias(
+            &text(&user).unwrap_or_default(),
+            text(&previous).as_deref(),
+            now,
+        );
         s.after(kept);
     });
 }
@@ -812,7 +895,15 @@ pub fn gcm(layer: JsValue) {
             _ => continue,
         };
         let s = |k: &str| get(&state, k).as_string();
-        found.push((update, [s("analytics_storage"), s("ad_storage"), s("ad_user_data"), s("ad_personalization")]));
+        found.push((
+            update,
+            [
+                s("analytics_storage"),
+                s("ad_storage"),
+                s("ad_user_data"),
+                s("ad_personalization"),
+            ],
+        ));
     }
     let commands = found.iter().map(|(update, [a, ads, data, p])| GcmCommand {
         update: *update,
@@ -838,10 +929,15 @@ pub fn tcf(tc: JsValue, ok: bool) {
         return;
     }
     let consents = get(&get(&tc, "purpose"), "consents");
-    let granted: Vec<bool> = (0..12).map(|n| Reflect::get_u32(&consents, n).is_ok_and(|v| v.is_truthy())).collect();
+    let granted: Vec<bool> = (0..12)
+        .map(|n| Reflect::get_u32(&consents, n).is_ok_and(|v| v.is_truthy()))
+        .collect();
     with(|s| {
         let now = s.sync();
-        s.engine.consent_tcf(|p| granted.get(usize::from(p)).copied().unwrap_or(false), now);
+        s.engine.consent_tcf(
+            |p| granted.get(usize::from(p)).copied().unwrap_or(false),
+            now,
+        );
         s.after(true);
     });
 }

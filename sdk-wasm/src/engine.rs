@@ -10,8 +10,8 @@
 //! the storage operations this engine emits ([`Engine::take_ops`]), sends the batches it
 //! builds under a cross-tab Web Lock, and reports each response back.
 
-use alloc::rc::Rc;
 use alloc::borrow::ToOwned;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -357,7 +357,9 @@ fn tri_char(v: Option<bool>) -> char {
 
 /// A number as the browser formatted it (`1.25`), or nothing.
 fn is_number(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b"-+.eE".contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || b"-+.eE".contains(&b))
 }
 
 /// The page's facts and the library as a JSON object text, raw PII redacted.
@@ -536,7 +538,11 @@ impl<R: Random> Engine<R> {
     fn write_chunk(&mut self, chunk: &Rc<str>) {
         let mut text = String::new();
         let mut ctx: Option<Rc<str>> = None;
-        for i in self.queue.iter().filter(|i| i.stored_in.as_ref() == Some(chunk)) {
+        for i in self
+            .queue
+            .iter()
+            .filter(|i| i.stored_in.as_ref() == Some(chunk))
+        {
             if !text.is_empty() {
                 text.push('\n');
             }
@@ -728,7 +734,14 @@ impl<R: Random> Engine<R> {
         self.record_as(kind, name, body, now, false)
     }
 
-    fn record_as(&mut self, kind: Kind, name: Option<&str>, body: Option<&str>, now: u64, consent_record: bool) -> bool {
+    fn record_as(
+        &mut self,
+        kind: Kind,
+        name: Option<&str>,
+        body: Option<&str>,
+        now: u64,
+        consent_record: bool,
+    ) -> bool {
         if !consent_record && self.choice.analytics == Some(false) {
             return false; // not collected
         }
@@ -782,7 +795,13 @@ impl<R: Random> Engine<R> {
 
     /// The event's JSON, raw PII in every key and string replaced by its digest (the
     /// shared rules), or `None` when the body is not JSON.
-    fn event_json(&mut self, kind: Kind, name: Option<&str>, body: Option<&str>, now: u64) -> Option<String> {
+    fn event_json(
+        &mut self,
+        kind: Kind,
+        name: Option<&str>,
+        body: Option<&str>,
+        now: u64,
+    ) -> Option<String> {
         let mut e = String::with_capacity(160 + body.map_or(0, str::len));
         e.push_str("{\"type\":\"");
         e.push_str(kind.name());
@@ -817,7 +836,9 @@ impl<R: Random> Engine<R> {
     /// Drops queued events the current consent no longer allows (never one in flight).
     fn purge(&mut self) {
         let d = self.decision();
-        let ok = |i: &Item| (i.needs & ANALYTICS == 0 || d.analytics) && (i.needs & MARKETING == 0 || d.marketing);
+        let ok = |i: &Item| {
+            (i.needs & ANALYTICS == 0 || d.analytics) && (i.needs & MARKETING == 0 || d.marketing)
+        };
         let mut gone = Vec::new();
         let (mut inflight, mut purged) = (self.inflight, 0);
         self.queue.retain(|i| {
@@ -901,7 +922,13 @@ impl<R: Random> Engine<R> {
         body.push_str(",\"personalization\":");
         push_bool(&mut body, d.personalization);
         body.push('}');
-        self.record_as(Kind::Track, Some(consent::CONSENT_EVENT), Some(&body), now, true);
+        self.record_as(
+            Kind::Track,
+            Some(consent::CONSENT_EVENT),
+            Some(&body),
+            now,
+            true,
+        );
     }
 
     fn strip_clicks(&mut self, t: Option<Touch>, key: &str) -> Option<Touch> {
@@ -958,11 +985,17 @@ impl<R: Random> Engine<R> {
                     marketing: tri(c.next()),
                     personalization: tri(c.next()),
                 };
-                self.source = value.get(4..).filter(|s| !s.is_empty()).unwrap_or("stored").to_owned();
+                self.source = value
+                    .get(4..)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("stored")
+                    .to_owned();
             }
             K_FIRST => self.first = Touch::restore(value),
             K_LAST => self.last = Touch::restore(value),
-            _ if key.starts_with(EVENT_PREFIX) && key.len() > EVENT_PREFIX.len() + TAB_LEN => self.restore_chunk(key, value),
+            _ if key.starts_with(EVENT_PREFIX) && key.len() > EVENT_PREFIX.len() + TAB_LEN => {
+                self.restore_chunk(key, value)
+            }
             _ => {}
         }
     }
@@ -1067,7 +1100,10 @@ impl<R: Random> Engine<R> {
         }
         if !phone.trim().is_empty() {
             let c = self.o.country.as_str();
-            match (idf::hash_phone(phone, c, PhoneVariant::E164), idf::hash_phone(phone, c, PhoneVariant::Meta)) {
+            match (
+                idf::hash_phone(phone, c, PhoneVariant::E164),
+                idf::hash_phone(phone, c, PhoneVariant::Meta),
+            ) {
                 (Ok(h), Ok(meta)) => {
                     r.phone_sha256 = Some(h);
                     r.phone_sha256_meta = Some(meta);
@@ -1077,7 +1113,12 @@ impl<R: Random> Engine<R> {
         }
         if r.email_sha256.is_none() && r.phone_sha256.is_none() {
             return SoftLogin {
-                error: Some(errors.into_iter().next().unwrap_or_else(|| "nothing to hash".into())),
+                error: Some(
+                    errors
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| "nothing to hash".into()),
+                ),
                 ..SoftLogin::default()
             };
         }
@@ -1124,7 +1165,9 @@ impl<R: Random> Engine<R> {
             if !self.queue[at].pending {
                 continue;
             }
-            let chunk = start.get_or_insert_with(|| self.queue[at].key.clone()).clone();
+            let chunk = start
+                .get_or_insert_with(|| self.queue[at].key.clone())
+                .clone();
             let item = &mut self.queue[at];
             item.pending = false;
             item.stored_in = Some(chunk.clone());
@@ -1208,13 +1251,22 @@ impl<R: Random> Engine<R> {
     /// flight. Only this tab's own (and adopted) events go. `present`: the event keys now
     /// in storage (read under the cross-tab lock); a restored event whose chunk is gone
     /// was sent by another tab.
-    pub fn batch(&mut self, now: u64, max_bytes: usize, present: Option<&[String]>) -> Option<String> {
+    pub fn batch(
+        &mut self,
+        now: u64,
+        max_bytes: usize,
+        present: Option<&[String]>,
+    ) -> Option<String> {
         if self.inflight > 0 {
             return None;
         }
         if let Some(p) = present {
-            self.queue
-                .retain(|i| !i.restored || i.stored_in.as_ref().is_none_or(|c| p.iter().any(|k| **k == **c)));
+            self.queue.retain(|i| {
+                !i.restored
+                    || i.stored_in
+                        .as_ref()
+                        .is_none_or(|c| p.iter().any(|k| **k == **c))
+            });
         }
         let (body, picked) = self.build(now, max_bytes)?;
         for at in &picked {

@@ -39,7 +39,10 @@ const T0: u64 = 1_795_472_345_000;
 const URL0: &str = "https://shop.example/";
 
 fn sha256(s: &str) -> String {
-    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// An engine before its restore (call start() after restoring).
@@ -52,7 +55,11 @@ fn make(opt_out: bool) -> Engine<Seeded> {
     let mut e = Engine::new(
         Options {
             write_key: "wk".into(),
-            policy: if opt_out { Policy::OptOut } else { Policy::OptIn },
+            policy: if opt_out {
+                Policy::OptOut
+            } else {
+                Policy::OptIn
+            },
             storage: true,
             gpc: false,
             country: "DE".into(),
@@ -160,7 +167,10 @@ fn storage(ops: &[Op]) -> Vec<(String, String)> {
 }
 
 fn names(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["event"].as_str().unwrap_or_default().to_string()).collect()
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 tests! {

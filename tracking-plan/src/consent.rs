@@ -193,11 +193,14 @@ mod tests {
             (t.analytics, t.marketing, t.personalization),
             (Some(true), Some(false), Some(true))
         );
-        assert_eq!(from_tcf(|p| p != 1), Choice {
-            analytics: Some(false),
-            marketing: Some(false),
-            personalization: Some(false)
-        });
+        assert_eq!(
+            from_tcf(|p| p != 1),
+            Choice {
+                analytics: Some(false),
+                marketing: Some(false),
+                personalization: Some(false)
+            }
+        );
     }
 
     #[test]

@@ -35,7 +35,11 @@ struct Frame {
 /// phone number in its keys and strings replaced by its digest, or `None` when it holds
 /// none. Also re-encodes strings whose lone surrogate escapes (`\ud800`) another JSON
 /// parser would refuse (as U+FFFD).
-pub fn scrub(text: &str, field: FieldKind, country: Option<&str>) -> Result<Option<String>, Malformed> {
+pub fn scrub(
+    text: &str,
+    field: FieldKind,
+    country: Option<&str>,
+) -> Result<Option<String>, Malformed> {
     let b = text.as_bytes();
     let mut stack: Vec<Frame> = Vec::new();
     let mut out = String::new();
@@ -277,7 +281,17 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_one_value() {
-        for bad in ["", "{", "[}", r#"{"a":"#, "tru", r#""abc"#, "1 2", r#"{"a":"\q"}"#, "[]]"] {
+        for bad in [
+            "",
+            "{",
+            "[}",
+            r#"{"a":"#,
+            "tru",
+            r#""abc"#,
+            "1 2",
+            r#"{"a":"\q"}"#,
+            "[]]",
+        ] {
             assert_eq!(scrub(bad, FieldKind::Other, None), Err(Malformed), "{bad}");
         }
         assert_eq!(scrub("\"x\"", FieldKind::Other, None), Ok(None));

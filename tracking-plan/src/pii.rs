@@ -248,7 +248,11 @@ fn scrub_plain(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
         let mut merged = Vec::with_capacity(hits.len() + phones.len());
         let (mut a, mut b) = (hits.into_iter().peekable(), phones.into_iter().peekable());
         while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-            let next = if x.start <= y.start { a.next() } else { b.next() };
+            let next = if x.start <= y.start {
+                a.next()
+            } else {
+                b.next()
+            };
             merged.extend(next);
         }
         merged.extend(a);

@@ -84,9 +84,13 @@ proptest! {
 #[test]
 fn a_phone_named_field_keeps_any_format_and_the_digest_fields_stay() {
     let text = r#"{"traits":{"phone":"030 1234567","phone_sha256":"1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8","tags":["a",12345]}}"#;
-    let out: Value = serde_json::from_str(&scrub(text, FieldKind::Other, Some("DE")).unwrap().unwrap()).unwrap();
+    let out: Value =
+        serde_json::from_str(&scrub(text, FieldKind::Other, Some("DE")).unwrap().unwrap()).unwrap();
     assert_eq!(out["traits"]["phone"].as_str().unwrap().len(), 64);
-    assert_eq!(out["traits"]["phone_sha256"], json!("1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8"));
+    assert_eq!(
+        out["traits"]["phone_sha256"],
+        json!("1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8")
+    );
     assert_eq!(out["traits"]["tags"], json!(["a", 12345]));
     assert_eq!(scrub("{\"a\":", FieldKind::Other, None), Err(Malformed));
 }

@@ -41,13 +41,16 @@ const EXPORT_PAGE: usize = 500;
 fn export(env: Env, write_key: String, (from, to): (String, String)) -> Result<Response> {
     type After = Option<(String, i64)>;
     // The state: `None` once the last page is out; `Some(after)` otherwise.
-    let pages = futures_util::stream::unfold(Some(None::<(String, i64)>), move |state: Option<After>| {
-        let (env, write_key, from, to) = (env.clone(), write_key.clone(), from.clone(), to.clone());
-        async move {
-            let after = state?;
-            let page = async {
-                let db = env.d1("DB")?;
-                rows(
+    let pages =
+        futures_util::stream::unfold(Some(None::<(String, i64)>), move |state: Option<After>| {
+            let (env, write_key, from, to) =
+                (env.clone(), write_key.clone(), from.clone(), to.clone());
+            async move {
+                let after = state?;
+                let page =
+                    async {
+                        let db = env.d1("DB")?;
+                        rows(
                     &db,
                     "SELECT rowid AS rowid, received_at AS receivedAt, payload FROM events \
                      WHERE write_key = ?1 AND received_at >= ?2 AND received_at < ?3 \
@@ -63,28 +66,41 @@ fn export(env: Env, write_key: String, (from, to): (String, String)) -> Result<R
                     ],
                 )
                 .await
-            };
-            match page.await {
-                Err(e) => Some((Err(e), None)),
-                Ok(rows) if rows.is_empty() => None,
-                Ok(rows) => {
-                    let mut out = Vec::new();
-                    for r in &rows {
-                        out.extend_from_slice(r.get("payload").and_then(Value::as_str).unwrap_or("{}").as_bytes());
-                        out.push(b'\n');
+                    };
+                match page.await {
+                    Err(e) => Some((Err(e), None)),
+                    Ok(rows) if rows.is_empty() => None,
+                    Ok(rows) => {
+                        let mut out = Vec::new();
+                        for r in &rows {
+                            out.extend_from_slice(
+                                r.get("payload")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("{}")
+                                    .as_bytes(),
+                            );
+                            out.push(b'\n');
+                        }
+                        let last = rows.last().and_then(|l| {
+                            Some((
+                                l.get("receivedAt")?.as_str()?.to_string(),
+                                l.get("rowid")?.as_i64()?,
+                            ))
+                        });
+                        // A full page goes on after its last row (never from the start again).
+                        let next = if rows.len() == EXPORT_PAGE {
+                            last.map(Some)
+                        } else {
+                            None
+                        };
+                        Some((Ok::<Vec<u8>, Error>(out), next))
                     }
-                    let last = rows.last().and_then(|l| {
-                        Some((l.get("receivedAt")?.as_str()?.to_string(), l.get("rowid")?.as_i64()?))
-                    });
-                    // A full page goes on after its last row (never from the start again).
-                    let next = if rows.len() == EXPORT_PAGE { last.map(Some) } else { None };
-                    Some((Ok::<Vec<u8>, Error>(out), next))
                 }
             }
-        }
-    });
+        });
     let mut r = Response::from_stream(pages)?;
-    r.headers_mut().set("Content-Type", "application/x-ndjson")?;
+    r.headers_mut()
+        .set("Content-Type", "application/x-ndjson")?;
     Ok(r)
 }
 
@@ -161,7 +177,10 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
             .await?;
             let next = cursor::next(&events, limit as usize, |last| {
                 let rowid = last.get("rowid")?.as_i64()?;
-                Some(cursor::encode_events(last.get("receivedAt")?.as_str()?, rowid))
+                Some(cursor::encode_events(
+                    last.get("receivedAt")?.as_str()?,
+                    rowid,
+                ))
             });
             for e in &mut events {
                 if let Some(o) = e.as_object_mut() {
@@ -174,7 +193,10 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
             let Some(write_key) = q("writeKey") else {
                 return fail(400, "missing_write_key", "give the source's writeKey");
             };
-            let range = (q("from").unwrap_or_default(), q("to").unwrap_or_else(|| "~".into()));
+            let range = (
+                q("from").unwrap_or_default(),
+                q("to").unwrap_or_else(|| "~".into()),
+            );
             export(env.clone(), write_key, range)
         }
         (Method::Get, ["quarantine"]) => {
