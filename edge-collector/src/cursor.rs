@@ -1,6 +1,7 @@
 //! Admin list pages: decides where the next page of a newest-first list starts. A
 //! cursor is the sort key of the last row a full page returned (events: the received
-//! time and row id; the quarantine and the consent log: the row id), encoded opaquely
+//! time and row id; the quarantine and the consent log: the row id; profiles: the
+//! profile id), encoded opaquely
 //! (base64url) so a client passes it back as it came. A page that is not full has no
 //! next cursor.
 
@@ -47,6 +48,19 @@ pub fn decode_id(cursor: &str) -> Result<i64, Error> {
         .ok_or(Error::InvalidCursor)
 }
 
+/// A cursor over a list ordered by a text id (profiles).
+pub fn encode_key(key: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("k|{key}"))
+}
+
+pub fn decode_key(cursor: &str) -> Result<String, Error> {
+    decode(cursor)?
+        .strip_prefix("k|")
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .ok_or(Error::InvalidCursor)
+}
+
 fn decode(cursor: &str) -> Result<String, Error> {
     let bytes = URL_SAFE_NO_PAD
         .decode(cursor.trim())
@@ -81,6 +95,8 @@ mod tests {
             }
         );
         assert_eq!(decode_id(&encode_id(7)).unwrap(), 7);
+        assert_eq!(decode_key(&encode_key("p_1a2b")).unwrap(), "p_1a2b");
+        assert_eq!(decode_key(&encode_id(7)), Err(Error::InvalidCursor));
         for bad in ["", "!!", "e3xvbGQ", &encode_id(3)] {
             assert_eq!(decode_events(bad), Err(Error::InvalidCursor), "{bad}");
         }

@@ -32,6 +32,38 @@ async fn rows(db: &D1Database, sql: &str, args: &[JsValue]) -> Result<Vec<Value>
     db.prepare(sql).bind(args)?.all().await?.results()
 }
 
+/// A source's profiles, a page at a time, in id order.
+async fn list_profiles(
+    identity: &DoIdentity,
+    write_key: &str,
+    cursor: Option<String>,
+    limit: i32,
+) -> Result<Response> {
+    let after = match cursor.map(|c| cursor::decode_key(&c)).transpose() {
+        Ok(a) => a,
+        Err(e) => return fail(e.status(), e.code(), e.to_string()),
+    };
+    let answer = identity
+        .request(
+            write_key,
+            "/profiles",
+            &json!({"after": after, "limit": limit}),
+        )
+        .await?;
+    let profiles = answer
+        .get("profiles")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let next = cursor::next(&profiles, limit as usize, |p| {
+        p.get("id").and_then(Value::as_str).map(cursor::encode_key)
+    });
+    reply(
+        200,
+        json!({"ok": true, "writeKey": write_key, "profiles": profiles, "next": next}),
+    )
+}
+
 /// Rows per D1 query of an export.
 const EXPORT_PAGE: usize = 500;
 
@@ -247,11 +279,14 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
                 .iter()
                 .find_map(|k| q(k).and_then(|v| ident_from_query(k, &v)));
             let Some(ident) = lookup else {
-                return fail(
-                    400,
-                    "missing_identifier",
-                    "give one of anonymousId, userId, email_sha256, phone_sha256",
-                );
+                let Some(write_key) = q("writeKey") else {
+                    return fail(
+                        400,
+                        "missing_identifier",
+                        "give one of anonymousId, userId, email_sha256, phone_sha256, or writeKey to list",
+                    );
+                };
+                return list_profiles(&identity, &write_key, q("cursor"), limit).await;
             };
             profile_360(
                 &db,

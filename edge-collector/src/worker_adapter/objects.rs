@@ -500,6 +500,11 @@ struct GraphRequest {
     plan: Option<Erased>,
     #[serde(default)]
     now_ms: i64,
+    /// Listing profiles: after this id, at most `limit`.
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
 impl DurableObject for IdentityGraph {
@@ -579,6 +584,17 @@ impl DurableObject for IdentityGraph {
                 Response::from_json(
                     &json!({"profile": p, "merges": merges, "conflicts": conflicts}),
                 )
+            }
+            "/profiles" => {
+                let limit = body.limit.unwrap_or(100).clamp(1, 1000);
+                let profiles: Vec<Profile> = g.docs(
+                    "SELECT data FROM profiles WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    vec![
+                        sv(body.after.as_deref().unwrap_or_default()),
+                        SqlStorageValue::Float(limit as f64),
+                    ],
+                );
+                g.0.answer(&json!({ "profiles": profiles }))
             }
             "/unmerge" => {
                 match identity::unmerge(&mut g, profile, body.merge_id.as_deref(), body.now_ms) {
