@@ -98,17 +98,10 @@ impl EventStore for CloudStore<'_> {
             // for loaders to drop a repeat across objects.
             let msgs: Vec<Archived> = events
                 .iter()
-                .map(|e| {
-                    let mut line = serde_json::to_value(e).unwrap_or_default();
-                    if let Some(obj) = line.as_object_mut() {
-                        let payload = serde_json::from_str(&e.payload).unwrap_or_default();
-                        obj.insert("payload".into(), payload);
-                    }
-                    Archived {
-                        write_key: e.write_key.clone(),
-                        received_at: e.received_at.clone(),
-                        line: line.to_string(),
-                    }
+                .map(|e| Archived {
+                    write_key: e.write_key.clone(),
+                    received_at: e.received_at.clone(),
+                    line: e.archive_line(),
                 })
                 .collect();
             // Sized by bytes as well as count (a Queue batch takes 100 messages and 256 KB).
