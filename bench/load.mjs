@@ -4,7 +4,8 @@
 // 1 to 10 events from many visitors (80% of requests), server batches of 100 events from
 // many users (20%); 5% of events are retries of one already sent (same messageId and
 // content), 2% are invalid (quarantined). Prints sustained requests/s and events/s,
-// latency percentiles per request type, and every non-200 answer by status and code
+// latency percentiles and subrequests (the collector's `X-Subrequests`: Durable Object
+// calls, D1 batches, Queue sends) per request type, and every non-200 answer by status and code
 // (the goal is none but `503 in_flight`: a retry sent while its first send is still being
 // stored is told to come back, by design).
 import { startCollector, ALLOWED_ORIGIN } from '../e2e/harness.mjs';
@@ -54,6 +55,7 @@ const pct = (xs, p) => {
 
 const collector = await startCollector();
 const stats = { browser: [], server: [] };
+const subrequests = { browser: [], server: [] };
 const answers = { accepted: 0, duplicates: 0, quarantined: 0, refused: 0 };
 const errors = {};
 let events = 0;
@@ -71,6 +73,7 @@ async function sender() {
         headers: { 'content-type': 'text/plain', ...r.headers },
       });
       status = res.status;
+      subrequests[r.kind].push(Number(res.headers.get('x-subrequests')) || 0);
       const body = await res.json();
       if (status === 200) for (const k of Object.keys(answers)) answers[k] += body[k] || 0;
       else status = `${status} ${body.error && body.error.code}`;
@@ -91,5 +94,8 @@ console.log(`load: ${SECONDS} s, ${CONCURRENCY} concurrent senders, wrangler dev
 console.log(`  requests/s ${(requests / secs).toFixed(1)}   events/s ${(events / secs).toFixed(1)}   errors ${JSON.stringify(errors)}`);
 console.log(`  answers ${JSON.stringify(answers)}`);
 for (const [kind, xs] of Object.entries(stats)) {
-  console.log(`  ${kind.padEnd(8)} requests ${String(xs.length).padStart(6)}   p50 ${pct(xs, 50).toFixed(1)} ms   p95 ${pct(xs, 95).toFixed(1)} ms   p99 ${pct(xs, 99).toFixed(1)} ms`);
+  const sub = subrequests[kind];
+  const mean = sub.reduce((a, b) => a + b, 0) / Math.max(1, sub.length);
+  console.log(`  ${kind.padEnd(8)} requests ${String(xs.length).padStart(6)}   p50 ${pct(xs, 50).toFixed(1)} ms   p95 ${pct(xs, 95).toFixed(1)} ms   p99 ${pct(xs, 99).toFixed(1)} ms` +
+    `   subrequests mean ${mean.toFixed(1)}, max ${Math.max(0, ...sub)}`);
 }

@@ -466,3 +466,15 @@ test('admin lists page with cursors, and a time range exports as NDJSON, every e
   assert.deepEqual(profiles, [...profiles].sort(), 'in id order');
   assert.ok(profiles.includes(profileId));
 });
+
+test('a server batch of 100 events from 100 users stays within the free plan\'s 50 subrequests', async () => {
+  const batch = Array.from({ length: 100 }, (_, i) => ({
+    type: 'track', event: 'Fan Out', messageId: mid('fan'), userId: `fan-user-${i}`, anonymousId: `fan-anon-${i}`,
+  }));
+  const r = await post('/v1/batch', { writeKey: 'sl_server_key', batch });
+  assert.equal(r.status, 200);
+  assert.equal((await r.json()).accepted, 100);
+  const n = Number(r.headers.get('x-subrequests'));
+  console.log(`server batch of 100: ${n} subrequests`);
+  assert.ok(n > 0 && n <= 50, `${n} subrequests`);
+});

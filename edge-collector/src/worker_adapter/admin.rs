@@ -178,6 +178,7 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
     let db = env.d1("DB")?;
     let identity = DoIdentity {
         ns: env.durable_object("IDENTITY")?,
+        calls: Default::default(),
     };
     let path = req.path();
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').skip(3).collect();
@@ -525,7 +526,7 @@ async fn replay(env: &Env, db: &D1Database, sources: &Sources, body: &Value) -> 
                 ..Default::default()
             },
         };
-        let report = match super::run_pipeline(env, sources, &ireq).await? {
+        let report = match super::run_pipeline(env, sources, &ireq, &Default::default()).await? {
             Ok(r) => r,
             Err(e) => return reply(e.status(), e.to_json()),
         };

@@ -220,6 +220,7 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
     if path_is_reset(&url) {
         let identity = DoIdentity {
             ns: env.durable_object("IDENTITY")?,
+            calls: Calls::default(),
         };
         let resp = match crate::pipeline::reset(&identity, &sources, &ireq).await {
             Ok(()) => json_response(200, &json!({"ok": true}))?,
@@ -228,7 +229,8 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
         clear_cookie(resp.headers())?;
         return with_headers(resp, &cors);
     }
-    let resp = match run_pipeline(env, &sources, &ireq).await? {
+    let calls = Calls::default();
+    let resp = match run_pipeline(env, &sources, &ireq, &calls).await? {
         Ok(report) => {
             let resp = Response::from_json(&report)?;
             if report.clear_cookie {
@@ -240,7 +242,18 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
         }
         Err(e) => error_response(&e)?,
     };
+    resp.headers()
+        .set("X-Subrequests", &calls.get().to_string())?;
     with_headers(resp, &cors)
+}
+
+/// Subrequests one request made (Durable Object calls, D1 batches, Queue sends): sent
+/// back in `X-Subrequests`, so load tests see the fan-out (Workers allow 50 per request
+/// on the free plan, 1,000 on paid ones).
+pub(crate) type Calls = Rc<std::cell::Cell<u32>>;
+
+pub(crate) fn count(calls: &Calls) {
+    calls.set(calls.get() + 1);
 }
 
 fn path_is_reset(url: &Url) -> bool {
@@ -256,9 +269,12 @@ pub(crate) async fn run_pipeline(
     env: &Env,
     sources: &Sources,
     ireq: &IngestRequest<'_>,
+    calls: &Calls,
 ) -> Result<std::result::Result<crate::pipeline::Report, RequestError>> {
-    let store = CloudStore::new(env, sources)?;
+    let mut store = CloudStore::new(env, sources)?;
+    store.calls = Rc::clone(calls);
     let dedup = DoDedup {
+        calls: Rc::clone(calls),
         ns: env.durable_object("DEDUP")?,
         shards: env
             .var("DEDUP_SHARDS")
@@ -268,6 +284,7 @@ pub(crate) async fn run_pipeline(
     };
     let identity = DoIdentity {
         ns: env.durable_object("IDENTITY")?,
+        calls: Rc::clone(calls),
     };
     let limiter = LIMITER.with(Rc::clone);
     let svc = Services {

@@ -21,7 +21,13 @@ fn sv(s: &str) -> SqlStorageValue {
 }
 
 /// Sends JSON to a Durable Object and reads its JSON answer.
-async fn call<T: DeserializeOwned>(stub: &Stub, path: &str, body: &Value) -> Result<T> {
+async fn call<T: DeserializeOwned>(
+    calls: &super::Calls,
+    stub: &Stub,
+    path: &str,
+    body: &Value,
+) -> Result<T> {
+    super::count(calls);
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_body(Some(JsValue::from_str(&body.to_string())));
@@ -214,6 +220,8 @@ impl DurableObject for DedupShard {
 pub struct DoDedup {
     pub ns: ObjectNamespace,
     pub shards: u32,
+    /// Subrequests made, for the request's report.
+    pub calls: super::Calls,
 }
 
 impl DoDedup {
@@ -244,7 +252,7 @@ impl DoDedup {
                     .ns
                     .get_by_name(&format!("dedup-{shard}"))
                     .map_err(err)?;
-                let answer: Value = call(&stub, op, &payload).await.map_err(err)?;
+                let answer: Value = call(&self.calls, &stub, op, &payload).await.map_err(err)?;
                 Ok::<_, StoreError>((idx, answer))
             }
         });
@@ -611,12 +619,14 @@ impl DurableObject for IdentityGraph {
 /// The worker's side of the identity graphs: one object per write key.
 pub struct DoIdentity {
     pub ns: ObjectNamespace,
+    /// Subrequests made, for the request's report.
+    pub calls: super::Calls,
 }
 
 impl DoIdentity {
     pub async fn request(&self, write_key: &str, op: &str, body: &Value) -> Result<Value> {
         let stub = self.ns.get_by_name(&format!("identity-{write_key}"))?;
-        call(&stub, op, body).await
+        call(&self.calls, &stub, op, body).await
     }
 }
 

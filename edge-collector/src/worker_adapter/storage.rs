@@ -32,12 +32,15 @@ pub struct CloudStore<'a> {
     pub queue: Option<Queue>,
     /// Each event's source says where its clean events go.
     pub sources: &'a Sources,
+    /// Subrequests made (D1 batches, Queue sends), for the request's report.
+    pub calls: super::Calls,
 }
 
 impl<'a> CloudStore<'a> {
     pub fn new(env: &Env, sources: &'a Sources) -> Result<Self> {
         Ok(CloudStore {
             db: env.d1("DB")?,
+            calls: Default::default(),
             bucket: env.bucket("ARCHIVE").ok(),
             queue: env.queue("EVENTS_QUEUE").ok(),
             sources,
@@ -68,6 +71,7 @@ impl<'a> CloudStore<'a> {
         if stmts.is_empty() {
             return Ok(Vec::new());
         }
+        super::count(&self.calls);
         self.db.batch(stmts).await.map_err(err)
     }
 }
@@ -111,6 +115,7 @@ impl EventStore for CloudStore<'_> {
                 crate::store::chunks_by_size(&msgs, |m| m.line.len() + 128, 100, QUEUE_BATCH_BYTES);
             let out = crate::store::send_chunks(&chunks, |chunk| async move {
                 let batch: Vec<&Archived> = chunk.iter().collect();
+                super::count(&self.calls);
                 queue.send_batch(batch).await.is_ok()
             })
             .await;
@@ -153,6 +158,7 @@ impl EventStore for CloudStore<'_> {
                     .map_err(err)?,
             );
         }
+        super::count(&self.calls);
         let results = self.db.batch(stmts).await.map_err(err)?;
         results
             .iter()
