@@ -745,8 +745,8 @@ pub fn track(event: JsValue, props: JsValue) {
     record(Kind::Track, Some(text(&event).unwrap_or_default()), b);
 }
 
-/// `page([name], [properties])`: the page's facts go in the properties, the call's own
-/// on top.
+/// `page([name], [properties])`: the engine puts the page's facts in the properties,
+/// the call's own over them.
 #[wasm_bindgen]
 pub fn page(name: JsValue, props: JsValue) {
     let (name, props) = if name.is_object() {
@@ -757,34 +757,7 @@ pub fn page(name: JsValue, props: JsValue) {
     let b = body(&props);
     with(|s| {
         let now = s.sync();
-        let loc = win().location();
-        let title = win().document().map(|d| d.title()).unwrap_or_default();
-        let mut p = String::from("{");
-        for (k, v) in [
-            ("path", loc.pathname().unwrap_or_default()),
-            ("referrer", s.referrer.clone()),
-            ("search", loc.search().unwrap_or_default()),
-            ("title", title),
-            ("url", loc.href().unwrap_or_default()),
-        ] {
-            if p.len() > 1 {
-                p.push(',');
-            }
-            tracking_plan::json_text::push_str(&mut p, k);
-            p.push(':');
-            tracking_plan::json_text::push_str(&mut p, &v);
-        }
-        match b.as_deref() {
-            Some("") => p.clear(),
-            Some(own) if own.len() > 2 => {
-                p.push(',');
-                p.push_str(own.get(1..).unwrap_or_default());
-            }
-            _ => p.push('}'),
-        }
-        let kept = s
-            .engine
-            .record(Kind::Page, text(&name).as_deref(), Some(&p), now);
+        let kept = s.engine.page(text(&name).as_deref(), b.as_deref(), now);
         s.after(kept);
     });
 }

@@ -326,6 +326,21 @@ fn push_u64(out: &mut String, n: u64) {
     out.push_str(core::str::from_utf8(&buf[i..]).unwrap_or_default());
 }
 
+/// A JSON object of string fields.
+fn object<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut s = String::from("{");
+    for (k, v) in fields {
+        if s.len() > 1 {
+            s.push(',');
+        }
+        push_str(&mut s, k);
+        s.push(':');
+        push_str(&mut s, v);
+    }
+    s.push('}');
+    s
+}
+
 fn push_bool(out: &mut String, b: bool) {
     out.push_str(if b { "true" } else { "false" });
 }
@@ -431,7 +446,7 @@ pub struct Engine<R: Random> {
     stats: Stats,
     /// The page facts (JSON text) and URL events are recorded under.
     page: Rc<str>,
-    url: String,
+    facts: Facts,
     /// The consent snapshot's text, built again when the consent changes.
     snap: Option<Rc<str>>,
     /// The last contexts built, so consecutive events share one string: (page, own
@@ -473,7 +488,7 @@ impl<R: Random> Engine<R> {
             backoff: 0.0,
             stats: Stats::default(),
             page: Rc::from(facts_json(&Facts::default())),
-            url: String::new(),
+            facts: Facts::default(),
             snap: None,
             unstamped: None,
             stamped: None,
@@ -528,8 +543,40 @@ impl<R: Random> Engine<R> {
 
     /// The page the next events are recorded on (call again when its facts change).
     pub fn set_page(&mut self, facts: &Facts) {
-        self.url = facts.url.clone();
+        self.facts = facts.clone();
         self.page = Rc::from(facts_json(facts));
+    }
+
+    /// A page view: the page's facts (path, referrer, search, title, url) as its
+    /// properties, with the call's own (`own`, JSON text of an object) over them.
+    pub fn page(&mut self, name: Option<&str>, own: Option<&str>, now: u64) -> bool {
+        let own = match own {
+            Some(o) if !o.starts_with('{') => return self.record(Kind::Page, name, Some(o), now),
+            o => o.unwrap_or("{}"),
+        };
+        let f = &self.facts;
+        let facts = [
+            ("path", f.path.as_str()),
+            ("referrer", &f.referrer),
+            ("search", &f.search),
+            ("title", &f.title),
+            ("url", &f.url),
+        ];
+        let mut props = object(
+            facts
+                .into_iter()
+                .filter(|(k, _)| !json_text::has_key(own, k)),
+        );
+        let inner = own.get(1..own.len() - 1).unwrap_or_default().trim();
+        if !inner.is_empty() {
+            props.pop();
+            if props.len() > 1 {
+                props.push(',');
+            }
+            props.push_str(inner);
+            props.push('}');
+        }
+        self.record(Kind::Page, name, Some(&props), now)
     }
 
     /// Writes a chunk with the events still in it, or removes it when none is left. A
@@ -608,27 +655,15 @@ impl<R: Random> Engine<R> {
     /// First and last touch from the page URL, kept only under consent (click ids under
     /// marketing consent). Once per URL: the same landing page does not touch again.
     fn touch_campaign(&mut self) {
-        if self.touched_url.as_deref() == Some(self.url.as_str()) {
+        if self.touched_url.as_deref() == Some(self.facts.url.as_str()) {
             return;
         }
-        self.touched_url = Some(self.url.clone());
-        let c = campaign::from_url(&self.url);
+        self.touched_url = Some(self.facts.url.clone());
+        let c = campaign::from_url(&self.facts.url);
         if c.is_empty() {
             return;
         }
-        let object = |pairs: &[(&str, String)]| {
-            let mut s = String::from("{");
-            for (k, v) in pairs {
-                if s.len() > 1 {
-                    s.push(',');
-                }
-                push_str(&mut s, k);
-                s.push(':');
-                push_str(&mut s, v);
-            }
-            s.push('}');
-            s
-        };
+        let object = |pairs: &[(&str, String)]| object(pairs.iter().map(|(k, v)| (*k, v.as_str())));
         let clicks = (!c.click_ids.is_empty()).then(|| object(&c.click_ids));
         let touch = Touch {
             campaign: (!c.utm.is_empty()).then(|| object(&c.utm)),
@@ -1122,22 +1157,15 @@ impl<R: Random> Engine<R> {
                 ..SoftLogin::default()
             };
         }
-        let mut traits = String::from("{");
-        for (k, v) in [
-            ("email_sha256", &r.email_sha256),
-            ("phone_sha256", &r.phone_sha256),
-            ("phone_sha256_meta", &r.phone_sha256_meta),
-        ] {
-            if let Some(v) = v {
-                if traits.len() > 1 {
-                    traits.push(',');
-                }
-                push_str(&mut traits, k);
-                traits.push(':');
-                push_str(&mut traits, v);
-            }
-        }
-        traits.push('}');
+        let traits = object(
+            [
+                ("email_sha256", &r.email_sha256),
+                ("phone_sha256", &r.phone_sha256),
+                ("phone_sha256_meta", &r.phone_sha256_meta),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_deref()?))),
+        );
         self.record(Kind::Identify, None, Some(&traits), now);
         r
     }

@@ -579,6 +579,27 @@ fn events_handed_over_at_unload_stay_until_acknowledged() {
     assert_eq!(e.stats().queued, 0, "acknowledged, then gone");
 }
 
+fn a_page_view_carries_the_page_facts_with_the_calls_own_over_them() {
+    let mut e = engine(true);
+    e.set_page(&Facts { title: "Guji".into(), ..facts("https://shop.example/p?x=1", "/p") });
+    e.page(Some("Product"), None, T0);
+    e.page(None, Some(r#"{"title":"Own","extra":{"path":"nested"}}"#), T0 + 1);
+    assert!(!e.page(None, Some(""), T0 + 2), "not serializable: refused");
+    let events = all(&mut e);
+    let p = &events[0]["properties"];
+    assert_eq!((&p["path"], &p["title"], &p["url"]), (&json!("/p"), &json!("Guji"), &json!("https://shop.example/p?x=1")));
+    assert_eq!(events[0]["name"], "Product");
+    let body = e.page(None, Some(r#"{"title":"Own"}"#), T0 + 3);
+    assert!(body);
+    let own = &events[1]["properties"];
+    assert_eq!(own["title"], "Own", "the call's own wins");
+    assert_eq!(own["path"], "/p");
+    assert_eq!(own["extra"]["path"], "nested");
+    let raw = e.batch(T0, MAX_BATCH_BYTES, None).unwrap();
+    let props = &raw[raw.find("\"properties\"").unwrap()..raw.find("\"timestamp\"").unwrap()];
+    assert_eq!(props.matches("\"title\"").count(), 1, "each key once: {props}");
+}
+
 fn phones_written_in_groups_are_found_in_free_text() {
     let mut e = engine(true);
     e.record(Kind::Track, Some("Note"), Some(r#"{"text":"call +33 6 12 34 56 78 today","ref":"2026-11-24 12:30"}"#), T0);

@@ -144,6 +144,36 @@ pub fn scrub(
     Ok(Some(out))
 }
 
+/// Whether the JSON object `text` has `key` among its own (top-level) keys.
+pub fn has_key(text: &str, key: &str) -> bool {
+    let b = text.as_bytes();
+    let (mut depth, mut key_next, mut i) = (0usize, false, 0);
+    while i < b.len() {
+        match b[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                key_next = depth == 1 && b[i] == b'{';
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' => key_next = depth == 1,
+            b'"' => {
+                let Ok((end, s, _)) = string(text, i) else {
+                    return false;
+                };
+                if key_next && s == key {
+                    return true;
+                }
+                key_next = false;
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// The JSON string starting at `start` (its opening quote): where it ends (after the
 /// closing quote), its value, and whether its text can be kept as it is.
 fn string(text: &str, start: usize) -> Result<(usize, Cow<'_, str>, bool), Malformed> {
@@ -295,6 +325,14 @@ mod tests {
             assert_eq!(scrub(bad, FieldKind::Other, None), Err(Malformed), "{bad}");
         }
         assert_eq!(scrub("\"x\"", FieldKind::Other, None), Ok(None));
+    }
+
+    #[test]
+    fn top_level_keys_only() {
+        let t = r#"{"a":{"path":1},"b":"path","c\"":[{"path":2}],"path":3}"#;
+        assert!(has_key(t, "path") && has_key(t, "a") && has_key(t, "c\""));
+        assert!(!has_key(r#"{"a":{"path":1},"b":"path"}"#, "path"));
+        assert!(!has_key("{", "a") && !has_key("", "a"));
     }
 
     #[test]
