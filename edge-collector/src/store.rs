@@ -26,48 +26,24 @@ pub struct StoredEvent {
     /// Skew-corrected event time (RFC 3339).
     pub timestamp: String,
     pub received_at: String,
-    /// The full message as stored (JSON, raw PII hashed).
+    /// The full message as stored (JSON, raw PII hashed). Serialized as the JSON object
+    /// it is (the R2 archive's lines), not as a string.
+    #[serde(serialize_with = "raw_json")]
     pub payload: String,
+}
+
+/// Writes JSON text as the value it is (`null` if it were not JSON), without parsing it
+/// into a tree.
+fn raw_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    let raw: Option<&serde_json::value::RawValue> = serde_json::from_str(text).ok();
+    raw.serialize(s)
 }
 
 impl StoredEvent {
     /// The event as one line of the R2 archive: its columns and its payload as a JSON
-    /// object. The payload text is spliced in as it is (checked to be JSON, not parsed
-    /// into a tree and written again; `null` if it were not JSON).
+    /// object (spliced in as it is, not parsed and written again).
     pub fn archive_line(&self) -> String {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Line<'a> {
-            write_key: &'a str,
-            message_id: &'a str,
-            #[serde(rename = "type")]
-            kind: &'a str,
-            event: &'a Option<String>,
-            anonymous_id: &'a Option<String>,
-            user_id: &'a Option<String>,
-            profile_id: &'a Option<String>,
-            identified: bool,
-            bot: bool,
-            timestamp: &'a str,
-            received_at: &'a str,
-            payload: Option<&'a serde_json::value::RawValue>,
-        }
-        let payload = serde_json::from_str(&self.payload).ok();
-        serde_json::to_string(&Line {
-            write_key: &self.write_key,
-            message_id: &self.message_id,
-            kind: self.kind,
-            event: &self.event,
-            anonymous_id: &self.anonymous_id,
-            user_id: &self.user_id,
-            profile_id: &self.profile_id,
-            identified: self.identified,
-            bot: self.bot,
-            timestamp: &self.timestamp,
-            received_at: &self.received_at,
-            payload,
-        })
-        .unwrap_or_default()
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
@@ -438,8 +414,13 @@ mod tests {
             payload: r#"{"type":"track","properties":{"n":1,"s":"a\"b"}}"#.into(),
         };
         let v: serde_json::Value = serde_json::from_str(&e.archive_line()).unwrap();
-        let mut old = serde_json::to_value(&e).unwrap();
-        old["payload"] = serde_json::from_str(&e.payload).unwrap();
+        let old = serde_json::json!({
+            "writeKey": "wk", "messageId": "m1", "type": "track", "event": "Viewed",
+            "anonymousId": "a1", "userId": null, "profileId": "p_1", "identified": false,
+            "bot": false, "timestamp": "2026-11-24T10:00:00.000Z",
+            "receivedAt": "2026-11-24T10:00:01.000Z",
+            "payload": {"type": "track", "properties": {"n": 1, "s": "a\"b"}},
+        });
         assert_eq!(
             v, old,
             "the same line as parsing the payload and writing it again"
