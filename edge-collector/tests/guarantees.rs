@@ -457,14 +457,7 @@ fn a_failed_insert_after_a_merge_still_moves_the_events_on_retry() {
         srv.clone(),
     )
     .unwrap();
-    let profile = |id: &str| {
-        rig.store
-            .events
-            .borrow()
-            .iter()
-            .find(|e| e.message_id == id)
-            .and_then(|e| e.profile_id.clone())
-    };
+    let profile = |id: &str| rig.profile_of(id);
     assert_ne!(profile("a1"), profile("b1"));
     // The soft login on the phone merges the two profiles, then the insert fails.
     let login = json!({"writeKey": "wk_srv", "batch": [ev("b2", "phone-7", json!({"email_sha256": email}))]});

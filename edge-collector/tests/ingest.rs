@@ -703,15 +703,7 @@ fn soft_login_on_a_second_device_joins_the_profile_and_sets_the_cookie() {
         e
     };
     let first = web(&rig, json!([login("d1", "anon-laptop-1")]));
-    let profile_of = |id: &str| {
-        rig.store
-            .events
-            .borrow()
-            .iter()
-            .find(|e| e.message_id == id)
-            .and_then(|e| e.profile_id.clone())
-            .unwrap()
-    };
+    let profile_of = |id: &str| rig.profile_of(id).unwrap();
     assert!(
         first.results[0].profile_id.is_none(),
         "not told to a browser"

@@ -739,10 +739,15 @@ fn record(kind: Kind, name: Option<String>, body: Option<String>) {
     });
 }
 
+/// A call with a name and a body: the body is an empty object when the page gave none.
+fn named(kind: Kind, name: &JsValue, body_arg: &JsValue) {
+    let b = body(body_arg).or_else(|| Some("{}".into()));
+    record(kind, Some(text(name).unwrap_or_default()), b);
+}
+
 #[wasm_bindgen]
 pub fn track(event: JsValue, props: JsValue) {
-    let b = body(&props).or_else(|| Some("{}".into()));
-    record(Kind::Track, Some(text(&event).unwrap_or_default()), b);
+    named(Kind::Track, &event, &props);
 }
 
 /// `page([name], [properties])`: the engine puts the page's facts in the properties,
@@ -764,14 +769,12 @@ pub fn page(name: JsValue, props: JsValue) {
 
 #[wasm_bindgen]
 pub fn screen(name: JsValue, props: JsValue) {
-    let b = body(&props).or_else(|| Some("{}".into()));
-    record(Kind::Screen, Some(text(&name).unwrap_or_default()), b);
+    named(Kind::Screen, &name, &props);
 }
 
 #[wasm_bindgen]
 pub fn group(id: JsValue, traits: JsValue) {
-    let b = body(&traits).or_else(|| Some("{}".into()));
-    record(Kind::Group, Some(text(&id).unwrap_or_default()), b);
+    named(Kind::Group, &id, &traits);
 }
 
 /// `identify([userId], [traits])`.

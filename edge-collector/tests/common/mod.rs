@@ -71,6 +71,13 @@ impl Rig {
         self.request(Endpoint::Batch, &bytes, None, edge, NOW)
     }
 
+    /// The profile a stored event was resolved to, by its messageId.
+    pub fn profile_of(&self, message_id: &str) -> Option<String> {
+        let events = self.store.events.borrow();
+        let e = events.iter().find(|e| e.message_id == message_id)?;
+        e.profile_id.clone()
+    }
+
     pub fn graph_profile(&self, key: &str, id: &str) -> Option<Profile> {
         self.identity.graphs.borrow().get(key)?.profile(id)
     }
