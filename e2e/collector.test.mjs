@@ -4,13 +4,13 @@
 // a real Segment server library pointed at the collector.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { gzipSync } from 'node:zlib';
+import { gzipSync, gunzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { Analytics } from '@segment/analytics-node';
 import { startCollector, startBrowser, eventually, WRITE_KEY, ALLOWED_ORIGIN } from './harness.mjs';
 
 let collector;
-before(async () => { collector = await startCollector(); });
+before(async () => { collector = await startCollector({ vars: { D1_LIMIT_BYTES: '100000' } }); });
 after(async () => { await collector?.dispose(); });
 
 const sha256 = (s) => createHash('sha256').update(s).digest('hex');
@@ -287,43 +287,115 @@ test('erasure after an unmerge removes exactly the person asked for', async () =
   assert.equal(receipt.length, 1, 'the receipt proves it was done');
 });
 
-test('a source on the R2 path: clean events go through the queue to NDJSON objects', async () => {
+/** Every line of the lake's objects under `prefix` (gzip NDJSON, read as DuckDB would). */
+async function lakeLines(prefix) {
+  const lines = [];
+  let cursor = null;
+  do {
+    const page = await collector.adminJson(`/admin/v1/lake?prefix=${encodeURIComponent(prefix)}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+    for (const o of page.objects) {
+      assert.match(o.key, /^lake\/source=[\w-]+\/date=\d{4}-\d{2}-\d{2}\/hour=\d{2}\/[0-9a-f]{32}\.ndjson\.gz$/, o.key);
+      const r = await collector.admin(`/admin/v1/lake/${o.key}`);
+      assert.equal(r.headers.get('content-type'), 'application/gzip');
+      const text = gunzipSync(Buffer.from(await r.arrayBuffer())).toString('utf8');
+      lines.push(...text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)));
+    }
+    cursor = page.cursor;
+  } while (cursor);
+  return lines;
+}
+
+test('every source has the lake: clean events reach gzip NDJSON objects in R2 and the D1 hot window', async () => {
   const ids = [mid('r2'), mid('r2')];
   const body = await send(ids.map((id) => ({ type: 'track', messageId: id, anonymousId: 'r2-anon', event: 'Archived' })), 'sl_r2_key');
   assert.equal(body.accepted, 2);
-  assert.equal((await send([{ type: 'track', messageId: ids[0], anonymousId: 'r2-anon', event: 'Archived' }], 'sl_r2_key')).duplicates, 1,
-    'dedup holds without D1');
+  assert.equal((await send([{ type: 'track', messageId: ids[0], anonymousId: 'r2-anon', event: 'Archived' }], 'sl_r2_key')).duplicates, 1);
   const lines = await eventually(async () => {
-    const list = await collector.adminJson('/admin/v1/archive?prefix=events/sl_r2_key/');
-    const all = [];
-    for (const o of list.objects) {
-      const text = await (await collector.admin(`/admin/v1/archive/${o.key}`)).text();
-      all.push(...text.trim().split('\n').map((l) => JSON.parse(l)));
-    }
+    const all = await lakeLines('lake/source=sl_r2_key/');
     return all.filter((l) => ids.includes(l.messageId)).length === 2 && all;
-  }, 30_000, 'archived events in R2');
+  }, 30_000, 'events in the lake');
   const line = lines.find((l) => l.messageId === ids[0]);
   assert.equal(line.payload.event, 'Archived');
   assert.match(line.profileId, /^p_/);
-  assert.equal((await collector.query(`select count(*) as n from events where anonymous_id = 'r2-anon'`))[0].n, 0, 'not in D1');
-  // Erasure reaches the archive: the visitor's lines are removed from the objects.
+  assert.equal(line.fingerprint, undefined, 'the lake carries the event, not the store\'s bookkeeping');
+  assert.equal((await collector.query(`select count(*) as n from events where anonymous_id = 'r2-anon'`))[0].n, 2, 'and the hot window');
+  // Erasure reaches both stores: the visitor's lines are removed from the objects.
   const del = await collector.adminJson(`/admin/v1/profiles/${line.profileId}?writeKey=sl_r2_key`, { method: 'DELETE' });
   assert.equal(del.erased.deleted.archivedEvents, 2);
-  const left = await collector.adminJson('/admin/v1/archive?prefix=events/sl_r2_key/');
-  for (const o of left.objects) {
-    const text = await (await collector.admin(`/admin/v1/archive/${o.key}`)).text();
-    assert.ok(!text.includes('r2-anon'), 'no line of the erased visitor remains');
-  }
+  assert.equal(del.erased.deleted.events, 2);
+  const left = await lakeLines('lake/source=sl_r2_key/');
+  assert.ok(!JSON.stringify(left).includes('r2-anon'), 'no line of the erased visitor remains');
+  assert.equal((await collector.query(`select count(*) as n from events where anonymous_id = 'r2-anon'`))[0].n, 0);
   // The same browser coming back after the erasure is a new visitor: its events are kept.
   const later = mid('r2');
   assert.equal((await send([{ type: 'track', messageId: later, anonymousId: 'r2-anon', event: 'Archived' }], 'sl_r2_key')).accepted, 1);
-  await eventually(async () => {
-    const list = await collector.adminJson('/admin/v1/archive?prefix=events/sl_r2_key/');
-    for (const o of list.objects) {
-      if ((await (await collector.admin(`/admin/v1/archive/${o.key}`)).text()).includes(later)) return true;
-    }
-    return false;
-  }, 30_000, 'the later event archived despite the tombstone');
+  await eventually(async () => (await lakeLines('lake/source=sl_r2_key/')).some((l) => l.messageId === later),
+    30_000, 'the later event in the lake despite the tombstone');
+});
+
+test("a day's lake objects read back hold every accepted event exactly once", async () => {
+  const key = 'sl_lake_key';
+  const sent = new Set();
+  const requests = [];
+  for (let r = 0; r < 12; r++) {
+    const visitor = `lake-visitor-${r % 4}`;
+    const batch = Array.from({ length: 25 }, (_, i) => ({
+      type: 'track', messageId: mid(`lake${r}-${i}`), anonymousId: visitor, event: 'Lake Event', properties: { i },
+    }));
+    batch.forEach((e) => sent.add(e.messageId));
+    requests.push(batch);
+  }
+  // Each batch twice (a sender's retry), the requests of each round concurrent, plus an
+  // invalid event and a messageId reused by another visitor with other content: neither
+  // reaches the lake.
+  const days = new Set([new Date().toISOString().slice(0, 10)]);
+  const results = [...await Promise.all(requests.map((b) => send(b, key))), ...await Promise.all(requests.map((b) => send(b, key)))];
+  const accepted = results.reduce((n, r) => n + r.accepted, 0);
+  const repeats = results.reduce((n, r) => n + r.duplicates, 0);
+  assert.equal(accepted, 300, JSON.stringify(results.map((r) => [r.accepted, r.duplicates, r.quarantined])));
+  assert.equal(repeats, 300);
+  const reused = [...sent][0];
+  const conflict = await send([{ type: 'track', messageId: reused, anonymousId: 'another-visitor', event: 'Other' }], key);
+  assert.equal(conflict.quarantined, 1);
+  assert.equal(conflict.results[0].reasons[0].kind, 'message_id_conflict');
+  assert.equal((await send([{ type: 'bogus', messageId: mid('bad'), anonymousId: 'x' }], key)).quarantined, 1);
+  days.add(new Date().toISOString().slice(0, 10)); // a run across midnight reads both days
+  const lines = await eventually(async () => {
+    const all = [];
+    for (const day of days) all.push(...await lakeLines(`lake/source=${key}/date=${day}/`));
+    return all.length >= 300 && all;
+  }, 60_000, 'the day in the lake');
+  const counts = new Map();
+  for (const l of lines) counts.set(l.messageId, (counts.get(l.messageId) ?? 0) + 1);
+  assert.equal(counts.size, 300, 'every event, nothing else');
+  assert.ok([...sent].every((id) => counts.get(id) === 1), 'each exactly once');
+  assert.ok(lines.every((l) => l.writeKey === key && l.payload.event === 'Lake Event'));
+});
+
+test('maintenance prunes the hot window by retentionDays, leaves the lake whole, and warns before the size limit', async () => {
+  const key = 'sl_lake_key';
+  const id = mid('old');
+  assert.equal((await send([{ type: 'track', messageId: id, anonymousId: 'retention-visitor', event: 'Lake Event' }], key)).accepted, 1);
+  await eventually(async () => (await lakeLines(`lake/source=${key}/`)).some((l) => l.messageId === id), 30_000, 'in the lake');
+  const count = async () => (await collector.query(`select count(*) as n from events where message_id = '${id}'`))[0].n;
+  // Tomorrow: inside the window (retentionDays 2), nothing of it goes.
+  const soon = new Date(Date.now() + 86_400_000).toISOString();
+  let run = await collector.adminJson(`/admin/v1/maintenance?now=${soon}`, { method: 'POST' });
+  assert.equal(await count(), 1);
+  // Three days on: out of this source's window, pruned from D1; the lake keeps it.
+  const later = new Date(Date.now() + 3 * 86_400_000).toISOString();
+  run = await collector.adminJson(`/admin/v1/maintenance?now=${later}`, { method: 'POST' });
+  assert.ok(run.pruned[key].events >= 1, JSON.stringify(run.pruned));
+  assert.equal(await count(), 0, 'pruned from the hot window');
+  assert.equal(run.pruned[WRITE_KEY].events, 0, 'a 30-day source keeps its three-day-old events');
+  assert.ok((await lakeLines(`lake/source=${key}/`)).some((l) => l.messageId === id), 'the lake keeps it');
+  // This collector runs with a 100 KB limit (D1_LIMIT_BYTES): the database is over 70%.
+  assert.ok(run.database.bytes > 0);
+  assert.match(run.database.warning, /of its 100000-byte limit/);
+  const health = await collector.adminJson('/admin/v1/health');
+  assert.ok(health.checks.some((c) => c.kind === 'database' && c.detail.warning));
+  assert.ok(health.checks.some((c) => c.kind === 'retention' && c.writeKey === key));
+  assert.equal((await collector.admin('/admin/v1/maintenance?now=yesterday', { method: 'POST' })).status, 400);
 });
 
 test('stats: volume, identified share and quarantine rate by reason', async () => {
@@ -465,6 +537,18 @@ test('admin lists page with cursors, and a time range exports as NDJSON, every e
   assert.equal(new Set(profiles).size, profiles.length, 'each profile once');
   assert.deepEqual(profiles, [...profiles].sort(), 'in id order');
   assert.ok(profiles.includes(profileId));
+});
+
+test('a browser batch of 100 events from one visitor makes at most 10 subrequests, storage included', async () => {
+  const batch = Array.from({ length: 100 }, (_, i) => ({
+    type: 'track', event: 'Browser Fan Out', messageId: mid('bfan'), anonymousId: 'bfan-visitor', properties: { i },
+  }));
+  const r = await post('/v1/batch', { writeKey: WRITE_KEY, batch }, { origin: ALLOWED_ORIGIN });
+  assert.equal(r.status, 200);
+  assert.equal((await r.json()).accepted, 100);
+  const n = Number(r.headers.get('x-subrequests'));
+  console.log(`browser batch of 100: ${n} subrequests`);
+  assert.ok(n > 0 && n <= 10, `${n} subrequests`);
 });
 
 test('a server batch of 100 events from 100 users stays within the free plan\'s 50 subrequests', async () => {

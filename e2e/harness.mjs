@@ -23,7 +23,8 @@ export const TEST_SOURCES = {
   sl_dev_key: { name: 'example-site', plan: '/sl/tracking-plan.json', consent: 'opt-out', origins: [ALLOWED_ORIGIN] },
   sl_optin_key: { name: 'opt-in site', plan: '/sl/tracking-plan.json', consent: 'opt-in' },
   sl_server_key: { name: 'backend', plan: '/sl/tracking-plan.json', consent: 'opt-out' },
-  sl_r2_key: { name: 'archive site', consent: 'opt-out', storage: 'r2' },
+  sl_r2_key: { name: 'archive site', consent: 'opt-out' },
+  sl_lake_key: { name: 'lake site', consent: 'opt-out', retentionDays: 2 },
   sl_limited_key: { name: 'limited', consent: 'opt-out', rateLimit: 5 },
 };
 
@@ -79,7 +80,7 @@ async function wrangler(args, opts = {}) {
 
 /** Starts the collector; `state` reuses a state directory (to test persistence);
  * `sources` replaces the SOURCES configuration (an object keyed by write key). */
-export async function startCollector({ state, sources = TEST_SOURCES, port: fixedPort } = {}) {
+export async function startCollector({ state, sources = TEST_SOURCES, port: fixedPort, vars = {} } = {}) {
   mkdirSync(STATE_ROOT, { recursive: true });
   const stateDir = state ?? mkdtempSync(join(STATE_ROOT, 'collector-'));
   await wrangler(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', stateDir]);
@@ -89,6 +90,7 @@ export async function startCollector({ state, sources = TEST_SOURCES, port: fixe
     '--var', `ADMIN_TOKEN:${ADMIN_TOKEN}`, '--show-interactive-dev-session=false',
     '--live-reload=false',
     ...(sources ? ['--var', `SOURCES:${JSON.stringify(sources)}`] : []),
+    ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
   ], { cwd: COLLECTOR_DIR, env: env(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let log = '';

@@ -12,8 +12,14 @@
 //! claim of the request that took it over. Seen entries are kept for [`WINDOW_MS`] (14 days; Segment keeps
 //! about one).
 //!
-//! In the worker the table lives in Durable Objects sharded by a hash of the messageId
-//! (strongly consistent, unlike KV); [`MemoryDedup`] is the same logic for tests.
+//! In the worker the table lives in Durable Objects (strongly consistent, unlike KV),
+//! sharded by a hash of the event's visitor (its anonymousId, else its userId, else its
+//! messageId): a browser batch is one visitor, so it claims and commits on one shard,
+//! and dedup throughput grows with the shard count. A retry carries the same visitor as
+//! the first try, so it meets its own claim. The one thing a shard cannot see is a
+//! messageId reused by another visitor: the store catches that (the D1 hot window keeps
+//! each event's fingerprint, see `Insert::Conflict`). [`MemoryDedup`] is the same logic
+//! for tests.
 
 use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
@@ -38,9 +44,28 @@ pub struct Claim {
     pub owner: String,
 }
 
-/// The dedup key of an event.
-pub fn key(write_key: &str, message_id: &str) -> String {
-    format!("{write_key}\u{1f}{message_id}")
+/// The dedup key of an event: write key, visitor (the shard route) and messageId.
+pub fn key(write_key: &str, visitor: &str, message_id: &str) -> String {
+    format!("{write_key}\u{1f}{visitor}\u{1f}{message_id}")
+}
+
+/// The visitor an event is routed by: its anonymousId, else its userId, else (an event
+/// with neither is refused by the shape check, so only in theory) its messageId.
+pub fn visitor<'a>(
+    anonymous_id: Option<&'a str>,
+    user_id: Option<&'a str>,
+    message_id: &'a str,
+) -> &'a str {
+    anonymous_id
+        .filter(|a| !a.is_empty())
+        .or(user_id.filter(|u| !u.is_empty()))
+        .unwrap_or(message_id)
+}
+
+/// The shard a dedup key lives on: the hash of its visitor part.
+pub fn shard_of_key(key: &str, shards: u32) -> u32 {
+    let visitor = key.split('\u{1f}').nth(1).unwrap_or(key);
+    shard_of(visitor, shards)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,11 +149,11 @@ pub fn release_in(t: &mut impl SeenTable, keys: &[String], owner: &str) {
     }
 }
 
-/// The shard of a messageId: FNV-1a, hand-written because it is four lines and must never
+/// The shard of a visitor: FNV-1a, hand-written because it is four lines and must never
 /// change (a different hash would forget every seen id).
-pub fn shard_of(message_id: &str, shards: u32) -> u32 {
+pub fn shard_of(visitor: &str, shards: u32) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
-    for b in message_id.bytes() {
+    for b in visitor.bytes() {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
@@ -178,6 +203,7 @@ impl Deduplicator for MemoryDedup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn c(k: &str, fp: &str) -> Claim {
         cw(k, fp, "r1")
@@ -262,6 +288,21 @@ mod tests {
             claim_in(&mut t, &[c("a", "1")], 4 + WINDOW_MS),
             vec![Seen::New]
         );
+    }
+
+    #[test]
+    fn a_visitors_batch_lives_on_one_shard_and_visitors_spread() {
+        let one: HashSet<u32> = (0..100)
+            .map(|i| shard_of_key(&key("wk", "anon-1", &format!("m{i}")), 16))
+            .collect();
+        assert_eq!(one.len(), 1, "100 events of one visitor: one shard");
+        let many: HashSet<u32> = (0..200)
+            .map(|i| shard_of_key(&key("wk", &format!("anon-{i}"), "m"), 16))
+            .collect();
+        assert_eq!(many.len(), 16, "visitors spread over every shard");
+        assert_eq!(visitor(Some(""), Some("u1"), "m"), "u1");
+        assert_eq!(visitor(None, None, "m"), "m");
+        assert_eq!(visitor(Some("a"), Some("u"), "m"), "a");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod enrich;
 pub mod erasure;
 pub mod error;
 pub mod identity;
+pub mod lake;
 pub mod pipeline;
 pub mod reason;
 pub mod sources;

@@ -1,6 +1,7 @@
 //! Sources: decides which site a write key belongs to and what that site allows: the
 //! browser origins it may send from, its tracking plan, its consent policy, its identity
-//! limits, where its clean events are stored and how fast it may send.
+//! limits, how long D1 keeps its events (the R2 lake keeps them all) and how fast it
+//! may send.
 //!
 //! Configured as JSON in the `SOURCES` variable (wrangler `[vars]` or a secret), keyed by
 //! write key:
@@ -12,7 +13,7 @@
 //!   "plan": "/sl/tracking-plan.json",
 //!   "consent": "opt-in",
 //!   "identityLimits": {"userId": 1, "email": 5, "phone": 5, "anonymousId": 5},
-//!   "storage": "d1",
+//!   "retentionDays": 30,
 //!   "rateLimit": 1000
 //! }}
 //! ```
@@ -31,17 +32,6 @@ use tracking_plan::Plan;
 /// default, or `opt-out`): the rule the SDK applies too.
 pub use tracking_plan::consent::Policy as ConsentPolicy;
 
-/// Where a source's clean events go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Storage {
-    /// Rows in D1 (embedded; local under `wrangler dev`).
-    #[default]
-    D1,
-    /// A Queue whose consumer writes batched NDJSON objects to R2.
-    R2,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
@@ -58,8 +48,10 @@ pub struct Source {
     pub consent: ConsentPolicy,
     #[serde(default)]
     pub identity_limits: Limits,
-    #[serde(default)]
-    pub storage: Storage,
+    /// Days D1's hot window keeps this source's events and quarantine rows (default
+    /// 30); the lake in R2 keeps every event.
+    #[serde(default = "retention_default")]
+    pub retention_days: u32,
     /// Events per second one collector instance accepts for this key before answering
     /// 429 (0: no limit).
     #[serde(default)]
@@ -150,6 +142,13 @@ impl Sources {
         self.by_key.get(write_key)
     }
 
+    /// Every source with its write key, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Source)> {
+        let mut all: Vec<_> = self.by_key.iter().map(|(k, s)| (k.as_str(), s)).collect();
+        all.sort_unstable_by_key(|(k, _)| *k);
+        all.into_iter()
+    }
+
     /// Whether a browser origin may call the API at all (for a CORS preflight, which
     /// carries no write key): any configured source's origin is enough.
     pub fn origin_allowed(&self, origin: &str) -> bool {
@@ -170,6 +169,10 @@ impl Source {
     }
 }
 
+fn retention_default() -> u32 {
+    crate::lake::DEFAULT_RETENTION_DAYS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,7 +184,7 @@ mod tests {
         let k1 = s.get("k1").unwrap();
         assert_eq!(k1.origins, vec!["https://a.example"]);
         assert_eq!(k1.consent, ConsentPolicy::OptIn);
-        assert_eq!(k1.storage, Storage::D1);
+        assert_eq!(k1.retention_days, crate::lake::DEFAULT_RETENTION_DAYS);
         assert_eq!(k1.identity_limits, Limits::default());
         assert!(s.get("k2").is_none());
         assert!(k1.accepts_origin(None, "https://c.example"));

@@ -30,6 +30,10 @@ pub struct StoredEvent {
     /// it is (the R2 archive's lines), not as a string.
     #[serde(serialize_with = "raw_json")]
     pub payload: String,
+    /// Hash of the content as sent (`pipeline::fingerprint`): the store tells a retry
+    /// from another visitor's reuse of the messageId by it. Not part of the lake's lines.
+    #[serde(skip)]
+    pub fingerprint: String,
 }
 
 /// Writes JSON text as the value it is (`null` if it were not JSON), without parsing it
@@ -105,12 +109,31 @@ pub struct Counts {
 }
 
 /// Whether a store kept an event or already had one with that messageId.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Insert {
     Stored,
+    /// Already stored with the same content (a retry whose first try was stored).
     Duplicate,
+    /// Already stored with other content under the same messageId: another visitor
+    /// reused it (dedup shards by visitor, so only the store sees this). The first
+    /// content stays; this one is quarantined. Carries the first one's fingerprint.
+    Conflict {
+        first: String,
+    },
     /// Not stored (a partial failure): its claim is released and the request is retried.
     Failed,
+}
+
+/// What a repeated messageId is, from the stored fingerprint and the new one. A row
+/// stored before fingerprints were kept (empty) counts as the same content.
+pub fn repeat(stored: &str, new: &str) -> Insert {
+    if stored.is_empty() || stored == new {
+        Insert::Duplicate
+    } else {
+        Insert::Conflict {
+            first: stored.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -210,14 +233,16 @@ impl EventStore for MemoryStore {
         let out = events
             .iter()
             .map(|e| {
-                let dup = stored
+                let first = stored
                     .iter()
-                    .any(|s| s.write_key == e.write_key && s.message_id == e.message_id);
-                if dup {
-                    Insert::Duplicate
-                } else {
-                    stored.push(e.clone());
-                    Insert::Stored
+                    .find(|s| s.write_key == e.write_key && s.message_id == e.message_id)
+                    .map(|s| s.fingerprint.clone());
+                match first {
+                    None => {
+                        stored.push(e.clone());
+                        Insert::Stored
+                    }
+                    Some(f) => crate::store::repeat(&f, &e.fingerprint),
                 }
             })
             .collect();
@@ -373,6 +398,49 @@ pub fn chunks_by_size<T>(
     out
 }
 
+/// The outcome of each row of one insert batch, from whether the row was written and
+/// the fingerprints the store held for those messageIds before the batch. A row not
+/// written repeats an earlier one: of the batch (another visitor's event earlier in the
+/// same request) or of the store.
+pub fn outcomes(
+    events: &[StoredEvent],
+    written: &[bool],
+    before: &std::collections::HashMap<String, String>,
+) -> Vec<Insert> {
+    let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    events
+        .iter()
+        .zip(written)
+        .map(|(e, &w)| {
+            let first = seen
+                .get(e.message_id.as_str())
+                .copied()
+                .or_else(|| before.get(&e.message_id).map(String::as_str));
+            if w {
+                seen.insert(&e.message_id, &e.fingerprint);
+                return Insert::Stored;
+            }
+            repeat(first.unwrap_or_default(), &e.fingerprint)
+        })
+        .collect()
+}
+
+/// Joins the hot window's outcomes with the lake's: an event the lake did not take
+/// failed (its claim is released and the retry sends it again); a conflict was never
+/// offered to the lake.
+pub fn with_lake(d1: Vec<Insert>, lake: &[Insert]) -> Vec<Insert> {
+    let mut lake = lake.iter();
+    d1.into_iter()
+        .map(|o| match o {
+            Insert::Stored | Insert::Duplicate => match lake.next() {
+                Some(Insert::Failed) | None => Insert::Failed,
+                _ => o,
+            },
+            other => other,
+        })
+        .collect()
+}
+
 /// Sends chunks in order until one fails: the events of sent chunks are `Stored`, those
 /// of the failed chunk and every later one `Failed` (not sent, so a retry sends only
 /// them and nothing twice).
@@ -397,6 +465,66 @@ where
 
 #[cfg(test)]
 mod tests {
+    fn ev(id: &str, fp: &str) -> super::StoredEvent {
+        super::StoredEvent {
+            write_key: "wk".into(),
+            message_id: id.into(),
+            kind: "track",
+            event: None,
+            anonymous_id: None,
+            user_id: None,
+            profile_id: None,
+            identified: false,
+            bot: false,
+            timestamp: String::new(),
+            received_at: String::new(),
+            payload: "{}".into(),
+            fingerprint: fp.into(),
+        }
+    }
+
+    #[test]
+    fn unwritten_rows_are_retries_or_conflicts_by_fingerprint() {
+        use super::{outcomes, with_lake, Insert};
+        let before = [
+            ("old".to_string(), "f0".to_string()),
+            ("legacy".to_string(), String::new()),
+        ]
+        .into_iter()
+        .collect();
+        let events = [
+            ev("new", "f1"),
+            ev("old", "f0"),
+            ev("old", "fX"),
+            ev("new", "f2"),
+            ev("legacy", "f9"),
+        ];
+        let out = outcomes(&events, &[true, false, false, false, false], &before);
+        let conflict = |f: &str| Insert::Conflict { first: f.into() };
+        assert_eq!(
+            out,
+            vec![
+                Insert::Stored,
+                Insert::Duplicate,
+                conflict("f0"),
+                conflict("f1"),
+                Insert::Duplicate
+            ]
+        );
+        // The lake took the first two offered (Stored, Duplicate) and failed the rest.
+        let lake = [Insert::Stored, Insert::Stored, Insert::Failed];
+        assert_eq!(
+            with_lake(out, &lake),
+            vec![
+                Insert::Stored,
+                Insert::Duplicate,
+                conflict("f0"),
+                conflict("f1"),
+                Insert::Failed
+            ]
+        );
+    }
+
     #[test]
     fn an_archive_line_carries_the_columns_and_the_payload_as_an_object() {
         let e = super::StoredEvent {
@@ -412,6 +540,7 @@ mod tests {
             timestamp: "2026-11-24T10:00:00.000Z".into(),
             received_at: "2026-11-24T10:00:01.000Z".into(),
             payload: r#"{"type":"track","properties":{"n":1,"s":"a\"b"}}"#.into(),
+            fingerprint: "f1".into(),
         };
         let v: serde_json::Value = serde_json::from_str(&e.archive_line()).unwrap();
         let old = serde_json::json!({
@@ -445,7 +574,7 @@ mod tests {
         );
         assert_eq!(
             out,
-            [[Insert::Stored; 3].as_slice(), &[Insert::Failed; 4]].concat()
+            [vec![Insert::Stored; 3], vec![Insert::Failed; 4]].concat()
         );
     }
 

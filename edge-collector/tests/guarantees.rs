@@ -332,7 +332,7 @@ fn a_pending_claim_is_answered_503_and_the_retry_stores() {
     pollster::block_on(<MemoryDedup as dedup::Deduplicator>::claim(
         &rig.dedup,
         &[Claim {
-            key: dedup::key("wk_srv", "p1"),
+            key: dedup::key("wk_srv", "a1", "p1"),
             fingerprint: "whatever".into(),
             owner: "dead".into(),
         }],

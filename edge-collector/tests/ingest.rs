@@ -1,6 +1,7 @@
 //! The ingestion pipeline, natively, against the in-memory store, dedup and identity.
 
 use base64::Engine as _;
+use edge_collector::dedup;
 use edge_collector::enrich::EdgeInfo;
 use edge_collector::pipeline::{Endpoint, Error as RequestError, Report, Status};
 use edge_collector::sources::Sources;
@@ -589,6 +590,41 @@ fn a_reused_message_id_with_other_content_is_a_conflict_not_a_merge() {
     assert_eq!(rig.store.events.borrow().len(), 1);
     let stored: Value = serde_json::from_str(&rig.store.events.borrow()[0].payload).unwrap();
     assert_eq!(stored["properties"]["price"], 1, "the first content stays");
+}
+
+#[test]
+fn a_messageid_reused_by_another_visitor_is_a_conflict_found_by_the_store() {
+    // Dedup shards by visitor, so the second visitor's claim is new on its own shard:
+    // the store's fingerprint is what catches the reuse.
+    let rig = rig();
+    let mut a = web_track("reused", "E", json!({}));
+    a["anonymousId"] = json!("visitor-a");
+    let mut b = a.clone();
+    b["anonymousId"] = json!("visitor-b");
+    assert_ne!(
+        dedup::shard_of_key(&dedup::key("wk_web", "visitor-a", "reused"), 16),
+        dedup::shard_of_key(&dedup::key("wk_web", "visitor-b", "reused"), 16),
+        "the two visitors are on different shards"
+    );
+    assert_eq!(web(&rig, json!([a.clone()])).accepted, 1);
+    for _ in 0..2 {
+        // The retry is judged the same: its claim was released, not committed.
+        let r = web(&rig, json!([b.clone()]));
+        assert_eq!(r.results[0].status, Status::Quarantined, "{r:?}");
+        assert_eq!(r.results[0].reasons[0].kind.as_str(), "message_id_conflict");
+    }
+    assert_eq!(rig.store.events.borrow().len(), 1);
+    assert_eq!(
+        rig.store.events.borrow()[0].anonymous_id.as_deref(),
+        Some("visitor-a")
+    );
+    assert_eq!(
+        rig.store.quarantined.borrow().len(),
+        1,
+        "quarantined once (by qkey)"
+    );
+    // The same visitor's exact retry of the first is still a duplicate.
+    assert_eq!(web(&rig, json!([a])).duplicates, 1);
 }
 
 #[test]

@@ -103,7 +103,7 @@ fn record(at: &AtGate<'_>, decision: &Decision) -> ConsentRecord {
             .unwrap_or_else(|| format!("noid-{}", super::short_digest(&[at.write_key, at.text]))),
         anonymous_id: clean(v.anonymous_id.as_deref(), at.country),
         user_id: clean(v.user_id.as_deref(), at.country),
-        categories: consent::to_json(&decision).to_string(),
+        categories: consent::to_json(decision).to_string(),
         source: source.chars().take(40).collect(),
         gpc: decision.gpc,
         timestamp: clean(v.timestamp, at.country)

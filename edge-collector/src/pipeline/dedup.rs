@@ -54,18 +54,20 @@ pub async fn claim<D: Deduplicator>(
                 super::verdict(Some(c.event.message_id), Status::Duplicate, vec![]),
             ),
             Seen::Conflict { first } => {
-                let reason = Reason::new(
-                    ReasonKind::MessageIdConflict,
-                    "$.messageId",
-                    format!(
-                        "messageId already received with different content (fingerprint {first}, this one {})",
-                        c.fingerprint
-                    ),
-                );
+                let reason = conflict_reason(&first, &c.fingerprint);
                 run.sort(i, quarantine_message(sh, &c.message, vec![reason]));
             }
             Seen::Pending => {} // answered above: the whole request is retried
         }
     }
     Ok(fresh)
+}
+
+/// Why an event reusing a received messageId with other content is quarantined.
+pub fn conflict_reason(first: &str, this: &str) -> Reason {
+    Reason::new(
+        ReasonKind::MessageIdConflict,
+        "$.messageId",
+        format!("messageId already received with different content (fingerprint {first}, this one {this})"),
+    )
 }

@@ -70,7 +70,7 @@ pub fn observation(
             (Some(Value::Object(t)), MessageType::Identify) => Some(t.clone()),
             _ => None,
         },
-        consent: Some(crate::consent::to_json(&decision)),
+        consent: Some(crate::consent::to_json(decision)),
         at_ms,
     }
 }

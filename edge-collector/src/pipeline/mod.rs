@@ -371,7 +371,10 @@ fn checked(
     let version = sh.source.compiled.as_ref().map(|p| p.version.clone());
     enrich::note_violations(&mut m, version.as_deref(), judged.violations);
     let cookie = sh.req.edge.cookie_id.filter(|c| valid_cookie_id(c));
-    let key = crate::dedup::key(sh.write_key, m.message_id.as_deref().unwrap_or_default());
+    let message_id = m.message_id.as_deref().unwrap_or_default();
+    let visitor =
+        crate::dedup::visitor(m.anonymous_id.as_deref(), m.user_id.as_deref(), message_id);
+    let key = crate::dedup::key(sh.write_key, visitor, message_id);
     let observation = identity::observation(&m, kind, key, cookie, &decision, ts);
     Prepared::Candidate(Box::new(Candidate {
         event: StoredEvent {
@@ -387,6 +390,7 @@ fn checked(
             timestamp: m.timestamp.clone().unwrap_or_default(),
             received_at: sh.received_at.to_string(),
             payload: String::new(),
+            fingerprint: fp.clone(),
         },
         fingerprint: fp,
         observation,
@@ -512,16 +516,7 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     let owner = req.request_id;
     let fresh = dedup::claim(svc.dedup, &mut run, &shared, owner).await?;
     run.write_side_records(svc.store).await?; // conflicts found by dedup
-    let outcomes = store::store(
-        svc,
-        env.source,
-        &env.write_key,
-        fresh,
-        &mut run,
-        owner,
-        req.now_ms,
-    )
-    .await?;
+    let outcomes = store::store(svc, &shared, fresh, &mut run, owner, req.now_ms).await?;
     let browser = req.edge.origin.is_some();
     let (identified, bots) = (run.identified, run.bots);
     let report = run.report(outcomes, browser, req.edge.cookie_id);

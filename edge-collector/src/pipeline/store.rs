@@ -122,11 +122,12 @@ pub struct Stored {
 }
 
 /// Resolves identity for the new events, stores them with their profile moves, then
-/// commits their claims (or releases them when the store failed).
+/// commits their claims (or releases them when the store failed). An event the store
+/// found under another visitor's messageId is quarantined as a conflict, and its claim
+/// released, so its retry is judged the same way again.
 pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
     svc: &Services<'_, E, D, I>,
-    source: &Source,
-    key: &str,
+    sh: &super::Shared<'_>,
     mut fresh: Vec<(usize, Candidate)>,
     run: &mut Run,
     owner: &str,
@@ -139,47 +140,68 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
         .iter()
         .map(|(_, c)| c.observation.key.clone())
         .collect();
-    let outcomes = match write(svc, source, key, &mut fresh).await {
+    let outcomes = match write(svc, sh.source, sh.write_key, &mut fresh).await {
         Ok(o) => o,
         Err(e) => {
             let _ = svc.dedup.release(&claimed, owner).await;
             return Err(e.into());
         }
     };
-    let (done, failed): (Vec<_>, Vec<_>) = claimed
-        .into_iter()
-        .zip(&outcomes)
-        .partition(|(_, o)| **o != Insert::Failed);
-    let done: Vec<String> = done.into_iter().map(|(k, _)| k).collect();
-    let failed: Vec<String> = failed.into_iter().map(|(k, _)| k).collect();
+    let pick = |want: fn(&Insert) -> bool| -> Vec<String> {
+        claimed
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| want(o))
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    let done = pick(|o| matches!(o, Insert::Stored | Insert::Duplicate));
+    let failed = pick(|o| *o == Insert::Failed);
+    let conflicts = pick(|o| matches!(o, Insert::Conflict { .. }));
+    let mut stored = Vec::new();
+    for ((i, c), o) in fresh.into_iter().zip(outcomes) {
+        match o {
+            Insert::Stored | Insert::Duplicate => stored.push(accepted(run, i, c, o)),
+            Insert::Conflict { first } => {
+                let reason = super::dedup::conflict_reason(&first, &c.fingerprint);
+                run.sort(i, super::quarantine_message(sh, &c.message, vec![reason]));
+            }
+            Insert::Failed => {}
+        }
+    }
+    // The conflicts' quarantine rows before their claims go: a crash in between leaves
+    // a pending claim whose lease runs out, and the retry writes the same row (by qkey).
+    run.write_side_records(svc.store).await?;
     svc.dedup.commit(&done, now_ms).await?;
+    if !conflicts.is_empty() {
+        svc.dedup.release(&conflicts, owner).await?;
+    }
     if !failed.is_empty() {
         svc.dedup.release(&failed, owner).await?;
         return Err(Error::Storage("some events could not be stored".into()));
     }
-    Ok(fresh
-        .into_iter()
-        .zip(outcomes)
-        .map(|((i, c), o)| {
-            let status = if o == Insert::Stored {
-                Status::Accepted
-            } else {
-                Status::Duplicate
-            };
-            if status == Status::Accepted {
-                run.identified += u32::from(c.event.identified);
-                run.bots += u32::from(c.event.bot);
-            }
-            let mut v = verdict(Some(c.event.message_id), status, vec![]);
-            v.warnings = c.warnings;
-            v.profile_id = c.event.profile_id;
-            Stored {
-                index: i,
-                verdict: v,
-                anonymous_id: c.event.anonymous_id.filter(|a| super::valid_cookie_id(a)),
-            }
-        })
-        .collect())
+    Ok(stored)
+}
+
+/// The verdict of an event the store kept (or had kept on a first try).
+fn accepted(run: &mut Run, i: usize, c: Candidate, o: Insert) -> Stored {
+    let status = if o == Insert::Stored {
+        Status::Accepted
+    } else {
+        Status::Duplicate
+    };
+    if status == Status::Accepted {
+        run.identified += u32::from(c.event.identified);
+        run.bots += u32::from(c.event.bot);
+    }
+    let mut v = verdict(Some(c.event.message_id), status, vec![]);
+    v.warnings = c.warnings;
+    v.profile_id = c.event.profile_id;
+    Stored {
+        index: i,
+        verdict: v,
+        anonymous_id: c.event.anonymous_id.filter(|a| super::valid_cookie_id(a)),
+    }
 }
 
 async fn write<E: EventStore, D: Deduplicator, I: IdentityService>(
@@ -247,5 +269,6 @@ fn placeholder() -> StoredEvent {
         timestamp: String::new(),
         received_at: String::new(),
         payload: String::new(),
+        fingerprint: String::new(),
     }
 }

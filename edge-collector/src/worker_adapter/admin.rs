@@ -1,5 +1,5 @@
 //! The admin API (Bearer admin token): events, quarantine, consent log, profile 360,
-//! unmerge, erasure, stats and the R2 archive. Reads D1 and the identity objects; the
+//! unmerge, erasure, stats, health and maintenance, and the R2 lake. Reads D1 and the identity objects; the
 //! identity decisions (unmerge, erase) are made by `identity` inside the objects.
 
 use super::objects::{ident_from_query, DoIdentity};
@@ -325,7 +325,7 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
             let u: Unmerged = serde_json::from_value(answer["unmerged"].clone())
                 .map_err(|e| Error::RustError(e.to_string()))?;
             // Events of the restored profile's visitors go back to it.
-            let store = super::storage::CloudStore::new(env, sources)?;
+            let store = super::storage::CloudStore::new(env)?;
             let unmerged = crate::erasure::Subjects::from(&crate::identity::Erased {
                 profile_ids: vec![],
                 identifiers: u.moved.clone(),
@@ -340,7 +340,7 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
             )
         }
         (Method::Delete, ["profiles", id]) => {
-            let store = super::storage::CloudStore::new(env, sources)?;
+            let store = super::storage::CloudStore::new(env)?;
             let keys = match q("writeKey") {
                 Some(k) => vec![k],
                 None => sources.keys(),
@@ -357,26 +357,50 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
             }
             fail(404, "not_found", "no such profile")
         }
+        (Method::Get, ["health"]) => reply(200, super::maintenance::health(env).await?),
+        // Runs the maintenance now; `now` (RFC 3339) sets the clock it prunes by.
+        (Method::Post, ["maintenance"]) => {
+            let now = match q("now") {
+                Some(t) => match tracking_plan::time::parse_rfc3339(&t) {
+                    Some(ms) => ms,
+                    None => return fail(400, "invalid_time", "now is not an RFC 3339 time"),
+                },
+                None => Date::now().as_millis() as i64,
+            };
+            reply(200, super::maintenance::run(env, sources, now).await?)
+        }
         (Method::Get, ["stats"]) => stats(&db, q("writeKey"), q("days")).await,
-        (Method::Get, ["archive"]) => {
+        // The lake's objects under a prefix (default: all), a page at a time.
+        (Method::Get, ["lake"]) => {
             let bucket = env.bucket("ARCHIVE")?;
-            let prefix = q("prefix").unwrap_or_else(|| "events/".into());
-            let listed = bucket.list().prefix(prefix).execute().await?;
-            let keys: Vec<Value> = listed
+            let mut listing = bucket
+                .list()
+                .prefix(q("prefix").unwrap_or_else(|| "lake/".into()));
+            if let Some(c) = q("cursor") {
+                listing = listing.cursor(c);
+            }
+            let page = listing.execute().await?;
+            let keys: Vec<Value> = page
                 .objects()
                 .iter()
                 .map(|o| json!({"key": o.key(), "size": o.size()}))
                 .collect();
-            reply(200, json!({"ok": true, "objects": keys}))
+            let next = page.cursor().filter(|_| page.truncated());
+            reply(200, json!({"ok": true, "objects": keys, "cursor": next}))
         }
-        (Method::Get, ["archive", ..]) => {
-            let key = path.trim_start_matches("/admin/v1/archive/");
+        // One object as stored (gzip NDJSON).
+        (Method::Get, ["lake", ..]) => {
+            let key = path.trim_start_matches("/admin/v1/lake/");
             match env.bucket("ARCHIVE")?.get(key).execute().await? {
                 Some(obj) => match obj.body() {
-                    Some(b) => Response::ok(b.text().await?),
+                    Some(b) => {
+                        let mut r = Response::from_bytes(b.bytes().await?)?;
+                        r.headers_mut().set("Content-Type", "application/gzip")?;
+                        Ok(r)
+                    }
                     None => fail(404, "not_found", "empty object"),
                 },
-                None => fail(404, "not_found", format!("no object {key}")),
+                None => fail(404, "not_found", "no such object"),
             }
         }
         _ => fail(404, "not_found", "no such admin endpoint"),

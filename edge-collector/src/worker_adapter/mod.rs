@@ -5,6 +5,7 @@
 //! decision is the core's.
 
 mod admin;
+mod maintenance;
 mod objects;
 mod storage;
 
@@ -271,7 +272,7 @@ pub(crate) async fn run_pipeline(
     ireq: &IngestRequest<'_>,
     calls: &Calls,
 ) -> Result<std::result::Result<crate::pipeline::Report, RequestError>> {
-    let mut store = CloudStore::new(env, sources)?;
+    let mut store = CloudStore::new(env)?;
     store.calls = Rc::clone(calls);
     let dedup = DoDedup {
         calls: Rc::clone(calls),
@@ -360,6 +361,20 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             &json!({"ok": false, "error": {"code": "internal", "message": e.to_string()}}),
         )
     })
+}
+
+/// The hourly maintenance: the hot window's retention and the database's size.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    let outcome = match sources(&env).await {
+        Ok(s) => maintenance::run(&env, &s, Date::now().as_millis() as i64)
+            .await
+            .map(|_| ()),
+        Err(e) => Err(Error::RustError(e.to_string())),
+    };
+    if let Err(e) = outcome {
+        console_error!("sightline maintenance: {e}");
+    }
 }
 
 #[event(queue)]

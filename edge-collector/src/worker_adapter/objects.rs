@@ -226,8 +226,7 @@ pub struct DoDedup {
 
 impl DoDedup {
     fn shard_of_key(&self, key: &str) -> u32 {
-        let message_id = key.split_once('\u{1f}').map_or(key, |(_, m)| m);
-        dedup::shard_of(message_id, self.shards)
+        dedup::shard_of_key(key, self.shards)
     }
 
     /// Groups items by shard and calls each shard once, all shards concurrently.

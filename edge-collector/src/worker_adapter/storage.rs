@@ -1,9 +1,8 @@
-//! Storage on Cloudflare: D1 for clean events (by default), the quarantine, the consent
-//! log and daily counters; or, for a source with `"storage": "r2"`, clean events sent
-//! through a Queue whose consumer writes batched NDJSON objects to R2.
+//! Storage on Cloudflare: every clean event goes to D1's hot window and, through a
+//! Queue, to the R2 lake (gzip NDJSON objects laid out by `crate::lake`); D1 also holds
+//! the quarantine, the consent log and daily counters.
 
 use crate::erasure::{Deleted, ErasureStore, Job, Subjects};
-use crate::sources::{Sources, Storage};
 use crate::store::{
     ConsentRecord, Counts, EventStore, Insert, QuarantinedEvent, StoreError, StoredEvent,
 };
@@ -24,38 +23,30 @@ fn err(e: Error) -> StoreError {
     StoreError(e.to_string())
 }
 
-pub struct CloudStore<'a> {
+pub struct CloudStore {
     pub db: D1Database,
     /// The R2 archive, when bound.
     pub bucket: Option<Bucket>,
     /// The queue to R2, when the worker has one bound.
     pub queue: Option<Queue>,
-    /// Each event's source says where its clean events go.
-    pub sources: &'a Sources,
     /// Subrequests made (D1 batches, Queue sends), for the request's report.
     pub calls: super::Calls,
 }
 
-impl<'a> CloudStore<'a> {
-    pub fn new(env: &Env, sources: &'a Sources) -> Result<Self> {
+impl CloudStore {
+    pub fn new(env: &Env) -> Result<Self> {
         Ok(CloudStore {
             db: env.d1("DB")?,
             calls: Default::default(),
             bucket: env.bucket("ARCHIVE").ok(),
             queue: env.queue("EVENTS_QUEUE").ok(),
-            sources,
         })
     }
 
-    /// The queue, when these events' source stores in R2 (all events of one request
-    /// share a source).
-    fn r2_queue(&self, write_key: &str) -> std::result::Result<Option<&Queue>, StoreError> {
-        match self.sources.get(write_key).map(|s| s.storage) {
-            Some(Storage::R2) => self.queue.as_ref().map(Some).ok_or_else(|| {
-                StoreError("the source stores in R2 but EVENTS_QUEUE is not bound".into())
-            }),
-            _ => Ok(None),
-        }
+    fn lake(&self) -> std::result::Result<&Queue, StoreError> {
+        self.queue.as_ref().ok_or_else(|| {
+            StoreError("EVENTS_QUEUE (the queue to the R2 lake) is not bound".into())
+        })
     }
 
     /// Runs one statement per row in a single D1 batch (one round trip, one transaction).
@@ -85,7 +76,12 @@ pub struct Archived {
     pub line: String,
 }
 
-impl EventStore for CloudStore<'_> {
+impl EventStore for CloudStore {
+    /// The hot window first (it tells retries from another visitor's reuse of a
+    /// messageId), then the lake for every event that is not a conflict. An event D1
+    /// already held but whose claim was new again is offered to the lake once more: the
+    /// request that stored it may have died before its queue send. So a crash can leave
+    /// a line twice in the lake (every line carries its messageId); it never loses one.
     async fn insert_events(
         &self,
         events: &[StoredEvent],
@@ -94,85 +90,30 @@ impl EventStore for CloudStore<'_> {
         let Some(first) = events.first() else {
             return Ok(Vec::new());
         };
-        if let Some(queue) = self.r2_queue(&first.write_key)? {
-            // The R2 archive is immutable: its loaders follow the merge log for moves.
-            // Dedup already happened in the Durable Objects. Queues deliver at least
-            // once: a batch delivered again with the same messages rewrites the same
-            // object (its name is a hash of its lines); every line carries its messageId
-            // for loaders to drop a repeat across objects.
-            let msgs: Vec<Archived> = events
-                .iter()
-                .map(|e| Archived {
-                    write_key: e.write_key.clone(),
-                    received_at: e.received_at.clone(),
-                    line: e.archive_line(),
-                })
-                .collect();
-            // Sized by bytes as well as count (a Queue batch takes 100 messages and 256 KB).
-            // Each sent chunk's events are stored; a failed chunk's (and later ones') are
-            // `Failed`, so only their claims are released and a retry sends only them.
-            let chunks =
-                crate::store::chunks_by_size(&msgs, |m| m.line.len() + 128, 100, QUEUE_BATCH_BYTES);
-            let out = crate::store::send_chunks(&chunks, |chunk| async move {
-                let batch: Vec<&Archived> = chunk.iter().collect();
-                super::count(&self.calls);
-                queue.send_batch(batch).await.is_ok()
-            })
-            .await;
-            return Ok(out);
-        }
-        let rows = events.iter().map(|e| {
-            vec![
-                e.write_key.as_str().into(),
-                e.message_id.as_str().into(),
-                e.kind.into(),
-                opt(&e.event),
-                opt(&e.anonymous_id),
-                opt(&e.user_id),
-                opt(&e.profile_id),
-                JsValue::from(i32::from(e.identified)),
-                JsValue::from(i32::from(e.bot)),
-                e.timestamp.as_str().into(),
-                e.received_at.as_str().into(),
-                e.payload.as_str().into(),
-            ]
-        });
-        // Inserts and profile moves in one D1 batch: one transaction, so a merge's moves
-        // are never lost to a failed insert.
-        let mut stmts = rows
-            .map(|args| {
-                self.db.prepare(
-                "INSERT INTO events (write_key, message_id, type, event, anonymous_id, user_id, \
-                 profile_id, identified, bot, timestamp, received_at, payload) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-                 ON CONFLICT (write_key, message_id) DO NOTHING",
-            ).bind(&args)
-            })
-            .collect::<Result<Vec<_>>>()
-            .map_err(err)?;
-        for (from, to) in moves {
-            stmts.push(
-                self.db
-                    .prepare("UPDATE events SET profile_id = ?1 WHERE write_key = ?2 AND profile_id = ?3")
-                    .bind(&[to.as_str().into(), first.write_key.as_str().into(), from.as_str().into()])
-                    .map_err(err)?,
-            );
-        }
-        super::count(&self.calls);
-        let results = self.db.batch(stmts).await.map_err(err)?;
-        results
+        let queue = self.lake()?;
+        let d1 = self.insert_hot(first, events, moves).await?;
+        let msgs: Vec<Archived> = events
             .iter()
-            .take(events.len())
-            .map(|r| {
-                let meta = r.meta().map_err(err)?;
-                let changes = meta.and_then(|m| m.changes).unwrap_or(0);
-                Ok(if changes > 0 {
-                    Insert::Stored
-                } else {
-                    Insert::Duplicate
-                })
+            .zip(&d1)
+            .filter(|(_, o)| matches!(o, Insert::Stored | Insert::Duplicate))
+            .map(|(e, _)| Archived {
+                write_key: e.write_key.clone(),
+                received_at: e.received_at.clone(),
+                line: e.archive_line(),
             })
-            .collect()
+            .collect();
+        // Sized by bytes as well as count (a Queue batch takes 100 messages and 256 KB).
+        // Each sent chunk's events are stored; a failed chunk's (and later ones') are
+        // `Failed`, so only their claims are released and a retry sends only them.
+        let chunks =
+            crate::store::chunks_by_size(&msgs, |m| m.line.len() + 128, 100, QUEUE_BATCH_BYTES);
+        let lake = crate::store::send_chunks(&chunks, |chunk| async move {
+            let batch: Vec<&Archived> = chunk.iter().collect();
+            super::count(&self.calls);
+            queue.send_batch(batch).await.is_ok()
+        })
+        .await;
+        Ok(crate::store::with_lake(d1, &lake))
     }
 
     async fn quarantine(&self, events: &[QuarantinedEvent]) -> std::result::Result<(), StoreError> {
@@ -261,21 +202,20 @@ impl EventStore for CloudStore<'_> {
 pub async fn archive(batch: MessageBatch<Archived>, env: &Env) -> Result<()> {
     let bucket = env.bucket("ARCHIVE")?;
     let db = env.d1("DB")?;
-    let mut groups: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+    let mut kept = Vec::new();
     for m in batch.messages()? {
         let a = m.into_body();
-        if tombstoned(&db, &a).await? {
-            continue; // erased while it waited in the queue
+        if !tombstoned(&db, &a).await? {
+            kept.push(a); // else: erased while it waited in the queue
         }
-        let day = a.received_at.get(..10).unwrap_or("unknown").to_string();
-        groups.entry((a.write_key, day)).or_default().push(a.line);
     }
-    for ((key, day), mut lines) in groups {
-        lines.sort();
-        let body = lines.join("\n") + "\n";
-        let name = tracking_plan::identifiers::sha256_hex(&body);
-        let object = format!("events/{key}/{day}/{}.ndjson", &name[..32]);
-        bucket.put(object, body.into_bytes()).execute().await?;
+    let lines = kept.iter().map(|a| crate::lake::Line {
+        write_key: &a.write_key,
+        received_at: &a.received_at,
+        line: &a.line,
+    });
+    for (name, body) in crate::lake::objects(lines) {
+        bucket.put(name, body).execute().await?;
     }
     Ok(())
 }
@@ -316,7 +256,7 @@ fn changes(r: &D1Result) -> u64 {
     r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) as u64
 }
 
-impl ErasureStore for CloudStore<'_> {
+impl ErasureStore for CloudStore {
     async fn pending_job(
         &self,
         write_key: &str,
@@ -423,7 +363,7 @@ impl ErasureStore for CloudStore<'_> {
     }
 }
 
-impl crate::store::ProfileEvents for CloudStore<'_> {
+impl crate::store::ProfileEvents for CloudStore {
     async fn move_events(
         &self,
         write_key: &str,
@@ -453,8 +393,92 @@ impl crate::store::ProfileEvents for CloudStore<'_> {
     }
 }
 
-impl CloudStore<'_> {
-    /// Rewrites the archive objects holding a line of the subjects without it.
+impl CloudStore {
+    /// The events into D1 with the profile moves, in one batch (one transaction, so a
+    /// merge's moves are never lost to a failed insert), behind a read of the
+    /// fingerprints already held for these messageIds.
+    async fn insert_hot(
+        &self,
+        first: &StoredEvent,
+        events: &[StoredEvent],
+        moves: &[(String, String)],
+    ) -> std::result::Result<Vec<Insert>, StoreError> {
+        let key = first.write_key.as_str();
+        let ids: Vec<String> = events.iter().map(|e| e.message_id.clone()).collect();
+        let mut stmts = vec![self
+            .db
+            .prepare(
+                "SELECT message_id, fingerprint FROM events WHERE write_key = ?1 \
+                 AND message_id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(&[key.into(), list(&ids)])
+            .map_err(err)?];
+        for e in events {
+            let args = [
+                e.write_key.as_str().into(),
+                e.message_id.as_str().into(),
+                e.kind.into(),
+                opt(&e.event),
+                opt(&e.anonymous_id),
+                opt(&e.user_id),
+                opt(&e.profile_id),
+                JsValue::from(i32::from(e.identified)),
+                JsValue::from(i32::from(e.bot)),
+                e.timestamp.as_str().into(),
+                e.received_at.as_str().into(),
+                e.payload.as_str().into(),
+                e.fingerprint.as_str().into(),
+            ];
+            stmts.push(
+                self.db
+                    .prepare(
+                        "INSERT INTO events (write_key, message_id, type, event, anonymous_id, user_id, \
+                         profile_id, identified, bot, timestamp, received_at, payload, fingerprint) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+                         ON CONFLICT (write_key, message_id) DO NOTHING",
+                    )
+                    .bind(&args)
+                    .map_err(err)?,
+            );
+        }
+        for (from, to) in moves {
+            stmts.push(
+                self.db
+                    .prepare("UPDATE events SET profile_id = ?1 WHERE write_key = ?2 AND profile_id = ?3")
+                    .bind(&[to.as_str().into(), key.into(), from.as_str().into()])
+                    .map_err(err)?,
+            );
+        }
+        super::count(&self.calls);
+        let results = self.db.batch(stmts).await.map_err(err)?;
+        let Some((held, inserts)) = results.split_first() else {
+            return Err(StoreError("D1 answered no results".into()));
+        };
+        #[derive(Deserialize)]
+        struct Held {
+            message_id: String,
+            fingerprint: String,
+        }
+        let before = held
+            .results::<Held>()
+            .map_err(err)?
+            .into_iter()
+            .map(|h| (h.message_id, h.fingerprint))
+            .collect();
+        let written: Vec<bool> = inserts
+            .iter()
+            .take(events.len())
+            .map(|r| changes(r) > 0)
+            .collect();
+        if written.len() != events.len() {
+            return Err(StoreError("D1 answered the wrong count".into()));
+        }
+        Ok(crate::store::outcomes(events, &written, &before))
+    }
+}
+
+impl CloudStore {
+    /// Rewrites the lake's objects holding a line of the subjects without it.
     async fn erase_archive(&self, key: &str, s: &Subjects) -> Result<u64> {
         let Some(bucket) = &self.bucket else {
             return Ok(0);
@@ -462,7 +486,7 @@ impl CloudStore<'_> {
         let mut dropped_total = 0u64;
         let mut cursor: Option<String> = None;
         loop {
-            let mut listing = bucket.list().prefix(format!("events/{key}/"));
+            let mut listing = bucket.list().prefix(crate::lake::prefix(key));
             if let Some(c) = &cursor {
                 listing = listing.cursor(c.clone());
             }
@@ -472,21 +496,19 @@ impl CloudStore<'_> {
                     continue;
                 };
                 let Some(body) = found.body() else { continue };
-                let text = body.text().await?;
-                let (kept, dropped): (Vec<&str>, Vec<&str>) = text
-                    .lines()
-                    .partition(|line| !s.matches(&serde_json::from_str(line).unwrap_or_default()));
-                if dropped.is_empty() {
+                let Some(text) = crate::lake::gunzip(&body.bytes().await?) else {
                     continue;
-                }
-                dropped_total += dropped.len() as u64;
-                if kept.is_empty() {
+                };
+                let matches =
+                    |line: &str| s.matches(&serde_json::from_str(line).unwrap_or_default());
+                let Some((rest, dropped)) = crate::lake::without(&text, matches) else {
+                    continue;
+                };
+                dropped_total += dropped;
+                if rest.is_empty() {
                     bucket.delete(obj.key()).await?;
                 } else {
-                    bucket
-                        .put(obj.key(), (kept.join("\n") + "\n").into_bytes())
-                        .execute()
-                        .await?;
+                    bucket.put(obj.key(), rest).execute().await?;
                 }
             }
             cursor = page.cursor().filter(|_| page.truncated());

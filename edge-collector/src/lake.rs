@@ -1,0 +1,207 @@
+//! The lake and the hot window: decides where a clean event lives for good and for how
+//! long D1 keeps it. R2 is every source's system of record: gzip NDJSON objects under
+//! `lake/source=<write key>/date=<YYYY-MM-DD>/hour=<HH>/`, so DuckDB, ClickHouse or
+//! Spark read them with Hive partitioning. An object's name is a hash of its sorted
+//! lines, so a queue batch delivered again rewrites the same object. D1 keeps each
+//! source's last `retentionDays` (default 30) for the admin API and the profile views;
+//! the scheduled maintenance prunes older rows and warns well before D1's size limit.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+/// How long D1 keeps a source's events unless the source says otherwise.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// D1's database size limit (10 GB).
+pub const D1_LIMIT_BYTES: u64 = 10_000_000_000;
+/// The share of the limit at which maintenance warns: at 70% a site still has weeks to
+/// shorten its window or move sources to another database.
+pub const WARN_SHARE: f64 = 0.7;
+/// Rows one prune statement deletes (a D1 statement must stay short).
+pub const PRUNE_CHUNK: u32 = 5_000;
+/// Statements one maintenance run spends per source and table; the rest waits an hour.
+pub const PRUNE_ROUNDS: u32 = 20;
+
+/// The prefix of a source's objects.
+pub fn prefix(write_key: &str) -> String {
+    format!("lake/source={}/", part(write_key))
+}
+
+/// A write key as a path segment: the characters a key may hold, others as `_` (a
+/// key with `/` must not open another source's prefix).
+fn part(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// One line on its way to the lake, as the queue carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line<'a> {
+    pub write_key: &'a str,
+    pub received_at: &'a str,
+    pub line: &'a str,
+}
+
+/// Groups lines by source, day and hour (of their receipt) and names each group's
+/// object. Lines are sorted within an object, so the same lines give the same name.
+pub fn objects<'a>(lines: impl IntoIterator<Item = Line<'a>>) -> Vec<(String, Vec<u8>)> {
+    let mut groups: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for l in lines {
+        let day = l.received_at.get(..10).unwrap_or("unknown");
+        let hour = l.received_at.get(11..13).unwrap_or("00");
+        let dir = format!(
+            "{}date={}/hour={}/",
+            prefix(l.write_key),
+            part(day),
+            part(hour)
+        );
+        groups.entry(dir).or_default().push(l.line);
+    }
+    groups
+        .into_iter()
+        .map(|(dir, mut lines)| {
+            lines.sort_unstable();
+            lines.dedup();
+            let body = lines.join("\n") + "\n";
+            let name = tracking_plan::identifiers::sha256_hex(&body);
+            (
+                format!("{dir}{}.ndjson.gz", &name[..32]),
+                gzip(body.as_bytes()),
+            )
+        })
+        .collect()
+}
+
+/// Gzip at the default level: NDJSON of events shrinks about 6 to 10 times.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = e.write_all(bytes);
+    e.finish().unwrap_or_default()
+}
+
+/// An object's text, or `None` when it is not gzip of UTF-8.
+pub fn gunzip(bytes: &[u8]) -> Option<String> {
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut out)
+        .ok()?;
+    Some(out)
+}
+
+/// The object's lines without the ones `drop` matches (an erasure), gzipped again;
+/// `None` when nothing matched (the object stays as it is). An empty result means the
+/// object goes.
+pub fn without(text: &str, drop: impl Fn(&str) -> bool) -> Option<(Vec<u8>, u64)> {
+    let (kept, dropped): (Vec<&str>, Vec<&str>) = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .partition(|l| !drop(l));
+    if dropped.is_empty() {
+        return None;
+    }
+    let body = if kept.is_empty() {
+        Vec::new()
+    } else {
+        gzip((kept.join("\n") + "\n").as_bytes())
+    };
+    Some((body, dropped.len() as u64))
+}
+
+/// The oldest `received_at` D1 keeps for a source at `now_ms`.
+pub fn cutoff(now_ms: i64, retention_days: u32) -> String {
+    let days = i64::from(retention_days.max(1));
+    tracking_plan::time::format_rfc3339(now_ms - days * 86_400_000)
+}
+
+/// What the database's size says, measured after a maintenance run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SizeCheck {
+    pub bytes: u64,
+    pub limit_bytes: u64,
+    pub share: f64,
+    /// Set when the share is at or above [`WARN_SHARE`].
+    pub warning: Option<String>,
+}
+
+pub fn size_check(bytes: u64, limit_bytes: u64) -> SizeCheck {
+    let share = bytes as f64 / limit_bytes.max(1) as f64;
+    let warning = (share >= WARN_SHARE).then(|| {
+        format!(
+            "D1 holds {bytes} bytes, {:.0}% of its {limit_bytes}-byte limit: shorten the sources' \
+             retentionDays or move sources to another database (the lake keeps everything)",
+            share * 100.0
+        )
+    });
+    SizeCheck {
+        bytes,
+        limit_bytes,
+        share,
+        warning,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(k: &'a str, at: &'a str, l: &'a str) -> Line<'a> {
+        Line {
+            write_key: k,
+            received_at: at,
+            line: l,
+        }
+    }
+
+    #[test]
+    fn objects_are_partitioned_by_source_day_and_hour_and_named_by_content() {
+        let a = objects([
+            line("wk", "2026-12-02T10:15:00.000Z", "{\"m\":2}"),
+            line("wk", "2026-12-02T10:59:00.000Z", "{\"m\":1}"),
+            line("wk", "2026-12-02T11:00:00.000Z", "{\"m\":3}"),
+            line("other/../wk", "2026-12-02T10:00:00.000Z", "{\"m\":4}"),
+        ]);
+        let names: Vec<&str> = a.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names[0].starts_with("lake/source=other____wk/date=2026-12-02/hour=10/"));
+        assert!(names[1].starts_with("lake/source=wk/date=2026-12-02/hour=10/"));
+        assert!(names[2].starts_with("lake/source=wk/date=2026-12-02/hour=11/"));
+        assert!(names.iter().all(|n| n.ends_with(".ndjson.gz")));
+        assert_eq!(gunzip(&a[1].1).unwrap(), "{\"m\":1}\n{\"m\":2}\n");
+        // The same lines in another order: the same object.
+        let b = objects([
+            line("wk", "2026-12-02T10:59:00.000Z", "{\"m\":1}"),
+            line("wk", "2026-12-02T10:15:00.000Z", "{\"m\":2}"),
+        ]);
+        assert_eq!(b[0].0, a[1].0);
+    }
+
+    #[test]
+    fn erasure_rewrites_only_what_it_matches() {
+        let text = "{\"a\":\"x\"}\n{\"a\":\"y\"}\n";
+        assert_eq!(without(text, |l| l.contains("z")), None);
+        let (body, n) = without(text, |l| l.contains("x")).unwrap();
+        assert_eq!((gunzip(&body).unwrap().as_str(), n), ("{\"a\":\"y\"}\n", 1));
+        let (body, n) = without(text, |_| true).unwrap();
+        assert_eq!((body.len(), n), (0, 2));
+        assert_eq!(gunzip(b"not gzip"), None);
+    }
+
+    #[test]
+    fn the_window_and_the_size_warning() {
+        let now = tracking_plan::time::parse_rfc3339("2026-12-31T00:00:00.000Z").unwrap();
+        assert_eq!(cutoff(now, 30), "2026-12-01T00:00:00.000Z");
+        assert_eq!(cutoff(now, 0), "2026-12-30T00:00:00.000Z", "at least a day");
+        assert_eq!(size_check(6_999, 10_000).warning, None);
+        let w = size_check(7_000, 10_000);
+        assert!(w.warning.unwrap().contains("70%"));
+        assert_eq!(size_check(1, 0).share, 1.0);
+    }
+}
