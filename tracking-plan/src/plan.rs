@@ -672,7 +672,7 @@ fn check<'a>(
                     OutOfRange,
                     root,
                     path,
-                    format!("{x} is out of the allowed range"),
+                    format!("{n} is out of the allowed range"),
                 ));
             }
         }

@@ -5,6 +5,7 @@
 //! decision is the core's.
 
 mod admin;
+mod gzip;
 mod maintenance;
 mod objects;
 mod storage;

@@ -214,8 +214,11 @@ pub async fn archive(batch: MessageBatch<Archived>, env: &Env) -> Result<()> {
         received_at: &a.received_at,
         line: &a.line,
     });
-    for (name, body) in crate::lake::objects(lines) {
-        bucket.put(name, body).execute().await?;
+    for (name, text) in crate::lake::objects(lines) {
+        bucket
+            .put(name, super::gzip::gzip(&text).await?)
+            .execute()
+            .await?;
     }
     Ok(())
 }
@@ -478,44 +481,66 @@ impl CloudStore {
 }
 
 impl CloudStore {
-    /// Rewrites the lake's objects holding a line of the subjects without it.
+    /// Rewrites the lake's objects holding a line of the subjects without it; also the
+    /// plain NDJSON objects of the layout before the lake.
     async fn erase_archive(&self, key: &str, s: &Subjects) -> Result<u64> {
         let Some(bucket) = &self.bucket else {
             return Ok(0);
         };
         let mut dropped_total = 0u64;
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut listing = bucket.list().prefix(crate::lake::prefix(key));
-            if let Some(c) = &cursor {
-                listing = listing.cursor(c.clone());
-            }
-            let page = listing.execute().await?;
-            for obj in page.objects() {
-                let Some(found) = bucket.get(obj.key()).execute().await? else {
-                    continue;
-                };
-                let Some(body) = found.body() else { continue };
-                let Some(text) = crate::lake::gunzip(&body.bytes().await?) else {
-                    continue;
-                };
-                let matches =
-                    |line: &str| s.matches(&serde_json::from_str(line).unwrap_or_default());
-                let Some((rest, dropped)) = crate::lake::without(&text, matches) else {
-                    continue;
-                };
-                dropped_total += dropped;
-                if rest.is_empty() {
-                    bucket.delete(obj.key()).await?;
-                } else {
-                    bucket.put(obj.key(), rest).execute().await?;
+        for (prefix, gz) in [
+            (crate::lake::prefix(key), true),
+            (crate::lake::legacy_prefix(key), false),
+        ] {
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut listing = bucket.list().prefix(prefix.clone());
+                if let Some(c) = &cursor {
+                    listing = listing.cursor(c.clone());
                 }
-            }
-            cursor = page.cursor().filter(|_| page.truncated());
-            if cursor.is_none() {
-                break;
+                let page = listing.execute().await?;
+                for obj in page.objects() {
+                    dropped_total += erase_object(bucket, &obj.key(), gz, s).await?;
+                }
+                cursor = page.cursor().filter(|_| page.truncated());
+                if cursor.is_none() {
+                    break;
+                }
             }
         }
         Ok(dropped_total)
     }
+}
+
+/// Rewrites one object without the subjects' lines (or deletes it when none is left);
+/// returns how many lines went.
+async fn erase_object(bucket: &Bucket, name: &str, gz: bool, s: &Subjects) -> Result<u64> {
+    let Some(found) = bucket.get(name).execute().await? else {
+        return Ok(0);
+    };
+    let Some(body) = found.body() else {
+        return Ok(0);
+    };
+    let bytes = body.bytes().await?;
+    let text = if gz {
+        super::gzip::gunzip(&bytes).await
+    } else {
+        String::from_utf8(bytes).ok()
+    };
+    let Some(text) = text else { return Ok(0) };
+    let matches = |line: &str| s.matches(&serde_json::from_str(line).unwrap_or_default());
+    let Some((rest, dropped)) = crate::lake::without(&text, matches) else {
+        return Ok(0);
+    };
+    if rest.is_empty() {
+        bucket.delete(name).await?;
+    } else if gz {
+        bucket
+            .put(name, super::gzip::gzip(&rest).await?)
+            .execute()
+            .await?;
+    } else {
+        bucket.put(name, rest.into_bytes()).execute().await?;
+    }
+    Ok(dropped)
 }
