@@ -79,11 +79,12 @@ async function wrangler(args, opts = {}) {
 }
 
 /** Starts the collector; `state` reuses a state directory (to test persistence);
- * `sources` replaces the SOURCES configuration (an object keyed by write key). */
-export async function startCollector({ state, sources = TEST_SOURCES, port: fixedPort, vars = {} } = {}) {
+ * `sources` replaces the SOURCES configuration (an object keyed by write key); `vars`
+ * adds variables; `dir` starts another worker (the load benchmark's ceiling). */
+export async function startCollector({ state, sources = TEST_SOURCES, port: fixedPort, vars = {}, dir = COLLECTOR_DIR } = {}) {
   mkdirSync(STATE_ROOT, { recursive: true });
   const stateDir = state ?? mkdtempSync(join(STATE_ROOT, 'collector-'));
-  await wrangler(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', stateDir]);
+  if (dir === COLLECTOR_DIR) await wrangler(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', stateDir]);
   const port = fixedPort ?? await freePort();
   const child = spawn(WRANGLER, [
     'dev', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', stateDir,
@@ -91,7 +92,7 @@ export async function startCollector({ state, sources = TEST_SOURCES, port: fixe
     '--live-reload=false',
     ...(sources ? ['--var', `SOURCES:${JSON.stringify(sources)}`] : []),
     ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
-  ], { cwd: COLLECTOR_DIR, env: env(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  ], { cwd: dir, env: env(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let log = '';
   child.stdout.on('data', (d) => { log += d; });

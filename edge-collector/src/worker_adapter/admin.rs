@@ -178,7 +178,7 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
     let db = env.d1("DB")?;
     let identity = DoIdentity {
         ns: env.durable_object("IDENTITY")?,
-        calls: Default::default(),
+        calls: super::Meter::start(),
     };
     let path = req.path();
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').skip(3).collect();

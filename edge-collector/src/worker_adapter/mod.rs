@@ -222,7 +222,7 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
     if path_is_reset(&url) {
         let identity = DoIdentity {
             ns: env.durable_object("IDENTITY")?,
-            calls: Calls::default(),
+            calls: Meter::start(),
         };
         let resp = match crate::pipeline::reset(&identity, &sources, &ireq).await {
             Ok(()) => json_response(200, &json!({"ok": true}))?,
@@ -231,7 +231,7 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
         clear_cookie(resp.headers())?;
         return with_headers(resp, &cors);
     }
-    let calls = Calls::default();
+    let calls = Meter::start();
     let resp = match run_pipeline(env, &sources, &ireq, &calls).await? {
         Ok(report) => {
             let resp = Response::from_json(&report)?;
@@ -245,17 +245,115 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
         Err(e) => error_response(&e)?,
     };
     resp.headers()
-        .set("X-Subrequests", &calls.get().to_string())?;
+        .set("X-Subrequests", &calls.calls().to_string())?;
+    resp.headers()
+        .set("Server-Timing", &calls.server_timing())?;
     with_headers(resp, &cors)
 }
 
-/// Subrequests one request made (Durable Object calls, D1 batches, Queue sends): sent
-/// back in `X-Subrequests`, so load tests see the fan-out (Workers allow 50 per request
-/// on the free plan, 1,000 on paid ones).
-pub(crate) type Calls = Rc<std::cell::Cell<u32>>;
+/// What one request spent: its subrequests (Durable Object calls, D1 batches, Queue
+/// sends), sent back in `X-Subrequests` so load tests see the fan-out (Workers allow 50
+/// per request on the free plan, 1,000 on paid ones), and its time, sent back in
+/// `Server-Timing`: the wall time, the time some subrequest was in flight (overlapping
+/// ones counted once), per kind of subrequest, and `cpu` = wall minus in flight (an
+/// upper bound of the CPU time: it includes waiting for the isolate's other requests).
+#[derive(Default)]
+pub(crate) struct Meter {
+    calls: std::cell::Cell<u32>,
+    started: std::cell::Cell<f64>,
+    /// In flight across all kinds, then per [`Io`] kind.
+    spans: [Span; 5],
+    /// Time the called objects' handlers ran, per [`Io`] kind (summed).
+    objects: [std::cell::Cell<f64>; 5],
+}
 
-pub(crate) fn count(calls: &Calls) {
-    calls.set(calls.get() + 1);
+/// The kinds of subrequest the meter tells apart.
+#[derive(Clone, Copy)]
+pub(crate) enum Io {
+    Dedup = 1,
+    Identity = 2,
+    D1 = 3,
+    Queue = 4,
+}
+
+const IO_NAMES: [&str; 5] = ["io", "dedup", "identity", "d1", "queue"];
+
+/// The union of the intervals some subrequests of one kind were in flight.
+#[derive(Default)]
+struct Span {
+    open: std::cell::Cell<u32>,
+    since: std::cell::Cell<f64>,
+    total: std::cell::Cell<f64>,
+}
+
+impl Span {
+    fn begin(&self, now: f64) {
+        if self.open.get() == 0 {
+            self.since.set(now);
+        }
+        self.open.set(self.open.get() + 1);
+    }
+    fn end(&self, now: f64) {
+        self.open.set(self.open.get().saturating_sub(1));
+        if self.open.get() == 0 {
+            self.total.set(self.total.get() + (now - self.since.get()));
+        }
+    }
+}
+
+pub(crate) type Calls = Rc<Meter>;
+
+impl Meter {
+    pub fn start() -> Calls {
+        let m = Meter::default();
+        m.started.set(js_sys::Date::now());
+        Rc::new(m)
+    }
+
+    /// Awaits one subrequest, counted and timed.
+    pub async fn io<T>(&self, kind: Io, f: impl std::future::Future<Output = T>) -> T {
+        self.calls.set(self.calls.get() + 1);
+        let now = js_sys::Date::now();
+        self.spans[0].begin(now);
+        self.spans[kind as usize].begin(now);
+        let out = f.await;
+        let now = js_sys::Date::now();
+        self.spans[0].end(now);
+        self.spans[kind as usize].end(now);
+        out
+    }
+
+    /// Adds the handler time a Durable Object reported.
+    pub fn object(&self, kind: Io, ms: f64) {
+        let c = &self.objects[kind as usize];
+        c.set(c.get() + ms);
+    }
+
+    pub fn calls(&self) -> u32 {
+        self.calls.get()
+    }
+
+    /// The `Server-Timing` value: `total`, `cpu`, then the in-flight times (ms).
+    pub fn server_timing(&self) -> String {
+        let total = js_sys::Date::now() - self.started.get();
+        let io = self.spans[0].total.get();
+        let mut out = format!(
+            "total;dur={}, cpu;dur={}",
+            total as u64,
+            (total - io).max(0.0) as u64
+        );
+        for (name, span) in IO_NAMES.iter().zip(&self.spans) {
+            out.push_str(&format!(", {name};dur={}", span.total.get() as u64));
+        }
+        for kind in [Io::Dedup, Io::Identity] {
+            let ms = self.objects[kind as usize].get();
+            out.push_str(&format!(
+                ", {}-object;dur={}",
+                IO_NAMES[kind as usize], ms as u64
+            ));
+        }
+        out
+    }
 }
 
 fn path_is_reset(url: &Url) -> bool {

@@ -23,24 +23,41 @@ fn sv(s: &str) -> SqlStorageValue {
 /// Sends JSON to a Durable Object and reads its JSON answer.
 async fn call<T: DeserializeOwned>(
     calls: &super::Calls,
+    kind: super::Io,
     stub: &Stub,
     path: &str,
     body: &Value,
 ) -> Result<T> {
-    super::count(calls);
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_body(Some(JsValue::from_str(&body.to_string())));
     let req = Request::new_with_init(&format!("https://object{path}"), &init)?;
-    let mut resp = stub.fetch_with_request(req).await?;
-    if resp.status_code() != 200 {
-        let text = resp.text().await.unwrap_or_default();
-        return Err(Error::RustError(format!(
-            "{path}: {} {text}",
-            resp.status_code()
-        )));
-    }
-    resp.json().await
+    calls
+        .io(kind, async {
+            let mut resp = stub.fetch_with_request(req).await?;
+            let object_ms = resp.headers().get("X-Object-Ms").ok().flatten();
+            calls.object(kind, object_ms.and_then(|v| v.parse().ok()).unwrap_or(0.0));
+            if resp.status_code() != 200 {
+                let text = resp.text().await.unwrap_or_default();
+                return Err(Error::RustError(format!(
+                    "{path}: {} {text}",
+                    resp.status_code()
+                )));
+            }
+            resp.json().await
+        })
+        .await
+}
+
+/// An object's answer with the time its handler ran (`X-Object-Ms`): the object's own
+/// work, without the call's transport or its wait for the object (for the caller's
+/// `Server-Timing`).
+async fn timed(f: impl std::future::Future<Output = Result<Response>>) -> Result<Response> {
+    let started = Date::now().as_millis();
+    let mut resp = f.await?;
+    let ms = Date::now().as_millis().saturating_sub(started);
+    resp.headers_mut().set("X-Object-Ms", &ms.to_string())?;
+    Ok(resp)
 }
 
 fn err(e: Error) -> StoreError {
@@ -173,7 +190,26 @@ impl DurableObject for DedupShard {
         DedupShard { state }
     }
 
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        timed(self.handle(req)).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let cutoff = Date::now().as_millis() as f64 - dedup::WINDOW_MS as f64;
+        self.state.storage().sql().exec(
+            "DELETE FROM seen WHERE at_ms < ?",
+            vec![SqlStorageValue::Float(cutoff)],
+        )?;
+        self.state
+            .storage()
+            .set_alarm(std::time::Duration::from_secs(24 * 3600))
+            .await?;
+        Response::empty()
+    }
+}
+
+impl DedupShard {
+    async fn handle(&self, mut req: Request) -> Result<Response> {
         let body: ShardRequest = req.json().await?;
         let sql = self.state.storage().sql();
         let mut table = SqlSeen(Sql::new(&sql));
@@ -200,19 +236,6 @@ impl DurableObject for DedupShard {
                 .await?;
         }
         Response::from_json(&answer)
-    }
-
-    async fn alarm(&self) -> Result<Response> {
-        let cutoff = Date::now().as_millis() as f64 - dedup::WINDOW_MS as f64;
-        self.state.storage().sql().exec(
-            "DELETE FROM seen WHERE at_ms < ?",
-            vec![SqlStorageValue::Float(cutoff)],
-        )?;
-        self.state
-            .storage()
-            .set_alarm(std::time::Duration::from_secs(24 * 3600))
-            .await?;
-        Response::empty()
     }
 }
 
@@ -251,7 +274,9 @@ impl DoDedup {
                     .ns
                     .get_by_name(&format!("dedup-{shard}"))
                     .map_err(err)?;
-                let answer: Value = call(&self.calls, &stub, op, &payload).await.map_err(err)?;
+                let answer: Value = call(&self.calls, super::Io::Dedup, &stub, op, &payload)
+                    .await
+                    .map_err(err)?;
                 Ok::<_, StoreError>((idx, answer))
             }
         });
@@ -542,7 +567,13 @@ impl DurableObject for IdentityGraph {
         IdentityGraph { state }
     }
 
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        timed(self.handle(req)).await
+    }
+}
+
+impl IdentityGraph {
+    async fn handle(&self, mut req: Request) -> Result<Response> {
         let body: GraphRequest = req.json().await?;
         let sql = self.state.storage().sql();
         let mut g = SqlGraph(Sql::new(&sql));
@@ -625,7 +656,7 @@ pub struct DoIdentity {
 impl DoIdentity {
     pub async fn request(&self, write_key: &str, op: &str, body: &Value) -> Result<Value> {
         let stub = self.ns.get_by_name(&format!("identity-{write_key}"))?;
-        call(&self.calls, &stub, op, body).await
+        call(&self.calls, super::Io::Identity, &stub, op, body).await
     }
 }
 

@@ -37,7 +37,7 @@ impl CloudStore {
     pub fn new(env: &Env) -> Result<Self> {
         Ok(CloudStore {
             db: env.d1("DB")?,
-            calls: Default::default(),
+            calls: super::Meter::start(),
             bucket: env.bucket("ARCHIVE").ok(),
             queue: env.queue("EVENTS_QUEUE").ok(),
         })
@@ -62,8 +62,10 @@ impl CloudStore {
         if stmts.is_empty() {
             return Ok(Vec::new());
         }
-        super::count(&self.calls);
-        self.db.batch(stmts).await.map_err(err)
+        self.calls
+            .io(super::Io::D1, self.db.batch(stmts))
+            .await
+            .map_err(err)
     }
 }
 
@@ -109,8 +111,10 @@ impl EventStore for CloudStore {
             crate::store::chunks_by_size(&msgs, |m| m.line.len() + 128, 100, QUEUE_BATCH_BYTES);
         let lake = crate::store::send_chunks(&chunks, |chunk| async move {
             let batch: Vec<&Archived> = chunk.iter().collect();
-            super::count(&self.calls);
-            queue.send_batch(batch).await.is_ok()
+            self.calls
+                .io(super::Io::Queue, queue.send_batch(batch))
+                .await
+                .is_ok()
         })
         .await;
         Ok(crate::store::with_lake(d1, &lake))
@@ -452,8 +456,11 @@ impl CloudStore {
                     .map_err(err)?,
             );
         }
-        super::count(&self.calls);
-        let results = self.db.batch(stmts).await.map_err(err)?;
+        let results = self
+            .calls
+            .io(super::Io::D1, self.db.batch(stmts))
+            .await
+            .map_err(err)?;
         let Some((held, inserts)) = results.split_first() else {
             return Err(StoreError("D1 answered no results".into()));
         };
