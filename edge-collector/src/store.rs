@@ -26,9 +26,9 @@ pub struct StoredEvent {
     /// Skew-corrected event time (RFC 3339).
     pub timestamp: String,
     pub received_at: String,
-    /// The full message as stored (JSON, raw PII hashed). Serialized as the JSON object
-    /// it is (the R2 archive's lines), not as a string.
-    #[serde(serialize_with = "raw_json")]
+    /// The full message as stored (JSON, raw PII hashed): the pipeline's own
+    /// serialization, so always JSON. Spliced into the lake's lines as the object it is.
+    #[serde(skip)]
     pub payload: String,
     /// Hash of the content as sent (`pipeline::fingerprint`): the store tells a retry
     /// from another visitor's reuse of the messageId by it. Not part of the lake's lines.
@@ -36,18 +36,17 @@ pub struct StoredEvent {
     pub fingerprint: String,
 }
 
-/// Writes JSON text as the value it is (`null` if it were not JSON), without parsing it
-/// into a tree.
-fn raw_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
-    let raw: Option<&serde_json::value::RawValue> = serde_json::from_str(text).ok();
-    raw.serialize(s)
-}
-
 impl StoredEvent {
-    /// The event as one line of the R2 archive: its columns and its payload as a JSON
-    /// object (spliced in as it is, not parsed and written again).
+    /// The event as one line of the lake: its columns, then its payload spliced in as
+    /// the JSON object it is (not parsed and written again: the payload is the
+    /// pipeline's own serialization; an empty one is `null`).
     pub fn archive_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut line = serde_json::to_string(self).unwrap_or_else(|_| "{}".into());
+        line.pop(); // the columns' closing brace
+        line.push_str(",\"payload\":");
+        line.push_str(if self.payload.is_empty() { "null" } else { &self.payload });
+        line.push('}');
+        line
     }
 }
 
@@ -543,6 +542,11 @@ mod tests {
             fingerprint: "f1".into(),
         };
         let v: serde_json::Value = serde_json::from_str(&e.archive_line()).unwrap();
+        let mut empty = e.clone();
+        empty.payload.clear();
+        let none: serde_json::Value = serde_json::from_str(&empty.archive_line()).unwrap();
+        assert_eq!(none["payload"], serde_json::Value::Null);
+        assert_eq!(none["messageId"], "m1");
         let old = serde_json::json!({
             "writeKey": "wk", "messageId": "m1", "type": "track", "event": "Viewed",
             "anonymousId": "a1", "userId": null, "profileId": "p_1", "identified": false,

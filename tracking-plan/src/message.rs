@@ -49,8 +49,10 @@ impl MessageType {
 
 /// One Segment-spec message. `type` is kept optional so that a message without one can be
 /// reported as such instead of failing the whole batch; [`Message::check_shape`] says
-/// whether the required fields for its type are there.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// whether the required fields for its type are there. Deserialized by hand (below):
+/// serde's derive with a `flatten` field buffers the whole message into an
+/// intermediate tree and reads it a second time.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +118,92 @@ pub struct Message {
     /// Every field not modelled above, kept as it came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for Message {
+    /// Every modelled field read straight into its place and every other one into
+    /// `extra`, in one pass (the derive with `flatten` made the pipeline parse each
+    /// message twice). A modelled field given twice is an error, as with the derive.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(MessageVisitor)
+    }
+}
+
+struct MessageVisitor;
+
+/// An id field: a string, or a number or boolean written as one.
+struct Id(Option<String>);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        id(d).map(Id)
+    }
+}
+
+/// The modelled fields, by wire name, in the order of their bit in `seen`.
+const FIELDS: [&str; 17] = [
+    "type",
+    "messageId",
+    "anonymousId",
+    "userId",
+    "timestamp",
+    "originalTimestamp",
+    "sentAt",
+    "receivedAt",
+    "event",
+    "name",
+    "category",
+    "previousId",
+    "groupId",
+    "properties",
+    "traits",
+    "context",
+    "integrations",
+];
+
+impl<'de> serde::de::Visitor<'de> for MessageVisitor {
+    type Value = Message;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a message object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Message, A::Error> {
+        let mut m = Message::default();
+        let mut seen = 0u32;
+        while let Some(key) = a.next_key::<std::borrow::Cow<'de, str>>()? {
+            let Some(i) = FIELDS.iter().position(|f| *f == key) else {
+                // An unmodelled field given twice keeps its last value, as with the derive.
+                let v: Value = a.next_value()?;
+                m.extra.insert(key.into_owned(), v);
+                continue;
+            };
+            if seen & (1 << i) != 0 {
+                return Err(serde::de::Error::duplicate_field(FIELDS[i]));
+            }
+            seen |= 1 << i;
+            match i {
+                0 => m.kind = a.next_value()?,
+                1 => m.message_id = a.next_value::<Id>()?.0,
+                2 => m.anonymous_id = a.next_value::<Id>()?.0,
+                3 => m.user_id = a.next_value::<Id>()?.0,
+                4 => m.timestamp = a.next_value()?,
+                5 => m.original_timestamp = a.next_value()?,
+                6 => m.sent_at = a.next_value()?,
+                7 => m.received_at = a.next_value()?,
+                8 => m.event = a.next_value()?,
+                9 => m.name = a.next_value()?,
+                10 => m.category = a.next_value()?,
+                11 => m.previous_id = a.next_value::<Id>()?.0,
+                12 => m.group_id = a.next_value::<Id>()?.0,
+                13 => m.properties = a.next_value()?,
+                14 => m.traits = a.next_value()?,
+                15 => m.context = a.next_value()?,
+                _ => m.integrations = a.next_value()?,
+            }
+        }
+        Ok(m)
+    }
 }
 
 /// The body of `POST /v1/batch`.
@@ -228,6 +316,96 @@ pub fn json_kind(v: &Value) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The derive the hand-written `Deserialize` replaced, as the reference it must match.
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Derived {
+        #[serde(rename = "type", default)]
+        kind: Option<MessageType>,
+        #[serde(default, deserialize_with = "id")]
+        message_id: Option<String>,
+        #[serde(default, deserialize_with = "id")]
+        anonymous_id: Option<String>,
+        #[serde(default, deserialize_with = "id")]
+        user_id: Option<String>,
+        #[serde(default)]
+        timestamp: Option<String>,
+        #[serde(default)]
+        original_timestamp: Option<String>,
+        #[serde(default)]
+        sent_at: Option<String>,
+        #[serde(default)]
+        received_at: Option<String>,
+        #[serde(default)]
+        event: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        category: Option<String>,
+        #[serde(default, deserialize_with = "id")]
+        previous_id: Option<String>,
+        #[serde(default, deserialize_with = "id")]
+        group_id: Option<String>,
+        #[serde(default)]
+        properties: Option<Value>,
+        #[serde(default)]
+        traits: Option<Value>,
+        #[serde(default)]
+        context: Option<Value>,
+        #[serde(default)]
+        integrations: Option<Value>,
+        #[serde(flatten)]
+        extra: Map<String, Value>,
+    }
+
+    impl From<Derived> for Message {
+        fn from(d: Derived) -> Self {
+            Message {
+                kind: d.kind,
+                message_id: d.message_id,
+                anonymous_id: d.anonymous_id,
+                user_id: d.user_id,
+                timestamp: d.timestamp,
+                original_timestamp: d.original_timestamp,
+                sent_at: d.sent_at,
+                received_at: d.received_at,
+                event: d.event,
+                name: d.name,
+                category: d.category,
+                previous_id: d.previous_id,
+                group_id: d.group_id,
+                properties: d.properties,
+                traits: d.traits,
+                context: d.context,
+                integrations: d.integrations,
+                extra: d.extra,
+            }
+        }
+    }
+
+    #[test]
+    fn the_hand_written_parse_matches_the_derive() {
+        let cases = [
+            r#"{"type":"track","messageId":"m1","anonymousId":"a","userId":"u","event":"E","properties":{"x":[1,{"y":null}]},"context":{"page":{}},"integrations":{"All":true},"timestamp":"t","originalTimestamp":"o","sentAt":"s","receivedAt":"r","_metadata":{"v":1},"extra":"kept"}"#,
+            r#"{"type":"page","messageId":42,"anonymousId":true,"name":"Home","category":"c","previousId":7,"groupId":"g","traits":{"plan":"pro"}}"#,
+            r#"{"messageId":null,"anonymousId":null,"type":null}"#,
+            r#"{"t\u0079pe":"identify","user\u0049d":"u1","caf\u00e9":1}"#,
+            r#"{}"#,
+            r#"{"type":"purchase"}"#,
+            r#"{"type":"track","type":"page"}"#,
+            r#"{"messageId":{"no":"object"}}"#,
+            r#"{"event":1}"#,
+            r#"{"x":1,"x":2}"#,
+            r#"[]"#,
+            r#""text""#,
+        ];
+        for c in cases {
+            let ours = serde_json::from_str::<Message>(c).ok();
+            let derived = serde_json::from_str::<Derived>(c).ok().map(Message::from);
+            assert_eq!(ours, derived, "{c}");
+        }
+    }
 
     #[test]
     fn track_round_trips_and_keeps_unknown_fields() {

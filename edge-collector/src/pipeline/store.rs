@@ -158,7 +158,7 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
     let done = pick(|o| matches!(o, Insert::Stored | Insert::Duplicate));
     let failed = pick(|o| *o == Insert::Failed);
     let conflicts = pick(|o| matches!(o, Insert::Conflict { .. }));
-    let mut stored = Vec::new();
+    let mut stored = Vec::with_capacity(fresh.len());
     for ((i, c), o) in fresh.into_iter().zip(outcomes) {
         match o {
             Insert::Stored | Insert::Duplicate => stored.push(accepted(run, i, c, o)),
