@@ -44,7 +44,11 @@ impl StoredEvent {
         let mut line = serde_json::to_string(self).unwrap_or_else(|_| "{}".into());
         line.pop(); // the columns' closing brace
         line.push_str(",\"payload\":");
-        line.push_str(if self.payload.is_empty() { "null" } else { &self.payload });
+        line.push_str(if self.payload.is_empty() {
+            "null"
+        } else {
+            &self.payload
+        });
         line.push('}');
         line
     }
