@@ -133,13 +133,16 @@ async function sender(url, batches, stats) {
       if (stats.stop) return; // the test ended (failed): no sender outlives it
       let r;
       try { r = await post(url(), '/v1/batch', { writeKey: 'sl_server_key', batch }); } catch { r = null; stats.network = (stats.network || 0) + 1; }
-      if (r && r.status === 200) {
-        const body = await r.json();
+      // A collector killed while the answer is on the wire cuts its body: to the sender
+      // that is a network error like any other, and it retries.
+      const body = r && r.status === 200 ? await r.json().catch(() => null) : null;
+      if (r && r.status === 200 && !body) { stats.network = (stats.network || 0) + 1; r = null; }
+      if (body) {
         for (const v of body.results) stats[v.status] = (stats[v.status] || 0) + 1;
         for (const v of body.results) if (v.status === 'duplicate') stats.duplicateIds.add(v.messageId);
         break;
       }
-      if (r) { stats[`http_${r.status}`] = (stats[`http_${r.status}`] || 0) + 1; await r.body?.cancel(); }
+      if (r) { stats[`http_${r.status}`] = (stats[`http_${r.status}`] || 0) + 1; await r.body?.cancel().catch(() => {}); }
       const wait = Math.min(2000, 100 * 2 ** attempt) * (0.9 + Math.random() * 0.2);
       await new Promise((res) => setTimeout(res, wait));
       if (attempt > 200) throw new Error('sender gave up');
