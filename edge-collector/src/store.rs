@@ -6,8 +6,9 @@ use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-/// A validated event, ready to be stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A validated event, ready to be stored. `Default` is the empty event (no write key,
+/// no id, no payload): a placeholder while an event is moved out.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredEvent {
     pub write_key: String,
@@ -473,16 +474,9 @@ mod tests {
             write_key: "wk".into(),
             message_id: id.into(),
             kind: "track",
-            event: None,
-            anonymous_id: None,
-            user_id: None,
-            profile_id: None,
-            identified: false,
-            bot: false,
-            timestamp: String::new(),
-            received_at: String::new(),
             payload: "{}".into(),
             fingerprint: fp.into(),
+            ..Default::default()
         }
     }
 

@@ -242,7 +242,7 @@ async fn write<E: EventStore, D: Deduplicator, I: IdentityService>(
     // Moved out for the store and back afterwards: payloads are not copied.
     let events: Vec<StoredEvent> = fresh
         .iter_mut()
-        .map(|(_, c)| std::mem::replace(&mut c.event, placeholder()))
+        .map(|(_, c)| std::mem::take(&mut c.event))
         .collect();
     let result = svc.store.insert_events(&events, &moves).await;
     for ((_, c), e) in fresh.iter_mut().zip(events) {
@@ -253,22 +253,4 @@ async fn write<E: EventStore, D: Deduplicator, I: IdentityService>(
         return Err(StoreError("store answered the wrong count".into()));
     }
     Ok(outcomes)
-}
-
-fn placeholder() -> StoredEvent {
-    StoredEvent {
-        write_key: String::new(),
-        message_id: String::new(),
-        kind: "",
-        event: None,
-        anonymous_id: None,
-        user_id: None,
-        profile_id: None,
-        identified: false,
-        bot: false,
-        timestamp: String::new(),
-        received_at: String::new(),
-        payload: String::new(),
-        fingerprint: String::new(),
-    }
 }
