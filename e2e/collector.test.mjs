@@ -4,7 +4,7 @@
 // a real Segment server library pointed at the collector.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { gzipSync, gunzipSync } from 'node:zlib';
+import { gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { Analytics } from '@segment/analytics-node';
 import { startCollector, startBrowser, eventually, WRITE_KEY, ALLOWED_ORIGIN } from './harness.mjs';
@@ -287,31 +287,13 @@ test('erasure after an unmerge removes exactly the person asked for', async () =
   assert.equal(receipt.length, 1, 'the receipt proves it was done');
 });
 
-/** Every line of the lake's objects under `prefix` (gzip NDJSON, read as DuckDB would). */
-async function lakeLines(prefix) {
-  const lines = [];
-  let cursor = null;
-  do {
-    const page = await collector.adminJson(`/admin/v1/lake?prefix=${encodeURIComponent(prefix)}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
-    for (const o of page.objects) {
-      assert.match(o.key, /^lake\/source=[\w-]+\/date=\d{4}-\d{2}-\d{2}\/hour=\d{2}\/[0-9a-f]{32}\.ndjson\.gz$/, o.key);
-      const r = await collector.admin(`/admin/v1/lake/${o.key}`);
-      assert.equal(r.headers.get('content-type'), 'application/gzip');
-      const text = gunzipSync(Buffer.from(await r.arrayBuffer())).toString('utf8');
-      lines.push(...text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)));
-    }
-    cursor = page.cursor;
-  } while (cursor);
-  return lines;
-}
-
 test('every source has the lake: clean events reach gzip NDJSON objects in R2 and the D1 hot window', async () => {
   const ids = [mid('r2'), mid('r2')];
   const body = await send(ids.map((id) => ({ type: 'track', messageId: id, anonymousId: 'r2-anon', event: 'Archived' })), 'sl_r2_key');
   assert.equal(body.accepted, 2);
   assert.equal((await send([{ type: 'track', messageId: ids[0], anonymousId: 'r2-anon', event: 'Archived' }], 'sl_r2_key')).duplicates, 1);
   const lines = await eventually(async () => {
-    const all = await lakeLines('lake/source=sl_r2_key/');
+    const all = await collector.lakeLines('lake/source=sl_r2_key/');
     return all.filter((l) => ids.includes(l.messageId)).length === 2 && all;
   }, 30_000, 'events in the lake');
   const line = lines.find((l) => l.messageId === ids[0]);
@@ -323,13 +305,13 @@ test('every source has the lake: clean events reach gzip NDJSON objects in R2 an
   const del = await collector.adminJson(`/admin/v1/profiles/${line.profileId}?writeKey=sl_r2_key`, { method: 'DELETE' });
   assert.equal(del.erased.deleted.archivedEvents, 2);
   assert.equal(del.erased.deleted.events, 2);
-  const left = await lakeLines('lake/source=sl_r2_key/');
+  const left = await collector.lakeLines('lake/source=sl_r2_key/');
   assert.ok(!JSON.stringify(left).includes('r2-anon'), 'no line of the erased visitor remains');
   assert.equal((await collector.query(`select count(*) as n from events where anonymous_id = 'r2-anon'`))[0].n, 0);
   // The same browser coming back after the erasure is a new visitor: its events are kept.
   const later = mid('r2');
   assert.equal((await send([{ type: 'track', messageId: later, anonymousId: 'r2-anon', event: 'Archived' }], 'sl_r2_key')).accepted, 1);
-  await eventually(async () => (await lakeLines('lake/source=sl_r2_key/')).some((l) => l.messageId === later),
+  await eventually(async () => (await collector.lakeLines('lake/source=sl_r2_key/')).some((l) => l.messageId === later),
     30_000, 'the later event in the lake despite the tombstone');
 });
 
@@ -362,7 +344,7 @@ test("a day's lake objects read back hold every accepted event exactly once", as
   days.add(new Date().toISOString().slice(0, 10)); // a run across midnight reads both days
   const lines = await eventually(async () => {
     const all = [];
-    for (const day of days) all.push(...await lakeLines(`lake/source=${key}/date=${day}/`));
+    for (const day of days) all.push(...await collector.lakeLines(`lake/source=${key}/date=${day}/`));
     return all.length >= 300 && all;
   }, 60_000, 'the day in the lake');
   const counts = new Map();
@@ -376,7 +358,7 @@ test('maintenance prunes the hot window by retentionDays, leaves the lake whole,
   const key = 'sl_lake_key';
   const id = mid('old');
   assert.equal((await send([{ type: 'track', messageId: id, anonymousId: 'retention-visitor', event: 'Lake Event' }], key)).accepted, 1);
-  await eventually(async () => (await lakeLines(`lake/source=${key}/`)).some((l) => l.messageId === id), 30_000, 'in the lake');
+  await eventually(async () => (await collector.lakeLines(`lake/source=${key}/`)).some((l) => l.messageId === id), 30_000, 'in the lake');
   const count = async () => (await collector.query(`select count(*) as n from events where message_id = '${id}'`))[0].n;
   // Tomorrow: inside the window (retentionDays 2), nothing of it goes.
   const soon = new Date(Date.now() + 86_400_000).toISOString();
@@ -388,7 +370,7 @@ test('maintenance prunes the hot window by retentionDays, leaves the lake whole,
   assert.ok(run.pruned[key].events >= 1, JSON.stringify(run.pruned));
   assert.equal(await count(), 0, 'pruned from the hot window');
   assert.equal(run.pruned[WRITE_KEY].events, 0, 'a 30-day source keeps its three-day-old events');
-  assert.ok((await lakeLines(`lake/source=${key}/`)).some((l) => l.messageId === id), 'the lake keeps it');
+  assert.ok((await collector.lakeLines(`lake/source=${key}/`)).some((l) => l.messageId === id), 'the lake keeps it');
   // This collector runs with a 100 KB limit (D1_LIMIT_BYTES): the database is over 70%.
   assert.ok(run.database.bytes > 0);
   assert.match(run.database.warning, /of its 100000-byte limit/);
@@ -396,6 +378,39 @@ test('maintenance prunes the hot window by retentionDays, leaves the lake whole,
   assert.ok(health.checks.some((c) => c.kind === 'database' && c.detail.warning));
   assert.ok(health.checks.some((c) => c.kind === 'retention' && c.writeKey === key));
   assert.equal((await collector.admin('/admin/v1/maintenance?now=yesterday', { method: 'POST' })).status, 400);
+});
+
+test('D1 is the lake\'s outbox: a row whose queue message was lost is swept into the lake, then archived', async () => {
+  const key = 'sl_lake_key';
+  const id = mid('lost');
+  // A row as the store writes it when its queue message is lost afterwards (the local
+  // queue keeps messages in memory; a send can fail once the row is in D1).
+  const now = new Date().toISOString();
+  await collector.query(`insert into events (write_key, message_id, type, event, anonymous_id, identified, bot, timestamp, received_at, payload, archived) values ('${key}', '${id}', 'track', 'Lake Event', 'outbox-visitor', 0, 0, '${now}', '${now}', '{"type":"track","event":"Lake Event","messageId":"${id}"}', 0)`);
+  const archived = async () => (await collector.query(`select archived from events where message_id = '${id}'`))[0].archived;
+  // Within the grace period the sweep leaves it to the queue.
+  let run = await collector.adminJson(`/admin/v1/maintenance?now=${now}`, { method: 'POST' });
+  assert.equal(await archived(), 0);
+  assert.ok(!(await collector.lakeLines(`lake/source=${key}/`)).some((l) => l.messageId === id));
+  // Past it (and inside the retention window), the sweep writes it and marks it.
+  const later = new Date(Date.now() + 3_600_000).toISOString();
+  run = await collector.adminJson(`/admin/v1/maintenance?now=${later}`, { method: 'POST' });
+  assert.ok(run.pruned[key].swept >= 1, JSON.stringify(run.pruned[key]));
+  assert.equal(await archived(), 1);
+  const lines = (await collector.lakeLines(`lake/source=${key}/`)).filter((l) => l.messageId === id);
+  assert.equal(lines.length, 1);
+  assert.equal(lines[0].anonymousId, 'outbox-visitor');
+  assert.equal(lines[0].payload.event, 'Lake Event');
+  assert.equal(lines[0].type, 'track');
+  // Swept once: the next run finds nothing left to sweep of it.
+  run = await collector.adminJson(`/admin/v1/maintenance?now=${later}`, { method: 'POST' });
+  assert.equal((await collector.lakeLines(`lake/source=${key}/`)).filter((l) => l.messageId === id).length, 1);
+  // An event through the pipeline is marked by the queue consumer, with no sweep.
+  const queued = mid('queued');
+  assert.equal((await send([{ type: 'track', messageId: queued, anonymousId: 'outbox-visitor', event: 'Lake Event' }], key)).accepted, 1);
+  await eventually(async () => (await collector.query(`select archived from events where message_id = '${queued}'`))[0].archived === 1,
+    30_000, 'archived by the queue');
+  assert.ok((await collector.lakeLines(`lake/source=${key}/`)).some((l) => l.messageId === queued));
 });
 
 test('stats: volume, identified share and quarantine rate by reason', async () => {

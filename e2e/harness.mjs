@@ -2,11 +2,13 @@
 // port with its own state directory, drives headless Chromium through playwright-core,
 // and reads local D1. Every process it starts is stopped, also when a test fails.
 import { spawn, execFile } from 'node:child_process';
+import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { gunzipSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
 
 export const ROOT = new URL('..', import.meta.url).pathname;
@@ -145,6 +147,23 @@ export async function startCollector({ state, sources = TEST_SOURCES, port: fixe
       const body = await r.json();
       if (!r.ok) throw new Error(`${path}: ${r.status} ${JSON.stringify(body)}`);
       return body;
+    },
+    /** Every line of the lake's objects under `prefix` (gzip NDJSON, read as DuckDB would). */
+    async lakeLines(prefix) {
+      const lines = [];
+      let cursor = null;
+      do {
+        const page = await this.adminJson(`/admin/v1/lake?prefix=${encodeURIComponent(prefix)}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+        for (const o of page.objects) {
+          assert.match(o.key, /^lake\/source=[\w-]+\/date=\d{4}-\d{2}-\d{2}\/hour=\d{2}\/[0-9a-f]{32}\.ndjson\.gz$/, o.key);
+          const r = await this.admin(`/admin/v1/lake/${o.key}`);
+          assert.equal(r.headers.get('content-type'), 'application/gzip');
+          const text = gunzipSync(Buffer.from(await r.arrayBuffer())).toString('utf8');
+          lines.push(...text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)));
+        }
+        cursor = page.cursor;
+      } while (cursor);
+      return lines;
     },
   };
 }

@@ -1,7 +1,8 @@
 //! Scheduled maintenance on Cloudflare (a Cron Trigger, or `POST /admin/v1/maintenance`):
-//! prunes each source's D1 hot window to its `retentionDays` and measures the database
-//! against its size limit. The window's edge and the warning are `crate::lake`'s; this
-//! runs the statements and records what they found in the `health` table.
+//! sweeps the rows the queue did not archive into the lake, prunes each source's D1 hot
+//! window to its `retentionDays` (archived rows only) and measures the database against
+//! its size limit. The grace, the window's edge and the warning are `crate::lake`'s;
+//! this runs the statements and records what they found in the `health` table.
 
 use crate::lake::{self, SizeCheck};
 use crate::sources::Sources;
@@ -11,15 +12,18 @@ use worker::*;
 /// What one run did, as the admin API answers it.
 pub async fn run(env: &Env, sources: &Sources, now_ms: i64) -> Result<Value> {
     let db = env.d1("DB")?;
+    let bucket = env.bucket("ARCHIVE")?;
     let at = tracking_plan::time::format_rfc3339(now_ms);
     let mut pruned = serde_json::Map::new();
     let mut size = 0u64;
     for (key, source) in sources.iter() {
+        let swept = sweep(&db, &bucket, key, &lake::sweep_before(now_ms)).await?;
         let cutoff = lake::cutoff(now_ms, source.retention_days);
         let (events, s1) = prune(&db, "events", key, &cutoff).await?;
         let (quarantine, s2) = prune(&db, "quarantine", key, &cutoff).await?;
         size = size.max(s1).max(s2);
-        let detail = json!({"cutoff": cutoff, "events": events, "quarantine": quarantine});
+        let detail = json!({"cutoff": cutoff, "events": events, "quarantine": quarantine,
+                            "swept": swept});
         record(&db, key, "retention", &at, &detail).await?;
         pruned.insert(key.to_string(), detail);
     }
@@ -37,13 +41,60 @@ pub async fn run(env: &Env, sources: &Sources, now_ms: i64) -> Result<Value> {
     Ok(json!({"ok": true, "at": at, "pruned": pruned, "database": check}))
 }
 
+/// Writes a source's rows received before `before` and still unarchived to the lake,
+/// a chunk per round for at most [`lake::SWEEP_ROUNDS`] rounds, and marks them. Returns
+/// how many went. A crash between the put and the mark writes those lines again on the
+/// next run: never lost, at worst a line in two objects, as after a queue redelivery
+/// (the lake's readers key lines by messageId).
+async fn sweep(db: &D1Database, bucket: &Bucket, key: &str, before: &str) -> Result<u64> {
+    let mut swept = 0u64;
+    for _ in 0..lake::SWEEP_ROUNDS {
+        let rows: Vec<lake::HotRow> = db
+            .prepare(
+                "SELECT write_key, message_id, type, event, anonymous_id, user_id, profile_id, \
+                 identified, bot, timestamp, received_at, payload FROM events \
+                 WHERE write_key = ?1 AND archived = 0 AND received_at < ?2 \
+                 ORDER BY received_at LIMIT ?3",
+            )
+            .bind(&[key.into(), before.into(), lake::SWEEP_CHUNK.into()])?
+            .all()
+            .await?
+            .results()?;
+        let events: Vec<_> = rows.into_iter().map(lake::HotRow::into_stored).collect();
+        let lines: Vec<String> = events.iter().map(|e| e.archive_line()).collect();
+        let objects = lake::objects(events.iter().zip(&lines).map(|(e, l)| lake::Line {
+            write_key: &e.write_key,
+            received_at: &e.received_at,
+            line: l,
+        }));
+        super::storage::put_objects(bucket, objects).await?;
+        let rows = lake::archived_rows(
+            events
+                .iter()
+                .map(|e| (e.write_key.as_str(), e.message_id.as_str())),
+        );
+        super::storage::mark_archived(db, rows).await?;
+        swept += events.len() as u64;
+        if events.len() < lake::SWEEP_CHUNK as usize {
+            break;
+        }
+    }
+    Ok(swept)
+}
+
 /// Deletes a source's rows received before `cutoff`, a chunk per statement, for at
 /// most [`lake::PRUNE_ROUNDS`] statements (the rest waits for the next run). Returns the
-/// rows deleted and the database's size after the last statement.
+/// rows deleted and the database's size after the last statement. An event row goes
+/// only once its line is in the lake.
 async fn prune(db: &D1Database, table: &str, key: &str, cutoff: &str) -> Result<(u64, u64)> {
+    let archived = if table == "events" {
+        " AND archived = 1"
+    } else {
+        ""
+    };
     let sql = format!(
         "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} \
-         WHERE write_key = ?1 AND received_at < ?2 LIMIT ?3)"
+         WHERE write_key = ?1 AND received_at < ?2{archived} LIMIT ?3)"
     );
     let (mut deleted, mut size) = (0u64, 0u64);
     for _ in 0..lake::PRUNE_ROUNDS {

@@ -73,6 +73,10 @@ impl CloudStore {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Archived {
     pub write_key: String,
+    /// The row the consumer marks archived in D1 (empty in messages sent before the
+    /// outbox: their rows count as archived already).
+    #[serde(default)]
+    pub message_id: String,
     pub received_at: String,
     /// One NDJSON line: the stored event with its columns and payload.
     pub line: String,
@@ -100,6 +104,7 @@ impl EventStore for CloudStore {
             .filter(|(_, o)| matches!(o, Insert::Stored | Insert::Duplicate))
             .map(|(e, _)| Archived {
                 write_key: e.write_key.clone(),
+                message_id: e.message_id.clone(),
                 received_at: e.received_at.clone(),
                 line: e.archive_line(),
             })
@@ -218,12 +223,35 @@ pub async fn archive(batch: MessageBatch<Archived>, env: &Env) -> Result<()> {
         received_at: &a.received_at,
         line: &a.line,
     });
-    for (name, text) in crate::lake::objects(lines) {
+    put_objects(&bucket, crate::lake::objects(lines)).await?;
+    let rows = crate::lake::archived_rows(
+        kept.iter()
+            .map(|a| (a.write_key.as_str(), a.message_id.as_str())),
+    );
+    mark_archived(&db, rows).await
+}
+
+/// Writes the lake's objects (named and laid out by `crate::lake::objects`), gzipped.
+pub async fn put_objects(bucket: &Bucket, objects: Vec<(String, String)>) -> Result<()> {
+    for (name, text) in objects {
         bucket
             .put(name, super::gzip::gzip(&text).await?)
             .execute()
             .await?;
     }
+    Ok(())
+}
+
+/// Marks the rows whose lines are in the lake (`crate::lake::archived_rows`): the
+/// outbox's receipt.
+pub async fn mark_archived(db: &D1Database, rows: String) -> Result<()> {
+    db.prepare(
+        "UPDATE events SET archived = 1 WHERE archived = 0 AND (write_key, message_id) IN \
+         (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1))",
+    )
+    .bind(&[rows.into()])?
+    .run()
+    .await?;
     Ok(())
 }
 
@@ -440,8 +468,8 @@ impl CloudStore {
                 self.db
                     .prepare(
                         "INSERT INTO events (write_key, message_id, type, event, anonymous_id, user_id, \
-                         profile_id, identified, bot, timestamp, received_at, payload, fingerprint) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+                         profile_id, identified, bot, timestamp, received_at, payload, fingerprint, \
+                         archived) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0) \
                          ON CONFLICT (write_key, message_id) DO NOTHING",
                     )
                     .bind(&args)
