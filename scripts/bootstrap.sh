@@ -36,6 +36,15 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
+# uBlock Origin's default filter lists as Debian ships them, for the ad-blocker tests
+# (e2e/blockers.test.mjs).
+if [ ! -f /usr/share/chromium/extensions/ublock-origin/assets/assets.json ]; then
+  log "installing webext-ublock-origin-chromium from apt (its filter lists)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq webext-ublock-origin-chromium >/dev/null
+fi
+
 # Node side: Node 22, wrangler, esbuild, binaryen, playwright-core, pinned by package-lock.json.
 # The lock also lists workerd's macOS/Windows binaries by version only (the registry here
 # does not serve them, so npm cannot record them); `npm ci` requires those entries and

@@ -33,6 +33,22 @@ impl Endpoint {
     }
 }
 
+/// The collector's path for a request under the site's configured base path (the
+/// `BASE_PATH` variable, e.g. `/data`): `/data/v1/batch` is `/v1/batch`. A site picks
+/// a neutral prefix of its own, so a blocker list that one day matches `/v1/batch` on
+/// every site does not match its traffic. Paths outside the base stay as they are (the
+/// root routes keep working); a base is `/` plus segments, and anything else is none.
+pub fn under_base<'a>(path: &'a str, base: &str) -> &'a str {
+    let base = base.trim_end_matches('/');
+    if !base.starts_with('/') || base.contains("//") {
+        return path;
+    }
+    match path.strip_prefix(base) {
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => path,
+    }
+}
+
 /// One request as the pipeline sees it: no platform types.
 #[derive(Debug, Clone)]
 pub struct IngestRequest<'a> {
@@ -153,4 +169,41 @@ pub fn parse<'a>(
         source,
         batch: raw,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_base_path_maps_onto_the_collector_routes() {
+        assert_eq!(under_base("/data/v1/batch", "/data"), "/v1/batch");
+        assert_eq!(under_base("/data/v1/batch", "/data/"), "/v1/batch");
+        assert_eq!(
+            under_base("/a/b/admin/v1/events", "/a/b"),
+            "/admin/v1/events"
+        );
+        assert_eq!(
+            under_base("/v1/batch", "/data"),
+            "/v1/batch",
+            "the root still works"
+        );
+        assert_eq!(
+            under_base("/database/v1/batch", "/data"),
+            "/database/v1/batch",
+            "a segment, not a prefix"
+        );
+        assert_eq!(under_base("/data", "/data"), "/data");
+        for none in ["", "/", "data", "//x"] {
+            assert_eq!(
+                under_base("/data/v1/batch", none),
+                "/data/v1/batch",
+                "{none:?}"
+            );
+        }
+        assert_eq!(
+            Endpoint::from_path(under_base("/x/v1/t", "/x")),
+            Some(Endpoint::Single(MessageType::Track))
+        );
+    }
 }

@@ -148,7 +148,13 @@ fn list(values: &[String]) -> JsValue {
     JsValue::from_str(&serde_json::to_string(values).unwrap_or_else(|_| "[]".into()))
 }
 
-pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Response> {
+/// An admin request; `path` is its path under the collector's base path.
+pub async fn handle(
+    mut req: Request,
+    path: &str,
+    env: &Env,
+    sources: &Sources,
+) -> Result<Response> {
     let token = env
         .secret("ADMIN_TOKEN")
         .map(|s| s.to_string())
@@ -180,7 +186,6 @@ pub async fn handle(mut req: Request, env: &Env, sources: &Sources) -> Result<Re
         ns: env.durable_object("IDENTITY")?,
         calls: super::Meter::start(),
     };
-    let path = req.path();
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').skip(3).collect();
     match (req.method(), parts.as_slice()) {
         (Method::Get, ["events"]) => {

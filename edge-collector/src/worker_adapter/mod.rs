@@ -167,7 +167,14 @@ fn with_headers(resp: Response, extra: &Headers) -> Result<Response> {
     Ok(resp.with_headers(headers))
 }
 
-async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Result<Response> {
+/// An ingest request; `reset` for `POST /v1/reset` (the route decides, under any base
+/// path).
+async fn handle_ingest(
+    mut req: Request,
+    env: &Env,
+    endpoint: Endpoint,
+    reset: bool,
+) -> Result<Response> {
     let sources = match sources(env).await {
         Ok(s) => s,
         Err(e) => return error_response(&e),
@@ -219,7 +226,7 @@ async fn handle_ingest(mut req: Request, env: &Env, endpoint: Endpoint) -> Resul
             content_encoding: encoding.as_deref(),
         },
     };
-    if path_is_reset(&url) {
+    if reset {
         let identity = DoIdentity {
             ns: env.durable_object("IDENTITY")?,
             calls: Meter::start(),
@@ -356,10 +363,6 @@ impl Meter {
     }
 }
 
-fn path_is_reset(url: &Url) -> bool {
-    url.path() == RESET_PATH
-}
-
 /// `POST /v1/reset`: the SDK's `reset()` and consent revocation call it.
 const RESET_PATH: &str = "/v1/reset";
 
@@ -439,16 +442,21 @@ fn route(path: &str) -> Route {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    let path = req.path();
+    let full = req.path();
+    let base = env
+        .var("BASE_PATH")
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    let path = crate::pipeline::envelope::under_base(&full, &base).to_string();
     let result = match route(&path) {
         Route::Id => handle_id(&req),
-        Route::Reset => handle_ingest(req, &env, Endpoint::Batch).await,
+        Route::Reset => handle_ingest(req, &env, Endpoint::Batch, true).await,
         Route::Ingest => match Endpoint::from_path(&path) {
-            Some(endpoint) => handle_ingest(req, &env, endpoint).await,
+            Some(endpoint) => handle_ingest(req, &env, endpoint, false).await,
             None => error_response(&RequestError::NotFound),
         },
         Route::Admin => match sources(&env).await {
-            Ok(s) => admin::handle(req, &env, &s).await,
+            Ok(s) => admin::handle(req, &path, &env, &s).await,
             Err(e) => error_response(&e),
         },
         Route::Assets => env.assets("ASSETS")?.fetch_request(req).await,
