@@ -108,7 +108,7 @@ test('no request Sightline makes on the shop matches a default blocker list, and
     // Every route the collector answers, whoever calls it (the SDK, a server library).
     const routes = ['/v1/batch', '/v1/b', '/v1/import', '/v1/track', '/v1/t', '/v1/page', '/v1/p', '/v1/identify', '/v1/i',
       '/v1/alias', '/v1/a', '/v1/group', '/v1/g', '/v1/screen', '/v1/s', '/v1/id', '/v1/reset', '/sl/sightline.js',
-      '/sl/sightline.wasm', '/sl/tracking-plan.json', '/data/v1/batch', '/data/v1/reset', '/data/v1/id'];
+      '/sl/sightline.wasm', '/sl/tracking-plan.json', '/v1/projects/sl_dev_key/settings', '/data/v1/batch', '/data/v1/reset', '/data/v1/id'];
     assert.deepEqual(routes.flatMap((r) => verdicts(`${collector.url}${r}`)), []);
   } finally {
     await browser.close();

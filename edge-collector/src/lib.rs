@@ -17,6 +17,7 @@ pub mod identity;
 pub mod lake;
 pub mod pipeline;
 pub mod reason;
+pub mod settings;
 pub mod sources;
 pub mod store;
 

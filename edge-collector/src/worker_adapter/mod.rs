@@ -409,10 +409,35 @@ fn handle_id(req: &Request) -> Result<Response> {
     Ok(resp)
 }
 
+/// `GET /v1/projects/{writeKey}/settings`: analytics.js's settings, for a site that
+/// points its `cdnURL` here (`crate::settings`). `base` is the collector's base path.
+async fn handle_settings(req: &Request, env: &Env, path: &str, base: &str) -> Result<Response> {
+    let sources = match sources(env).await {
+        Ok(s) => s,
+        Err(e) => return error_response(&e),
+    };
+    let origin = req.headers().get("Origin")?;
+    let cors = cors_headers(origin.as_deref(), &sources);
+    let key = crate::settings::write_key_of(path).filter(|k| sources.get(k).is_some());
+    let Some(key) = key else {
+        return with_headers(error_response(&RequestError::NotFound)?, &cors);
+    };
+    let url = req.url()?;
+    let host = url.host_str().unwrap_or_default();
+    let host = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let api_host = format!("{host}{}/v1", base.trim_end_matches('/'));
+    let body = crate::settings::for_analytics_js(key, &api_host, url.scheme());
+    with_headers(json_response(200, &body)?, &cors)
+}
+
 /// Where each path goes.
 #[derive(Clone, Copy)]
 enum Route {
     Id,
+    Settings,
     Reset,
     Ingest,
     Admin,
@@ -422,6 +447,7 @@ enum Route {
 /// The routing table: exact paths first, then prefixes.
 const ROUTES: &[(&str, bool, Route)] = &[
     ("/v1/id", true, Route::Id),
+    ("/v1/projects/", false, Route::Settings),
     (RESET_PATH, true, Route::Reset),
     ("/v1/", false, Route::Ingest),
     ("/admin/", false, Route::Admin),
@@ -450,6 +476,10 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let path = crate::pipeline::envelope::under_base(&full, &base).to_string();
     let result = match route(&path) {
         Route::Id => handle_id(&req),
+        // The base this request came under (none at the root).
+        Route::Settings => {
+            handle_settings(&req, &env, &path, &full[..full.len() - path.len()]).await
+        }
         Route::Reset => handle_ingest(req, &env, Endpoint::Batch, true).await,
         Route::Ingest => match Endpoint::from_path(&path) {
             Some(endpoint) => handle_ingest(req, &env, endpoint, false).await,

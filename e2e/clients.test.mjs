@@ -1,0 +1,124 @@
+// Real client libraries pointed at the real collector in workerd, each with every
+// message type it sends: Segment's analytics.js (analytics-next, in headless Chromium,
+// loading its settings from the collector as it would from Segment's CDN), Segment's
+// Python library and RudderStack's Node SDK. (Segment's Node library is in
+// collector.test.mjs.) Each one's events are stored once, none is quarantined or
+// refused, and a raw email a library sends in traits is hashed before it is kept.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import { startCollector, startBrowser, eventually, ROOT } from './harness.mjs';
+
+const require = createRequire(import.meta.url);
+const sha256 = (s) => createHash('sha256').update(s).digest('hex');
+const PYTHON = join(ROOT, 'target/clients-venv/bin/python');
+
+let collector;
+before(async () => { collector = await startCollector(); });
+after(async () => { await collector?.dispose(); });
+
+const stored = (where) => collector.query(`select type, event, user_id, anonymous_id, payload from events where ${where}`);
+const quarantined = (where) => collector.query(`select reason from quarantine where ${where}`);
+
+test('analytics.js (analytics-next) loads its settings from the collector and delivers every call', async () => {
+  const umd = dirname(require.resolve('@segment/analytics-next/dist/umd/index.js'));
+  const page = `<!doctype html><html><head><meta charset="utf-8"><script src="/vendor/ajs/index.js"></script></head>
+    <body><p>A shop on analytics.js, its CDN pointed at its own origin.</p></body></html>`;
+  const browser = await startBrowser();
+  const requests = [];
+  try {
+    const tab = await browser.context.newPage();
+    tab.on('request', (r) => requests.push(`${r.method()} ${new URL(r.url()).pathname}`));
+    await tab.route((url) => url.pathname === '/shop-on-ajs.html', (r) => r.fulfill({ contentType: 'text/html', body: page }));
+    // The library's own files, served by the site (as it would host them).
+    await tab.route(`${collector.url}/vendor/ajs/**`, (r) => r.fulfill({ path: join(umd, 'index.js'), contentType: 'text/javascript' }));
+    await tab.route(`${collector.url}/analytics-next/bundles/**`, (r) =>
+      r.fulfill({ path: join(umd, new URL(r.request().url()).pathname.split('/').pop()), contentType: 'text/javascript' }));
+    await tab.goto(`${collector.url}/shop-on-ajs.html?utm_source=ajs&utm_medium=email`);
+    const anon = await tab.evaluate(async () => {
+      const [analytics] = await window.AnalyticsNext.AnalyticsBrowser.load(
+        { writeKey: 'sl_dev_key', cdnURL: location.origin }, { integrations: {} });
+      await analytics.page('Shop', { path: '/shop-on-ajs.html' });
+      await analytics.track('Product Added', { product_id: 'ETH-GUJI', name: 'Ethiopia Guji', price: 14.5, currency: 'EUR', quantity: 1 });
+      await analytics.identify('ajs-user-1', { email: 'Ajs.User@Example.com', plan: 'pro' });
+      await analytics.group('ajs-group', { name: 'Acme' });
+      await analytics.alias('ajs-user-1');
+      return analytics.user().anonymousId();
+    });
+    assert.ok(requests.includes('GET /v1/projects/sl_dev_key/settings'), requests.join(', '));
+    const rows = await eventually(async () => {
+      const r = await stored(`anonymous_id = '${anon}'`);
+      return r.length >= 5 && r;
+    }, 20_000, 'analytics.js events');
+    assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'group', 'identify', 'page', 'track']);
+    assert.equal(rows.find((r) => r.type === 'track').event, 'Product Added');
+    const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
+    assert.equal(identify.traits.email, sha256('ajs.user@example.com'), 'raw email hashed');
+    assert.equal(identify.context.library.name, 'analytics.js');
+    assert.equal(JSON.parse(rows.find((r) => r.type === 'page').payload).context.campaign.source, 'ajs');
+    assert.deepEqual(await quarantined(`anonymous_id = '${anon}'`), []);
+    // An unknown write key gets no settings.
+    assert.equal((await fetch(`${collector.url}/v1/projects/not_a_key/settings`)).status, 404);
+  } finally {
+    await browser.close();
+  }
+});
+
+test("Segment's Python library (analytics-python) sends every message type", async () => {
+  assert.ok(existsSync(PYTHON), 'scripts/bootstrap.sh makes target/clients-venv');
+  const script = `
+import datetime, segment.analytics as analytics
+analytics.write_key = 'sl_server_key'
+analytics.host = ${JSON.stringify(collector.url)}
+analytics.sync_mode = True
+errors = []
+analytics.on_error = lambda e, batch: errors.append(str(e))
+u = 'py-user-1'
+analytics.identify(u, {'email': 'Py.User@Example.com', 'plan': 'pro', 'since': datetime.datetime(2025, 1, 2, 3, 4, 5)})
+analytics.track(u, 'Order Completed', {'order_id': 'py-1', 'total': 29.0, 'currency': 'EUR', 'products': [{'product_id': 'ETH-GUJI', 'quantity': 2}]},
+                timestamp=datetime.datetime.now(datetime.timezone.utc))
+analytics.page(u, 'Docs', 'Getting started', {'url': 'https://shop.example/docs?utm_source=py'})
+analytics.screen(u, 'Mobile', 'Home')
+analytics.group(u, 'py-group', {'name': 'Acme'})
+analytics.alias('py-previous', u)
+analytics.flush()
+assert not errors, errors
+`;
+  await promisify(execFile)(PYTHON, ['-c', script], { timeout: 60_000 });
+  const rows = await eventually(async () => {
+    const r = await stored(`write_key = 'sl_server_key' and (user_id = 'py-user-1' or anonymous_id = 'py-user-1')`);
+    return r.length >= 6 && r;
+  }, 20_000, 'analytics-python events');
+  assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'group', 'identify', 'page', 'screen', 'track']);
+  const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
+  assert.equal(identify.traits.email, sha256('py.user@example.com'), 'raw email hashed');
+  assert.equal(identify.context.library.name, 'analytics-python');
+  assert.deepEqual(await quarantined(`write_key = 'sl_server_key' and user_id = 'py-user-1'`), []);
+});
+
+test("RudderStack's Node SDK sends every message type to the collector's data plane", async () => {
+  const Rudder = require('@rudderstack/rudder-sdk-node');
+  const client = new Rudder('sl_server_key', { dataPlaneUrl: collector.url, flushAt: 20, flushInterval: 200, logLevel: 'error' });
+  const u = 'rs-user-1';
+  client.identify({ userId: u, traits: { email: 'Rs.User@Example.com', plan: 'pro' } });
+  client.track({ userId: u, event: 'Product Added', properties: { product_id: 'ETH-GUJI', price: 14.5, currency: 'EUR', quantity: 1 } });
+  client.page({ userId: u, name: 'Docs', properties: { url: 'https://shop.example/docs' } });
+  client.screen({ userId: u, name: 'Home' });
+  client.group({ userId: u, groupId: 'rs-group', traits: { name: 'Acme' } });
+  client.alias({ userId: u, previousId: 'rs-previous' });
+  await new Promise((resolve, reject) => client.flush((err) => (err ? reject(err) : resolve())));
+  const rows = await eventually(async () => {
+    const r = await stored(`write_key = 'sl_server_key' and user_id = '${u}'`);
+    return r.length >= 6 && r;
+  }, 20_000, 'RudderStack events');
+  assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'group', 'identify', 'page', 'screen', 'track']);
+  const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
+  assert.equal(identify.traits.email, sha256('rs.user@example.com'), 'raw email hashed');
+  assert.match(identify.context.library.name, /analytics-node|rudder/i);
+  assert.deepEqual(await quarantined(`write_key = 'sl_server_key' and user_id = '${u}'`), []);
+});
