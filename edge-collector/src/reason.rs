@@ -10,6 +10,10 @@ pub enum ReasonKind {
     ConsentDenied,
     TooLarge,
     NotAnObject,
+    /// Well-formed enough to split from its batch, but its JSON cannot be read (a lone
+    /// surrogate escape, a number out of range, nesting past serde's limit): its
+    /// content cannot be scrubbed of PII, so only the reason is kept.
+    UnreadableJson,
     InvalidField,
     MissingType,
     MissingMessageId,
@@ -28,6 +32,7 @@ impl ReasonKind {
             ConsentDenied => "consent_denied",
             TooLarge => "too_large",
             NotAnObject => "not_an_object",
+            UnreadableJson => "unreadable_json",
             InvalidField => "invalid_field",
             MissingType => "missing_type",
             MissingMessageId => "missing_message_id",

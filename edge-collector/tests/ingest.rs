@@ -190,6 +190,59 @@ fn bad_events_are_quarantined_with_reasons_not_dropped() {
 }
 
 #[test]
+fn json_that_splits_but_cannot_be_read_is_quarantined_as_unreadable_and_kept_empty() {
+    let store = rig();
+    let ok = serde_json::to_string(&track("readable")).unwrap();
+    // Each splits from the batch (the raw scan accepts it) but serde cannot read it.
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let unreadable = [
+        r#"{"type":"track","messageId":"u1","anonymousId":"a","event":"x\ud800y jo@x.io"}"#.to_string(),
+        r#"{"type":"track","messageId":"u2","anonymousId":"a","event":"x","properties":{"n":1e400}}"#.to_string(),
+        format!(r#"{{"type":"track","messageId":"u3","anonymousId":"a","event":"x","properties":{{"d":{deep}}}}}"#),
+    ];
+    let body = format!(
+        r#"{{"writeKey":"wk_test","batch":[{ok},{}]}}"#,
+        unreadable.join(",")
+    );
+    let r = run(&store, Endpoint::Batch, body.as_bytes(), None).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (1, 3), "{r:?}");
+    for v in &r.results[1..] {
+        assert_eq!(v.reasons[0].kind.as_str(), "unreadable_json");
+        assert!(
+            v.reasons[0].message.contains("column"),
+            "{:?}",
+            v.reasons[0]
+        );
+        assert!(!v.reasons[0].message.contains("jo@x.io"));
+    }
+    let q = store.store.quarantined.borrow();
+    assert_eq!(q.len(), 3);
+    assert!(
+        q.iter().all(|q| q.payload == "null"),
+        "content that cannot be scrubbed is not kept"
+    );
+    assert!(!store.at_rest().contains("jo@x.io"));
+    drop(q);
+
+    // Without consent (an opt-in source), it is refused: nothing of it is kept.
+    let web_body = format!(r#"{{"writeKey":"wk_web","batch":[{}]}}"#, unreadable[0]);
+    let r = store
+        .request(Endpoint::Batch, web_body.as_bytes(), None, browser(), NOW)
+        .unwrap();
+    assert_eq!(r.results[0].status, Status::Refused);
+    assert_eq!(store.store.quarantined.borrow().len(), 3);
+}
+
+#[test]
+fn a_byte_order_mark_before_the_body_is_read_past() {
+    let store = rig();
+    let mut body = "\u{feff}".as_bytes().to_vec();
+    body.extend(batch(json!([track("bom")])));
+    let r = run(&store, Endpoint::Batch, &body, None).unwrap();
+    assert_eq!(r.accepted, 1);
+}
+
+#[test]
 fn oversized_message_is_quarantined_and_oversized_batch_refused() {
     let store = rig();
     let mut big = track("big");

@@ -141,6 +141,8 @@ pub fn parse<'a>(
     sources: &'a Sources,
 ) -> Result<Envelope<'a>, Error> {
     let text = std::str::from_utf8(body).map_err(|_| Error::InvalidUtf8)?;
+    // A byte-order mark some HTTP clients write before a UTF-8 body is not JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
         return Err(Error::EmptyBody);
     }

@@ -221,14 +221,27 @@ pub enum Prepared {
 }
 
 /// The message as JSON with the batch-level context filled in under its own, so the
-/// consent gate and the PII walker see what would be stored.
-fn with_batch_context(text: &str, batch_ctx: Option<&Map<String, Value>>) -> Value {
-    let mut v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+/// consent gate and the PII walker see what would be stored; `Err` with the column
+/// where reading stopped when the JSON cannot be read.
+fn with_batch_context(text: &str, batch_ctx: Option<&Map<String, Value>>) -> Result<Value, usize> {
+    let mut v: Value = serde_json::from_str(text).map_err(|e| e.column())?;
     if let (Value::Object(obj), Some(_)) = (&mut v, batch_ctx) {
         let ctx = obj.entry("context").or_insert(Value::Null);
         merge_context(ctx, batch_ctx);
     }
-    v
+    Ok(v)
+}
+
+/// Why a message's JSON cannot be read, without quoting it.
+fn unreadable(column: usize) -> Reason {
+    Reason::new(
+        ReasonKind::UnreadableJson,
+        "$",
+        format!(
+            "the message's JSON cannot be read at column {column} (a lone surrogate escape, \
+             a number out of range, or nesting deeper than 128 levels)"
+        ),
+    )
 }
 
 /// Batch-level context fills in what the message's own context does not say.
@@ -315,7 +328,11 @@ fn prepare_message(
 
 /// JSON that is too large or not a valid message: gated, then quarantined scrubbed.
 fn prepare_other(text: &str, sh: &Shared<'_>, consent_log: &mut Vec<ConsentRecord>) -> Prepared {
-    let mut v = with_batch_context(text, sh.batch.context.as_ref());
+    let (mut v, unreadable_at) = match with_batch_context(text, sh.batch.context.as_ref()) {
+        Ok(v) => (v, None),
+        // Nothing of it can be read: no consent either, so an opt-in source refuses it.
+        Err(column) => (Value::Null, Some(column)),
+    };
     if let (Some(t), Value::Object(obj)) = (sh.forced_type, &mut v) {
         obj.insert("type".into(), t.as_str().into());
     }
@@ -334,6 +351,8 @@ fn prepare_other(text: &str, sh: &Shared<'_>, consent_log: &mut Vec<ConsentRecor
                 text.len()
             ),
         )
+    } else if let Some(column) = unreadable_at {
+        unreadable(column)
     } else {
         shape::not_a_message(&v)
     };
