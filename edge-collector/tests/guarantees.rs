@@ -9,6 +9,8 @@
 //!   interleavings of two requests with the same messageId;
 //! - erasure is exact and resumable; GPC strips every ad id; errors echo no input.
 
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
 use edge_collector::dedup::{self, Claim, MemoryDedup, Seen};
 use edge_collector::enrich::EdgeInfo;
 use edge_collector::pipeline::{Endpoint, Report, Status};
@@ -89,6 +91,19 @@ fn encodings(v: &str) -> Vec<String> {
         format!("mailto:{v}"),
         format!("say hi to {v} today"),
         format!("https://shop.example/p?ref=x&email={pct}&utm_content={pct}#top"),
+        STANDARD.encode(v),
+        URL_SAFE_NO_PAD.encode(v),
+        format!("https://shop.example/r?d={}&n=1", STANDARD.encode(v)),
+        v.bytes().map(|b| format!("{b:02x}")).collect(),
+        v.replace('@', "&#64;").replace('+', "&#x2B;"),
+        v.replace('@', "\\u0040").replace('+', "\\u002b"),
+        // Fullwidth forms of every printable character (`＠`, `＋`, `３`).
+        v.chars()
+            .map(|c| match c {
+                '!'..='~' => char::from_u32(c as u32 + 0xFEE0).unwrap_or(c),
+                _ => c,
+            })
+            .collect(),
     ]
 }
 
@@ -136,7 +151,7 @@ proptest! {
         domain in "[a-z]{5,9}",
         national in 200u32..999,
         slots in proptest::collection::vec(0usize..16, 1..6),
-        enc in 0usize..7,
+        enc in 0usize..14,
         key_kind in 0usize..2,
     ) {
         let email = format!("{local}@{domain}.io");
@@ -168,6 +183,10 @@ proptest! {
             format!("555.0{national}"),
             "6505550143".into(),
         ];
+        // The planted forms themselves (base64, hex, references are opaque to the
+        // decoding check): none is kept.
+        let mut needles = needles;
+        needles.extend([encodings(&email)[enc].clone(), encodings(&phone)[enc].clone()]);
         assert_clean(&rig.at_rest(), &needles);
         if let Err(e) = r {
             assert_clean(&e.to_json().to_string(), &needles);

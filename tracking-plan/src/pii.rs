@@ -13,7 +13,13 @@
 //!   6505550143, `JO (at) x.io` is not guessed, but anything with an `@` is;
 //! - object keys, the event name, page name and category, ids (`messageId`,
 //!   `anonymousId`, `userId`, `previousId`, `groupId`) and timestamps. An id that is an
-//!   email or phone becomes its bare digest.
+//!   email or phone becomes its bare digest;
+//! - behind the encodings a value can take on its way: HTML character references
+//!   (`&#64;`, `&#x40;`, `&commat;`), `\u0040` and `\x40` escapes left in text,
+//!   fullwidth and small forms (`＠`, `﹫`, fullwidth digits), and base64 (standard or
+//!   URL-safe, padded or not) or hex runs whose decoded text holds one. A decoded run is
+//!   written back in its own encoding with the digest inside; folded text is kept
+//!   folded.
 //!
 //! Linear in the input: each scan visits a byte a bounded number of times (an email's
 //! local part is looked for at most 64 bytes back from its `@`; phone runs end at the
@@ -380,12 +386,90 @@ fn scrub_component(c: &str, country: Option<&str>) -> Option<(String, PiiKind)> 
 /// `s` with every raw email and phone number replaced by its digest, or `None` when it
 /// holds none. A whole value that is one becomes the bare digest; inside text or a URL
 /// the digest takes its place (percent-encoded components are decoded to look, and the
-/// component is written back encoded).
+/// component is written back encoded; base64 and hex runs likewise).
 pub fn scrub_text(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
+    if is_sha256_hex(s) {
+        return None;
+    }
+    if let Some(found) = fold(s).and_then(|f| scrub_decoded(&f, country)) {
+        return Some(found);
+    }
+    let found = scrub_decoded(s, country);
+    let base = found.as_ref().map_or(s, |(t, _)| t.as_str());
+    match scrub_runs(base, country) {
+        Some((t, k)) => Some((t, found.map_or(k, |(_, k0)| k0))),
+        None => found,
+    }
+}
+
+/// A character reference, escape or compatibility form that may stand for `@`, `.`,
+/// `+` or a digit, as text: `&#64;`, `&#x40;`, `&commat;`, `\u0040`, `\x40`, `＠`.
+fn fold(s: &str) -> Option<String> {
+    let suspect = s.bytes().any(|b| b == b'&' || b == b'\\' || b >= 0x80);
+    if !suspect {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut changed = false;
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if let Some((ch, len)) = reference(rest) {
+            out.push(ch);
+            rest = &rest[len..];
+            changed = true;
+            continue;
+        }
+        let folded = match c {
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+            '\u{FE6B}' => '@',
+            '\u{3002}' | '\u{FF61}' => '.',
+            _ => c,
+        };
+        changed |= folded != c;
+        out.push(folded);
+        rest = &rest[c.len_utf8()..];
+    }
+    changed.then_some(out)
+}
+
+/// The character a reference or escape at the start of `s` stands for, and its length.
+fn reference(s: &str) -> Option<(char, usize)> {
+    let b = s.as_bytes();
+    let named = [("&commat;", '@'), ("&period;", '.'), ("&plus;", '+')];
+    for (name, ch) in named {
+        if b.len() >= name.len() && b[..name.len()].eq_ignore_ascii_case(name.as_bytes()) {
+            return Some((ch, name.len()));
+        }
+    }
+    // `&#64;`, `&#x40;` (the `;` optional, as browsers read them); `\u0040` and `\x40`
+    // with exactly their digits.
+    let (digits, radix, skip, exact) = match b {
+        [b'&', b'#', b'x' | b'X', ..] => (&b[3..], 16, 3, None),
+        [b'&', b'#', ..] => (&b[2..], 10, 2, None),
+        [b'\\', b'u', ..] => (&b[2..], 16, 2, Some(4)),
+        [b'\\', b'x', ..] => (&b[2..], 16, 2, Some(2)),
+        _ => return None,
+    };
+    let n = digits
+        .iter()
+        .take(exact.unwrap_or(7))
+        .take_while(|d| char::from(**d).is_digit(radix))
+        .count();
+    if n == 0 || exact.is_some_and(|e| n != e) {
+        return None;
+    }
+    let value = core::str::from_utf8(&digits[..n]).ok()?;
+    let ch = char::from_u32(u32::from_str_radix(value, radix).ok()?)?;
+    let semi = usize::from(exact.is_none() && b.get(skip + n) == Some(&b';'));
+    Some((ch, skip + n + semi))
+}
+
+/// Plain text and percent-encoded components (the passes before runs).
+fn scrub_decoded(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
     let suspect = s
         .bytes()
         .any(|b| b == b'@' || b == b'%' || b.is_ascii_digit());
-    if !suspect || is_sha256_hex(s) {
+    if !suspect {
         return None;
     }
     let plain = scrub_plain(s, country);
@@ -425,6 +509,108 @@ pub fn scrub_text(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
         (true, _) => Some((out, kind.unwrap_or(PiiKind::Email))),
         (false, plain) => plain,
     }
+}
+
+/// Shortest base64 run looked into: an address of 8 bytes (`jo@x.io` has 7) is 12
+/// characters; shorter runs are words and ids.
+const MIN_BASE64_RUN: usize = 12;
+/// Shortest hex run looked into (7 bytes).
+const MIN_HEX_RUN: usize = 14;
+
+fn base64_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"+/-_".contains(&b)
+}
+
+/// Base64 and hex runs of `s` whose decoded text holds a raw value, written back in
+/// their own encoding with the digests inside.
+fn scrub_runs(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
+    let b = s.as_bytes();
+    let mut out = String::new();
+    let (mut at, mut i, mut kind) = (0, 0, None);
+    while i < b.len() {
+        if !base64_byte(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && base64_byte(b[i]) {
+            i += 1;
+        }
+        let pad = b[i..].iter().take(2).take_while(|c| **c == b'=').count();
+        if let Some((clean, k)) = decode_run(&s[start..i], pad > 0, country) {
+            out.push_str(&s[at..start]);
+            out.push_str(&clean);
+            at = i + pad;
+            kind.get_or_insert(k);
+        }
+        i += pad;
+    }
+    let kind = kind?;
+    out.push_str(&s[at..]);
+    Some((out, kind))
+}
+
+/// A run decoded as hex or base64 and scrubbed (one level: what it decodes to is not
+/// decoded again), re-encoded as it came; `None` when it is not text or holds nothing.
+fn decode_run(run: &str, padded: bool, country: Option<&str>) -> Option<(String, PiiKind)> {
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::DecodePaddingMode;
+    use base64::{alphabet, Engine};
+    let hexy = run.len() % 2 == 0 && run.bytes().all(|c| c.is_ascii_hexdigit());
+    if hexy && run.len() >= MIN_HEX_RUN && ![32, 40, 64, 128].contains(&run.len()) {
+        let bytes: Option<Vec<u8>> = run
+            .as_bytes()
+            .chunks(2)
+            .map(|p| Some(hex(p[0])? * 16 + hex(p[1])?))
+            .collect();
+        if let Some((clean, k)) = bytes.and_then(|d| scrub_bytes(d, country)) {
+            let upper = run.bytes().any(|c| c.is_ascii_uppercase());
+            return Some((hex_encode(clean.as_bytes(), upper), k));
+        }
+    }
+    if run.len() < MIN_BASE64_RUN || run.len() % 4 == 1 {
+        return None;
+    }
+    let url = run.bytes().any(|c| c == b'-' || c == b'_');
+    let config = GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_encode_padding(padded);
+    let engine = GeneralPurpose::new(
+        if url {
+            &alphabet::URL_SAFE
+        } else {
+            &alphabet::STANDARD
+        },
+        config,
+    );
+    let (clean, k) = scrub_bytes(engine.decode(run).ok()?, country)?;
+    // Padded as the run was (its `=` are outside it; the caller writes from after them).
+    Some((engine.encode(clean), k))
+}
+
+/// Decoded bytes that are text, scrubbed by the plain and percent passes.
+fn scrub_bytes(bytes: Vec<u8>, country: Option<&str>) -> Option<(String, PiiKind)> {
+    let text = String::from_utf8(bytes).ok()?;
+    if text.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return None;
+    }
+    fold(&text)
+        .and_then(|f| scrub_decoded(&f, country))
+        .or_else(|| scrub_decoded(&text, country))
+}
+
+fn hex_encode(b: &[u8], upper: bool) -> String {
+    let digits: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
+    let mut out = String::with_capacity(b.len() * 2);
+    for c in b {
+        out.push(char::from(digits[usize::from(c >> 4)]));
+        out.push(char::from(digits[usize::from(c & 15)]));
+    }
+    out
 }
 
 fn letters(s: &str) -> usize {
@@ -782,6 +968,104 @@ mod tests {
             let (out, _) = scrub_text(s, None).unwrap();
             assert_eq!(scrub_text(&out, None), None, "{s} -> {out}");
             assert!(!out.contains("a@aa") && !out.contains("78g"), "{out}");
+        }
+    }
+
+    #[test]
+    fn raw_values_are_found_behind_every_encoding_and_written_back_in_it() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        use base64::Engine;
+        let email = "probe.person@example.org";
+        let phone = "+16505550142";
+        let hexed = |s: &str| {
+            s.bytes()
+                .map(|b| alloc::format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let cases: Vec<(String, &str)> = alloc::vec![
+            (STANDARD.encode(email), email),
+            (URL_SAFE_NO_PAD.encode(email), email),
+            (
+                alloc::format!("https://shop.example/x?d={}&n=1", STANDARD.encode(email)),
+                email
+            ),
+            (
+                STANDARD.encode(alloc::format!("{{\"email\":\"{email}\"}}")),
+                email
+            ),
+            (STANDARD.encode(phone), phone),
+            (hexed(email), email),
+            (hexed(email).to_uppercase(), email),
+            ("probe.person&#64;example.org".into(), email),
+            ("probe.person&#x40;example.org".into(), email),
+            ("probe.person&commat;example&period;org".into(), email),
+            ("probe.person\\u0040example.org".into(), email),
+            ("probe.person\\x40example.org".into(), email),
+            ("probe.person＠example.org".into(), email),
+            ("probe.person﹫example．org".into(), email),
+            ("call ＋１６５０５５５０１４２".into(), phone),
+        ];
+        let lenient = |url: bool| {
+            use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode};
+            let c = base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+            let a = if url {
+                &base64::alphabet::URL_SAFE
+            } else {
+                &base64::alphabet::STANDARD
+            };
+            GeneralPurpose::new(a, c)
+        };
+        for (value, raw) in &cases {
+            let (out, _) = scrub_text(value, None).unwrap_or_else(|| panic!("{value} not found"));
+            let digest = if raw.contains('@') {
+                email_digest(raw)
+            } else {
+                phone_digest(raw, None)
+            };
+            // The digest is there, in the text or inside the re-encoded run.
+            let in_run = out.split(['=', '&', '?']).any(|run| {
+                [false, true].iter().any(|url| {
+                    lenient(*url)
+                        .decode(run)
+                        .ok()
+                        .and_then(|d| String::from_utf8(d).ok())
+                        .is_some_and(|t| t.contains(&digest))
+                })
+            });
+            let visible =
+                out.contains(&digest) || in_run || out.to_lowercase().contains(&hexed(&digest));
+            assert!(visible, "{value} -> {out}");
+            assert_eq!(scrub_text(&out, None), None, "{value} -> {out} scrubs once");
+            for enc in [
+                STANDARD.encode(raw),
+                URL_SAFE_NO_PAD.encode(raw),
+                hexed(raw),
+            ] {
+                assert!(
+                    !out.contains(&enc[..enc.len() - 4]),
+                    "{out} holds {raw} encoded"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ordinary_encoded_values_are_left_alone() {
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine;
+        for v in [
+            "a3f1c2d4-5b6e-4f70-8a9b-0c1d2e3f4a5b".to_string(),
+            sha256_hex("x"),
+            "5d41402abc4b2a76b9719d911017c592".into(),
+            STANDARD.encode("just some words, no address"),
+            STANDARD.encode([0u8, 159, 146, 150, 255, 64, 1, 2, 3, 4, 5, 6]),
+            "R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7".into(),
+            "Fish &amp; chips &#8364;5 at the caf&eacute;".into(),
+            "https://shop.example/products/ethiopia-guji?utm_source=newsletter".into(),
+            "C:\\Users\\xavier\\unicode".into(),
+        ] {
+            assert_eq!(scrub_text(&v, None), None, "{v}");
         }
     }
 
