@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
-import { startCollector, eventually, WRITE_KEY, STATE_ROOT, PLANTED } from './harness.mjs';
+import { startCollector, eventually, WRITE_KEY, STATE_ROOT, PLANTED, hidden } from './harness.mjs';
 
 const GRANTED = { categoryPreferences: { analytics: true, marketing: true, personalization: true } };
 let seq = 0;
@@ -27,7 +27,10 @@ const send = async (url, batch, writeKey = WRITE_KEY, headers = {}) => {
 /** Every raw value planted here, for this file's own checks (the suite-wide scan uses
  * PLANTED from the harness, which includes them). */
 const RAW = ['hostile.visitor@example.org', '650.555.0142', '6505550143', 'key.holder@example.net',
-  'anon.mail@example.net', 'group.mail@example.net', 'evt.mail@example.net', 'big.secret@example.net'];
+  'anon.mail@example.net', 'group.mail@example.net', 'evt.mail@example.net', 'big.secret@example.net',
+  'encoded.visitor@example.org', '+442079460321'];
+const ENCODED = 'encoded.visitor@example.org';
+const fullwidth = (v) => [...v].map((c) => (c >= '!' && c <= '~' ? String.fromCodePoint(c.codePointAt(0) + 0xfee0) : c)).join('');
 
 test('a hostile batch leaves no raw PII in D1, the quarantine, the consent log or the identity graph', async () => {
   for (const v of RAW) assert.ok(PLANTED.includes(v), `${v} is in the at-rest scan list`);
@@ -46,6 +49,14 @@ test('a hostile batch leaves no raw PII in D1, the quarantine, the consent log o
       { ...base, type: 'track', messageId: mid('h'), event: 'Product Added', properties: { product_id: 'big.secret@example.net', price: -1 } },
       { ...base, type: 'bogus', messageId: mid('h'), note: 'big.secret@example.net' },
       { ...base, type: 'track', messageId: mid('h'), event: 'Consent Updated', userId: 'big.secret@example.net' },
+      // Encoded on the way: base64, hex, HTML references, escapes, fullwidth forms.
+      { ...base, type: 'track', messageId: mid('h'), event: 'Encoded', properties: {
+        b64: Buffer.from(ENCODED).toString('base64'), hex: Buffer.from(ENCODED).toString('hex'),
+        link: `https://shop.example/r?d=${Buffer.from(ENCODED).toString('base64url')}&n=1`,
+        html: ENCODED.replace('@', '&#64;'), esc: ENCODED.replace('@', '\\u0040'), full: fullwidth(ENCODED),
+        tel: Buffer.from('+442079460321').toString('base64'), telFull: fullwidth('+442079460321'),
+      } },
+      { ...base, type: 'track', messageId: mid('h'), anonymousId: Buffer.from(ENCODED).toString('base64'), event: 'Product Viewed', properties: {} },
     ];
     const r = await send(c.url, batch);
     assert.equal(r.results.length, batch.length);
@@ -57,6 +68,11 @@ test('a hostile batch leaves no raw PII in D1, the quarantine, the consent log o
     ];
     const text = decodeURIComponent(decodeURIComponent(JSON.stringify(rows).replaceAll('%25', '%2525'))).toLowerCase();
     for (const v of RAW) assert.ok(!text.includes(v.toLowerCase()), `${v} at rest: ${text.slice(0, 400)}`);
+    const bytes = JSON.stringify(rows);
+    for (const v of RAW) for (const h of hidden(v)) assert.ok(!bytes.includes(h), `${v} at rest as ${h}`);
+    for (const v of [fullwidth(ENCODED), ENCODED.replace('@', '&#64;'), ENCODED.replace('@', '\\u0040')]) {
+      assert.ok(!bytes.includes(v) && !bytes.includes(JSON.stringify(v).slice(1, -1)), `${v} at rest`);
+    }
     const profile = await c.adminJson('/admin/v1/profiles?anonymousId=hostile-1');
     const graph = JSON.stringify(profile).toLowerCase();
     for (const v of RAW) assert.ok(!graph.includes(v.toLowerCase()), `${v} in the identity graph`);

@@ -41,8 +41,15 @@ export const PLANTED = [
   'jo@x.io', 'jo%40x.io', 'hostile.visitor@example.org', '650.555.0142', '6505550143',
   '555.0142', 'key.holder@example.net', 'anon.mail@example.net', 'group.mail@example.net',
   'evt.mail@example.net', 'big.secret@example.net', 'crash.sender@example.net',
-  '+33 6 12 34 56 78', '612345678',
+  '+33 6 12 34 56 78', '612345678', 'encoded.visitor@example.org', '+442079460321',
 ];
+
+/** The ways a planted value can hide in stored bytes beyond percent-encoding: base64
+ * (standard, URL-safe) and hex, for the at-rest scan. */
+export function hidden(v) {
+  const b = Buffer.from(v);
+  return [b.toString('base64').replace(/=+$/, ''), b.toString('base64url'), b.toString('hex')];
+}
 
 const children = new Set();
 function killAll() {
