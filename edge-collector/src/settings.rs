@@ -17,8 +17,17 @@ pub fn write_key_of(path: &str) -> Option<&str> {
     (!key.is_empty() && !key.contains('/')).then_some(key)
 }
 
-/// The settings for a write key: events to `{protocol}://{api_host}/t` and its kin,
-/// where `api_host` is the collector's host and base path plus `/v1`.
+/// Where analytics.js sends events: the collector's host (with its port) and the base
+/// path the settings were asked under, plus `/v1` (it appends `/t`, `/p`, ...).
+pub fn api_host(host: &str, port: Option<u16>, base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    match port {
+        Some(p) => format!("{host}:{p}{base}/v1"),
+        None => format!("{host}{base}/v1"),
+    }
+}
+
+/// The settings for a write key: events to `{protocol}://{api_host}/t` and its kin.
 pub fn for_analytics_js(write_key: &str, api_host: &str, protocol: &str) -> Value {
     json!({
         "integrations": {
@@ -83,5 +92,10 @@ mod tests {
         );
         assert_eq!(s["remotePlugins"], json!([]));
         assert_eq!(s["metrics"]["sampleRate"], 0);
+        assert_eq!(api_host("shop.example", None, ""), "shop.example/v1");
+        assert_eq!(
+            api_host("127.0.0.1", Some(8787), "/data/"),
+            "127.0.0.1:8787/data/v1"
+        );
     }
 }

@@ -389,7 +389,8 @@ fn scrub_component(c: &str, country: Option<&str>) -> Option<(String, PiiKind)> 
 /// component is written back encoded; base64 and hex runs likewise).
 pub fn scrub_text(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
     if is_sha256_hex(s) {
-        return None;
+        // A digest, or the hex of a 32-byte address: only decoding tells them apart.
+        return scrub_runs(s, country);
     }
     if let Some(found) = fold(s).and_then(|f| scrub_decoded(&f, country)) {
         return Some(found);
@@ -514,7 +515,8 @@ fn scrub_decoded(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
 /// Shortest base64 run looked into: an address of 8 bytes (`jo@x.io` has 7) is 12
 /// characters; shorter runs are words and ids.
 const MIN_BASE64_RUN: usize = 12;
-/// Shortest hex run looked into (7 bytes).
+/// Shortest hex run looked into (7 bytes); digest lengths included, as an address can
+/// have 20 or 32 bytes.
 const MIN_HEX_RUN: usize = 14;
 
 fn base64_byte(b: u8) -> bool {
@@ -556,7 +558,9 @@ fn scrub_runs(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
 /// decoded again), re-encoded as it came; `None` when it is not text or holds nothing.
 fn decode_run(run: &str, padded: bool, country: Option<&str>) -> Option<(String, PiiKind)> {
     let hexy = run.len() % 2 == 0 && run.bytes().all(|c| c.is_ascii_hexdigit());
-    if hexy && run.len() >= MIN_HEX_RUN && ![32, 40, 64, 128].contains(&run.len()) {
+    // Digests are hex too (sha-1's 40, sha-256's 64): they decode to bytes that are not
+    // text, and are left as they are.
+    if hexy && run.len() >= MIN_HEX_RUN {
         let bytes: Option<Vec<u8>> = run
             .as_bytes()
             .chunks(2)
@@ -661,7 +665,7 @@ fn letters(s: &str) -> usize {
 /// letters (`tel:`, `ext`) is hashed as a phone in whatever format it came.
 pub fn scrub_field(kind: FieldKind, s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
     if is_sha256_hex(s.trim()) {
-        return None;
+        return scrub_runs(s, country);
     }
     match kind {
         FieldKind::Email => {
@@ -1035,6 +1039,16 @@ mod tests {
             (STANDARD.encode(phone), phone),
             (hexed(email), email),
             (hexed(email).to_uppercase(), email),
+            // 20 and 32 bytes: the hex has a sha-1's and a sha-256's length.
+            (hexed("jmlsez.vhxp@fblcl.io"), "jmlsez.vhxp@fblcl.io"),
+            (
+                hexed("a.longer.address.name@example.io"),
+                "a.longer.address.name@example.io"
+            ),
+            (
+                alloc::format!("https://shop.example/p?q={}", hexed("jmlsez.vhxp@fblcl.io")),
+                "jmlsez.vhxp@fblcl.io"
+            ),
             ("probe.person&#64;example.org".into(), email),
             ("probe.person&#x40;example.org".into(), email),
             ("probe.person&commat;example&period;org".into(), email),

@@ -61,6 +61,9 @@ async fn sweep(db: &D1Database, bucket: &Bucket, key: &str, before: &str) -> Res
             .await?
             .results()?;
         let events: Vec<_> = rows.into_iter().map(lake::HotRow::into_stored).collect();
+        if events.is_empty() {
+            break;
+        }
         let lines: Vec<String> = events.iter().map(|e| e.archive_line()).collect();
         let objects = lake::objects(events.iter().zip(&lines).map(|(e, l)| lake::Line {
             write_key: &e.write_key,

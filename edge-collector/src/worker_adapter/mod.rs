@@ -423,12 +423,7 @@ async fn handle_settings(req: &Request, env: &Env, path: &str, base: &str) -> Re
         return with_headers(error_response(&RequestError::NotFound)?, &cors);
     };
     let url = req.url()?;
-    let host = url.host_str().unwrap_or_default();
-    let host = match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    };
-    let api_host = format!("{host}{}/v1", base.trim_end_matches('/'));
+    let api_host = crate::settings::api_host(url.host_str().unwrap_or_default(), url.port(), base);
     let body = crate::settings::for_analytics_js(key, &api_host, url.scheme());
     with_headers(json_response(200, &body)?, &cors)
 }
@@ -478,7 +473,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         Route::Id => handle_id(&req),
         // The base this request came under (none at the root).
         Route::Settings => {
-            handle_settings(&req, &env, &path, &full[..full.len() - path.len()]).await
+            let base = full.strip_suffix(path.as_str()).unwrap_or_default();
+            handle_settings(&req, &env, &path, base).await
         }
         Route::Reset => handle_ingest(req, &env, Endpoint::Batch, true).await,
         Route::Ingest => match Endpoint::from_path(&path) {
