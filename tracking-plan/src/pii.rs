@@ -392,10 +392,11 @@ pub fn scrub_text(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
         // A digest, or the hex of a 32-byte address: only decoding tells them apart.
         return scrub_runs(s, country);
     }
-    if let Some(found) = fold(s).and_then(|f| scrub_decoded(&f, country)) {
-        return Some(found);
-    }
-    let found = scrub_decoded(s, country);
+    // Folded text is kept only when it held a raw value; then the runs are looked into
+    // as well (a value can hold both).
+    let found = fold(s)
+        .and_then(|f| scrub_decoded(&f, country))
+        .or_else(|| scrub_decoded(s, country));
     let base = found.as_ref().map_or(s, |(t, _)| t.as_str());
     match scrub_runs(base, country) {
         Some((t, k)) => Some((t, found.map_or(k, |(_, k0)| k0))),
@@ -1057,6 +1058,11 @@ mod tests {
             ("probe.person＠example.org".into(), email),
             ("probe.person﹫example．org".into(), email),
             ("call ＋１６５０５５５０１４２".into(), phone),
+            // Two encodings in one value: both are found.
+            (
+                alloc::format!("jo＠x.io or {}", STANDARD.encode(email)),
+                email
+            ),
         ];
         let lenient = |url: bool| {
             use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode};
@@ -1077,7 +1083,7 @@ mod tests {
                 phone_digest(raw, None)
             };
             // The digest is there, in the text or inside the re-encoded run.
-            let in_run = out.split(['=', '&', '?']).any(|run| {
+            let in_run = out.split(['=', '&', '?', ' ']).any(|run| {
                 [false, true].iter().any(|url| {
                     lenient(*url)
                         .decode(run)
