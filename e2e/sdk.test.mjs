@@ -399,10 +399,13 @@ test('Cyrillic and CJK text near the byte limits is delivered (sizes are UTF-8 b
 });
 
 test('hostile arguments never throw into the page, are refused and counted, and leak no PII', async () => {
-  const { browser, page, errors } = await visit('/');
+  const { browser, page, errors, api } = await visit('/');
   try {
     await accept(page);
-    const out = await page.evaluate(() => {
+    const encoded = 'eve.encoded@example.com';
+    const b64 = Buffer.from(encoded).toString('base64');
+    const hex = Buffer.from(encoded).toString('hex');
+    const out = await page.evaluate(([b64, hex]) => {
       const s = window.sightline;
       const threw = [];
       const call = (f) => { try { f(); } catch (e) { threw.push(String(e)); } };
@@ -421,8 +424,13 @@ test('hostile arguments never throw into the page, are refused and counted, and 
       call(() => s.consent.set(null));
       call(() => s.softLogin(null));
       call(() => s.track('Free Text', { note: 'call me on +33 6 12 34 56 78 or \ud800 eve@example.com' }));
+      call(() => s.track('Proxy', new Proxy({}, { get() { throw new Error('trap'); }, ownKeys() { throw new Error('trap'); } })));
+      call(() => s.track('Throwing toJSON', { toJSON() { throw new Error('page toJSON'); } }));
+      call(() => s.track('Huge', { x: 'x'.repeat(5e6) }));
+      // Encoded on the page: the SDK finds it before it leaves (the shared walker).
+      call(() => s.track('Encoded', { d: b64, link: `https://shop.example/r?h=${hex}`, full: 'eve.encoded\uff20example.com' }));
       return s.flush().then(() => ({ threw, rejected: s.stats().rejected - before, anon: s.anonymousId() }));
-    });
+    }, [b64, hex]);
     assert.deepEqual(out.threw, [], 'nothing throws into the page');
     assert.ok(out.rejected >= 3, `cycle, BigInt and the throwing getter refused and counted (${out.rejected})`);
     const stored = await eventually(async () => {
@@ -434,6 +442,10 @@ test('hostile arguments never throw into the page, are refused and counted, and 
     const all = await rows(`anonymous_id = '${out.anon}'`);
     assert.ok(all.some((r) => r.event === 'Reentrant'), 'the reentrant call kept its own event');
     assert.ok(all.every((r) => !r.payload.includes('eve@example.com')));
+    assert.ok(all.some((r) => r.event === 'Encoded'), 'the encoded event arrived');
+    // Not on the wire either, in any of the forms it was given.
+    const wire = api.map((q) => q.body).join('\n');
+    for (const v of [b64, hex, encoded, 'eve.encoded\uff20example.com']) assert.ok(!wire.includes(v), `${v} on the wire`);
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();
