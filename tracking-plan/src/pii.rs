@@ -392,11 +392,8 @@ pub fn scrub_text(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
         // A digest, or the hex of a 32-byte address: only decoding tells them apart.
         return scrub_runs(s, country);
     }
-    // Folded text is kept only when it held a raw value; then the runs are looked into
-    // as well (a value can hold both).
-    let found = fold(s)
-        .and_then(|f| scrub_decoded(&f, country))
-        .or_else(|| scrub_decoded(s, country));
+    // Then the runs are looked into as well (a value can hold both).
+    let found = scrub_folded(s, country);
     let base = found.as_ref().map_or(s, |(t, _)| t.as_str());
     match scrub_runs(base, country) {
         Some((t, k)) => Some((t, found.map_or(k, |(_, k0)| k0))),
@@ -404,11 +401,28 @@ pub fn scrub_text(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
     }
 }
 
+/// The plain and percent passes over `s` folded (`fold`) when that finds a raw value,
+/// else over `s` as it is: folded text is kept only when it held one.
+fn scrub_folded(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
+    fold(s)
+        .and_then(|f| scrub_decoded(&f, country))
+        .or_else(|| scrub_decoded(s, country))
+}
+
+/// Characters that start something `fold` rewrites: a reference or escape, or a
+/// fullwidth or small form.
+fn foldable(c: char) -> bool {
+    matches!(
+        c,
+        '&' | '\\' | '\u{FF01}'..='\u{FF5E}' | '\u{FE6B}' | '\u{3002}' | '\u{FF61}'
+    )
+}
+
 /// A character reference, escape or compatibility form that may stand for `@`, `.`,
 /// `+` or a digit, as text: `&#64;`, `&#x40;`, `&commat;`, `\u0040`, `\x40`, `＠`.
 fn fold(s: &str) -> Option<String> {
-    let suspect = s.bytes().any(|b| b == b'&' || b == b'\\' || b >= 0x80);
-    if !suspect {
+    // Checked before anything is copied: most text (any script) has none of them.
+    if !s.chars().any(foldable) {
         return None;
     }
     let mut out = String::with_capacity(s.len());
@@ -638,9 +652,7 @@ fn scrub_bytes(bytes: Vec<u8>, country: Option<&str>) -> Option<(String, PiiKind
     if text.chars().any(|c| c.is_control() && !c.is_whitespace()) {
         return None;
     }
-    fold(&text)
-        .and_then(|f| scrub_decoded(&f, country))
-        .or_else(|| scrub_decoded(&text, country))
+    scrub_folded(&text, country)
 }
 
 fn hex_encode(b: &[u8], upper: bool) -> String {
