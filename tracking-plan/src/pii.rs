@@ -175,19 +175,32 @@ fn memchr_all(b: &[u8], needle: u8) -> impl Iterator<Item = usize> + '_ {
 }
 
 /// Every phone number in international form (`+` and 8 to 15 digits, grouped by spaces,
-/// dashes, dots or parentheses), in one pass: a run ends at the next `+`.
+/// dashes, dots or parentheses), in one pass: a run ends at the next `+`, and at the
+/// start of an email found there (`+33 6 12 34 56 78x@y.io` holds a number and an
+/// address; read as one run it had too many digits and the number was left in place).
+/// `out` holds the emails, in order, when this is called.
 fn phone_hits(s: &str, out: &mut Vec<Hit>) {
     let b = s.as_bytes();
+    let (emails, mut next) = (out.len(), 0);
     let mut from = 0;
     for plus in memchr_all(b, b'+') {
         if plus < from {
             continue;
         }
+        while next < emails && out[next].start <= plus {
+            next += 1;
+        }
+        let limit = if next < emails {
+            out[next].start
+        } else {
+            b.len()
+        };
         let mut end = plus + 1;
-        while end < b.len() && phone_byte(b[end]) {
+        while end < limit && phone_byte(b[end]) {
             end += 1;
         }
         from = end;
+        end = before_digest(s, plus + 1, end);
         while end > plus + 1 && b" -.(".contains(&b[end - 1]) {
             end -= 1;
         }
@@ -203,6 +216,29 @@ fn phone_hits(s: &str, out: &mut Vec<Hit>) {
                 kind: PiiKind::Phone,
             });
         }
+    }
+}
+
+/// `end`, or the start of the word it ends inside when that word is a digest: digits
+/// that run into a digest are what an earlier replacement left (`+` then a digest that
+/// starts with digits), not a number.
+fn before_digest(s: &str, floor: usize, end: usize) -> usize {
+    let b = s.as_bytes();
+    if end >= b.len() || !b[end].is_ascii_alphanumeric() || end == floor {
+        return end;
+    }
+    let mut start = end;
+    while start > floor && b[start - 1].is_ascii_alphanumeric() {
+        start -= 1;
+    }
+    let mut stop = end;
+    while stop < b.len() && b[stop].is_ascii_alphanumeric() {
+        stop += 1;
+    }
+    // ASCII bounds, so `get` cannot fail on a character boundary.
+    match s.get(start..stop) {
+        Some(word) if is_sha256_hex(word) => start,
+        _ => end,
     }
 }
 
@@ -1020,11 +1056,34 @@ mod tests {
 
     #[test]
     fn adjacent_and_overlapping_findings_scrub_once() {
-        for s in ["a@aa.ioa@aa.io", "+33 6 12 34 56 78g@aa.io"] {
+        for s in [
+            "a@aa.ioa@aa.io",
+            "+33 6 12 34 56 78g@aa.io",
+            "+33 6 12 34 56 7800000a@aa.io",
+        ] {
             let (out, _) = scrub_text(s, None).unwrap();
             assert_eq!(scrub_text(&out, None), None, "{s} -> {out}");
-            assert!(!out.contains("a@aa") && !out.contains("78g"), "{out}");
+            assert!(
+                !out.contains("a@aa") && !out.contains("78g") && !out.contains("34 56"),
+                "{out}"
+            );
         }
+    }
+
+    #[test]
+    fn a_digest_after_a_plus_or_digits_is_not_read_as_a_phone() {
+        // Each digest here starts with digits, so `+` or `+33 ` before it looked like a
+        // number on a second pass.
+        for s in [
+            "++33 6 12 34 56 78.u@zqy.io",
+            "+33 a@zqy.io",
+            "+1 (650) c@zqy.io",
+        ] {
+            let (out, _) = scrub_text(s, None).unwrap();
+            assert_eq!(scrub_text(&out, None), None, "{s} -> {out}");
+        }
+        // A real number glued to a word is still one.
+        assert!(scrub_text("call +33612345678now", None).is_some());
     }
 
     #[test]
