@@ -445,6 +445,22 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
     Some(r)
 }
 
+/// Resolves a request's events in order ([`observe`] each), reading and writing each
+/// profile document once for the whole call.
+pub fn observe_all(
+    g: &mut impl Graph,
+    observations: &[Observation],
+    limits: &Limits,
+) -> Vec<Option<Resolution>> {
+    let mut cached = crate::graph_cache::Cached::new(g);
+    let out = observations
+        .iter()
+        .map(|o| observe(&mut cached, o, limits))
+        .collect();
+    cached.finish();
+    out
+}
+
 /// Whether an unmerge split these two profiles.
 fn was_unmerged(g: &impl Graph, a: &str, b: &str) -> bool {
     let split = |into: &str, other: &str| {
@@ -761,7 +777,7 @@ impl IdentityService for MemoryIdentity {
     ) -> Result<Vec<Option<Resolution>>, crate::store::StoreError> {
         let mut graphs = self.graphs.borrow_mut();
         let g = graphs.entry(write_key.to_string()).or_default();
-        Ok(observations.iter().map(|o| observe(g, o, limits)).collect())
+        Ok(observe_all(g, observations, limits))
     }
     async fn erasure_plan(
         &self,

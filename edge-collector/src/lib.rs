@@ -13,6 +13,7 @@ pub mod dedup;
 pub mod enrich;
 pub mod erasure;
 pub mod error;
+pub mod graph_cache;
 pub mod identity;
 pub mod lake;
 pub mod pipeline;

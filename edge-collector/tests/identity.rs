@@ -1,8 +1,8 @@
 //! The identity graph's stitching rules and guardrails, on the in-memory graph.
 
 use edge_collector::identity::{
-    erase, erasure_plan, observe, unmerge, usable, Graph, IdKind, Ident, Limits, MemoryGraph,
-    Observation, MAX_CONFLICTS, MAX_TRAITS, MAX_TRAITS_BYTES,
+    erase, erasure_plan, observe, observe_all, unmerge, usable, Graph, IdKind, Ident, Limits,
+    MemoryGraph, Observation, MAX_CONFLICTS, MAX_TRAITS, MAX_TRAITS_BYTES,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -316,6 +316,57 @@ proptest! {
                 prop_assert_eq!(g.index.get(id), Some(&p.id));
             }
         }
+    }
+
+    /// A request's events resolved together (`observe_all`, which reads and writes each
+    /// profile once per call) leave the graph as resolving them one by one does: the
+    /// same people, with the same identifiers, event counts, traits, merges and
+    /// conflicts, and each event with the same person. Profile ids are random, so
+    /// profiles are compared by their identifiers.
+    #[test]
+    fn resolving_a_request_at_once_is_resolving_its_events_in_turn(
+        events in proptest::collection::vec(
+            (proptest::collection::vec((0u8..4, 0u8..5), 1..4), 0u8..3), 1..40),
+        cuts in proptest::collection::vec(1usize..8, 1..12),
+    ) {
+        let limits = Limits { anonymous_id: 3, email: 2, ..Limits::default() };
+        let all: Vec<Observation> = events.iter().enumerate().map(|(t, (ids, tr))| Observation {
+            key: format!("k{t}"),
+            identifiers: ids.iter().map(|(k, v)| {
+                let kind = [IdKind::UserId, IdKind::Email, IdKind::Phone, IdKind::Anonymous][*k as usize];
+                Ident::new(kind, format!("v{v}-{k}"))
+            }).collect(),
+            traits: (*tr > 0).then(|| json!({"t": tr, format!("k{t}"): t}).as_object().cloned()).flatten(),
+            at_ms: t as i64,
+            ..Observation::default()
+        }).collect();
+        let (mut one, mut many) = (MemoryGraph::default(), MemoryGraph::default());
+        let singly: Vec<_> = all.iter().map(|o| observe(&mut one, o, &limits)).collect();
+        let mut batched = Vec::new();
+        let (mut at, mut cut) = (0, cuts.iter().cycle());
+        while at < all.len() {
+            let end = (at + cut.next().unwrap()).min(all.len());
+            batched.extend(observe_all(&mut many, &all[at..end], &limits));
+            at = end;
+        }
+        // Each event resolved to the same person (named by its sorted identifiers).
+        let person = |g: &MemoryGraph, r: &Option<edge_collector::identity::Resolution>| {
+            r.as_ref().map(|r| (g.profiles.get(&r.profile_id).map(|p| p.identifiers.clone()), r.absorbed.len()))
+        };
+        for (a, b) in singly.iter().zip(&batched) {
+            prop_assert_eq!(person(&one, a), person(&many, b));
+        }
+        let people = |g: &MemoryGraph| {
+            let mut v: Vec<_> = g.profiles.values().map(|p| {
+                (p.identifiers.clone(), p.event_count, p.traits.clone(), p.first_seen_ms, p.last_seen_ms)
+            }).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        prop_assert_eq!(people(&one), people(&many));
+        prop_assert_eq!(one.merges.len(), many.merges.len());
+        prop_assert_eq!(one.conflicts.len(), many.conflicts.len());
+        prop_assert_eq!(one.index.len(), many.index.len());
     }
 }
 

@@ -424,6 +424,21 @@ fn scrub_component(c: &str, country: Option<&str>) -> Option<(String, PiiKind)> 
 /// the digest takes its place (percent-encoded components are decoded to look, and the
 /// component is written back encoded; base64 and hex runs likewise).
 pub fn scrub_text(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
+    let (mut out, kind) = scrub_once(s, country)?;
+    // A digest can join what was beside it into something new (`x@` + digest + `.com`
+    // is an address): scrubbed again until nothing is found, so scrubbing is a
+    // projection. Each pass replaces a finding with a digest, which holds neither `@`
+    // nor `+`; four more passes are more than any input found needs.
+    for _ in 0..4 {
+        match scrub_once(&out, country) {
+            Some((again, _)) => out = again,
+            None => break,
+        }
+    }
+    Some((out, kind))
+}
+
+fn scrub_once(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
     if is_sha256_hex(s) {
         // A digest, or the hex of a 32-byte address: only decoding tells them apart.
         return scrub_runs(s, country);
@@ -1071,13 +1086,16 @@ mod tests {
     }
 
     #[test]
-    fn a_digest_after_a_plus_or_digits_is_not_read_as_a_phone() {
+    fn a_digest_never_joins_its_neighbours_into_a_new_finding() {
         // Each digest here starts with digits, so `+` or `+33 ` before it looked like a
-        // number on a second pass.
+        // number on a second pass; or it joined the text around it into an address.
         for s in [
             "++33 6 12 34 56 78.u@zqy.io",
             "+33 a@zqy.io",
             "+1 (650) c@zqy.io",
+            // The digest becomes a domain label, then a second address: `a@` + it + `.aa`.
+            "a@aa.io.a@aa.io+33 6 12 34 56 78.aa.@aa.io",
+            "x@+33 6 12 34 56 78.com",
         ] {
             let (out, _) = scrub_text(s, None).unwrap();
             assert_eq!(scrub_text(&out, None), None, "{s} -> {out}");

@@ -581,11 +581,7 @@ impl IdentityGraph {
         let not_found = |m: String| Response::from_json(&json!({"error": m}));
         match req.path().as_str() {
             "/observe" => {
-                let out: Vec<Option<Resolution>> = body
-                    .observations
-                    .iter()
-                    .map(|o| identity::observe(&mut g, o, &body.limits))
-                    .collect();
+                let out = identity::observe_all(&mut g, &body.observations, &body.limits);
                 // Resolutions are kept as long as dedup remembers an event.
                 let cutoff = body.observations.first().map_or(0, |o| o.at_ms) - dedup::WINDOW_MS;
                 g.run(
