@@ -22,6 +22,10 @@ build_sdk() {
     --log-override:empty-import-meta=silent --log-level=warning --outfile=sdk-wasm/dist/sightline.js
   esbuild sdk-wasm/js/snippet.js --minify --target=es2015 --log-level=warning \
     --outfile=sdk-wasm/dist/snippet.min.js
+  # The inspector's hashing: the same wasm, without the SDK's start (not loaded by sites).
+  esbuild sdk-wasm/js/hash.js --bundle --minify --format=esm --target=es2020 \
+    --log-override:empty-import-meta=silent --log-level=warning \
+    --outfile=sdk-wasm/dist/sightline-hash.mjs
   cp sdk-wasm/js/sightline.d.ts sdk-wasm/dist/ 2>/dev/null || true
 }
 
@@ -33,7 +37,7 @@ build_worker() {
   # Incremental: worker-build re-runs wasm-opt (~15 s) even when cargo has nothing to do,
   # and wrangler dev runs this step on every start.
   local out=edge-collector/build/index_bg.wasm
-  if [ -f "$out" ] && [ -z "$(find edge-collector/src edge-collector/Cargo.toml tracking-plan/src \
+  if [ -f "$out" ] && [ -z "$(find edge-collector/src edge-collector/inspector edge-collector/Cargo.toml tracking-plan/src \
       tracking-plan/Cargo.toml Cargo.toml Cargo.lock -newer "$out" -print -quit)" ]; then
     echo "[build] worker up to date"
     return

@@ -15,6 +15,7 @@ pub mod erasure;
 pub mod error;
 pub mod graph_cache;
 pub mod identity;
+pub mod insights;
 pub mod lake;
 pub mod pipeline;
 pub mod reason;

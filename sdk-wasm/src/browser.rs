@@ -745,6 +745,14 @@ fn named(kind: Kind, name: &JsValue, body_arg: &JsValue) {
     record(kind, Some(text(name).unwrap_or_default()), b);
 }
 
+/// For the inspector's profile search (`sdk-wasm/js/hash.js`): a typed email or phone
+/// hashed in the admin's page, so the raw value never leaves it.
+#[wasm_bindgen(js_name = hashIdentifier)]
+pub fn hash_identifier(kind: JsValue, value: JsValue, country: JsValue) -> String {
+    let t = |v: &JsValue| text(v).unwrap_or_default();
+    engine::lookup_hash(&t(&kind), &t(&value), &t(&country))
+}
+
 #[wasm_bindgen]
 pub fn track(event: JsValue, props: JsValue) {
     named(Kind::Track, &event, &props);

@@ -191,6 +191,16 @@ pub struct GcmCommand<'a> {
 /// before the visitor chooses, not a choice: alone it gives none (events wait as for an
 /// undecided visitor; a stored choice stands). The first `update` is the choice; the
 /// defaults fill in what it does not say.
+/// An email or phone as the inspector looks a profile up: normalized and hashed by the
+/// same rules as a soft login (E.164 for phones), or the code of why it cannot be.
+pub fn lookup_hash(kind: &str, value: &str, country: &str) -> String {
+    let r = match kind {
+        "email" => idf::hash_email(value, EmailVariant::Standard),
+        _ => idf::hash_phone(value, country, PhoneVariant::E164),
+    };
+    r.unwrap_or_else(|e| e.code().into())
+}
+
 pub fn gcm_choice<'a>(commands: impl IntoIterator<Item = GcmCommand<'a>>) -> Option<Choice> {
     let mut st = GcmCommand::default();
     let mut chosen = false;

@@ -174,6 +174,20 @@ fn names(events: &[Value]) -> Vec<String> {
 }
 
 tests! {
+    /// The inspector's lookup hashes as a soft login does: the shared vectors, and a
+    /// reason (not a digest) for what cannot be an identifier.
+    fn lookup_hashes_follow_the_soft_login_rules() {
+        assert_eq!(
+            lookup_hash("email", " John_Smith@Gmail.com ", "US"),
+            "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"
+        );
+        assert_eq!(lookup_hash("phone", "+33 6 12 34 56 78", "US"), sha256("+33612345678"));
+        assert_eq!(lookup_hash("phone", "(650) 555-0142", "US"), sha256("+16505550142"));
+        for bad in [lookup_hash("email", "not an email", "US"), lookup_hash("phone", "12", "US")] {
+            assert!(bad.len() < 64 && !bad.is_empty(), "{bad}");
+        }
+    }
+
 fn opt_in_writes_and_sends_nothing_before_consent() {
     let mut e = engine(false);
     assert_eq!(e.take_ops(), vec![], "not even the anonymous id");

@@ -493,6 +493,13 @@ impl Plan {
         v.kind != ViolationKind::UnplannedEvent || self.unplanned == UnplannedPolicy::Quarantine
     }
 
+    /// The track events the plan names, sorted.
+    pub fn event_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.events.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
     /// Whether the plan lists this track event.
     pub fn is_planned(&self, event: &str) -> bool {
         self.events.contains_key(event)

@@ -148,6 +148,67 @@ fn list(values: &[String]) -> JsValue {
     JsValue::from_str(&serde_json::to_string(values).unwrap_or_else(|_| "[]".into()))
 }
 
+/// The inspector's files. The app shell holds no data (every call it makes needs the
+/// token), so it is served without one, under a policy that allows only its own script,
+/// styles, API and the SDK's wasm (for hashing), and no framing.
+fn inspector(path: &str) -> Option<Result<Response>> {
+    let (body, kind) = match path {
+        "/admin" => {
+            let to = Url::parse("http://x/admin/").ok()?;
+            let mut r = Response::redirect_with_status(to, 308).ok()?;
+            // A relative Location: the browser keeps the collector's origin and base.
+            let _ = r.headers_mut().set("Location", "admin/");
+            return Some(Ok(r));
+        }
+        "/admin/" | "/admin/index.html" => (
+            include_str!("../../inspector/index.html"),
+            "text/html; charset=utf-8",
+        ),
+        "/admin/app.js" => (
+            include_str!("../../inspector/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "/admin/app.css" => (
+            include_str!("../../inspector/app.css"),
+            "text/css; charset=utf-8",
+        ),
+        _ => return None,
+    };
+    let headers = Headers::new();
+    for (k, v) in [
+        ("Content-Type", kind),
+        (
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
+             img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'",
+        ),
+        ("X-Frame-Options", "DENY"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+        ("Cache-Control", "no-store"),
+    ] {
+        let _ = headers.set(k, v);
+    }
+    Some(Ok(Response::ok(body).ok()?.with_headers(headers)))
+}
+
+/// The sources an admin may pick: write key, name, consent policy and plan version.
+fn source_list(sources: &Sources) -> Value {
+    let list: Vec<Value> = sources
+        .iter()
+        .map(|(key, s)| {
+            json!({"writeKey": key, "name": s.name, "consent": match s.consent {
+                       crate::sources::ConsentPolicy::OptIn => "opt-in",
+                       crate::sources::ConsentPolicy::OptOut => "opt-out",
+                   },
+                   "planVersion": s.compiled.as_ref().map(|p| p.version.clone())})
+        })
+        .collect();
+    json!({"ok": true, "sources": list})
+}
+
 /// An admin request; `path` is its path under the collector's base path.
 pub async fn handle(
     mut req: Request,
@@ -155,6 +216,11 @@ pub async fn handle(
     env: &Env,
     sources: &Sources,
 ) -> Result<Response> {
+    if req.method() == Method::Get {
+        if let Some(r) = inspector(path) {
+            return r;
+        }
+    }
     let token = env
         .secret("ADMIN_TOKEN")
         .map(|s| s.to_string())
@@ -200,6 +266,7 @@ pub async fn handle(
                  identified, bot, timestamp, received_at AS receivedAt, payload FROM events \
                  WHERE (?1 IS NULL OR anonymous_id = ?1) AND (?2 IS NULL OR event = ?2) \
                  AND (?3 IS NULL OR profile_id = ?3) AND (?4 IS NULL OR write_key = ?4) \
+                 AND (?8 IS NULL OR type = ?8) \
                  AND (?6 IS NULL OR received_at < ?6 OR (received_at = ?6 AND rowid < ?7)) \
                  ORDER BY received_at DESC, rowid DESC LIMIT ?5",
                 &[
@@ -210,6 +277,7 @@ pub async fn handle(
                     limit.into(),
                     opt(&after.as_ref().map(|a| a.received_at.clone())),
                     after.as_ref().map_or(JsValue::NULL, |a| JsValue::from_f64(a.rowid as f64)),
+                    opt(&q("type")),
                 ],
             )
             .await?;
@@ -375,6 +443,8 @@ pub async fn handle(
             reply(200, super::maintenance::run(env, sources, now).await?)
         }
         (Method::Get, ["stats"]) => stats(&db, q("writeKey"), q("days")).await,
+        (Method::Get, ["sources"]) => reply(200, source_list(sources)),
+        (Method::Get, ["insights"]) => insights(&db, sources, q("writeKey"), q("days")).await,
         // The lake's objects under a prefix (default: all), a page at a time.
         (Method::Get, ["lake"]) => {
             let bucket = env.bucket("ARCHIVE")?;
@@ -634,5 +704,116 @@ async fn stats(
             "quarantineByReason": reasons,
             "byDay": by_day,
         }),
+    )
+}
+
+/// The inspector's charts for one source (or all), over the last `days` (default 30)
+/// and, by hour, the last 48 hours: each with its data and its SVG (`insights`).
+async fn insights(
+    db: &D1Database,
+    sources: &Sources,
+    write_key: Option<String>,
+    days: Option<String>,
+) -> Result<Response> {
+    use crate::insights::{charts, Count, Day, Hour, Input};
+    let days = days
+        .and_then(|d| d.parse::<i32>().ok())
+        .unwrap_or(30)
+        .clamp(1, 3660);
+    let since: JsValue = format!("-{days} days").as_str().into();
+    let wk = opt(&write_key);
+    let hours_since =
+        tracking_plan::time::format_rfc3339(Date::now().as_millis() as i64 - 48 * 3_600_000);
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0) as u64;
+    let text = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let counts = |rows: Vec<Value>| -> Vec<Count> {
+        rows.iter()
+            .map(|r| Count {
+                name: text(r, "name"),
+                count: num(r, "count"),
+            })
+            .collect()
+    };
+    let day_rows = rows(
+        db,
+        "SELECT day, SUM(received) AS received, SUM(accepted) AS accepted, \
+         SUM(duplicates) AS duplicates, SUM(quarantined) AS quarantined, SUM(refused) AS refused, \
+         SUM(identified) AS identified FROM daily_counts \
+         WHERE (?1 IS NULL OR write_key = ?1) AND day >= date('now', ?2) GROUP BY day ORDER BY day",
+        &[wk.clone(), since.clone()],
+    )
+    .await?;
+    let hour_rows = rows(
+        db,
+        "SELECT substr(received_at, 1, 13) AS hour, 'accepted' AS verdict, COUNT(*) AS count \
+         FROM events WHERE (?1 IS NULL OR write_key = ?1) AND received_at >= ?2 GROUP BY hour \
+         UNION ALL SELECT substr(received_at, 1, 13) AS hour, 'quarantined' AS verdict, \
+         COUNT(*) AS count FROM quarantine WHERE (?1 IS NULL OR write_key = ?1) \
+         AND received_at >= ?2 GROUP BY hour",
+        &[wk.clone(), hours_since.as_str().into()],
+    )
+    .await?;
+    let reasons = rows(
+        db,
+        "SELECT reason AS name, COUNT(*) AS count FROM quarantine WHERE (?1 IS NULL OR write_key = ?1) \
+         AND received_at >= date('now', ?2) GROUP BY reason ORDER BY count DESC",
+        &[wk.clone(), since.clone()],
+    )
+    .await?;
+    let consent = rows(
+        db,
+        "SELECT categories FROM consent_log WHERE id IN (SELECT MAX(id) FROM consent_log \
+         WHERE (?1 IS NULL OR write_key = ?1) AND received_at >= date('now', ?2) \
+         GROUP BY COALESCE(anonymous_id, user_id, message_id))",
+        &[wk.clone(), since.clone()],
+    )
+    .await?;
+    let events = rows(
+        db,
+        "SELECT COALESCE(event, type) AS name, COUNT(*) AS count FROM events \
+         WHERE (?1 IS NULL OR write_key = ?1) AND received_at >= date('now', ?2) \
+         GROUP BY name ORDER BY count DESC LIMIT 1000",
+        &[wk, since],
+    )
+    .await?;
+    let planned = write_key
+        .as_deref()
+        .and_then(|k| sources.get(k))
+        .and_then(|s| s.compiled.as_ref())
+        .map(|p| p.event_names().into_iter().map(str::to_string).collect());
+    let input = Input {
+        days: day_rows
+            .iter()
+            .map(|r| Day {
+                day: text(r, "day"),
+                received: num(r, "received"),
+                accepted: num(r, "accepted"),
+                duplicates: num(r, "duplicates"),
+                quarantined: num(r, "quarantined"),
+                refused: num(r, "refused"),
+                identified: num(r, "identified"),
+            })
+            .collect(),
+        hours: hour_rows
+            .iter()
+            .map(|r| Hour {
+                hour: text(r, "hour"),
+                verdict: text(r, "verdict"),
+                count: num(r, "count"),
+            })
+            .collect(),
+        reasons: counts(reasons),
+        consent: consent.iter().map(|r| text(r, "categories")).collect(),
+        events: counts(events),
+        planned,
+    };
+    reply(
+        200,
+        json!({"ok": true, "days": days, "charts": charts(&input)}),
     )
 }

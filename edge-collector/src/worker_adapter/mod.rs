@@ -445,6 +445,7 @@ const ROUTES: &[(&str, bool, Route)] = &[
     ("/v1/projects/", false, Route::Settings),
     (RESET_PATH, true, Route::Reset),
     ("/v1/", false, Route::Ingest),
+    ("/admin", true, Route::Admin),
     ("/admin/", false, Route::Admin),
 ];
 
