@@ -79,7 +79,7 @@ function show() {
   for (const s of document.querySelectorAll('.tab')) s.hidden = s.id !== tab;
   for (const a of document.querySelectorAll('#tabs a')) a.classList.toggle('on', a.dataset.tab === tab);
   clearInterval(followTimer);
-  ({ live, quarantine, profiles: () => {}, charts }[tab] || live)();
+  ({ live, quarantine, profiles: () => {}, charts, alerts }[tab] || live)();
 }
 
 // ---- live events: stored events and quarantined ones, newest first
@@ -252,5 +252,22 @@ async function charts() {
         el('img', { src: url, alt: c.title }),
         el('details', {}, el('summary', {}, 'data'), el('pre', { class: 'json' }, json(c.data))));
     }),
+  );
+}
+
+// ---- alerts: as the hourly maintenance judged them
+async function alerts() {
+  const r = await call('alerts?' + q({ writeKey: source(), limit: 200 }));
+  const body = $('alert-table').tBodies[0];
+  if (!r.alerts.length) return body.replaceChildren(el('tr', {}, el('td', { colspan: '6' }, 'No alerts.')));
+  body.replaceChildren(
+    ...r.alerts.map((a) =>
+      el('tr', { 'data-kind': a.kind },
+        el('td', {}, a.day),
+        el('td', {}, el('span', { class: 'badge quarantined' }, a.kind)),
+        el('td', {}, a.message),
+        el('td', {}, a.since),
+        el('td', {}, (a.events || []).join(', ')),
+        el('td', {}, a.delivered ? 'sent ' + a.delivered.slice(0, 16).replace('T', ' ') : '—'))),
   );
 }

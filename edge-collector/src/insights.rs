@@ -369,6 +369,8 @@ fn columns(labels: &[String], series: &[(&str, &str, Vec<u64>)]) -> String {
     let every = (labels.len() / 12).max(1);
     for (i, label) in labels.iter().enumerate() {
         let x = f64::from(left) + step * i as f64;
+        // A column is at most 48 units wide, centred in its step.
+        let bar = (step * 0.8).min(48.0);
         let mut y = f64::from(h - bottom);
         for (name, color, values) in series {
             let v = values.get(i).copied().unwrap_or(0);
@@ -381,8 +383,8 @@ fn columns(labels: &[String], series: &[(&str, &str, Vec<u64>)]) -> String {
                 svg,
                 "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{color}\">\
                  <title>{} {name}: {v}</title></rect>",
-                x + step * 0.1,
-                step * 0.8,
+                x + (step - bar) / 2.0,
+                bar,
                 escape(label)
             );
         }

@@ -7,6 +7,7 @@
 //! core.
 
 pub mod agent;
+pub mod alerts;
 pub mod consent;
 pub mod cursor;
 pub mod dedup;

@@ -56,6 +56,9 @@ pub struct Source {
     /// 429 (0: no limit).
     #[serde(default)]
     pub rate_limit: u32,
+    /// Data-quality alerts: the quarantine-rate threshold and a webhook for new alerts.
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertConfig,
     /// The compiled plan, filled in by [`Sources::resolve_plans`].
     #[serde(skip)]
     pub compiled: Option<Rc<Plan>>,

@@ -28,7 +28,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn rows(db: &D1Database, sql: &str, args: &[JsValue]) -> Result<Vec<Value>> {
+pub(super) async fn rows(db: &D1Database, sql: &str, args: &[JsValue]) -> Result<Vec<Value>> {
     db.prepare(sql).bind(args)?.all().await?.results()
 }
 
@@ -154,11 +154,10 @@ fn list(values: &[String]) -> JsValue {
 fn inspector(path: &str) -> Option<Result<Response>> {
     let (body, kind) = match path {
         "/admin" => {
-            let to = Url::parse("http://x/admin/").ok()?;
-            let mut r = Response::redirect_with_status(to, 308).ok()?;
             // A relative Location: the browser keeps the collector's origin and base.
-            let _ = r.headers_mut().set("Location", "admin/");
-            return Some(Ok(r));
+            let headers = Headers::new();
+            headers.set("Location", "admin/").ok()?;
+            return Some(Ok(Response::empty().ok()?.with_status(308).with_headers(headers)));
         }
         "/admin/" | "/admin/index.html" => (
             include_str!("../../inspector/index.html"),
@@ -444,6 +443,31 @@ pub async fn handle(
         }
         (Method::Get, ["stats"]) => stats(&db, q("writeKey"), q("days")).await,
         (Method::Get, ["sources"]) => reply(200, source_list(sources)),
+        (Method::Get, ["alerts"]) => {
+            let list = rows(
+                &db,
+                "SELECT write_key AS writeKey, detail, at, delivered FROM alerts \
+                 WHERE (?1 IS NULL OR write_key = ?1) ORDER BY day DESC, id DESC LIMIT ?2",
+                &[opt(&q("writeKey")), limit.into()],
+            )
+            .await?;
+            let alerts: Vec<Value> = list
+                .into_iter()
+                .map(|r| {
+                    let mut a: Value = r["detail"]
+                        .as_str()
+                        .and_then(|d| serde_json::from_str(d).ok())
+                        .unwrap_or_default();
+                    if let Some(o) = a.as_object_mut() {
+                        o.insert("writeKey".into(), r["writeKey"].clone());
+                        o.insert("at".into(), r["at"].clone());
+                        o.insert("delivered".into(), r["delivered"].clone());
+                    }
+                    a
+                })
+                .collect();
+            reply(200, json!({"ok": true, "alerts": alerts}))
+        }
         (Method::Get, ["insights"]) => insights(&db, sources, q("writeKey"), q("days")).await,
         // The lake's objects under a prefix (default: all), a page at a time.
         (Method::Get, ["lake"]) => {

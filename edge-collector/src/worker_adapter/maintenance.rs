@@ -1,7 +1,7 @@
 //! Scheduled maintenance on Cloudflare (a Cron Trigger, or `POST /admin/v1/maintenance`):
 //! sweeps the rows the queue did not archive into the lake, prunes each source's D1 hot
-//! window to its `retentionDays` (archived rows only) and measures the database against
-//! its size limit. The grace, the window's edge and the warning are `crate::lake`'s;
+//! window to its `retentionDays` (archived rows only), measures the database against
+//! its size limit, and judges each source's data-quality alerts (`alerting`). The grace, the window's edge and the warning are `crate::lake`'s;
 //! this runs the statements and records what they found in the `health` table.
 
 use crate::lake::{self, SizeCheck};
@@ -15,6 +15,7 @@ pub async fn run(env: &Env, sources: &Sources, now_ms: i64) -> Result<Value> {
     let bucket = env.bucket("ARCHIVE")?;
     let at = tracking_plan::time::format_rfc3339(now_ms);
     let mut pruned = serde_json::Map::new();
+    let mut alerted = serde_json::Map::new();
     let mut size = 0u64;
     for (key, source) in sources.iter() {
         let swept = sweep(&db, &bucket, key, &lake::sweep_before(now_ms)).await?;
@@ -26,6 +27,10 @@ pub async fn run(env: &Env, sources: &Sources, now_ms: i64) -> Result<Value> {
                             "swept": swept});
         record(&db, key, "retention", &at, &detail).await?;
         pruned.insert(key.to_string(), detail);
+        let new = super::alerting::run(env, &db, key, source, now_ms).await?;
+        if !new.is_empty() {
+            alerted.insert(key.to_string(), json!(new));
+        }
     }
     let limit = env
         .var("D1_LIMIT_BYTES")
@@ -38,7 +43,7 @@ pub async fn run(env: &Env, sources: &Sources, now_ms: i64) -> Result<Value> {
     }
     let check = serde_json::to_value(&check).unwrap_or_default();
     record(&db, "", "database", &at, &check).await?;
-    Ok(json!({"ok": true, "at": at, "pruned": pruned, "database": check}))
+    Ok(json!({"ok": true, "at": at, "pruned": pruned, "database": check, "alerts": alerted}))
 }
 
 /// Writes a source's rows received before `before` and still unarchived to the lake,

@@ -5,6 +5,7 @@
 //! decision is the core's.
 
 mod admin;
+mod alerting;
 mod gzip;
 mod maintenance;
 mod objects;
