@@ -8,7 +8,8 @@
 //! - the quarantine rate above the source's `alerts.quarantineRate` (default 5%), or at
 //!   least double the day before's (with at least [`MIN_QUARANTINED`] events, so that 1
 //!   becoming 2 is not news);
-//! - plan coverage (planned events seen in the last 7 days) below 95%.
+//! - plan coverage (planned events seen in the last 7 days) below 95%, for a source
+//!   that received events in those days.
 //!
 //! The day judged is the last complete UTC day, so a morning's partial counts never
 //! alert. The adapter (the hourly Cron Trigger) stores each alert once per source, kind,
@@ -341,6 +342,15 @@ fn unseen<'a>(planned: &'a [String], events: &[EventDay], day: &str) -> (f64, Ve
 
 fn coverage(f: &Facts<'_>) -> Option<Alert> {
     let planned = f.planned.filter(|p| !p.is_empty())?;
+    // A source that received nothing in the window has no coverage to speak of.
+    let from = day_before(f.day, TRAILING_DAYS as i64 - 1)?;
+    if !f
+        .events
+        .iter()
+        .any(|e| e.day.as_str() >= from.as_str() && e.day.as_str() <= f.day)
+    {
+        return None;
+    }
     let (cov, missing) = unseen(planned, f.events, f.day);
     if cov >= PLAN_COVERAGE {
         return None;
@@ -566,6 +576,9 @@ mod tests {
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].events, ["E18", "E19"]);
         assert_eq!(a[0].value, 0.9);
+        // Nothing received in the window: no coverage alert.
+        let f = Facts { events: &[], ..f };
+        assert!(judge(&f).is_empty());
     }
 
     #[test]

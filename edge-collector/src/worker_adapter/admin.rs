@@ -157,7 +157,10 @@ fn inspector(path: &str) -> Option<Result<Response>> {
             // A relative Location: the browser keeps the collector's origin and base.
             let headers = Headers::new();
             headers.set("Location", "admin/").ok()?;
-            return Some(Ok(Response::empty().ok()?.with_status(308).with_headers(headers)));
+            return Some(Ok(Response::empty()
+                .ok()?
+                .with_status(308)
+                .with_headers(headers)));
         }
         "/admin/" | "/admin/index.html" => (
             include_str!("../../inspector/index.html"),
