@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod alerts;
+pub mod attribution;
 pub mod consent;
 pub mod cursor;
 pub mod dedup;
