@@ -394,6 +394,85 @@ pub fn credit(c: &Conversion, all: &[Touch]) -> Vec<Credit> {
     out
 }
 
+/// The stored events attribution reads for some profiles: their page views and their
+/// conversions, by profile.
+#[derive(Debug, Default)]
+pub struct History {
+    pub views: Vec<(String, PageView)>,
+    pub conversions: Vec<Conversion>,
+}
+
+impl History {
+    /// Files one stored event: a page view (a visit candidate), a conversion, or neither.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        message_id: &str,
+        profile: &str,
+        kind: &str,
+        event: Option<&str>,
+        timestamp: &str,
+        anonymous_id: Option<&str>,
+        payload: &Value,
+        config: &AttributionConfig,
+    ) {
+        let Some(at_ms) = tracking_plan::time::parse_rfc3339(timestamp) else {
+            return;
+        };
+        let ctx = payload.get("context");
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        if kind == "page" {
+            let page = ctx.and_then(|c| c.get("page"));
+            self.views.push((
+                profile.to_string(),
+                PageView {
+                    at_ms,
+                    session: text(ctx.and_then(|c| c.get("sessionId"))),
+                    anonymous_id: anonymous_id.map(str::to_string),
+                    campaign: ctx.and_then(|c| c.get("campaign")).cloned(),
+                    click_ids: ctx.and_then(|c| c.get("clickIds")).cloned(),
+                    referrer: text(page.and_then(|p| p.get("referrer"))),
+                    url: text(page.and_then(|p| p.get("url"))),
+                },
+            ));
+        } else if let Some(rule) = config.conversion(event) {
+            let props = payload.get("properties");
+            self.conversions.push(Conversion {
+                message_id: message_id.to_string(),
+                profile_id: profile.to_string(),
+                at_ms,
+                revenue: revenue_of(props, rule),
+                currency: text(props.and_then(|p| p.get("currency"))),
+            });
+        }
+    }
+}
+
+/// The credit of every conversion in `h`, each from its own profile's visits.
+pub fn credit_profiles(h: History, config: &AttributionConfig) -> Vec<Credit> {
+    let mut out = Vec::new();
+    let mut profiles: Vec<&str> = h
+        .conversions
+        .iter()
+        .map(|c| c.profile_id.as_str())
+        .collect();
+    profiles.sort_unstable();
+    profiles.dedup();
+    for p in profiles {
+        let views: Vec<PageView> = h
+            .views
+            .iter()
+            .filter(|(q, _)| q == p)
+            .map(|(_, v)| v.clone())
+            .collect();
+        let visits = touches(views, &config.channels);
+        for c in h.conversions.iter().filter(|c| c.profile_id == p) {
+            out.extend(credit(c, &visits));
+        }
+    }
+    out
+}
+
 /// The revenue of a conversion event under its rule: a number, or a numeric string.
 pub fn revenue_of(properties: Option<&Value>, rule: &ConversionRule) -> f64 {
     let v = rule.revenue.as_deref().and_then(|k| properties?.get(k));

@@ -59,6 +59,10 @@ pub struct Source {
     /// Data-quality alerts: the quarantine-rate threshold and a webhook for new alerts.
     #[serde(default)]
     pub alerts: crate::alerts::AlertConfig,
+    /// Attribution: the conversion events and their revenue field, channel rules, the
+    /// report currency.
+    #[serde(default)]
+    pub attribution: crate::attribution::AttributionConfig,
     /// The compiled plan, filled in by [`Sources::resolve_plans`].
     #[serde(skip)]
     pub compiled: Option<Rc<Plan>>,

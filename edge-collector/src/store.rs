@@ -158,6 +158,15 @@ pub trait EventStore {
     async fn quarantine(&self, events: &[QuarantinedEvent]) -> Result<(), StoreError>;
     async fn append_consent(&self, records: &[ConsentRecord]) -> Result<(), StoreError>;
     async fn add_counts(&self, counts: &Counts) -> Result<(), StoreError>;
+    /// Computes again the credit of every stored conversion of these profiles from
+    /// their stored page views (`attribution::credit_profiles`), replacing what was
+    /// stored for them; returns how many credit rows there are now.
+    async fn recredit(
+        &self,
+        write_key: &str,
+        config: &crate::attribution::AttributionConfig,
+        profiles: &[String],
+    ) -> Result<usize, StoreError>;
 }
 
 /// Where stored events follow an unmerge.
@@ -215,6 +224,8 @@ pub struct MemoryStore {
     pub receipts: RefCell<Vec<(String, crate::erasure::Deleted)>>,
     /// When set, the next erasure fails after deleting the events (a crash mid-way).
     pub fail_erase_once: std::cell::Cell<bool>,
+    /// Conversion credits (attribution), as `recredit` leaves them.
+    pub credits: RefCell<Vec<crate::attribution::Credit>>,
 }
 
 impl MemoryStore {
@@ -283,6 +294,46 @@ impl EventStore for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn recredit(
+        &self,
+        write_key: &str,
+        config: &crate::attribution::AttributionConfig,
+        profiles: &[String],
+    ) -> Result<usize, StoreError> {
+        use crate::attribution::{credit_profiles, History};
+        self.check()?;
+        let events = self.events.borrow();
+        let mine: Vec<&StoredEvent> = events
+            .iter()
+            .filter(|e| e.write_key == write_key)
+            .filter(|e| e.profile_id.as_ref().is_some_and(|p| profiles.contains(p)))
+            .collect();
+        let mut history = History::default();
+        for e in &mine {
+            let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
+            history.add(
+                &e.message_id,
+                e.profile_id.as_deref().unwrap_or_default(),
+                e.kind,
+                e.event.as_deref(),
+                &e.timestamp,
+                e.anonymous_id.as_deref(),
+                &payload,
+                config,
+            );
+        }
+        let ids: Vec<&str> = mine.iter().map(|e| e.message_id.as_str()).collect();
+        let mut credits = self.credits.borrow_mut();
+        credits.retain(|c| {
+            !(profiles.contains(&c.profile_id) || ids.contains(&c.message_id.as_str()))
+        });
+        credits.extend(credit_profiles(history, config));
+        Ok(credits
+            .iter()
+            .filter(|c| profiles.contains(&c.profile_id))
+            .count())
     }
 
     async fn add_counts(&self, c: &Counts) -> Result<(), StoreError> {

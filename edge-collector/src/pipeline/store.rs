@@ -1,8 +1,9 @@
 //! Store stage: decides what one request writes and in which order. Consent records and
 //! quarantined events first (idempotent, so a retry after a crash writes them once);
 //! then identity (idempotent per event), then the new events together with the moves of
-//! merged profiles' events in one transaction, and only then the dedup commit. A failed
-//! store releases this request's claims, so the sender's retry is new again.
+//! merged profiles' events in one transaction, then the dedup commit, then the credit of
+//! the conversions involved (`attribution`). A failed store releases this request's
+//! claims, so the sender's retry is new again.
 
 use super::{
     verdict, Candidate, Error, Prepared, Reason, ReasonKind, Report, Services, Status, Verdict,
@@ -140,7 +141,7 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
         .iter()
         .map(|(_, c)| c.observation.key.clone())
         .collect();
-    let outcomes = match write(svc, sh.source, sh.write_key, &mut fresh).await {
+    let (outcomes, winners) = match write(svc, sh.source, sh.write_key, &mut fresh).await {
         Ok(o) => o,
         Err(e) => {
             let _ = svc.dedup.release(&claimed, owner).await;
@@ -156,6 +157,7 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
             .collect()
     };
     let done = pick(|o| matches!(o, Insert::Stored | Insert::Duplicate));
+    let to_credit = credited_profiles(sh.source, &fresh, &outcomes, winners);
     let failed = pick(|o| *o == Insert::Failed);
     let conflicts = pick(|o| matches!(o, Insert::Conflict { .. }));
     let mut stored = Vec::with_capacity(fresh.len());
@@ -180,7 +182,41 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
         svc.dedup.release(&failed, owner).await?;
         return Err(Error::Storage("some events could not be stored".into()));
     }
+    // Attribution after the events are stored: a failure here is answered 503, and the
+    // retry (its events now duplicates) credits the same profiles again.
+    if !to_credit.is_empty() {
+        svc.store
+            .recredit(sh.write_key, &sh.source.attribution, &to_credit)
+            .await?;
+    }
     Ok(stored)
+}
+
+/// Profiles whose conversions are credited again by this request: those of its stored
+/// (or already stored) conversion events, and those that absorbed another profile.
+fn credited_profiles(
+    source: &Source,
+    fresh: &[(usize, Candidate)],
+    outcomes: &[Insert],
+    winners: Vec<String>,
+) -> Vec<String> {
+    if source.attribution.conversions.is_empty() {
+        return Vec::new();
+    }
+    let mut out = winners;
+    for ((_, c), o) in fresh.iter().zip(outcomes) {
+        let kept = matches!(o, Insert::Stored | Insert::Duplicate);
+        let converts = source
+            .attribution
+            .conversion(c.event.event.as_deref())
+            .is_some();
+        if let (true, true, Some(p)) = (kept, converts, &c.event.profile_id) {
+            out.push(p.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The verdict of an event the store kept (or had kept on a first try).
@@ -209,7 +245,7 @@ async fn write<E: EventStore, D: Deduplicator, I: IdentityService>(
     source: &Source,
     key: &str,
     fresh: &mut [(usize, Candidate)],
-) -> Result<Vec<Insert>, StoreError> {
+) -> Result<(Vec<Insert>, Vec<String>), StoreError> {
     // The observations are not needed after this call: moved out, not copied.
     let observations: Vec<_> = fresh
         .iter_mut()
@@ -222,9 +258,12 @@ async fn write<E: EventStore, D: Deduplicator, I: IdentityService>(
     if resolved.len() != fresh.len() {
         return Err(StoreError("identity answered the wrong count".into()));
     }
-    let mut moves = Vec::new();
+    let (mut moves, mut winners) = (Vec::new(), Vec::new());
     for ((_, c), r) in fresh.iter_mut().zip(resolved) {
         if let Some(r) = r {
+            if !r.absorbed.is_empty() {
+                winners.push(r.profile_id.clone());
+            }
             moves.extend(
                 r.absorbed
                     .iter()
@@ -252,5 +291,5 @@ async fn write<E: EventStore, D: Deduplicator, I: IdentityService>(
     if outcomes.len() != fresh.len() {
         return Err(StoreError("store answered the wrong count".into()));
     }
-    Ok(outcomes)
+    Ok((outcomes, winners))
 }
