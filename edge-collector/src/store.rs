@@ -395,6 +395,9 @@ impl crate::erasure::ErasureStore for MemoryStore {
         if self.fail_erase_once.replace(false) {
             return Err(StoreError("crashed mid-erasure".into()));
         }
+        self.credits
+            .borrow_mut()
+            .retain(|c| !s.profile_ids.contains(&c.profile_id));
         self.quarantined.borrow_mut().retain(|q| {
             let subjects: Vec<String> = serde_json::from_str(&q.subjects).unwrap_or_default();
             let hit = q.write_key == key

@@ -166,3 +166,35 @@ fn a_retried_conversion_is_credited_once_and_an_unconfigured_source_credits_noth
     assert_eq!(rep.accepted, 1);
     assert!(plain.store.credits.borrow().is_empty());
 }
+
+#[test]
+fn erasing_a_person_removes_their_credits_and_no_one_elses() {
+    let r = rig();
+    send(
+        &r,
+        vec![
+            order("o4", "dev-ann", "2026-11-23T09:10:00Z", 10.0),
+            order("o5", "dev-bob", "2026-11-23T09:11:00Z", 20.0),
+        ],
+    );
+    let ann = r.profile_of("o4").unwrap();
+    pollster::block_on(edge_collector::erasure::erase_profile(
+        &r.store,
+        &r.identity,
+        "shop",
+        &ann,
+        "2026-11-23T23:00:00Z",
+    ))
+    .unwrap();
+    let left: Vec<String> = r
+        .store
+        .credits
+        .borrow()
+        .iter()
+        .map(|c| c.message_id.clone())
+        .collect();
+    assert!(
+        !left.is_empty() && left.iter().all(|m| m == "o5"),
+        "{left:?}"
+    );
+}

@@ -409,6 +409,21 @@ pub async fn handle(
                 .move_events(&key, id, &u.restored.id, &unmerged)
                 .await
                 .map_err(|e| Error::RustError(e.0))?;
+            // Each side's conversions are credited from its own visits again.
+            if let Some(source) = sources
+                .get(&key)
+                .filter(|s| !s.attribution.conversions.is_empty())
+            {
+                use crate::store::EventStore as _;
+                store
+                    .recredit(
+                        &key,
+                        &source.attribution,
+                        &[id.to_string(), u.restored.id.clone()],
+                    )
+                    .await
+                    .map_err(|e| Error::RustError(e.0))?;
+            }
             reply(
                 200,
                 json!({"ok": true, "unmerged": u, "eventsMoved": events_moved}),

@@ -22,6 +22,10 @@ pub async fn run(env: &Env, sources: &Sources, now_ms: i64) -> Result<Value> {
         let cutoff = lake::cutoff(now_ms, source.retention_days);
         let (events, s1) = prune(&db, "events", key, &cutoff).await?;
         let (quarantine, s2) = prune(&db, "quarantine", key, &cutoff).await?;
+        db.prepare("DELETE FROM conversion_credits WHERE write_key = ?1 AND at < ?2")
+            .bind(&[key.into(), cutoff.as_str().into()])?
+            .run()
+            .await?;
         size = size.max(s1).max(s2);
         let detail = json!({"cutoff": cutoff, "events": events, "quarantine": quarantine,
                             "swept": swept});

@@ -178,6 +178,118 @@ impl EventStore for CloudStore {
         .map(|_| ())
     }
 
+    /// One D1 batch reads the profiles' page views and conversions (only the fields
+    /// attribution reads), one writes their credits in place of the old ones.
+    async fn recredit(
+        &self,
+        write_key: &str,
+        config: &crate::attribution::AttributionConfig,
+        profiles: &[String],
+    ) -> std::result::Result<usize, StoreError> {
+        use crate::attribution::{credit_profiles, History};
+        let names: Vec<&str> = config
+            .conversions
+            .iter()
+            .map(|c| c.event.as_str())
+            .collect();
+        let read = self
+            .db
+            .prepare(
+                "SELECT message_id, profile_id, type, event, timestamp, anonymous_id, \
+                 json_object('context', json_object('sessionId', payload ->> '$.context.sessionId', \
+                 'campaign', payload -> '$.context.campaign', 'clickIds', payload -> '$.context.clickIds', \
+                 'page', json_object('referrer', payload ->> '$.context.page.referrer', \
+                 'url', payload ->> '$.context.page.url')), \
+                 'properties', CASE WHEN type = 'page' THEN NULL ELSE payload -> '$.properties' END) AS payload \
+                 FROM events WHERE write_key = ?1 AND profile_id IN (SELECT value FROM json_each(?2)) \
+                 AND (type = 'page' OR event IN (SELECT value FROM json_each(?3))) \
+                 ORDER BY timestamp LIMIT 20000",
+            )
+            .bind(&[write_key.into(), list(profiles), list(&names)])
+            .map_err(err)?;
+        #[derive(serde::Deserialize)]
+        struct Row {
+            message_id: String,
+            profile_id: String,
+            #[serde(rename = "type")]
+            kind: String,
+            event: Option<String>,
+            timestamp: String,
+            anonymous_id: Option<String>,
+            payload: String,
+        }
+        let rows: Vec<Row> = self
+            .calls
+            .io(super::Io::D1, read.all())
+            .await
+            .and_then(|r| r.results())
+            .map_err(err)?;
+        let mut history = History::default();
+        for r in &rows {
+            let payload: serde_json::Value = serde_json::from_str(&r.payload).unwrap_or_default();
+            history.add(
+                &r.message_id,
+                &r.profile_id,
+                &r.kind,
+                r.event.as_deref(),
+                &r.timestamp,
+                r.anonymous_id.as_deref(),
+                &payload,
+                config,
+            );
+        }
+        let ids: Vec<&str> = history
+            .conversions
+            .iter()
+            .map(|c| c.message_id.as_str())
+            .collect();
+        let ids = list(&ids);
+        let credits = credit_profiles(history, config);
+        let rows: Vec<serde_json::Value> = credits
+            .iter()
+            .map(|c| {
+                serde_json::json!([
+                    c.message_id,
+                    c.profile_id,
+                    tracking_plan::time::format_rfc3339(c.at_ms),
+                    c.model.as_str(),
+                    c.window_days,
+                    c.channel,
+                    c.source,
+                    c.medium,
+                    c.campaign,
+                    c.credit,
+                    c.revenue,
+                    c.currency
+                ])
+            })
+            .collect();
+        let delete = self
+            .db
+            .prepare(
+                "DELETE FROM conversion_credits WHERE write_key = ?1 AND \
+                 (profile_id IN (SELECT value FROM json_each(?2)) OR message_id IN (SELECT value FROM json_each(?3)))",
+            )
+            .bind(&[write_key.into(), list(profiles), ids])
+            .map_err(err)?;
+        let insert = self
+            .db
+            .prepare(
+                "INSERT INTO conversion_credits (write_key, message_id, profile_id, at, model, \
+                 window_days, channel, source, medium, campaign, credit, revenue, currency) \
+                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+                 value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, \
+                 value ->> 11 FROM json_each(?2)",
+            )
+            .bind(&[write_key.into(), list(&rows)])
+            .map_err(err)?;
+        self.calls
+            .io(super::Io::D1, self.db.batch(vec![delete, insert]))
+            .await
+            .map_err(err)?;
+        Ok(credits.len())
+    }
+
     async fn add_counts(&self, c: &Counts) -> std::result::Result<(), StoreError> {
         let n = |v: u32| JsValue::from(v);
         let row = vec![
@@ -283,7 +395,8 @@ async fn tombstoned(db: &D1Database, a: &Archived) -> Result<bool> {
     Ok(!rows.is_empty())
 }
 
-fn list(values: &[String]) -> JsValue {
+/// A list bound as JSON text, for `json_each`.
+fn list<T: Serialize + ?Sized>(values: &T) -> JsValue {
     JsValue::from_str(&serde_json::to_string(values).unwrap_or_else(|_| "[]".into()))
 }
 
@@ -360,6 +473,9 @@ impl ErasureStore for CloudStore {
                   OR user_id IN (SELECT value FROM json_each(?3)) \
                   OR EXISTS (SELECT 1 FROM json_each(quarantine.subjects) q WHERE q.value IN (SELECT value FROM json_each(?4))))",
                  &[key.into(), a, u, v])?,
+            // Attribution credits name the profile (and a conversion of it).
+            bind("DELETE FROM conversion_credits WHERE write_key = ?1 AND profile_id IN (SELECT value FROM json_each(?2))",
+                 &[key.into(), list(&s.profile_ids)])?,
         ];
         let results = self.db.batch(stmts).await.map_err(err)?;
         let n = |i: usize| results.get(i).map(changes).unwrap_or(0);
