@@ -22,7 +22,10 @@ export const ALLOWED_ORIGIN = 'https://partner.example';
  * transport tests do not depend on a consent banner; `sl_optin_key` is the fail-closed
  * default a real site runs with. */
 export const TEST_SOURCES = {
-  sl_dev_key: { name: 'example-site', plan: '/sl/tracking-plan.json', consent: 'opt-out', origins: [ALLOWED_ORIGIN] },
+  sl_dev_key: {
+    name: 'example-site', plan: '/sl/tracking-plan.json', consent: 'opt-out', origins: [ALLOWED_ORIGIN],
+    attribution: { conversions: [{ event: 'Order Completed', revenue: 'total' }], currency: 'EUR' },
+  },
   sl_optin_key: { name: 'opt-in site', plan: '/sl/tracking-plan.json', consent: 'opt-in' },
   sl_server_key: { name: 'backend', plan: '/sl/tracking-plan.json', consent: 'opt-out' },
   sl_r2_key: { name: 'archive site', consent: 'opt-out' },

@@ -31,3 +31,12 @@ CREATE TABLE costs (
   cost      REAL NOT NULL,
   PRIMARY KEY (write_key, day, source, medium, campaign)
 );
+
+-- The exchange rates given with the latest cost import (report-currency units per unit
+-- of each currency), also used for revenue sent in another currency.
+CREATE TABLE cost_rates (
+  write_key TEXT NOT NULL,
+  currency  TEXT NOT NULL,
+  rate      REAL NOT NULL,
+  PRIMARY KEY (write_key, currency)
+);

@@ -461,6 +461,11 @@ pub async fn handle(
         }
         (Method::Get, ["stats"]) => stats(&db, q("writeKey"), q("days")).await,
         (Method::Get, ["sources"]) => reply(200, source_list(sources)),
+        (Method::Post, ["costs"]) => {
+            let body: Value = req.json().await.unwrap_or(Value::Null);
+            import_costs(&db, sources, q("writeKey"), &body).await
+        }
+        (Method::Get, ["attribution"]) => attribution_report(&db, sources, q).await,
         (Method::Get, ["alerts"]) => {
             let list = rows(
                 &db,
@@ -858,4 +863,160 @@ async fn insights(
         200,
         json!({"ok": true, "days": days, "charts": charts(&input)}),
     )
+}
+
+/// `POST /admin/v1/costs?writeKey=`: `{"csv": "date,source,medium,campaign,cost,currency\n…",
+/// "rates": {"USD": 0.92}}`. Every row is converted to the source's report currency; a
+/// row for the same day, source, medium and campaign replaces the earlier one. Nothing
+/// is imported when a line is wrong: the answer lists each wrong line.
+async fn import_costs(
+    db: &D1Database,
+    sources: &Sources,
+    write_key: Option<String>,
+    body: &Value,
+) -> Result<Response> {
+    let Some((key, source)) = write_key.and_then(|k| sources.get(&k).map(|s| (k, s))) else {
+        return fail(
+            400,
+            "missing_write_key",
+            "give a configured source's writeKey",
+        );
+    };
+    let csv = body.get("csv").and_then(Value::as_str).unwrap_or_default();
+    let rates = body
+        .get("rates")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let currency = source.attribution.currency().to_ascii_uppercase();
+    let costs = match crate::attribution::parse_costs(csv, &rates, &currency) {
+        Ok(c) => c,
+        Err(lines) => {
+            return reply(
+                400,
+                json!({"ok": false, "error": {"code": "invalid_csv",
+                "message": "the CSV has wrong lines; nothing was imported"}, "lines": lines}),
+            )
+        }
+    };
+    let rows: Vec<Value> = costs
+        .iter()
+        .map(|c| json!([c.date, c.source, c.medium, c.campaign, c.cost]))
+        .collect();
+    let rate_rows: Vec<Value> = rates
+        .iter()
+        .filter_map(|(k, v)| {
+            Some(json!([
+                k.to_ascii_uppercase(),
+                v.as_f64().filter(|r| *r > 0.0)?
+            ]))
+        })
+        .collect();
+    let stmts = vec![
+        db.prepare(
+            "INSERT INTO costs (write_key, day, source, medium, campaign, cost) \
+             SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?2) \
+             WHERE true ON CONFLICT (write_key, day, source, medium, campaign) DO UPDATE SET cost = excluded.cost",
+        )
+        .bind(&[key.as_str().into(), serde_json::to_string(&rows).unwrap_or_default().as_str().into()])?,
+        db.prepare(
+            "INSERT INTO cost_rates (write_key, currency, rate) SELECT ?1, value ->> 0, value ->> 1 \
+             FROM json_each(?2) WHERE true ON CONFLICT (write_key, currency) DO UPDATE SET rate = excluded.rate",
+        )
+        .bind(&[key.as_str().into(), serde_json::to_string(&rate_rows).unwrap_or_default().as_str().into()])?,
+    ];
+    db.batch(stmts).await?;
+    let total: f64 = costs.iter().map(|c| c.cost).sum();
+    reply(
+        200,
+        json!({"ok": true, "imported": costs.len(), "currency": currency, "total": total}),
+    )
+}
+
+/// `GET /admin/v1/attribution?writeKey=&model=&window=&from=&to=`: conversions, revenue,
+/// cost, ROAS and CAC by channel and by campaign (`attribution::report`), in the
+/// source's report currency, for conversions and costs in `[from, to)` (days).
+async fn attribution_report(
+    db: &D1Database,
+    sources: &Sources,
+    q: impl Fn(&str) -> Option<String>,
+) -> Result<Response> {
+    use crate::attribution::{report, Cost, CreditRow, Model, WINDOWS};
+    let Some((key, source)) = q("writeKey").and_then(|k| sources.get(&k).map(|s| (k, s))) else {
+        return fail(
+            400,
+            "missing_write_key",
+            "give a configured source's writeKey",
+        );
+    };
+    let model = q("model").unwrap_or_else(|| "last_non_direct".into());
+    let Some(model) = Model::from_name(&model) else {
+        return fail(
+            400,
+            "invalid_model",
+            "model is first_touch, last_non_direct, linear or position_based",
+        );
+    };
+    let window: u32 = q("window").and_then(|w| w.parse().ok()).unwrap_or(28);
+    if !WINDOWS.contains(&window) {
+        return fail(400, "invalid_window", "window is 7 or 28 (days)");
+    }
+    let from = q("from").unwrap_or_else(|| "0000".into());
+    let to = q("to").unwrap_or_else(|| "~".into());
+    let currency = source.attribution.currency().to_ascii_uppercase();
+    let credits = rows(
+        db,
+        "SELECT channel, campaign, SUM(credit) AS credit, \
+         SUM(revenue * COALESCE(CASE WHEN currency IS NULL OR upper(currency) = ?6 THEN 1.0 ELSE \
+         (SELECT rate FROM cost_rates r WHERE r.write_key = c.write_key AND r.currency = upper(c.currency)) END, 0)) \
+         AS revenue, SUM(CASE WHEN currency IS NULL OR upper(currency) = ?6 OR EXISTS (SELECT 1 FROM cost_rates r \
+         WHERE r.write_key = c.write_key AND r.currency = upper(c.currency)) THEN 0 ELSE credit END) AS unconverted \
+         FROM conversion_credits c WHERE write_key = ?1 AND model = ?2 AND window_days = ?3 \
+         AND at >= ?4 AND at < ?5 GROUP BY channel, campaign",
+        &[key.as_str().into(), model.as_str().into(), window.into(), from.as_str().into(), to.as_str().into(), currency.as_str().into()],
+    )
+    .await?;
+    let costs = rows(
+        db,
+        "SELECT day, source, medium, campaign, cost FROM costs WHERE write_key = ?1 AND day >= ?2 AND day < ?3",
+        &[key.as_str().into(), from.as_str().into(), to.as_str().into()],
+    )
+    .await?;
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let text = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let unconverted: f64 = credits.iter().map(|c| num(c, "unconverted")).sum();
+    let credits: Vec<CreditRow> = credits
+        .iter()
+        .map(|c| CreditRow {
+            channel: text(c, "channel"),
+            campaign: c
+                .get("campaign")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            credit: num(c, "credit"),
+            revenue: num(c, "revenue"),
+        })
+        .collect();
+    let costs: Vec<Cost> = costs
+        .iter()
+        .map(|c| Cost {
+            date: text(c, "day"),
+            source: text(c, "source"),
+            medium: text(c, "medium"),
+            campaign: text(c, "campaign"),
+            cost: num(c, "cost"),
+        })
+        .collect();
+    let mut r = report(&credits, &costs, &source.attribution.channels);
+    r["ok"] = json!(true);
+    r["model"] = json!(model.as_str());
+    r["window"] = json!(window);
+    r["currency"] = json!(currency);
+    r["unconvertedConversions"] = json!(unconverted);
+    reply(200, r)
 }
