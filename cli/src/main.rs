@@ -36,6 +36,29 @@ enum Command {
         #[command(subcommand)]
         command: HashCommand,
     },
+    /// Advertising costs, for attribution's ROAS and CAC.
+    Costs {
+        #[command(subcommand)]
+        command: CostsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CostsCommand {
+    /// Import a CSV of `date,source,medium,campaign,cost,currency` into a source; the
+    /// admin token is read from SIGHTLINE_ADMIN_TOKEN (never an argument).
+    Import {
+        csv: String,
+        #[arg(long)]
+        write_key: String,
+        /// A JSON object of exchange rates into the source's report currency
+        /// (`{"USD": 0.92}`), for rows in other currencies.
+        #[arg(long)]
+        rates: Option<String>,
+        /// The collector's URL.
+        #[arg(long, default_value = "http://127.0.0.1:8787")]
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -192,6 +215,66 @@ fn hash(cmd: HashCommand, out: &mut impl Write) -> Result<u8, Fatal> {
     Ok(0)
 }
 
+/// Sends a cost CSV to the collector's admin API; 1 when it refuses lines of it.
+fn import_costs(
+    csv: &str,
+    write_key: &str,
+    rates: Option<&str>,
+    url: &str,
+    out: &mut impl Write,
+) -> Result<u8, Fatal> {
+    let token = std::env::var("SIGHTLINE_ADMIN_TOKEN")
+        .map_err(|_| Fatal("set SIGHTLINE_ADMIN_TOKEN to the collector's admin token".into()))?;
+    let rates: serde_json::Value = match rates {
+        Some(path) => serde_json::from_str(&read(path)?)
+            .map_err(|e| Fatal(format!("{path} is not JSON: {e}")))?,
+        None => serde_json::json!({}),
+    };
+    let body = serde_json::json!({"csv": read(csv)?, "rates": rates});
+    let endpoint = format!("{}/admin/v1/costs", url.trim_end_matches('/'));
+    let answer = ureq::post(&endpoint)
+        .query("writeKey", write_key)
+        .set("Authorization", &format!("Bearer {token}"))
+        .send_json(body);
+    let (status, reply): (u16, serde_json::Value) = match answer {
+        Ok(r) => (r.status(), r.into_json().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or_default()),
+        Err(e) => return Err(Fatal(format!("cannot reach {endpoint}: {e}"))),
+    };
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(|e| Fatal(e.to_string()));
+    match status {
+        200 => {
+            w(
+                out,
+                format!(
+                    "imported {} rows, {:.2} {} in all",
+                    reply["imported"],
+                    reply["total"].as_f64().unwrap_or(0.0),
+                    reply["currency"].as_str().unwrap_or("")
+                ),
+            )?;
+            Ok(0)
+        }
+        400 if reply["error"]["code"] == "invalid_csv" => {
+            for l in reply["lines"].as_array().into_iter().flatten() {
+                w(
+                    out,
+                    format!(
+                        "{csv}:{}: {}",
+                        l["line"],
+                        l["message"].as_str().unwrap_or("")
+                    ),
+                )?;
+            }
+            Ok(1)
+        }
+        _ => Err(Fatal(format!(
+            "{endpoint} answered {status}: {}",
+            reply["error"]["message"].as_str().unwrap_or("no message")
+        ))),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -216,6 +299,15 @@ fn main() -> ExitCode {
             command: PlanCommand::Validate { plan, events },
         } => validate(&plan, &events, &mut out),
         Command::Hash { command } => hash(command, &mut out),
+        Command::Costs {
+            command:
+                CostsCommand::Import {
+                    csv,
+                    write_key,
+                    rates,
+                    url,
+                },
+        } => import_costs(&csv, &write_key, rates.as_deref(), &url, &mut out),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -33,7 +33,7 @@ async function call(path, init = {}) {
     headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/json', ...(init.headers || {}) },
   });
   const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw Object.assign(new Error((body.error && body.error.message) || 'HTTP ' + r.status), { status: r.status });
+  if (!r.ok) throw Object.assign(new Error((body.error && body.error.message) || 'HTTP ' + r.status), { status: r.status, body });
   return body;
 }
 
@@ -79,7 +79,7 @@ function show() {
   for (const s of document.querySelectorAll('.tab')) s.hidden = s.id !== tab;
   for (const a of document.querySelectorAll('#tabs a')) a.classList.toggle('on', a.dataset.tab === tab);
   clearInterval(followTimer);
-  ({ live, quarantine, profiles: () => {}, charts, alerts }[tab] || live)();
+  ({ live, quarantine, profiles: () => {}, charts, attribution, alerts }[tab] || live)();
 }
 
 // ---- live events: stored events and quarantined ones, newest first
@@ -271,3 +271,33 @@ async function alerts() {
         el('td', {}, a.delivered ? 'sent ' + a.delivered.slice(0, 16).replace('T', ' ') : '—'))),
   );
 }
+
+// ---- attribution: the report by channel and campaign, and the cost import
+$('attr-filters').addEventListener('change', attribution);
+const money = (v) => (v == null ? '—' : Number(v).toFixed(2));
+async function attribution() {
+  const note = $('attr-note');
+  for (const t of ['attr-channels', 'attr-campaigns']) $(t).tBodies[0].replaceChildren();
+  if (!source()) return (note.textContent = 'Pick a source: attribution is per source.');
+  const f = $('attr-filters');
+  const r = await call('attribution?' + q({ writeKey: source(), model: f.model.value, window: f.window.value }));
+  note.textContent = `Model ${r.model}, ${r.window}-day click window, in ${r.currency}.` + (r.unconvertedConversions ? ` ${r.unconvertedConversions} conversions in a currency without a rate are left out of revenue.` : '');
+  $('attr-channels').tBodies[0].replaceChildren(...r.byChannel.map((c) => el('tr', { 'data-channel': c.channel }, el('td', {}, c.channel), el('td', {}, money(c.conversions)), el('td', {}, money(c.revenue)), el('td', {}, money(c.cost)), el('td', {}, money(c.roas)), el('td', {}, money(c.cac)))));
+  $('attr-campaigns').tBodies[0].replaceChildren(...r.byCampaign.map((c) => el('tr', {}, el('td', {}, c.channel), el('td', {}, c.campaign || '—'), el('td', {}, money(c.conversions)), el('td', {}, money(c.revenue)), el('td', {}, money(c.cost)), el('td', {}, money(c.roas)), el('td', {}, money(c.cac)))));
+}
+$('cost-import').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const f = e.target;
+  const out = $('cost-result');
+  out.hidden = false;
+  try {
+    const csv = await f.csv.files[0].text();
+    const rates = f.rates.value.trim() ? JSON.parse(f.rates.value) : {};
+    const r = await call('costs?' + q({ writeKey: source() }), { method: 'POST', body: JSON.stringify({ csv, rates }) });
+    out.textContent = `Imported ${r.imported} rows: ${money(r.total)} ${r.currency}.`;
+    await attribution();
+  } catch (err) {
+    const lines = ((err.body && err.body.lines) || []).map((l) => `line ${l.line}: ${l.message}`);
+    out.textContent = ['Not imported: ' + err.message, ...lines].join('\n');
+  }
+});
