@@ -1,4 +1,5 @@
-// Data-quality alerts in workerd: a week of history seeded into the local D1, the
+// Data-quality alerts in workerd: a week of history (and four weeks of attribution
+// credits) seeded into the local D1, the
 // maintenance run (as the hourly Cron Trigger runs it) judges the last complete day, and
 // a local stand-in for a Slack incoming webhook checks what it receives: Slack's
 // documented message shape (`text`, `blocks` of `section`/`mrkdwn`) and the HMAC-SHA256
@@ -77,11 +78,23 @@ test('alerts: the thresholds on a seeded week, a signed Slack-compatible webhook
     const q = Array.from({ length: 12 }, (_, i) => `('sl_alert_key','seed-q-${i}','[]','{"type":"track","event":"Checkout Started"}','2026-11-19T13:00:00.000Z','missing_required')`);
     await collector.query(`insert into quarantine (write_key, message_id, reasons, payload, received_at, reason) values ${q.join(',')}`);
 
+    // Conversions by channel: half email, half paid search for 28 days; then 9 to 3.
+    const credit = (day, ch, n) => `('sl_alert_key','c-${day}-${ch}','p_x','${day}T12:00:00.000Z','last_non_direct',28,'${ch}',${n},0)`;
+    const credits = [];
+    for (let i = 1; i <= 28; i++) {
+      const day = new Date(Date.parse('2026-11-19T00:00:00Z') - i * 86_400_000).toISOString().slice(0, 10);
+      credits.push(credit(day, 'email', 5), credit(day, 'paid_search', 5));
+    }
+    credits.push(credit('2026-11-19', 'email', 9), credit('2026-11-19', 'paid_search', 3));
+    await collector.query(`insert into conversion_credits (write_key, message_id, profile_id, at, model, window_days, channel, credit, revenue) values ${credits.join(',')}`);
+
     const run = () => collector.adminJson(`/admin/v1/maintenance?now=${encodeURIComponent(NOW)}`, { method: 'POST' });
     const first = await run();
     const found = first.alerts.sl_alert_key;
     const by = Object.fromEntries(found.map((a) => [a.kind, a]));
-    assert.deepEqual(Object.keys(by).sort(), ['anonymous_share', 'plan_coverage', 'quarantine_doubled', 'quarantine_rate', 'volume_drop']);
+    assert.deepEqual(Object.keys(by).sort(), ['anonymous_share', 'attribution_shift', 'plan_coverage', 'quarantine_doubled', 'quarantine_rate', 'volume_drop']);
+    const shifts = found.filter((a) => a.kind === 'attribution_shift').map((a) => [a.subject, a.value, a.baseline, a.change]);
+    assert.deepEqual(shifts, [['email', 0.75, 0.5, 0.5], ['paid_search', 0.25, 0.5, -0.5]]);
     assert.equal(by.volume_drop.subject, 'Order Completed');
     assert.deepEqual([by.volume_drop.value, by.volume_drop.baseline, by.volume_drop.change], [10, 20, -0.5]);
     assert.equal(by.volume_drop.since, '2026-11-19');
@@ -95,7 +108,7 @@ test('alerts: the thresholds on a seeded week, a signed Slack-compatible webhook
     // The stand-in failed the first delivery: nothing marked delivered.
     assert.equal(hook.got.length, 1);
     let listed = (await collector.adminJson('/admin/v1/alerts?writeKey=sl_alert_key')).alerts;
-    assert.equal(listed.length, 5);
+    assert.equal(listed.length, 7);
     assert.ok(listed.every((a) => a.delivered === null));
 
     // The next run finds nothing new, and sends the undelivered alerts again.
@@ -104,8 +117,8 @@ test('alerts: the thresholds on a seeded week, a signed Slack-compatible webhook
     assert.equal(second.alerts.sl_alert_key, undefined, 'no alert twice');
     assert.equal(hook.got.length, 2);
     const msg = hook.got[1].msg;
-    assert.equal(msg.text, 'Sightline: 5 data-quality alerts for alerted shop');
-    assert.equal(msg.blocks.length, 5);
+    assert.equal(msg.text, 'Sightline: 7 data-quality alerts for alerted shop');
+    assert.equal(msg.blocks.length, 7);
     assert.ok(msg.blocks.some((b) => /volume_drop.*Order Completed: 10 events on 2026-11-19, -50.0%/.test(b.text.text)), JSON.stringify(msg.blocks));
     listed = (await collector.adminJson('/admin/v1/alerts?writeKey=sl_alert_key')).alerts;
     assert.ok(listed.every((a) => typeof a.delivered === 'string'));
@@ -123,7 +136,7 @@ test('alerts: the thresholds on a seeded week, a signed Slack-compatible webhook
       await page.selectOption('#source', 'sl_alert_key');
       await page.waitForSelector('#alert-table tr[data-kind=volume_drop]');
       const shown = await page.$$eval('#alert-table tbody tr', (rs) => rs.map((r) => [r.dataset.kind, r.cells[5].textContent]));
-      assert.equal(shown.length, 5);
+      assert.equal(shown.length, 7);
       assert.ok(shown.every(([, d]) => d.startsWith('sent ')), JSON.stringify(shown));
       assert.match(await page.textContent('#alert-table tr[data-kind=plan_coverage]'), /Never Seen/);
     } finally {

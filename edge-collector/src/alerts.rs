@@ -9,7 +9,10 @@
 //!   least double the day before's (with at least [`MIN_QUARANTINED`] events, so that 1
 //!   becoming 2 is not news);
 //! - plan coverage (planned events seen in the last 7 days) below 95%, for a source
-//!   that received events in those days.
+//!   that received events in those days;
+//! - a channel's share of the day's conversions (last non-direct touch, 28-day window)
+//!   more than 20% away from its share over the 28 days before, on a day with at least
+//!   [`MIN_CONVERSIONS`] conversions.
 //!
 //! The day judged is the last complete UTC day, so a morning's partial counts never
 //! alert. The adapter (the hourly Cron Trigger) stores each alert once per source, kind,
@@ -54,6 +57,11 @@ pub const PLAN_COVERAGE: f64 = 0.95;
 pub const MIN_QUARANTINED: u64 = 10;
 /// Days of history an event's volume is judged against.
 pub const TRAILING_DAYS: usize = 7;
+pub const ATTRIBUTION_SHIFT: f64 = 0.20;
+/// Conversions a day needs before its channel mix is judged.
+pub const MIN_CONVERSIONS: f64 = 10.0;
+/// Days of history a channel's share is judged against.
+pub const ATTRIBUTION_DAYS: i64 = 28;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -63,6 +71,7 @@ pub enum AlertKind {
     QuarantineRate,
     QuarantineDoubled,
     PlanCoverage,
+    AttributionShift,
 }
 
 impl AlertKind {
@@ -73,6 +82,7 @@ impl AlertKind {
             AlertKind::QuarantineRate => "quarantine_rate",
             AlertKind::QuarantineDoubled => "quarantine_doubled",
             AlertKind::PlanCoverage => "plan_coverage",
+            AlertKind::AttributionShift => "attribution_shift",
         }
     }
 }
@@ -116,9 +126,19 @@ pub struct EventDay {
     pub count: u64,
 }
 
+/// A channel's credited conversions on one day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelDay {
+    pub channel: String,
+    pub day: String,
+    pub conversions: f64,
+}
+
 /// What one source's alerts are judged from.
 #[derive(Debug, Default)]
 pub struct Facts<'a> {
+    /// Credited conversions by channel and day (last non-direct touch, 28 days).
+    pub channels: &'a [ChannelDay],
     /// The day judged.
     pub day: &'a str,
     /// The days before it: the last [`TRAILING_DAYS`] and more are used when present.
@@ -194,7 +214,87 @@ pub fn judge(f: &Facts<'_>) -> Vec<Alert> {
     out.extend(anonymous_share(f));
     out.extend(quarantine(f));
     out.extend(coverage(f));
+    out.extend(attribution_shift(f));
     out
+}
+
+/// Each channel's share of the conversions on `day`, and over the 28 days before.
+fn channel_shares(f: &Facts<'_>) -> Option<Vec<(String, f64, f64)>> {
+    let from = day_before(f.day, ATTRIBUTION_DAYS)?;
+    let on_day = |c: &ChannelDay| c.day == f.day;
+    let before = |c: &ChannelDay| c.day.as_str() >= from.as_str() && c.day.as_str() < f.day;
+    let total = |keep: &dyn Fn(&ChannelDay) -> bool| -> f64 {
+        f.channels
+            .iter()
+            .filter(|c| keep(c))
+            .map(|c| c.conversions)
+            .sum()
+    };
+    let (today, trailing) = (total(&on_day), total(&before));
+    if today < MIN_CONVERSIONS || trailing <= 0.0 {
+        return None;
+    }
+    let mut names: Vec<&str> = f.channels.iter().map(|c| c.channel.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let share = |name: &str, keep: &dyn Fn(&ChannelDay) -> bool, of: f64| -> f64 {
+        f.channels
+            .iter()
+            .filter(|c| c.channel == name && keep(c))
+            .map(|c| c.conversions)
+            .sum::<f64>()
+            / of
+    };
+    Some(
+        names
+            .into_iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    share(n, &on_day, today),
+                    share(n, &before, trailing),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn attribution_shift(f: &Facts<'_>) -> Vec<Alert> {
+    let Some(shares) = channel_shares(f) else {
+        return Vec::new();
+    };
+    shares
+        .into_iter()
+        .filter_map(|(channel, now, usual)| {
+            let moved = if usual > 0.0 {
+                (now / usual - 1.0).abs()
+            } else {
+                f64::INFINITY
+            };
+            // A channel absent from both is no news; one new today is, past 20% of the day.
+            let news = if usual > 0.0 {
+                moved > ATTRIBUTION_SHIFT
+            } else {
+                now > ATTRIBUTION_SHIFT
+            };
+            news.then(|| Alert {
+                kind: AlertKind::AttributionShift,
+                subject: channel.clone(),
+                day: f.day.to_string(),
+                since: f.day.to_string(),
+                value: now,
+                baseline: usual,
+                change: change(now, usual),
+                message: format!(
+                    "{channel} took {} of conversions on {} against {} over the 28 days before",
+                    pct(now),
+                    f.day,
+                    pct(usual)
+                ),
+                events: Vec::new(),
+            })
+        })
+        .collect()
 }
 
 /// The event's volume on `day` and the median of the 7 days before, when it dropped.
@@ -625,6 +725,57 @@ mod tests {
                 hmac(b"s3cret", format!("1796227200.{body}").as_bytes())
             )
         );
+    }
+
+    #[test]
+    fn a_channel_whose_share_of_conversions_moves_past_20_percent_alerts() {
+        let mut c = Vec::new();
+        for n in 1..=28 {
+            let d = day_before(WEEK[8], n).unwrap();
+            for (ch, v) in [("email", 5.0), ("paid_search", 5.0)] {
+                c.push(ChannelDay {
+                    channel: ch.into(),
+                    day: d.clone(),
+                    conversions: v,
+                });
+            }
+        }
+        let today = |email: f64, paid: f64| {
+            let mut all = c.clone();
+            all.push(ChannelDay {
+                channel: "email".into(),
+                day: WEEK[8].into(),
+                conversions: email,
+            });
+            all.push(ChannelDay {
+                channel: "paid_search".into(),
+                day: WEEK[8].into(),
+                conversions: paid,
+            });
+            all
+        };
+        let judged = |all: &[ChannelDay]| -> Vec<(String, f64)> {
+            judge(&Facts {
+                day: WEEK[8],
+                channels: all,
+                ..Facts::default()
+            })
+            .into_iter()
+            .map(|a| (a.subject, (a.change * 100.0).round() / 100.0))
+            .collect()
+        };
+        // 50/50 as usual, then 70/30: email +40%, paid search -40%.
+        assert_eq!(
+            judged(&today(7.0, 3.0)),
+            [
+                ("email".to_string(), 0.4),
+                ("paid_search".to_string(), -0.4)
+            ]
+        );
+        // 55/45 is a 10% move: nothing.
+        assert!(judged(&today(5.5, 4.5)).is_empty());
+        // Too few conversions that day to judge.
+        assert!(judged(&today(4.0, 1.0)).is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! the new ones to the source's webhook, signed. Decides nothing itself.
 
 use super::admin::rows;
-use crate::alerts::{self, Alert, DayTotals, EventDay, Facts};
+use crate::alerts::{self, Alert, ChannelDay, DayTotals, EventDay, Facts};
 use crate::sources::Source;
 use serde_json::Value;
 use wasm_bindgen::JsValue;
@@ -85,11 +85,27 @@ pub async fn run(
         )
         .await?,
     );
+    let channels: Vec<ChannelDay> = rows(
+        db,
+        "SELECT channel, substr(at, 1, 10) AS day, SUM(credit) AS conversions FROM conversion_credits \
+         WHERE write_key = ?1 AND model = 'last_non_direct' AND window_days = 28 AND at >= ?2 \
+         AND at < ?3 GROUP BY 1, 2",
+        &args(&from, &today),
+    )
+    .await?
+    .iter()
+    .map(|r| ChannelDay {
+        channel: text(r, "channel"),
+        day: text(r, "day"),
+        conversions: r.get("conversions").and_then(Value::as_f64).unwrap_or(0.0),
+    })
+    .collect();
     let planned: Option<Vec<String>> = source
         .compiled
         .as_ref()
         .map(|p| p.event_names().into_iter().map(str::to_string).collect());
     let found = alerts::judge(&Facts {
+        channels: &channels,
         day: &day,
         days: &days,
         events: &events,
