@@ -18,6 +18,7 @@ cat <<TXT
   Example site:  http://127.0.0.1:$PORT/   (accept the consent banner; try the newsletter form)
   Collector:     POST http://127.0.0.1:$PORT/v1/batch   (write keys: sl_dev_key for the site,
                  sl_server_key for back-end libraries)
+  Inspector:     http://127.0.0.1:$PORT/admin/   (sign in with the admin token: $ADMIN_TOKEN)
   Admin API:     curl -H 'Authorization: Bearer $ADMIN_TOKEN' http://127.0.0.1:$PORT/admin/v1/events
                  .../admin/v1/stats, .../admin/v1/quarantine, .../admin/v1/profiles?anonymousId=...
   Local D1:      $STATE
