@@ -50,6 +50,19 @@ async function webhookStandIn() {
   return { url: `http://127.0.0.1:${port}/hook`, got, problems, recover: () => { failing = false; }, close: () => new Promise((r) => server.close(r)) };
 }
 
+/** Seeds the local D1 through wrangler, again after a moment if the database was busy
+ * (the running collector holds it open). */
+async function seed(collector, sql) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await collector.query(sql);
+    } catch (e) {
+      if (attempt === 3) throw new Error(`seeding failed: ${e.stderr || e.message}`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
 test('alerts: the thresholds on a seeded week, a signed Slack-compatible webhook, retried once', async () => {
   const hook = await webhookStandIn();
   const sources = {
@@ -70,13 +83,13 @@ test('alerts: the thresholds on a seeded week, a signed Slack-compatible webhook
       for (let i = 0; i < orders; i++) rows.push(row('Order Completed', day, i));
       for (let i = 0; i < 30; i++) rows.push(row('Product Added', day, i));
     }
-    await collector.query(`insert into events (write_key, message_id, type, event, anonymous_id, timestamp, received_at, payload, archived) values ${rows.join(',')}`);
+    await seed(collector, `insert into events (write_key, message_id, type, event, anonymous_id, timestamp, received_at, payload, archived) values ${rows.join(',')}`);
     // The day before: 2% quarantined, 60% identified. The day judged: 12 of 52 quarantined
     // (23%: above 5%, and more than double), 8 of 40 identified (80% anonymous).
-    await collector.query(`insert into daily_counts (write_key, day, received, accepted, quarantined, identified) values
+    await seed(collector, `insert into daily_counts (write_key, day, received, accepted, quarantined, identified) values
       ('sl_alert_key','2026-11-18',51,50,1,30), ('sl_alert_key','2026-11-19',52,40,12,8)`);
     const q = Array.from({ length: 12 }, (_, i) => `('sl_alert_key','seed-q-${i}','[]','{"type":"track","event":"Checkout Started"}','2026-11-19T13:00:00.000Z','missing_required')`);
-    await collector.query(`insert into quarantine (write_key, message_id, reasons, payload, received_at, reason) values ${q.join(',')}`);
+    await seed(collector, `insert into quarantine (write_key, message_id, reasons, payload, received_at, reason) values ${q.join(',')}`);
 
     // Conversions by channel: half email, half paid search for 28 days; then 9 to 3.
     const credit = (day, ch, n) => `('sl_alert_key','c-${day}-${ch}','p_x','${day}T12:00:00.000Z','last_non_direct',28,'${ch}',${n},0)`;
@@ -86,7 +99,7 @@ test('alerts: the thresholds on a seeded week, a signed Slack-compatible webhook
       credits.push(credit(day, 'email', 5), credit(day, 'paid_search', 5));
     }
     credits.push(credit('2026-11-19', 'email', 9), credit('2026-11-19', 'paid_search', 3));
-    await collector.query(`insert into conversion_credits (write_key, message_id, profile_id, at, model, window_days, channel, credit, revenue) values ${credits.join(',')}`);
+    await seed(collector, `insert into conversion_credits (write_key, message_id, profile_id, at, model, window_days, channel, credit, revenue) values ${credits.join(',')}`);
 
     const run = () => collector.adminJson(`/admin/v1/maintenance?now=${encodeURIComponent(NOW)}`, { method: 'POST' });
     const first = await run();

@@ -129,11 +129,15 @@ test('the inspector: sign-in, live events, a merged profile undone, replay, char
     await page.selectOption('#source', 'sl_inspect_key');
     await page.waitForSelector('details.group summary:has-text("missing_required")');
     await collector.stop();
+    // The collector away: the page says so, and nothing throws.
+    await page.evaluate(() => dispatchEvent(new HashChangeEvent('hashchange')));
+    await page.waitForSelector('#status:has-text("Could not load")');
     collector = await startCollector({ state, sources: sources(fixed), port });
     await page.click('details.group summary');
     await page.click('button.replay');
     await page.waitForSelector('#quarantine-result:has-text("accepted")');
     await page.waitForSelector('#quarantine-groups:has-text("Nothing is quarantined")');
+    assert.equal(await page.textContent('#status'), '', 'cleared once the collector answers');
     assert.deepEqual(await collector.query(`select event from events where message_id = 'insp-q1'`), [{ event: 'Trial Started' }]);
 
     // The charts: drawn as images, with their data beside them.

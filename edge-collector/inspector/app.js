@@ -14,10 +14,17 @@ let sources = [];
 let followTimer = 0;
 const $ = (id) => document.getElementById(id);
 
+// Every action's failure (the collector unreachable, an API error) is shown in one
+// status line; none is left to reject on the page.
+function status(msg) {
+  $('status').textContent = msg ? 'Could not load: ' + msg : '';
+}
+const guard = (f) => (...a) => Promise.resolve().then(() => f(...a)).then(() => status(''), (e) => status(e.message));
+
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
-    if (k === 'on') for (const [ev, f] of Object.entries(v)) e.addEventListener(ev, f);
+    if (k === 'on') for (const [ev, f] of Object.entries(v)) e.addEventListener(ev, guard(f));
     else if (k === 'class') e.className = v;
     else e.setAttribute(k, v);
   }
@@ -72,6 +79,7 @@ $('login').addEventListener('submit', async (e) => {
 $('logout').addEventListener('click', () => location.reload());
 addEventListener('hashchange', show);
 $('source').addEventListener('change', show);
+const loaders = () => ({ live, quarantine, profiles: async () => {}, charts, attribution, alerts });
 
 function show() {
   if (!token) return;
@@ -79,16 +87,16 @@ function show() {
   for (const s of document.querySelectorAll('.tab')) s.hidden = s.id !== tab;
   for (const a of document.querySelectorAll('#tabs a')) a.classList.toggle('on', a.dataset.tab === tab);
   clearInterval(followTimer);
-  ({ live, quarantine, profiles: () => {}, charts, attribution, alerts }[tab] || live)();
+  guard(loaders()[tab] || live)();
 }
 
 // ---- live events: stored events and quarantined ones, newest first
-function live() {
-  loadLive();
-  followTimer = setInterval(() => $('live-filters').follow.checked && loadLive(), 3000);
+async function live() {
+  followTimer = setInterval(guard(() => $('live-filters').follow.checked && loadLive()), 3000);
+  await loadLive();
 }
-$('live-filters').addEventListener('change', loadLive);
-$('live-filters').addEventListener('submit', (e) => (e.preventDefault(), loadLive()));
+$('live-filters').addEventListener('change', guard(loadLive));
+$('live-filters').addEventListener('submit', (e) => (e.preventDefault(), guard(loadLive)()));
 
 async function loadLive() {
   const f = $('live-filters');
@@ -227,18 +235,18 @@ async function unmerge(profile, mergeId, writeKey) {
 function erase(profile, writeKey) {
   const d = $('erase-dialog');
   $('erase-confirm').value = '';
-  d.onclose = async () => {
+  d.onclose = guard(async () => {
     if (d.returnValue !== 'erase') return;
     if ($('erase-confirm').value.trim() !== profile) return ($('profile-note').textContent = 'Not erased: the id typed did not match.');
     const r = await call('profiles/' + encodeURIComponent(profile) + '?' + q({ writeKey }), { method: 'DELETE' });
     $('profile-note').textContent = 'Erased: ' + json(r.erased);
     $('profile-view').replaceChildren();
-  };
+  });
   d.showModal();
 }
 
 // ---- charts: drawn by the collector as SVG, shown as images, with their data
-$('chart-filters').addEventListener('change', charts);
+$('chart-filters').addEventListener('change', guard(charts));
 const urls = [];
 async function charts() {
   const r = await call('insights?' + q({ writeKey: source(), days: $('chart-filters').days.value }));
@@ -273,7 +281,7 @@ async function alerts() {
 }
 
 // ---- attribution: the report by channel and campaign, and the cost import
-$('attr-filters').addEventListener('change', attribution);
+$('attr-filters').addEventListener('change', guard(attribution));
 const money = (v) => (v == null ? '—' : Number(v).toFixed(2));
 async function attribution() {
   const note = $('attr-note');

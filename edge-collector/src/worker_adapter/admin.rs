@@ -690,15 +690,32 @@ async fn replay(env: &Env, db: &D1Database, sources: &Sources, body: &Value) -> 
     reply(200, json!({"ok": true, "replayed": summary}))
 }
 
+/// The `days` of a report: 30 unless given, from 1 to 3,660.
+fn days_param(days: Option<String>) -> i32 {
+    days.and_then(|d| d.parse::<i32>().ok())
+        .unwrap_or(30)
+        .clamp(1, 3660)
+}
+
+/// A number column of a D1 row (D1 answers numbers as floats), 0 when absent.
+pub(super) fn num(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+/// A text column of a D1 row, empty when absent.
+pub(super) fn text(v: &Value, k: &str) -> String {
+    v.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
 async fn stats(
     db: &D1Database,
     write_key: Option<String>,
     days: Option<String>,
 ) -> Result<Response> {
-    let days = days
-        .and_then(|d| d.parse::<i32>().ok())
-        .unwrap_or(30)
-        .clamp(1, 3660);
+    let days = days_param(days);
     let since = format!("-{days} days");
     let wk = opt(&write_key);
     let totals = rows(
@@ -763,21 +780,12 @@ async fn insights(
     days: Option<String>,
 ) -> Result<Response> {
     use crate::insights::{charts, Count, Day, Hour, Input};
-    let days = days
-        .and_then(|d| d.parse::<i32>().ok())
-        .unwrap_or(30)
-        .clamp(1, 3660);
+    let days = days_param(days);
     let since: JsValue = format!("-{days} days").as_str().into();
     let wk = opt(&write_key);
     let hours_since =
         tracking_plan::time::format_rfc3339(Date::now().as_millis() as i64 - 48 * 3_600_000);
-    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0) as u64;
-    let text = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let num = |v: &Value, k: &str| num(v, k) as u64;
     let counts = |rows: Vec<Value>| -> Vec<Count> {
         rows.iter()
             .map(|r| Count {
@@ -982,13 +990,6 @@ async fn attribution_report(
         &[key.as_str().into(), from.as_str().into(), to.as_str().into()],
     )
     .await?;
-    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-    let text = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
     let unconverted: f64 = credits.iter().map(|c| num(c, "unconverted")).sum();
     let credits: Vec<CreditRow> = credits
         .iter()

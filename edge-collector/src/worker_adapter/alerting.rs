@@ -2,7 +2,7 @@
 //! the last complete day, stores each alert once (source, kind, subject, day) and posts
 //! the new ones to the source's webhook, signed. Decides nothing itself.
 
-use super::admin::rows;
+use super::admin::{rows, text};
 use crate::alerts::{self, Alert, ChannelDay, DayTotals, EventDay, Facts};
 use crate::sources::Source;
 use serde_json::Value;
@@ -10,14 +10,7 @@ use wasm_bindgen::JsValue;
 use worker::*;
 
 fn num(v: &Value, k: &str) -> u64 {
-    v.get(k).and_then(Value::as_f64).unwrap_or(0.0) as u64
-}
-
-fn text(v: &Value, k: &str) -> String {
-    v.get(k)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+    super::admin::num(v, k) as u64
 }
 
 fn event_days(rows: Vec<Value>) -> Vec<EventDay> {
@@ -45,13 +38,46 @@ pub async fn run(
     ) else {
         return Ok(Vec::new());
     };
+    let loaded = load(db, key, source, &from, &day, &today).await?;
+    let found = alerts::judge(&Facts {
+        channels: &loaded.channels,
+        day: &day,
+        days: &loaded.days,
+        events: &loaded.events,
+        quarantined_events: &loaded.quarantined,
+        planned: loaded.planned.as_deref(),
+        config: source.alerts.clone(),
+    });
+    let new = store(db, key, found, now_ms).await?;
+    deliver(env, db, key, source, now_ms).await?;
+    Ok(new)
+}
+
+/// What `alerts::judge` reads, as loaded from D1.
+struct Loaded {
+    days: Vec<DayTotals>,
+    events: Vec<EventDay>,
+    quarantined: Vec<EventDay>,
+    channels: Vec<ChannelDay>,
+    planned: Option<Vec<String>>,
+}
+
+/// A source's counts from `from` to the day before `today` (quarantined events: `day`).
+async fn load(
+    db: &D1Database,
+    key: &str,
+    source: &Source,
+    from: &str,
+    day: &str,
+    today: &str,
+) -> Result<Loaded> {
     let args = |a: &str, b: &str| -> Vec<JsValue> { vec![key.into(), a.into(), b.into()] };
     let totals = rows(
         db,
         "SELECT day, SUM(received) AS received, SUM(accepted) AS accepted, \
          SUM(quarantined) AS quarantined, SUM(identified) AS identified FROM daily_counts \
          WHERE write_key = ?1 AND day >= ?2 AND day < ?3 GROUP BY day",
-        &args(&from, &today),
+        &args(from, today),
     )
     .await?;
     let days: Vec<DayTotals> = totals
@@ -70,7 +96,7 @@ pub async fn run(
             "SELECT COALESCE(event, type) AS event, substr(received_at, 1, 10) AS day, \
              COUNT(*) AS count FROM events WHERE write_key = ?1 AND received_at >= ?2 \
              AND received_at < ?3 GROUP BY 1, 2",
-            &args(&from, &today),
+            &args(from, today),
         )
         .await?,
     );
@@ -81,7 +107,7 @@ pub async fn run(
              '(unreadable)') AS event, substr(received_at, 1, 10) AS day, COUNT(*) AS count \
              FROM quarantine WHERE write_key = ?1 AND received_at >= ?2 AND received_at < ?3 \
              GROUP BY 1, 2",
-            &args(&day, &today),
+            &args(day, today),
         )
         .await?,
     );
@@ -90,7 +116,7 @@ pub async fn run(
         "SELECT channel, substr(at, 1, 10) AS day, SUM(credit) AS conversions FROM conversion_credits \
          WHERE write_key = ?1 AND model = 'last_non_direct' AND window_days = 28 AND at >= ?2 \
          AND at < ?3 GROUP BY 1, 2",
-        &args(&from, &today),
+        &args(from, today),
     )
     .await?
     .iter()
@@ -104,21 +130,26 @@ pub async fn run(
         .compiled
         .as_ref()
         .map(|p| p.event_names().into_iter().map(str::to_string).collect());
-    let found = alerts::judge(&Facts {
-        channels: &channels,
-        day: &day,
-        days: &days,
-        events: &events,
-        quarantined_events: &quarantined,
-        planned: planned.as_deref(),
-        config: source.alerts.clone(),
-    });
+    Ok(Loaded {
+        days,
+        events,
+        quarantined,
+        channels,
+        planned,
+    })
+}
+
+/// Stores each alert once (one D1 batch); returns those new this run.
+async fn store(db: &D1Database, key: &str, found: Vec<Alert>, now_ms: i64) -> Result<Vec<Alert>> {
+    if found.is_empty() {
+        return Ok(found);
+    }
     let at = tracking_plan::time::format_rfc3339(now_ms);
-    let mut new = Vec::new();
-    for a in found {
-        let detail = serde_json::to_string(&a).unwrap_or_default();
-        let r = db
-            .prepare(
+    let stmts = found
+        .iter()
+        .map(|a| {
+            let detail = serde_json::to_string(a).unwrap_or_default();
+            db.prepare(
                 "INSERT INTO alerts (write_key, kind, subject, day, since, detail, at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  ON CONFLICT (write_key, kind, subject, day) DO NOTHING",
@@ -131,14 +162,16 @@ pub async fn run(
                 a.since.as_str().into(),
                 detail.as_str().into(),
                 at.as_str().into(),
-            ])?
-            .run()
-            .await?;
+            ])
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let results = db.batch(stmts).await?;
+    let mut new = Vec::new();
+    for (a, r) in found.into_iter().zip(results) {
         if r.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0 {
             new.push(a);
         }
     }
-    deliver(env, db, key, source, now_ms).await?;
     Ok(new)
 }
 
