@@ -7,8 +7,19 @@ cd "$ROOT"
 
 build_sdk() {
   echo "[build] sdk"
-  cargo build -q -p sdk-wasm --target wasm32-unknown-unknown --release --features no-std
   rm -rf sdk-wasm/pkg sdk-wasm/dist && mkdir -p sdk-wasm/dist
+  # The inspector's hashing: the engine with one more export, in a wasm of its own so
+  # that visitors do not download it (never loaded by sites).
+  cargo build -q -p sdk-wasm --target wasm32-unknown-unknown --release --features no-std,inspector
+  rm -rf sdk-wasm/pkg-inspector
+  wasm-bindgen --target web --no-typescript --out-dir sdk-wasm/pkg-inspector \
+    target/wasm32-unknown-unknown/release/sdk_wasm.wasm
+  wasm-opt -Oz --strip-debug --strip-producers --strip-target-features \
+    sdk-wasm/pkg-inspector/sdk_wasm_bg.wasm -o sdk-wasm/dist/sightline-hash.wasm
+  esbuild sdk-wasm/js/hash.js --bundle --minify --format=esm --target=es2020 \
+    --log-override:empty-import-meta=silent --log-level=warning \
+    --outfile=sdk-wasm/dist/sightline-hash.mjs
+  cargo build -q -p sdk-wasm --target wasm32-unknown-unknown --release --features no-std
   wasm-bindgen --target web --no-typescript --out-dir sdk-wasm/pkg \
     target/wasm32-unknown-unknown/release/sdk_wasm.wasm
   wasm-opt -Oz --converge --strip-debug --strip-producers --strip-target-features \
@@ -22,10 +33,6 @@ build_sdk() {
     --log-override:empty-import-meta=silent --log-level=warning --outfile=sdk-wasm/dist/sightline.js
   esbuild sdk-wasm/js/snippet.js --minify --target=es2015 --log-level=warning \
     --outfile=sdk-wasm/dist/snippet.min.js
-  # The inspector's hashing: the same wasm, without the SDK's start (not loaded by sites).
-  esbuild sdk-wasm/js/hash.js --bundle --minify --format=esm --target=es2020 \
-    --log-override:empty-import-meta=silent --log-level=warning \
-    --outfile=sdk-wasm/dist/sightline-hash.mjs
   cp sdk-wasm/js/sightline.d.ts sdk-wasm/dist/ 2>/dev/null || true
 }
 

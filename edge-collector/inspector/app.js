@@ -166,9 +166,9 @@ async function replay(g) {
 // ---- profiles: lookup (emails and phones hashed in this page), the 360 view
 let hasher;
 async function hashed(kind, value, country) {
-  // The SDK's wasm, served first-party beside the site: the same normalization and
-  // SHA-256 as the browser SDK and the collector.
-  hasher = hasher || import(new URL('../sl/sightline-hash.mjs', location.href).href).then((m) => m.load(new URL('../sl/sightline.wasm', location.href)));
+  // The SDK's engine (its inspector build), served first-party beside the site: the
+  // same normalization and SHA-256 as the browser SDK and the collector.
+  hasher = hasher || import(new URL('../sl/sightline-hash.mjs', location.href).href).then((m) => m.load(new URL('../sl/sightline-hash.wasm', location.href)));
   const hash = (await hasher)(kind, value, country);
   if (!/^[0-9a-f]{64}$/.test(hash)) throw new Error(hash || 'not a valid ' + kind);
   return hash;
