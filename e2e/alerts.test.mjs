@@ -71,6 +71,7 @@ test('alerts: the thresholds on a seeded week, a signed Slack-compatible webhook
       name: 'alerted shop', consent: 'opt-out',
       plan: { version: '1', events: { 'Order Completed': {}, 'Product Added': {}, 'Never Seen': {} } },
       alerts: { webhook: hook.url, secret: 'ALERT_SECRET', quarantineRate: 0.05 },
+      attribution: { conversions: [{ event: 'Order Completed', revenue: 'total' }] },
     },
   };
   const collector = await startCollector({ sources, vars: { ALERT_SECRET: SECRET } });
@@ -108,6 +109,7 @@ test('alerts: the thresholds on a seeded week, a signed Slack-compatible webhook
     assert.deepEqual(Object.keys(by).sort(), ['anonymous_share', 'attribution_shift', 'plan_coverage', 'quarantine_doubled', 'quarantine_rate', 'volume_drop']);
     const shifts = found.filter((a) => a.kind === 'attribution_shift').map((a) => [a.subject, a.value, a.baseline, a.change]);
     assert.deepEqual(shifts, [['email', 0.75, 0.5, 0.5], ['paid_search', 0.25, 0.5, -0.5]]);
+    assert.deepEqual(by.attribution_shift.events, ['Order Completed']);
     assert.equal(by.volume_drop.subject, 'Order Completed');
     assert.deepEqual([by.volume_drop.value, by.volume_drop.baseline, by.volume_drop.change], [10, 20, -0.5]);
     assert.equal(by.volume_drop.since, '2026-11-19');

@@ -103,6 +103,15 @@ test('the inspector: sign-in, live events, a merged profile undone, replay, char
     await page.screenshot({ path: join(ARTIFACTS, 'inspector-live-1280.png'), fullPage: true });
 
     // The profile, found by an email hashed in the page: only its hash goes out.
+    // Every tab fits a phone's width.
+    await page.setViewportSize({ width: 390, height: 844 });
+    for (const tab of ['live', 'quarantine', 'profiles', 'charts', 'attribution', 'alerts']) {
+      await page.click(`#tabs a[data-tab=${tab}]`);
+      await page.waitForTimeout(300);
+      assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 390), `no sideways scroll on ${tab} at 390 px`);
+    }
+    await page.screenshot({ path: join(ARTIFACTS, 'inspector-live-390.png'), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 900 });
     await page.click('#tabs a[data-tab=profiles]');
     await page.selectOption('#profile-search select[name=kind]', 'email');
     await page.fill('#profile-search input[name=value]', ` ${EMAIL} `);

@@ -139,6 +139,8 @@ pub struct ChannelDay {
 pub struct Facts<'a> {
     /// Credited conversions by channel and day (last non-direct touch, 28 days).
     pub channels: &'a [ChannelDay],
+    /// The source's conversion events (what an attribution shift affects).
+    pub conversion_events: &'a [String],
     /// The day judged.
     pub day: &'a str,
     /// The days before it: the last [`TRAILING_DAYS`] and more are used when present.
@@ -291,7 +293,7 @@ fn attribution_shift(f: &Facts<'_>) -> Vec<Alert> {
                     f.day,
                     pct(usual)
                 ),
-                events: Vec::new(),
+                events: f.conversion_events.to_vec(),
             })
         })
         .collect()
@@ -729,6 +731,7 @@ mod tests {
 
     #[test]
     fn a_channel_whose_share_of_conversions_moves_past_20_percent_alerts() {
+        let conversions = vec!["Order Completed".to_string()];
         let mut c = Vec::new();
         for n in 1..=28 {
             let d = day_before(WEEK[8], n).unwrap();
@@ -758,12 +761,20 @@ mod tests {
             judge(&Facts {
                 day: WEEK[8],
                 channels: all,
+                conversion_events: &conversions,
                 ..Facts::default()
             })
             .into_iter()
             .map(|a| (a.subject, (a.change * 100.0).round() / 100.0))
             .collect()
         };
+        let shifted = judge(&Facts {
+            day: WEEK[8],
+            channels: &today(7.0, 3.0),
+            conversion_events: &conversions,
+            ..Facts::default()
+        });
+        assert_eq!(shifted[0].events, ["Order Completed"]);
         // 50/50 as usual, then 70/30: email +40%, paid search -40%.
         assert_eq!(
             judged(&today(7.0, 3.0)),

@@ -39,8 +39,15 @@ pub async fn run(
         return Ok(Vec::new());
     };
     let loaded = load(db, key, source, &from, &day, &today).await?;
+    let conversions: Vec<String> = source
+        .attribution
+        .conversions
+        .iter()
+        .map(|c| c.event.clone())
+        .collect();
     let found = alerts::judge(&Facts {
         channels: &loaded.channels,
+        conversion_events: &conversions,
         day: &day,
         days: &loaded.days,
         events: &loaded.events,
