@@ -404,8 +404,7 @@ fn quarantine(f: &Facts<'_>) -> Vec<Alert> {
         });
     }
     let before = day_before(f.day, 1)
-        .and_then(|d| totals(f, &d).cloned())
-        .map(|t| quarantine_rate(&t))
+        .and_then(|d| totals(f, &d).map(quarantine_rate))
         .unwrap_or(0.0);
     if before > 0.0 && rate >= 2.0 * before && t.quarantined >= MIN_QUARANTINED {
         out.push(Alert {

@@ -194,12 +194,28 @@ fn host(url: &str) -> Option<String> {
 }
 
 fn host_matches(host: &str, pattern: &str) -> bool {
-    if let Some(prefix) = pattern.strip_suffix('.') {
-        // `google.`: google.com, google.co.uk, news.google.de.
-        return host.split('.').any(|label| label == prefix)
-            && (host.starts_with(pattern) || host.contains(&format!(".{pattern}")));
+    match pattern.strip_suffix('.') {
+        // `google.`: a label of the host other than its last (google.com, google.co.uk,
+        // news.google.de; not googlestuff.example).
+        Some(label) => {
+            let mut labels = host.rsplit('.');
+            labels.next();
+            labels.any(|l| l == label)
+        }
+        None => host
+            .strip_suffix(pattern)
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.')),
     }
-    host == pattern || host.ends_with(&format!(".{pattern}"))
+}
+
+/// `rules`, or the default grouping when a source gives none (built once).
+fn effective(rules: &[ChannelRule]) -> &[ChannelRule] {
+    static DEFAULTS: std::sync::OnceLock<Vec<ChannelRule>> = std::sync::OnceLock::new();
+    if rules.is_empty() {
+        DEFAULTS.get_or_init(default_channels)
+    } else {
+        rules
+    }
 }
 
 fn field(v: &Option<Value>, k: &str) -> Option<String> {
@@ -212,13 +228,7 @@ fn field(v: &Option<Value>, k: &str) -> Option<String> {
 
 /// The channel of one visit under `rules` (none: the default grouping).
 pub fn channel(p: &PageView, rules: &[ChannelRule]) -> String {
-    let defaults;
-    let rules = if rules.is_empty() {
-        defaults = default_channels();
-        &defaults
-    } else {
-        rules
-    };
+    let rules = effective(rules);
     let medium = field(&p.campaign, "medium");
     let source = field(&p.campaign, "source");
     let clicks: Vec<&str> = p
