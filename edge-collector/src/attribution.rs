@@ -586,7 +586,9 @@ pub fn parse_costs(
     }
 }
 
-/// A CSV line's fields (RFC 4180 quoting: `"a,b"`, `""` for a quote).
+/// A CSV line's fields (RFC 4180 quoting: `"a,b"`, `""` for a quote). Written here:
+/// the `csv` crate doing the same measured 10,468 bytes more of worker wasm (4,858 gzip),
+/// paid at every cold start, for a six-column file.
 fn split_csv(line: &str) -> Vec<String> {
     let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
     let mut chars = line.chars().peekable();
