@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { startCollector, startBrowser, TEST_SOURCES, ADMIN_TOKEN, freePort } from './harness.mjs';
+import { startCollector, startBrowser, openInspector, TEST_SOURCES, freePort } from './harness.mjs';
 
 const SECRET = 'alert-hmac-key-for-tests';
 const DAYS = ['2026-11-12', '2026-11-13', '2026-11-14', '2026-11-15', '2026-11-16', '2026-11-17', '2026-11-18', '2026-11-19'];
@@ -144,11 +144,7 @@ test('alerts: the thresholds on a seeded week, a signed Slack-compatible webhook
     // The inspector's Alerts tab lists them, with their delivery.
     const browser = await startBrowser();
     try {
-      const page = await browser.context.newPage();
-      await page.goto(`${collector.url}/admin/#alerts`);
-      await page.fill('#token', ADMIN_TOKEN);
-      await page.click('#login button');
-      await page.selectOption('#source', 'sl_alert_key');
+      const page = await openInspector(browser, collector.url, 'alerts', 'sl_alert_key');
       await page.waitForSelector('#alert-table tr[data-kind=volume_drop]');
       const shown = await page.$$eval('#alert-table tbody tr', (rs) => rs.map((r) => [r.dataset.kind, r.cells[5].textContent]));
       assert.equal(shown.length, 7);

@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startCollector, startBrowser, eventually, ADMIN_TOKEN, ROOT } from './harness.mjs';
+import { startCollector, startBrowser, openInspector, eventually, ADMIN_TOKEN, ROOT } from './harness.mjs';
 
 const CLI = join(ROOT, 'target/debug/sightline');
 const run = promisify(execFile);
@@ -101,11 +101,7 @@ test('attribution: credit at the edge across stitched devices, merges and unmerg
     // The inspector shows the report.
     const browser = await startBrowser();
     try {
-      const page = await browser.context.newPage();
-      await page.goto(`${collector.url}/admin/#attribution`);
-      await page.fill('#token', ADMIN_TOKEN);
-      await page.click('#login button');
-      await page.selectOption('#source', 'sl_dev_key');
+      const page = await openInspector(browser, collector.url, 'attribution', 'sl_dev_key');
       await page.selectOption('#attr-filters select[name=model]', 'first_touch');
       await page.waitForSelector('#attr-channels tr[data-channel=paid_search]');
       assert.deepEqual(await page.$$eval('#attr-channels tr[data-channel=paid_search] td', (t) => t.map((x) => x.textContent)), ['paid_search', '1.00', '14.50', '14.50', '1.00', '14.50']);

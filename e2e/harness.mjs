@@ -194,6 +194,16 @@ export async function startBrowser() {
   };
 }
 
+/** Opens the inspector on `tab`, signed in with the admin token, showing `source`. */
+export async function openInspector(browser, url, tab, source) {
+  const page = await browser.context.newPage();
+  await page.goto(`${url}/admin/#${tab}`);
+  await page.fill('#token', ADMIN_TOKEN);
+  await page.click('#login button');
+  await page.selectOption('#source', source);
+  return page;
+}
+
 /** Polls `fn` until it returns a truthy value or `ms` pass. */
 export async function eventually(fn, ms = 15_000, what = 'condition') {
   const deadline = Date.now() + ms;
