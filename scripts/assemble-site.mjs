@@ -19,6 +19,7 @@ rmSync(join(out, 'partials'), { recursive: true, force: true });
 cpSync(dist, join(out, 'sl'), { recursive: true });
 // The tracking plan: the collector validates against it; the site team can read it here.
 cpSync(join(root, 'example-site/tracking-plan.json'), join(out, 'sl/tracking-plan.json'));
+cpSync(join(root, 'example-site/segments.json'), join(out, 'sl/segments.json'));
 for (const f of readdirSync(out)) {
   if (!f.endsWith('.html')) continue;
   const p = join(out, f);

@@ -48,6 +48,25 @@ impl EventStore for Counting {
     ) -> Result<usize, StoreError> {
         Ok(0)
     }
+    // Nor segments or destinations, so activation never runs.
+    async fn profile_facts(
+        &self,
+        _: &str,
+        _: &[String],
+        _: &[String],
+    ) -> Result<edge_collector::activation::ProfileFacts, StoreError> {
+        Ok(Default::default())
+    }
+    async fn save_activation(
+        &self,
+        _: &str,
+        _: &edge_collector::activation::Outcome,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn queue_jobs(&self, _: &[edge_collector::destinations::Job]) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 fn batch(n: usize, b: usize) -> Vec<u8> {

@@ -25,6 +25,20 @@ pub struct EdgeInfo<'a> {
     pub cookie_id: Option<&'a str>,
     /// `Content-Encoding` of the body.
     pub content_encoding: Option<&'a str>,
+    /// The site's Meta browser id cookie (`_fbp`), sent with first-party requests.
+    pub fbp: Option<&'a str>,
+}
+
+/// Whether a value has the form of Meta's browser id, `fb.<subdomain index>.<creation
+/// ms>.<random>` (anything else is not passed on).
+pub fn valid_fbp(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    v.len() <= 64
+        && parts.len() == 4
+        && parts[0] == "fb"
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 pub use tracking_plan::campaign::CLICK_IDS;
@@ -101,6 +115,11 @@ pub fn enrich(context: &mut Option<Value>, edge: &EdgeInfo<'_>, agents: &mut Age
         Some(t) => ctx.insert("ip".into(), Value::String(t)),
         None => ctx.remove("ip"),
     };
+    // Meta's browser id from the site's cookie (a browser's own request only); consent
+    // removes it again without marketing.
+    if let Some(fbp) = edge.origin.and(edge.fbp).filter(|v| valid_fbp(v)) {
+        ctx.insert("fbp".into(), Value::String(fbp.to_string()));
+    }
     if let Some(country) = edge.country.filter(|c| c.len() == 2) {
         let loc = ctx
             .entry("location")

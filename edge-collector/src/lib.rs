@@ -6,12 +6,14 @@
 //! only) only moves bytes between the runtime, D1, Durable Objects, Queues, R2 and that
 //! core.
 
+pub mod activation;
 pub mod agent;
 pub mod alerts;
 pub mod attribution;
 pub mod consent;
 pub mod cursor;
 pub mod dedup;
+pub mod destinations;
 pub mod enrich;
 pub mod erasure;
 pub mod error;
@@ -21,6 +23,7 @@ pub mod insights;
 pub mod lake;
 pub mod pipeline;
 pub mod reason;
+pub mod segments;
 pub mod settings;
 pub mod sources;
 pub mod store;

@@ -63,9 +63,30 @@ pub struct Source {
     /// report currency.
     #[serde(default)]
     pub attribution: crate::attribution::AttributionConfig,
+    /// Segments (`crate::segments`): a list, or the path of a JSON file among the static
+    /// assets holding one.
+    #[serde(default)]
+    pub segments: Option<Value>,
+    /// Where events and segment changes are sent (`crate::destinations`).
+    #[serde(default)]
+    pub destinations: Vec<crate::destinations::Destination>,
+    /// What `GET /v1/segments` may show the visitor's own page.
+    #[serde(default)]
+    pub personalization: Personalization,
     /// The compiled plan, filled in by [`Sources::resolve_plans`].
     #[serde(skip)]
     pub compiled: Option<Rc<Plan>>,
+    /// The parsed segments, filled in by [`Sources::resolve_plans`].
+    #[serde(skip)]
+    pub compiled_segments: Option<Rc<Vec<crate::segments::Segment>>>,
+}
+
+/// On-site personalization: the traits a page may read back (coarse values only).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Personalization {
+    #[serde(default)]
+    pub traits: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -83,17 +104,31 @@ impl Sources {
         if by_key.keys().any(|k| k.is_empty()) {
             return Err("SOURCES has an empty write key".into());
         }
+        for (key, source) in &by_key {
+            let mut ids = std::collections::HashSet::new();
+            for d in &source.destinations {
+                d.validate()
+                    .map_err(|e| format!("SOURCES[{key}].destinations: {e}"))?;
+                if !ids.insert(d.id.as_str()) {
+                    return Err(format!(
+                        "SOURCES[{key}].destinations: {} appears twice",
+                        d.id
+                    ));
+                }
+            }
+        }
         let mut sources = Sources { by_key };
         sources.resolve_plans(|_| None)?;
         Ok(sources)
     }
 
-    /// The plan files the sources name by path, which the caller must load.
+    /// The plan and segment files the sources name by path, which the caller must load.
     pub fn plan_paths(&self) -> Vec<String> {
         let mut paths: Vec<String> = self
             .by_key
             .values()
-            .filter_map(|s| s.plan.as_ref()?.as_str().map(str::to_string))
+            .flat_map(|s| [&s.plan, &s.segments])
+            .filter_map(|v| v.as_ref()?.as_str().map(str::to_string))
             .collect();
         paths.sort();
         paths.dedup();
@@ -104,6 +139,7 @@ impl Sources {
     /// that is missing or does not compile is an error naming the source and the problem.
     pub fn resolve_plans(&mut self, load: impl Fn(&str) -> Option<String>) -> Result<(), String> {
         for (key, source) in self.by_key.iter_mut() {
+            resolve_segments(key, source, &load)?;
             let compiled = match &source.plan {
                 None => None,
                 Some(Value::String(path)) => match load(path) {
@@ -128,11 +164,14 @@ impl Sources {
         Ok(())
     }
 
-    /// Fails when a source names a plan file that was never loaded.
+    /// Fails when a source names a plan or segments file that was never loaded.
     pub fn check_complete(&self) -> Result<(), String> {
         for (key, s) in &self.by_key {
             if let (Some(Value::String(path)), None) = (&s.plan, &s.compiled) {
                 return Err(format!("SOURCES[{key}].plan: cannot load {path}"));
+            }
+            if let (Some(Value::String(path)), None) = (&s.segments, &s.compiled_segments) {
+                return Err(format!("SOURCES[{key}].segments: cannot load {path}"));
             }
         }
         Ok(())
@@ -166,6 +205,17 @@ impl Sources {
 }
 
 impl Source {
+    /// The source's segments (none configured: empty).
+    pub fn segments(&self) -> &[crate::segments::Segment] {
+        self.compiled_segments
+            .as_deref()
+            .map_or(&[], |v| v.as_slice())
+    }
+
+    pub fn destination(&self, id: &str) -> Option<&crate::destinations::Destination> {
+        self.destinations.iter().find(|d| d.id == id)
+    }
+
     /// Whether a request from `origin` may send events with this source's key: no origin
     /// (a server), the collector's own origin (first-party), or a configured one.
     pub fn accepts_origin(&self, origin: Option<&str>, own_origin: &str) -> bool {
@@ -174,6 +224,29 @@ impl Source {
             Some(o) => o == own_origin || self.origins.iter().any(|x| x == o),
         }
     }
+}
+
+/// Parses a source's segments (inline, or from a loaded file) and checks them against
+/// its retention; a file not yet loaded waits.
+fn resolve_segments(
+    key: &str,
+    source: &mut Source,
+    load: &impl Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    let list: Vec<crate::segments::Segment> = match &source.segments {
+        None => return Ok(()),
+        Some(Value::String(path)) => match load(path) {
+            Some(text) => serde_json::from_str(&text),
+            None => return Ok(()),
+        },
+        Some(v @ Value::Array(_)) => serde_json::from_value(v.clone()),
+        Some(_) => return Err(format!("SOURCES[{key}].segments must be a list or a path")),
+    }
+    .map_err(|e| format!("SOURCES[{key}].segments: {e}"))?;
+    crate::segments::validate(&list, source.retention_days)
+        .map_err(|e| format!("SOURCES[{key}].segments: {e}"))?;
+    source.compiled_segments = Some(Rc::new(list));
+    Ok(())
 }
 
 fn retention_default() -> u32 {

@@ -167,6 +167,25 @@ pub trait EventStore {
         config: &crate::attribution::AttributionConfig,
         profiles: &[String],
     ) -> Result<usize, StoreError>;
+    /// What activation reads about these profiles (`crate::activation`): their identify
+    /// calls and events of these names, their stored segment membership, and the
+    /// source's RFM cut points.
+    async fn profile_facts(
+        &self,
+        write_key: &str,
+        names: &[String],
+        profiles: &[String],
+    ) -> Result<crate::activation::ProfileFacts, StoreError>;
+    /// Writes in one transaction the new membership, the changes (as records) and the
+    /// delivery log lines (a line already final is kept). The jobs are kept with their
+    /// `queued` lines until they are final, so a crash before `queue_jobs` is swept.
+    async fn save_activation(
+        &self,
+        write_key: &str,
+        outcome: &crate::activation::Outcome,
+    ) -> Result<(), StoreError>;
+    /// Hands the jobs to the delivery queue.
+    async fn queue_jobs(&self, jobs: &[crate::destinations::Job]) -> Result<(), StoreError>;
 }
 
 /// Where stored events follow an unmerge.
@@ -226,6 +245,16 @@ pub struct MemoryStore {
     pub fail_erase_once: std::cell::Cell<bool>,
     /// Conversion credits (attribution), as `recredit` leaves them.
     pub credits: RefCell<Vec<crate::attribution::Credit>>,
+    /// Segment membership: `(write_key, profile, segment)`.
+    pub members: RefCell<Vec<(String, String, String)>>,
+    /// Recorded segment changes.
+    pub changes: RefCell<Vec<(String, crate::segments::Change)>>,
+    /// The delivery log, one line per (write key, destination, message id).
+    pub deliveries: RefCell<Vec<crate::activation::Delivery>>,
+    /// Jobs handed to the delivery queue.
+    pub queued: RefCell<Vec<crate::destinations::Job>>,
+    /// RFM cut points per write key.
+    pub cuts: RefCell<BTreeMap<String, crate::segments::Cuts>>,
 }
 
 impl MemoryStore {
@@ -334,6 +363,104 @@ impl EventStore for MemoryStore {
             .iter()
             .filter(|c| profiles.contains(&c.profile_id))
             .count())
+    }
+
+    async fn profile_facts(
+        &self,
+        write_key: &str,
+        names: &[String],
+        profiles: &[String],
+    ) -> Result<crate::activation::ProfileFacts, StoreError> {
+        self.check()?;
+        let mut rows: Vec<crate::activation::Row> = Vec::new();
+        for e in self.events.borrow().iter() {
+            let Some(p) = e.profile_id.as_ref().filter(|p| profiles.contains(p)) else {
+                continue;
+            };
+            let named = e.event.as_ref().is_some_and(|n| names.contains(n));
+            if e.write_key != write_key || !(e.kind == "identify" || named) {
+                continue;
+            }
+            let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
+            let key = if e.kind == "identify" {
+                "traits"
+            } else {
+                "properties"
+            };
+            rows.push(crate::activation::Row {
+                profile_id: p.clone(),
+                kind: e.kind.to_string(),
+                event: e.event.clone(),
+                timestamp: e.timestamp.clone(),
+                data: payload.get(key).cloned().unwrap_or_default(),
+                consent: payload
+                    .pointer("/context/consent")
+                    .cloned()
+                    .unwrap_or_default(),
+            });
+        }
+        rows.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
+        let members = self
+            .members
+            .borrow()
+            .iter()
+            .filter(|(k, p, _)| k == write_key && profiles.contains(p))
+            .map(|(_, p, s)| (p.clone(), s.clone()))
+            .collect();
+        let cuts = self
+            .cuts
+            .borrow()
+            .get(write_key)
+            .cloned()
+            .unwrap_or_default();
+        Ok(crate::activation::ProfileFacts {
+            rows,
+            members,
+            cuts,
+        })
+    }
+
+    async fn save_activation(
+        &self,
+        write_key: &str,
+        o: &crate::activation::Outcome,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        let mut members = self.members.borrow_mut();
+        for s in &o.scored {
+            members.retain(|(k, p, _)| !(k == write_key && *p == s.profile_id));
+            members.extend(
+                s.members
+                    .iter()
+                    .map(|m| (write_key.to_string(), s.profile_id.clone(), m.clone())),
+            );
+            let mut changes = self.changes.borrow_mut();
+            for c in &s.changes {
+                if !changes.iter().any(|(_, x)| x.message_id == c.message_id) {
+                    changes.push((write_key.to_string(), c.clone()));
+                }
+            }
+        }
+        let mut log = self.deliveries.borrow_mut();
+        for d in &o.log {
+            let same = |x: &crate::activation::Delivery| {
+                x.write_key == d.write_key
+                    && x.destination == d.destination
+                    && x.message_id == d.message_id
+            };
+            match log.iter_mut().find(|x| same(x)) {
+                Some(x) if !x.status.is_final() => *x = d.clone(),
+                Some(_) => {}
+                None => log.push(d.clone()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn queue_jobs(&self, jobs: &[crate::destinations::Job]) -> Result<(), StoreError> {
+        self.check()?;
+        self.queued.borrow_mut().extend(jobs.iter().cloned());
+        Ok(())
     }
 
     async fn add_counts(&self, c: &Counts) -> Result<(), StoreError> {

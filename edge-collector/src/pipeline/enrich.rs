@@ -58,6 +58,9 @@ pub fn apply_consent(m: &mut Message, decision: &Decision) {
     if !decision.marketing {
         if let Some(ctx) = &mut m.context {
             strip_ad_ids(ctx);
+            if let Value::Object(c) = ctx {
+                c.remove("fbp");
+            }
         }
         if let Some(props) = &mut m.properties {
             strip_ad_ids(props);

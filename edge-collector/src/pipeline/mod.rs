@@ -17,6 +17,7 @@
 //! Every write is idempotent, and claims are committed only after the store, so a
 //! process killed at any point loses nothing: the sender's retry completes the work.
 
+pub mod activate;
 pub mod consent_gate;
 pub mod dedup;
 pub mod enrich;

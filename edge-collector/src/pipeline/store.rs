@@ -2,7 +2,8 @@
 //! quarantined events first (idempotent, so a retry after a crash writes them once);
 //! then identity (idempotent per event), then the new events together with the moves of
 //! merged profiles' events in one transaction, then the dedup commit, then the credit of
-//! the conversions involved (`attribution`). A failed store releases this request's
+//! the conversions involved (`attribution`), then segments and destinations
+//! (`activate`). A failed store releases this request's
 //! claims, so the sender's retry is new again.
 
 use super::{
@@ -157,6 +158,7 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
             .collect()
     };
     let done = pick(|o| matches!(o, Insert::Stored | Insert::Duplicate));
+    let to_activate = super::activate::input(sh.source, &fresh, &outcomes, &winners);
     let to_credit = credited_profiles(sh.source, &fresh, &outcomes, winners);
     let failed = pick(|o| *o == Insert::Failed);
     let conflicts = pick(|o| matches!(o, Insert::Conflict { .. }));
@@ -188,6 +190,10 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
         svc.store
             .recredit(sh.write_key, &sh.source.attribution, &to_credit)
             .await?;
+    }
+    // Segments and destinations last, on the same terms.
+    if let Some(input) = to_activate {
+        super::activate::run(svc.store, sh.write_key, sh.source, input, now_ms).await?;
     }
     Ok(stored)
 }

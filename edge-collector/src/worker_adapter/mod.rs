@@ -209,6 +209,7 @@ async fn handle_ingest(
         .or_else(|| header("CF-IPCountry"))
         .filter(|c| c != "XX" && c != "T1");
     let cookie_id = cookie_value(&req, COOKIE);
+    let fbp = cookie_value(&req, "_fbp");
     let request_id = objects::random_uuid();
     let ireq = IngestRequest {
         request_id: &request_id,
@@ -225,6 +226,7 @@ async fn handle_ingest(
             gpc,
             cookie_id: cookie_id.as_deref(),
             content_encoding: encoding.as_deref(),
+            fbp: fbp.as_deref(),
         },
     };
     if reset {

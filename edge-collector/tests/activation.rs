@@ -1,0 +1,327 @@
+//! Activation through the pipeline, natively: segment membership moves as events are
+//! stored, changes are recorded once, destinations get jobs only under the consent they
+//! need, and every skip is logged with why.
+
+mod common;
+
+use common::{Rig, NOW};
+use edge_collector::activation::{self, Status};
+use edge_collector::destinations::{self, Skip};
+use edge_collector::enrich::EdgeInfo;
+use edge_collector::segments::ChangeKind;
+use edge_collector::sources::Sources;
+use serde_json::{json, Value};
+
+const EMAIL: &str = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f";
+const PHONE_META: &str = "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176";
+const PHONE_E164: &str = "1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8";
+
+fn rig() -> Rig {
+    let segments = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../example-site/segments.json"
+    ))
+    .unwrap();
+    let config = json!({"shop": {
+    "name": "shop", "consent": "opt-in", "retentionDays": 400,
+    "attribution": {"conversions": [{"event": "Order Completed", "revenue": "total"}]},
+    "segments": serde_json::from_str::<Value>(&segments).unwrap(),
+    "personalization": {"traits": ["plan"]},
+    "destinations": [
+        {"id": "meta", "kind": "meta", "events": ["Order Completed"], "pixelId": "1234",
+         "secret": "META_TOKEN", "eventNames": {"Order Completed": "Purchase"}},
+        {"id": "google", "kind": "google", "events": ["Order Completed"], "accountId": "111",
+         "conversionAction": "222", "secret": "GOOGLE_TOKEN"},
+        {"id": "hook", "kind": "webhook", "events": ["Segment Entered", "Segment Exited"],
+         "endpoint": "http://127.0.0.1:9/hook", "secret": "HOOK_KEY"}
+    ]}});
+    Rig::new(Sources::from_json(&config.to_string()).unwrap())
+}
+
+fn consent(all: bool) -> Value {
+    json!({"categoryPreferences": {"analytics": true, "marketing": all, "personalization": all}})
+}
+
+fn order(id: &str, anon: &str, days_ago: i64, total: f64, c: &Value) -> Value {
+    let at = tracking_plan::time::format_rfc3339(NOW - days_ago * 86_400_000);
+    json!({"type": "track", "messageId": id, "anonymousId": anon, "event": "Order Completed",
+           "timestamp": at, "context": {"consent": c, "clickIds": {"gclid": "g-1"}},
+           "properties": {"order_id": id, "total": total, "currency": "EUR",
+                          "products": [{"product_id": "ETH-GUJI", "category": "Light roast"}]}})
+}
+
+fn identify(id: &str, anon: &str, c: &Value) -> Value {
+    json!({"type": "identify", "messageId": id, "anonymousId": anon, "context": {"consent": c},
+           "traits": {"email_sha256": EMAIL, "phone_sha256": PHONE_E164,
+                      "phone_sha256_meta": PHONE_META, "plan": "pro"}})
+}
+
+fn send(r: &Rig, batch: Vec<Value>) {
+    let rep = r
+        .send(
+            &json!({"writeKey": "shop", "batch": batch}),
+            EdgeInfo::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        rep.accepted + rep.duplicates,
+        rep.results.len(),
+        "{:?}",
+        rep.results
+    );
+}
+
+fn members(r: &Rig, profile: &str) -> Vec<String> {
+    let mut m: Vec<String> = r
+        .store
+        .members
+        .borrow()
+        .iter()
+        .filter(|(_, p, _)| p == profile)
+        .map(|(_, _, s)| s.clone())
+        .collect();
+    m.sort();
+    m
+}
+
+fn log_of(r: &Rig, dest: &str, id: &str) -> Option<activation::Delivery> {
+    r.store
+        .deliveries
+        .borrow()
+        .iter()
+        .find(|d| d.destination == dest && d.message_id == id)
+        .cloned()
+}
+
+#[test]
+fn orders_move_segments_and_reach_destinations_with_the_profiles_hashes() {
+    let r = rig();
+    let all = consent(true);
+    send(&r, vec![identify("i1", "anon-ann-1", &all)]);
+    send(
+        &r,
+        vec![
+            order("o1", "anon-ann-1", 3, 40.0, &all),
+            order("o2", "anon-ann-1", 2, 40.0, &all),
+        ],
+    );
+    let p = r.profile_of("o1").unwrap();
+    assert_eq!(members(&r, &p), vec!["returning-customer"]);
+    send(&r, vec![order("o3", "anon-ann-1", 1, 40.0, &all)]);
+    assert_eq!(members(&r, &p), vec!["category-fan", "returning-customer"]);
+
+    // One change record per entry, and each went to the webhook as a job.
+    let changes = r.store.changes.borrow().clone();
+    let entered: Vec<&str> = changes
+        .iter()
+        .filter(|(_, c)| c.kind == ChangeKind::Enter)
+        .map(|(_, c)| c.segment.as_str())
+        .collect();
+    assert_eq!(entered, vec!["returning-customer", "category-fan"]);
+    let queued = r.store.queued.borrow().clone();
+    let hook: Vec<&str> = queued
+        .iter()
+        .filter(|j| j.destination == "hook")
+        .map(|j| j.event["properties"]["segmentId"].as_str().unwrap())
+        .collect();
+    assert_eq!(hook, vec!["returning-customer", "category-fan"]);
+
+    // Each order went to Meta and Google once, with the profile's hashes.
+    let meta: Vec<&destinations::Job> = queued.iter().filter(|j| j.destination == "meta").collect();
+    assert_eq!(meta.len(), 3);
+    assert_eq!(meta[0].hashes.email, vec![EMAIL]);
+    assert_eq!(meta[0].hashes.phone_meta, vec![PHONE_META]);
+    assert_eq!(log_of(&r, "google", "o3").unwrap().status, Status::Queued);
+
+    // A retry of the same request (a duplicate now) plans again, but the log keeps a
+    // delivered line as it is.
+    r.store.deliveries.borrow_mut().iter_mut().for_each(|d| {
+        if d.message_id == "o3" {
+            d.status = Status::Delivered;
+        }
+    });
+    send(&r, vec![order("o3", "anon-ann-1", 1, 40.0, &all)]);
+    assert_eq!(log_of(&r, "meta", "o3").unwrap().status, Status::Delivered);
+    assert_eq!(
+        r.store.changes.borrow().len(),
+        2,
+        "no change is recorded twice"
+    );
+}
+
+#[test]
+fn without_marketing_consent_nothing_goes_to_the_ad_platforms_and_the_log_says_why() {
+    let r = rig();
+    let analytics_only = consent(false);
+    send(&r, vec![identify("i1", "anon-bob-1", &analytics_only)]);
+    send(
+        &r,
+        vec![order("o1", "anon-bob-1", 1, 10.0, &analytics_only)],
+    );
+    let queued = r.store.queued.borrow().clone();
+    assert!(queued.iter().all(|j| j.destination == "hook"), "{queued:?}");
+    let meta = log_of(&r, "meta", "o1").unwrap();
+    assert_eq!(
+        (meta.status, meta.reason.as_deref()),
+        (Status::Skipped, Some("consent_marketing"))
+    );
+    assert_eq!(
+        log_of(&r, "google", "o1").unwrap().reason.as_deref(),
+        Some("consent_marketing")
+    );
+    // The webhook needs analytics only: the segment entry goes there.
+    assert_eq!(queued.len(), 1);
+}
+
+#[test]
+fn an_event_older_than_seven_days_is_never_sent_to_meta() {
+    let r = rig();
+    let all = consent(true);
+    send(&r, vec![identify("i1", "anon-cy-1", &all)]);
+    send(&r, vec![order("old", "anon-cy-1", 8, 10.0, &all)]);
+    let meta = log_of(&r, "meta", "old").unwrap();
+    assert_eq!(
+        (meta.status, meta.reason.as_deref()),
+        (Status::Skipped, Some("too_old"))
+    );
+    assert_eq!(log_of(&r, "google", "old").unwrap().status, Status::Queued);
+    // And a queued job that aged past 7 days while retried is refused at send time.
+    let job = r
+        .store
+        .queued
+        .borrow()
+        .iter()
+        .find(|j| j.destination == "google")
+        .cloned()
+        .unwrap();
+    let src = r.sources.get("shop").unwrap();
+    let mut meta_job = job.clone();
+    meta_job.destination = "meta".into();
+    let meta_dest = src.destination("meta").unwrap();
+    assert_eq!(
+        destinations::request(meta_dest, &meta_job, "t", NOW),
+        Err(Skip::TooOld)
+    );
+}
+
+#[test]
+fn delivery_attempts_retry_then_die_and_a_refusal_is_final() {
+    let r = rig();
+    let all = consent(true);
+    send(&r, vec![identify("i1", "anon-di-1", &all)]);
+    send(&r, vec![order("o1", "anon-di-1", 0, 10.0, &all)]);
+    let job = r.store.queued.borrow()[0].clone();
+    let (d, again) = activation::after_attempt(&job, Ok(Some(500)), 1, 6, NOW);
+    assert!(again && d.status == Status::Retrying && d.http_status == Some(500));
+    let (d, again) = activation::after_attempt(&job, Ok(None), 6, 6, NOW);
+    assert!(!again && d.status == Status::Dead);
+    let (d, again) = activation::after_attempt(&job, Ok(Some(400)), 2, 6, NOW);
+    assert!(!again && d.status == Status::Rejected);
+    let (d, _) = activation::after_attempt(&job, Ok(Some(200)), 3, 6, NOW);
+    assert!(d.status == Status::Delivered && d.status.is_final());
+    assert_eq!(destinations::backoff_seconds(1), 10);
+    assert_eq!(destinations::backoff_seconds(4), 80);
+    assert_eq!(destinations::backoff_seconds(30), 900);
+}
+
+#[test]
+fn the_personal_view_is_empty_without_consent_and_coarse_with_it() {
+    let r = rig();
+    let all = consent(true);
+    send(
+        &r,
+        vec![
+            identify("i1", "anon-ed-1", &all),
+            order("o1", "anon-ed-1", 1, 10.0, &all),
+        ],
+    );
+    let p = r.profile_of("o1").unwrap();
+    let src = r.sources.get("shop").unwrap();
+    let facts = pollster::block_on(edge_collector::store::EventStore::profile_facts(
+        &r.store,
+        "shop",
+        &activation::names_read(src),
+        &[p.clone()],
+    ))
+    .unwrap();
+    let states = activation::states(src, &facts);
+    let view = activation::personal_view(src, states.get(&p), true);
+    assert_eq!(
+        view,
+        json!({"segments": ["returning-customer"], "traits": {"plan": "pro"}})
+    );
+    let text = view.to_string();
+    assert!(!text.contains(EMAIL) && !text.contains(&p), "{text}");
+    let denied = activation::personal_view(src, states.get(&p), false);
+    assert_eq!(denied, json!({"segments": [], "traits": {}}));
+}
+
+/// The exact requests, field by field (the platforms' documented formats).
+#[test]
+fn the_platform_requests_follow_the_documented_formats() {
+    let r = rig();
+    let all = consent(true);
+    send(&r, vec![identify("i1", "anon-fm-1", &all)]);
+    let mut o = order("o1", "anon-fm-1", 0, 29.4, &all);
+    o["context"]["clickIds"]["fbclid"] = json!("IwAR-1");
+    o["context"]["page"] = json!({"url": "https://shop.example/checkout"});
+    send(&r, vec![o]);
+    let src = r.sources.get("shop").unwrap();
+    let queued = r.store.queued.borrow().clone();
+    let job = |d: &str| queued.iter().find(|j| j.destination == d).unwrap();
+
+    let meta =
+        destinations::request(src.destination("meta").unwrap(), job("meta"), "tok", NOW).unwrap();
+    assert_eq!(meta.url, "https://graph.facebook.com/v21.0/1234/events");
+    let body: Value = serde_json::from_str(&meta.body).unwrap();
+    assert_eq!(body["access_token"], "tok");
+    let e = &body["data"][0];
+    assert_eq!(e["event_name"], "Purchase");
+    assert_eq!(e["event_id"], "o1");
+    assert_eq!(e["action_source"], "website");
+    assert_eq!(e["event_time"], NOW / 1000);
+    assert_eq!(e["event_source_url"], "https://shop.example/checkout");
+    assert_eq!(e["user_data"]["em"], json!([EMAIL]));
+    assert_eq!(e["user_data"]["ph"], json!([PHONE_META]));
+    assert_eq!(e["user_data"]["fbc"], format!("fb.1.{NOW}.IwAR-1"));
+    assert_eq!(
+        e["custom_data"],
+        json!({"value": 29.4, "currency": "EUR", "order_id": "o1"})
+    );
+
+    let google = destinations::request(
+        src.destination("google").unwrap(),
+        job("google"),
+        "oauth",
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        google.url,
+        "https://datamanager.googleapis.com/v1/events:ingest"
+    );
+    assert!(google
+        .headers
+        .contains(&("Authorization".into(), "Bearer oauth".into())));
+    let body: Value = serde_json::from_str(&google.body).unwrap();
+    assert_eq!(
+        body["destinations"],
+        json!([{"operatingAccount": {"accountType": "GOOGLE_ADS", "accountId": "111"},
+                "productDestinationId": "222"}])
+    );
+    assert_eq!(body["encoding"], "HEX");
+    let g = &body["events"][0];
+    assert_eq!(g["transactionId"], "o1");
+    assert_eq!(g["adIdentifiers"], json!({"gclid": "g-1"}));
+    assert_eq!(g["conversionValue"], 29.4);
+    assert_eq!(
+        g["userData"]["userIdentifiers"],
+        json!([{"emailAddress": EMAIL}, {"phoneNumber": PHONE_E164}])
+    );
+    assert_eq!(body["consent"]["adUserData"], "CONSENT_GRANTED");
+    // No secret, no request.
+    assert_eq!(
+        destinations::request(src.destination("google").unwrap(), job("google"), "", NOW),
+        Err(Skip::NoSecret)
+    );
+}
