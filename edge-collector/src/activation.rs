@@ -195,6 +195,8 @@ pub struct Delivery {
     pub write_key: String,
     pub destination: String,
     pub message_id: String,
+    #[serde(default)]
+    pub profile_id: Option<String>,
     pub status: Status,
     /// Why it was skipped, rejected or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,10 +294,11 @@ pub fn decide(
         .iter()
         .map(|j| delivery(j, Status::Queued, None, 0, None, now_ms))
         .collect();
-    log.extend(plan.skipped.iter().map(|(d, id, skip)| Delivery {
+    log.extend(plan.skipped.iter().map(|(d, id, profile, skip)| Delivery {
         write_key: write_key.to_string(),
         destination: d.clone(),
         message_id: id.clone(),
+        profile_id: profile.clone(),
         status: Status::Skipped,
         reason: Some(skip.as_str().to_string()),
         attempts: 0,
@@ -321,6 +324,7 @@ pub fn delivery(
         write_key: j.write_key.clone(),
         destination: j.destination.clone(),
         message_id: j.message_id.clone(),
+        profile_id: j.profile_id.clone(),
         status,
         reason: reason.map(str::to_string),
         attempts,
@@ -391,6 +395,51 @@ pub fn after_attempt(
             ),
         },
     }
+}
+
+/// The cut points are recomputed once a day (the rescoring runs hourly).
+pub const CUTS_EVERY_MS: i64 = 86_400_000;
+
+/// Whether the source's RFM cut points are due: none yet, or a day old.
+pub fn cuts_due(source: &Source, computed_at: Option<&str>, now_ms: i64) -> bool {
+    segments::reads_rfm(source.segments())
+        && computed_at
+            .and_then(tracking_plan::time::parse_rfc3339)
+            .is_none_or(|at| now_ms - at >= CUTS_EVERY_MS)
+}
+
+/// One conversion rule's aggregate for one profile, as the store sums it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ConversionSum {
+    pub profile_id: String,
+    pub last: String,
+    pub n: f64,
+    pub revenue: f64,
+}
+
+/// The source's cut points from every converting profile's sums (one row per profile
+/// and conversion rule).
+pub fn cut_points(rows: &[ConversionSum], now_ms: i64) -> Cuts {
+    let mut per: BTreeMap<&str, segments::RawRfm> = BTreeMap::new();
+    for r in rows {
+        let at = tracking_plan::time::parse_rfc3339(&r.last).unwrap_or(0);
+        let e = per.entry(&r.profile_id).or_insert(segments::RawRfm {
+            last_ms: at,
+            frequency: 0.0,
+            monetary: 0.0,
+        });
+        e.last_ms = e.last_ms.max(at);
+        e.frequency += r.n;
+        e.monetary += if r.revenue.is_finite() { r.revenue } else { 0.0 };
+    }
+    let all: Vec<segments::RawRfm> = per.into_values().collect();
+    segments::cuts(&all, now_ms)
+}
+
+/// Where the rescoring starts reading events: the hot window (a segment's windows fit
+/// in it, checked when the source loads).
+pub fn rescore_since(source: &Source, now_ms: i64) -> String {
+    crate::lake::cutoff(now_ms, source.retention_days)
 }
 
 /// The personalization answer for a visitor's profile: segment ids and shareable traits,

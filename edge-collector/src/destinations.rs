@@ -113,6 +113,8 @@ pub enum Skip {
     NoOrderId,
     /// The destination's secret is not set.
     NoSecret,
+    /// The destination was removed from the source while the job waited.
+    Removed,
 }
 
 impl Skip {
@@ -127,6 +129,7 @@ impl Skip {
             Skip::NoMatchKeys => "no_match_keys",
             Skip::NoOrderId => "no_order_id",
             Skip::NoSecret => "no_secret",
+            Skip::Removed => "destination_removed",
         }
     }
 }
@@ -294,6 +297,20 @@ pub fn granted(event: &Value, need: Need) -> bool {
             enforced("marketing") && gcm("ad_personalization").unwrap_or(true)
         }
     }
+}
+
+/// Whether the visitor's latest consent decision (the consent log's categories, as
+/// decided by the collector) still allows this destination when a queued job is sent:
+/// a revocation after the event was stored stops what is still waiting.
+pub fn still_granted(d: &Destination, latest: Option<&Value>) -> Result<(), Skip> {
+    let Some(c) = latest else { return Ok(()) };
+    let has = |k: &str| c.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let lacking = d.needs().into_iter().find(|n| match n {
+        Need::Analytics => !has("analytics"),
+        Need::Personalization => !has("personalization"),
+        Need::Marketing | Need::AdUserData | Need::AdPersonalization => !has("marketing"),
+    });
+    lacking.map_or(Ok(()), |n| Err(Skip::Consent(n)))
 }
 
 fn event_ms(event: &Value) -> Option<i64> {
@@ -559,8 +576,8 @@ pub fn backoff_seconds(attempt: u32) -> u32 {
 /// The jobs and skips of a destination list for stored events and segment changes.
 pub struct Plan {
     pub jobs: Vec<Job>,
-    /// `(destination, message_id, reason)`.
-    pub skipped: Vec<(String, String, Skip)>,
+    /// `(destination, message_id, profile_id, reason)`.
+    pub skipped: Vec<(String, String, Option<String>, Skip)>,
 }
 
 /// Which of the request's events go where. `events` are `(message_id, profile_id,
@@ -589,7 +606,7 @@ pub fn plan(
                     event: event.clone(),
                     hashes,
                 }),
-                Err(skip) => out.skipped.push((d.id.clone(), id.clone(), skip)),
+                Err(skip) => out.skipped.push((d.id.clone(), id.clone(), profile.clone(), skip)),
             }
         }
     }

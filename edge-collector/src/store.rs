@@ -525,6 +525,19 @@ impl crate::erasure::ErasureStore for MemoryStore {
         self.credits
             .borrow_mut()
             .retain(|c| !s.profile_ids.contains(&c.profile_id));
+        let theirs = |p: &String| s.profile_ids.contains(p);
+        self.members
+            .borrow_mut()
+            .retain(|(k, p, _)| !(k == key && theirs(p)));
+        self.changes
+            .borrow_mut()
+            .retain(|(k, c)| !(k == key && theirs(&c.profile_id)));
+        self.deliveries
+            .borrow_mut()
+            .retain(|x| !(x.write_key == key && x.profile_id.as_ref().is_some_and(theirs)));
+        self.queued
+            .borrow_mut()
+            .retain(|j| !(j.write_key == key && j.profile_id.as_ref().is_some_and(theirs)));
         self.quarantined.borrow_mut().retain(|q| {
             let subjects: Vec<String> = serde_json::from_str(&q.subjects).unwrap_or_default();
             let hit = q.write_key == key

@@ -71,8 +71,14 @@ pub async fn run<E: EventStore>(
     if !outcome.scored.is_empty() || !outcome.log.is_empty() {
         store.save_activation(write_key, &outcome).await?;
     }
-    if !outcome.jobs.is_empty() {
-        store.queue_jobs(&outcome.jobs).await?;
+    // The log lines just written are the outbox: a job that fails to queue stays
+    // `queued` with its job, and the maintenance queues it again. So a queue outage does
+    // not fail the request (its events are stored), and nothing is lost.
+    if !outcome.jobs.is_empty() && store.queue_jobs(&outcome.jobs).await.is_err() {
+        return Ok(activation::Outcome {
+            jobs: Vec::new(),
+            ..outcome
+        });
     }
     Ok(outcome)
 }

@@ -1,7 +1,8 @@
 //! Scheduled maintenance on Cloudflare (a Cron Trigger, or `POST /admin/v1/maintenance`):
 //! sweeps the rows the queue did not archive into the lake, prunes each source's D1 hot
 //! window to its `retentionDays` (archived rows only), measures the database against
-//! its size limit, and judges each source's data-quality alerts (`alerting`). The grace, the window's edge and the warning are `crate::lake`'s;
+//! its size limit, rescores segments (`rescoring`), queues again the deliveries a
+//! failure left waiting (`delivery::requeue`), and judges each source's data-quality alerts (`alerting`). The grace, the window's edge and the warning are `crate::lake`'s;
 //! this runs the statements and records what they found in the `health` table.
 
 use crate::lake::{self, SizeCheck};
@@ -16,6 +17,7 @@ pub async fn run(env: &Env, sources: &Sources, now_ms: i64) -> Result<Value> {
     let at = tracking_plan::time::format_rfc3339(now_ms);
     let mut pruned = serde_json::Map::new();
     let mut alerted = serde_json::Map::new();
+    let mut rescoring = serde_json::Map::new();
     let mut size = 0u64;
     for (key, source) in sources.iter() {
         let swept = sweep(&db, &bucket, key, &lake::sweep_before(now_ms)).await?;
@@ -31,6 +33,10 @@ pub async fn run(env: &Env, sources: &Sources, now_ms: i64) -> Result<Value> {
                             "swept": swept});
         record(&db, key, "retention", &at, &detail).await?;
         pruned.insert(key.to_string(), detail);
+        let rescored = super::rescoring::run(env, &db, key, source, now_ms).await?;
+        if !rescored.is_null() {
+            rescoring.insert(key.to_string(), rescored);
+        }
         let new = super::alerting::run(env, &db, key, source, now_ms).await?;
         if !new.is_empty() {
             alerted.insert(key.to_string(), json!(new));
@@ -46,8 +52,10 @@ pub async fn run(env: &Env, sources: &Sources, now_ms: i64) -> Result<Value> {
         console_warn!("sightline: {w}");
     }
     let check = serde_json::to_value(&check).unwrap_or_default();
+    let requeued = super::delivery::requeue(env, now_ms).await?;
     record(&db, "", "database", &at, &check).await?;
-    Ok(json!({"ok": true, "at": at, "pruned": pruned, "database": check, "alerts": alerted}))
+    Ok(json!({"ok": true, "at": at, "pruned": pruned, "database": check, "alerts": alerted,
+              "segments": rescoring, "deliveriesRequeued": requeued}))
 }
 
 /// Writes a source's rows received before `before` and still unarchived to the lake,

@@ -6,9 +6,11 @@
 
 mod admin;
 mod alerting;
+mod delivery;
 mod gzip;
 mod maintenance;
 mod objects;
+mod rescoring;
 mod storage;
 
 use crate::enrich::EdgeInfo;
@@ -514,7 +516,17 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     }
 }
 
+/// The queues' consumers, told apart by the queue's name.
 #[event(queue)]
-async fn queue(batch: MessageBatch<storage::Archived>, env: Env, _ctx: Context) -> Result<()> {
-    storage::archive(batch, &env).await
+async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()> {
+    match batch.queue().as_str() {
+        delivery::QUEUE => {
+            let sources = sources(&env)
+                .await
+                .map_err(|e| Error::RustError(e.to_string()))?;
+            delivery::consume(batch, &env, &sources).await
+        }
+        delivery::DEAD_LETTERS => delivery::bury(batch, &env).await,
+        _ => storage::archive(batch, &env).await,
+    }
 }

@@ -29,6 +29,8 @@ pub struct CloudStore {
     pub bucket: Option<Bucket>,
     /// The queue to R2, when the worker has one bound.
     pub queue: Option<Queue>,
+    /// The destinations' delivery queue, when bound.
+    pub deliveries: Option<Queue>,
     /// Subrequests made (D1 batches, Queue sends), for the request's report.
     pub calls: super::Calls,
 }
@@ -40,6 +42,7 @@ impl CloudStore {
             calls: super::Meter::start(),
             bucket: env.bucket("ARCHIVE").ok(),
             queue: env.queue("EVENTS_QUEUE").ok(),
+            deliveries: env.queue("DELIVERIES").ok(),
         })
     }
 
@@ -290,6 +293,162 @@ impl EventStore for CloudStore {
         Ok(credits.len())
     }
 
+    /// One D1 batch: the profiles' identify traits and events of the names read (only
+    /// their properties and consent), their membership, and the source's cut points.
+    async fn profile_facts(
+        &self,
+        write_key: &str,
+        names: &[String],
+        profiles: &[String],
+    ) -> std::result::Result<crate::activation::ProfileFacts, StoreError> {
+        let (k, p) = (JsValue::from(write_key), list(profiles));
+        let bind = |sql: &str, args: &[JsValue]| self.db.prepare(sql).bind(args).map_err(err);
+        let stmts = vec![
+            bind(
+                "SELECT profile_id AS profileId, type, event, timestamp, \
+                 CASE WHEN type = 'identify' THEN payload -> '$.traits' ELSE payload -> '$.properties' END AS data, \
+                 payload -> '$.context.consent' AS consent FROM events \
+                 WHERE write_key = ?1 AND profile_id IN (SELECT value FROM json_each(?2)) \
+                 AND (type = 'identify' OR event IN (SELECT value FROM json_each(?3))) \
+                 ORDER BY timestamp LIMIT 20000",
+                &[k.clone(), p.clone(), list(names)],
+            )?,
+            bind(
+                "SELECT profile_id, segment FROM segment_members WHERE write_key = ?1 \
+                 AND profile_id IN (SELECT value FROM json_each(?2))",
+                &[k.clone(), p],
+            )?,
+            bind("SELECT cuts FROM rfm_cuts WHERE write_key = ?1", &[k])?,
+        ];
+        let results = self
+            .calls
+            .io(super::Io::D1, self.db.batch(stmts))
+            .await
+            .map_err(err)?;
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct RawRow {
+            profile_id: String,
+            #[serde(rename = "type")]
+            kind: String,
+            event: Option<String>,
+            timestamp: String,
+            data: Option<String>,
+            consent: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Member {
+            profile_id: String,
+            segment: String,
+        }
+        #[derive(Deserialize)]
+        struct CutsRow {
+            cuts: String,
+        }
+        let parse = |t: &Option<String>| {
+            t.as_deref()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or_default()
+        };
+        let rows: Vec<RawRow> = results.first().map_or(Ok(Vec::new()), |r| r.results()).map_err(err)?;
+        let members: Vec<Member> = results.get(1).map_or(Ok(Vec::new()), |r| r.results()).map_err(err)?;
+        let cuts: Vec<CutsRow> = results.get(2).map_or(Ok(Vec::new()), |r| r.results()).map_err(err)?;
+        Ok(crate::activation::ProfileFacts {
+            rows: rows
+                .into_iter()
+                .map(|r| crate::activation::Row {
+                    data: parse(&r.data),
+                    consent: parse(&r.consent),
+                    profile_id: r.profile_id,
+                    kind: r.kind,
+                    event: r.event,
+                    timestamp: r.timestamp,
+                })
+                .collect(),
+            members: members.into_iter().map(|m| (m.profile_id, m.segment)).collect(),
+            cuts: cuts
+                .first()
+                .and_then(|c| serde_json::from_str(&c.cuts).ok())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// One D1 batch (one transaction): membership replaced for the scored profiles, the
+    /// changes recorded (once, by id), the delivery lines written (a final line kept).
+    async fn save_activation(
+        &self,
+        write_key: &str,
+        o: &crate::activation::Outcome,
+    ) -> std::result::Result<(), StoreError> {
+        let k = JsValue::from(write_key);
+        let scored: Vec<&str> = o.scored.iter().map(|s| s.profile_id.as_str()).collect();
+        let members: Vec<serde_json::Value> = o
+            .scored
+            .iter()
+            .flat_map(|s| s.members.iter().map(|m| serde_json::json!([m, s.profile_id])))
+            .collect();
+        let changes: Vec<serde_json::Value> = o
+            .scored
+            .iter()
+            .flat_map(|s| &s.changes)
+            .map(|c| {
+                serde_json::json!([c.message_id, c.segment, c.profile_id, c.kind.as_str(),
+                                   tracking_plan::time::format_rfc3339(c.at_ms)])
+            })
+            .collect();
+        let jobs: std::collections::HashMap<(&str, &str), String> = o
+            .jobs
+            .iter()
+            .map(|j| ((j.destination.as_str(), j.message_id.as_str()), serde_json::to_string(j).unwrap_or_default()))
+            .collect();
+        let lines: Vec<serde_json::Value> = o
+            .log
+            .iter()
+            .map(|d| {
+                let job = jobs.get(&(d.destination.as_str(), d.message_id.as_str()));
+                serde_json::json!([d.destination, d.message_id, d.profile_id, d.status.as_str(), d.reason,
+                                   tracking_plan::time::format_rfc3339(d.at_ms), job])
+            })
+            .collect();
+        let bind = |sql: &str, args: &[JsValue]| self.db.prepare(sql).bind(args).map_err(err);
+        let stmts = vec![
+            bind(
+                "DELETE FROM segment_members WHERE write_key = ?1 AND profile_id IN (SELECT value FROM json_each(?2)) \
+                 AND segment NOT IN (SELECT value ->> 0 FROM json_each(?3) WHERE value ->> 1 = segment_members.profile_id)",
+                &[k.clone(), list(&scored), list(&members)],
+            )?,
+            bind(
+                "INSERT INTO segment_members (write_key, segment, profile_id, since) \
+                 SELECT ?1, value ->> 0, value ->> 1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now') FROM json_each(?2) WHERE true \
+                 ON CONFLICT DO NOTHING",
+                &[k.clone(), list(&members)],
+            )?,
+            bind(
+                "INSERT INTO segment_changes (write_key, message_id, segment, profile_id, change, at) \
+                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?2) WHERE true \
+                 ON CONFLICT DO NOTHING",
+                &[k.clone(), list(&changes)],
+            )?,
+            bind(
+                "INSERT INTO deliveries (write_key, destination, message_id, profile_id, status, reason, updated_at, job) \
+                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6 \
+                 FROM json_each(?2) WHERE true ON CONFLICT (write_key, destination, message_id) DO UPDATE SET \
+                 status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at, job = excluded.job \
+                 WHERE deliveries.status NOT IN ('delivered', 'rejected', 'skipped', 'dead')",
+                &[k, list(&lines)],
+            )?,
+        ];
+        self.calls
+            .io(super::Io::D1, self.db.batch(stmts))
+            .await
+            .map_err(err)
+            .map(|_| ())
+    }
+
+    async fn queue_jobs(&self, jobs: &[crate::destinations::Job]) -> std::result::Result<(), StoreError> {
+        super::delivery::send_jobs(&self.calls, self.deliveries.as_ref(), jobs).await
+    }
+
     async fn add_counts(&self, c: &Counts) -> std::result::Result<(), StoreError> {
         let n = |v: u32| JsValue::from(v);
         let row = vec![
@@ -320,12 +479,15 @@ impl EventStore for CloudStore {
 /// The queue consumer: one NDJSON object per write key and day for each delivered
 /// batch, named after a hash of its lines so a redelivery overwrites instead of
 /// duplicating.
-pub async fn archive(batch: MessageBatch<Archived>, env: &Env) -> Result<()> {
+pub async fn archive(batch: MessageBatch<serde_json::Value>, env: &Env) -> Result<()> {
     let bucket = env.bucket("ARCHIVE")?;
     let db = env.d1("DB")?;
     let mut kept = Vec::new();
     for m in batch.messages()? {
-        let a = m.into_body();
+        let Ok(a) = serde_json::from_value::<Archived>(m.into_body()) else {
+            console_error!("sightline lake: a message that is not an event was dropped");
+            continue;
+        };
         if !tombstoned(&db, &a).await? {
             kept.push(a); // else: erased while it waited in the queue
         }
@@ -475,6 +637,13 @@ impl ErasureStore for CloudStore {
                  &[key.into(), a, u, v])?,
             // Attribution credits name the profile (and a conversion of it).
             bind("DELETE FROM conversion_credits WHERE write_key = ?1 AND profile_id IN (SELECT value FROM json_each(?2))",
+                 &[key.into(), list(&s.profile_ids)])?,
+            // Activation: membership, changes and the delivery log (its jobs hold hashes).
+            bind("DELETE FROM segment_members WHERE write_key = ?1 AND profile_id IN (SELECT value FROM json_each(?2))",
+                 &[key.into(), list(&s.profile_ids)])?,
+            bind("DELETE FROM segment_changes WHERE write_key = ?1 AND profile_id IN (SELECT value FROM json_each(?2))",
+                 &[key.into(), list(&s.profile_ids)])?,
+            bind("DELETE FROM deliveries WHERE write_key = ?1 AND profile_id IN (SELECT value FROM json_each(?2))",
                  &[key.into(), list(&s.profile_ids)])?,
         ];
         let results = self.db.batch(stmts).await.map_err(err)?;
