@@ -442,6 +442,15 @@ pub fn rescore_since(source: &Source, now_ms: i64) -> String {
     crate::lake::cutoff(now_ms, source.retention_days)
 }
 
+/// Whether a visitor's latest consent decision (the consent log's categories) allows
+/// personalization. No decision on record is a denial: it fails closed.
+pub fn personalization_granted(latest: Option<&Value>) -> bool {
+    latest
+        .and_then(|c| c.get("personalization"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
 /// The personalization answer for a visitor's profile: segment ids and shareable traits,
 /// only under personalization consent (otherwise nothing at all).
 pub fn personal_view(source: &Source, state: Option<&State>, personalization: bool) -> Value {

@@ -10,6 +10,7 @@ pub mod activation;
 pub mod agent;
 pub mod alerts;
 pub mod attribution;
+pub mod audiences;
 pub mod consent;
 pub mod cursor;
 pub mod dedup;

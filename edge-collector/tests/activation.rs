@@ -325,3 +325,118 @@ fn the_platform_requests_follow_the_documented_formats() {
         Err(Skip::NoSecret)
     );
 }
+
+/// A revocation recorded after an event was stored stops its queued delivery; a
+/// decision that still grants what the destination needs lets it go.
+#[test]
+fn a_consent_revoked_while_a_job_waits_stops_it_at_send_time() {
+    let r = rig();
+    let src = r.sources.get("shop").unwrap();
+    let meta = src.destination("meta").unwrap();
+    let google = src.destination("google").unwrap();
+    let hook = src.destination("hook").unwrap();
+    let revoked = json!({"analytics": true, "marketing": false, "personalization": true});
+    let granted = json!({"analytics": true, "marketing": true, "personalization": false});
+    assert_eq!(
+        destinations::still_granted(meta, Some(&revoked)),
+        Err(Skip::Consent(destinations::Need::Marketing))
+    );
+    assert!(destinations::still_granted(google, Some(&revoked)).is_err());
+    assert_eq!(destinations::still_granted(hook, Some(&revoked)), Ok(()));
+    assert_eq!(destinations::still_granted(meta, Some(&granted)), Ok(()));
+    // No later decision on record: the event's own snapshot (checked when queued) stands.
+    assert_eq!(destinations::still_granted(meta, None), Ok(()));
+    let nothing = json!({"analytics": false});
+    assert!(destinations::still_granted(hook, Some(&nothing)).is_err());
+}
+
+#[test]
+fn personalization_fails_closed_without_a_recorded_grant() {
+    assert!(!activation::personalization_granted(None));
+    assert!(!activation::personalization_granted(Some(&json!({}))));
+    assert!(!activation::personalization_granted(Some(&json!({"personalization": "yes"}))));
+    assert!(!activation::personalization_granted(Some(&json!({"personalization": false}))));
+    assert!(activation::personalization_granted(Some(&json!({"personalization": true}))));
+}
+
+/// The rescoring's cut points come from each converting profile's sums, across rules.
+#[test]
+fn the_daily_cut_points_sum_each_profile_over_its_rules() {
+    let day = |d: i64| tracking_plan::time::format_rfc3339(NOW - d * 86_400_000);
+    let row = |p: &str, d: i64, n: f64, m: f64| activation::ConversionSum {
+        profile_id: p.into(),
+        last: day(d),
+        n,
+        revenue: m,
+    };
+    // Five profiles; p1 converts under two rules (its counts and revenue add up).
+    let rows = vec![
+        row("p1", 1, 1.0, 10.0),
+        row("p1", 3, 1.0, 90.0),
+        row("p2", 2, 2.0, 40.0),
+        row("p3", 10, 3.0, 300.0),
+        row("p4", 30, 1.0, f64::NAN),
+        row("p5", 5, 5.0, 20.0),
+    ];
+    let cuts = activation::cut_points(&rows, NOW);
+    // Nearest-rank quintiles of frequency [2, 2, 3, 1, 5] -> sorted [1, 2, 2, 3, 5].
+    assert_eq!(cuts.frequency, vec![1.0, 2.0, 2.0, 3.0]);
+    // Monetary [100, 40, 300, 0 (NaN dropped), 20] -> [0, 20, 40, 100, 300].
+    assert_eq!(cuts.monetary, vec![0.0, 20.0, 40.0, 100.0]);
+    // Recency in days [1, 2, 10, 30, 5] -> [1, 2, 5, 10, 30].
+    assert_eq!(cuts.recency, vec![1.0, 2.0, 5.0, 10.0]);
+    let src_rfm = rig();
+    let src = src_rfm.sources.get("shop").unwrap();
+    assert!(activation::cuts_due(src, None, NOW));
+    assert!(!activation::cuts_due(src, Some(&day(0)), NOW + 3_600_000));
+    assert!(activation::cuts_due(src, Some(&day(1)), NOW));
+}
+
+/// Meta Custom Audiences (`email`,`phone`: Meta's digests) and Google Customer Match
+/// (`Email`,`Phone`: gmail form, E.164), members without consent or keys left out.
+#[test]
+fn audience_exports_follow_each_platforms_columns_and_consent() {
+    use edge_collector::audiences::{export, Format};
+    use edge_collector::destinations::Hashes;
+    let gmail = "a".repeat(64);
+    let full = Hashes {
+        email: vec![EMAIL.into()],
+        email_google: vec![gmail.clone()],
+        phone_e164: vec![PHONE_E164.into()],
+        phone_meta: vec![PHONE_META.into()],
+    };
+    let phone_only = Hashes {
+        phone_e164: vec![PHONE_E164.into()],
+        phone_meta: vec![PHONE_META.into()],
+        ..Hashes::default()
+    };
+    let marketing = json!({"enforced": {"analytics": true, "marketing": true}});
+    let no_ad_data = json!({"enforced": {"analytics": true, "marketing": true},
+                            "googleConsentMode": {"ad_user_data": "denied"}});
+    let analytics_only = json!({"enforced": {"analytics": true, "marketing": false}});
+    let people = || {
+        vec![
+            (full.clone(), marketing.clone()),
+            (phone_only.clone(), marketing.clone()),
+            (full.clone(), analytics_only.clone()),
+            (Hashes::default(), marketing.clone()),
+            (full.clone(), no_ad_data.clone()),
+        ]
+    };
+    let meta = export(Format::Meta, people());
+    assert_eq!(
+        meta.csv,
+        format!("email,phone\n{EMAIL},{PHONE_META}\n,{PHONE_META}\n{EMAIL},{PHONE_META}\n")
+    );
+    assert_eq!((meta.rows, meta.no_consent, meta.no_keys), (3, 1, 1));
+    let google = export(Format::Google, people());
+    assert_eq!(
+        google.csv,
+        format!("Email,Phone\n{gmail},{PHONE_E164}\n,{PHONE_E164}\n")
+    );
+    assert_eq!((google.rows, google.no_consent, google.no_keys), (2, 2, 1));
+    // Every line is the header or hex digests: nothing raw, nothing a sheet would run.
+    for line in meta.csv.lines().skip(1).chain(google.csv.lines().skip(1)) {
+        assert!(line.split(',').all(|c| c.is_empty() || tracking_plan::identifiers::is_sha256_hex(c)));
+    }
+}

@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
 use worker::*;
 
-fn reply(status: u16, body: Value) -> Result<Response> {
+pub(super) fn reply(status: u16, body: Value) -> Result<Response> {
     Ok(Response::from_json(&body)?.with_status(status))
 }
 
-fn fail(status: u16, code: &str, message: impl Into<String>) -> Result<Response> {
+pub(super) fn fail(status: u16, code: &str, message: impl Into<String>) -> Result<Response> {
     reply(
         status,
         json!({"ok": false, "error": {"code": code, "message": message.into()}}),
@@ -490,6 +490,14 @@ pub async fn handle(
                 })
                 .collect();
             reply(200, json!({"ok": true, "alerts": alerts}))
+        }
+        (Method::Get, ["segments"]) => super::activation_admin::segments(&db, sources, q("writeKey")).await,
+        (Method::Get, ["deliveries"]) => super::activation_admin::deliveries(&db, q, limit).await,
+        (Method::Post, ["deliveries", "replay"]) => {
+            super::activation_admin::replay(env, q("writeKey"), q("destination")).await
+        }
+        (Method::Get, ["audiences", file]) => {
+            super::activation_admin::audience(env, &db, sources, file, q("writeKey"), q("format")).await
         }
         (Method::Get, ["insights"]) => insights(&db, sources, q("writeKey"), q("days")).await,
         // The lake's objects under a prefix (default: all), a page at a time.

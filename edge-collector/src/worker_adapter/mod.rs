@@ -4,12 +4,14 @@
 //! Decides nothing about events itself: requests are routed by a table, and every
 //! decision is the core's.
 
+mod activation_admin;
 mod admin;
 mod alerting;
 mod delivery;
 mod gzip;
 mod maintenance;
 mod objects;
+mod personal;
 mod rescoring;
 mod storage;
 
@@ -439,6 +441,7 @@ enum Route {
     Id,
     Settings,
     Reset,
+    Segments,
     Ingest,
     Admin,
     Assets,
@@ -449,6 +452,7 @@ const ROUTES: &[(&str, bool, Route)] = &[
     ("/v1/id", true, Route::Id),
     ("/v1/projects/", false, Route::Settings),
     (RESET_PATH, true, Route::Reset),
+    ("/v1/segments", true, Route::Segments),
     ("/v1/", false, Route::Ingest),
     ("/admin", true, Route::Admin),
     ("/admin/", false, Route::Admin),
@@ -483,6 +487,10 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             handle_settings(&req, &env, &path, base).await
         }
         Route::Reset => handle_ingest(req, &env, Endpoint::Batch, true).await,
+        Route::Segments => match sources(&env).await {
+            Ok(s) => personal::handle(&req, &env, &s).await,
+            Err(e) => error_response(&e),
+        },
         Route::Ingest => match Endpoint::from_path(&path) {
             Some(endpoint) => handle_ingest(req, &env, endpoint, false).await,
             None => error_response(&RequestError::NotFound),
