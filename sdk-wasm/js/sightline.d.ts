@@ -37,6 +37,8 @@ export interface ConsentState {
 
 export interface SoftLoginResult {
   email_sha256?: string;
+  /** Google's variant (gmail/googlemail dots removed), only when it differs. */
+  email_sha256_google?: string;
   phone_sha256?: string;
   /** Meta's variant: E.164 digits without `+`. */
   phone_sha256_meta?: string;
@@ -74,6 +76,11 @@ export interface Sightline {
   anonymousId(): string;
   userId(): string | undefined;
   stats(): Stats;
+  /**
+   * The current visitor's segments and the traits the site marks shareable. Asked of
+   * the collector only under personalization consent; otherwise `{segments: [], traits: {}}`.
+   */
+  segments(): Promise<{ segments: string[]; traits: Record<string, string | number | boolean> }>;
 }
 
 declare global {

@@ -61,6 +61,7 @@ const go = () =>
       anonymousId: x.anonymousId,
       userId: x.userId,
       stats: x.stats,
+      segments: x.segments,
     };
     w.sightline = api;
     for (const [m, a] of stub) {

@@ -133,6 +133,7 @@ fn soft_login_js(r: &SoftLogin) -> JsValue {
     let o = Object::new();
     for (k, v) in [
         ("email_sha256", &r.email_sha256),
+        ("email_sha256_google", &r.email_sha256_google),
         ("phone_sha256", &r.phone_sha256),
         ("phone_sha256_meta", &r.phone_sha256_meta),
         ("error", &r.error),
@@ -989,4 +990,48 @@ pub fn user_id() -> Option<String> {
 #[wasm_bindgen]
 pub fn stats() -> JsValue {
     with(|s| stats_js(&s.engine.stats())).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// `segments()`: the current visitor's segments and the traits the site marks
+/// shareable, from the collector's `GET /v1/segments`. Asked only under a decided
+/// personalization consent, after the queued events (the consent record among them) are
+/// sent, so the collector judges by the same decision; otherwise, and on any failure,
+/// the empty answer, without a request.
+#[wasm_bindgen]
+pub fn segments() -> Promise {
+    let url = with(|s| {
+        let c = s.engine.consent();
+        let anon = s.engine.anon().to_owned();
+        (c.decided && c.personalization).then(|| {
+            let enc = |v: &str| String::from(js_sys::encode_uri_component(v));
+            s.root.clone() + "/v1/segments?writeKey=" + &enc(&s.write_key) + "&anonymousId=" + &enc(&anon)
+        })
+    })
+    .flatten();
+    future_to_promise(async move {
+        let empty = || {
+            let o = Object::new();
+            let _ = Reflect::set(&o, &"segments".into(), &Array::new());
+            let _ = Reflect::set(&o, &"traits".into(), &Object::new());
+            JsValue::from(o)
+        };
+        let Some(url) = url else { return Ok(empty()) };
+        let _ = JsFuture::from(flush()).await;
+        let answer = match fetch(&url, None, false).await {
+            Some(r) if r.ok() => match r.json() {
+                Ok(p) => JsFuture::from(p).await.ok(),
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        Ok(match answer {
+            Some(a) if a.is_object() => {
+                let o = Object::new();
+                let _ = Reflect::set(&o, &"segments".into(), &get(&a, "segments"));
+                let _ = Reflect::set(&o, &"traits".into(), &get(&a, "traits"));
+                o.into()
+            }
+            _ => empty(),
+        })
+    })
 }

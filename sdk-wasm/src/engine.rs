@@ -143,6 +143,8 @@ pub struct ConsentState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SoftLogin {
     pub email_sha256: Option<String>,
+    /// Google's digest (gmail dots removed), only where it differs from the standard one.
+    pub email_sha256_google: Option<String>,
     pub phone_sha256: Option<String>,
     pub phone_sha256_meta: Option<String>,
     pub error: Option<String>,
@@ -1139,7 +1141,11 @@ impl<R: Random> Engine<R> {
         let mut errors = Vec::new();
         if !email.trim().is_empty() {
             match idf::hash_email(email, EmailVariant::Standard) {
-                Ok(h) => r.email_sha256 = Some(h),
+                Ok(h) => {
+                    let google = idf::hash_email(email, EmailVariant::Google).ok();
+                    r.email_sha256_google = google.filter(|g| *g != h);
+                    r.email_sha256 = Some(h);
+                }
                 Err(e) => errors.push(String::from("email: ") + e.code()),
             }
         }
@@ -1170,6 +1176,7 @@ impl<R: Random> Engine<R> {
         let traits = object(
             [
                 ("email_sha256", &r.email_sha256),
+                ("email_sha256_google", &r.email_sha256_google),
                 ("phone_sha256", &r.phone_sha256),
                 ("phone_sha256_meta", &r.phone_sha256_meta),
             ]

@@ -465,6 +465,8 @@ fn soft_login_hashes_with_the_shared_vectors_and_raw_pii_never_leaves() {
     assert_eq!(r.email_sha256.as_deref(), Some("62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"));
     assert_eq!(r.phone_sha256.as_deref(), Some("1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8"));
     assert_eq!(r.phone_sha256_meta.as_deref(), Some("e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"));
+    // No dots to drop: Google's digest is the standard one, not sent twice.
+    assert_eq!(r.email_sha256_google, None);
     // Raw values in properties and in the page URL are hashed too, with the collector's rule.
     at(&mut e, "https://shop.example/?e=bob@example.org");
     e.record(Kind::Track, Some("Contact"), Some(r#"{"note":"mail me: ann@example.com","tel":"+44 20 7946 0958","year":"2026"}"#), T0);
@@ -494,6 +496,13 @@ fn soft_login_hashes_with_the_shared_vectors_and_raw_pii_never_leaves() {
     assert_eq!(e.soft_login("", "030 1234567", T0).phone_sha256, Some(sha256("+49301234567")));
     assert_eq!(e.soft_login("test@test.com", "", T0).error.as_deref(), Some("email: blocked"));
     assert_eq!(e.soft_login("", "", T0).error.as_deref(), Some("nothing to hash"));
+    // Google drops a gmail address's dots: its own digest, sent beside the standard one.
+    let g = e.soft_login(" J.Smith@googlemail.com", "", T0);
+    assert_eq!(g.email_sha256, Some(sha256("j.smith@googlemail.com")));
+    assert_eq!(g.email_sha256_google, Some(sha256("jsmith@googlemail.com")));
+    let sent = all(&mut e).pop().unwrap();
+    assert_eq!(sent["traits"]["email_sha256_google"].as_str(), g.email_sha256_google.as_deref());
+    assert!(!sent.to_string().contains("smith@"), "no raw address");
 }
 
 fn identify_alias_and_reset() {
