@@ -21,27 +21,33 @@ pub const MAX_ATTEMPTS: u32 = 6;
 /// A Queue message's size limit, less room for the envelope.
 const MESSAGE_BYTES: usize = 120 * 1024;
 
-/// Queues jobs in `sendBatch`es of at most 100 messages and 256 KB.
+/// Queues jobs in `sendBatch`es of at most 100 messages and 256 KB. A job travels as
+/// its JSON text: a `serde_json::Value` crossing `serde-wasm-bindgen` becomes nested JS
+/// `Map`s, which do not read back into the job.
 pub async fn send_jobs(
     calls: &Calls,
     queue: Option<&Queue>,
     jobs: &[Job],
 ) -> std::result::Result<(), StoreError> {
     let queue = queue.ok_or_else(|| StoreError("DELIVERIES is not bound".into()))?;
-    let bodies: Vec<Value> = jobs
+    let bodies: Vec<String> = jobs
         .iter()
-        .filter_map(|j| serde_json::to_value(j).ok())
-        .filter(|v| v.to_string().len() <= MESSAGE_BYTES)
+        .filter_map(|j| serde_json::to_string(j).ok())
+        .filter(|t| t.len() <= MESSAGE_BYTES)
         .collect();
-    let size = |v: &Value| v.to_string().len() + 128;
+    let size = |t: &String| t.len() + 128;
     for chunk in crate::store::chunks_by_size(&bodies, size, 100, 256 * 1024) {
-        let batch: Vec<&Value> = chunk.iter().collect();
+        let batch: Vec<&String> = chunk.iter().collect();
         calls
             .io(super::Io::Queue, queue.send_batch(batch))
             .await
             .map_err(|e| StoreError(e.to_string()))?;
     }
     Ok(())
+}
+
+fn job_of(body: &Value) -> Option<Job> {
+    serde_json::from_str(body.as_str()?).ok()
 }
 
 /// What the consumer does with a message once its try is recorded.
@@ -56,7 +62,7 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env, sources: &Sources) -
     let db = env.d1("DB")?;
     let dead = env.queue("DEAD_DELIVERIES").ok();
     for m in batch.messages()? {
-        let Ok(job) = serde_json::from_value::<Job>(m.body().clone()) else {
+        let Some(job) = job_of(m.body()) else {
             console_error!("sightline delivery: a message that is not a job was dropped");
             m.ack();
             continue;
@@ -87,7 +93,7 @@ pub async fn bury(batch: MessageBatch<Value>, env: &Env) -> Result<()> {
     let db = env.d1("DB")?;
     let now = Date::now().as_millis() as i64;
     for m in batch.messages()? {
-        if let Ok(job) = serde_json::from_value::<Job>(m.body().clone()) {
+        if let Some(job) = job_of(m.body()) {
             let line = activation::delivery(&job, Status::Dead, Some("every try failed"), 0, None, now);
             record(&db, &line).await?;
         }
