@@ -364,3 +364,76 @@ test('the stand-ins refuse what the platforms document as wrong (so the checks a
   assert.deepEqual(checkHook({ 'x-sightline-timestamp': ts, 'x-sightline-signature': sig }, raw, { secret: 'k' }), []);
   assert.ok(checkHook({ 'x-sightline-timestamp': ts, 'x-sightline-signature': sig }, raw, { secret: 'other' }).length);
 });
+
+/** A person of their own (the tests above share one stitched profile). */
+async function person(tag) {
+  const anon = `act-${tag}-${randomUUID()}`;
+  const email = sha(`${tag}.${randomUUID()}@example.org`);
+  await send([{ ...identify(anon), traits: { email_sha256: email, plan: 'pro' } }]);
+  return { anon, email };
+}
+
+test('a consent revoked while a delivery waits for its retry stops it, and the log says why', async () => {
+  const { anon } = await person('revoke');
+  standins.fail('meta', 500);
+  const o = order(anon);
+  await send([o]);
+  await eventually(async () => (await line(o.messageId, 'meta'))?.status === 'retrying', 30_000, 'the first try failed');
+  await send([{ type: 'track', messageId: randomUUID(), anonymousId: anon, event: 'Consent Updated',
+    context: { consent: { categoryPreferences: { analytics: true, marketing: false, personalization: false }, source: 'banner' } } }]);
+  const stopped = await eventually(async () => {
+    const l = await line(o.messageId, 'meta');
+    return l && l.status !== 'retrying' && l;
+  }, 90_000, 'the retry judged');
+  assert.equal(stopped.status, 'skipped');
+  assert.equal(stopped.reason, 'consent_marketing');
+  assert.deepEqual(requestsFor('meta', (q) => q.body?.data?.[0]?.event_id === o.messageId).map((q) => q.status), [500],
+    'nothing sent after the revocation');
+});
+
+test('segments declared through the admin API apply at once, and go back to SOURCES\' on DELETE', async () => {
+  const base = JSON.parse(await (await fetch(`${collector.url}/sl/segments.json`)).text());
+  const big = { id: 'big-basket', name: 'Spent 100+ in 30 days', rule: { sum: { event: 'Order Completed', of: 'total', days: 30, atLeast: 100 } } };
+  const put = (body) => collector.admin('/admin/v1/segments?writeKey=sl_act_key', { method: 'PUT', body });
+  const refused = await put(JSON.stringify([{ id: 'too-long', rule: { count: { event: 'Order Completed', days: 401 } } }]));
+  assert.equal(refused.status, 400);
+  assert.match((await refused.json()).error.message, /longer than the 400 days/);
+  assert.equal((await put('{"not": "a list"}')).status, 400);
+  assert.equal((await put(JSON.stringify([...base, big]))).status, 200);
+  const listed = await collector.adminJson('/admin/v1/segments?writeKey=sl_act_key');
+  assert.ok(listed.segments.some((s) => s.id === 'big-basket'));
+  const { anon } = await person('declared');
+  const o = order(anon, {});
+  o.properties.total = 120;
+  await send([o]);
+  const [row] = await collector.query(`select profile_id from events where message_id = '${o.messageId}'`);
+  const members = await collector.query(`select segment from segment_members where profile_id = '${row.profile_id}' order by segment`);
+  assert.deepEqual(members.map((m) => m.segment), ['big-basket', 'returning-customer']);
+  assert.equal((await collector.admin('/admin/v1/segments?writeKey=sl_act_key', { method: 'DELETE' })).status, 200);
+  const back = await collector.adminJson('/admin/v1/segments?writeKey=sl_act_key');
+  assert.deepEqual(back.segments.map((s) => s.id), base.map((s) => s.id));
+});
+
+test('erasure removes the person\'s membership, delivery log and export rows, and no one else\'s', async () => {
+  const gone = await person('erase');
+  const kept = await person('keep');
+  const o1 = order(gone.anon);
+  const o2 = order(kept.anon);
+  await send([o1]);
+  await send([o2]);
+  const csv = async () => (await collector.admin('/admin/v1/audiences/returning-customer.csv?writeKey=sl_act_key&format=meta')).text();
+  await eventually(async () => { const t = await csv(); return t.includes(gone.email) && t.includes(kept.email); }, 15_000, 'both exported');
+  await eventually(async () => (await deliveries(o1.messageId)).length === 2, 30_000, 'the lines logged');
+  const [row] = await collector.query(`select profile_id from events where message_id = '${o1.messageId}'`);
+  const erased = await collector.adminJson(`/admin/v1/profiles/${row.profile_id}?writeKey=sl_act_key`, { method: 'DELETE' });
+  assert.equal(erased.ok, true);
+  const text = await csv();
+  assert.ok(!text.includes(gone.email), 'the erased person is not exported');
+  assert.ok(text.includes(kept.email), 'the other person still is');
+  assert.deepEqual(await deliveries(o1.messageId), []);
+  assert.equal((await deliveries(o2.messageId)).length, 2);
+  assert.deepEqual(await collector.query(`select * from segment_members where profile_id = '${row.profile_id}'`), []);
+  assert.deepEqual(await collector.query(`select * from segment_changes where profile_id = '${row.profile_id}'`), []);
+  const left = await collector.query(`select count(*) as n from deliveries where instr(job, '${gone.email}') > 0`);
+  assert.equal(left[0].n, 0, 'no queued job keeps their hashes');
+});

@@ -21,6 +21,14 @@ CREATE TABLE segment_changes (
 CREATE INDEX segment_changes_at ON segment_changes (write_key, at);
 CREATE INDEX segment_changes_profile ON segment_changes (write_key, profile_id);
 
+-- Segments declared through the admin API (PUT /admin/v1/segments): they replace the
+-- list SOURCES gives for the source.
+CREATE TABLE segment_definitions (
+  write_key  TEXT PRIMARY KEY,
+  segments   TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+
 CREATE TABLE rfm_cuts (
   write_key   TEXT PRIMARY KEY,
   cuts        TEXT NOT NULL,

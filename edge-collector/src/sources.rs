@@ -204,6 +204,36 @@ impl Sources {
     }
 }
 
+impl Sources {
+    /// The sources with the segments declared through the admin API (`PUT
+    /// /admin/v1/segments`) in place of those `SOURCES` gives; `declared` are `(write
+    /// key, JSON list)`. A declaration for a key no longer configured, or no longer
+    /// valid (the source's retention shrank), is left out and reported.
+    pub fn with_declared_segments(&self, declared: &[(String, String)]) -> (Sources, Vec<String>) {
+        let mut out = self.clone();
+        let mut problems = Vec::new();
+        for (key, text) in declared {
+            let Some(source) = out.by_key.get_mut(key) else {
+                problems.push(format!("segments declared for {key}, which SOURCES no longer has"));
+                continue;
+            };
+            match parse_segments(source, text) {
+                Ok(list) => source.compiled_segments = Some(Rc::new(list)),
+                Err(e) => problems.push(format!("{key}: {e}")),
+            }
+        }
+        (out, problems)
+    }
+}
+
+/// A segment list as the admin API takes it, checked against the source's retention.
+pub fn parse_segments(source: &Source, text: &str) -> Result<Vec<crate::segments::Segment>, String> {
+    let list: Vec<crate::segments::Segment> =
+        serde_json::from_str(text).map_err(|e| format!("segments: {e}"))?;
+    crate::segments::validate(&list, source.retention_days).map_err(|e| format!("segments: {e}"))?;
+    Ok(list)
+}
+
 impl Source {
     /// The source's segments (none configured: empty).
     pub fn segments(&self) -> &[crate::segments::Segment] {

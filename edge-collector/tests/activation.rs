@@ -241,7 +241,7 @@ fn the_personal_view_is_empty_without_consent_and_coarse_with_it() {
         &r.store,
         "shop",
         &activation::names_read(src),
-        &[p.clone()],
+        std::slice::from_ref(&p),
     ))
     .unwrap();
     let states = activation::states(src, &facts);

@@ -310,3 +310,42 @@ fn events_read_and_what_rules_need() {
     )];
     assert!(reads_traits(&t) && !reads_rfm(&t) && events_read(&t).is_empty());
 }
+
+/// Segments declared through the admin API replace those SOURCES gives, as the same
+/// form (what is stored, canonical, reads back equal); an invalid declaration or one
+/// for a key no longer configured is left out and reported, never applied half.
+#[test]
+fn declared_segments_replace_the_configured_ones_or_are_reported() {
+    use edge_collector::sources::{parse_segments, Sources};
+    let sources = Sources::from_json(
+        &json!({"shop": {"name": "shop", "retentionDays": 30,
+                         "segments": [{"id": "old", "rule": {"count": {"event": "Order Completed"}}}]}})
+        .to_string(),
+    )
+    .unwrap();
+    let shop = sources.get("shop").unwrap();
+    let list = parse_segments(shop, r#"[{"id": "new", "name": "N", "rule": {"count": {"event": "Order Completed", "days": 7, "atLeast": 2}}}]"#).unwrap();
+    let canonical = serde_json::to_string(&list).unwrap();
+    assert_eq!(parse_segments(shop, &canonical).unwrap(), list, "stored form reads back equal");
+    let (merged, problems) = sources.with_declared_segments(&[("shop".into(), canonical.clone())]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let ids: Vec<&str> = merged.get("shop").unwrap().segments().iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["new"]);
+    assert_eq!(sources.get("shop").unwrap().segments()[0].id, "old", "the configured sources are untouched");
+    // A window longer than the retention, a bad id, a duplicate, hostile nesting: refused.
+    for bad in [
+        r#"[{"id": "w", "rule": {"count": {"event": "x", "days": 31}}}]"#,
+        r#"[{"id": "Bad Id", "rule": {"count": {"event": "x"}}}]"#,
+        r#"[{"id": "a", "rule": {"count": {"event": "x"}}}, {"id": "a", "rule": {"count": {"event": "x"}}}]"#,
+        &format!(r#"[{{"id": "n", "rule": {}{}}}]"#, r#"{"not": "#.repeat(300), "}".repeat(300)),
+        "{}",
+    ] {
+        assert!(parse_segments(shop, bad).is_err(), "{bad}");
+    }
+    let (kept, problems) = sources.with_declared_segments(&[
+        ("gone".into(), canonical),
+        ("shop".into(), r#"[{"id": "w", "rule": {"count": {"event": "x", "days": 99}}}]"#.into()),
+    ]);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(kept.get("shop").unwrap().segments()[0].id, "old");
+}

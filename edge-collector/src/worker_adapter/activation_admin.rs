@@ -37,6 +37,46 @@ pub async fn segments(db: &D1Database, sources: &Sources, key: Option<String>) -
     reply(200, json!({"ok": true, "segments": out}))
 }
 
+/// The largest segment list the admin API takes.
+const MAX_DECLARATION_BYTES: usize = 64 * 1024;
+
+/// `PUT /admin/v1/segments?writeKey=`: declares the source's segments (a JSON list, the
+/// same form as in `SOURCES`), replacing those `SOURCES` gives; `DELETE` goes back to
+/// them. Membership follows at the next event or rescoring.
+pub async fn declare(db: &D1Database, sources: &Sources, key: Option<String>, body: Option<String>) -> Result<Response> {
+    let Some((key, source)) = key.as_deref().and_then(|k| Some((k, sources.get(k)?))) else {
+        return fail(400, "missing_write_key", "writeKey must name a source");
+    };
+    let now = tracking_plan::time::format_rfc3339(Date::now().as_millis() as i64);
+    match body {
+        None => {
+            db.prepare("DELETE FROM segment_definitions WHERE write_key = ?1")
+                .bind(&[key.into()])?
+                .run()
+                .await?;
+        }
+        Some(text) if text.len() > MAX_DECLARATION_BYTES => {
+            return fail(413, "too_large", format!("at most {MAX_DECLARATION_BYTES} bytes of segments"));
+        }
+        Some(text) => {
+            let list = match crate::sources::parse_segments(source, &text) {
+                Ok(l) => l,
+                Err(e) => return fail(400, "invalid_segments", e),
+            };
+            let canonical = serde_json::to_string(&list).unwrap_or_default();
+            db.prepare(
+                "INSERT INTO segment_definitions (write_key, segments, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (write_key) DO UPDATE SET segments = excluded.segments, updated_at = excluded.updated_at",
+            )
+            .bind(&[key.into(), canonical.into(), now.into()])?
+            .run()
+            .await?;
+        }
+    }
+    super::forget_declared();
+    reply(200, json!({"ok": true}))
+}
+
 /// `GET /admin/v1/deliveries`: the delivery log, newest first, filtered by source,
 /// destination, status or message; `before` (an `updatedAt`) pages back.
 pub async fn deliveries(db: &D1Database, q: impl Fn(&str) -> Option<String>, limit: i32) -> Result<Response> {

@@ -492,6 +492,13 @@ pub async fn handle(
             reply(200, json!({"ok": true, "alerts": alerts}))
         }
         (Method::Get, ["segments"]) => super::activation_admin::segments(&db, sources, q("writeKey")).await,
+        (Method::Put, ["segments"]) => {
+            let text = req.text().await?;
+            super::activation_admin::declare(&db, sources, q("writeKey"), Some(text)).await
+        }
+        (Method::Delete, ["segments"]) => {
+            super::activation_admin::declare(&db, sources, q("writeKey"), None).await
+        }
         (Method::Get, ["deliveries"]) => super::activation_admin::deliveries(&db, q, limit).await,
         (Method::Post, ["deliveries", "replay"]) => {
             super::activation_admin::replay(env, q("writeKey"), q("destination")).await

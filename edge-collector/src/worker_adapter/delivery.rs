@@ -197,12 +197,11 @@ async fn send(out: destinations::Outgoing) -> Option<u16> {
 /// `retrying` line); a final line drops its job, except a dead one, kept for a replay.
 async fn record(db: &D1Database, d: &Delivery) -> Result<()> {
     let at = tracking_plan::time::format_rfc3339(d.at_ms);
-    let sql = concat!(
+    let sql =
         "UPDATE deliveries SET status = ?4, reason = ?5, attempts = max(attempts, ?6), http_status = ?7, \
          updated_at = ?8, job = CASE WHEN ?4 IN ('delivered', 'rejected', 'skipped') THEN NULL ELSE job END \
          WHERE write_key = ?1 AND destination = ?2 AND message_id = ?3 \
-         AND status NOT IN ('delivered', 'rejected', 'skipped', 'dead')"
-    );
+         AND status NOT IN ('delivered', 'rejected', 'skipped', 'dead')";
     db.prepare(sql)
         .bind(&[
             d.write_key.as_str().into(),

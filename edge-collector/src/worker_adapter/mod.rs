@@ -54,11 +54,70 @@ thread_local! {
     /// requests.
     static SOURCES_CACHE: std::cell::RefCell<Option<(String, Rc<Sources>)>> =
         const { std::cell::RefCell::new(None) };
+    /// The sources with the segments declared through the admin API, read from D1 at
+    /// most every [`DECLARED_TTL_MS`] per isolate: `(read at, base, merged)`.
+    static DECLARED: std::cell::RefCell<Option<(f64, Rc<Sources>, Rc<Sources>)>> =
+        const { std::cell::RefCell::new(None) };
     /// Rate-limit buckets of this isolate.
     static LIMITER: Rc<RateLimiter> = Rc::new(RateLimiter::default());
 }
 
+/// How long an isolate keeps the declared segments before reading them again (a
+/// declaration reaches every isolate within this time; the one that took it at once).
+const DECLARED_TTL_MS: f64 = 30_000.0;
+
+/// The configured sources, with the segments declared through the admin API.
 async fn sources(env: &Env) -> std::result::Result<Rc<Sources>, RequestError> {
+    let base = configured(env).await?;
+    let now = Date::now().as_millis() as f64;
+    let fresh = DECLARED.with_borrow(|d| {
+        d.as_ref()
+            .filter(|(at, b, _)| now - at < DECLARED_TTL_MS && Rc::ptr_eq(b, &base))
+            .map(|(_, _, m)| m.clone())
+    });
+    if let Some(merged) = fresh {
+        return Ok(merged);
+    }
+    let merged = match declared_segments(env).await {
+        Ok(rows) if rows.is_empty() => base.clone(),
+        Ok(rows) => {
+            let (merged, problems) = base.with_declared_segments(&rows);
+            for p in problems {
+                console_warn!("sightline: declared segments not applied: {p}");
+            }
+            Rc::new(merged)
+        }
+        Err(e) => {
+            console_warn!("sightline: declared segments not read: {e}");
+            return Ok(base);
+        }
+    };
+    DECLARED.with_borrow_mut(|d| *d = Some((now, base, merged.clone())));
+    Ok(merged)
+}
+
+/// Forgets this isolate's declared segments, after a declaration changed them.
+pub(crate) fn forget_declared() {
+    DECLARED.with_borrow_mut(|d| *d = None);
+}
+
+async fn declared_segments(env: &Env) -> Result<Vec<(String, String)>> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        write_key: String,
+        segments: String,
+    }
+    let rows = env
+        .d1("DB")?
+        .prepare("SELECT write_key, segments FROM segment_definitions ORDER BY write_key")
+        .all()
+        .await?
+        .results::<Row>()?;
+    Ok(rows.into_iter().map(|r| (r.write_key, r.segments)).collect())
+}
+
+/// The sources `SOURCES` configures, with their plans and segment files loaded.
+async fn configured(env: &Env) -> std::result::Result<Rc<Sources>, RequestError> {
     let raw = env
         .var("SOURCES")
         .map(|v| v.to_string())
