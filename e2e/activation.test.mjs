@@ -10,10 +10,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomUUID } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startCollector, startBrowser, eventually, TEST_SOURCES, ALLOWED_ORIGIN, ADMIN_TOKEN, ROOT } from './harness.mjs';
+import { startCollector, startBrowser, openInspector, eventually, TEST_SOURCES, ALLOWED_ORIGIN, ADMIN_TOKEN, ROOT } from './harness.mjs';
 import { startStandins } from './standins.mjs';
 
 const sha = (s) => createHash('sha256').update(s).digest('hex');
@@ -436,4 +436,25 @@ test('erasure removes the person\'s membership, delivery log and export rows, an
   assert.deepEqual(await collector.query(`select * from segment_changes where profile_id = '${row.profile_id}'`), []);
   const left = await collector.query(`select count(*) as n from deliveries where instr(job, '${gone.email}') > 0`);
   assert.equal(left[0].n, 0, 'no queued job keeps their hashes');
+});
+
+test('the inspector shows the segments and the per-destination delivery log', async () => {
+  const b = await startBrowser();
+  try {
+    const page = await openInspector(b, collector.url, 'activation', 'sl_act_key');
+    await page.waitForSelector('#segment-table tr[data-segment=returning-customer]');
+    const members = Number(await page.textContent('#segment-table tr[data-segment=returning-customer] td:nth-child(3)'));
+    assert.ok(members >= 1, `members ${members}`);
+    await page.waitForSelector('#delivery-table tr[data-status=delivered]');
+    await page.selectOption('#delivery-filters select[name=status]', 'skipped');
+    await page.waitForFunction(() => [...document.querySelectorAll('#delivery-table tbody tr')].every((r) => r.dataset.status === 'skipped')
+      && document.querySelectorAll('#delivery-table tbody tr').length > 0);
+    const reasons = await page.$$eval('#delivery-table tbody td:nth-child(4)', (tds) => tds.map((t) => t.textContent));
+    assert.ok(reasons.includes('consent_marketing') && reasons.includes('too_old'), reasons.join(','));
+    assert.match(await page.textContent('#delivery-totals'), /meta delivered: \d+/);
+    mkdirSync(join(ROOT, 'target/e2e-artifacts'), { recursive: true });
+    await page.screenshot({ path: join(ROOT, 'target/e2e-artifacts/inspector-activation.png'), fullPage: true });
+  } finally {
+    await b.close();
+  }
 });

@@ -79,7 +79,7 @@ $('login').addEventListener('submit', async (e) => {
 $('logout').addEventListener('click', () => location.reload());
 addEventListener('hashchange', show);
 $('source').addEventListener('change', show);
-const loaders = () => ({ live, quarantine, profiles: async () => {}, charts, attribution, alerts });
+const loaders = () => ({ live, quarantine, profiles: async () => {}, charts, attribution, alerts, activation });
 
 function show() {
   if (!token) return;
@@ -309,3 +309,33 @@ $('cost-import').addEventListener('submit', async (e) => {
     out.textContent = ['Not imported: ' + err.message, ...lines].join('\n');
   }
 });
+
+// ---- activation: the segments with their member counts, and the delivery log
+$('delivery-filters').addEventListener('change', guard(activation));
+async function activation() {
+  const segs = await call('segments?' + q({ writeKey: source() }));
+  $('segment-table').tBodies[0].replaceChildren(
+    ...segs.segments.map((s) => el('tr', { 'data-segment': s.id },
+      el('td', {}, s.id), el('td', {}, s.name), el('td', {}, s.members),
+      el('td', {}, ...['meta', 'google'].map((f) => el('button', { type: 'button', on: { click: () => download(s, f) } }, f))))),
+  );
+  const f = $('delivery-filters');
+  const r = await call('deliveries?' + q({ writeKey: source(), destination: f.destination.value.trim(), status: f.status.value, limit: 200 }));
+  $('delivery-totals').textContent = r.totals.map((t) => `${t.destination} ${t.status}: ${t.n}`).join(' · ') || 'No deliveries yet.';
+  $('delivery-table').tBodies[0].replaceChildren(
+    ...r.deliveries.map((d) => el('tr', { 'data-status': d.status },
+      el('td', {}, (d.updatedAt || '').slice(0, 19).replace('T', ' ')), el('td', {}, d.destination),
+      el('td', {}, el('span', { class: 'badge ' + (d.status === 'delivered' ? 'accepted' : 'quarantined') }, d.status)),
+      el('td', {}, d.reason || ''), el('td', {}, d.attempts), el('td', {}, d.httpStatus ?? ''), el('td', {}, d.messageId))),
+  );
+}
+// An export is fetched with the token (a plain link could not send it) and saved.
+async function download(s, format) {
+  const r = await fetch(api + 'audiences/' + encodeURIComponent(s.id) + '.csv?' + q({ writeKey: s.writeKey, format }), {
+    credentials: 'omit', cache: 'no-store', headers: { Authorization: 'Bearer ' + token },
+  });
+  if (!r.ok) throw new Error('export: HTTP ' + r.status);
+  const a = el('a', { href: URL.createObjectURL(await r.blob()), download: `${s.id}-${format}.csv` });
+  a.click();
+  URL.revokeObjectURL(a.href);
+}
