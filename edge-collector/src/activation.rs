@@ -38,6 +38,18 @@ pub struct ProfileFacts {
     pub members: Vec<(String, String)>,
     /// The source's RFM cut points (none before the first rescoring).
     pub cuts: Cuts,
+    /// The consent log's decisions of the profiles' visitors, oldest first: a decision
+    /// whose event was refused (a revocation of analytics) is stored only there.
+    pub decisions: Vec<Decision>,
+}
+
+/// One consent-log entry of a profile's visitor.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Decision {
+    pub profile_id: String,
+    pub timestamp: String,
+    /// The categories as the collector decided them (`{"analytics": true, …}`).
+    pub categories: Value,
 }
 
 /// One profile's state, folded from its rows.
@@ -131,10 +143,30 @@ pub fn states(source: &Source, f: &ProfileFacts) -> BTreeMap<String, State> {
     for (p, seg) in &f.members {
         out.entry(p.clone()).or_default().members.push(seg.clone());
     }
+    apply_decisions(&mut out, f);
     for s in out.values_mut() {
         s.facts.events.sort_by_key(|e| e.at_ms);
     }
     out
+}
+
+/// A consent-log decision newer than the consent of the profile's latest stored event
+/// is the profile's consent now (as the collector records it: `enforced`).
+fn apply_decisions(out: &mut BTreeMap<String, State>, f: &ProfileFacts) {
+    let mut latest_event: BTreeMap<&str, &str> = BTreeMap::new();
+    for r in f.rows.iter().filter(|r| !r.consent.is_null()) {
+        latest_event.insert(&r.profile_id, &r.timestamp);
+    }
+    for d in &f.decisions {
+        let Some(s) = out.get_mut(&d.profile_id) else { continue };
+        let at = |x: &str| tracking_plan::time::parse_rfc3339(x).unwrap_or(0);
+        let newer = latest_event
+            .get(d.profile_id.as_str())
+            .is_none_or(|t| at(&d.timestamp) >= at(t));
+        if newer && d.categories.is_object() {
+            s.consent = serde_json::json!({"enforced": d.categories});
+        }
+    }
 }
 
 /// A profile's new membership and what changed.

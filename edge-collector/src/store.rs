@@ -258,6 +258,29 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// The consent log's entries of the profiles' visitors (by anonymous id), oldest
+    /// first, as D1's join gives them.
+    fn decisions(&self, write_key: &str, profiles: &[String]) -> Vec<crate::activation::Decision> {
+        let events = self.events.borrow();
+        let mut out: Vec<crate::activation::Decision> = Vec::new();
+        for c in self.consent.borrow().iter().filter(|c| c.write_key == write_key) {
+            let profile = events.iter().find_map(|e| {
+                let p = e.profile_id.as_ref().filter(|p| profiles.contains(p))?;
+                (e.write_key == write_key && e.anonymous_id.is_some() && e.anonymous_id == c.anonymous_id)
+                    .then(|| p.clone())
+            });
+            if let Some(profile_id) = profile {
+                out.push(crate::activation::Decision {
+                    profile_id,
+                    timestamp: c.timestamp.clone(),
+                    categories: serde_json::from_str(&c.categories).unwrap_or_default(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
+        out
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         match self.fail_with.borrow().clone() {
             Some(e) => Err(StoreError(e)),
@@ -417,6 +440,7 @@ impl EventStore for MemoryStore {
             rows,
             members,
             cuts,
+            decisions: self.decisions(write_key, profiles),
         })
     }
 

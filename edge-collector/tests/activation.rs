@@ -440,3 +440,37 @@ fn audience_exports_follow_each_platforms_columns_and_consent() {
         assert!(line.split(',').all(|c| c.is_empty() || tracking_plan::identifiers::is_sha256_hex(c)));
     }
 }
+
+/// A revocation whose own event was refused (no analytics) is stored only in the
+/// consent log; it still is the profile's consent now, so the audience export and the
+/// segment changes' deliveries follow it.
+#[test]
+fn a_revocation_kept_only_in_the_consent_log_is_the_profiles_consent() {
+    use edge_collector::audiences::{export, Format};
+    let r = rig();
+    let all = consent(true);
+    send(&r, vec![identify("i1", "anon-rv-1", &all), order("o1", "anon-rv-1", 1, 10.0, &all)]);
+    let p = r.profile_of("o1").unwrap();
+    let src = r.sources.get("shop").unwrap();
+    let state = |r: &Rig| {
+        let facts = pollster::block_on(edge_collector::store::EventStore::profile_facts(
+            &r.store,
+            "shop",
+            &activation::names_read(src),
+            std::slice::from_ref(&p),
+        ))
+        .unwrap();
+        activation::states(src, &facts).remove(&p).unwrap()
+    };
+    let before = state(&r);
+    assert_eq!(export(Format::Meta, [(before.hashes(), before.consent.clone())]).rows, 1);
+    let revoke = json!({"type": "track", "messageId": "c1", "anonymousId": "anon-rv-1",
+        "event": "Consent Updated", "timestamp": tracking_plan::time::format_rfc3339(NOW),
+        "context": {"consent": {"categoryPreferences": {"analytics": false, "marketing": false, "personalization": false}}}});
+    let rep = r.send(&json!({"writeKey": "shop", "batch": [revoke]}), EdgeInfo::default()).unwrap();
+    assert_eq!(rep.refused, 1, "the event itself is not kept");
+    let after = state(&r);
+    assert_eq!(after.consent["enforced"]["marketing"], false);
+    let e = export(Format::Meta, [(after.hashes(), after.consent.clone())]);
+    assert_eq!((e.rows, e.no_consent), (0, 1));
+}

@@ -310,8 +310,16 @@ impl EventStore for CloudStore {
                  payload -> '$.context.consent' AS consent FROM events \
                  WHERE write_key = ?1 AND profile_id IN (SELECT value FROM json_each(?2)) \
                  AND (type = 'identify' OR event IN (SELECT value FROM json_each(?3))) \
-                 ORDER BY timestamp LIMIT 20000",
+                 ORDER BY timestamp DESC LIMIT 20000",
                 &[k.clone(), p.clone(), list(names)],
+            )?,
+            // The consent log's entries of the profiles' visitors.
+            bind(
+                "SELECT e.profile_id AS profile_id, c.timestamp AS timestamp, c.categories AS categories \
+                 FROM consent_log c JOIN (SELECT DISTINCT profile_id, anonymous_id FROM events \
+                 WHERE write_key = ?1 AND profile_id IN (SELECT value FROM json_each(?2)) AND anonymous_id IS NOT NULL) e \
+                 ON c.anonymous_id = e.anonymous_id WHERE c.write_key = ?1 ORDER BY c.timestamp DESC LIMIT 1000",
+                &[k.clone(), p.clone()],
             )?,
             bind(
                 "SELECT profile_id, segment FROM segment_members WHERE write_key = ?1 \
@@ -351,11 +359,30 @@ impl EventStore for CloudStore {
                 .unwrap_or_default()
         };
         let rows: Vec<RawRow> = results.first().map_or(Ok(Vec::new()), |r| r.results()).map_err(err)?;
-        let members: Vec<Member> = results.get(1).map_or(Ok(Vec::new()), |r| r.results()).map_err(err)?;
-        let cuts: Vec<CutsRow> = results.get(2).map_or(Ok(Vec::new()), |r| r.results()).map_err(err)?;
+        #[derive(Deserialize)]
+        struct DecisionRow {
+            profile_id: String,
+            timestamp: String,
+            categories: String,
+        }
+        let decisions: Vec<DecisionRow> = results.get(1).map_or(Ok(Vec::new()), |r| r.results()).map_err(err)?;
+        let members: Vec<Member> = results.get(2).map_or(Ok(Vec::new()), |r| r.results()).map_err(err)?;
+        let cuts: Vec<CutsRow> = results.get(3).map_or(Ok(Vec::new()), |r| r.results()).map_err(err)?;
         Ok(crate::activation::ProfileFacts {
+            // The newest 1,000, oldest first.
+            decisions: decisions
+                .into_iter()
+                .rev()
+                .map(|d| crate::activation::Decision {
+                    profile_id: d.profile_id,
+                    timestamp: d.timestamp,
+                    categories: serde_json::from_str(&d.categories).unwrap_or_default(),
+                })
+                .collect(),
+            // The newest 20,000, oldest first.
             rows: rows
                 .into_iter()
+                .rev()
                 .map(|r| crate::activation::Row {
                     data: parse(&r.data),
                     consent: parse(&r.consent),
