@@ -313,13 +313,19 @@ impl EventStore for MemoryStore {
                 }
             })
             .collect();
+        let mut members = self.members.borrow_mut();
         for (from, to) in moves {
             for e in stored.iter_mut() {
                 if e.profile_id.as_deref() == Some(from) {
                     e.profile_id = Some(to.clone());
                 }
             }
+            for m in members.iter_mut().filter(|m| m.1 == *from) {
+                m.1 = to.clone();
+            }
         }
+        members.sort();
+        members.dedup();
         Ok(out)
     }
 

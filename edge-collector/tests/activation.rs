@@ -474,3 +474,30 @@ fn a_revocation_kept_only_in_the_consent_log_is_the_profiles_consent() {
     let e = export(Format::Meta, [(after.hashes(), after.consent.clone())]);
     assert_eq!((e.rows, e.no_consent), (0, 1));
 }
+
+/// Two devices of one person, each already a returning customer, merge: the merged
+/// profile keeps the membership once, the absorbed one keeps none, and no second
+/// "Segment Entered" is recorded.
+#[test]
+fn a_merge_carries_membership_over_without_a_second_entry() {
+    let r = rig();
+    let all = consent(true);
+    send(&r, vec![order("o1", "anon-mg-1", 2, 10.0, &all)]);
+    send(&r, vec![order("o2", "anon-mg-2", 1, 12.0, &all)]);
+    let (p1, p2) = (r.profile_of("o1").unwrap(), r.profile_of("o2").unwrap());
+    assert_ne!(p1, p2);
+    assert_eq!(members(&r, &p1), ["returning-customer"]);
+    assert_eq!(members(&r, &p2), ["returning-customer"]);
+    let entered_before = r.store.changes.borrow().len();
+    send(&r, vec![identify("i1", "anon-mg-1", &all), identify("i2", "anon-mg-2", &all)]);
+    let winner = r.profile_of("i2").unwrap();
+    let loser = if winner == p1 { &p2 } else { &p1 };
+    assert_eq!(members(&r, &winner), ["returning-customer"]);
+    assert!(members(&r, loser).is_empty(), "{:?}", r.store.members.borrow());
+    let new: Vec<_> = r.store.changes.borrow()[entered_before..]
+        .iter()
+        .filter(|(_, c)| c.segment == "returning-customer")
+        .cloned()
+        .collect();
+    assert!(new.is_empty(), "no second entry: {new:?}");
+}

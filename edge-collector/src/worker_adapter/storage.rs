@@ -789,12 +789,20 @@ impl CloudStore {
             );
         }
         for (from, to) in moves {
-            stmts.push(
-                self.db
-                    .prepare("UPDATE events SET profile_id = ?1 WHERE write_key = ?2 AND profile_id = ?3")
-                    .bind(&[to.as_str().into(), key.into(), from.as_str().into()])
-                    .map_err(err)?,
-            );
+            // The events, and the segment membership: the merged person stays in the
+            // segments either side was in (no second "Segment Entered").
+            for sql in [
+                "UPDATE events SET profile_id = ?1 WHERE write_key = ?2 AND profile_id = ?3",
+                "UPDATE OR IGNORE segment_members SET profile_id = ?1 WHERE write_key = ?2 AND profile_id = ?3",
+                "DELETE FROM segment_members WHERE write_key = ?2 AND profile_id = ?3 AND ?1 IS NOT NULL",
+            ] {
+                stmts.push(
+                    self.db
+                        .prepare(sql)
+                        .bind(&[to.as_str().into(), key.into(), from.as_str().into()])
+                        .map_err(err)?,
+                );
+            }
         }
         let results = self
             .calls
