@@ -218,6 +218,18 @@ async fn record(db: &D1Database, d: &Delivery) -> Result<()> {
     Ok(())
 }
 
+/// A log line's kept job, as D1 answers it.
+#[derive(serde::Deserialize)]
+struct JobRow {
+    job: String,
+}
+
+fn jobs_of(rows: &[JobRow]) -> Vec<Job> {
+    rows.iter()
+        .filter_map(|r| serde_json::from_str(&r.job).ok())
+        .collect()
+}
+
 /// Lines still `queued` this long after they were written, or `retrying` this long
 /// after their last try (the backoff is at most 15 minutes), lost their message (a
 /// failed send, a crash): the maintenance queues their job again.
@@ -231,10 +243,6 @@ pub async fn requeue(env: &Env, now_ms: i64) -> Result<u64> {
     let Ok(queue) = env.queue("DELIVERIES") else {
         return Ok(0);
     };
-    #[derive(serde::Deserialize)]
-    struct Row {
-        job: String,
-    }
     let at = |ms: i64| tracking_plan::time::format_rfc3339(now_ms - ms);
     let rows = db
         .prepare(
@@ -245,11 +253,8 @@ pub async fn requeue(env: &Env, now_ms: i64) -> Result<u64> {
         .bind(&[at(QUEUED_GRACE_MS).into(), at(RETRYING_GRACE_MS).into(), REQUEUE_CHUNK.into()])?
         .all()
         .await?
-        .results::<Row>()?;
-    let jobs: Vec<Job> = rows
-        .iter()
-        .filter_map(|r| serde_json::from_str(&r.job).ok())
-        .collect();
+        .results::<JobRow>()?;
+    let jobs = jobs_of(&rows);
     if jobs.is_empty() {
         return Ok(0);
     }
@@ -275,10 +280,6 @@ pub async fn requeue(env: &Env, now_ms: i64) -> Result<u64> {
 pub async fn replay(env: &Env, write_key: &str, destination: Option<&str>) -> Result<u64> {
     let db = env.d1("DB")?;
     let now = tracking_plan::time::format_rfc3339(Date::now().as_millis() as i64);
-    #[derive(serde::Deserialize)]
-    struct Row {
-        job: String,
-    }
     let rows = db
         .prepare(
             "UPDATE deliveries SET status = 'queued', attempts = 0, reason = NULL, updated_at = ?3 \
@@ -288,11 +289,8 @@ pub async fn replay(env: &Env, write_key: &str, destination: Option<&str>) -> Re
         .bind(&[write_key.into(), destination.map(JsValue::from).unwrap_or(JsValue::NULL), now.into()])?
         .all()
         .await?
-        .results::<Row>()?;
-    let jobs: Vec<Job> = rows
-        .iter()
-        .filter_map(|r| serde_json::from_str(&r.job).ok())
-        .collect();
+        .results::<JobRow>()?;
+    let jobs = jobs_of(&rows);
     send_jobs(&super::Meter::start(), env.queue("DELIVERIES").ok().as_ref(), &jobs)
         .await
         .map_err(|e| Error::RustError(e.0))?;

@@ -56,11 +56,14 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
     /// The sources with the segments declared through the admin API, read from D1 at
     /// most every [`DECLARED_TTL_MS`] per isolate: `(read at, base, merged)`.
-    static DECLARED: std::cell::RefCell<Option<(f64, Rc<Sources>, Rc<Sources>)>> =
+    static DECLARED: std::cell::RefCell<Option<Declared>> =
         const { std::cell::RefCell::new(None) };
     /// Rate-limit buckets of this isolate.
     static LIMITER: Rc<RateLimiter> = Rc::new(RateLimiter::default());
 }
+
+/// When the declared segments were read, the sources they were applied to, the result.
+type Declared = (f64, Rc<Sources>, Rc<Sources>);
 
 /// How long an isolate keeps the declared segments before reading them again (a
 /// declaration reaches every isolate within this time; the one that took it at once).
