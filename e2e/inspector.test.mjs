@@ -154,6 +154,8 @@ test('the inspector: sign-in, live events, a merged profile undone, replay, char
     await page.waitForSelector('figure.chart[data-chart=plan_coverage] img');
     assert.equal(await page.$$eval('figure.chart img', (imgs) => imgs.filter((i) => i.complete && i.naturalWidth > 0).length), 7);
     const data = async (id) => JSON.parse(await page.textContent(`figure.chart[data-chart=${id}] pre`));
+    // The tab tour above drew all sources' charts: wait for this source's to replace them.
+    await eventually(async () => (await data('plan_coverage')).plan === true, 10_000, "the source's charts");
     assert.deepEqual((await data('plan_coverage')).neverSeen, ['Never Sent']);
     assert.equal((await data('plan_coverage')).coverage, 0.5);
     assert.ok((await data('top_events')).some((e) => e.event === 'Trial Started' && e.count === 1));
