@@ -54,6 +54,7 @@ impl EventStore for Counting {
         _: &str,
         _: &[String],
         _: &[String],
+        _: &[String],
     ) -> Result<edge_collector::activation::ProfileFacts, StoreError> {
         Ok(Default::default())
     }

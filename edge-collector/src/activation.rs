@@ -3,36 +3,39 @@
 //! the destinations (or logged as skipped, with why). The same rules run in the daily
 //! rescoring, for windows that close while nothing arrives.
 //!
-//! Facts come from the store as plain data ([`ProfileFacts`]); this module only decides.
+//! Facts come as plain data: each profile's identity-graph document (traits, and the
+//! activity its events left: `crate::activity`) and what the store holds
+//! ([`ProfileFacts`]: membership, consent-log decisions, cut points); this module only
+//! decides.
 
+use crate::activity::Spec;
 use crate::destinations::{self, Hashes, Job, Skip};
+use crate::identity::Profile;
 use crate::segments::{self, Change, Cuts, Fact, Facts, Segment};
 use crate::sources::Source;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// One stored event of a profile as activation reads it.
+/// One stored event of a profile as a rebuild reads it back.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Row {
     pub profile_id: String,
+    pub message_id: String,
     #[serde(rename = "type")]
     pub kind: String,
     pub event: Option<String>,
     pub timestamp: String,
-    /// `properties` for a track, `traits` for an identify.
+    /// `properties`.
     #[serde(default)]
     pub data: Value,
-    /// The event's `context.consent`.
-    #[serde(default)]
-    pub consent: Value,
 }
 
 /// What the store holds about some profiles.
 #[derive(Debug, Clone, Default)]
 pub struct ProfileFacts {
-    /// Oldest first.
+    /// The stale profiles' stored events, oldest first (for their rebuild).
     pub rows: Vec<Row>,
     /// Stored membership: `(profile, segment)`.
     pub members: Vec<(String, String)>,
@@ -52,12 +55,14 @@ pub struct Decision {
     pub categories: Value,
 }
 
-/// One profile's state, folded from its rows.
+/// One profile's state: its graph document's traits and activity, and its stored
+/// membership.
 #[derive(Debug, Clone, Default)]
 pub struct State {
     pub facts: Facts,
     pub conversions: Vec<(i64, f64)>,
-    /// The latest consent the profile's events carried.
+    /// The latest consent the profile's events carried (or a newer consent-log
+    /// decision).
     pub consent: Value,
     pub members: Vec<String>,
 }
@@ -107,62 +112,74 @@ pub fn moves(source: &Source, kind: &str, event: Option<&str>) -> bool {
         || (segments::reads_rfm(segs) && source.attribution.conversion(Some(name)).is_some())
 }
 
-/// Folds the rows into one state per profile.
-pub fn states(source: &Source, f: &ProfileFacts) -> BTreeMap<String, State> {
-    let mut out: BTreeMap<String, State> = BTreeMap::new();
-    for r in &f.rows {
-        let s = out.entry(r.profile_id.clone()).or_default();
-        let at = tracking_plan::time::parse_rfc3339(&r.timestamp).unwrap_or(0);
-        if !r.consent.is_null() {
-            s.consent = r.consent.clone();
-        }
-        if r.kind == "identify" {
-            if let Value::Object(t) = &r.data {
-                for (k, v) in t {
-                    s.facts.traits.insert(k.clone(), v.clone());
-                }
-            }
-            continue;
-        }
+/// The profiles among these whose activity must be rebuilt from the store first.
+pub fn stale(spec: &Spec, graph: &[Profile]) -> Vec<String> {
+    graph
+        .iter()
+        .filter(|p| !p.activity.current(spec))
+        .map(|p| p.id.clone())
+        .collect()
+}
+
+/// The stale profiles' facts, rebuilt from their stored events (an entry for each, even
+/// with no events left).
+pub fn rebuilt(spec: &Spec, stale: &[String], rows: &[Row]) -> Vec<(String, Vec<Fact>)> {
+    let mut out: BTreeMap<&str, Vec<Fact>> =
+        stale.iter().map(|p| (p.as_str(), Vec::new())).collect();
+    for r in rows.iter().filter(|r| r.kind != "identify") {
         let Some(name) = &r.event else { continue };
-        if let Some(rule) = source.attribution.conversion(Some(name)) {
-            let revenue = rule
-                .revenue
-                .as_deref()
-                .and_then(|k| r.data.get(k))
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
-            s.conversions.push((at, revenue));
+        let at = tracking_plan::time::parse_rfc3339(&r.timestamp).unwrap_or(0);
+        if let Some(f) = spec.fact(&r.message_id, name, at, &r.data) {
+            out.entry(&r.profile_id).or_default().push(f);
         }
-        s.facts.events.push(Fact {
-            event: name.clone(),
-            at_ms: at,
-            properties: r.data.clone(),
-        });
+    }
+    out.into_iter().map(|(p, f)| (p.to_string(), f)).collect()
+}
+
+/// One state per profile: from its graph document (traits, kept facts, the latest
+/// consent) and the store's membership and consent-log decisions. A profile the graph
+/// no longer has (erased) keeps only its stored membership, so it exits.
+pub fn states(source: &Source, graph: &[Profile], f: &ProfileFacts) -> BTreeMap<String, State> {
+    let mut out: BTreeMap<String, State> = BTreeMap::new();
+    let mut consent_at: BTreeMap<String, i64> = BTreeMap::new();
+    for p in graph {
+        let s = out.entry(p.id.clone()).or_default();
+        s.facts.traits = p.traits.clone();
+        s.facts.events = p.activity.facts.clone();
+        s.consent = p.activity.consent.clone();
+        consent_at.insert(p.id.clone(), p.activity.consent_at_ms);
+        for e in &s.facts.events {
+            if let Some(rule) = source.attribution.conversion(Some(&e.event)) {
+                let revenue = rule
+                    .revenue
+                    .as_deref()
+                    .and_then(|k| e.properties.get(k))
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+                s.conversions.push((e.at_ms, revenue));
+            }
+        }
     }
     for (p, seg) in &f.members {
         out.entry(p.clone()).or_default().members.push(seg.clone());
     }
-    apply_decisions(&mut out, f);
-    for s in out.values_mut() {
-        s.facts.events.sort_by_key(|e| e.at_ms);
-    }
+    apply_decisions(&mut out, &consent_at, f);
     out
 }
 
 /// A consent-log decision newer than the consent of the profile's latest stored event
 /// is the profile's consent now (as the collector records it: `enforced`).
-fn apply_decisions(out: &mut BTreeMap<String, State>, f: &ProfileFacts) {
-    let mut latest_event: BTreeMap<&str, &str> = BTreeMap::new();
-    for r in f.rows.iter().filter(|r| !r.consent.is_null()) {
-        latest_event.insert(&r.profile_id, &r.timestamp);
-    }
+fn apply_decisions(
+    out: &mut BTreeMap<String, State>,
+    consent_at: &BTreeMap<String, i64>,
+    f: &ProfileFacts,
+) {
     for d in &f.decisions {
-        let Some(s) = out.get_mut(&d.profile_id) else { continue };
-        let at = |x: &str| tracking_plan::time::parse_rfc3339(x).unwrap_or(0);
-        let newer = latest_event
-            .get(d.profile_id.as_str())
-            .is_none_or(|t| at(&d.timestamp) >= at(t));
+        let Some(s) = out.get_mut(&d.profile_id) else {
+            continue;
+        };
+        let at = tracking_plan::time::parse_rfc3339(&d.timestamp).unwrap_or(0);
+        let newer = consent_at.get(&d.profile_id).is_none_or(|t| at >= *t);
         if newer && d.categories.is_object() {
             s.consent = serde_json::json!({"enforced": d.categories});
         }
@@ -287,11 +304,12 @@ pub struct Outcome {
 pub fn decide(
     write_key: &str,
     source: &Source,
+    graph: &[Profile],
     facts: &ProfileFacts,
     events: &[(String, Option<String>, Value)],
     now_ms: i64,
 ) -> Outcome {
-    let mut states = states(source, facts);
+    let mut states = states(source, graph, facts);
     let scored = score(
         write_key,
         source.segments(),
@@ -462,7 +480,11 @@ pub fn cut_points(rows: &[ConversionSum], now_ms: i64) -> Cuts {
         });
         e.last_ms = e.last_ms.max(at);
         e.frequency += r.n;
-        e.monetary += if r.revenue.is_finite() { r.revenue } else { 0.0 };
+        e.monetary += if r.revenue.is_finite() {
+            r.revenue
+        } else {
+            0.0
+        };
     }
     let all: Vec<segments::RawRfm> = per.into_values().collect();
     segments::cuts(&all, now_ms)

@@ -69,7 +69,11 @@ pub fn export(format: Format, members: impl IntoIterator<Item = (Hashes, Value)>
     };
     for (hashes, consent) in members {
         let as_event = json!({"context": {"consent": consent}});
-        if !format.needs().iter().all(|n| destinations::granted(&as_event, *n)) {
+        if !format
+            .needs()
+            .iter()
+            .all(|n| destinations::granted(&as_event, *n))
+        {
             out.no_consent += 1;
             continue;
         }

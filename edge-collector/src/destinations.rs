@@ -606,7 +606,9 @@ pub fn plan(
                     event: event.clone(),
                     hashes,
                 }),
-                Err(skip) => out.skipped.push((d.id.clone(), id.clone(), profile.clone(), skip)),
+                Err(skip) => out
+                    .skipped
+                    .push((d.id.clone(), id.clone(), profile.clone(), skip)),
             }
         }
     }

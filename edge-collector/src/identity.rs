@@ -135,6 +135,9 @@ pub struct Profile {
     pub event_count: u64,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
+    /// What its segments read of its events, kept as they arrive (`crate::activity`).
+    #[serde(default, skip_serializing_if = "crate::activity::Activity::is_empty")]
+    pub activity: crate::activity::Activity,
 }
 
 impl Profile {
@@ -206,6 +209,10 @@ pub struct Observation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent: Option<Value>,
     pub at_ms: i64,
+    /// What the event leaves on its profile's activity (sources with segments or
+    /// destinations only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<crate::activity::Observed>,
 }
 
 /// The profile an event was resolved to.
@@ -353,12 +360,17 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
         while g.profile(&id).is_some() {
             id = g.new_profile_id();
         }
-        Profile {
+        let mut p = Profile {
             id,
             first_seen_ms: obs.at_ms,
             last_seen_ms: obs.at_ms,
             ..Profile::default()
+        };
+        // A new profile has no stored events: its activity is current from the start.
+        if let Some(a) = &obs.activity {
+            p.activity.spec = a.spec.clone();
         }
+        p
     });
     // The top identifier joins first, so the merge guardrails below see it.
     if g.profile_of(&top).is_none() && !winner.identifiers.contains(&top) {
@@ -429,6 +441,12 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
     if obs.consent.is_some() {
         winner.consent = obs.consent.clone();
     }
+    if let Some(a) = &obs.activity {
+        winner.activity.note_consent(&a.consent, obs.at_ms);
+        if let Some(f) = &a.fact {
+            winner.activity.record(f.clone(), a.keep_since_ms);
+        }
+    }
     winner.identifiers.sort();
     winner.event_count += 1;
     winner.first_seen_ms = winner.first_seen_ms.min(obs.at_ms);
@@ -459,6 +477,68 @@ pub fn observe_all(
         .collect();
     cached.finish();
     out
+}
+
+/// The profiles activation asks back after [`observe_all`]: those of the events whose
+/// activity is wanted, and those that absorbed another, each once, as they are now.
+pub fn wanted_profiles(
+    g: &impl Graph,
+    observations: &[Observation],
+    resolved: &[Option<Resolution>],
+) -> Vec<Profile> {
+    let mut ids: Vec<&str> = Vec::new();
+    for (o, r) in observations.iter().zip(resolved) {
+        let (Some(a), Some(r)) = (&o.activity, r) else {
+            continue;
+        };
+        if a.wanted || !r.absorbed.is_empty() {
+            ids.push(&r.profile_id);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter().filter_map(|id| g.profile(id)).collect()
+}
+
+/// What one identity call answers: each event's resolution, and the profiles activation
+/// reads ([`wanted_profiles`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Observed {
+    pub resolutions: Vec<Option<Resolution>>,
+    #[serde(default)]
+    pub profiles: Vec<Profile>,
+}
+
+/// Rebuilds stale profiles' activity from facts read back from the store, then answers
+/// the profiles asked for (missing ones are left out).
+pub fn activity(g: &mut impl Graph, req: &ActivityRequest) -> Vec<Profile> {
+    for (id, facts) in &req.rebuilt {
+        let elsewhere: std::collections::HashSet<&str> = req
+            .rebuilt
+            .iter()
+            .filter(|(other, _)| other != id)
+            .flat_map(|(_, fs)| fs.iter().map(|f| f.id.as_str()))
+            .collect();
+        if let Some(mut p) = g.profile(id) {
+            p.activity
+                .rebuild(facts.clone(), &elsewhere, &req.spec, req.keep_since_ms);
+            g.save_profile(&p);
+        }
+    }
+    req.profiles.iter().filter_map(|id| g.profile(id)).collect()
+}
+
+/// Profiles to read, and stale ones' facts rebuilt from the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityRequest {
+    pub profiles: Vec<String>,
+    #[serde(default)]
+    pub spec: String,
+    #[serde(default)]
+    pub keep_since_ms: i64,
+    #[serde(default)]
+    pub rebuilt: Vec<(String, Vec<crate::segments::Fact>)>,
 }
 
 /// Whether an unmerge split these two profiles.
@@ -503,6 +583,7 @@ fn absorb(g: &mut impl Graph, into: &mut Profile, other: Profile, via: Ident, at
         g.link(id, &into.id);
     }
     let traits_taken = merge_traits(&mut into.traits, &other.traits, true);
+    into.activity.absorb(&other.activity);
     into.event_count += other.event_count;
     into.first_seen_ms = into.first_seen_ms.min(other.first_seen_ms);
     into.last_seen_ms = into.last_seen_ms.max(other.last_seen_ms);
@@ -559,6 +640,7 @@ pub fn unmerge(
         g.link(id, &restored.id);
     }
     winner.identifiers.retain(|id| !moved.contains(id));
+    winner.activity.release(&mut restored.activity);
     winner.event_count = winner.event_count.saturating_sub(restored.event_count);
     // Traits that came with the merge leave with it, unless they changed since.
     for k in &record.traits_taken {
@@ -744,7 +826,13 @@ pub trait IdentityService {
         write_key: &str,
         limits: &Limits,
         observations: &[Observation],
-    ) -> Result<Vec<Option<Resolution>>, crate::store::StoreError>;
+    ) -> Result<Observed, crate::store::StoreError>;
+    /// Profiles with their activity, after rebuilding the stale ones ([`activity`]).
+    async fn activity(
+        &self,
+        write_key: &str,
+        req: &ActivityRequest,
+    ) -> Result<Vec<Profile>, crate::store::StoreError>;
     /// What erasing `profile` covers (`None`: no such profile).
     async fn erasure_plan(
         &self,
@@ -774,10 +862,24 @@ impl IdentityService for MemoryIdentity {
         write_key: &str,
         limits: &Limits,
         observations: &[Observation],
-    ) -> Result<Vec<Option<Resolution>>, crate::store::StoreError> {
+    ) -> Result<Observed, crate::store::StoreError> {
         let mut graphs = self.graphs.borrow_mut();
         let g = graphs.entry(write_key.to_string()).or_default();
-        Ok(observe_all(g, observations, limits))
+        let resolutions = observe_all(g, observations, limits);
+        let profiles = wanted_profiles(g, observations, &resolutions);
+        Ok(Observed {
+            resolutions,
+            profiles,
+        })
+    }
+    async fn activity(
+        &self,
+        write_key: &str,
+        req: &ActivityRequest,
+    ) -> Result<Vec<Profile>, crate::store::StoreError> {
+        let mut graphs = self.graphs.borrow_mut();
+        let g = graphs.entry(write_key.to_string()).or_default();
+        Ok(activity(g, req))
     }
     async fn erasure_plan(
         &self,

@@ -7,6 +7,7 @@
 //! core.
 
 pub mod activation;
+pub mod activity;
 pub mod agent;
 pub mod alerts;
 pub mod attribution;

@@ -25,8 +25,9 @@
 //! of the source's converting profiles: nearest-rank cut points at 20, 40, 60 and 80 %,
 //! a score of 1 plus the cut points a value exceeds (recency reversed: recent is 5).
 //!
-//! Membership is computed from a profile's facts (traits and stored events) as plain
-//! data: [`members_of`] for one profile, [`changes`] for what moved since the last time.
+//! Membership is computed from a profile's facts (traits, and the events its identity
+//! graph document keeps: `crate::activity`) as plain data: [`members_of`] for one
+//! profile, [`changes`] for what moved since the last time.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -130,11 +131,18 @@ impl Bounds {
     }
 }
 
-/// One stored event of a profile, as segments see it.
-#[derive(Debug, Clone, PartialEq)]
+/// One stored event of a profile, as segments see it (kept on the profile by
+/// `crate::activity`, under short names: it is in every profile document).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Fact {
+    /// A digest of the event's messageId (`crate::activity::fact_id`).
+    #[serde(default, rename = "i")]
+    pub id: String,
+    #[serde(rename = "e")]
     pub event: String,
+    #[serde(rename = "t")]
     pub at_ms: i64,
+    #[serde(default, rename = "p", skip_serializing_if = "Value::is_null")]
     pub properties: Value,
 }
 

@@ -214,7 +214,9 @@ impl Sources {
         let mut problems = Vec::new();
         for (key, text) in declared {
             let Some(source) = out.by_key.get_mut(key) else {
-                problems.push(format!("segments declared for {key}, which SOURCES no longer has"));
+                problems.push(format!(
+                    "segments declared for {key}, which SOURCES no longer has"
+                ));
                 continue;
             };
             match parse_segments(source, text) {
@@ -227,10 +229,14 @@ impl Sources {
 }
 
 /// A segment list as the admin API takes it, checked against the source's retention.
-pub fn parse_segments(source: &Source, text: &str) -> Result<Vec<crate::segments::Segment>, String> {
+pub fn parse_segments(
+    source: &Source,
+    text: &str,
+) -> Result<Vec<crate::segments::Segment>, String> {
     let list: Vec<crate::segments::Segment> =
         serde_json::from_str(text).map_err(|e| format!("segments: {e}"))?;
-    crate::segments::validate(&list, source.retention_days).map_err(|e| format!("segments: {e}"))?;
+    crate::segments::validate(&list, source.retention_days)
+        .map_err(|e| format!("segments: {e}"))?;
     Ok(list)
 }
 

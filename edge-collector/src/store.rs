@@ -167,14 +167,15 @@ pub trait EventStore {
         config: &crate::attribution::AttributionConfig,
         profiles: &[String],
     ) -> Result<usize, StoreError>;
-    /// What activation reads about these profiles (`crate::activation`): their identify
-    /// calls and events of these names, their stored segment membership, and the
-    /// source's RFM cut points.
+    /// What activation reads about these profiles (`crate::activation`): their stored
+    /// segment membership and consent-log decisions, the source's RFM cut points, and
+    /// for the `rebuild` ones (stale activity) their stored events of these names.
     async fn profile_facts(
         &self,
         write_key: &str,
         names: &[String],
         profiles: &[String],
+        rebuild: &[String],
     ) -> Result<crate::activation::ProfileFacts, StoreError>;
     /// Writes in one transaction the new membership, the changes (as records) and the
     /// delivery log lines (a line already final is kept). The jobs are kept with their
@@ -263,10 +264,17 @@ impl MemoryStore {
     fn decisions(&self, write_key: &str, profiles: &[String]) -> Vec<crate::activation::Decision> {
         let events = self.events.borrow();
         let mut out: Vec<crate::activation::Decision> = Vec::new();
-        for c in self.consent.borrow().iter().filter(|c| c.write_key == write_key) {
+        for c in self
+            .consent
+            .borrow()
+            .iter()
+            .filter(|c| c.write_key == write_key)
+        {
             let profile = events.iter().find_map(|e| {
                 let p = e.profile_id.as_ref().filter(|p| profiles.contains(p))?;
-                (e.write_key == write_key && e.anonymous_id.is_some() && e.anonymous_id == c.anonymous_id)
+                (e.write_key == write_key
+                    && e.anonymous_id.is_some()
+                    && e.anonymous_id == c.anonymous_id)
                     .then(|| p.clone())
             });
             if let Some(profile_id) = profile {
@@ -399,33 +407,26 @@ impl EventStore for MemoryStore {
         write_key: &str,
         names: &[String],
         profiles: &[String],
+        rebuild: &[String],
     ) -> Result<crate::activation::ProfileFacts, StoreError> {
         self.check()?;
         let mut rows: Vec<crate::activation::Row> = Vec::new();
         for e in self.events.borrow().iter() {
-            let Some(p) = e.profile_id.as_ref().filter(|p| profiles.contains(p)) else {
+            let Some(p) = e.profile_id.as_ref().filter(|p| rebuild.contains(p)) else {
                 continue;
             };
             let named = e.event.as_ref().is_some_and(|n| names.contains(n));
-            if e.write_key != write_key || !(e.kind == "identify" || named) {
+            if e.write_key != write_key || e.kind == "identify" || !named {
                 continue;
             }
             let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
-            let key = if e.kind == "identify" {
-                "traits"
-            } else {
-                "properties"
-            };
             rows.push(crate::activation::Row {
                 profile_id: p.clone(),
+                message_id: e.message_id.clone(),
                 kind: e.kind.to_string(),
                 event: e.event.clone(),
                 timestamp: e.timestamp.clone(),
-                data: payload.get(key).cloned().unwrap_or_default(),
-                consent: payload
-                    .pointer("/context/consent")
-                    .cloned()
-                    .unwrap_or_default(),
+                data: payload.get("properties").cloned().unwrap_or_default(),
             });
         }
         rows.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));

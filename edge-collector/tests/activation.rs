@@ -16,16 +16,24 @@ const EMAIL: &str = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa
 const PHONE_META: &str = "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176";
 const PHONE_E164: &str = "1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8";
 
-fn rig() -> Rig {
-    let segments = std::fs::read_to_string(concat!(
+fn example_segments() -> Value {
+    let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../example-site/segments.json"
     ))
     .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn rig() -> Rig {
+    Rig::new(sources(example_segments()))
+}
+
+fn sources(segments: Value) -> Sources {
     let config = json!({"shop": {
     "name": "shop", "consent": "opt-in", "retentionDays": 400,
     "attribution": {"conversions": [{"event": "Order Completed", "revenue": "total"}]},
-    "segments": serde_json::from_str::<Value>(&segments).unwrap(),
+    "segments": segments,
     "personalization": {"traits": ["plan"]},
     "destinations": [
         {"id": "meta", "kind": "meta", "events": ["Order Completed"], "pixelId": "1234",
@@ -35,7 +43,7 @@ fn rig() -> Rig {
         {"id": "hook", "kind": "webhook", "events": ["Segment Entered", "Segment Exited"],
          "endpoint": "http://127.0.0.1:9/hook", "secret": "HOOK_KEY"}
     ]}});
-    Rig::new(Sources::from_json(&config.to_string()).unwrap())
+    Sources::from_json(&config.to_string()).unwrap()
 }
 
 fn consent(all: bool) -> Value {
@@ -82,6 +90,23 @@ fn members(r: &Rig, profile: &str) -> Vec<String> {
         .collect();
     m.sort();
     m
+}
+
+/// The profile's state as exports and personalization read it.
+fn states_of(r: &Rig, p: &str) -> std::collections::BTreeMap<String, activation::State> {
+    let io = edge_collector::pipeline::activate::Io {
+        store: &r.store,
+        identity: &r.identity,
+    };
+    let src = r.sources.get("shop").unwrap();
+    pollster::block_on(edge_collector::pipeline::activate::states(
+        &io,
+        "shop",
+        src,
+        &[p.to_string()],
+        NOW,
+    ))
+    .unwrap()
 }
 
 fn log_of(r: &Rig, dest: &str, id: &str) -> Option<activation::Delivery> {
@@ -237,14 +262,7 @@ fn the_personal_view_is_empty_without_consent_and_coarse_with_it() {
     );
     let p = r.profile_of("o1").unwrap();
     let src = r.sources.get("shop").unwrap();
-    let facts = pollster::block_on(edge_collector::store::EventStore::profile_facts(
-        &r.store,
-        "shop",
-        &activation::names_read(src),
-        std::slice::from_ref(&p),
-    ))
-    .unwrap();
-    let states = activation::states(src, &facts);
+    let states = states_of(&r, &p);
     let view = activation::personal_view(src, states.get(&p), true);
     assert_eq!(
         view,
@@ -354,9 +372,15 @@ fn a_consent_revoked_while_a_job_waits_stops_it_at_send_time() {
 fn personalization_fails_closed_without_a_recorded_grant() {
     assert!(!activation::personalization_granted(None));
     assert!(!activation::personalization_granted(Some(&json!({}))));
-    assert!(!activation::personalization_granted(Some(&json!({"personalization": "yes"}))));
-    assert!(!activation::personalization_granted(Some(&json!({"personalization": false}))));
-    assert!(activation::personalization_granted(Some(&json!({"personalization": true}))));
+    assert!(!activation::personalization_granted(Some(
+        &json!({"personalization": "yes"})
+    )));
+    assert!(!activation::personalization_granted(Some(
+        &json!({"personalization": false})
+    )));
+    assert!(activation::personalization_granted(Some(
+        &json!({"personalization": true})
+    )));
 }
 
 /// The rescoring's cut points come from each converting profile's sums, across rules.
@@ -437,7 +461,9 @@ fn audience_exports_follow_each_platforms_columns_and_consent() {
     assert_eq!((google.rows, google.no_consent, google.no_keys), (2, 2, 1));
     // Every line is the header or hex digests: nothing raw, nothing a sheet would run.
     for line in meta.csv.lines().skip(1).chain(google.csv.lines().skip(1)) {
-        assert!(line.split(',').all(|c| c.is_empty() || tracking_plan::identifiers::is_sha256_hex(c)));
+        assert!(line
+            .split(',')
+            .all(|c| c.is_empty() || tracking_plan::identifiers::is_sha256_hex(c)));
     }
 }
 
@@ -449,25 +475,29 @@ fn a_revocation_kept_only_in_the_consent_log_is_the_profiles_consent() {
     use edge_collector::audiences::{export, Format};
     let r = rig();
     let all = consent(true);
-    send(&r, vec![identify("i1", "anon-rv-1", &all), order("o1", "anon-rv-1", 1, 10.0, &all)]);
+    send(
+        &r,
+        vec![
+            identify("i1", "anon-rv-1", &all),
+            order("o1", "anon-rv-1", 1, 10.0, &all),
+        ],
+    );
     let p = r.profile_of("o1").unwrap();
-    let src = r.sources.get("shop").unwrap();
-    let state = |r: &Rig| {
-        let facts = pollster::block_on(edge_collector::store::EventStore::profile_facts(
-            &r.store,
-            "shop",
-            &activation::names_read(src),
-            std::slice::from_ref(&p),
-        ))
-        .unwrap();
-        activation::states(src, &facts).remove(&p).unwrap()
-    };
+    let state = |r: &Rig| states_of(r, &p).remove(&p).unwrap();
     let before = state(&r);
-    assert_eq!(export(Format::Meta, [(before.hashes(), before.consent.clone())]).rows, 1);
+    assert_eq!(
+        export(Format::Meta, [(before.hashes(), before.consent.clone())]).rows,
+        1
+    );
     let revoke = json!({"type": "track", "messageId": "c1", "anonymousId": "anon-rv-1",
         "event": "Consent Updated", "timestamp": tracking_plan::time::format_rfc3339(NOW),
         "context": {"consent": {"categoryPreferences": {"analytics": false, "marketing": false, "personalization": false}}}});
-    let rep = r.send(&json!({"writeKey": "shop", "batch": [revoke]}), EdgeInfo::default()).unwrap();
+    let rep = r
+        .send(
+            &json!({"writeKey": "shop", "batch": [revoke]}),
+            EdgeInfo::default(),
+        )
+        .unwrap();
     assert_eq!(rep.refused, 1, "the event itself is not kept");
     let after = state(&r);
     assert_eq!(after.consent["enforced"]["marketing"], false);
@@ -489,15 +519,219 @@ fn a_merge_carries_membership_over_without_a_second_entry() {
     assert_eq!(members(&r, &p1), ["returning-customer"]);
     assert_eq!(members(&r, &p2), ["returning-customer"]);
     let entered_before = r.store.changes.borrow().len();
-    send(&r, vec![identify("i1", "anon-mg-1", &all), identify("i2", "anon-mg-2", &all)]);
+    send(
+        &r,
+        vec![
+            identify("i1", "anon-mg-1", &all),
+            identify("i2", "anon-mg-2", &all),
+        ],
+    );
     let winner = r.profile_of("i2").unwrap();
     let loser = if winner == p1 { &p2 } else { &p1 };
     assert_eq!(members(&r, &winner), ["returning-customer"]);
-    assert!(members(&r, loser).is_empty(), "{:?}", r.store.members.borrow());
+    assert!(
+        members(&r, loser).is_empty(),
+        "{:?}",
+        r.store.members.borrow()
+    );
     let new: Vec<_> = r.store.changes.borrow()[entered_before..]
         .iter()
         .filter(|(_, c)| c.segment == "returning-customer")
         .cloned()
         .collect();
     assert!(new.is_empty(), "no second entry: {new:?}");
+}
+
+fn order_in(id: &str, anon: &str, minutes_ago: i64, category: &str, total: f64) -> Value {
+    let at = tracking_plan::time::format_rfc3339(NOW - minutes_ago * 60_000);
+    json!({"type": "track", "messageId": id, "anonymousId": anon, "event": "Order Completed",
+           "timestamp": at, "context": {"consent": consent(true)},
+           "properties": {"order_id": id, "total": total, "currency": "EUR", "note": "kept out",
+                          "products": [{"product_id": "P", "category": category, "price": total}]}})
+}
+
+fn checkout(id: &str, anon: &str, minutes_ago: i64, total: f64) -> Value {
+    let at = tracking_plan::time::format_rfc3339(NOW - minutes_ago * 60_000);
+    json!({"type": "track", "messageId": id, "anonymousId": anon, "event": "Checkout Started",
+           "timestamp": at, "context": {"consent": consent(true)}, "properties": {"total": total}})
+}
+
+/// What the segments say over the whole stored history of a profile, read back from
+/// the store (the way membership was computed before the graph kept activity).
+fn recomputed(r: &Rig, p: &str) -> Vec<String> {
+    use edge_collector::segments::{members_of, Fact, Facts};
+    let mut events: Vec<Fact> = r
+        .store
+        .events
+        .borrow()
+        .iter()
+        .filter(|e| e.profile_id.as_deref() == Some(p) && e.kind == "track")
+        .map(|e| {
+            let v: Value = serde_json::from_str(&e.payload).unwrap();
+            Fact {
+                event: e.event.clone().unwrap_or_default(),
+                at_ms: tracking_plan::time::parse_rfc3339(&e.timestamp).unwrap(),
+                properties: v["properties"].clone(),
+                ..Fact::default()
+            }
+        })
+        .collect();
+    events.sort_by_key(|e| e.at_ms);
+    let src = r.sources.get("shop").unwrap();
+    let facts = Facts {
+        events,
+        ..Facts::default()
+    };
+    let mut m: Vec<String> = members_of(src.segments(), &facts, NOW)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    m.sort();
+    m
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    /// Membership kept incrementally in the identity graph's profile activity equals
+    /// membership recomputed from the whole stored history, whatever the events, their
+    /// order, their batching and their retries.
+    #[test]
+    fn incremental_membership_equals_a_full_recompute(
+        history in proptest::collection::vec(
+            (0u8..3, 0i64..(130 * 24 * 60), 0u8..3, 0u32..400), 1..40),
+        cuts in proptest::collection::vec(1usize..6, 1..8),
+        retry in proptest::prelude::any::<bool>(),
+    ) {
+        let r = rig();
+        let events: Vec<Value> = history
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, minutes_ago, cat, total))| {
+                let id = format!("m{i}");
+                let cat = ["Light", "Dark", "Decaf"][*cat as usize];
+                match kind {
+                    0 | 1 => order_in(&id, "anon-prop", *minutes_ago, cat, *total as f64),
+                    _ => checkout(&id, "anon-prop", *minutes_ago, *total as f64),
+                }
+            })
+            .collect();
+        let mut at = 0;
+        let mut sizes = cuts.iter().cycle();
+        while at < events.len() {
+            let end = (at + sizes.next().unwrap()).min(events.len());
+            send(&r, events[at..end].to_vec());
+            if retry {
+                send(&r, events[at..end].to_vec()); // duplicates: nothing counted twice
+            }
+            at = end;
+        }
+        let p = r.profile_of("m0").unwrap();
+        proptest::prop_assert_eq!(members(&r, &p), recomputed(&r, &p));
+        let kept = r.graph_profile("shop", &p).unwrap().activity;
+        proptest::prop_assert_eq!(kept.facts.len(), history.len());
+        proptest::prop_assert!(!serde_json::to_string(&kept).unwrap().contains("kept out"));
+    }
+}
+
+/// A segment declared after the events it reads: the profile's activity was kept under
+/// the old segments, so it is stale, rebuilt once from the stored events, and the new
+/// segment counts the history.
+#[test]
+fn a_segment_declared_later_counts_the_history_through_one_rebuild() {
+    let mut r = Rig::new(sources(json!([
+        {"id": "returning-customer", "rule": {"count": {"event": "Order Completed"}}}
+    ])));
+    send(
+        &r,
+        vec![
+            order_in("o1", "anon-late", 300, "Light", 20.0),
+            order_in("o2", "anon-late", 200, "Light", 20.0),
+            order_in("o3", "anon-late", 100, "Light", 20.0),
+        ],
+    );
+    let p = r.profile_of("o1").unwrap();
+    assert_eq!(members(&r, &p), ["returning-customer"]);
+    let old = r.graph_profile("shop", &p).unwrap().activity;
+    assert_eq!(
+        old.facts[0].properties,
+        Value::Null,
+        "no path was read then"
+    );
+    r.sources = sources(example_segments());
+    let spec = edge_collector::activity::Spec::of(r.sources.get("shop").unwrap());
+    assert_ne!(old.spec, spec.fingerprint);
+    send(&r, vec![checkout("c1", "anon-late", 1, 10.0)]);
+    assert_eq!(members(&r, &p), ["category-fan", "returning-customer"]);
+    let now = r.graph_profile("shop", &p).unwrap().activity;
+    assert_eq!(now.spec, spec.fingerprint);
+    assert_eq!(now.facts.len(), 4);
+    assert_eq!(now.facts[0].properties["products"][0]["category"], "Light");
+}
+
+/// An unmerge gives each side the segments of its own events at once: the events the
+/// absorbed device sent after the merge go back with it, in the store and in the
+/// activity, and the surviving profile no longer counts them.
+#[test]
+fn an_unmerge_rescores_both_sides_from_their_own_events() {
+    use edge_collector::pipeline::activate::{self, Input, Io};
+    use edge_collector::store::ProfileEvents;
+    let r = rig();
+    let all = consent(true);
+    send(
+        &r,
+        vec![
+            order_in("l1", "anon-um-1", 300, "Light", 20.0),
+            order_in("l2", "anon-um-1", 200, "Light", 20.0),
+            order_in("l3", "anon-um-1", 100, "Light", 20.0),
+        ],
+    );
+    send(&r, vec![order_in("d1", "anon-um-2", 90, "Dark", 20.0)]);
+    let (p1, p2) = (r.profile_of("l1").unwrap(), r.profile_of("d1").unwrap());
+    send(&r, vec![identify("i1", "anon-um-1", &all)]);
+    send(&r, vec![identify("i2", "anon-um-2", &all)]);
+    assert_eq!(
+        r.profile_of("i2").unwrap(),
+        p1,
+        "the device joined by email merged"
+    );
+    send(
+        &r,
+        vec![
+            order_in("d2", "anon-um-2", 50, "Dark", 20.0),
+            order_in("d3", "anon-um-2", 40, "Dark", 20.0),
+        ],
+    );
+    assert_eq!(
+        r.graph_profile("shop", &p1).unwrap().activity.facts.len(),
+        6
+    );
+
+    let u = {
+        let mut graphs = r.identity.graphs.borrow_mut();
+        let g = graphs.get_mut("shop").unwrap();
+        edge_collector::identity::unmerge(g, &p1, None, NOW).unwrap()
+    };
+    assert_eq!(u.restored.id, p2);
+    let subjects = edge_collector::erasure::Subjects::from(&edge_collector::identity::Erased {
+        profile_ids: vec![],
+        identifiers: u.moved.clone(),
+    });
+    let moved = pollster::block_on(r.store.move_events("shop", &p1, &p2, &subjects)).unwrap();
+    assert_eq!(moved, 4, "d1, d2, d3 and device 2's identify call");
+    let io = Io {
+        store: &r.store,
+        identity: &r.identity,
+    };
+    let src = r.sources.get("shop").unwrap();
+    let input = Input {
+        profiles: vec![p1.clone(), p2.clone()],
+        ..Input::default()
+    };
+    pollster::block_on(activate::run(&io, "shop", src, input, NOW)).unwrap();
+    assert_eq!(members(&r, &p2), ["category-fan", "returning-customer"]);
+    assert_eq!(members(&r, &p1), ["category-fan", "returning-customer"]);
+    assert_eq!(members(&r, &p1), recomputed(&r, &p1));
+    assert_eq!(members(&r, &p2), recomputed(&r, &p2));
+    let facts = |p: &str| r.graph_profile("shop", p).unwrap().activity.facts.len();
+    assert_eq!((facts(&p1), facts(&p2)), (3, 3));
 }

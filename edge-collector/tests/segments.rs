@@ -15,6 +15,7 @@ fn ev(event: &str, days_ago: f64, props: Value) -> Fact {
         event: event.into(),
         at_ms: NOW - (days_ago * DAY as f64) as i64,
         properties: props,
+        ..Fact::default()
     }
 }
 
@@ -326,25 +327,46 @@ fn declared_segments_replace_the_configured_ones_or_are_reported() {
     let shop = sources.get("shop").unwrap();
     let list = parse_segments(shop, r#"[{"id": "new", "name": "N", "rule": {"count": {"event": "Order Completed", "days": 7, "atLeast": 2}}}]"#).unwrap();
     let canonical = serde_json::to_string(&list).unwrap();
-    assert_eq!(parse_segments(shop, &canonical).unwrap(), list, "stored form reads back equal");
+    assert_eq!(
+        parse_segments(shop, &canonical).unwrap(),
+        list,
+        "stored form reads back equal"
+    );
     let (merged, problems) = sources.with_declared_segments(&[("shop".into(), canonical.clone())]);
     assert!(problems.is_empty(), "{problems:?}");
-    let ids: Vec<&str> = merged.get("shop").unwrap().segments().iter().map(|s| s.id.as_str()).collect();
+    let ids: Vec<&str> = merged
+        .get("shop")
+        .unwrap()
+        .segments()
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
     assert_eq!(ids, ["new"]);
-    assert_eq!(sources.get("shop").unwrap().segments()[0].id, "old", "the configured sources are untouched");
+    assert_eq!(
+        sources.get("shop").unwrap().segments()[0].id,
+        "old",
+        "the configured sources are untouched"
+    );
     // A window longer than the retention, a bad id, a duplicate, hostile nesting: refused.
     for bad in [
         r#"[{"id": "w", "rule": {"count": {"event": "x", "days": 31}}}]"#,
         r#"[{"id": "Bad Id", "rule": {"count": {"event": "x"}}}]"#,
         r#"[{"id": "a", "rule": {"count": {"event": "x"}}}, {"id": "a", "rule": {"count": {"event": "x"}}}]"#,
-        &format!(r#"[{{"id": "n", "rule": {}{}}}]"#, r#"{"not": "#.repeat(300), "}".repeat(300)),
+        &format!(
+            r#"[{{"id": "n", "rule": {}{}}}]"#,
+            r#"{"not": "#.repeat(300),
+            "}".repeat(300)
+        ),
         "{}",
     ] {
         assert!(parse_segments(shop, bad).is_err(), "{bad}");
     }
     let (kept, problems) = sources.with_declared_segments(&[
         ("gone".into(), canonical),
-        ("shop".into(), r#"[{"id": "w", "rule": {"count": {"event": "x", "days": 99}}}]"#.into()),
+        (
+            "shop".into(),
+            r#"[{"id": "w", "rule": {"count": {"event": "x", "days": 99}}}]"#.into(),
+        ),
     ]);
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert_eq!(kept.get("shop").unwrap().segments()[0].id, "old");

@@ -1,11 +1,14 @@
 //! Activation stage: decides which of a request's stored events move segment membership
-//! or go to a destination, then has `crate::activation` score the profiles involved and
+//! or go to a destination, then has `crate::activation` score the profiles involved
+//! (from their identity-graph documents, which the identity call already answered) and
 //! plan the deliveries, and writes both. It runs after the events are committed: a
 //! failure is answered 503, and the retry (its events now duplicates) runs it again,
 //! where a delivery already final is not sent twice.
 
 use super::Candidate;
-use crate::activation;
+use crate::activation::{self, ProfileFacts};
+use crate::activity::Spec;
+use crate::identity::{ActivityRequest, IdentityService, Profile};
 use crate::sources::Source;
 use crate::store::{EventStore, Insert, StoreError};
 use serde_json::Value;
@@ -15,6 +18,14 @@ use serde_json::Value;
 pub struct Input {
     pub profiles: Vec<String>,
     pub events: Vec<(String, Option<String>, Value)>,
+    /// Graph documents already at hand (the identity call answers them).
+    pub graph: Vec<Profile>,
+}
+
+/// Where activation reads and writes.
+pub struct Io<'a, E, I> {
+    pub store: &'a E,
+    pub identity: &'a I,
 }
 
 /// What of this request activation reads: kept events that can move a profile, and the
@@ -24,6 +35,7 @@ pub fn input(
     fresh: &[(usize, Candidate)],
     outcomes: &[Insert],
     winners: &[String],
+    graph: Vec<Profile>,
 ) -> Option<Input> {
     if !activation::active(source) {
         return None;
@@ -31,6 +43,7 @@ pub fn input(
     let mut out = Input {
         profiles: winners.to_vec(),
         events: Vec::new(),
+        graph,
     };
     for ((_, c), o) in fresh.iter().zip(outcomes) {
         let e = &c.event;
@@ -54,20 +67,75 @@ pub fn input(
     (!out.profiles.is_empty() || !out.events.is_empty()).then_some(out)
 }
 
+/// The profiles' graph documents and store facts, with stale activity rebuilt from the
+/// stored events first (once per profile after the segments change, or an unmerge).
+pub async fn load<E: EventStore, I: IdentityService>(
+    io: &Io<'_, E, I>,
+    write_key: &str,
+    source: &Source,
+    profiles: &[String],
+    mut graph: Vec<Profile>,
+    now_ms: i64,
+) -> Result<(Vec<Profile>, ProfileFacts), StoreError> {
+    graph.retain(|p| profiles.contains(&p.id));
+    let missing: Vec<String> = profiles
+        .iter()
+        .filter(|id| !graph.iter().any(|p| &p.id == *id))
+        .cloned()
+        .collect();
+    let spec = Spec::of(source);
+    if !missing.is_empty() {
+        let req = ActivityRequest {
+            profiles: missing,
+            ..ActivityRequest::default()
+        };
+        graph.extend(io.identity.activity(write_key, &req).await?);
+    }
+    let stale = activation::stale(&spec, &graph);
+    let names = activation::names_read(source);
+    let facts = io
+        .store
+        .profile_facts(write_key, &names, profiles, &stale)
+        .await?;
+    if stale.is_empty() {
+        return Ok((graph, facts));
+    }
+    let req = ActivityRequest {
+        rebuilt: activation::rebuilt(&spec, &stale, &facts.rows),
+        profiles: stale,
+        spec: spec.fingerprint.clone(),
+        keep_since_ms: now_ms - spec.keep_ms,
+    };
+    let fresh = io.identity.activity(write_key, &req).await?;
+    graph.retain(|p| !fresh.iter().any(|f| f.id == p.id));
+    graph.extend(fresh);
+    Ok((graph, facts))
+}
+
+/// The profiles' states as activation sees them (exports, personalization).
+pub async fn states<E: EventStore, I: IdentityService>(
+    io: &Io<'_, E, I>,
+    write_key: &str,
+    source: &Source,
+    profiles: &[String],
+    now_ms: i64,
+) -> Result<std::collections::BTreeMap<String, activation::State>, StoreError> {
+    let (graph, facts) = load(io, write_key, source, profiles, Vec::new(), now_ms).await?;
+    Ok(activation::states(source, &graph, &facts))
+}
+
 /// Reads the profiles' facts, decides, writes membership, changes and the delivery log,
 /// then queues the jobs.
-pub async fn run<E: EventStore>(
-    store: &E,
+pub async fn run<E: EventStore, I: IdentityService>(
+    io: &Io<'_, E, I>,
     write_key: &str,
     source: &Source,
     input: Input,
     now_ms: i64,
 ) -> Result<activation::Outcome, StoreError> {
-    let names = activation::names_read(source);
-    let facts = store
-        .profile_facts(write_key, &names, &input.profiles)
-        .await?;
-    let outcome = activation::decide(write_key, source, &facts, &input.events, now_ms);
+    let (graph, facts) = load(io, write_key, source, &input.profiles, input.graph, now_ms).await?;
+    let outcome = activation::decide(write_key, source, &graph, &facts, &input.events, now_ms);
+    let store = io.store;
     if !outcome.scored.is_empty() || !outcome.log.is_empty() {
         store.save_activation(write_key, &outcome).await?;
     }

@@ -72,6 +72,7 @@ pub fn observation(
         },
         consent: Some(crate::consent::to_json(decision)),
         at_ms,
+        activity: None,
     }
 }
 

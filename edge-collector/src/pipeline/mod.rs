@@ -200,6 +200,8 @@ pub struct Shared<'a> {
     pub source: &'a Source,
     pub req: &'a IngestRequest<'a>,
     pub received_at: &'a str,
+    /// What the source's segments read of its events.
+    pub spec: crate::activity::Spec,
 }
 
 /// An event that passed every check and waits for dedup, identity and storage.
@@ -395,7 +397,8 @@ fn checked(
     let visitor =
         crate::dedup::visitor(m.anonymous_id.as_deref(), m.user_id.as_deref(), message_id);
     let key = crate::dedup::key(sh.write_key, visitor, message_id);
-    let observation = identity::observation(&m, kind, key, cookie, &decision, ts);
+    let mut observation = identity::observation(&m, kind, key, cookie, &decision, ts);
+    observation.activity = kept_activity(&m, kind, sh, ts);
     Prepared::Candidate(Box::new(Candidate {
         event: StoredEvent {
             write_key: sh.write_key.to_string(),
@@ -417,6 +420,29 @@ fn checked(
         warnings: judged.warnings,
         message: m,
     }))
+}
+
+/// What the event leaves on its profile's activity, if the source activates anything.
+fn kept_activity(
+    m: &Message,
+    kind: tracking_plan::MessageType,
+    sh: &Shared<'_>,
+    at_ms: i64,
+) -> Option<crate::activity::Observed> {
+    let consent = m.context.as_ref().and_then(|c| c.get("consent"));
+    crate::activity::observed(
+        sh.source,
+        &sh.spec,
+        &crate::activity::Event {
+            message_id: m.message_id.as_deref().unwrap_or_default(),
+            kind: kind.as_str(),
+            name: m.event_name(),
+            at_ms,
+            properties: m.properties.as_ref().unwrap_or(&Value::Null),
+            consent: consent.unwrap_or(&Value::Null),
+            now_ms: sh.req.now_ms,
+        },
+    )
 }
 
 fn edge_json(sh: &Shared<'_>) -> String {
@@ -524,6 +550,7 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
         source: env.source,
         req,
         received_at: &received_at,
+        spec: crate::activity::Spec::of(env.source),
     };
     let mut run = store::Run::new(messages.len());
     let mut agents = AgentCache::default();

@@ -142,7 +142,7 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
         .iter()
         .map(|(_, c)| c.observation.key.clone())
         .collect();
-    let (outcomes, winners) = match write(svc, sh.source, sh.write_key, &mut fresh).await {
+    let (outcomes, winners, graph) = match write(svc, sh.source, sh.write_key, &mut fresh).await {
         Ok(o) => o,
         Err(e) => {
             let _ = svc.dedup.release(&claimed, owner).await;
@@ -158,7 +158,7 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
             .collect()
     };
     let done = pick(|o| matches!(o, Insert::Stored | Insert::Duplicate));
-    let to_activate = super::activate::input(sh.source, &fresh, &outcomes, &winners);
+    let to_activate = super::activate::input(sh.source, &fresh, &outcomes, &winners, graph);
     let to_credit = credited_profiles(sh.source, &fresh, &outcomes, winners);
     let failed = pick(|o| *o == Insert::Failed);
     let conflicts = pick(|o| matches!(o, Insert::Conflict { .. }));
@@ -193,7 +193,11 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
     }
     // Segments and destinations last, on the same terms.
     if let Some(input) = to_activate {
-        super::activate::run(svc.store, sh.write_key, sh.source, input, now_ms).await?;
+        let io = super::activate::Io {
+            store: svc.store,
+            identity: svc.identity,
+        };
+        super::activate::run(&io, sh.write_key, sh.source, input, now_ms).await?;
     }
     Ok(stored)
 }
@@ -251,16 +255,17 @@ async fn write<E: EventStore, D: Deduplicator, I: IdentityService>(
     source: &Source,
     key: &str,
     fresh: &mut [(usize, Candidate)],
-) -> Result<(Vec<Insert>, Vec<String>), StoreError> {
+) -> Result<(Vec<Insert>, Vec<String>, Vec<crate::identity::Profile>), StoreError> {
     // The observations are not needed after this call: moved out, not copied.
     let observations: Vec<_> = fresh
         .iter_mut()
         .map(|(_, c)| std::mem::take(&mut c.observation))
         .collect();
-    let resolved = svc
+    let observed = svc
         .identity
         .observe(key, &source.identity_limits, &observations)
         .await?;
+    let resolved = observed.resolutions;
     if resolved.len() != fresh.len() {
         return Err(StoreError("identity answered the wrong count".into()));
     }
@@ -297,5 +302,5 @@ async fn write<E: EventStore, D: Deduplicator, I: IdentityService>(
     if outcomes.len() != fresh.len() {
         return Err(StoreError("store answered the wrong count".into()));
     }
-    Ok((outcomes, winners))
+    Ok((outcomes, winners, observed.profiles))
 }

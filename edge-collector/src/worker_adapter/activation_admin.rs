@@ -4,10 +4,8 @@
 
 use super::admin::{fail, reply, rows};
 use super::storage::{opt, CloudStore};
-use crate::activation;
 use crate::audiences::{self, Format};
 use crate::sources::Sources;
-use crate::store::EventStore;
 use serde_json::{json, Value};
 use worker::*;
 
@@ -24,14 +22,19 @@ pub async fn segments(db: &D1Database, sources: &Sources, key: Option<String>) -
     )
     .await?;
     let mut out = Vec::new();
-    for (k, source) in sources.iter().filter(|(k, _)| key.as_deref().is_none_or(|x| x == *k)) {
+    for (k, source) in sources
+        .iter()
+        .filter(|(k, _)| key.as_deref().is_none_or(|x| x == *k))
+    {
         for s in source.segments() {
             let members = counts
                 .iter()
                 .find(|c| c["write_key"] == k && c["segment"] == s.id.as_str())
                 .map_or(0.0, |c| super::admin::num(c, "members"));
-            out.push(json!({"writeKey": k, "id": s.id, "name": s.name, "rule": s.rule,
-                            "members": members as u64}));
+            out.push(
+                json!({"writeKey": k, "id": s.id, "name": s.name, "rule": s.rule,
+                            "members": members as u64}),
+            );
         }
     }
     reply(200, json!({"ok": true, "segments": out}))
@@ -43,7 +46,12 @@ const MAX_DECLARATION_BYTES: usize = 64 * 1024;
 /// `PUT /admin/v1/segments?writeKey=`: declares the source's segments (a JSON list, the
 /// same form as in `SOURCES`), replacing those `SOURCES` gives; `DELETE` goes back to
 /// them. Membership follows at the next event or rescoring.
-pub async fn declare(db: &D1Database, sources: &Sources, key: Option<String>, body: Option<String>) -> Result<Response> {
+pub async fn declare(
+    db: &D1Database,
+    sources: &Sources,
+    key: Option<String>,
+    body: Option<String>,
+) -> Result<Response> {
     let Some((key, source)) = key.as_deref().and_then(|k| Some((k, sources.get(k)?))) else {
         return fail(400, "missing_write_key", "writeKey must name a source");
     };
@@ -56,7 +64,11 @@ pub async fn declare(db: &D1Database, sources: &Sources, key: Option<String>, bo
                 .await?;
         }
         Some(text) if text.len() > MAX_DECLARATION_BYTES => {
-            return fail(413, "too_large", format!("at most {MAX_DECLARATION_BYTES} bytes of segments"));
+            return fail(
+                413,
+                "too_large",
+                format!("at most {MAX_DECLARATION_BYTES} bytes of segments"),
+            );
         }
         Some(text) => {
             let list = match crate::sources::parse_segments(source, &text) {
@@ -79,7 +91,11 @@ pub async fn declare(db: &D1Database, sources: &Sources, key: Option<String>, bo
 
 /// `GET /admin/v1/deliveries`: the delivery log, newest first, filtered by source,
 /// destination, status or message; `before` (an `updatedAt`) pages back.
-pub async fn deliveries(db: &D1Database, q: impl Fn(&str) -> Option<String>, limit: i32) -> Result<Response> {
+pub async fn deliveries(
+    db: &D1Database,
+    q: impl Fn(&str) -> Option<String>,
+    limit: i32,
+) -> Result<Response> {
     let list = rows(
         db,
         "SELECT write_key AS writeKey, destination, message_id AS messageId, profile_id AS profileId, \
@@ -107,11 +123,18 @@ pub async fn deliveries(db: &D1Database, q: impl Fn(&str) -> Option<String>, lim
         &[opt(&q("writeKey"))],
     )
     .await?;
-    reply(200, json!({"ok": true, "deliveries": list, "totals": totals, "before": next}))
+    reply(
+        200,
+        json!({"ok": true, "deliveries": list, "totals": totals, "before": next}),
+    )
 }
 
 /// `POST /admin/v1/deliveries/replay?writeKey=&destination=`: queues the dead jobs again.
-pub async fn replay(env: &Env, key: Option<String>, destination: Option<String>) -> Result<Response> {
+pub async fn replay(
+    env: &Env,
+    key: Option<String>,
+    destination: Option<String>,
+) -> Result<Response> {
     let Some(key) = key else {
         return fail(400, "missing_write_key", "writeKey is required");
     };
@@ -136,7 +159,11 @@ pub async fn audience(
     };
     let segment = file.strip_suffix(".csv").unwrap_or(file);
     if !source.segments().iter().any(|s| s.id == segment) {
-        return fail(404, "no_such_segment", format!("{key} has no segment {segment:?}"));
+        return fail(
+            404,
+            "no_such_segment",
+            format!("{key} has no segment {segment:?}"),
+        );
     }
     let members: Vec<String> = rows(
         db,
@@ -148,18 +175,23 @@ pub async fn audience(
     .map(|r| super::admin::text(r, "profile_id"))
     .collect();
     let store = CloudStore::new(env)?;
-    let names = activation::names_read(source);
+    let identity = super::objects::DoIdentity::of(env)?;
+    let io = crate::pipeline::activate::Io {
+        store: &store,
+        identity: &identity,
+    };
+    let now = Date::now().as_millis() as i64;
     let mut people = Vec::new();
     for chunk in members.chunks(EXPORT_CHUNK) {
-        let facts = store
-            .profile_facts(key, &names, chunk)
+        let states = crate::pipeline::activate::states(&io, key, source, chunk, now)
             .await
             .map_err(|e| Error::RustError(e.0))?;
-        let states = activation::states(source, &facts);
         people.extend(chunk.iter().map(|p| {
             states
                 .get(p)
-                .map_or((Default::default(), Value::Null), |s| (s.hashes(), s.consent.clone()))
+                .map_or((Default::default(), Value::Null), |s| {
+                    (s.hashes(), s.consent.clone())
+                })
         }));
     }
     let export = audiences::export(format, people);
@@ -168,7 +200,15 @@ pub async fn audience(
     h.set("Content-Type", "text/csv; charset=utf-8")?;
     h.set(
         "Content-Disposition",
-        &format!("attachment; filename=\"{segment}-{}.csv\"", format.header().split(',').next().unwrap_or("list").to_lowercase()),
+        &format!(
+            "attachment; filename=\"{segment}-{}.csv\"",
+            format
+                .header()
+                .split(',')
+                .next()
+                .unwrap_or("list")
+                .to_lowercase()
+        ),
     )?;
     h.set("X-Rows", &export.rows.to_string())?;
     h.set("X-Excluded-No-Consent", &export.no_consent.to_string())?;

@@ -424,9 +424,26 @@ pub async fn handle(
                     .await
                     .map_err(|e| Error::RustError(e.0))?;
             }
+            // Both sides' segments are scored again now, from their stored events (the
+            // unmerge left both activities stale), not at the next event.
+            let mut changes = 0;
+            if let Some(source) = sources.get(&key).filter(|s| crate::activation::active(s)) {
+                let io = crate::pipeline::activate::Io {
+                    store: &store,
+                    identity: &identity,
+                };
+                let input = crate::pipeline::activate::Input {
+                    profiles: vec![id.to_string(), u.restored.id.clone()],
+                    ..Default::default()
+                };
+                let out = crate::pipeline::activate::run(&io, &key, source, input, now as i64)
+                    .await
+                    .map_err(|e| Error::RustError(e.0))?;
+                changes = out.scored.iter().map(|s| s.changes.len()).sum::<usize>();
+            }
             reply(
                 200,
-                json!({"ok": true, "unmerged": u, "eventsMoved": events_moved}),
+                json!({"ok": true, "unmerged": u, "eventsMoved": events_moved, "segmentChanges": changes}),
             )
         }
         (Method::Delete, ["profiles", id]) => {
@@ -491,7 +508,9 @@ pub async fn handle(
                 .collect();
             reply(200, json!({"ok": true, "alerts": alerts}))
         }
-        (Method::Get, ["segments"]) => super::activation_admin::segments(&db, sources, q("writeKey")).await,
+        (Method::Get, ["segments"]) => {
+            super::activation_admin::segments(&db, sources, q("writeKey")).await
+        }
         (Method::Put, ["segments"]) => {
             let text = req.text().await?;
             super::activation_admin::declare(&db, sources, q("writeKey"), Some(text)).await
@@ -504,7 +523,8 @@ pub async fn handle(
             super::activation_admin::replay(env, q("writeKey"), q("destination")).await
         }
         (Method::Get, ["audiences", file]) => {
-            super::activation_admin::audience(env, &db, sources, file, q("writeKey"), q("format")).await
+            super::activation_admin::audience(env, &db, sources, file, q("writeKey"), q("format"))
+                .await
         }
         (Method::Get, ["insights"]) => insights(&db, sources, q("writeKey"), q("days")).await,
         // The lake's objects under a prefix (default: all), a page at a time.

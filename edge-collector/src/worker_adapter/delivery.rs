@@ -70,7 +70,9 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env, sources: &Sources) -
         match attempt(env, &db, sources, &job).await {
             Ok(Next::Ack) => m.ack(),
             Ok(Next::RetryIn(s)) => m.retry_with_options(
-                &QueueRetryOptionsBuilder::new().with_delay_seconds(s).build(),
+                &QueueRetryOptionsBuilder::new()
+                    .with_delay_seconds(s)
+                    .build(),
             ),
             Ok(Next::DeadLetter) => match &dead {
                 Some(q) if q.send(m.body()).await.is_ok() => m.ack(),
@@ -79,7 +81,11 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env, sources: &Sources) -
             },
             Err(e) => {
                 console_error!("sightline delivery {}: {e}", job.destination);
-                m.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(30).build());
+                m.retry_with_options(
+                    &QueueRetryOptionsBuilder::new()
+                        .with_delay_seconds(30)
+                        .build(),
+                );
             }
         }
     }
@@ -94,7 +100,8 @@ pub async fn bury(batch: MessageBatch<Value>, env: &Env) -> Result<()> {
     let now = Date::now().as_millis() as i64;
     for m in batch.messages()? {
         if let Some(job) = job_of(m.body()) {
-            let line = activation::delivery(&job, Status::Dead, Some("every try failed"), 0, None, now);
+            let line =
+                activation::delivery(&job, Status::Dead, Some("every try failed"), 0, None, now);
             record(&db, &line).await?;
         }
         m.ack();
@@ -168,7 +175,11 @@ async fn latest_consent(db: &D1Database, job: &Job) -> Result<Option<Value>> {
         .bind(&[job.write_key.as_str().into(), aid.into()])?
         .first(None)
         .await?;
-    Ok(row.and_then(|r| r["categories"].as_str().and_then(|c| serde_json::from_str(c).ok())))
+    Ok(row.and_then(|r| {
+        r["categories"]
+            .as_str()
+            .and_then(|c| serde_json::from_str(c).ok())
+    }))
 }
 
 /// A secret's value (`wrangler secret put`), or a plain var of that name in local runs.
@@ -190,7 +201,11 @@ async fn send(out: destinations::Outgoing) -> Option<u16> {
         .with_headers(headers)
         .with_body(Some(JsValue::from_str(&out.body)));
     let req = Request::new_with_init(&out.url, &init).ok()?;
-    Fetch::Request(req).send().await.ok().map(|r| r.status_code())
+    Fetch::Request(req)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status_code())
 }
 
 /// Writes a log line over a line that is not final (a dead letter may also overwrite a
@@ -269,7 +284,10 @@ pub async fn requeue(env: &Env, now_ms: i64) -> Result<u64> {
         "UPDATE deliveries SET updated_at = ?1 WHERE (write_key, destination, message_id) IN \
          (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?2))",
     )
-    .bind(&[tracking_plan::time::format_rfc3339(now_ms).into(), Value::Array(keys).to_string().into()])?
+    .bind(&[
+        tracking_plan::time::format_rfc3339(now_ms).into(),
+        Value::Array(keys).to_string().into(),
+    ])?
     .run()
     .await?;
     Ok(jobs.len() as u64)
@@ -291,8 +309,12 @@ pub async fn replay(env: &Env, write_key: &str, destination: Option<&str>) -> Re
         .await?
         .results::<JobRow>()?;
     let jobs = jobs_of(&rows);
-    send_jobs(&super::Meter::start(), env.queue("DELIVERIES").ok().as_ref(), &jobs)
-        .await
-        .map_err(|e| Error::RustError(e.0))?;
+    send_jobs(
+        &super::Meter::start(),
+        env.queue("DELIVERIES").ok().as_ref(),
+        &jobs,
+    )
+    .await
+    .map_err(|e| Error::RustError(e.0))?;
     Ok(jobs.len() as u64)
 }

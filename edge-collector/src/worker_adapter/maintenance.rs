@@ -54,8 +54,10 @@ pub async fn run(env: &Env, sources: &Sources, now_ms: i64) -> Result<Value> {
     let check = serde_json::to_value(&check).unwrap_or_default();
     let requeued = super::delivery::requeue(env, now_ms).await?;
     record(&db, "", "database", &at, &check).await?;
-    Ok(json!({"ok": true, "at": at, "pruned": pruned, "database": check, "alerts": alerted,
-              "segments": rescoring, "deliveriesRequeued": requeued}))
+    Ok(
+        json!({"ok": true, "at": at, "pruned": pruned, "database": check, "alerts": alerted,
+              "segments": rescoring, "deliveriesRequeued": requeued}),
+    )
 }
 
 /// Writes a source's rows received before `before` and still unarchived to the lake,

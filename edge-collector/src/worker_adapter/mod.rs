@@ -116,7 +116,10 @@ async fn declared_segments(env: &Env) -> Result<Vec<(String, String)>> {
         .all()
         .await?
         .results::<Row>()?;
-    Ok(rows.into_iter().map(|r| (r.write_key, r.segments)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.write_key, r.segments))
+        .collect())
 }
 
 /// The sources `SOURCES` configures, with their plans and segment files loaded.

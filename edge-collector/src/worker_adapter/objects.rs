@@ -537,6 +537,8 @@ struct GraphRequest {
     after: Option<String>,
     #[serde(default)]
     limit: Option<usize>,
+    #[serde(default)]
+    activity: Option<identity::ActivityRequest>,
 }
 
 impl DurableObject for IdentityGraph {
@@ -581,14 +583,23 @@ impl IdentityGraph {
         let not_found = |m: String| Response::from_json(&json!({"error": m}));
         match req.path().as_str() {
             "/observe" => {
-                let out = identity::observe_all(&mut g, &body.observations, &body.limits);
+                let resolutions = identity::observe_all(&mut g, &body.observations, &body.limits);
+                let profiles = identity::wanted_profiles(&g, &body.observations, &resolutions);
                 // Resolutions are kept as long as dedup remembers an event.
                 let cutoff = body.observations.first().map_or(0, |o| o.at_ms) - dedup::WINDOW_MS;
                 g.run(
                     "DELETE FROM resolutions WHERE at_ms < ?",
                     vec![SqlStorageValue::Float(cutoff as f64)],
                 );
-                g.0.answer(&json!(out))
+                g.0.answer(&json!(identity::Observed {
+                    resolutions,
+                    profiles
+                }))
+            }
+            "/activity" => {
+                let req = body.activity.unwrap_or_default();
+                let profiles = identity::activity(&mut g, &req);
+                g.0.answer(&json!({ "profiles": profiles }))
             }
             "/erasure-plan" => {
                 g.0.answer(&json!({"plan": identity::erasure_plan(&g, profile)}))
@@ -650,6 +661,14 @@ pub struct DoIdentity {
 }
 
 impl DoIdentity {
+    /// The client, metering its calls apart from any request's.
+    pub fn of(env: &Env) -> Result<Self> {
+        Ok(DoIdentity {
+            ns: env.durable_object("IDENTITY")?,
+            calls: super::Meter::start(),
+        })
+    }
+
     pub async fn request(&self, write_key: &str, op: &str, body: &Value) -> Result<Value> {
         let stub = self.ns.get_by_name(&format!("identity-{write_key}"))?;
         call(&self.calls, super::Io::Identity, &stub, op, body).await
@@ -662,7 +681,7 @@ impl IdentityService for DoIdentity {
         write_key: &str,
         limits: &Limits,
         observations: &[Observation],
-    ) -> std::result::Result<Vec<Option<Resolution>>, StoreError> {
+    ) -> std::result::Result<identity::Observed, StoreError> {
         let answer = self
             .request(
                 write_key,
@@ -672,6 +691,19 @@ impl IdentityService for DoIdentity {
             .await
             .map_err(err)?;
         serde_json::from_value(answer).map_err(|e| StoreError(format!("identity answer: {e}")))
+    }
+
+    async fn activity(
+        &self,
+        write_key: &str,
+        req: &identity::ActivityRequest,
+    ) -> std::result::Result<Vec<Profile>, StoreError> {
+        let answer = self
+            .request(write_key, "/activity", &json!({ "activity": req }))
+            .await
+            .map_err(err)?;
+        serde_json::from_value(answer["profiles"].clone())
+            .map_err(|e| StoreError(format!("identity answer: {e}")))
     }
 
     async fn erasure_plan(

@@ -8,7 +8,6 @@
 use super::storage::CloudStore;
 use crate::activation;
 use crate::error::Error as RequestError;
-use crate::store::EventStore;
 use crate::sources::Sources;
 use serde_json::{json, Value};
 use worker::*;
@@ -17,14 +16,21 @@ pub async fn handle(req: &Request, env: &Env, sources: &Sources) -> Result<Respo
     let origin = req.headers().get("Origin")?;
     let cors = super::cors_headers(origin.as_deref(), sources);
     let url = req.url()?;
-    let q = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.to_string());
+    let q = |k: &str| {
+        url.query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.to_string())
+    };
     let key = q("writeKey").unwrap_or_default();
     let Some(source) = sources.get(&key) else {
         return super::with_headers(super::error_response(&RequestError::NotFound)?, &cors);
     };
     let own = url.origin().ascii_serialization();
     if !source.accepts_origin(origin.as_deref(), &own) {
-        return super::with_headers(super::error_response(&RequestError::OriginNotAllowed)?, &cors);
+        return super::with_headers(
+            super::error_response(&RequestError::OriginNotAllowed)?,
+            &cors,
+        );
     }
     let aid = q("anonymousId")
         .or_else(|| super::cookie_value(req, super::COOKIE))
@@ -33,7 +39,9 @@ pub async fn handle(req: &Request, env: &Env, sources: &Sources) -> Result<Respo
         Some(aid) => view(env, &key, source, &aid).await?,
         None => activation::personal_view(source, None, false),
     };
-    let resp = Response::from_json(&json!({"ok": true, "segments": view["segments"], "traits": view["traits"]}))?;
+    let resp = Response::from_json(
+        &json!({"ok": true, "segments": view["segments"], "traits": view["traits"]}),
+    )?;
     resp.headers().set("Cache-Control", "private, no-store")?;
     super::with_headers(resp, &cors)
 }
@@ -48,7 +56,11 @@ async fn view(env: &Env, key: &str, source: &crate::sources::Source, aid: &str) 
         .bind(&[key.into(), aid.into()])?
         .first::<Value>(None)
         .await?
-        .and_then(|r| r["categories"].as_str().and_then(|c| serde_json::from_str(c).ok()));
+        .and_then(|r| {
+            r["categories"]
+                .as_str()
+                .and_then(|c| serde_json::from_str(c).ok())
+        });
     if !activation::personalization_granted(latest.as_ref()) {
         return Ok(activation::personal_view(source, None, false));
     }
@@ -61,15 +73,27 @@ async fn view(env: &Env, key: &str, source: &crate::sources::Source, aid: &str) 
         .request(key, "/profile", &body)
         .await
         .ok()
-        .and_then(|a| a.pointer("/profile/id").and_then(Value::as_str).map(str::to_string));
+        .and_then(|a| {
+            a.pointer("/profile/id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
     let Some(profile) = profile else {
         return Ok(activation::personal_view(source, None, true));
     };
     let store = CloudStore::new(env)?;
-    let facts = store
-        .profile_facts(key, &activation::names_read(source), std::slice::from_ref(&profile))
-        .await
-        .map_err(|e| Error::RustError(e.0))?;
-    let states = activation::states(source, &facts);
-    Ok(activation::personal_view(source, states.get(&profile), true))
+    let io = crate::pipeline::activate::Io {
+        store: &store,
+        identity: &identity,
+    };
+    let now = Date::now().as_millis() as i64;
+    let states =
+        crate::pipeline::activate::states(&io, key, source, std::slice::from_ref(&profile), now)
+            .await
+            .map_err(|e| Error::RustError(e.0))?;
+    Ok(activation::personal_view(
+        source,
+        states.get(&profile),
+        true,
+    ))
 }

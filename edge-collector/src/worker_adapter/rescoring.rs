@@ -25,7 +25,13 @@ struct Progress {
 }
 
 /// Rescores a source's profiles; what it did, for the maintenance's report.
-pub async fn run(env: &Env, db: &D1Database, key: &str, source: &Source, now_ms: i64) -> Result<Value> {
+pub async fn run(
+    env: &Env,
+    db: &D1Database,
+    key: &str,
+    source: &Source,
+    now_ms: i64,
+) -> Result<Value> {
     if source.segments().is_empty() {
         return Ok(Value::Null);
     }
@@ -34,9 +40,17 @@ pub async fn run(env: &Env, db: &D1Database, key: &str, source: &Source, now_ms:
         .bind(&[key.into()])?
         .first(None)
         .await?;
-    let mut cuts = progress.as_ref().map_or("{}".to_string(), |p| p.cuts.clone());
-    let mut computed_at = progress.as_ref().map_or(String::new(), |p| p.computed_at.clone());
-    if activation::cuts_due(source, progress.as_ref().map(|p| p.computed_at.as_str()), now_ms) {
+    let mut cuts = progress
+        .as_ref()
+        .map_or("{}".to_string(), |p| p.cuts.clone());
+    let mut computed_at = progress
+        .as_ref()
+        .map_or(String::new(), |p| p.computed_at.clone());
+    if activation::cuts_due(
+        source,
+        progress.as_ref().map(|p| p.computed_at.as_str()),
+        now_ms,
+    ) {
         let rows = conversion_sums(db, key, source).await?;
         cuts = serde_json::to_string(&activation::cut_points(&rows, now_ms)).unwrap_or_default();
         computed_at = tracking_plan::time::format_rfc3339(now_ms);
@@ -44,17 +58,29 @@ pub async fn run(env: &Env, db: &D1Database, key: &str, source: &Source, now_ms:
     let mut cursor = progress.map_or(String::new(), |p| p.cursor);
     save(db, key, &cuts, &computed_at, &cursor).await?;
     let store = CloudStore::new(env)?;
+    let identity = super::objects::DoIdentity::of(env)?;
+    let io = activate::Io {
+        store: &store,
+        identity: &identity,
+    };
     let since = activation::rescore_since(source, now_ms);
     let names = activation::names_read(source);
     let (mut scored, mut changed) = (0usize, 0usize);
     for _ in 0..ROUNDS {
         let profiles = candidates(db, key, &names, &since, &cursor).await?;
         let done = profiles.len() < CHUNK as usize;
-        cursor = if done { String::new() } else { profiles.last().cloned().unwrap_or_default() };
+        cursor = if done {
+            String::new()
+        } else {
+            profiles.last().cloned().unwrap_or_default()
+        };
         scored += profiles.len();
         if !profiles.is_empty() {
-            let input = Input { profiles, events: Vec::new() };
-            let out = activate::run(&store, key, source, input, now_ms)
+            let input = Input {
+                profiles,
+                ..Input::default()
+            };
+            let out = activate::run(&io, key, source, input, now_ms)
                 .await
                 .map_err(|e| Error::RustError(e.0))?;
             changed += out.scored.iter().map(|s| s.changes.len()).sum::<usize>();
@@ -80,7 +106,11 @@ async fn save(db: &D1Database, key: &str, cuts: &str, at: &str, cursor: &str) ->
 }
 
 /// Each conversion rule's count, revenue and last time per profile, summed by D1.
-async fn conversion_sums(db: &D1Database, key: &str, source: &Source) -> Result<Vec<ConversionSum>> {
+async fn conversion_sums(
+    db: &D1Database,
+    key: &str,
+    source: &Source,
+) -> Result<Vec<ConversionSum>> {
     let mut out = Vec::new();
     for rule in &source.attribution.conversions {
         let path = rule

@@ -293,25 +293,26 @@ impl EventStore for CloudStore {
         Ok(credits.len())
     }
 
-    /// One D1 batch: the profiles' identify traits and events of the names read (only
-    /// their properties and consent), their membership, and the source's cut points.
+    /// One D1 batch: the stale profiles' events of the names read (only their
+    /// properties), the profiles' membership and consent-log decisions, and the source's
+    /// cut points.
     async fn profile_facts(
         &self,
         write_key: &str,
         names: &[String],
         profiles: &[String],
+        rebuild: &[String],
     ) -> std::result::Result<crate::activation::ProfileFacts, StoreError> {
         let (k, p) = (JsValue::from(write_key), list(profiles));
         let bind = |sql: &str, args: &[JsValue]| self.db.prepare(sql).bind(args).map_err(err);
         let stmts = vec![
             bind(
-                "SELECT profile_id AS profileId, type, event, timestamp, \
-                 CASE WHEN type = 'identify' THEN payload -> '$.traits' ELSE payload -> '$.properties' END AS data, \
-                 payload -> '$.context.consent' AS consent FROM events \
+                "SELECT profile_id AS profileId, message_id AS messageId, type, event, timestamp, \
+                 payload -> '$.properties' AS data FROM events \
                  WHERE write_key = ?1 AND profile_id IN (SELECT value FROM json_each(?2)) \
-                 AND (type = 'identify' OR event IN (SELECT value FROM json_each(?3))) \
+                 AND type <> 'identify' AND event IN (SELECT value FROM json_each(?3)) \
                  ORDER BY timestamp DESC LIMIT 20000",
-                &[k.clone(), p.clone(), list(names)],
+                &[k.clone(), list(rebuild), list(names)],
             )?,
             // The consent log's entries of the profiles' visitors.
             bind(
@@ -337,12 +338,12 @@ impl EventStore for CloudStore {
         #[serde(rename_all = "camelCase")]
         struct RawRow {
             profile_id: String,
+            message_id: String,
             #[serde(rename = "type")]
             kind: String,
             event: Option<String>,
             timestamp: String,
             data: Option<String>,
-            consent: Option<String>,
         }
         #[derive(Deserialize)]
         struct Member {
@@ -358,16 +359,28 @@ impl EventStore for CloudStore {
                 .and_then(|t| serde_json::from_str(t).ok())
                 .unwrap_or_default()
         };
-        let rows: Vec<RawRow> = results.first().map_or(Ok(Vec::new()), |r| r.results()).map_err(err)?;
+        let rows: Vec<RawRow> = results
+            .first()
+            .map_or(Ok(Vec::new()), |r| r.results())
+            .map_err(err)?;
         #[derive(Deserialize)]
         struct DecisionRow {
             profile_id: String,
             timestamp: String,
             categories: String,
         }
-        let decisions: Vec<DecisionRow> = results.get(1).map_or(Ok(Vec::new()), |r| r.results()).map_err(err)?;
-        let members: Vec<Member> = results.get(2).map_or(Ok(Vec::new()), |r| r.results()).map_err(err)?;
-        let cuts: Vec<CutsRow> = results.get(3).map_or(Ok(Vec::new()), |r| r.results()).map_err(err)?;
+        let decisions: Vec<DecisionRow> = results
+            .get(1)
+            .map_or(Ok(Vec::new()), |r| r.results())
+            .map_err(err)?;
+        let members: Vec<Member> = results
+            .get(2)
+            .map_or(Ok(Vec::new()), |r| r.results())
+            .map_err(err)?;
+        let cuts: Vec<CutsRow> = results
+            .get(3)
+            .map_or(Ok(Vec::new()), |r| r.results())
+            .map_err(err)?;
         Ok(crate::activation::ProfileFacts {
             // The newest 1,000, oldest first.
             decisions: decisions
@@ -385,14 +398,17 @@ impl EventStore for CloudStore {
                 .rev()
                 .map(|r| crate::activation::Row {
                     data: parse(&r.data),
-                    consent: parse(&r.consent),
                     profile_id: r.profile_id,
+                    message_id: r.message_id,
                     kind: r.kind,
                     event: r.event,
                     timestamp: r.timestamp,
                 })
                 .collect(),
-            members: members.into_iter().map(|m| (m.profile_id, m.segment)).collect(),
+            members: members
+                .into_iter()
+                .map(|m| (m.profile_id, m.segment))
+                .collect(),
             cuts: cuts
                 .first()
                 .and_then(|c| serde_json::from_str(&c.cuts).ok())
@@ -412,29 +428,50 @@ impl EventStore for CloudStore {
         let members: Vec<serde_json::Value> = o
             .scored
             .iter()
-            .flat_map(|s| s.members.iter().map(|m| serde_json::json!([m, s.profile_id])))
+            .flat_map(|s| {
+                s.members
+                    .iter()
+                    .map(|m| serde_json::json!([m, s.profile_id]))
+            })
             .collect();
         let changes: Vec<serde_json::Value> = o
             .scored
             .iter()
             .flat_map(|s| &s.changes)
             .map(|c| {
-                serde_json::json!([c.message_id, c.segment, c.profile_id, c.kind.as_str(),
-                                   tracking_plan::time::format_rfc3339(c.at_ms)])
+                serde_json::json!([
+                    c.message_id,
+                    c.segment,
+                    c.profile_id,
+                    c.kind.as_str(),
+                    tracking_plan::time::format_rfc3339(c.at_ms)
+                ])
             })
             .collect();
         let jobs: std::collections::HashMap<(&str, &str), String> = o
             .jobs
             .iter()
-            .map(|j| ((j.destination.as_str(), j.message_id.as_str()), serde_json::to_string(j).unwrap_or_default()))
+            .map(|j| {
+                (
+                    (j.destination.as_str(), j.message_id.as_str()),
+                    serde_json::to_string(j).unwrap_or_default(),
+                )
+            })
             .collect();
         let lines: Vec<serde_json::Value> = o
             .log
             .iter()
             .map(|d| {
                 let job = jobs.get(&(d.destination.as_str(), d.message_id.as_str()));
-                serde_json::json!([d.destination, d.message_id, d.profile_id, d.status.as_str(), d.reason,
-                                   tracking_plan::time::format_rfc3339(d.at_ms), job])
+                serde_json::json!([
+                    d.destination,
+                    d.message_id,
+                    d.profile_id,
+                    d.status.as_str(),
+                    d.reason,
+                    tracking_plan::time::format_rfc3339(d.at_ms),
+                    job
+                ])
             })
             .collect();
         let bind = |sql: &str, args: &[JsValue]| self.db.prepare(sql).bind(args).map_err(err);
@@ -472,7 +509,10 @@ impl EventStore for CloudStore {
             .map(|_| ())
     }
 
-    async fn queue_jobs(&self, jobs: &[crate::destinations::Job]) -> std::result::Result<(), StoreError> {
+    async fn queue_jobs(
+        &self,
+        jobs: &[crate::destinations::Job],
+    ) -> std::result::Result<(), StoreError> {
         super::delivery::send_jobs(&self.calls, self.deliveries.as_ref(), jobs).await
     }
 
