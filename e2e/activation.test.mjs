@@ -2,8 +2,9 @@
 // Durable Objects) and local STAND-INS for Meta's Conversions API, Google's Data
 // Manager API and a webhook receiver (e2e/standins.mjs: the real endpoints are not
 // reachable from here; each stand-in checks the documented request format field by
-// field). Covers: exact payloads, consent denial, a 500 retried and logged, Meta's
-// 7-day limit, segment changes pushed to the webhook (also by the rescoring), audience
+// field). Covers: exact payloads, consent denial, a 500 retried and logged, every try
+// failing into the dead-letter queue and a replay from there, Meta's 7-day limit, an
+// unmerge rescoring both profiles at once, segment changes pushed to the webhook (also by the rescoring), audience
 // exports (admin API and CLI) in Meta's and Google's columns, and personalization in
 // headless Chromium across two devices, with and without consent.
 import { test, before, after } from 'node:test';
@@ -58,6 +59,10 @@ before(async () => {
       // The example site's key as a real shop runs it: opt-in consent, with activation.
       sl_dev_key: { name: 'example-site', plan: '/sl/tracking-plan.json', consent: 'opt-in', origins: [ALLOWED_ORIGIN], ...act },
       sl_act_key: { name: 'shop backend', plan: '/sl/tracking-plan.json', consent: 'opt-out', ...act },
+      // A webhook that is down, with a 1 s first retry so its six tries fit in a test.
+      sl_dead_key: { name: 'dead letters', plan: '/sl/tracking-plan.json', consent: 'opt-out',
+        destinations: [{ id: 'hook-dead', kind: 'webhook', events: ['Order Completed'], secret: 'HOOK_SECRET',
+          endpoint: `${standins.url}/hook/dead`, retrySeconds: 1 }] },
     },
     vars: TOKENS,
   });
@@ -457,4 +462,74 @@ test('the inspector shows the segments and the per-destination delivery log', as
   } finally {
     await b.close();
   }
+});
+
+test('a destination that stays down: six tries with a doubling backoff, then the dead-letter queue, then a replay delivers it once', async () => {
+  standins.down('hook', '/dead', true);
+  const o = order(`act-dead-${randomUUID()}`);
+  await send([o], 'sl_dead_key');
+  const deadLine = async () => (await collector.adminJson(
+    `/admin/v1/deliveries?writeKey=sl_dead_key&messageId=${o.messageId}`)).deliveries.find((d) => d.destination === 'hook-dead');
+  const dead = await eventually(async () => {
+    const l = await deadLine();
+    return l && l.status === 'dead' && l;
+  }, 120_000, 'every try failed');
+  assert.equal(dead.attempts, 6);
+  assert.equal(dead.httpStatus, 503);
+  const tries = requestsFor('hook', (q) => q.path === '/dead' && q.body?.messageId === o.messageId);
+  assert.deepEqual(tries.map((q) => q.status), [503, 503, 503, 503, 503, 503]);
+  // 1 s, then doubling: each wait at least the backoff asked (less a little for the clock).
+  tries.slice(1).forEach((q, i) => {
+    const gap = q.at - tries[i].at;
+    assert.ok(gap >= (1000 << i) - 250, `retry ${i + 1} after ${gap} ms, not before ${1000 << i} ms`);
+  });
+  // Nothing more is tried while it lies in the dead-letter queue.
+  await new Promise((r) => setTimeout(r, 3_000));
+  assert.equal(requestsFor('hook', (q) => q.path === '/dead' && q.body?.messageId === o.messageId).length, 6);
+  assert.equal((await deadLine()).status, 'dead');
+
+  standins.down('hook', '/dead', false);
+  const replay = (await collector.adminJson('/admin/v1/deliveries/replay?writeKey=sl_dead_key', { method: 'POST' })).replayed;
+  assert.equal(replay, 1);
+  const done = await eventually(async () => {
+    const l = await deadLine();
+    return l && l.status === 'delivered' && l;
+  }, 60_000, 'the replay delivered');
+  assert.equal(done.httpStatus, 200);
+  const all = requestsFor('hook', (q) => q.path === '/dead' && q.body?.messageId === o.messageId);
+  assert.deepEqual(all.map((q) => q.status), [503, 503, 503, 503, 503, 503, 200]);
+  assert.deepEqual(all[6].problems, [], 'the replayed request is signed and well formed');
+  assert.equal((await collector.adminJson('/admin/v1/deliveries/replay?writeKey=sl_dead_key', { method: 'POST' })).replayed, 0,
+    'a delivered job is never replayed');
+});
+
+test('an unmerge rescores both profiles at once from their own events', async () => {
+  // Device 1: three light-roast orders (a category fan). Device 2: one dark-roast order,
+  // then the same email merges it into device 1's profile, and it orders twice more.
+  const [a1, a2] = [`act-um1-${randomUUID()}`, `act-um2-${randomUUID()}`];
+  const dark = (anon) => order(anon, { properties: { order_id: `o-${randomUUID().slice(0, 8)}`, total: 20, currency: 'EUR',
+    products: [{ product_id: 'KEN-AA', category: 'Dark roast', price: 20, quantity: 1 }] } });
+  await send([order(a1), order(a1), order(a1)]);
+  const d1 = dark(a2);
+  await send([d1]);
+  const email = sha(`unmerge.${randomUUID()}@example.org`);
+  await send([{ ...identify(a1), traits: { email_sha256: email } }]);
+  await send([{ ...identify(a2), traits: { email_sha256: email } }]);
+  await send([dark(a2), dark(a2)]);
+  const profileOf = async (anon) =>
+    (await collector.adminJson(`/admin/v1/profiles?writeKey=sl_act_key&anonymousId=${anon}`)).profile;
+  const merged = await profileOf(a2);
+  assert.equal(merged.id, (await profileOf(a1)).id, 'one profile after the soft login');
+  const membersOf = async (id) => (await collector.query(
+    `select segment from segment_members where write_key = 'sl_act_key' and profile_id = '${id}'`)).map((r) => r.segment);
+  const un = await collector.adminJson(`/admin/v1/profiles/${merged.id}/unmerge?writeKey=sl_act_key`, { method: 'POST', body: '{}' });
+  const restored = un.unmerged.restored.id;
+  assert.notEqual(restored, merged.id);
+  assert.ok(un.segmentChanges >= 2, JSON.stringify(un));
+  // At once, without another event: each side's own orders decide.
+  assert.deepEqual((await membersOf(restored)).sort(), ['category-fan', 'returning-customer']);
+  assert.deepEqual((await membersOf(merged.id)).sort(), ['category-fan', 'returning-customer']);
+  const graph = async (id) => (await collector.adminJson(`/admin/v1/profiles/${id}?writeKey=sl_act_key`)).profile.activity;
+  assert.equal((await graph(merged.id)).f.length, 3, 'the surviving profile counts only its own orders');
+  assert.equal((await graph(restored)).f.length, 3, 'the restored one counts its three, two of them sent after the merge');
 });

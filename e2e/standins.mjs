@@ -123,6 +123,7 @@ export function checkHook(headers, raw, { secret, nowS = Date.now() / 1000 }) {
 export async function startStandins({ port = 0, meta = {}, google = {}, hook = {} } = {}) {
   const requests = [];
   const failures = { meta: [], google: [], hook: [] };
+  const outages = new Set(); // `${kind}${path prefix}` answered 503 while set
   const server = createServer((req, res) => {
     let raw = '';
     req.on('data', (d) => { raw += d; });
@@ -135,7 +136,8 @@ export async function startStandins({ port = 0, meta = {}, google = {}, hook = {
         : kind === 'google' ? checkGoogle(path, req.headers, body || {}, google)
           : kind === 'hook' ? checkHook(req.headers, raw, hook)
             : [`no stand-in at /${kind}`];
-      const status = (failures[kind] || []).shift() || (problems.length ? 400 : 200);
+      const down = [...outages].some((o) => `${kind}${path}`.startsWith(o));
+      const status = down ? 503 : (failures[kind] || []).shift() || (problems.length ? 400 : 200);
       requests.push({ kind, path, headers: req.headers, body, raw, problems, status, at: Date.now() });
       const answer = status !== 200 ? { error: { message: problems.join('; ') || 'failure asked by the test', code: status } }
         : kind === 'meta' ? { events_received: body.data.length, messages: [], fbtrace_id: 'standin' }
@@ -150,6 +152,8 @@ export async function startStandins({ port = 0, meta = {}, google = {}, hook = {
     url, requests,
     /** The next answers of a stand-in, e.g. `fail('meta', 500)` answers one 500. */
     fail(kind, ...statuses) { failures[kind].push(...statuses); },
+    /** `down('hook', '/dead', true)`: every request there answers 503 until set false. */
+    down(kind, prefix, on) { if (on) outages.add(`${kind}${prefix}`); else outages.delete(`${kind}${prefix}`); },
     of(kind) { return requests.filter((r) => r.kind === kind); },
     close: () => new Promise((r) => server.close(r)),
   };

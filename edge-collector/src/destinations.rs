@@ -23,6 +23,8 @@
 //! - `secret` names a Worker secret (`wrangler secret put`): Meta's access token,
 //!   Google's OAuth bearer token, or the webhook's signing key.
 //! - `endpoint` replaces the platform's base URL (for a proxy, or a local stand-in).
+//! - `retrySeconds`: the first retry's delay (default 10 s), doubling up to 15 min; the
+//!   job is dead after 6 tries.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -97,6 +99,9 @@ pub struct Destination {
     /// The currency when an event names none.
     #[serde(default)]
     pub currency: Option<String>,
+    /// Seconds before the first retry (1 to 60; default 10), doubling after.
+    #[serde(default)]
+    pub retry_seconds: Option<u32>,
 }
 
 /// Why an event is not sent to a destination (recorded in the delivery log).
@@ -568,9 +573,13 @@ pub fn answer(status: Option<u16>) -> Answer {
     }
 }
 
-/// Seconds before attempt `n` (1-based) is tried again: 10 s doubling, at most 15 min.
-pub fn backoff_seconds(attempt: u32) -> u32 {
-    (10u32 << attempt.saturating_sub(1).min(7)).min(900)
+/// The first retry's delay unless the destination sets `retrySeconds`.
+pub const FIRST_RETRY_SECONDS: u32 = 10;
+
+/// Seconds before attempt `n` (1-based) is tried again: `first` (1 to 60 s), doubling,
+/// at most 15 min.
+pub fn backoff_seconds(attempt: u32, first: u32) -> u32 {
+    (first.clamp(1, 60) << attempt.saturating_sub(1).min(7)).min(900)
 }
 
 /// The jobs and skips of a destination list for stored events and segment changes.

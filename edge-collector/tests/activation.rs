@@ -244,9 +244,13 @@ fn delivery_attempts_retry_then_die_and_a_refusal_is_final() {
     assert!(!again && d.status == Status::Rejected);
     let (d, _) = activation::after_attempt(&job, Ok(Some(200)), 3, 6, NOW);
     assert!(d.status == Status::Delivered && d.status.is_final());
-    assert_eq!(destinations::backoff_seconds(1), 10);
-    assert_eq!(destinations::backoff_seconds(4), 80);
-    assert_eq!(destinations::backoff_seconds(30), 900);
+    let first = destinations::FIRST_RETRY_SECONDS;
+    assert_eq!(destinations::backoff_seconds(1, first), 10);
+    assert_eq!(destinations::backoff_seconds(4, first), 80);
+    assert_eq!(destinations::backoff_seconds(30, first), 900);
+    assert_eq!(destinations::backoff_seconds(3, 1), 4);
+    assert_eq!(destinations::backoff_seconds(1, 0), 1, "never no delay");
+    assert_eq!(destinations::backoff_seconds(1, 3600), 60);
 }
 
 #[test]

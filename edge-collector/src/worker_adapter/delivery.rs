@@ -116,10 +116,13 @@ async fn attempt(env: &Env, db: &D1Database, sources: &Sources, job: &Job) -> Re
     };
     let now = Date::now().as_millis() as i64;
     let attempts = attempts + 1;
-    let result = match sources
+    let dest = sources
         .get(&job.write_key)
-        .and_then(|s| s.destination(&job.destination))
-    {
+        .and_then(|s| s.destination(&job.destination));
+    let first_retry = dest
+        .and_then(|d| d.retry_seconds)
+        .unwrap_or(destinations::FIRST_RETRY_SECONDS);
+    let result = match dest {
         None => Err(Skip::Removed),
         Some(d) => {
             let latest = latest_consent(db, job).await?;
@@ -135,7 +138,7 @@ async fn attempt(env: &Env, db: &D1Database, sources: &Sources, job: &Job) -> Re
     record(db, &line).await?;
     Ok(match line.status {
         Status::Dead => Next::DeadLetter,
-        _ if again => Next::RetryIn(destinations::backoff_seconds(attempts)),
+        _ if again => Next::RetryIn(destinations::backoff_seconds(attempts, first_retry)),
         _ => Next::Ack,
     })
 }
