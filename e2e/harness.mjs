@@ -98,7 +98,19 @@ export async function startCollector({ state, sources = TEST_SOURCES, port: fixe
   mkdirSync(STATE_ROOT, { recursive: true });
   const stateDir = state ?? mkdtempSync(join(STATE_ROOT, 'collector-'));
   if (dir === COLLECTOR_DIR) await wrangler(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', stateDir]);
-  const port = fixedPort ?? await freePort();
+  // A free port can be taken by another process (workerd's own ports) before wrangler
+  // binds it: then wrangler exits at once, and another free port is tried.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launch({ stateDir, sources, port: fixedPort ?? await freePort(), vars, dir });
+    } catch (e) {
+      if (fixedPort || attempt >= 3 || !/Address already in use/.test(String(e.message))) throw e;
+      console.log(`[harness] the port was taken before wrangler bound it; trying another (${attempt})`);
+    }
+  }
+}
+
+async function launch({ stateDir, sources, port, vars, dir }) {
   const child = spawn(WRANGLER, [
     'dev', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', stateDir,
     '--var', `ADMIN_TOKEN:${ADMIN_TOKEN}`, '--show-interactive-dev-session=false',
@@ -113,7 +125,7 @@ export async function startCollector({ state, sources = TEST_SOURCES, port: fixe
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 120_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited early:\n${log}`);
+    if (child.exitCode !== null) { children.delete(child); throw new Error(`wrangler dev exited early:\n${log}`); }
     try {
       const r = await fetch(`${url}/v1/batch`, { method: 'OPTIONS' });
       if (r.status === 204) break;
