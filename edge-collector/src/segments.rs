@@ -177,11 +177,28 @@ pub struct Facts {
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
+/// Segments one source declares at most (each is scored for every profile an event
+/// touches).
+pub const MAX_SEGMENTS: usize = 100;
+/// Rules (every node: all/any/not, trait, count, sum, rfm) one segment has at most, and
+/// `where` conditions one aggregate has at most.
+pub const MAX_RULES: usize = 32;
+pub const MAX_CONDITIONS: usize = 16;
+
 /// Checks a source's segment list: ids well formed and unique, windows within the hot
-/// window (`retention_days`) the facts come from.
+/// window (`retention_days`) the facts come from, and the sizes within the caps above.
 pub fn validate(segments: &[Segment], retention_days: u32) -> Result<(), String> {
+    if segments.len() > MAX_SEGMENTS {
+        return Err(format!(
+            "{} segments: at most {MAX_SEGMENTS} per source",
+            segments.len()
+        ));
+    }
     let mut seen = std::collections::HashSet::new();
     for s in segments {
+        if rule_count(&s.rule) > MAX_RULES {
+            return Err(format!("segment {}: more than {MAX_RULES} rules", s.id));
+        }
         let ok = !s.id.is_empty()
             && s.id.len() <= 64
             && s.id
@@ -198,6 +215,14 @@ pub fn validate(segments: &[Segment], retention_days: u32) -> Result<(), String>
     Ok(())
 }
 
+fn rule_count(r: &Rule) -> usize {
+    match r {
+        Rule::All(rs) | Rule::Any(rs) => 1 + rs.iter().map(rule_count).sum::<usize>(),
+        Rule::Not(r) => 1 + rule_count(r),
+        _ => 1,
+    }
+}
+
 fn check_rule(r: &Rule, retention_days: u32) -> Result<(), String> {
     match r {
         Rule::All(rs) | Rule::Any(rs) => rs.iter().try_for_each(|r| check_rule(r, retention_days)),
@@ -208,6 +233,9 @@ fn check_rule(r: &Rule, retention_days: u32) -> Result<(), String> {
                 return Err(format!(
                     "a window of {days} days is longer than the {retention_days} days of events kept"
                 ));
+            }
+            if a.filter.len() > MAX_CONDITIONS {
+                return Err(format!("more than {MAX_CONDITIONS} `where` conditions"));
             }
             if matches!(r, Rule::Sum(_)) && a.of.is_none() {
                 return Err("sum needs `of`, the property summed".into());

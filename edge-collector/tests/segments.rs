@@ -174,6 +174,33 @@ fn configuration_errors_are_reported() {
     assert!(unknown.is_err());
 }
 
+/// Sizes a request pays for on every scoring are capped, and the limits are exact.
+#[test]
+fn oversized_declarations_are_refused_at_their_limits() {
+    let one = |i: usize| seg(&format!("s{i}"), json!({"count": {"event": "A"}}));
+    let many: Vec<Segment> = (0..MAX_SEGMENTS).map(one).collect();
+    validate(&many, 30).unwrap();
+    let too_many: Vec<Segment> = (0..=MAX_SEGMENTS).map(one).collect();
+    assert!(validate(&too_many, 30).unwrap_err().contains("at most 100"));
+
+    let rules = |n: usize| json!({"any": vec![json!({"count": {"event": "A"}}); n - 1]});
+    validate(&[seg("wide", rules(MAX_RULES))], 30).unwrap();
+    let err = validate(&[seg("wide", rules(MAX_RULES + 1))], 30).unwrap_err();
+    assert!(err.contains("more than 32 rules"), "{err}");
+    let mut deep = json!({"count": {"event": "A"}});
+    for _ in 0..MAX_RULES {
+        deep = json!({ "not": deep });
+    }
+    assert!(validate(&[seg("deep", deep)], 30).is_err());
+
+    let conds = |n: usize| {
+        json!({"count": {"event": "A",
+        "where": vec![json!({"path": "x", "op": "exists"}); n]}})
+    };
+    validate(&[seg("c", conds(MAX_CONDITIONS))], 30).unwrap();
+    assert!(validate(&[seg("c", conds(MAX_CONDITIONS + 1))], 30).is_err());
+}
+
 /// Ten converting profiles, checked by hand: frequency 1..10 gives cut points 2, 4, 6, 8
 /// (nearest rank at 20/40/60/80 % of 10: ranks 2, 4, 6, 8), so 1-2 score 1, 3-4 score 2,
 /// 5-6 score 3, 7-8 score 4, 9-10 score 5. Recency 0..9 days gives cuts 1, 3, 5, 7 and
