@@ -259,9 +259,10 @@ impl Activity {
     }
 
     /// Joins another profile's activity into this one (a merge). Facts recorded under
-    /// two different specs are stale together.
+    /// two different specs are stale together (an absorbed profile from before the
+    /// segments, with no facts kept at all, too: its stored events count).
     pub fn absorb(&mut self, other: &Activity) {
-        if self.spec != other.spec && !other.facts.is_empty() {
+        if self.spec != other.spec {
             self.spec.clear();
         }
         for f in &other.facts {
@@ -468,6 +469,13 @@ mod tests {
             ..Activity::default()
         };
         w.absorb(&other);
+        assert!(w.spec.is_empty());
+        // So does one kept under none (from before the segments): its events count.
+        let mut w = Activity {
+            spec: "s1".into(),
+            ..Activity::default()
+        };
+        w.absorb(&Activity::default());
         assert!(w.spec.is_empty());
     }
 
