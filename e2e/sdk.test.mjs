@@ -343,6 +343,10 @@ test('Google Consent Mode and the IAB TCF drive consent; debug mode reports plan
       return window.sightline.flush();
     });
     await eventually(() => warnings.some((w) => w.includes('quarantined')), 10_000, 'a console warning');
+    // An event the SDK itself cannot keep says so, and only that (nothing `undefined`).
+    await tcf.evaluate(() => window.sightline.track('Too Big', { blob: 'x'.repeat(40_000) }));
+    const notKept = await eventually(() => warnings.find((w) => w.includes('event not kept')), 5_000, 'the not-kept warning');
+    assert.equal(notKept, '[sightline] event not kept (over 32 KB, not serializable, or consent denied)');
   } finally {
     await browser.close();
   }

@@ -293,8 +293,7 @@ pub fn start(cfg: JsValue) -> bool {
     };
     let location = w.location();
     let href = location.href().unwrap_or_default();
-    let at = String::from(location.pathname().unwrap_or_default())
-        + &location.search().unwrap_or_default();
+    let at = location.pathname().unwrap_or_default() + &location.search().unwrap_or_default();
     let on_timer = Closure::<dyn FnMut()>::new(|| {
         with(|s| s.timer = None);
         send();
@@ -512,9 +511,9 @@ impl Sdk {
         self.analytics = now;
         self.apply_soon();
         if !kept && self.debug {
-            warn(
-                "event not kept (over 32 KB, not serializable, or consent denied)",
-                &JsValue::UNDEFINED,
+            web_sys::console::warn_2(
+                &JsValue::from_str("[sightline]"),
+                &JsValue::from_str("event not kept (over 32 KB, not serializable, or consent denied)"),
             );
         }
         self.schedule();
