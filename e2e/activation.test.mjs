@@ -529,6 +529,8 @@ test('an unmerge rescores both profiles at once from their own events', async ()
   // At once, without another event: each side's own orders decide.
   assert.deepEqual((await membersOf(restored)).sort(), ['category-fan', 'returning-customer']);
   assert.deepEqual((await membersOf(merged.id)).sort(), ['category-fan', 'returning-customer']);
+  const view = await collector.adminJson(`/admin/v1/profiles/${restored}?writeKey=sl_act_key`);
+  assert.deepEqual(view.segments.map((x) => x.segment), ['category-fan', 'returning-customer'], 'the 360 view lists them');
   const graph = async (id) => (await collector.adminJson(`/admin/v1/profiles/${id}?writeKey=sl_act_key`)).profile.activity;
   assert.equal((await graph(merged.id)).f.length, 3, 'the surviving profile counts only its own orders');
   assert.equal((await graph(restored)).f.length, 3, 'the restored one counts its three, two of them sent after the merge');

@@ -214,6 +214,9 @@ async function showProfile(path) {
     el('h3', {}, 'Identifiers'),
     el('ul', { class: 'ids' }, ...prof.identifiers.map((i) => el('li', {}, el('b', {}, i.kind), ' ', el('code', {}, i.value)))),
     el('h3', {}, 'Traits'), kv(prof.traits),
+    el('h3', {}, 'Segments'), (p.segments || []).length
+      ? el('ul', { id: 'profile-segments' }, ...p.segments.map((s) => el('li', {}, el('code', {}, s.segment), ' since ' + String(s.since).slice(0, 10))))
+      : el('p', {}, 'In no segment.'),
     el('h3', {}, 'Consent'), kv(parse(p.consent.current)),
     el('details', {}, el('summary', {}, 'Consent log (' + p.consent.log.length + ')'), el('pre', { class: 'json' }, json(p.consent.log.map((c) => ({ ...c, categories: parse(c.categories) }))))),
     el('h3', {}, 'Merges'), merges.length ? el('ul', { id: 'merges' }, ...merges) : el('p', {}, 'No merges.'),

@@ -621,6 +621,13 @@ async fn profile_360(
         &[key.as_str().into(), id.as_str().into()],
     )
     .await?;
+    let segments = rows(
+        db,
+        "SELECT segment, since FROM segment_members WHERE write_key = ?1 AND profile_id = ?2 \
+         ORDER BY segment",
+        &[key.as_str().into(), id.as_str().into()],
+    )
+    .await?;
     let consent = rows(
         db,
         "SELECT anonymous_id AS anonymousId, user_id AS userId, categories, source, gpc, \
@@ -639,6 +646,7 @@ async fn profile_360(
             "identified": ids.iter().any(|i| i.kind != IdKind::Anonymous),
             "consent": {"current": profile.get("consent"), "log": consent},
             "events": counts,
+            "segments": segments,
             "merges": answer["merges"],
             "conflicts": answer["conflicts"],
         }),
