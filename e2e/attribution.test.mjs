@@ -101,8 +101,20 @@ test('attribution: credit at the edge across stitched devices, merges and unmerg
     // The inspector shows the report.
     const browser = await startBrowser();
     try {
+      // The tab's first answer (the default model) is held back until after the model
+      // picked next has drawn: the late answer must not replace the newer one.
+      let heldBack = 0;
+      await browser.context.route(/\/admin\/v1\/attribution\?.*model=last_non_direct/, async (route) => {
+        heldBack++;
+        await new Promise((r) => setTimeout(r, 1500));
+        await route.continue();
+      });
       const page = await openInspector(browser, collector.url, 'attribution', 'sl_dev_key');
       await page.selectOption('#attr-filters select[name=model]', 'first_touch');
+      await page.waitForFunction(() => document.querySelector('#attr-note')?.textContent.startsWith('Model first_touch'));
+      await page.waitForTimeout(2500);
+      assert.ok(heldBack >= 1, 'the default model was asked first');
+      assert.match(await page.textContent('#attr-note'), /^Model first_touch/, 'the late answer did not replace the newer one');
       await page.waitForSelector('#attr-channels tr[data-channel=paid_search]');
       assert.deepEqual(await page.$$eval('#attr-channels tr[data-channel=paid_search] td', (t) => t.map((x) => x.textContent)), ['paid_search', '1.00', '14.50', '14.50', '1.00', '14.50']);
       await page.screenshot({ path: join(ROOT, 'target/e2e-artifacts/inspector-attribution-1280.png'), fullPage: true });

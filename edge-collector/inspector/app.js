@@ -91,6 +91,16 @@ function show() {
 }
 
 // ---- live events: stored events and quarantined ones, newest first
+// Only a view's latest question is drawn: an earlier answer that arrives later (the
+// tab's first load and then a filter changed, or the live tail's timer) must not
+// replace a newer one. `ask(view)` numbers the question; the check says if it is still
+// the latest.
+const asked = {};
+function ask(view) {
+  const n = (asked[view] = (asked[view] || 0) + 1);
+  return () => asked[view] === n;
+}
+
 async function live() {
   followTimer = setInterval(guard(() => $('live-filters').follow.checked && loadLive()), 3000);
   await loadLive();
@@ -101,10 +111,12 @@ $('live-filters').addEventListener('submit', (e) => (e.preventDefault(), guard(l
 async function loadLive() {
   const f = $('live-filters');
   const want = f.verdict.value;
+  const current = ask('live');
   const [events, held] = await Promise.all([
     want === 'quarantined' ? { events: [] } : call('events?' + q({ writeKey: source(), type: f.type.value, event: f.event.value, limit: 50 })),
     want === 'accepted' ? { quarantine: [] } : call('quarantine?' + q({ writeKey: source(), limit: 50 })),
   ]);
+  if (!current()) return;
   const rows = events.events.map((e) => ({ verdict: 'accepted', at: e.receivedAt, type: e.type, event: e.event, who: e.anonymousId || e.userId, full: { ...e, payload: parse(e.payload) } }));
   for (const h of held.quarantine) {
     const p = parse(h.payload) || {};
@@ -130,7 +142,9 @@ async function loadLive() {
 
 // ---- quarantine: grouped by reason kind and path, replayable by group
 async function quarantine() {
+  const current = ask('quarantine');
   const list = (await call('quarantine?' + q({ writeKey: source(), limit: 1000 }))).quarantine;
+  if (!current()) return;
   const groups = new Map();
   for (const row of list) {
     const reasons = parse(row.reasons);
@@ -252,7 +266,9 @@ function erase(profile, writeKey) {
 $('chart-filters').addEventListener('change', guard(charts));
 const urls = [];
 async function charts() {
+  const current = ask('charts');
   const r = await call('insights?' + q({ writeKey: source(), days: $('chart-filters').days.value }));
+  if (!current()) return;
   for (const u of urls.splice(0)) URL.revokeObjectURL(u);
   $('chart-list').replaceChildren(
     ...r.charts.map((c) => {
@@ -268,7 +284,9 @@ async function charts() {
 
 // ---- alerts: as the hourly maintenance judged them
 async function alerts() {
+  const current = ask('alerts');
   const r = await call('alerts?' + q({ writeKey: source(), limit: 200 }));
+  if (!current()) return;
   const body = $('alert-table').tBodies[0];
   if (!r.alerts.length) return body.replaceChildren(el('tr', {}, el('td', { colspan: '6' }, 'No alerts.')));
   body.replaceChildren(
@@ -291,7 +309,9 @@ async function attribution() {
   for (const t of ['attr-channels', 'attr-campaigns']) $(t).tBodies[0].replaceChildren();
   if (!source()) return (note.textContent = 'Pick a source: attribution is per source.');
   const f = $('attr-filters');
+  const current = ask('attribution');
   const r = await call('attribution?' + q({ writeKey: source(), model: f.model.value, window: f.window.value }));
+  if (!current()) return;
   note.textContent = `Model ${r.model}, ${r.window}-day click window, in ${r.currency}.` + (r.unconvertedConversions ? ` ${r.unconvertedConversions} conversions in a currency without a rate are left out of revenue.` : '');
   $('attr-channels').tBodies[0].replaceChildren(...r.byChannel.map((c) => el('tr', { 'data-channel': c.channel }, el('td', {}, c.channel), el('td', {}, money(c.conversions)), el('td', {}, money(c.revenue)), el('td', {}, money(c.cost)), el('td', {}, money(c.roas)), el('td', {}, money(c.cac)))));
   $('attr-campaigns').tBodies[0].replaceChildren(...r.byCampaign.map((c) => el('tr', {}, el('td', {}, c.channel), el('td', {}, c.campaign || '—'), el('td', {}, money(c.conversions)), el('td', {}, money(c.revenue)), el('td', {}, money(c.cost)), el('td', {}, money(c.roas)), el('td', {}, money(c.cac)))));
@@ -316,7 +336,9 @@ $('cost-import').addEventListener('submit', async (e) => {
 // ---- activation: the segments with their member counts, and the delivery log
 $('delivery-filters').addEventListener('change', guard(activation));
 async function activation() {
+  const current = ask('activation');
   const segs = await call('segments?' + q({ writeKey: source() }));
+  if (!current()) return;
   $('segment-table').tBodies[0].replaceChildren(
     ...segs.segments.map((s) => el('tr', { 'data-segment': s.id },
       el('td', {}, s.id), el('td', {}, s.name), el('td', {}, s.members),
@@ -324,6 +346,7 @@ async function activation() {
   );
   const f = $('delivery-filters');
   const r = await call('deliveries?' + q({ writeKey: source(), destination: f.destination.value.trim(), status: f.status.value, limit: 200 }));
+  if (!current()) return;
   $('delivery-totals').textContent = r.totals.map((t) => `${t.destination} ${t.status}: ${t.n}`).join(' · ') || 'No deliveries yet.';
   $('delivery-table').tBodies[0].replaceChildren(
     ...r.deliveries.map((d) => el('tr', { 'data-status': d.status },
