@@ -11,7 +11,7 @@
 //!
 //! The spec's fingerprint is kept with the facts. When the segments change (a new
 //! event or path), a profile's facts no longer say everything its segments read: it is
-//! stale, and its facts are rebuilt once from the stored events ([`rebuild`]), joined
+//! stale, and its facts are rebuilt once from the stored events ([`Activity::rebuild`]), joined
 //! with what it holds so an event that arrived meanwhile is not lost.
 
 use crate::segments::{Fact, Rule, Segment};
@@ -92,28 +92,28 @@ impl Spec {
         properties: &Value,
     ) -> Option<Fact> {
         let paths = self.events.get(event)?;
-        if paths.is_empty() {
-            return Some(Fact {
-                id: fact_id(message_id),
-                event: event.to_string(),
-                at_ms,
-                properties: Value::Null,
-            });
-        }
-        let split: Vec<Vec<&str>> = paths
-            .iter()
-            .map(|p| p.split('.').filter(|s| !s.is_empty()).collect())
-            .collect();
-        let mut kept = prune(properties, &split);
-        if serde_json::to_string(&kept).map_or(true, |t| t.len() > MAX_FACT_BYTES) {
-            kept = Value::Null;
-        }
         Some(Fact {
             id: fact_id(message_id),
             event: event.to_string(),
             at_ms,
-            properties: kept,
+            properties: project(properties, paths),
         })
+    }
+}
+
+/// The properties cut to the paths (none: nothing is kept), or nothing past the size cap.
+fn project(properties: &Value, paths: &[String]) -> Value {
+    if paths.is_empty() {
+        return Value::Null;
+    }
+    let split: Vec<Vec<&str>> = paths
+        .iter()
+        .map(|p| p.split('.').filter(|s| !s.is_empty()).collect())
+        .collect();
+    let kept = prune(properties, &split);
+    match serde_json::to_string(&kept) {
+        Ok(t) if t.len() <= MAX_FACT_BYTES => kept,
+        _ => Value::Null,
     }
 }
 
