@@ -430,6 +430,16 @@ impl EventStore for MemoryStore {
             });
         }
         rows.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
+        // Each profile's newest `MAX_FACTS`, as the D1 read keeps them.
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut keep: Vec<bool> = vec![false; rows.len()];
+        for (i, r) in rows.iter().enumerate().rev() {
+            let n = seen.entry(r.profile_id.clone()).or_default();
+            *n += 1;
+            keep[i] = *n <= crate::activity::MAX_FACTS;
+        }
+        let mut kept = keep.into_iter();
+        rows.retain(|_| kept.next().unwrap_or(false));
         let members = self
             .members
             .borrow()

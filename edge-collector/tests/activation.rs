@@ -739,3 +739,68 @@ fn an_unmerge_rescores_both_sides_from_their_own_events() {
     let facts = |p: &str| r.graph_profile("shop", p).unwrap().activity.facts.len();
     assert_eq!((facts(&p1), facts(&p2)), (3, 3));
 }
+
+/// A rescoring after the segments change rebuilds every stale profile, more than one
+/// read's group of them, each from its newest stored events up to what it keeps.
+#[test]
+fn a_rebuild_covers_many_profiles_and_keeps_each_ones_newest_facts() {
+    use edge_collector::activity::{Spec, MAX_FACTS};
+    use edge_collector::pipeline::activate::{self, Input, Io};
+    let mut r = Rig::new(sources(json!([
+        {"id": "returning-customer", "rule": {"count": {"event": "Order Completed"}}}
+    ])));
+    for p in 0..60 {
+        send(
+            &r,
+            vec![order_in(
+                &format!("one-{p}"),
+                &format!("anon-many-{p}"),
+                100,
+                "Light",
+                5.0,
+            )],
+        );
+    }
+    let heavy: Vec<Value> = (0..MAX_FACTS + 44)
+        .map(|i| {
+            order_in(
+                &format!("h-{i}"),
+                "anon-heavy",
+                1000 - i as i64,
+                "Dark",
+                1.0,
+            )
+        })
+        .collect();
+    for chunk in heavy.chunks(100) {
+        send(&r, chunk.to_vec());
+    }
+    let mut profiles: Vec<String> = (0..60)
+        .map(|p| r.profile_of(&format!("one-{p}")).unwrap())
+        .collect();
+    let big = r.profile_of("h-0").unwrap();
+    profiles.push(big.clone());
+
+    r.sources = sources(example_segments());
+    let src = r.sources.get("shop").unwrap();
+    let spec = Spec::of(src);
+    let io = Io {
+        store: &r.store,
+        identity: &r.identity,
+    };
+    let input = Input {
+        profiles: profiles.clone(),
+        ..Input::default()
+    };
+    pollster::block_on(activate::run(&io, "shop", src, input, NOW)).unwrap();
+    for p in &profiles {
+        let a = r.graph_profile("shop", p).unwrap().activity;
+        assert_eq!(a.spec, spec.fingerprint, "{p} rebuilt");
+        assert_eq!(members(&r, p), recomputed(&r, p), "{p}");
+    }
+    let facts = r.graph_profile("shop", &big).unwrap().activity.facts;
+    assert_eq!(facts.len(), MAX_FACTS);
+    let newest = edge_collector::activity::fact_id(&format!("h-{}", MAX_FACTS + 43));
+    assert_eq!(facts.last().unwrap().id, newest, "the newest kept");
+    assert_eq!(facts[0].properties["products"][0]["category"], "Dark");
+}

@@ -22,6 +22,9 @@ pub struct Input {
     pub graph: Vec<Profile>,
 }
 
+/// Stale profiles whose events one read rebuilds.
+const REBUILD_GROUP: usize = 50;
+
 /// Where activation reads and writes.
 pub struct Io<'a, E, I> {
     pub store: &'a E,
@@ -93,10 +96,25 @@ pub async fn load<E: EventStore, I: IdentityService>(
     }
     let stale = activation::stale(&spec, &graph);
     let names = activation::names_read(source);
-    let facts = io
+    // The stale profiles' events are read a group at a time, so one read stays bounded
+    // (each profile's newest `MAX_FACTS`).
+    let mut groups = stale.chunks(REBUILD_GROUP);
+    let mut facts = io
         .store
-        .profile_facts(write_key, &names, profiles, &stale)
+        .profile_facts(
+            write_key,
+            &names,
+            profiles,
+            groups.next().unwrap_or_default(),
+        )
         .await?;
+    for group in groups {
+        let more = io
+            .store
+            .profile_facts(write_key, &names, &[], group)
+            .await?;
+        facts.rows.extend(more.rows);
+    }
     if stale.is_empty() {
         return Ok((graph, facts));
     }

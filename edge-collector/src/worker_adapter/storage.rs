@@ -307,12 +307,20 @@ impl EventStore for CloudStore {
         let bind = |sql: &str, args: &[JsValue]| self.db.prepare(sql).bind(args).map_err(err);
         let stmts = vec![
             bind(
-                "SELECT profile_id AS profileId, message_id AS messageId, type, event, timestamp, \
-                 payload -> '$.properties' AS data FROM events \
+                // Each stale profile's newest events, as many as it keeps facts.
+                "SELECT profileId, messageId, type, event, timestamp, data FROM \
+                 (SELECT profile_id AS profileId, message_id AS messageId, type, event, timestamp, \
+                 payload -> '$.properties' AS data, \
+                 row_number() OVER (PARTITION BY profile_id ORDER BY timestamp DESC) AS n FROM events \
                  WHERE write_key = ?1 AND profile_id IN (SELECT value FROM json_each(?2)) \
-                 AND type <> 'identify' AND event IN (SELECT value FROM json_each(?3)) \
-                 ORDER BY timestamp DESC LIMIT 20000",
-                &[k.clone(), list(rebuild), list(names)],
+                 AND type <> 'identify' AND event IN (SELECT value FROM json_each(?3))) \
+                 WHERE n <= ?4 ORDER BY timestamp DESC",
+                &[
+                    k.clone(),
+                    list(rebuild),
+                    list(names),
+                    (crate::activity::MAX_FACTS as u32).into(),
+                ],
             )?,
             // The consent log's entries of the profiles' visitors.
             bind(
@@ -392,7 +400,7 @@ impl EventStore for CloudStore {
                     categories: serde_json::from_str(&d.categories).unwrap_or_default(),
                 })
                 .collect(),
-            // The newest 20,000, oldest first.
+            // Oldest first.
             rows: rows
                 .into_iter()
                 .rev()
