@@ -311,7 +311,10 @@ fn export_audience(
 ) -> Result<u8, Fatal> {
     let token = std::env::var("SIGHTLINE_ADMIN_TOKEN")
         .map_err(|_| Fatal("set SIGHTLINE_ADMIN_TOKEN to the collector's admin token".into()))?;
-    let endpoint = format!("{}/admin/v1/audiences/{segment}.csv", url.trim_end_matches('/'));
+    let endpoint = format!(
+        "{}/admin/v1/audiences/{segment}.csv",
+        url.trim_end_matches('/')
+    );
     let answer = ureq::get(&endpoint)
         .query("writeKey", write_key)
         .query("format", format)
@@ -329,8 +332,14 @@ fn export_audience(
         Err(e) => return Err(Fatal(format!("cannot reach {endpoint}: {e}"))),
     };
     let header = |k: &str| resp.header(k).unwrap_or("0").to_string();
-    let (rows, no_consent, no_keys) = (header("X-Rows"), header("X-Excluded-No-Consent"), header("X-Excluded-No-Keys"));
-    let csv = resp.into_string().map_err(|e| Fatal(format!("reading {endpoint}: {e}")))?;
+    let (rows, no_consent, no_keys) = (
+        header("X-Rows"),
+        header("X-Excluded-No-Consent"),
+        header("X-Excluded-No-Keys"),
+    );
+    let csv = resp
+        .into_string()
+        .map_err(|e| Fatal(format!("reading {endpoint}: {e}")))?;
     match out_path {
         Some(p) => std::fs::write(p, &csv).map_err(|e| Fatal(format!("cannot write {p}: {e}")))?,
         None => write!(out, "{csv}").map_err(|e| Fatal(e.to_string()))?,
@@ -381,7 +390,14 @@ fn main() -> ExitCode {
                     out: path,
                     url,
                 },
-        } => export_audience(&segment, &write_key, &format, path.as_deref(), &url, &mut out),
+        } => export_audience(
+            &segment,
+            &write_key,
+            &format,
+            path.as_deref(),
+            &url,
+            &mut out,
+        ),
     };
     match result {
         Ok(code) => ExitCode::from(code),

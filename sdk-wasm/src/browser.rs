@@ -513,7 +513,9 @@ impl Sdk {
         if !kept && self.debug {
             web_sys::console::warn_2(
                 &JsValue::from_str("[sightline]"),
-                &JsValue::from_str("event not kept (over 32 KB, not serializable, or consent denied)"),
+                &JsValue::from_str(
+                    "event not kept (over 32 KB, not serializable, or consent denied)",
+                ),
             );
         }
         self.schedule();
@@ -1003,7 +1005,11 @@ pub fn segments() -> Promise {
         let anon = s.engine.anon().to_owned();
         (c.decided && c.personalization).then(|| {
             let enc = |v: &str| String::from(js_sys::encode_uri_component(v));
-            s.root.clone() + "/v1/segments?writeKey=" + &enc(&s.write_key) + "&anonymousId=" + &enc(&anon)
+            s.root.clone()
+                + "/v1/segments?writeKey="
+                + &enc(&s.write_key)
+                + "&anonymousId="
+                + &enc(&anon)
         })
     })
     .flatten();
