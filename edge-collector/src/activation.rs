@@ -97,19 +97,18 @@ pub fn active(source: &Source) -> bool {
     !source.segments().is_empty() || !source.destinations.is_empty()
 }
 
-/// Whether a stored event may move a profile's membership or be sent.
-pub fn moves(source: &Source, kind: &str, event: Option<&str>) -> bool {
-    let segs = source.segments();
-    if segs.is_empty() && source.destinations.is_empty() {
+/// Whether a stored event may move a profile's membership or be sent. `spec` is the
+/// source's (`Spec::of`, once per request): it names the events segments read, RFM's
+/// conversions among them.
+pub fn moves(source: &Source, spec: &Spec, kind: &str, event: Option<&str>) -> bool {
+    if !active(source) {
         return false;
     }
     if kind == "identify" {
         return true; // traits, and the hashes destinations match on
     }
     let Some(name) = event else { return false };
-    source.destinations.iter().any(|d| d.sends(Some(name)))
-        || segments::events_read(segs).contains(&name)
-        || (segments::reads_rfm(segs) && source.attribution.conversion(Some(name)).is_some())
+    spec.events.contains_key(name) || source.destinations.iter().any(|d| d.sends(Some(name)))
 }
 
 /// The profiles among these whose activity must be rebuilt from the store first.

@@ -348,7 +348,7 @@ pub fn observed(source: &Source, spec: &Spec, event: &Event<'_>) -> Option<Obser
         keep_since_ms: event.now_ms - spec.keep_ms,
         fact,
         consent: event.consent.clone(),
-        wanted: crate::activation::moves(source, event.kind, event.name),
+        wanted: crate::activation::moves(source, spec, event.kind, event.name),
     })
 }
 

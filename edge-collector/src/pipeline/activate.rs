@@ -35,6 +35,7 @@ pub struct Io<'a, E, I> {
 /// profiles that absorbed another.
 pub fn input(
     source: &Source,
+    spec: &Spec,
     fresh: &[(usize, Candidate)],
     outcomes: &[Insert],
     winners: &[String],
@@ -51,7 +52,7 @@ pub fn input(
     for ((_, c), o) in fresh.iter().zip(outcomes) {
         let e = &c.event;
         let kept = matches!(o, Insert::Stored | Insert::Duplicate);
-        if !kept || !activation::moves(source, e.kind, e.event.as_deref()) {
+        if !kept || !activation::moves(source, spec, e.kind, e.event.as_deref()) {
             continue;
         }
         out.profiles.extend(e.profile_id.clone());

@@ -158,7 +158,8 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
             .collect()
     };
     let done = pick(|o| matches!(o, Insert::Stored | Insert::Duplicate));
-    let to_activate = super::activate::input(sh.source, &fresh, &outcomes, &winners, graph);
+    let to_activate =
+        super::activate::input(sh.source, &sh.spec, &fresh, &outcomes, &winners, graph);
     let to_credit = credited_profiles(sh.source, &fresh, &outcomes, winners);
     let failed = pick(|o| *o == Insert::Failed);
     let conflicts = pick(|o| matches!(o, Insert::Conflict { .. }));
