@@ -16,6 +16,13 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
+# The standard library's sources: the shipped SDK's wasm rebuilds core and alloc
+# (scripts/build.sh says why).
+if ! rustup component list --installed | grep -q '^rust-src'; then
+  log "adding rust component rust-src"
+  rustup component add rust-src
+fi
+
 # wasm-bindgen-cli must equal the wasm-bindgen library version exactly.
 # No --locked: one locked dependency version is missing from the registry mirror.
 if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
