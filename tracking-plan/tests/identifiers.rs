@@ -298,6 +298,33 @@ proptest::proptest! {
         let _ = find_email(&s);
     }
 
+    /// A request's scrubber answers from its memo exactly what a fresh scrub answers, for
+    /// texts seen again under the same or another kind of field, and once the memo is
+    /// full.
+    #[test]
+    fn a_shared_scrubber_answers_as_fresh_scrubs(
+        texts in proptest::collection::vec(
+            "([a-z.]{1,6}@[a-z]{2,6}\\.io|\\+33 6 12 34 56 78|650\\.555\\.0142|%40|[a-z0-9]{1,4}| |\\PC{0,3}){0,8}",
+            1..12,
+        ),
+        picks in proptest::collection::vec((0usize..12, 0usize..4), 1..40),
+        cap in 0usize..200,
+    ) {
+        use tracking_plan::pii::{scrub_field, scrub_text, FieldKind, Scrubber};
+        // A small memo: most cases fill it, so later texts are scanned, not kept.
+        let mut sc = Scrubber::with_cap(Some("US"), cap);
+        for (i, kind) in picks {
+            let t = &texts[i % texts.len()];
+            let (got, want) = match kind {
+                0 => (sc.field(FieldKind::Email, t), scrub_field(FieldKind::Email, t, Some("US"))),
+                1 => (sc.field(FieldKind::Phone, t), scrub_field(FieldKind::Phone, t, Some("US"))),
+                2 => (sc.field(FieldKind::Other, t), scrub_field(FieldKind::Other, t, Some("US"))),
+                _ => (sc.text(t), scrub_text(t, Some("US"))),
+            };
+            proptest::prop_assert_eq!(got, want, "{:?} as {}", t, kind);
+        }
+    }
+
     /// Scrubbing never panics, and what it leaves holds nothing it would scrub again.
     #[test]
     fn scrubbing_is_total_and_idempotent(

@@ -4,7 +4,7 @@
 //! and click-id parameters of every URL in the context and the properties).
 
 use crate::consent::Decision;
-use crate::enrich::{self, Agent, AgentCache, EdgeInfo};
+use crate::enrich::{self, Agent, EdgeInfo};
 use serde_json::{Map, Value};
 use tracking_plan::campaign::{is_click_id, strip_click_ids};
 use tracking_plan::time::{format_rfc3339, parse_rfc3339};
@@ -27,7 +27,7 @@ pub fn stamp(
     m: &mut Message,
     batch_sent_at: Option<&str>,
     edge: &EdgeInfo<'_>,
-    agents: &mut AgentCache,
+    memo: &mut super::Memo<'_>,
     now_ms: i64,
     received_at: &str,
 ) -> (Agent, i64) {
@@ -41,11 +41,11 @@ pub fn stamp(
     m.sent_at = sent_at;
     m.timestamp = Some(format_rfc3339(ts));
     m.received_at = Some(received_at.to_string());
-    let agent = enrich::enrich(&mut m.context, edge, agents);
+    let agent = enrich::enrich(&mut m.context, edge, &mut memo.agents);
     // The edge's user agent is input too.
     if let Some(Value::Object(ctx)) = &mut m.context {
         if let Some(Value::String(ua)) = ctx.get_mut("userAgent") {
-            if let Some((clean, _)) = tracking_plan::pii::scrub_text(ua, edge.country) {
+            if let Some((clean, _)) = memo.scrub.text(ua) {
                 *ua = clean;
             }
         }

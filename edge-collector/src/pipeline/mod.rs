@@ -43,6 +43,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use tracking_plan::pii::Scrubber;
 use tracking_plan::time::format_rfc3339;
 use tracking_plan::Message;
 
@@ -213,6 +214,22 @@ pub struct Candidate {
     pub message: Message,
 }
 
+/// What one request's events share and need not work out twice: the parsed user
+/// agents, and the scrubbed texts (a batch repeats its page and user agent).
+pub struct Memo<'c> {
+    pub agents: AgentCache,
+    pub scrub: Scrubber<'c>,
+}
+
+impl<'c> Memo<'c> {
+    pub fn new(country: Option<&'c str>) -> Self {
+        Memo {
+            agents: AgentCache::default(),
+            scrub: Scrubber::new(country),
+        }
+    }
+}
+
 /// What the checks made of one event.
 pub enum Prepared {
     Candidate(Box<Candidate>),
@@ -266,7 +283,7 @@ fn merge_context(ctx: &mut Value, batch_ctx: Option<&Map<String, Value>>) {
 pub fn prepare(
     raw: &RawValue,
     sh: &Shared<'_>,
-    agents: &mut AgentCache,
+    memo: &mut Memo<'_>,
     consent_log: &mut Vec<ConsentRecord>,
 ) -> Prepared {
     let text = raw.get();
@@ -274,7 +291,7 @@ pub fn prepare(
         .then(|| serde_json::from_str::<Message>(text).ok())
         .flatten();
     match parsed {
-        Some(m) => prepare_message(m, text, sh, agents, consent_log),
+        Some(m) => prepare_message(m, text, sh, memo, consent_log),
         None => prepare_other(text, sh, consent_log),
     }
 }
@@ -306,7 +323,7 @@ fn prepare_message(
     mut m: Message,
     text: &str,
     sh: &Shared<'_>,
-    agents: &mut AgentCache,
+    memo: &mut Memo<'_>,
     consent_log: &mut Vec<ConsentRecord>,
 ) -> Prepared {
     let country = sh.req.edge.country;
@@ -325,8 +342,8 @@ fn prepare_message(
     // The write key authenticates the request; it is not event data (analytics-next
     // repeats it in every message), so it is not stored with the event.
     m.extra.remove("writeKey");
-    let findings = pii::scrub(&mut m, country);
-    checked(m, &findings, sh, agents, gate.decision, text.len())
+    let findings = pii::scrub(&mut m, &mut memo.scrub);
+    checked(m, &findings, sh, memo, gate.decision, text.len())
 }
 
 /// JSON that is too large or not a valid message: gated, then quarantined scrubbed.
@@ -367,7 +384,7 @@ fn checked(
     mut m: Message,
     findings: &[pii::Finding],
     sh: &Shared<'_>,
-    agents: &mut AgentCache,
+    memo: &mut Memo<'_>,
     decision: Decision,
     size: usize,
 ) -> Prepared {
@@ -385,7 +402,7 @@ fn checked(
         &mut m,
         batch_sent_at,
         &sh.req.edge,
-        agents,
+        memo,
         sh.req.now_ms,
         sh.received_at,
     );
@@ -553,9 +570,9 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
         spec: crate::activity::Spec::of(env.source),
     };
     let mut run = store::Run::new(messages.len());
-    let mut agents = AgentCache::default();
+    let mut memo = Memo::new(req.edge.country);
     for (i, raw) in messages.iter().enumerate() {
-        let p = prepare(raw, &shared, &mut agents, &mut run.consent_log);
+        let p = prepare(raw, &shared, &mut memo, &mut run.consent_log);
         run.sort(i, p);
     }
     // Idempotent writes first: a crash after them loses nothing, a retry repeats them.

@@ -3,13 +3,14 @@
 //! (quarantine included) holds a raw email or phone number in any field, key or id.
 
 use serde_json::Value;
-pub use tracking_plan::pii::{scrub_message, Finding};
-use tracking_plan::pii::{scrub_value, FieldKind};
+pub use tracking_plan::pii::{scrub_message, Finding, Scrubber};
+use tracking_plan::pii::{scrub_message_with, scrub_value, FieldKind};
 use tracking_plan::Message;
 
-/// Scrubs a message in place; the findings say where raw values were.
-pub fn scrub(m: &mut Message, country: Option<&str>) -> Vec<Finding> {
-    scrub_message(m, country)
+/// Scrubs a message in place with the request's scrubber; the findings say where raw
+/// values were.
+pub fn scrub(m: &mut Message, sc: &mut Scrubber<'_>) -> Vec<Finding> {
+    scrub_message_with(m, sc)
 }
 
 /// Scrubs any JSON (an event that is not a valid message) in place.
