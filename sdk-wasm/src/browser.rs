@@ -535,8 +535,8 @@ type Then = Box<dyn FnOnce(Option<JsValue>)>;
 
 /// Calls `f` once `p` settles. Callbacks on promises instead of `async`: the futures
 /// executor (`js_sys::futures`) and the state machines of the async functions were
-/// 3,118 bytes gzip of the wasm (48,414 -> 45,296, measured); one boxed callback type keeps the closure
-/// glue to two instances.
+/// 3,118 bytes gzip of the wasm (48,414 -> 45,296, measured); one boxed callback type
+/// keeps the closure glue to two instances.
 fn then(p: Promise, f: Then) {
     let once = Rc::new(Cell::new(Some(f)));
     let other = once.clone();
