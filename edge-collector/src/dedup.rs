@@ -107,7 +107,9 @@ pub fn claim_in(t: &mut impl SeenTable, claims: &[Claim], now_ms: i64) -> Vec<Se
                 Some(e) if now_ms - e.at_ms > WINDOW_MS => {}
                 Some(e) if !e.committed && now_ms - e.at_ms > LEASE_MS => {}
                 Some(e) if !e.committed && e.owner != c.owner => return Seen::Pending,
-                Some(e) if e.fingerprint == c.fingerprint => return Seen::Duplicate,
+                Some(e) if crate::pipeline::same_content(&e.fingerprint, &c.fingerprint) => {
+                    return Seen::Duplicate
+                }
                 Some(e) => {
                     return Seen::Conflict {
                         first: e.fingerprint,

@@ -128,10 +128,10 @@ pub enum Insert {
     Failed,
 }
 
-/// What a repeated messageId is, from the stored fingerprint and the new one. A row
-/// stored before fingerprints were kept (empty) counts as the same content.
+/// What a repeated messageId is, from the stored fingerprint and the new one
+/// (`pipeline::same_content`).
 pub fn repeat(stored: &str, new: &str) -> Insert {
-    if stored.is_empty() || stored == new {
+    if crate::pipeline::same_content(stored, new) {
         Insert::Duplicate
     } else {
         Insert::Conflict {
