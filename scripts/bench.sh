@@ -13,6 +13,9 @@
 #   scripts/bench.sh pipeline    the collector's core pipeline (every step, in-memory
 #                                stores) vs a bare serde_json parse+serialize of the
 #                                same 20-event batches, events/s on one core
+#   scripts/bench.sh pipeline-wasm  the same, compiled to wasm (wasm32-wasip1) and run
+#                                in V8 (Node's WASI), as the worker runs it: no SHA
+#                                instructions, wasm's allocator
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -49,6 +52,13 @@ bench_validator() {
 bench_pipeline() {
   cargo build -q --profile bench-speed -p edge-collector --example pipeline_bench
   taskset -c 0 target/bench-speed/examples/pipeline_bench "${BATCHES:-5000}"
+}
+
+bench_pipeline_wasm() {
+  rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+  cargo build -q --profile bench-speed -p edge-collector --example pipeline_bench --target wasm32-wasip1
+  node --no-warnings bench/wasi-run.mjs \
+    target/wasm32-wasip1/bench-speed/examples/pipeline_bench.wasm "${BATCHES:-2000}"
 }
 
 bench_pii() {
@@ -97,9 +107,10 @@ bench_worker() {
 case "${1:-}" in
   validator) bench_validator ;;
   pipeline) bench_pipeline ;;
+  pipeline-wasm) bench_pipeline_wasm ;;
   pii) bench_pii ;;
   worker) bench_worker ;;
   load) bench_load ;;
   sdk) shift; bench_sdk "$@" ;;
-  *) echo "usage: $0 validator|pii|pipeline|worker|load|sdk [peer-bench options]" >&2; exit 2 ;;
+  *) echo "usage: $0 validator|pii|pipeline|pipeline-wasm|worker|load|sdk [peer-bench options]" >&2; exit 2 ;;
 esac
