@@ -179,16 +179,17 @@ test('the inspector: sign-in, live events, a merged profile undone, replay, char
     await page.selectOption('#profile-search select[name=kind]', 'anonymousId');
     await page.fill('#profile-search input[name=value]', phone);
     await page.click('#profile-search button');
-    await page.waitForSelector('#erase');
+    // The phone's own profile, not the one shown before the search.
+    await page.waitForSelector(`#profile-view h2 code:text-is("${split.profile.id}")`);
     await page.click('#erase');
     await page.fill('#erase-confirm', 'p_wrong');
     await page.click('#erase-go');
-    await page.waitForSelector('#profile-note:has-text("Not erased")');
+    await page.waitForSelector('#profile-note:text-matches("^Not erased")');
     assert.equal((await collector.admin(`/admin/v1/profiles/${split.profile.id}`)).status, 200);
     await page.click('#erase');
     await page.fill('#erase-confirm', split.profile.id);
     await page.click('#erase-go');
-    await page.waitForSelector('#profile-note:has-text("Erased")');
+    await page.waitForSelector('#profile-note:text-matches("^Erased:")');
     assert.equal((await collector.admin(`/admin/v1/profiles/${split.profile.id}`)).status, 404);
     assert.equal((await collector.admin(`/admin/v1/profiles/${joined.profile.id}`)).status, 200, 'only that person');
 

@@ -195,6 +195,9 @@ $('profile-search').addEventListener('submit', async (e) => {
   let value = f.value.value.trim();
   const note = $('profile-note');
   note.textContent = '';
+  // The profile shown before goes at once: its erase and unmerge buttons must not stay
+  // clickable while the new answer loads.
+  $('profile-view').replaceChildren();
   try {
     let path;
     if (kind === 'email' || kind === 'phone') {
@@ -211,9 +214,11 @@ $('profile-search').addEventListener('submit', async (e) => {
 });
 
 async function showProfile(path) {
+  const current = ask('profile');
   const p = await call(path);
   const prof = p.profile;
   const timeline = await call('events?' + q({ profileId: prof.id, writeKey: p.writeKey, limit: 50 }));
+  if (!current()) return;
   const kv = (obj) => el('table', { class: 'kv' }, ...Object.entries(obj || {}).map(([k, v]) => el('tr', {}, el('th', {}, k), el('td', { class: 'mono' }, typeof v === 'string' ? v : JSON.stringify(v)))));
   const merges = (p.merges || []).map((m) =>
     el('li', {},
