@@ -42,6 +42,8 @@ build_sdk() {
     $SDK_TARGET/wasm32-unknown-unknown/release/sdk_wasm.wasm
   wasm-opt -Oz --converge --strip-debug --strip-producers --strip-target-features \
     sdk-wasm/pkg/sdk_wasm_bg.wasm -o sdk-wasm/dist/sightline.wasm
+  # The glue in pkg/ is rewritten in place to the shipped wasm's short names (pkg's own
+  # wasm keeps the long ones, for scripts/bench.sh's per-crate table), then bundled.
   node scripts/minify-boundary.mjs sdk-wasm/dist/sightline.wasm sdk-wasm/pkg/sdk_wasm.js
   # The glue's default wasm URL (import.meta.url) is never used: the shim passes the
   # snippet's early fetch. The banner is V8's compile hint: the whole script is compiled
