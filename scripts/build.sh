@@ -8,8 +8,8 @@ cd "$ROOT"
 # The shipped SDK's wasm is built with `core` and `alloc` compiled again (rust-src) so
 # that a panic is a bare trap: no panic message formatting, no source locations, no
 # `Debug` output. The wasm has no use for them (a panic already traps, and nothing reads
-# a message), and they were 3,863 bytes gzip of every visitor's download (54,627 ->
-# 50,764, measured). Those are unstable compiler options, enabled on this stable
+# a message), and they were 3,871 bytes gzip of every visitor's download (54,558 ->
+# 50,687, measured). Those are unstable compiler options, enabled on this stable
 # toolchain by RUSTC_BOOTSTRAP for this one build, in a target directory of its own; if
 # they ever stop building, the SDK is built as before (and says so).
 SDK_TARGET=target/sdk-min
