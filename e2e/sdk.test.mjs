@@ -183,6 +183,59 @@ test('offline then online delivers everything exactly once', async () => {
   }
 });
 
+test('without Web Locks, or with a lock manager that refuses, events are delivered and a reload loses nothing', async () => {
+  const browsers = {
+    // An older browser or a webview: no navigator.locks at all.
+    'no Web Locks': () => { delete Navigator.prototype.locks; },
+    // An opaque origin answers every request with a rejected promise (SecurityError).
+    'a refusing lock manager': () => {
+      LockManager.prototype.request = () => Promise.reject(new DOMException('refused', 'SecurityError'));
+    },
+  };
+  for (const [label, init] of Object.entries(browsers)) {
+    const browser = await startBrowser();
+    try {
+      await browser.context.addInitScript(init);
+      const errors = [];
+      let page = await browser.context.newPage();
+      page.on('pageerror', (e) => errors.push(String(e)));
+      await page.goto(`${collector.url}/about`);
+      // A flush that never settles (a send stuck on its lock) fails here, not by hanging.
+      const flush = () => page.evaluate(() => Promise.race([
+        window.sightline.flush(),
+        new Promise((_, no) => setTimeout(() => no(new Error('flush did not settle')), 10_000)),
+      ]));
+      await page.evaluate(() => window.sightline.ready);
+      assert.equal(await page.evaluate(() => !!(navigator.locks && navigator.locks.request)), label !== 'no Web Locks');
+      await accept(page);
+      await flush();
+      const anon = await page.evaluate(() => window.sightline.anonymousId());
+      await page.evaluate(() => { for (let i = 0; i < 6; i++) window.sightline.track('Lockless', { i }); });
+      await flush();
+      // Queued again, then a reload before they leave: the next page sends them.
+      await page.route('**/v1/batch', (route) => route.abort());
+      await page.evaluate(() => { for (let i = 6; i < 10; i++) window.sightline.track('Lockless', { i }); });
+      await page.waitForTimeout(400);
+      await page.unroute('**/v1/batch');
+      await page.reload();
+      await page.evaluate(() => window.sightline.ready);
+      await flush();
+      const r = await eventually(async () => {
+        const x = await rows(`anonymous_id = '${anon}' and event = 'Lockless'`);
+        return x.length >= 10 && x;
+      }, 30_000, `events with ${label}`);
+      const seen = r.map((x) => JSON.parse(x.payload).properties.i).sort((a, b) => a - b);
+      assert.deepEqual(seen, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], label);
+      assert.equal(new Set(r.map((x) => x.message_id)).size, 10);
+      assert.equal((await page.evaluate(() => window.sightline.stats())).queued, 0, `${label}: nothing left queued`);
+      assert.deepEqual(errors, [], label);
+      console.log(`${label}: sent 10, stored ${r.length}`);
+    } finally {
+      await browser.close();
+    }
+  }
+});
+
 test('500 and 429 are retried with backoff, honouring Retry-After, with the same messageIds', async () => {
   const { browser, page } = await visit('/about');
   try {

@@ -637,7 +637,9 @@ fn sent(next: Option<f64>) {
 type Done = Box<dyn FnOnce(Option<f64>)>;
 
 /// Runs an attempt holding the Web Lock `name` (one tab sends at a time); `done` is
-/// called once, also when the lock cannot be had.
+/// called once. When the lock cannot be asked for (a lock manager that refuses), the
+/// attempt runs without it, as in a browser without Web Locks: delivery is at least once
+/// either way, and the collector stores each messageId once.
 fn under_lock(name: &str, done: Done) {
     let done = Rc::new(Cell::new(Some(done)));
     let finish = done.clone();
@@ -658,9 +660,9 @@ fn under_lock(name: &str, done: Done) {
         p,
         Box::new(move |_| {
             // Settled: normally after the attempt reported; if the request failed
-            // before the attempt ran, report now.
+            // before the attempt ran, the attempt runs now, unlocked.
             if let Some(d) = finish.take() {
-                d(None);
+                attempt(d);
             }
         }),
     );
