@@ -183,7 +183,7 @@ test('offline then online delivers everything exactly once', async () => {
   }
 });
 
-test('without Web Locks, or with a lock manager that refuses, events are delivered and a reload loses nothing', async () => {
+test('without Web Locks, or with a lock manager that refuses, events are delivered and a crashed tab\'s are sent by the next page', async () => {
   const browsers = {
     // An older browser or a webview: no navigator.locks at all.
     'no Web Locks': () => { delete Navigator.prototype.locks; },
@@ -212,12 +212,19 @@ test('without Web Locks, or with a lock manager that refuses, events are deliver
       const anon = await page.evaluate(() => window.sightline.anonymousId());
       await page.evaluate(() => { for (let i = 0; i < 6; i++) window.sightline.track('Lockless', { i }); });
       await flush();
-      // Queued again, then a reload before they leave: the next page sends them.
-      await page.route('**/v1/batch', (route) => route.abort());
+      // Refused by the collector (503, retried later), then the tab crashes: its events
+      // stay stored, and the next page must adopt what the gone tab left, and send it.
+      await page.route('**/v1/batch', (route) => route.fulfill({ status: 503, body: '{"ok":false}' }));
       await page.evaluate(() => { for (let i = 6; i < 10; i++) window.sightline.track('Lockless', { i }); });
       await page.waitForTimeout(400);
-      await page.unroute('**/v1/batch');
-      await page.reload();
+      const next = await browser.context.newPage();
+      const crashed = page.waitForEvent('crash');
+      (await browser.context.newCDPSession(page)).send('Page.crash').catch(() => {}); // never answered
+      await crashed;
+      assert.equal((await rows(`anonymous_id = '${anon}' and event = 'Lockless'`)).length, 6, `${label}: 6 to 9 not sent yet`);
+      page = next;
+      page.on('pageerror', (e) => errors.push(String(e)));
+      await page.goto(`${collector.url}/about`);
       await page.evaluate(() => window.sightline.ready);
       await flush();
       const r = await eventually(async () => {

@@ -669,14 +669,15 @@ fn under_lock(name: &str, done: Done) {
 }
 
 /// Takes the Web Lock `name` and keeps it for the page's life; `f` learns whether it
-/// was had (false when `if_available` and another tab holds it).
-fn hold(name: &str, if_available: bool, f: Box<dyn FnOnce(bool)>) {
+/// was had (false when `if_available` and another tab holds it), or `None` when the lock
+/// manager refused the request.
+fn hold(name: &str, if_available: bool, f: Box<dyn FnOnce(Option<bool>)>) {
     let f = Rc::new(Cell::new(Some(f)));
     let failed = f.clone();
     let cb = Closure::once_into_js(move |lock: JsValue| -> JsValue {
         let got = !lock.is_null();
         if let Some(f) = f.take() {
-            f(got);
+            f(Some(got));
         }
         if got {
             Promise::new(&mut |_, _| {}).into()
@@ -694,14 +695,16 @@ fn hold(name: &str, if_available: bool, f: Box<dyn FnOnce(bool)>) {
         p,
         Box::new(move |_| {
             if let Some(f) = failed.take() {
-                f(false);
+                f(None);
             }
         }),
     );
 }
 
 /// Adopts the events of tabs that are gone (their lock is free), lets go of the others,
-/// one tab after the other; then `next`.
+/// one tab after the other; then `next`. Without Web Locks, or when the lock manager
+/// refuses, whether a tab lives cannot be known: its events are adopted (a live tab may
+/// send them too, and the collector stores each once), never left unsent.
 fn adopt(mut tabs: Vec<Rc<str>>, next: Box<dyn FnOnce()>) {
     let Some(t) = tabs.pop() else {
         return next();
@@ -718,7 +721,7 @@ fn adopt(mut tabs: Vec<Rc<str>>, next: Box<dyn FnOnce()>) {
         adopt(tabs, next);
     };
     if has_locks() {
-        hold(&lock, true, Box::new(judge));
+        hold(&lock, true, Box::new(move |had| judge(had.unwrap_or(true))));
     } else {
         judge(true);
     }
