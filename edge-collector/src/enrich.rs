@@ -78,26 +78,47 @@ pub fn campaign_from_url(url: &str) -> (Map<String, Value>, Map<String, Value>) 
     (map(c.utm), map(c.click_ids))
 }
 
-/// User agents parsed during one request: a batch nearly always comes from one browser,
-/// so each distinct string is parsed once.
+/// User agents and page URLs parsed during one request: a batch nearly always comes
+/// from one browser, and its events repeat a few URLs, so each distinct string is parsed
+/// once (at most 8 of each kind are kept).
 #[derive(Debug, Default)]
-pub struct AgentCache(Vec<(String, Agent)>);
+pub struct ParseCache {
+    agents: Vec<(String, Agent)>,
+    campaigns: Vec<(String, Campaign)>,
+}
 
-impl AgentCache {
+/// A URL's campaign fields and click ids, as [`campaign_from_url`] gives them.
+type Campaign = (Map<String, Value>, Map<String, Value>);
+
+impl ParseCache {
+    const KEEP: usize = 8;
+
     pub fn parse(&mut self, ua: &str) -> Agent {
-        if let Some((_, a)) = self.0.iter().find(|(u, _)| u == ua) {
+        if let Some((_, a)) = self.agents.iter().find(|(u, _)| u == ua) {
             return a.clone();
         }
         let a = parse_agent(ua);
-        if self.0.len() < 8 {
-            self.0.push((ua.to_string(), a.clone()));
+        if self.agents.len() < Self::KEEP {
+            self.agents.push((ua.to_string(), a.clone()));
         }
         a
+    }
+
+    /// [`campaign_from_url`] of `url`.
+    pub fn campaign(&mut self, url: &str) -> Campaign {
+        if let Some((_, c)) = self.campaigns.iter().find(|(u, _)| u == url) {
+            return c.clone();
+        }
+        let c = campaign_from_url(url);
+        if self.campaigns.len() < Self::KEEP {
+            self.campaigns.push((url.to_string(), c.clone()));
+        }
+        c
     }
 }
 
 /// Adds the edge's facts to a message context (created if absent).
-pub fn enrich(context: &mut Option<Value>, edge: &EdgeInfo<'_>, agents: &mut AgentCache) -> Agent {
+pub fn enrich(context: &mut Option<Value>, edge: &EdgeInfo<'_>, cache: &mut ParseCache) -> Agent {
     if !matches!(context, Some(Value::Object(_))) {
         *context = Some(Value::Object(Map::new()));
     }
@@ -137,10 +158,10 @@ pub fn enrich(context: &mut Option<Value>, edge: &EdgeInfo<'_>, agents: &mut Age
     }
     // No user agent (a server event): nothing to parse, and not a bot for that.
     let Some(ua) = ctx.get("userAgent").and_then(Value::as_str) else {
-        campaign(ctx);
+        campaign(ctx, cache);
         return Agent::default();
     };
-    let agent = agents.parse(ua);
+    let agent = cache.parse(ua);
     let mut parsed = Map::new();
     parsed.insert("browser".into(), agent.browser.clone().into());
     parsed.insert("version".into(), agent.version.clone().into());
@@ -148,18 +169,17 @@ pub fn enrich(context: &mut Option<Value>, edge: &EdgeInfo<'_>, agents: &mut Age
     parsed.insert("category".into(), agent.category.clone().into());
     parsed.insert("bot".into(), agent.bot.into());
     ctx.insert("userAgentParsed".into(), Value::Object(parsed));
-    campaign(ctx);
+    campaign(ctx, cache);
     agent
 }
 
 /// Campaign and click ids from the page URL fill in what the context does not say.
-fn campaign(ctx: &mut Map<String, Value>) {
+fn campaign(ctx: &mut Map<String, Value>, cache: &mut ParseCache) {
     let url = ctx
         .get("page")
         .and_then(|p| p.get("url").or_else(|| p.get("search")))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let (from_url, clicks) = url.as_deref().map(campaign_from_url).unwrap_or_default();
+        .and_then(Value::as_str);
+    let (from_url, clicks) = url.map(|u| cache.campaign(u)).unwrap_or_default();
     let campaign = ctx
         .entry("campaign")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -216,6 +236,28 @@ mod tests {
     }
 
     #[test]
+    fn the_parse_cache_answers_as_a_fresh_parse() {
+        // More distinct URLs and agents than it keeps, each asked twice, interleaved: a
+        // cache that mixed its entries up, or kept answering past its bound, fails here.
+        let urls: Vec<String> = (0..12)
+            .map(|i| format!("https://s.example/p?utm_source=s{i}&gclid=g{i}&q=jo{i}%40x.io"))
+            .collect();
+        let agents: Vec<String> = (0..12).map(|i| format!("curl/8.{i}.0")).collect();
+        let mut cache = ParseCache::default();
+        for round in 0..2 {
+            for (u, a) in urls.iter().zip(&agents) {
+                assert_eq!(cache.campaign(u), campaign_from_url(u), "{u} round {round}");
+                assert_eq!(cache.parse(a), parse_agent(a), "{a} round {round}");
+            }
+        }
+        assert_eq!(cache.campaigns.len(), ParseCache::KEEP);
+        assert_eq!(cache.agents.len(), ParseCache::KEEP);
+        let (utm, clicks) = cache.campaign(&urls[3]);
+        assert_eq!(utm.get("source"), Some(&json!("s3")));
+        assert_eq!(clicks.get("gclid"), Some(&json!("g3")));
+    }
+
+    #[test]
     fn campaign_and_click_ids_from_url() {
         let (c, k) = campaign_from_url(
             "https://shop.example/landing?utm_source=%20Google%20&utm_medium=CPC&utm_campaign=Winter%20Sale&gclid=Cj0abc&x=1#top",
@@ -242,7 +284,7 @@ mod tests {
             user_agent: Some("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15"),
             ..EdgeInfo::default()
         };
-        let agent = enrich(&mut ctx, &edge, &mut AgentCache::default());
+        let agent = enrich(&mut ctx, &edge, &mut ParseCache::default());
         let ctx = ctx.unwrap();
         assert_eq!(ctx["ip"], "198.51.100.0");
         assert_eq!(ctx["location"]["country"], "DE");
@@ -262,10 +304,10 @@ mod tests {
             ip: Some("10.0.0.1"),
             ..EdgeInfo::default()
         };
-        enrich(&mut ctx, &edge, &mut AgentCache::default());
+        enrich(&mut ctx, &edge, &mut ParseCache::default());
         assert_eq!(ctx.unwrap()["ip"], "203.0.113.0");
         let mut none = None;
-        enrich(&mut none, &edge, &mut AgentCache::default());
+        enrich(&mut none, &edge, &mut ParseCache::default());
         assert!(
             none.unwrap().get("ip").is_none(),
             "a server's own IP is not the visitor's"

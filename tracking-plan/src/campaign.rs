@@ -91,24 +91,30 @@ pub enum Param {
 /// [`from_url`] applies it to every parameter; the SDK applies it to the parameters the
 /// browser's `URLSearchParams` decoded (the same form-urlencoded rules as [`decode`]).
 pub fn param(key: &str, value: &str) -> Option<Param> {
+    let field = match key {
+        "utm_source" => Some("source"),
+        "utm_medium" => Some("medium"),
+        "utm_campaign" => Some("name"),
+        "utm_term" => Some("term"),
+        "utm_content" => Some("content"),
+        _ => None,
+    };
+    // Only then the value: the other parameters of a URL are not read, so not scanned.
+    let click = match field {
+        Some(_) => None,
+        None => Some(*CLICK_IDS.iter().find(|c| **c == key)?),
+    };
     // Values are checked for raw PII after decoding (`utm_content=jo%40x.io`).
     let scrubbed = crate::pii::scrub_text(value, None).map(|(s, _)| s);
     let value = scrubbed.as_deref().unwrap_or(value).trim();
     if value.is_empty() {
         return None;
     }
-    let field = match key {
-        "utm_source" => "source",
-        "utm_medium" => "medium",
-        "utm_campaign" => "name",
-        "utm_term" => "term",
-        "utm_content" => "content",
-        other => {
-            let id = CLICK_IDS.iter().find(|c| **c == other)?;
-            return Some(Param::Click(id, value.to_string()));
-        }
-    };
-    Some(Param::Utm(field, normalize(field, value)))
+    match (field, click) {
+        (Some(field), _) => Some(Param::Utm(field, normalize(field, value))),
+        (None, Some(id)) => Some(Param::Click(id, value.to_string())),
+        (None, None) => None,
+    }
 }
 
 /// Whether a query parameter name is an ad click id.
@@ -199,6 +205,9 @@ mod tests {
                 "content",
                 crate::identifiers::sha256_hex("jo@x.io")
             ))
+        );
+        assert!(
+            matches!(param("fbclid", "jo@x.io"), Some(Param::Click("fbclid", v)) if !v.contains('@'))
         );
         let c = from_url("https://s.example/?utm_content=jo%40x.io");
         assert!(!c.utm[0].1.contains('@'));

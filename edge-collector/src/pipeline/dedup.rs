@@ -45,7 +45,8 @@ pub async fn claim<D: Deduplicator>(
             retry_after: IN_FLIGHT_RETRY_S,
         });
     }
-    let mut fresh = Vec::new();
+    // Sized once: a candidate is large, and each doubling moved them all.
+    let mut fresh = Vec::with_capacity(candidates.len());
     for ((i, c), s) in candidates.into_iter().zip(seen) {
         match s {
             Seen::New => fresh.push((i, c)),

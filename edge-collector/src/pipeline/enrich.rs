@@ -41,7 +41,7 @@ pub fn stamp(
     m.sent_at = sent_at;
     m.timestamp = Some(format_rfc3339(ts));
     m.received_at = Some(received_at.to_string());
-    let agent = enrich::enrich(&mut m.context, edge, &mut memo.agents);
+    let agent = enrich::enrich(&mut m.context, edge, &mut memo.parsed);
     // The edge's user agent is input too.
     if let Some(Value::Object(ctx)) = &mut m.context {
         if let Some(Value::String(ua)) = ctx.get_mut("userAgent") {
