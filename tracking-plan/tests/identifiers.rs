@@ -1,6 +1,7 @@
 //! Normalization, hashing, blocked values and PII detection.
 #![cfg(not(target_arch = "wasm32"))]
 
+use proptest::strategy::Strategy as _;
 use tracking_plan::identifiers::*;
 
 const META_EMAIL: &str = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f";
@@ -263,7 +264,70 @@ fn pii_detection() {
     );
 }
 
+#[test]
+fn field_names_still_decide_after_a_key_is_renamed() {
+    use tracking_plan::pii::{scrub_value, FieldKind};
+    // A key holding an email is renamed, which moves it in the map: the kinds of the other
+    // keys must follow their own names, not the places they had before.
+    for email_key in ["a@b.io", "zz@b.io", "mail jo@x.io"] {
+        let mut v = serde_json::json!({
+            email_key: 1, "phone": 6505550142u64, "qty": 6505550144u64,
+            "zz": {"mobile": 6505550143u64, "count": 6505550145u64, "b@c.io": "x"},
+        });
+        let mut out = Vec::new();
+        scrub_value(&mut v, "$.p", FieldKind::Other, Some("US"), &mut out);
+        let text = v.to_string();
+        for raw in ["6505550142", "6505550143", "@b.io", "@c.io", "jo@x.io"] {
+            assert!(!text.contains(raw), "{email_key}: {raw} left in {text}");
+        }
+        assert_eq!(v["qty"], 6505550144u64, "{email_key}: {text}");
+        assert_eq!(v["zz"]["count"], 6505550145u64, "{email_key}: {text}");
+        let mut paths: Vec<&str> = out.iter().map(|f| f.path.as_str()).collect();
+        paths.sort_unstable();
+        assert!(
+            paths.contains(&"$.p.phone") && paths.contains(&"$.p.zz.mobile"),
+            "{paths:?}"
+        );
+        assert_eq!(paths.len(), 4, "{paths:?}");
+    }
+}
+
 proptest::proptest! {
+    /// Walking objects with one request's scrubber (its memo of texts and keys, and its
+    /// stack of key kinds) changes and reports exactly what a fresh scrubber does.
+    #[test]
+    fn a_shared_scrubber_walks_as_fresh_walks(
+        docs in proptest::collection::vec(
+            proptest::collection::btree_map(
+                "(phone|mobile|email|qty|[a-z]{1,5}|[a-z]{1,4}@[a-z]{2,4}\\.io|\\+33 6 12 34 56 78)",
+                proptest::prop_oneof![
+                    "([a-z]{1,4}@[a-z]{2,4}\\.io|650\\.555\\.0142|[a-z0-9]{1,6}| ){0,3}".prop_map(serde_json::Value::from),
+                    (6_505_550_000u64..6_505_559_999).prop_map(serde_json::Value::from),
+                    proptest::collection::btree_map(
+                        "(tel|phone|[a-z]{1,5}|[a-z]{1,3}@[a-z]{2,3}\\.io)",
+                        "([a-z]{1,4}@[a-z]{2,4}\\.io|\\+44 7911 123456|[a-z]{1,6})".prop_map(serde_json::Value::from),
+                        0..4,
+                    ).prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ],
+                0..6,
+            ),
+            1..6,
+        ),
+        cap in 0usize..300,
+    ) {
+        use tracking_plan::pii::{scrub_value, scrub_value_with, FieldKind, Scrubber};
+        let mut sc = Scrubber::with_cap(Some("US"), cap);
+        for (round, doc) in docs.iter().chain(docs.iter()).enumerate() {
+            let doc = serde_json::Value::Object(doc.clone().into_iter().collect());
+            let (mut shared, mut fresh) = (doc.clone(), doc.clone());
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            scrub_value_with(&mut shared, "$.p", FieldKind::Other, &mut sc, &mut a);
+            scrub_value(&mut fresh, "$.p", FieldKind::Other, Some("US"), &mut b);
+            proptest::prop_assert_eq!(&shared, &fresh, "round {}", round);
+            proptest::prop_assert_eq!(a, b, "round {}", round);
+        }
+    }
+
     #[test]
     fn email_normalization_is_idempotent_and_never_panics(s in "\\PC{0,60}") {
         for variant in [EmailVariant::Standard, EmailVariant::Google] {
