@@ -63,7 +63,8 @@ pub fn judge(m: &Message, source: &Source, findings: &[Finding], size: usize) ->
     let Some(plan) = &source.compiled else {
         return j;
     };
-    for v in plan.validate(m, size) {
+    // The message was scrubbed before it got here: the findings above are its raw PII.
+    for v in plan.validate_scrubbed(m, size) {
         let r = Reason::new(ReasonKind::Plan(v.kind), v.path.clone(), v.message.clone());
         j.violations.push(v.kind.as_str());
         if plan.is_blocking(&v) {
