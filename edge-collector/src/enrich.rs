@@ -94,27 +94,26 @@ impl ParseCache {
     const KEEP: usize = 8;
 
     pub fn parse(&mut self, ua: &str) -> Agent {
-        if let Some((_, a)) = self.agents.iter().find(|(u, _)| u == ua) {
-            return a.clone();
-        }
-        let a = parse_agent(ua);
-        if self.agents.len() < Self::KEEP {
-            self.agents.push((ua.to_string(), a.clone()));
-        }
-        a
+        cached(&mut self.agents, ua, parse_agent)
     }
 
     /// [`campaign_from_url`] of `url`.
     pub fn campaign(&mut self, url: &str) -> Campaign {
-        if let Some((_, c)) = self.campaigns.iter().find(|(u, _)| u == url) {
-            return c.clone();
-        }
-        let c = campaign_from_url(url);
-        if self.campaigns.len() < Self::KEEP {
-            self.campaigns.push((url.to_string(), c.clone()));
-        }
-        c
+        cached(&mut self.campaigns, url, campaign_from_url)
     }
+}
+
+/// `parse(text)`, from `seen` when this request parsed `text` before; kept there while
+/// it holds fewer than [`ParseCache::KEEP`].
+fn cached<T: Clone>(seen: &mut Vec<(String, T)>, text: &str, parse: fn(&str) -> T) -> T {
+    if let Some((_, t)) = seen.iter().find(|(s, _)| s == text) {
+        return t.clone();
+    }
+    let t = parse(text);
+    if seen.len() < ParseCache::KEEP {
+        seen.push((text.to_string(), t.clone()));
+    }
+    t
 }
 
 /// Adds the edge's facts to a message context (created if absent).

@@ -110,11 +110,10 @@ pub fn param(key: &str, value: &str) -> Option<Param> {
     if value.is_empty() {
         return None;
     }
-    match (field, click) {
-        (Some(field), _) => Some(Param::Utm(field, normalize(field, value))),
-        (None, Some(id)) => Some(Param::Click(id, value.to_string())),
-        (None, None) => None,
-    }
+    Some(match field {
+        Some(field) => Param::Utm(field, normalize(field, value)),
+        None => Param::Click(click?, value.to_string()),
+    })
 }
 
 /// Whether a query parameter name is an ad click id.
