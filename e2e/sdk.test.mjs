@@ -436,6 +436,38 @@ test('reset() and a consent revocation clear the collector\'s HttpOnly cookie', 
   }
 });
 
+test('a visitor whose script storage was wiped gets back the id of the HttpOnly cookie', async () => {
+  const browser = await startBrowser();
+  try {
+    // The about page as an opt-out site installs it: consent holds without stored state.
+    await browser.context.route('**/about', async (route) => {
+      const response = await route.fetch();
+      const body = (await response.text()).replace('data-consent="opt-in"', 'data-consent="opt-out"');
+      await route.fulfill({ response, body });
+    });
+    const ids = [];
+    browser.context.on('request', (r) => { if (new URL(r.url()).pathname === '/v1/id') ids.push(r.url()); });
+    const page = await browser.context.newPage();
+    await page.goto(`${collector.url}/about`);
+    await page.evaluate(() => window.sightline.ready);
+    const first = await page.evaluate(() => window.sightline.anonymousId());
+    await page.evaluate(() => { window.sightline.track('Before Wipe'); return window.sightline.flush(); });
+    const c = await eventually(async () => (await browser.context.cookies(collector.url)).find((x) => x.name === 'sl_aid'), 15_000, 'the cookie');
+    assert.equal(c.value, first);
+    // Safari's 7-day cap, as a visitor sees it: script storage gone, the cookie kept.
+    await page.evaluate(() => localStorage.clear());
+    await page.reload();
+    await page.evaluate(() => window.sightline.ready);
+    await eventually(async () => (await page.evaluate(() => window.sightline.anonymousId())) === first, 15_000, 'the cookie\'s id adopted');
+    assert.equal(ids.length, 2, 'asked by each page whose storage held no id');
+    await page.evaluate(() => { window.sightline.track('After Wipe'); return window.sightline.flush(); });
+    const after = await eventually(async () => (await rows(`event = 'After Wipe' and anonymous_id = '${first}'`))[0], 15_000, 'the event under the cookie\'s id');
+    assert.ok(after);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('Cyrillic and CJK text near the byte limits is delivered (sizes are UTF-8 bytes)', async () => {
   const { browser, page, errors } = await visit('/');
   try {

@@ -29,9 +29,12 @@ if (!stub || !stub.push) {
 }
 const cfg = Object.assign({}, (me && me.dataset) || {}, stub._c || {});
 for (const [m, a] of stub) if (m === 'init' && a[0]) Object.assign(cfg, a[0]);
-// The wasm: fetched by the snippet alongside this script, or now.
+// The wasm: fetched and compiled by the snippet alongside this script, or fetched now.
+// A compile error (a CSP that refuses WebAssembly) is final; any other failure of the
+// snippet's (a server that sends the wasm as another type) fetches it again.
 const fetchWasm = () => fetch(new URL('sightline.wasm', base));
-const wasm = init({ module_or_path: stub._w ? stub._w.catch(fetchWasm) : fetchWasm() });
+const early = stub._w && stub._w.catch((e) => (e instanceof WebAssembly.CompileError ? Promise.reject(e) : fetchWasm()));
+const wasm = init({ module_or_path: early || fetchWasm() });
 wasm.catch(() => {}); // handled below; never an unhandled rejection on the page
 // The page's first localStorage access opens its storage area (2 to 10 ms in Chromium,
 // measured): done here, while the wasm downloads, not on the engine's critical path.

@@ -32,7 +32,15 @@
   var s = d.createElement('script');
   s.async = true;
   s.src = data.src || '/sl/sightline.js';
-  // The SDK's wasm downloads alongside its script rather than after it.
-  if (w.fetch) sl._w = fetch(s.src.replace(/[^/]*$/, 'sightline.wasm'));
+  // The SDK's wasm downloads, and compiles off the main thread as it arrives, alongside
+  // its script rather than after it.
+  var wa = w.WebAssembly;
+  if (w.fetch) {
+    sl._w = fetch(s.src.replace(/[^/]*$/, 'sightline.wasm'));
+    if (wa && wa.compileStreaming) sl._w = wa.compileStreaming(sl._w);
+    // Handled: a failure (a CSP that refuses WebAssembly) is reported by the SDK's
+    // script, which may arrive after it, never as an unhandled rejection.
+    sl._w['catch'](function () {});
+  }
   (d.head || d.documentElement).appendChild(s);
 })(window, document);
