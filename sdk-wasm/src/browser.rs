@@ -366,10 +366,10 @@ pub fn start(cfg: JsValue) -> bool {
 /// id of the collector's HttpOnly first-party cookie, once consent allows. Not awaited:
 /// the collector joins the cookie's id and this page's id anyway.
 fn cookie_id() {
-    let Some(root) = with(|s| {
-        (s.store.is_some() && s.engine.consent().analytics).then(|| s.root.clone())
-    })
-    .flatten() else {
+    let Some(root) =
+        with(|s| (s.store.is_some() && s.engine.consent().analytics).then(|| s.root.clone()))
+            .flatten()
+    else {
         return;
     };
     json_of(

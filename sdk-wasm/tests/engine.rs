@@ -631,6 +631,21 @@ fn phones_written_in_groups_are_found_in_free_text() {
     assert_eq!(p["ref"], "2026-11-24 12:30", "a date is not a phone");
 }
 
+fn events_before_any_page_facts_carry_empty_ones_and_the_library() {
+    let o = Options { write_key: "wk".into(), policy: Policy::OptOut, storage: true, gpc: false, country: "DE".into() };
+    let mut e = Engine::new(o, Seeded(7));
+    e.start();
+    e.record(Kind::Track, Some("Early"), None, T0);
+    e.set_page(&facts(URL0, "/"));
+    e.record(Kind::Track, Some("Later"), None, T0 + 1);
+    let events = all(&mut e);
+    let (early, later) = (&events[0]["context"], &events[1]["context"]);
+    assert_eq!(early["page"], json!({"path": "", "referrer": "", "search": "", "title": "", "url": ""}));
+    assert_eq!(early["library"]["name"], later["library"]["name"]);
+    assert!(early["library"]["name"].is_string());
+    assert_eq!(later["page"]["url"], URL0, "the facts set since");
+}
+
 fn odd_input_never_panics() {
     let mut e = engine(true);
     for body in ["", "[1]", "{", "{\"a\":\"\\ud800\"}", "null", "{\"a\":1}}"] {
