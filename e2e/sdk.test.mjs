@@ -548,6 +548,32 @@ test('hostile arguments never throw into the page, are refused and counted, and 
   }
 });
 
+test('a server that sends the wasm under another type: the SDK still starts and delivers', async () => {
+  const browser = await startBrowser();
+  try {
+    // The snippet's streaming compile refuses a response that is not application/wasm;
+    // the SDK's script fetches the module again and compiles it from its bytes.
+    const fetched = [];
+    await browser.context.route('**/sl/sightline.wasm', async (route) => {
+      fetched.push(route.request().url());
+      const response = await route.fetch();
+      await route.fulfill({ response, headers: { ...response.headers(), 'content-type': 'application/octet-stream' } });
+    });
+    const page = await browser.context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`${collector.url}/about`);
+    await page.evaluate(() => window.sightline.ready);
+    await accept(page);
+    const anon = await page.evaluate(() => { window.sightline.track('Odd Type'); window.sightline.flush(); return window.sightline.anonymousId(); });
+    await eventually(async () => (await rows(`event = 'Odd Type' and anonymous_id = '${anon}'`)).length === 1, 15_000, 'the event');
+    assert.equal(fetched.length, 2, 'the snippet\'s fetch, then the script\'s');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('a page whose CSP refuses WebAssembly: nothing breaks, calls are kept, one warning says why', async () => {
   const browser = await startBrowser();
   try {
