@@ -589,7 +589,9 @@ fn fetch(url: &str, body: Option<&str>, keepalive: bool) -> Promise {
     init.set_credentials(RequestCredentials::SameOrigin);
     if let Some(b) = body {
         init.set_method("POST");
-        init.set_body(&JsValue::from_str(b));
+        // The body as UTF-8 bytes: a JS string would be decoded from the wasm's UTF-8
+        // and encoded again by fetch.
+        init.set_body(&js_sys::Uint8Array::from(b.as_bytes()));
         // RequestInit's `keepalive` is not in web-sys's bindings yet.
         let _ = Reflect::set(&init, &"keepalive".into(), &JsValue::from_bool(keepalive));
         let headers = Object::new();

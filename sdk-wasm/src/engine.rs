@@ -1254,7 +1254,7 @@ impl<R: Random> Engine<R> {
             return None;
         }
         let (mut n, mut bytes) = (0, 0);
-        for i in self.queue.iter().filter(|i| i.owner == self.tab) {
+        for i in self.queue.iter().filter(|i| self.mine(i)) {
             bytes += i.json.len();
             n += 1;
             if n >= MAX_BATCH_EVENTS {
@@ -1268,11 +1268,19 @@ impl<R: Random> Engine<R> {
         }
     }
 
+    /// Whether this tab owns `i`: by pointer for the events it made or adopted, by text
+    /// otherwise. Asked of queued events at every call: comparing the ids' text first
+    /// took `schedule` from 0.9 to 6.9 ms of the 1,000 track calls of `scripts/bench.sh
+    /// sdk` (a Chromium profile).
+    fn mine(&self, i: &Item) -> bool {
+        Rc::ptr_eq(&i.owner, &self.tab) || i.owner == self.tab
+    }
+
     /// Tabs whose stored events this tab restored: the adapter adopts those whose tab is
     /// gone (by taking their lock) and lets go of the others.
     pub fn foreign_tabs(&self) -> Vec<Rc<str>> {
         let mut out: Vec<Rc<str>> = Vec::new();
-        for i in self.queue.iter().filter(|i| i.owner != self.tab) {
+        for i in self.queue.iter().filter(|i| !self.mine(i)) {
             if !out.contains(&i.owner) {
                 out.push(i.owner.clone());
             }
@@ -1296,7 +1304,7 @@ impl<R: Random> Engine<R> {
     /// Whether [`Engine::batch`] needs the stored keys: only events read back from
     /// storage can have been sent by another tab (a live tab's own events are its alone).
     pub fn needs_present(&self) -> bool {
-        self.queue.iter().any(|i| i.restored && i.owner == self.tab)
+        self.queue.iter().any(|i| i.restored && self.mine(i))
     }
 
     /// Builds the next batch's body, at most `max_bytes` long, and marks its events in
@@ -1335,7 +1343,7 @@ impl<R: Random> Engine<R> {
         let mut ctx: Option<Rc<str>> = None;
         let mut size = 120 + self.o.write_key.len();
         for (at, i) in self.queue.iter().enumerate() {
-            if i.owner != self.tab || i.inflight {
+            if !self.mine(i) || i.inflight {
                 continue;
             }
             if picked.is_empty() {
