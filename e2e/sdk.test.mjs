@@ -302,6 +302,14 @@ test('SPA navigations are page views; UTM and click ids are captured first- and 
   const { browser, page } = await visit('/?utm_source=Newsletter&utm_medium=Email&utm_campaign=Launch&gclid=G-123');
   try {
     await accept(page);
+    // The page facts are read again when the title changes without a navigation.
+    const firstTitle = await page.evaluate(() => {
+      const t = document.title;
+      window.sightline.track('Before Title');
+      document.title = 'Renamed • ünïcode 标题';
+      window.sightline.track('After Title');
+      return t;
+    });
     await page.evaluate(() => {
       history.pushState({}, '', '/spa/one');
       history.replaceState({}, '', '/spa/two?utm_source=partner');
@@ -322,6 +330,12 @@ test('SPA navigations are page views; UTM and click ids are captured first- and 
     assert.equal(pages[0].context.clickIds.gclid, 'G-123');
     assert.equal(pages[2].context.campaign.source, 'partner', 'last touch');
     assert.equal(pages[4].context.firstTouch.campaign.source, 'newsletter', 'first touch kept');
+    const titled = await eventually(async () => {
+      const x = await collector.query(`select event, payload from events where anonymous_id = '${anon}' and event in ('Before Title', 'After Title') order by event desc`);
+      return x.length === 2 && x.map((r) => JSON.parse(r.payload).context.page.title);
+    }, 20_000, 'the two titled events');
+    assert.deepEqual(titled, [firstTitle, 'Renamed • ünïcode 标题']);
+    assert.ok(firstTitle.length > 0);
   } finally {
     await browser.close();
   }
