@@ -588,6 +588,35 @@ test('a server that sends the wasm under another type: the SDK still starts and 
   }
 });
 
+test('a wasm download cut short is fetched again; the SDK starts and says nothing of a CSP', async () => {
+  const browser = await startBrowser();
+  try {
+    let served = 0;
+    await browser.context.route('**/sl/sightline.wasm', async (route) => {
+      const response = await route.fetch();
+      const body = await response.body();
+      // The first answer ends halfway (a proxy's truncation); the second is whole.
+      served += 1;
+      await route.fulfill({ response, body: served === 1 ? body.subarray(0, body.length >> 1) : body });
+    });
+    const page = await browser.context.newPage();
+    const errors = [];
+    const warnings = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    page.on('console', (m) => { if (m.text().includes('[sightline]')) warnings.push(m.text()); });
+    await page.goto(`${collector.url}/about`);
+    await page.evaluate(() => window.sightline.ready);
+    await accept(page);
+    const anon = await page.evaluate(() => { window.sightline.track('After Truncation'); window.sightline.flush(); return window.sightline.anonymousId(); });
+    await eventually(async () => (await rows(`event = 'After Truncation' and anonymous_id = '${anon}'`)).length === 1, 15_000, 'the event');
+    assert.equal(served, 2);
+    assert.deepEqual(warnings, []);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('a page whose CSP refuses WebAssembly: nothing breaks, calls are kept, one warning says why', async () => {
   const browser = await startBrowser();
   try {

@@ -30,10 +30,11 @@ if (!stub || !stub.push) {
 const cfg = Object.assign({}, (me && me.dataset) || {}, stub._c || {});
 for (const [m, a] of stub) if (m === 'init' && a[0]) Object.assign(cfg, a[0]);
 // The wasm: fetched and compiled by the snippet alongside this script, or fetched now.
-// A compile error (a CSP that refuses WebAssembly) is final; any other failure of the
-// snippet's (a server that sends the wasm as another type) fetches it again.
+// A CSP that refuses WebAssembly is final; any other failure of the snippet's (a server
+// that sends the wasm as another type, a download cut short) fetches it again, once.
 const fetchWasm = () => fetch(new URL('sightline.wasm', base));
-const early = stub._w && stub._w.catch((e) => (e instanceof WebAssembly.CompileError ? Promise.reject(e) : fetchWasm()));
+const csp = (e) => /unsafe-eval|Content.Security.Policy|\bCSP\b/i.test(String(e && e.message));
+const early = stub._w && stub._w.catch((e) => (csp(e) ? Promise.reject(e) : fetchWasm()));
 const wasm = init({ module_or_path: early || fetchWasm() });
 wasm.catch(() => {}); // handled below; never an unhandled rejection on the page
 // The page's first localStorage access opens its storage area (2 to 10 ms in Chromium,
@@ -104,9 +105,8 @@ else stub.init = (c) => (Object.assign(cfg, c || {}), go().catch(fail), stub.rea
 
 function fail(e) {
   // Nothing breaks: the stub keeps every call. One warning says why.
-  const csp = e instanceof WebAssembly.CompileError || /unsafe-eval|Content Security Policy/i.test(String(e && e.message));
   console.warn(
-    csp
+    csp(e)
       ? "[sightline] not started: this page's Content-Security-Policy refuses WebAssembly; add 'wasm-unsafe-eval' to script-src (calls are kept)"
       : '[sightline] not started: ' + e,
   );
