@@ -766,9 +766,12 @@ mod walk {
     use crate::message::Message;
     use crate::path::{push_child, push_index, render, Seg};
     use serde_json::{Map, Value};
-    /// The memos' hasher: foldhash, seeded per process, instead of std's SipHash, which
-    /// was 4.8% of the pipeline's instructions (callgrind, `pipeline_bench 100`) for
-    /// the short texts and keys looked up here.
+    /// The memos' hasher: foldhash instead of std's SipHash, which was 4.8% of the
+    /// pipeline's instructions (callgrind, `pipeline_bench 100`) for the short texts
+    /// and keys looked up here. In the worker neither is keyed by real randomness (on
+    /// wasm32-unknown-unknown both seed from memory addresses, which wasm does not
+    /// randomize); what bounds a crafted batch's collisions is that a memo lives for one
+    /// request and holds at most [`Scrubber::MAX_BYTES`] of text.
     type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
     /// Scrubbed texts by what they were: `None` when nothing was found.
