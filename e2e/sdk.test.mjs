@@ -39,6 +39,18 @@ async function visit(path = '/') {
 const accept = (page) => page.click('#consent-accept');
 const ids = (reqs) => reqs.flatMap((r) => { try { return JSON.parse(r.body).batch.map((e) => e.messageId); } catch { return []; } });
 const rows = (where) => collector.query(`select message_id, event, type, payload from events where ${where}`);
+/** Serves `pattern` as the collector answers it, changed by `change(response, n)` (n: 1
+ * for the first request), which returns the rest of `route.fulfill`'s options. Returns
+ * how many requests it served. */
+async function altered(target, pattern, change) {
+  let n = 0;
+  await target.route(pattern, async (route) => {
+    const response = await route.fetch();
+    n += 1;
+    await route.fulfill({ response, ...(await change(response, n)) });
+  });
+  return () => n;
+}
 
 test('opt-in: no request and no storage write before consent, then everything goes', async () => {
   const { browser, page, api, errors } = await visit('/');
@@ -454,11 +466,9 @@ test('a visitor whose script storage was wiped gets back the id of the HttpOnly 
   const browser = await startBrowser();
   try {
     // The about page as an opt-out site installs it: consent holds without stored state.
-    await browser.context.route('**/about', async (route) => {
-      const response = await route.fetch();
-      const body = (await response.text()).replace('data-consent="opt-in"', 'data-consent="opt-out"');
-      await route.fulfill({ response, body });
-    });
+    await altered(browser.context, '**/about', async (response) => ({
+      body: (await response.text()).replace('data-consent="opt-in"', 'data-consent="opt-out"'),
+    }));
     const ids = [];
     browser.context.on('request', (r) => { if (new URL(r.url()).pathname === '/v1/id') ids.push(r.url()); });
     const page = await browser.context.newPage();
@@ -562,43 +572,13 @@ test('hostile arguments never throw into the page, are refused and counted, and 
   }
 });
 
-test('a server that sends the wasm under another type: the SDK still starts and delivers', async () => {
+/** The SDK starts and delivers although the snippet's early compile of the wasm fails
+ * (`change` alters the first answer): the SDK's script fetches it again, once, and
+ * says nothing of a CSP. */
+async function deliversDespite(change, event) {
   const browser = await startBrowser();
   try {
-    // The snippet's streaming compile refuses a response that is not application/wasm;
-    // the SDK's script fetches the module again and compiles it from its bytes.
-    const fetched = [];
-    await browser.context.route('**/sl/sightline.wasm', async (route) => {
-      fetched.push(route.request().url());
-      const response = await route.fetch();
-      await route.fulfill({ response, headers: { ...response.headers(), 'content-type': 'application/octet-stream' } });
-    });
-    const page = await browser.context.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    await page.goto(`${collector.url}/about`);
-    await page.evaluate(() => window.sightline.ready);
-    await accept(page);
-    const anon = await page.evaluate(() => { window.sightline.track('Odd Type'); window.sightline.flush(); return window.sightline.anonymousId(); });
-    await eventually(async () => (await rows(`event = 'Odd Type' and anonymous_id = '${anon}'`)).length === 1, 15_000, 'the event');
-    assert.equal(fetched.length, 2, 'the snippet\'s fetch, then the script\'s');
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-  }
-});
-
-test('a wasm download cut short is fetched again; the SDK starts and says nothing of a CSP', async () => {
-  const browser = await startBrowser();
-  try {
-    let served = 0;
-    await browser.context.route('**/sl/sightline.wasm', async (route) => {
-      const response = await route.fetch();
-      const body = await response.body();
-      // The first answer ends halfway (a proxy's truncation); the second is whole.
-      served += 1;
-      await route.fulfill({ response, body: served === 1 ? body.subarray(0, body.length >> 1) : body });
-    });
+    const served = await altered(browser.context, '**/sl/sightline.wasm', change);
     const page = await browser.context.newPage();
     const errors = [];
     const warnings = [];
@@ -607,25 +587,33 @@ test('a wasm download cut short is fetched again; the SDK starts and says nothin
     await page.goto(`${collector.url}/about`);
     await page.evaluate(() => window.sightline.ready);
     await accept(page);
-    const anon = await page.evaluate(() => { window.sightline.track('After Truncation'); window.sightline.flush(); return window.sightline.anonymousId(); });
-    await eventually(async () => (await rows(`event = 'After Truncation' and anonymous_id = '${anon}'`)).length === 1, 15_000, 'the event');
-    assert.equal(served, 2);
+    const anon = await page.evaluate((name) => { window.sightline.track(name); window.sightline.flush(); return window.sightline.anonymousId(); }, event);
+    await eventually(async () => (await rows(`event = '${event}' and anonymous_id = '${anon}'`)).length === 1, 15_000, 'the event');
+    assert.equal(served(), 2, 'the snippet\'s fetch, then the script\'s');
     assert.deepEqual(warnings, []);
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();
   }
-});
+}
+
+test('a server that sends the wasm under another type: the SDK still starts and delivers', () =>
+  // The snippet's streaming compile refuses a response that is not application/wasm.
+  deliversDespite((response) => ({ headers: { ...response.headers(), 'content-type': 'application/octet-stream' } }), 'Odd Type'));
+
+test('a wasm download cut short is fetched again; the SDK starts and says nothing of a CSP', () =>
+  // The first answer ends halfway (a proxy's truncation); the second is whole.
+  deliversDespite(async (response, n) => {
+    const body = await response.body();
+    return { body: n === 1 ? body.subarray(0, body.length >> 1) : body };
+  }, 'After Truncation'));
 
 test('a page whose CSP refuses WebAssembly: nothing breaks, calls are kept, one warning says why', async () => {
   const browser = await startBrowser();
   try {
     const page = await browser.context.newPage();
-    await page.route('**/about', async (route) => {
-      const response = await route.fetch();
-      await route.fulfill({ response, headers: { ...response.headers(),
-        'content-security-policy': "script-src 'self' 'unsafe-inline'; connect-src 'self'" } });
-    });
+    await altered(page, '**/about', (response) => ({ headers: { ...response.headers(),
+      'content-security-policy': "script-src 'self' 'unsafe-inline'; connect-src 'self'" } }));
     const errors = [];
     const warnings = [];
     page.on('pageerror', (e) => errors.push(String(e)));

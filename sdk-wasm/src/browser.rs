@@ -164,6 +164,10 @@ fn win() -> web_sys::Window {
     WINDOW.with(Clone::clone)
 }
 
+fn hidden() -> bool {
+    DOCUMENT.with(web_sys::Document::visibility_state) == VisibilityState::Hidden
+}
+
 fn now() -> u64 {
     js_sys::Date::now() as u64
 }
@@ -305,7 +309,7 @@ pub fn start(cfg: JsValue) -> bool {
         }),
         ..Facts::default()
     };
-    let location = w.location();
+    let location = LOCATION.with(Clone::clone);
     let href = location.href().unwrap_or_default();
     let at = location.pathname().unwrap_or_default() + &location.search().unwrap_or_default();
     let on_timer = Closure::<dyn FnMut()>::new(|| {
@@ -340,7 +344,7 @@ pub fn start(cfg: JsValue) -> bool {
             waiters: Vec::new(),
             apply_queued: false,
             seen: String::new(),
-            referrer: w.document().map(|d| d.referrer()).unwrap_or_default(),
+            referrer: DOCUMENT.with(web_sys::Document::referrer),
             statics,
             analytics,
             spa_at: at,
@@ -352,7 +356,7 @@ pub fn start(cfg: JsValue) -> bool {
         });
     }
     listen("visibilitychange", || {
-        if win().document().map(|d| d.visibility_state()) == Some(VisibilityState::Hidden) {
+        if hidden() {
             send();
         }
     });
@@ -761,7 +765,6 @@ fn attempt(done: Done) {
 }
 
 fn send_batch(done: Done) {
-    let hidden = win().document().map(|d| d.visibility_state()) == Some(VisibilityState::Hidden);
     let Some((body, url, debug)) = with(|s| {
         let present = match &s.store {
             Some(st) if s.engine.needs_present() => Some(stored_keys(st)),
@@ -779,7 +782,7 @@ fn send_batch(done: Done) {
     // `keepalive` only once the page is hidden (it may be closed next): Chromium holds
     // each keepalive request about 0.5 s (measured). A batch cut off by the page going
     // away stays stored and leaves with the next page.
-    let keepalive = hidden && body.len() < engine::UNLOAD_BYTES;
+    let keepalive = hidden() && body.len() < engine::UNLOAD_BYTES;
     then(
         fetch(&url, Some(&body), keepalive),
         Box::new(move |r| {
@@ -1054,7 +1057,7 @@ pub fn tcf(tc: JsValue, ok: bool) {
 /// query changed.
 #[wasm_bindgen]
 pub fn navigated() {
-    let loc = win().location();
+    let loc = LOCATION.with(Clone::clone);
     let at = loc.pathname().unwrap_or_default() + &loc.search().unwrap_or_default();
     let moved = with(|s| {
         if at == s.spa_at {
