@@ -119,7 +119,9 @@ function report(label, r) {
   }
   const all = [...r.timing.browser, ...r.timing.server];
   const kinds = ['total', 'cpu', 'io', 'dedup', 'dedup-object', 'identity', 'identity-object', 'd1', 'queue'].filter((k) => all.some((t) => t[k] !== undefined));
-  console.log(`  in the worker, mean ms per request: ${kinds.map((k) => `${k} ${mean(all.map((t) => t[k] || 0)).toFixed(1)}`).join(', ')}`);
+  for (const [kind, ts] of Object.entries(r.timing)) {
+    if (ts.length) console.log(`  in the worker, mean ms per ${kind} request: ${kinds.map((k) => `${k} ${mean(ts.map((t) => t[k] || 0)).toFixed(1)}`).join(', ')}`);
+  }
   const calls = all.filter((t) => t.identity > 0);
   if (calls.length) {
     // One identity object per source serves every request of that source, one at a time
@@ -129,6 +131,10 @@ function report(label, r) {
     const handler = calls.map((t) => t['identity-object'] || 0);
     console.log(`  identity object: ${(calls.length / r.secs).toFixed(1)} calls/s; call latency p50 ${pct(latency, 50)} ms, p95 ${pct(latency, 95)} ms, p99 ${pct(latency, 99)} ms;` +
       ` handler mean ${mean(handler).toFixed(2)} ms -> ceiling ~${Math.round(1000 / Math.max(0.01, mean(handler)))} calls/s per object`);
+    for (const kind of Object.keys(r.timing)) {
+      const own = r.timing[kind].filter((t) => t.identity > 0).map((t) => t['identity-object'] || 0);
+      if (own.length) console.log(`    ${kind} calls: handler mean ${mean(own).toFixed(2)} ms, p50 ${pct(own, 50)}, p95 ${pct(own, 95)}`);
+    }
   }
   return { rps: requests / r.secs, eps: r.events / r.secs };
 }

@@ -1,16 +1,21 @@
-//! One identity call's view of the graph: decides nothing. It keeps the profiles and
-//! identifier links a call has read or written, so a batch of one visitor's events
+//! One identity call's view of the graph: decides nothing. It reads what a request's
+//! events will need in a few batch reads up front ([`Cached::prefetch`]): their
+//! resolutions, whether their cookie ids are retired, their identifiers' links and those
+//! profiles. It keeps what the call reads and writes, so a batch of one visitor's events
 //! reads and parses the profile document once and writes it once, not once per event.
-//! Identifier links and everything else are written through as they happen; profiles are
-//! written when the call ends ([`Cached::finish`]), in the same synchronous turn, so a
-//! Durable Object commits them together with the rest of the call.
+//! Profiles, identifier links and resolutions are written when the call ends
+//! ([`Cached::finish`]), in a few batch writes and in the same synchronous turn, so a
+//! Durable Object commits them together with the rest of the call. Everything else is
+//! written through as it happens.
 //!
 //! Measured in the worker (`scripts/bench.sh load`, `Server-Timing: identity-object`):
 //! see the README's "Identity at scale".
 
-use crate::identity::{Conflict, Graph, Ident, MergeRecord, Profile, Resolution};
+use crate::identity::{
+    usable, Conflict, Graph, Ident, MergeRecord, Observation, Profile, Resolution,
+};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub struct Cached<'g, G: Graph> {
     inner: &'g mut G,
@@ -18,7 +23,17 @@ pub struct Cached<'g, G: Graph> {
     profiles: RefCell<HashMap<String, Option<Profile>>>,
     /// Profiles changed in this call, in the order first changed.
     dirty: Vec<String>,
+    /// Identifier links read or written (`None`: not linked).
     links: RefCell<HashMap<Ident, Option<String>>>,
+    /// Links changed in this call, in the order first changed (and as a set).
+    relinked: Vec<Ident>,
+    relinked_set: HashSet<Ident>,
+    /// Resolutions read or kept (`None`: none kept for the key).
+    resolutions: RefCell<HashMap<String, Option<Resolution>>>,
+    /// Resolutions kept in this call: (key, at ms), in order.
+    resolved: Vec<(String, i64)>,
+    /// Whether identifiers are retired, as read or written.
+    retired: RefCell<HashMap<Ident, bool>>,
 }
 
 impl<'g, G: Graph> Cached<'g, G> {
@@ -28,7 +43,66 @@ impl<'g, G: Graph> Cached<'g, G> {
             profiles: RefCell::default(),
             dirty: Vec::new(),
             links: RefCell::default(),
+            relinked: Vec::new(),
+            relinked_set: HashSet::new(),
+            resolutions: RefCell::default(),
+            resolved: Vec::new(),
+            retired: RefCell::default(),
         }
+    }
+
+    /// Reads, in four batch reads, what resolving `observations` starts from.
+    pub fn prefetch(&mut self, observations: &[Observation]) {
+        let mut keys: Vec<String> = observations
+            .iter()
+            .filter(|o| !o.key.is_empty())
+            .map(|o| o.key.clone())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut cookies: Vec<Ident> = observations
+            .iter()
+            .filter_map(|o| o.cookie.clone())
+            .collect();
+        cookies.sort_unstable();
+        cookies.dedup();
+        let mut ids: Vec<Ident> = observations
+            .iter()
+            .flat_map(|o| usable(&[o.identifiers.as_slice(), o.cookie.as_slice()].concat()))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+
+        let kept: HashMap<String, Resolution> = self.inner.resolutions(&keys).into_iter().collect();
+        let mut known = kept;
+        self.resolutions.get_mut().extend(keys.into_iter().map(|k| {
+            let r = known.remove(&k);
+            (k, r)
+        }));
+        let retired = self.inner.retired_among(&cookies);
+        self.retired.get_mut().extend(
+            cookies
+                .into_iter()
+                .map(|c| (c.clone(), retired.contains(&c))),
+        );
+        let mut linked: HashMap<Ident, String> = self.inner.profiles_of(&ids).into_iter().collect();
+        let mut pids: Vec<String> = linked.values().cloned().collect();
+        pids.sort_unstable();
+        pids.dedup();
+        self.links.get_mut().extend(ids.into_iter().map(|i| {
+            let p = linked.remove(&i);
+            (i, p)
+        }));
+        let mut found: HashMap<String, Profile> = self
+            .inner
+            .profiles(&pids)
+            .into_iter()
+            .map(|p| (p.id.clone(), p))
+            .collect();
+        self.profiles.get_mut().extend(pids.into_iter().map(|id| {
+            let p = found.remove(&id);
+            (id, p)
+        }));
     }
 
     fn touch(&mut self, id: &str) {
@@ -37,15 +111,46 @@ impl<'g, G: Graph> Cached<'g, G> {
         }
     }
 
-    /// Writes the changed profiles to the graph underneath.
+    fn relink(&mut self, id: &Ident, profile: Option<&str>) {
+        if self.relinked_set.insert(id.clone()) {
+            self.relinked.push(id.clone());
+        }
+        self.links
+            .get_mut()
+            .insert(id.clone(), profile.map(str::to_string));
+    }
+
+    /// Writes the changed links, resolutions and profiles to the graph underneath.
     pub fn finish(self) {
+        let links = self.links.into_inner();
+        let changed: Vec<(Ident, Option<String>)> = self
+            .relinked
+            .into_iter()
+            .map(|i| {
+                let p = links.get(&i).cloned().flatten();
+                (i, p)
+            })
+            .collect();
+        self.inner.link_all(&changed);
+        let resolutions = self.resolutions.into_inner();
+        let kept: Vec<(String, Resolution, i64)> = self
+            .resolved
+            .into_iter()
+            .filter_map(|(k, at)| {
+                let r = resolutions.get(&k).cloned().flatten()?;
+                Some((k, r, at))
+            })
+            .collect();
+        self.inner.save_resolutions(&kept);
         let mut profiles = self.profiles.into_inner();
+        let mut saved = Vec::new();
         for id in &self.dirty {
             match profiles.remove(id).flatten() {
-                Some(p) => self.inner.save_profile(&p),
+                Some(p) => saved.push(p),
                 None => self.inner.delete_profile(id),
             }
         }
+        self.inner.save_profiles(&saved);
     }
 }
 
@@ -77,14 +182,10 @@ impl<G: Graph> Graph for Cached<'_, G> {
         self.profiles.get_mut().insert(id.to_string(), None);
     }
     fn link(&mut self, id: &Ident, profile: &str) {
-        self.links
-            .get_mut()
-            .insert(id.clone(), Some(profile.to_string()));
-        self.inner.link(id, profile);
+        self.relink(id, Some(profile));
     }
     fn unlink(&mut self, id: &Ident) {
-        self.links.get_mut().insert(id.clone(), None);
-        self.inner.unlink(id);
+        self.relink(id, None);
     }
     fn save_merge(&mut self, m: &MergeRecord) {
         self.inner.save_merge(m)
@@ -111,21 +212,47 @@ impl<G: Graph> Graph for Cached<'_, G> {
         self.inner.delete_merge(id)
     }
     fn resolution(&self, key: &str) -> Option<Resolution> {
-        self.inner.resolution(key)
+        if let Some(r) = self.resolutions.borrow().get(key) {
+            return r.clone();
+        }
+        let r = self.inner.resolution(key);
+        self.resolutions
+            .borrow_mut()
+            .insert(key.to_string(), r.clone());
+        r
     }
     fn save_resolution(&mut self, key: &str, r: &Resolution, at_ms: i64) {
-        self.inner.save_resolution(key, r, at_ms)
+        self.resolutions
+            .get_mut()
+            .insert(key.to_string(), Some(r.clone()));
+        self.resolved.push((key.to_string(), at_ms));
     }
     fn delete_resolutions_of(&mut self, profile: &str) {
+        // Not part of resolving events: what this call kept is written first, and
+        // nothing read is trusted after.
+        let kept: Vec<(String, Resolution, i64)> = std::mem::take(&mut self.resolved)
+            .into_iter()
+            .filter_map(|(k, at)| {
+                Some((k.clone(), self.resolutions.get_mut().get(&k)?.clone()?, at))
+            })
+            .collect();
+        self.inner.save_resolutions(&kept);
+        self.resolutions.get_mut().clear();
         self.inner.delete_resolutions_of(profile)
     }
     fn new_profile_id(&mut self) -> String {
         self.inner.new_profile_id()
     }
     fn is_retired(&self, id: &Ident) -> bool {
-        self.inner.is_retired(id)
+        if let Some(r) = self.retired.borrow().get(id) {
+            return *r;
+        }
+        let r = self.inner.is_retired(id);
+        self.retired.borrow_mut().insert(id.clone(), r);
+        r
     }
     fn retire(&mut self, id: &Ident, at_ms: i64) {
+        self.retired.get_mut().insert(id.clone(), true);
         self.inner.retire(id, at_ms)
     }
 }

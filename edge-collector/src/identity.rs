@@ -53,6 +53,14 @@ pub enum IdKind {
 }
 
 impl IdKind {
+    /// Every kind, highest priority first.
+    pub const ALL: [IdKind; 4] = [
+        IdKind::UserId,
+        IdKind::Email,
+        IdKind::Phone,
+        IdKind::Anonymous,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             IdKind::UserId => "user_id",
@@ -253,6 +261,49 @@ pub trait Graph {
     fn new_profile_id(&mut self) -> String;
     fn is_retired(&self, id: &Ident) -> bool;
     fn retire(&mut self, id: &Ident, at_ms: i64);
+
+    // Many reads or writes at once, for a call that resolves a request's events
+    // ([`observe_all`]): storage may do each in a few statements. The defaults go one by
+    // one.
+
+    /// The identifiers among `ids` that are linked, with their profiles.
+    fn profiles_of(&self, ids: &[Ident]) -> Vec<(Ident, String)> {
+        let linked = |i: &Ident| self.profile_of(i).map(|p| (i.clone(), p));
+        ids.iter().filter_map(linked).collect()
+    }
+    /// The profiles among `ids` that exist.
+    fn profiles(&self, ids: &[String]) -> Vec<Profile> {
+        ids.iter().filter_map(|i| self.profile(i)).collect()
+    }
+    /// The resolutions kept for `keys`, by key.
+    fn resolutions(&self, keys: &[String]) -> Vec<(String, Resolution)> {
+        let kept = |k: &String| self.resolution(k).map(|r| (k.clone(), r));
+        keys.iter().filter_map(kept).collect()
+    }
+    /// The identifiers among `ids` that are retired.
+    fn retired_among(&self, ids: &[Ident]) -> Vec<Ident> {
+        ids.iter().filter(|i| self.is_retired(i)).cloned().collect()
+    }
+    /// Links (`Some`) and unlinks (`None`) identifiers.
+    fn link_all(&mut self, links: &[(Ident, Option<String>)]) {
+        for (id, profile) in links {
+            match profile {
+                Some(p) => self.link(id, p),
+                None => self.unlink(id),
+            }
+        }
+    }
+    fn save_profiles(&mut self, profiles: &[Profile]) {
+        for p in profiles {
+            self.save_profile(p);
+        }
+    }
+    /// Keeps resolutions: (event key, resolution, at ms).
+    fn save_resolutions(&mut self, resolutions: &[(String, Resolution, i64)]) {
+        for (k, r, at) in resolutions {
+            self.save_resolution(k, r, *at);
+        }
+    }
 }
 
 /// Usable identifiers of an observation: not blocked, not empty, each once, highest
@@ -471,6 +522,7 @@ pub fn observe_all(
     limits: &Limits,
 ) -> Vec<Option<Resolution>> {
     let mut cached = crate::graph_cache::Cached::new(g);
+    cached.prefetch(observations);
     let out = observations
         .iter()
         .map(|o| observe(&mut cached, o, limits))
@@ -559,12 +611,7 @@ fn merge_refusal(a: &Profile, b: &Profile, limits: &Limits) -> Option<&'static s
     {
         return Some("different_user_ids");
     }
-    for kind in [
-        IdKind::UserId,
-        IdKind::Email,
-        IdKind::Phone,
-        IdKind::Anonymous,
-    ] {
+    for kind in IdKind::ALL {
         let mut all: Vec<&str> = a.values(kind).chain(b.values(kind)).collect();
         all.sort_unstable();
         all.dedup();

@@ -318,29 +318,36 @@ proptest! {
         }
     }
 
-    /// A request's events resolved together (`observe_all`, which reads and writes each
-    /// profile once per call) leave the graph as resolving them one by one does: the
-    /// same people, with the same identifiers, event counts, traits, merges and
-    /// conflicts, and each event with the same person. Profile ids are random, so
+    /// A request's events resolved together (`observe_all`, which reads what they need
+    /// in batch reads up front and writes each profile once per call) leave the graph as
+    /// resolving them one by one does: the same people, with the same identifiers,
+    /// event counts, traits, merges and conflicts, and each event with the same person.
+    /// Events carry cookie ids, some of them retired, and some are retries of an earlier
+    /// event (same key), in the same call or a later one. Profile ids are random, so
     /// profiles are compared by their identifiers.
     #[test]
     fn resolving_a_request_at_once_is_resolving_its_events_in_turn(
         events in proptest::collection::vec(
-            (proptest::collection::vec((0u8..4, 0u8..5), 1..4), 0u8..3), 1..40),
+            (proptest::collection::vec((0u8..4, 0u8..5), 1..4), 0u8..3, 0u8..6, 0u8..8), 1..40),
         cuts in proptest::collection::vec(1usize..8, 1..12),
     ) {
         let limits = Limits { anonymous_id: 3, email: 2, ..Limits::default() };
-        let all: Vec<Observation> = events.iter().enumerate().map(|(t, (ids, tr))| Observation {
-            key: format!("k{t}"),
+        let all: Vec<Observation> = events.iter().enumerate().map(|(t, (ids, tr, cookie, retry))| Observation {
+            // One event in eight repeats the key of an earlier one: a retry.
+            key: if *retry == 0 && t > 2 { format!("k{}", t / 2) } else { format!("k{t}") },
             identifiers: ids.iter().map(|(k, v)| {
-                let kind = [IdKind::UserId, IdKind::Email, IdKind::Phone, IdKind::Anonymous][*k as usize];
+                let kind = IdKind::ALL[*k as usize];
                 Ident::new(kind, format!("v{v}-{k}"))
             }).collect(),
+            cookie: (*cookie < 4).then(|| Ident::new(IdKind::Anonymous, format!("c{cookie}"))),
             traits: (*tr > 0).then(|| json!({"t": tr, format!("k{t}"): t}).as_object().cloned()).flatten(),
             at_ms: t as i64,
             ..Observation::default()
         }).collect();
         let (mut one, mut many) = (MemoryGraph::default(), MemoryGraph::default());
+        for g in [&mut one, &mut many] {
+            g.retire(&Ident::new(IdKind::Anonymous, "c1"), 0);
+        }
         let singly: Vec<_> = all.iter().map(|o| observe(&mut one, o, &limits)).collect();
         let mut batched = Vec::new();
         let (mut at, mut cut) = (0, cuts.iter().cycle());
@@ -367,6 +374,7 @@ proptest! {
         prop_assert_eq!(one.merges.len(), many.merges.len());
         prop_assert_eq!(one.conflicts.len(), many.conflicts.len());
         prop_assert_eq!(one.index.len(), many.index.len());
+        prop_assert_eq!(one.resolutions.len(), many.resolutions.len());
     }
 }
 

@@ -367,6 +367,61 @@ impl SqlGraph<'_> {
     fn run(&self, sql: &str, args: Vec<SqlStorageValue>) {
         self.0.run(sql, args)
     }
+
+    /// Runs `head` + `(?, …), (?, …)` + `tail` over rows of `width` values, as many rows
+    /// per statement as the bound-parameter limit allows.
+    fn run_rows(&self, head: &str, tail: &str, width: usize, rows: Vec<Vec<SqlStorageValue>>) {
+        let row = format!("({})", marks(width));
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<Vec<SqlStorageValue>> = rows.by_ref().take(MAX_PARAMS / width).collect();
+            let values = vec![row.as_str(); chunk.len()].join(", ");
+            self.run(&format!("{head} {values} {tail}"), chunk.concat());
+        }
+    }
+
+    /// `values` of one identifier kind, in statements of `kind = ? AND value IN (…)`.
+    fn by_kind<T: DeserializeOwned>(&self, select: &str, ids: &[Ident]) -> Vec<(IdKind, T)> {
+        let mut out = Vec::new();
+        for kind in IdKind::ALL {
+            let values: Vec<SqlStorageValue> = ids
+                .iter()
+                .filter(|i| i.kind == kind)
+                .map(|i| sv(&i.value))
+                .collect();
+            for chunk in values.chunks(MAX_PARAMS - 1) {
+                let q = format!(
+                    "{select} WHERE kind = ? AND value IN ({})",
+                    marks(chunk.len())
+                );
+                let args = [vec![sv(kind.as_str())], chunk.to_vec()].concat();
+                let rows: Vec<T> = self.0.rows(&q, args);
+                out.extend(rows.into_iter().map(|r| (kind, r)));
+            }
+        }
+        out
+    }
+}
+
+/// Bound parameters per statement: Durable Object SQLite allows 100.
+const MAX_PARAMS: usize = 100;
+
+/// `?, ?, …`: `n` placeholders.
+fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+#[derive(Deserialize)]
+struct LinkRow {
+    value: String,
+    #[serde(default)]
+    profile_id: String,
+}
+
+#[derive(Deserialize)]
+struct KeptRow {
+    k: String,
+    data: String,
 }
 
 impl Graph for SqlGraph<'_> {
@@ -501,6 +556,89 @@ impl Graph for SqlGraph<'_> {
             vec![sv(id.kind.as_str()), sv(&id.value)],
         );
         !rows.is_empty()
+    }
+    fn profiles_of(&self, ids: &[Ident]) -> Vec<(Ident, String)> {
+        let rows: Vec<(IdKind, LinkRow)> =
+            self.by_kind("SELECT value, profile_id FROM idents", ids);
+        rows.into_iter()
+            .map(|(kind, r)| (Ident::new(kind, r.value), r.profile_id))
+            .collect()
+    }
+    fn profiles(&self, ids: &[String]) -> Vec<Profile> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(MAX_PARAMS) {
+            let q = format!(
+                "SELECT data FROM profiles WHERE id IN ({})",
+                marks(chunk.len())
+            );
+            out.extend(self.docs::<Profile>(&q, chunk.iter().map(|i| sv(i)).collect()));
+        }
+        out
+    }
+    fn resolutions(&self, keys: &[String]) -> Vec<(String, Resolution)> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(MAX_PARAMS) {
+            let q = format!(
+                "SELECT k, data FROM resolutions WHERE k IN ({})",
+                marks(chunk.len())
+            );
+            let rows: Vec<KeptRow> = self.0.rows(&q, chunk.iter().map(|k| sv(k)).collect());
+            out.extend(
+                rows.into_iter()
+                    .filter_map(|r| serde_json::from_str(&r.data).ok().map(|d| (r.k, d))),
+            );
+        }
+        out
+    }
+    fn retired_among(&self, ids: &[Ident]) -> Vec<Ident> {
+        let rows: Vec<(IdKind, LinkRow)> = self.by_kind("SELECT value FROM retired", ids);
+        rows.into_iter()
+            .map(|(kind, r)| Ident::new(kind, r.value))
+            .collect()
+    }
+    fn link_all(&mut self, links: &[(Ident, Option<String>)]) {
+        let linked = links.iter().filter_map(|(i, p)| {
+            let p = p.as_deref()?;
+            Some(vec![sv(i.kind.as_str()), sv(&i.value), sv(p)])
+        });
+        self.run_rows(
+            "INSERT INTO idents (kind, value, profile_id) VALUES",
+            "ON CONFLICT (kind, value) DO UPDATE SET profile_id = excluded.profile_id",
+            3,
+            linked.collect(),
+        );
+        for (id, _) in links.iter().filter(|(_, p)| p.is_none()) {
+            self.unlink(id);
+        }
+    }
+    fn save_profiles(&mut self, profiles: &[Profile]) {
+        let rows = profiles.iter().map(|p| {
+            let data = serde_json::to_string(p).unwrap_or_default();
+            vec![sv(&p.id), sv(&data)]
+        });
+        self.run_rows(
+            "INSERT INTO profiles (id, data) VALUES",
+            "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            2,
+            rows.collect(),
+        );
+    }
+    fn save_resolutions(&mut self, resolutions: &[(String, Resolution, i64)]) {
+        let rows = resolutions.iter().map(|(k, r, at)| {
+            let data = serde_json::to_string(r).unwrap_or_default();
+            vec![
+                sv(k),
+                sv(&r.profile_id),
+                sv(&data),
+                SqlStorageValue::Float(*at as f64),
+            ]
+        });
+        self.run_rows(
+            "INSERT INTO resolutions (k, profile_id, data, at_ms) VALUES",
+            "ON CONFLICT (k) DO UPDATE SET data = excluded.data",
+            4,
+            rows.collect(),
+        );
     }
     fn retire(&mut self, id: &Ident, at_ms: i64) {
         self.run(
