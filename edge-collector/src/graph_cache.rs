@@ -51,7 +51,8 @@ impl<'g, G: Graph> Cached<'g, G> {
         }
     }
 
-    /// Reads, in four batch reads, what resolving `observations` starts from.
+    /// Reads, in four batch reads, what resolving `observations` starts from (a profile
+    /// id missing from the cache later, or an identifier, is read on its own then).
     pub fn prefetch(&mut self, observations: &[Observation]) {
         let mut keys: Vec<String> = observations
             .iter()
@@ -73,10 +74,10 @@ impl<'g, G: Graph> Cached<'g, G> {
         ids.sort_unstable();
         ids.dedup();
 
-        let kept: HashMap<String, Resolution> = self.inner.resolutions(&keys).into_iter().collect();
-        let mut known = kept;
+        let mut kept: HashMap<String, Resolution> =
+            self.inner.resolutions(&keys).into_iter().collect();
         self.resolutions.get_mut().extend(keys.into_iter().map(|k| {
-            let r = known.remove(&k);
+            let r = kept.remove(&k);
             (k, r)
         }));
         let retired = self.inner.retired_among(&cookies);
