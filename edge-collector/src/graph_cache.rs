@@ -1,12 +1,15 @@
-//! One identity call's view of the graph: decides nothing. It reads what a request's
-//! events will need in a few batch reads up front ([`Cached::prefetch`]): their
-//! resolutions, whether their cookie ids are retired, their identifiers' links and those
-//! profiles. It keeps what the call reads and writes, so a batch of one visitor's events
-//! reads and parses the profile document once and writes it once, not once per event.
-//! Profiles, identifier links and resolutions are written when the call ends
-//! ([`Cached::finish`]), in a few batch writes and in the same synchronous turn, so a
-//! Durable Object commits them together with the rest of the call. Everything else is
-//! written through as it happens.
+//! One identity call's view of the graph: decides nothing. It keeps the profiles a call
+//! reads and writes, so a batch of one visitor's events reads and parses the profile
+//! document once and writes it once, not once per event. Profiles are written when the
+//! call ends ([`Cached::finish`]), in the same synchronous turn, so a Durable Object
+//! commits them together with the rest of the call.
+//!
+//! Over storage that reads and writes in batches ([`Graph::reads_in_batches`], SQL),
+//! it also reads what a request's events will need in four batch reads up front
+//! ([`Cached::prefetch`]: their resolutions, whether their cookie ids are retired, their
+//! identifiers' links and those profiles), and keeps identifier links and resolutions
+//! to write them at the end too, in multi-row statements. Everything else is written
+//! through as it happens.
 //!
 //! Measured in the worker (`scripts/bench.sh load`, `Server-Timing: identity-object`):
 //! see the README's "Identity at scale".
@@ -19,6 +22,10 @@ use std::collections::{HashMap, HashSet};
 
 pub struct Cached<'g, G: Graph> {
     inner: &'g mut G,
+    /// Whether links and resolutions are kept here and written at the end (storage that
+    /// reads and writes in batches, [`Graph::reads_in_batches`]); otherwise they are
+    /// written through, as keeping them costs more than it saves in memory.
+    buffered: bool,
     /// Profiles read or written in this call (`None`: known not to exist, or deleted).
     profiles: RefCell<HashMap<String, Option<Profile>>>,
     /// Profiles changed in this call, in the order first changed.
@@ -39,6 +46,7 @@ pub struct Cached<'g, G: Graph> {
 impl<'g, G: Graph> Cached<'g, G> {
     pub fn new(inner: &'g mut G) -> Self {
         Cached {
+            buffered: inner.reads_in_batches(),
             inner,
             profiles: RefCell::default(),
             dirty: Vec::new(),
@@ -54,6 +62,9 @@ impl<'g, G: Graph> Cached<'g, G> {
     /// Reads, in four batch reads, what resolving `observations` starts from (a profile
     /// id missing from the cache later, or an identifier, is read on its own then).
     pub fn prefetch(&mut self, observations: &[Observation]) {
+        if !self.buffered {
+            return;
+        }
         let mut keys: Vec<String> = observations
             .iter()
             .filter(|o| !o.key.is_empty())
@@ -113,12 +124,18 @@ impl<'g, G: Graph> Cached<'g, G> {
     }
 
     fn relink(&mut self, id: &Ident, profile: Option<&str>) {
-        if self.relinked_set.insert(id.clone()) {
-            self.relinked.push(id.clone());
-        }
         self.links
             .get_mut()
             .insert(id.clone(), profile.map(str::to_string));
+        if !self.buffered {
+            return match profile {
+                Some(p) => self.inner.link(id, p),
+                None => self.inner.unlink(id),
+            };
+        }
+        if self.relinked_set.insert(id.clone()) {
+            self.relinked.push(id.clone());
+        }
     }
 
     /// Writes the changed links, resolutions and profiles to the graph underneath.
@@ -213,6 +230,9 @@ impl<G: Graph> Graph for Cached<'_, G> {
         self.inner.delete_merge(id)
     }
     fn resolution(&self, key: &str) -> Option<Resolution> {
+        if !self.buffered {
+            return self.inner.resolution(key);
+        }
         if let Some(r) = self.resolutions.borrow().get(key) {
             return r.clone();
         }
@@ -223,6 +243,9 @@ impl<G: Graph> Graph for Cached<'_, G> {
         r
     }
     fn save_resolution(&mut self, key: &str, r: &Resolution, at_ms: i64) {
+        if !self.buffered {
+            return self.inner.save_resolution(key, r, at_ms);
+        }
         self.resolutions
             .get_mut()
             .insert(key.to_string(), Some(r.clone()));
@@ -245,6 +268,9 @@ impl<G: Graph> Graph for Cached<'_, G> {
         self.inner.new_profile_id()
     }
     fn is_retired(&self, id: &Ident) -> bool {
+        if !self.buffered {
+            return self.inner.is_retired(id);
+        }
         if let Some(r) = self.retired.borrow().get(id) {
             return *r;
         }

@@ -344,7 +344,8 @@ proptest! {
             at_ms: t as i64,
             ..Observation::default()
         }).collect();
-        let (mut one, mut many) = (MemoryGraph::default(), MemoryGraph::default());
+        let mut one = MemoryGraph::default();
+        let mut many = MemoryGraph { batch_reads: true, ..MemoryGraph::default() };
         for g in [&mut one, &mut many] {
             g.retire(&Ident::new(IdKind::Anonymous, "c1"), 0);
         }

@@ -435,6 +435,9 @@ struct KeptRow {
 }
 
 impl Graph for SqlGraph<'_> {
+    fn reads_in_batches(&self) -> bool {
+        true
+    }
     fn profile_of(&self, id: &Ident) -> Option<String> {
         let rows: Vec<ProfileIdRow> = self.0.rows(
             "SELECT profile_id FROM idents WHERE kind = ? AND value = ?",
