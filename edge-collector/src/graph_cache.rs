@@ -168,7 +168,7 @@ impl<'g, G: Graph> Cached<'g, G> {
                 None => self.inner.delete_profile(id),
             }
         }
-        self.inner.save_profiles(&saved);
+        self.inner.save_profiles(saved);
     }
 }
 
@@ -189,11 +189,9 @@ impl<G: Graph> Graph for Cached<'_, G> {
         self.profiles.borrow_mut().insert(id.to_string(), p.clone());
         p
     }
-    fn save_profile(&mut self, p: &Profile) {
+    fn save_profile(&mut self, p: Profile) {
         self.touch(&p.id);
-        self.profiles
-            .get_mut()
-            .insert(p.id.clone(), Some(p.clone()));
+        self.profiles.get_mut().insert(p.id.clone(), Some(p));
     }
     fn delete_profile(&mut self, id: &str) {
         self.touch(id);

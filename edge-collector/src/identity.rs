@@ -238,7 +238,7 @@ pub struct Resolution {
 pub trait Graph {
     fn profile_of(&self, id: &Ident) -> Option<String>;
     fn profile(&self, id: &str) -> Option<Profile>;
-    fn save_profile(&mut self, p: &Profile);
+    fn save_profile(&mut self, p: Profile);
     fn delete_profile(&mut self, id: &str);
     fn link(&mut self, id: &Ident, profile: &str);
     fn unlink(&mut self, id: &Ident);
@@ -301,7 +301,7 @@ pub trait Graph {
             }
         }
     }
-    fn save_profiles(&mut self, profiles: &[Profile]) {
+    fn save_profiles(&mut self, profiles: Vec<Profile>) {
         for p in profiles {
             self.save_profile(p);
         }
@@ -510,12 +510,12 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
     winner.event_count += 1;
     winner.first_seen_ms = winner.first_seen_ms.min(obs.at_ms);
     winner.last_seen_ms = winner.last_seen_ms.max(obs.at_ms);
-    g.save_profile(&winner);
     let r = Resolution {
         profile_id: winner.id.clone(),
         identified: winner.identified(),
         absorbed,
     };
+    g.save_profile(winner);
     if !obs.key.is_empty() {
         g.save_resolution(&obs.key, &r, obs.at_ms);
     }
@@ -582,7 +582,7 @@ pub fn activity(g: &mut impl Graph, req: &ActivityRequest) -> Vec<Profile> {
         if let Some(mut p) = g.profile(id) {
             p.activity
                 .rebuild(facts.clone(), &elsewhere, &req.spec, req.keep_since_ms);
-            g.save_profile(&p);
+            g.save_profile(p);
         }
     }
     req.profiles.iter().filter_map(|id| g.profile(id)).collect()
@@ -704,8 +704,8 @@ pub fn unmerge(
         }
     }
     winner.identifiers.sort();
-    g.save_profile(&winner);
-    g.save_profile(&restored);
+    g.save_profile(winner);
+    g.save_profile(restored.clone());
     record.undone_at_ms = Some(at_ms);
     g.save_merge(&record);
     Ok(Unmerged {
@@ -787,8 +787,8 @@ impl Graph for MemoryGraph {
     fn profile(&self, id: &str) -> Option<Profile> {
         self.profiles.get(id).cloned()
     }
-    fn save_profile(&mut self, p: &Profile) {
-        self.profiles.insert(p.id.clone(), p.clone());
+    fn save_profile(&mut self, p: Profile) {
+        self.profiles.insert(p.id.clone(), p);
     }
     fn delete_profile(&mut self, id: &str) {
         self.profiles.remove(id);

@@ -390,7 +390,9 @@ impl SqlGraph<'_> {
         }
     }
 
-    /// `values` of one identifier kind, in statements of `kind = ? AND value IN (…)`.
+    /// Runs `select` over `ids` one kind at a time, in statements of
+    /// `kind = ? AND value IN (…)` (the primary key's order), answering each row with
+    /// its kind.
     fn by_kind<T: DeserializeOwned>(&self, select: &str, ids: &[Ident]) -> Vec<(IdKind, T)> {
         let mut out = Vec::new();
         for kind in IdKind::ALL {
@@ -450,8 +452,8 @@ impl Graph for SqlGraph<'_> {
             .into_iter()
             .next()
     }
-    fn save_profile(&mut self, p: &Profile) {
-        let data = serde_json::to_string(p).unwrap_or_default();
+    fn save_profile(&mut self, p: Profile) {
+        let data = serde_json::to_string(&p).unwrap_or_default();
         self.run(
             "INSERT INTO profiles (id, data) VALUES (?, ?) \
              ON CONFLICT (id) DO UPDATE SET data = excluded.data",
@@ -624,7 +626,7 @@ impl Graph for SqlGraph<'_> {
             self.unlink(id);
         }
     }
-    fn save_profiles(&mut self, profiles: &[Profile]) {
+    fn save_profiles(&mut self, profiles: Vec<Profile>) {
         let rows = profiles.iter().map(|p| {
             let data = serde_json::to_string(p).unwrap_or_default();
             vec![sv(&p.id), sv(&data)]
