@@ -556,22 +556,17 @@ impl Graph for SqlGraph<'_> {
             .next()
     }
     fn save_resolution(&mut self, key: &str, r: &Resolution, at_ms: i64) {
-        let data = serde_json::to_string(r).unwrap_or_default();
-        self.run(
-            "INSERT INTO resolutions (k, profile_id, data, at_ms) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (k) DO UPDATE SET data = excluded.data",
-            vec![
-                sv(key),
-                sv(&r.profile_id),
-                sv(&data),
-                SqlStorageValue::Float(at_ms as f64),
-            ],
-        );
+        self.save_resolutions(&[(key.to_string(), r.clone(), at_ms)]);
     }
     fn delete_resolutions_of(&mut self, profile: &str) {
+        // Two statements, each on an index: `OR` across them read every row.
         self.run(
-            "DELETE FROM resolutions WHERE profile_id = ?1 OR EXISTS \
-             (SELECT 1 FROM json_each(json_extract(data, '$.absorbed')) WHERE value = ?1)",
+            "DELETE FROM resolutions WHERE profile_id = ?",
+            vec![sv(profile)],
+        );
+        self.run(
+            "DELETE FROM resolutions WHERE absorbed IS NOT NULL AND EXISTS \
+             (SELECT 1 FROM json_each(absorbed) WHERE value = ?)",
             vec![sv(profile)],
         );
     }
@@ -659,17 +654,22 @@ impl Graph for SqlGraph<'_> {
     fn save_resolutions(&mut self, resolutions: &[(String, Resolution, i64)]) {
         let rows = resolutions.iter().map(|(k, r, at)| {
             let data = serde_json::to_string(r).unwrap_or_default();
+            let absorbed = match r.absorbed.is_empty() {
+                true => SqlStorageValue::Null,
+                false => sv(&serde_json::to_string(&r.absorbed).unwrap_or_default()),
+            };
             vec![
                 sv(k),
                 sv(&r.profile_id),
                 sv(&data),
                 SqlStorageValue::Float(*at as f64),
+                absorbed,
             ]
         });
         self.run_rows(
-            "INSERT INTO resolutions (k, profile_id, data, at_ms) VALUES",
-            "ON CONFLICT (k) DO UPDATE SET data = excluded.data",
-            4,
+            "INSERT INTO resolutions (k, profile_id, data, at_ms, absorbed) VALUES",
+            "ON CONFLICT (k) DO UPDATE SET data = excluded.data, absorbed = excluded.absorbed",
+            5,
             rows.collect(),
         );
     }
@@ -727,13 +727,36 @@ impl DurableObject for IdentityGraph {
              at_ms REAL NOT NULL, data TEXT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS conflicts_profile ON conflicts (profile_id)",
             "CREATE TABLE IF NOT EXISTS resolutions (k TEXT PRIMARY KEY, profile_id TEXT NOT NULL, \
-             data TEXT NOT NULL, at_ms REAL NOT NULL)",
+             data TEXT NOT NULL, at_ms REAL NOT NULL, absorbed TEXT)",
             "CREATE INDEX IF NOT EXISTS resolutions_at ON resolutions (at_ms)",
             "CREATE INDEX IF NOT EXISTS resolutions_profile ON resolutions (profile_id)",
             "CREATE TABLE IF NOT EXISTS retired (kind TEXT NOT NULL, value TEXT NOT NULL, \
              at_ms REAL NOT NULL, PRIMARY KEY (kind, value))",
         ] {
             if let Err(e) = sql.exec(ddl, None) {
+                console_error!("identity schema: {e}");
+            }
+        }
+        // The profiles an event's merge absorbed have a column of their own, on a partial
+        // index (most resolutions absorb nothing), so an erasure finds them without
+        // reading every resolution. A graph from before it gets the column, filled once
+        // from the documents (the `ALTER` fails on a graph that has it).
+        let mut ddl = Vec::new();
+        if sql
+            .exec("ALTER TABLE resolutions ADD COLUMN absorbed TEXT", None)
+            .is_ok()
+        {
+            ddl.push(
+                "UPDATE resolutions SET absorbed = json_extract(data, '$.absorbed') \
+                 WHERE json_extract(data, '$.absorbed') IS NOT NULL",
+            );
+        }
+        ddl.push(
+            "CREATE INDEX IF NOT EXISTS resolutions_absorbed ON resolutions (absorbed) \
+             WHERE absorbed IS NOT NULL",
+        );
+        for q in ddl {
+            if let Err(e) = sql.exec(q, None) {
                 console_error!("identity schema: {e}");
             }
         }
