@@ -65,56 +65,49 @@ impl<'g, G: Graph> Cached<'g, G> {
         if !self.buffered {
             return;
         }
-        let mut keys: Vec<String> = observations
-            .iter()
-            .filter(|o| !o.key.is_empty())
-            .map(|o| o.key.clone())
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut cookies: Vec<Ident> = observations
-            .iter()
-            .filter_map(|o| o.cookie.clone())
-            .collect();
-        cookies.sort_unstable();
-        cookies.dedup();
-        let mut ids: Vec<Ident> = observations
-            .iter()
-            .flat_map(|o| usable(&[o.identifiers.as_slice(), o.cookie.as_slice()].concat()))
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-
-        let mut kept: HashMap<String, Resolution> =
-            self.inner.resolutions(&keys).into_iter().collect();
-        self.resolutions.get_mut().extend(keys.into_iter().map(|k| {
-            let r = kept.remove(&k);
-            (k, r)
-        }));
-        let retired = self.inner.retired_among(&cookies);
-        self.retired.get_mut().extend(
-            cookies
-                .into_iter()
-                .map(|c| (c.clone(), retired.contains(&c))),
+        let keys = distinct(
+            observations
+                .iter()
+                .filter(|o| !o.key.is_empty())
+                .map(|o| o.key.clone()),
         );
-        let mut linked: HashMap<Ident, String> = self.inner.profiles_of(&ids).into_iter().collect();
-        let mut pids: Vec<String> = linked.values().cloned().collect();
-        pids.sort_unstable();
-        pids.dedup();
-        self.links.get_mut().extend(ids.into_iter().map(|i| {
-            let p = linked.remove(&i);
-            (i, p)
-        }));
-        let mut found: HashMap<String, Profile> = self
+        let cookies = distinct(observations.iter().filter_map(|o| o.cookie.clone()));
+        let ids = distinct(
+            observations
+                .iter()
+                .flat_map(|o| usable(&[o.identifiers.as_slice(), o.cookie.as_slice()].concat())),
+        );
+
+        let kept = self.inner.resolutions(&keys);
+        self.resolutions.get_mut().extend(answered(keys, kept));
+        let retired = self
+            .inner
+            .retired_among(&cookies)
+            .into_iter()
+            .map(|c| (c, ()));
+        let retired = answered(cookies, retired).map(|(c, r)| (c, r.is_some()));
+        self.retired.get_mut().extend(retired);
+        let linked = self.inner.profiles_of(&ids);
+        let pids = distinct(linked.iter().map(|(_, p)| p.clone()));
+        self.links.get_mut().extend(answered(ids, linked));
+        let found = self
             .inner
             .profiles(&pids)
             .into_iter()
-            .map(|p| (p.id.clone(), p))
-            .collect();
-        self.profiles.get_mut().extend(pids.into_iter().map(|id| {
-            let p = found.remove(&id);
-            (id, p)
-        }));
+            .map(|p| (p.id.clone(), p));
+        self.profiles.get_mut().extend(answered(pids, found));
+    }
+
+    /// The resolutions kept in this call, taken to be written.
+    fn take_kept(&mut self) -> Vec<(String, Resolution, i64)> {
+        let resolutions = self.resolutions.get_mut();
+        std::mem::take(&mut self.resolved)
+            .into_iter()
+            .filter_map(|(k, at)| {
+                let r = resolutions.get(&k)?.clone()?;
+                Some((k, r, at))
+            })
+            .collect()
     }
 
     fn touch(&mut self, id: &str) {
@@ -139,7 +132,8 @@ impl<'g, G: Graph> Cached<'g, G> {
     }
 
     /// Writes the changed links, resolutions and profiles to the graph underneath.
-    pub fn finish(self) {
+    pub fn finish(mut self) {
+        let kept = self.take_kept();
         let links = self.links.into_inner();
         let changed: Vec<(Ident, Option<String>)> = self
             .relinked
@@ -150,15 +144,6 @@ impl<'g, G: Graph> Cached<'g, G> {
             })
             .collect();
         self.inner.link_all(&changed);
-        let resolutions = self.resolutions.into_inner();
-        let kept: Vec<(String, Resolution, i64)> = self
-            .resolved
-            .into_iter()
-            .filter_map(|(k, at)| {
-                let r = resolutions.get(&k).cloned().flatten()?;
-                Some((k, r, at))
-            })
-            .collect();
         self.inner.save_resolutions(&kept);
         let mut profiles = self.profiles.into_inner();
         let mut saved = Vec::new();
@@ -252,12 +237,7 @@ impl<G: Graph> Graph for Cached<'_, G> {
     fn delete_resolutions_of(&mut self, profile: &str) {
         // Not part of resolving events: what this call kept is written first, and
         // nothing read is trusted after.
-        let kept: Vec<(String, Resolution, i64)> = std::mem::take(&mut self.resolved)
-            .into_iter()
-            .filter_map(|(k, at)| {
-                Some((k.clone(), self.resolutions.get_mut().get(&k)?.clone()?, at))
-            })
-            .collect();
+        let kept = self.take_kept();
         self.inner.save_resolutions(&kept);
         self.resolutions.get_mut().clear();
         self.inner.delete_resolutions_of(profile)
@@ -280,4 +260,25 @@ impl<G: Graph> Graph for Cached<'_, G> {
         self.retired.get_mut().insert(id.clone(), true);
         self.inner.retire(id, at_ms)
     }
+}
+
+/// Each item once, in order.
+fn distinct<T: Ord>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut v: Vec<T> = items.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Each asked key with what a batch read found for it (`None`: nothing), so the cache
+/// knows the misses too.
+fn answered<K: Eq + std::hash::Hash, V>(
+    asked: Vec<K>,
+    found: impl IntoIterator<Item = (K, V)>,
+) -> impl Iterator<Item = (K, Option<V>)> {
+    let mut found: HashMap<K, V> = found.into_iter().collect();
+    asked.into_iter().map(move |k| {
+        let v = found.remove(&k);
+        (k, v)
+    })
 }

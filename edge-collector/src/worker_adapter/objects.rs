@@ -386,10 +386,7 @@ struct ProfileIdRow {
 
 impl SqlGraph<'_> {
     fn docs<T: DeserializeOwned>(&self, sql: &str, args: Vec<SqlStorageValue>) -> Vec<T> {
-        let rows: Vec<DataRow> = self.0.rows(sql, args);
-        rows.into_iter()
-            .filter_map(|r| serde_json::from_str(&r.data).ok())
-            .collect()
+        parsed(self.0.rows(sql, args))
     }
 
     fn run(&self, sql: &str, args: Vec<SqlStorageValue>) {
@@ -419,18 +416,35 @@ impl SqlGraph<'_> {
                 .filter(|i| i.kind == kind)
                 .map(|i| sv(&i.value))
                 .collect();
-            for chunk in values.chunks(MAX_PARAMS - 1) {
-                let q = format!(
-                    "{select} WHERE kind = ? AND value IN ({})",
-                    marks(chunk.len())
-                );
-                let args = [vec![sv(kind.as_str())], chunk.to_vec()].concat();
-                let rows: Vec<T> = self.0.rows(&q, args);
-                out.extend(rows.into_iter().map(|r| (kind, r)));
-            }
+            let q = format!("{select} WHERE kind = ? AND value");
+            let rows: Vec<T> = self.rows_in(&q, vec![sv(kind.as_str())], &values);
+            out.extend(rows.into_iter().map(|r| (kind, r)));
         }
         out
     }
+
+    /// Runs `head IN (…)` over `values`, as many per statement as the bound-parameter
+    /// limit allows after the `fixed` ones that come first.
+    fn rows_in<T: DeserializeOwned>(
+        &self,
+        head: &str,
+        fixed: Vec<SqlStorageValue>,
+        values: &[SqlStorageValue],
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(MAX_PARAMS - fixed.len()) {
+            let q = format!("{head} IN ({})", marks(chunk.len()));
+            out.extend(self.0.rows(&q, [fixed.clone(), chunk.to_vec()].concat()));
+        }
+        out
+    }
+}
+
+/// The JSON documents of `data` rows (a row that does not parse is left out).
+fn parsed<T: DeserializeOwned>(rows: Vec<DataRow>) -> Vec<T> {
+    rows.into_iter()
+        .filter_map(|r| serde_json::from_str(&r.data).ok())
+        .collect()
 }
 
 /// Bound parameters per statement: Durable Object SQLite allows 100.
@@ -593,30 +607,16 @@ impl Graph for SqlGraph<'_> {
             .collect()
     }
     fn profiles(&self, ids: &[String]) -> Vec<Profile> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(MAX_PARAMS) {
-            let q = format!(
-                "SELECT data FROM profiles WHERE id IN ({})",
-                marks(chunk.len())
-            );
-            out.extend(self.docs::<Profile>(&q, chunk.iter().map(|i| sv(i)).collect()));
-        }
-        out
+        let ids: Vec<SqlStorageValue> = ids.iter().map(|i| sv(i)).collect();
+        parsed(self.rows_in("SELECT data FROM profiles WHERE id", vec![], &ids))
     }
     fn resolutions(&self, keys: &[String]) -> Vec<(String, Resolution)> {
-        let mut out = Vec::new();
-        for chunk in keys.chunks(MAX_PARAMS) {
-            let q = format!(
-                "SELECT k, data FROM resolutions WHERE k IN ({})",
-                marks(chunk.len())
-            );
-            let rows: Vec<KeptRow> = self.0.rows(&q, chunk.iter().map(|k| sv(k)).collect());
-            out.extend(
-                rows.into_iter()
-                    .filter_map(|r| serde_json::from_str(&r.data).ok().map(|d| (r.k, d))),
-            );
-        }
-        out
+        let keys: Vec<SqlStorageValue> = keys.iter().map(|k| sv(k)).collect();
+        let rows: Vec<KeptRow> =
+            self.rows_in("SELECT k, data FROM resolutions WHERE k", vec![], &keys);
+        rows.into_iter()
+            .filter_map(|r| serde_json::from_str(&r.data).ok().map(|d| (r.k, d)))
+            .collect()
     }
     fn retired_among(&self, ids: &[Ident]) -> Vec<Ident> {
         let rows: Vec<(IdKind, LinkRow)> = self.by_kind("SELECT value FROM retired", ids);
