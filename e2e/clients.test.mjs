@@ -1,26 +1,47 @@
 // Real client libraries pointed at the real collector in workerd, each with every
 // message type it sends: Segment's analytics.js (analytics-next, in headless Chromium,
-// loading its settings from the collector as it would from Segment's CDN), Segment's
-// Python library and RudderStack's Node SDK. (Segment's Node library is in
+// loading its settings from the collector as it would from Segment's CDN), RudderStack's
+// browser SDK (in Chromium, its source config from the collector; same origin, another
+// origin, and its sendBeacon mode), Segment's Python library and RudderStack's Node SDK. (Segment's Node library is in
 // collector.test.mjs.) Each one's events are stored once, none is quarantined or
 // refused, and a raw email a library sends in traits is hashed before it is kept.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { startCollector, startBrowser, eventually, ROOT } from './harness.mjs';
+import { startCollector, startBrowser, eventually, ROOT, TEST_SOURCES } from './harness.mjs';
 
 const require = createRequire(import.meta.url);
 const sha256 = (s) => createHash('sha256').update(s).digest('hex');
 const PYTHON = join(ROOT, 'target/clients-venv/bin/python');
 
+const RSA_SDK = join(ROOT, 'node_modules/@rudderstack/analytics-js/dist/npm/modern/lite/umd/index.js');
+const RSA_PAGE = `<!doctype html><html><head><meta charset="utf-8"><script src="/vendor/rsa/index.js"></script></head>
+  <body><p>A shop on RudderStack's SDK.</p></body></html>`;
+
 let collector;
-before(async () => { collector = await startCollector(); });
-after(async () => { await collector?.dispose(); });
+// A shop on another origin than the collector's (a site whose collector is on another
+// host): a plain HTTP server, not the browser's request interception, which would answer
+// CORS preflights itself. The example site's key takes its events.
+let other;
+let shop;
+before(async () => {
+  shop = createServer((req, res) => {
+    const sdk = req.url.startsWith('/vendor/rsa/');
+    res.writeHead(200, { 'content-type': sdk ? 'text/javascript' : 'text/html' });
+    res.end(sdk ? readFileSync(RSA_SDK) : RSA_PAGE);
+  });
+  await new Promise((resolve) => shop.listen(0, '127.0.0.1', resolve));
+  other = `http://127.0.0.1:${shop.address().port}`;
+  const sl_dev_key = { ...TEST_SOURCES.sl_dev_key, origins: [...TEST_SOURCES.sl_dev_key.origins, other] };
+  collector = await startCollector({ sources: { ...TEST_SOURCES, sl_dev_key } });
+});
+after(async () => { await collector?.dispose(); shop?.close(); });
 
 const stored = (where) => collector.query(`select type, event, user_id, anonymous_id, payload from events where ${where}`);
 const quarantined = (where) => collector.query(`select reason from quarantine where ${where}`);
@@ -64,6 +85,79 @@ test('analytics.js (analytics-next) loads its settings from the collector and de
     assert.deepEqual(await quarantined(`anonymous_id = '${anon}'`), []);
     // An unknown write key gets no settings.
     assert.equal((await fetch(`${collector.url}/v1/projects/not_a_key/settings`)).status, 404);
+  } finally {
+    await browser.close();
+  }
+});
+
+/** RudderStack's browser SDK (v3, its npm "lite" build: plugins bundled, nothing from
+ * RudderStack's CDN) on a page of `origin`, its data plane and its source config both
+ * pointed at the collector. Returns the visitor's anonymous id and the requests made. */
+async function rudderstackIn(browser, origin, options = {}) {
+  await browser.context.clearCookies();
+  const tab = await browser.context.newPage();
+  const requests = [];
+  tab.on('request', (r) => requests.push(`${r.method()} ${new URL(r.url()).pathname}${new URL(r.url()).search}`));
+  const failed = [];
+  tab.on('requestfailed', (r) => failed.push(`${r.url()} ${r.failure()?.errorText}`));
+  if (origin === collector.url) {
+    // The library's page and files, served by the site as it would host them.
+    await tab.route(`${origin}/shop-on-rudderstack.html*`, (r) => r.fulfill({ contentType: 'text/html', body: RSA_PAGE }));
+    await tab.route(`${origin}/vendor/rsa/**`, (r) => r.fulfill({ path: RSA_SDK, contentType: 'text/javascript' }));
+  }
+  await tab.goto(`${origin}/shop-on-rudderstack.html?utm_source=rudder&utm_medium=email`);
+  const anon = await tab.evaluate(async ({ dataPlane, options }) => {
+    localStorage.clear(); // each run is a new visitor (the SDK keeps its id here and in a cookie)
+    const ra = new window.rudderanalytics.RudderAnalytics();
+    await new Promise((resolve, reject) => {
+      setTimeout(() => reject(new Error('the SDK did not get ready in 10 s')), 10_000);
+      ra.load('sl_dev_key', dataPlane, { configUrl: dataPlane, logLevel: 'ERROR', ...options });
+      ra.ready(resolve);
+    });
+    ra.page('Shop', { path: '/shop-on-rudderstack.html' });
+    ra.track('Product Added', { product_id: 'ETH-GUJI', name: 'Ethiopia Guji', price: 14.5, currency: 'EUR', quantity: 1 });
+    ra.identify('rsa-user', { email: 'Rsa.User@Example.com', plan: 'pro' });
+    ra.group('rsa-group', { name: 'Acme' });
+    ra.alias('rsa-user-alias');
+    return ra.getAnonymousId();
+  }, { dataPlane: collector.url, options });
+  return { tab, anon, requests, failed };
+}
+
+async function deliveredOnce(anon, what) {
+  const rows = await eventually(async () => {
+    const r = await stored(`anonymous_id = '${anon}'`);
+    return r.length >= 5 && r;
+  }, 20_000, what);
+  assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'group', 'identify', 'page', 'track']);
+  // RudderStack's SDK sends an identify call's traits in `context.traits` only.
+  const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
+  assert.equal(identify.context.traits.email, sha256('rsa.user@example.com'), 'raw email hashed');
+  assert.match(identify.context.library.name, /RudderLabs JavaScript SDK/);
+  assert.equal(JSON.parse(rows.find((r) => r.type === 'page').payload).context.campaign.source, 'rudder');
+  assert.deepEqual(await quarantined(`anonymous_id = '${anon}'`), []);
+}
+
+test("RudderStack's browser SDK loads its source config from the collector and delivers every call, from its own origin and another", async () => {
+  const browser = await startBrowser();
+  try {
+    const same = await rudderstackIn(browser, collector.url);
+    assert.ok(same.requests.some((r) => r.startsWith('GET /sourceConfig')), same.requests.join(', '));
+    await deliveredOnce(same.anon, 'RudderStack events (same origin)');
+    await same.tab.close();
+    // From another origin: a preflight for the SDK's own headers (AnonymousId, SentAt, its
+    // retry headers) and for the config's Authorization, then the same delivery.
+    const cross = await rudderstackIn(browser, other);
+    assert.ok(cross.requests.some((r) => r.startsWith('GET /sourceConfig')), cross.requests.join(', '));
+    await deliveredOnce(cross.anon, 'RudderStack events (another origin)');
+    assert.deepEqual(cross.failed, []);
+    await cross.tab.close();
+    // Its sendBeacon mode: `/beacon/v1/batch?writeKey=…`, the key in the URL.
+    const beacon = await rudderstackIn(browser, collector.url, { useBeacon: true, beaconQueueOptions: { flushQueueInterval: 200 } });
+    await deliveredOnce(beacon.anon, 'RudderStack events (sendBeacon)');
+    assert.ok(beacon.requests.some((r) => r.startsWith('POST /beacon/v1/batch?writeKey=sl_dev_key')), beacon.requests.join(', '));
+    // An unknown write key gets no config.
+    assert.equal((await fetch(`${collector.url}/sourceConfig/?writeKey=not_a_key`)).status, 404);
   } finally {
     await browser.close();
   }

@@ -1,10 +1,14 @@
-//! What Segment's analytics.js (analytics-next) is told when it loads its project
-//! settings from the collector, as it does from `cdn.segment.com` by default: a site
-//! points its `cdnURL` at its own origin, and `GET /v1/projects/{writeKey}/settings`
-//! answers that every event goes to this collector (`Segment.io` with this host as
-//! `apiHost`), with no other destination, no remote plugins and no telemetry. Only a
-//! configured write key gets settings. Consent, the plan and identity stay the
-//! pipeline's to decide when the events arrive.
+//! What client libraries are told when they load their configuration from the
+//! collector instead of their vendor's servers. Segment's analytics.js (analytics-next)
+//! loads its project settings from `cdn.segment.com` by default: a site points its
+//! `cdnURL` at its own origin, and `GET /v1/projects/{writeKey}/settings` answers that
+//! every event goes to this collector (`Segment.io` with this host as `apiHost`), with no
+//! other destination, no remote plugins and no telemetry. RudderStack's browser SDK
+//! loads its source config from `api.rudderstack.com/sourceConfig`: a site points its
+//! `configUrl` here, and `GET /sourceConfig` answers an enabled source with no
+//! device-mode destination and no error or metrics reporting (its events go to its
+//! `dataPlaneUrl`). Only a configured write key gets either. Consent, the plan and
+//! identity stay the pipeline's to decide when the events arrive.
 
 use serde_json::{json, Value};
 
@@ -53,6 +57,30 @@ pub fn for_analytics_js(write_key: &str, api_host: &str, protocol: &str) -> Valu
     })
 }
 
+/// The write key of a source-config request: HTTP Basic auth (as RudderStack's SDK
+/// sends it), else `writeKey` in the URL's query.
+pub fn source_config_key(authorization: Option<&str>, url_key: Option<&str>) -> Option<String> {
+    crate::pipeline::envelope::write_key(authorization, None, url_key).ok()
+}
+
+/// RudderStack's source config for a write key: enabled, no device-mode destinations
+/// (nothing loaded from RudderStack's CDN), no error or metrics reports to RudderStack.
+pub fn for_rudderstack(write_key: &str) -> Value {
+    json!({
+        "isHosted": false,
+        "source": {
+            "id": "sightline",
+            "name": "sightline",
+            "writeKey": write_key,
+            "workspaceId": "sightline",
+            "enabled": true,
+            "config": {"statsCollection": {"errors": {"enabled": false},
+                                           "metrics": {"enabled": false}}},
+            "destinations": []
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +124,32 @@ mod tests {
         assert_eq!(
             api_host("127.0.0.1", Some(8787), "/data/"),
             "127.0.0.1:8787/data/v1"
+        );
+    }
+
+    #[test]
+    fn rudderstack_gets_an_enabled_source_with_nothing_else_to_load_or_report() {
+        let c = for_rudderstack("k");
+        assert_eq!(c["source"]["enabled"], true);
+        assert_eq!(c["source"]["writeKey"], "k");
+        assert_eq!(c["source"]["destinations"], json!([]));
+        let stats = &c["source"]["config"]["statsCollection"];
+        assert_eq!(
+            (&stats["errors"]["enabled"], &stats["metrics"]["enabled"]),
+            (&json!(false), &json!(false))
+        );
+        // Basic auth (`base64("k:")`) first, then the query; neither is no key.
+        assert_eq!(
+            source_config_key(Some("Basic azo="), Some("q")).as_deref(),
+            Some("k")
+        );
+        assert_eq!(source_config_key(None, Some("q")).as_deref(), Some("q"));
+        assert_eq!(source_config_key(None, None), None);
+        assert_eq!(source_config_key(None, Some("")), None);
+        assert_eq!(
+            source_config_key(Some("Bearer x"), Some("q")),
+            None,
+            "a malformed header is no key"
         );
     }
 }

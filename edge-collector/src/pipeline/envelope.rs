@@ -1,6 +1,7 @@
 //! Envelope: decides whether a request is readable at all: its encoding and size, its
-//! JSON, its write key (HTTP Basic, or `writeKey` in the body for sendBeacon) and its
-//! origin. Refusals are typed [`Error`]s; nothing about the events is decided here.
+//! JSON, its write key (HTTP Basic, `writeKey` in the body or in the URL for
+//! sendBeacon) and its origin, and which request headers a browser on an allowed origin
+//! may send. Refusals are typed [`Error`]s; nothing about the events is decided here.
 
 use crate::enrich::EdgeInfo;
 use crate::error::{json_error, Error};
@@ -23,8 +24,12 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// `/v1/batch`, `/v1/track`, ... and the short forms `/v1/b`, `/v1/t`, ...
+    /// `/v1/batch`, `/v1/track`, ... and the short forms `/v1/b`, `/v1/t`, ...; and
+    /// `/beacon/v1/batch`, where RudderStack's browser SDK sends with sendBeacon.
     pub fn from_path(path: &str) -> Option<Self> {
+        if path.trim_end_matches('/') == "/beacon/v1/batch" {
+            return Some(Endpoint::Batch);
+        }
         let name = path.strip_prefix("/v1/")?.trim_end_matches('/');
         match name {
             "batch" | "b" | "import" => Some(Endpoint::Batch),
@@ -55,6 +60,8 @@ pub struct IngestRequest<'a> {
     pub endpoint: Endpoint,
     pub body: &'a [u8],
     pub authorization: Option<&'a str>,
+    /// `writeKey` in the URL's query (RudderStack's sendBeacon mode puts it there).
+    pub url_write_key: Option<&'a str>,
     /// Server time when the request arrived, in ms since the epoch.
     pub now_ms: i64,
     pub edge: EdgeInfo<'a>,
@@ -81,8 +88,14 @@ pub struct Envelope<'a> {
 }
 
 /// Finds the write key: HTTP Basic auth (`base64(writeKey + ":")`, as Segment's libraries
-/// send it) first, then `writeKey` in the body (sendBeacon cannot set headers).
-pub fn write_key(authorization: Option<&str>, body_key: Option<&str>) -> Result<String, Error> {
+/// send it) first, then `writeKey` in the body, then in the URL (sendBeacon cannot set
+/// headers; Sightline's SDK and analytics.js put it in the body, RudderStack's SDK in
+/// the URL).
+pub fn write_key(
+    authorization: Option<&str>,
+    body_key: Option<&str>,
+    url_key: Option<&str>,
+) -> Result<String, Error> {
     if let Some(auth) = authorization {
         let encoded = auth
             .strip_prefix("Basic ")
@@ -98,10 +111,40 @@ pub fn write_key(authorization: Option<&str>, body_key: Option<&str>) -> Result<
             return Ok(key.to_string());
         }
     }
-    match body_key {
+    match body_key.filter(|k| !k.is_empty()).or(url_key) {
         Some(k) if !k.is_empty() => Ok(k.to_string()),
         _ => Err(Error::MissingWriteKey),
     }
+}
+
+/// The request headers a browser on an allowed origin may send (CORS
+/// `Access-Control-Allow-Headers`), from what its preflight asks for: the ones every
+/// client needs, plus those asked, when each is an HTTP token of sane length (at most 32
+/// names of 64 bytes). Client libraries add headers of their own (RudderStack's SDK
+/// sends `AnonymousId`, `SentAt` and its retry headers): a preflight refused for one of
+/// them loses every event of that site. A malformed request gets the base list only.
+pub fn allowed_headers(requested: Option<&str>) -> String {
+    const BASE: [&str; 3] = ["Content-Type", "Content-Encoding", "Authorization"];
+    let asked: Vec<&str> = requested
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    let token = |h: &str| {
+        h.len() <= 64
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    let mut out = BASE.to_vec();
+    if asked.len() <= 32 && asked.iter().all(|h| token(h)) {
+        for h in asked {
+            if !out.iter().any(|o| o.eq_ignore_ascii_case(h)) {
+                out.push(h);
+            }
+        }
+    }
+    out.join(", ")
 }
 
 /// Undoes `Content-Encoding: gzip` (Segment's server libraries may compress), refusing a
@@ -161,7 +204,11 @@ pub fn parse<'a>(
         return Err(Error::MissingBatch);
     }
     let body_key = raw.write_key.take();
-    let key = write_key(req.authorization, body_key.as_ref().and_then(Value::as_str))?;
+    let key = write_key(
+        req.authorization,
+        body_key.as_ref().and_then(Value::as_str),
+        req.url_write_key,
+    )?;
     let source = sources.get(&key).ok_or(Error::UnknownWriteKey)?;
     if !source.accepts_origin(req.edge.origin, req.edge.own_origin) {
         return Err(Error::OriginNotAllowed);
@@ -207,5 +254,75 @@ mod tests {
             Endpoint::from_path(under_base("/x/v1/t", "/x")),
             Some(Endpoint::Single(MessageType::Track))
         );
+    }
+
+    #[test]
+    fn rudderstack_beacons_name_their_key_in_the_url() {
+        assert_eq!(
+            Endpoint::from_path("/beacon/v1/batch"),
+            Some(Endpoint::Batch)
+        );
+        assert_eq!(
+            Endpoint::from_path("/beacon/v1/batch/"),
+            Some(Endpoint::Batch)
+        );
+        assert_eq!(
+            Endpoint::from_path("/beacon/v1/track"),
+            None,
+            "beacons are batches"
+        );
+        assert_eq!(write_key(None, None, Some("u")).ok().as_deref(), Some("u"));
+        assert_eq!(
+            write_key(None, Some("b"), Some("u")).ok().as_deref(),
+            Some("b"),
+            "the body first"
+        );
+        assert_eq!(
+            write_key(None, Some(""), Some("u")).ok().as_deref(),
+            Some("u")
+        );
+        assert_eq!(
+            write_key(Some("Basic azo="), Some("b"), Some("u"))
+                .ok()
+                .as_deref(),
+            Some("k")
+        );
+        assert!(matches!(
+            write_key(None, None, Some("")),
+            Err(Error::MissingWriteKey)
+        ));
+    }
+
+    #[test]
+    fn a_preflight_may_ask_for_the_headers_client_libraries_send_and_nothing_malformed() {
+        let base = "Content-Type, Content-Encoding, Authorization";
+        assert_eq!(allowed_headers(None), base);
+        assert_eq!(allowed_headers(Some("")), base);
+        assert_eq!(
+            allowed_headers(Some(
+                "authorization,anonymousid, content-type,sentat,rsa-retry-attempt"
+            )),
+            format!("{base}, anonymousid, sentat, rsa-retry-attempt")
+        );
+        for hostile in [
+            "x-ok, bad header",
+            "x\r\nset-cookie: a=b",
+            "x-ok,\u{e9}t\u{e9}",
+            "x(y)",
+        ] {
+            assert_eq!(allowed_headers(Some(hostile)), base, "{hostile:?}");
+        }
+        let long = "x".repeat(65);
+        assert_eq!(allowed_headers(Some(&long)), base);
+        let many = (0..33)
+            .map(|i| format!("x-{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(allowed_headers(Some(&many)), base);
+        let enough = (0..32)
+            .map(|i| format!("x-{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(allowed_headers(Some(&enough)).ends_with("x-31"));
     }
 }

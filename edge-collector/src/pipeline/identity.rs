@@ -53,6 +53,19 @@ pub fn identifiers(m: &Message, personalization: bool) -> Vec<Ident> {
     ids
 }
 
+/// The traits an identify call sets on its profile: its `traits`, or, when it has
+/// none, its `context.traits` (where RudderStack's browser SDK sends them).
+fn identify_traits(m: &Message, kind: MessageType) -> Option<&serde_json::Map<String, Value>> {
+    if kind != MessageType::Identify {
+        return None;
+    }
+    let in_context = || m.context.as_ref()?.get("traits");
+    match m.traits.as_ref().or_else(in_context) {
+        Some(Value::Object(t)) => Some(t),
+        _ => None,
+    }
+}
+
 /// What the event brings to the graph.
 pub fn observation(
     m: &Message,
@@ -66,10 +79,7 @@ pub fn observation(
         key,
         identifiers: identifiers(m, decision.personalization),
         cookie: cookie.map(|c| Ident::new(IdKind::Anonymous, c)),
-        traits: match (&m.traits, kind) {
-            (Some(Value::Object(t)), MessageType::Identify) => Some(t.clone()),
-            _ => None,
-        },
+        traits: identify_traits(m, kind).cloned(),
         consent: Some(crate::consent::to_json(decision)),
         at_ms,
         activity: None,
@@ -90,4 +100,43 @@ pub fn subjects(m: &Message) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn message(v: Value) -> Message {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn an_identify_call_sets_its_traits_or_else_its_context_traits() {
+        let top = message(
+            json!({"type": "identify", "userId": "u", "traits": {"plan": "pro"},
+                                 "context": {"traits": {"plan": "free"}}}),
+        );
+        assert_eq!(
+            identify_traits(&top, MessageType::Identify).map(|t| &t["plan"]),
+            Some(&json!("pro"))
+        );
+        let rudder = message(
+            json!({"type": "identify", "userId": "u", "context": {"traits": {"plan": "free"}}}),
+        );
+        assert_eq!(
+            identify_traits(&rudder, MessageType::Identify).map(|t| &t["plan"]),
+            Some(&json!("free"))
+        );
+        let track = message(
+            json!({"type": "track", "event": "e", "userId": "u", "context": {"traits": {"plan": "free"}}}),
+        );
+        assert_eq!(
+            identify_traits(&track, MessageType::Track),
+            None,
+            "only identify calls set traits"
+        );
+        let not_an_object = message(json!({"type": "identify", "userId": "u", "traits": "x"}));
+        assert_eq!(identify_traits(&not_an_object, MessageType::Identify), None);
+    }
 }

@@ -163,15 +163,22 @@ async fn configured(env: &Env) -> std::result::Result<Rc<Sources>, RequestError>
 }
 
 /// CORS: browsers on a configured origin may call the API; same-origin needs nothing.
-fn cors_headers(origin: Option<&str>, sources: &Sources) -> Headers {
+/// The headers they may send are `envelope::allowed_headers`'s to decide.
+fn cors_headers(req: &Request, sources: &Sources) -> Headers {
     let headers = Headers::new();
+    let origin = req.headers().get("Origin").ok().flatten();
     if let Some(o) = origin.filter(|o| sources.origin_allowed(o)) {
-        let _ = headers.set("Access-Control-Allow-Origin", o);
+        let asked = req
+            .headers()
+            .get("Access-Control-Request-Headers")
+            .ok()
+            .flatten();
+        let _ = headers.set("Access-Control-Allow-Origin", &o);
         let _ = headers.set("Access-Control-Allow-Credentials", "true");
-        let _ = headers.set("Access-Control-Allow-Methods", "POST, OPTIONS");
+        let _ = headers.set("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
         let _ = headers.set(
             "Access-Control-Allow-Headers",
-            "Content-Type, Content-Encoding, Authorization",
+            &crate::pipeline::envelope::allowed_headers(asked.as_deref()),
         );
         let _ = headers.set("Access-Control-Max-Age", "86400");
         let _ = headers.set("Vary", "Origin");
@@ -250,7 +257,7 @@ async fn handle_ingest(
         Err(e) => return error_response(&e),
     };
     let origin = req.headers().get("Origin")?;
-    let cors = cors_headers(origin.as_deref(), &sources);
+    let cors = cors_headers(&req, &sources);
     let method = req.method();
     if method == Method::Options {
         return Ok(Response::empty()?.with_status(204).with_headers(cors));
@@ -264,6 +271,7 @@ async fn handle_ingest(
     };
     let url = req.url()?;
     let own_origin = url.origin().ascii_serialization();
+    let url_write_key = query_value(&url, "writeKey");
     let header = |name: &str| req.headers().get(name).ok().flatten();
     let (authorization, ip, user_agent, encoding) = (
         header("Authorization"),
@@ -285,6 +293,7 @@ async fn handle_ingest(
         endpoint,
         body: &body,
         authorization: authorization.as_deref(),
+        url_write_key: url_write_key.as_deref(),
         now_ms: Date::now().as_millis() as i64,
         edge: EdgeInfo {
             origin: origin.as_deref(),
@@ -488,8 +497,7 @@ async fn handle_settings(req: &Request, env: &Env, path: &str, base: &str) -> Re
         Ok(s) => s,
         Err(e) => return error_response(&e),
     };
-    let origin = req.headers().get("Origin")?;
-    let cors = cors_headers(origin.as_deref(), &sources);
+    let cors = cors_headers(req, &sources);
     let key = crate::settings::write_key_of(path).filter(|k| sources.get(k).is_some());
     let Some(key) = key else {
         return with_headers(error_response(&RequestError::NotFound)?, &cors);
@@ -500,11 +508,45 @@ async fn handle_settings(req: &Request, env: &Env, path: &str, base: &str) -> Re
     with_headers(json_response(200, &body)?, &cors)
 }
 
+/// `GET /sourceConfig`: RudderStack's source config, for a site whose browser SDK points
+/// its `configUrl` here (`crate::settings`). Its preflight (the SDK sends
+/// `Authorization`) is answered too.
+async fn handle_source_config(req: &Request, env: &Env) -> Result<Response> {
+    let sources = match sources(env).await {
+        Ok(s) => s,
+        Err(e) => return error_response(&e),
+    };
+    let cors = cors_headers(req, &sources);
+    if req.method() == Method::Options {
+        return Ok(Response::empty()?.with_status(204).with_headers(cors));
+    }
+    let authorization = req.headers().get("Authorization")?;
+    let url = req.url()?;
+    let asked = query_value(&url, "writeKey");
+    let key = crate::settings::source_config_key(authorization.as_deref(), asked.as_deref())
+        .filter(|k| sources.get(k).is_some());
+    let Some(key) = key else {
+        return with_headers(error_response(&RequestError::NotFound)?, &cors);
+    };
+    with_headers(
+        json_response(200, &crate::settings::for_rudderstack(&key))?,
+        &cors,
+    )
+}
+
+/// The first value of a query parameter.
+fn query_value(url: &Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 /// Where each path goes.
 #[derive(Clone, Copy)]
 enum Route {
     Id,
     Settings,
+    SourceConfig,
     Reset,
     Segments,
     Ingest,
@@ -516,6 +558,9 @@ enum Route {
 const ROUTES: &[(&str, bool, Route)] = &[
     ("/v1/id", true, Route::Id),
     ("/v1/projects/", false, Route::Settings),
+    ("/sourceConfig", true, Route::SourceConfig),
+    ("/sourceConfig/", true, Route::SourceConfig),
+    ("/beacon/v1/", false, Route::Ingest),
     (RESET_PATH, true, Route::Reset),
     ("/v1/segments", true, Route::Segments),
     ("/v1/", false, Route::Ingest),
@@ -551,6 +596,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             let base = full.strip_suffix(path.as_str()).unwrap_or_default();
             handle_settings(&req, &env, &path, base).await
         }
+        Route::SourceConfig => handle_source_config(&req, &env).await,
         Route::Reset => handle_ingest(req, &env, Endpoint::Batch, true).await,
         Route::Segments => match sources(&env).await {
             Ok(s) => personal::handle(&req, &env, &s).await,

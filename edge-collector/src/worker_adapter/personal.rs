@@ -14,13 +14,9 @@ use worker::*;
 
 pub async fn handle(req: &Request, env: &Env, sources: &Sources) -> Result<Response> {
     let origin = req.headers().get("Origin")?;
-    let cors = super::cors_headers(origin.as_deref(), sources);
+    let cors = super::cors_headers(req, sources);
     let url = req.url()?;
-    let q = |k: &str| {
-        url.query_pairs()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.to_string())
-    };
+    let q = |k: &str| super::query_value(&url, k);
     let key = q("writeKey").unwrap_or_default();
     let Some(source) = sources.get(&key) else {
         return super::with_headers(super::error_response(&RequestError::NotFound)?, &cors);

@@ -52,6 +52,7 @@ impl Rig {
             endpoint,
             body,
             authorization: auth,
+            url_write_key: None,
             now_ms,
             edge,
             request_id: &id,
