@@ -93,25 +93,27 @@ test('analytics.js (analytics-next) loads its settings from the collector and de
 /** RudderStack's browser SDK (v3, its npm "lite" build: plugins bundled, nothing from
  * RudderStack's CDN) on a page of `origin`, its data plane and its source config both
  * pointed at the collector. Returns the visitor's anonymous id and the requests made. */
-async function rudderstackIn(browser, origin, options = {}) {
+async function rudderstackIn(browser, origin, { writeKey = 'sl_dev_key', ...options } = {}) {
   await browser.context.clearCookies();
   const tab = await browser.context.newPage();
   const requests = [];
   tab.on('request', (r) => requests.push(`${r.method()} ${new URL(r.url()).pathname}${new URL(r.url()).search}`));
   const failed = [];
   tab.on('requestfailed', (r) => failed.push(`${r.url()} ${r.failure()?.errorText}`));
+  const answered = [];
+  tab.on('response', (r) => r.request().method() === 'POST' && answered.push(r.status()));
   if (origin === collector.url) {
     // The library's page and files, served by the site as it would host them.
     await tab.route(`${origin}/shop-on-rudderstack.html*`, (r) => r.fulfill({ contentType: 'text/html', body: RSA_PAGE }));
     await tab.route(`${origin}/vendor/rsa/**`, (r) => r.fulfill({ path: RSA_SDK, contentType: 'text/javascript' }));
   }
   await tab.goto(`${origin}/shop-on-rudderstack.html?utm_source=rudder&utm_medium=email`);
-  const anon = await tab.evaluate(async ({ dataPlane, options }) => {
+  const anon = await tab.evaluate(async ({ dataPlane, writeKey, options }) => {
     localStorage.clear(); // each run is a new visitor (the SDK keeps its id here and in a cookie)
     const ra = new window.rudderanalytics.RudderAnalytics();
     await new Promise((resolve, reject) => {
       setTimeout(() => reject(new Error('the SDK did not get ready in 10 s')), 10_000);
-      ra.load('sl_dev_key', dataPlane, { configUrl: dataPlane, logLevel: 'ERROR', ...options });
+      ra.load(writeKey, dataPlane, { configUrl: dataPlane, logLevel: 'ERROR', ...options });
       ra.ready(resolve);
     });
     ra.page('Shop', { path: '/shop-on-rudderstack.html' });
@@ -120,8 +122,8 @@ async function rudderstackIn(browser, origin, options = {}) {
     ra.group('rsa-group', { name: 'Acme' });
     ra.alias('rsa-user-alias');
     return ra.getAnonymousId();
-  }, { dataPlane: collector.url, options });
-  return { tab, anon, requests, failed };
+  }, { dataPlane: collector.url, writeKey, options });
+  return { tab, anon, requests, failed, answered };
 }
 
 async function deliveredOnce(anon, what) {
@@ -138,7 +140,7 @@ async function deliveredOnce(anon, what) {
   assert.deepEqual(await quarantined(`anonymous_id = '${anon}'`), []);
 }
 
-test("RudderStack's browser SDK loads its source config from the collector and delivers every call, from its own origin and another", async () => {
+test("RudderStack's browser SDK loads its source config from the collector and delivers every call, from its own origin and another, under its consent manager", async () => {
   const browser = await startBrowser();
   try {
     const same = await rudderstackIn(browser, collector.url);
@@ -156,6 +158,22 @@ test("RudderStack's browser SDK loads its source config from the collector and d
     const beacon = await rudderstackIn(browser, collector.url, { useBeacon: true, beaconQueueOptions: { flushQueueInterval: 200 } });
     await deliveredOnce(beacon.anon, 'RudderStack events (sendBeacon)');
     assert.ok(beacon.requests.some((r) => r.startsWith('POST /beacon/v1/batch?writeKey=sl_dev_key')), beacon.requests.join(', '));
+    await beacon.tab.close();
+    // An opt-in source: RudderStack's consent manager states the categories (its ids
+    // name them); without it nothing is kept, not even in the quarantine.
+    const consented = await rudderstackIn(browser, collector.url, {
+      writeKey: 'sl_optin_key',
+      consentManagement: { enabled: true, provider: 'custom', allowedConsentIds: ['analytics'], deniedConsentIds: ['marketing'] },
+    });
+    await deliveredOnce(consented.anon, 'RudderStack events under its consent manager');
+    const kept = JSON.parse((await stored(`anonymous_id = '${consented.anon}' and type = 'track'`))[0].payload);
+    assert.equal(kept.context.consent.enforced.analytics, true);
+    assert.equal(kept.context.consent.enforced.marketing, false);
+    await consented.tab.close();
+    const silent = await rudderstackIn(browser, collector.url, { writeKey: 'sl_optin_key' });
+    await eventually(() => silent.answered.length >= 5, 20_000, 'the five calls answered');
+    assert.deepEqual(await stored(`anonymous_id = '${silent.anon}'`), []);
+    assert.deepEqual(await quarantined(`anonymous_id = '${silent.anon}'`), []);
     // An unknown write key gets no config.
     assert.equal((await fetch(`${collector.url}/sourceConfig/?writeKey=not_a_key`)).status, 404);
   } finally {

@@ -7,20 +7,30 @@
 //! - `categoryPreferences` (Segment's consent format): keys `analytics`, `marketing`
 //!   (or `advertising`), `personalization` (or `functional`), case-insensitive;
 //! - `googleConsentMode` (Consent Mode v2): `analytics_storage`, `ad_storage`,
-//!   `ad_user_data`, `ad_personalization` as `granted`/`denied`.
+//!   `ad_user_data`, `ad_personalization` as `granted`/`denied`;
+//!
+//! and from `context.consentManagement` (RudderStack's SDK): the ids of its
+//! `allowedConsentIds` are granted and those of its `deniedConsentIds` denied, each id
+//! read by `tracking_plan::consent::consent_id` (a category's name, or OneTrust's
+//! default groups). A denial wins over a grant of the same category, and
+//! `categoryPreferences` over both.
 //!
 //! `Sec-GPC: 1` denies marketing whatever the snapshot says. Events named
 //! [`CONSENT_EVENTS`] are consent records: appended to the consent log even when they
 //! deny analytics (the log is how a site proves what a visitor chose).
 
 use serde_json::{Map, Value};
-use tracking_plan::consent::{category, from_gcm, gcm_state};
+use tracking_plan::consent::{category, consent_id, from_gcm, gcm_state};
 pub use tracking_plan::consent::{decide, is_consent_event, Choice as Snapshot, Decision};
 
 /// Reads the consent snapshot of a message context (the mappings are tracking-plan's,
 /// the SDK's own).
 pub fn read(context: Option<&Value>) -> Snapshot {
     let mut s = Snapshot::default();
+    if let Some(Value::Object(cm)) = context.and_then(|c| c.get("consentManagement")) {
+        consent_ids(&mut s, cm.get("allowedConsentIds"), true);
+        consent_ids(&mut s, cm.get("deniedConsentIds"), false);
+    }
     let Some(consent) = context.and_then(|c| c.get("consent")) else {
         return s;
     };
@@ -41,6 +51,16 @@ pub fn read(context: Option<&Value>) -> Snapshot {
         }
     }
     s
+}
+
+/// Sets the categories a list of consent-manager ids names to `granted`.
+fn consent_ids(s: &mut Snapshot, ids: Option<&Value>, granted: bool) {
+    let Some(Value::Array(ids)) = ids else {
+        return;
+    };
+    for c in ids.iter().filter_map(Value::as_str).filter_map(consent_id) {
+        s.set(c, granted);
+    }
 }
 
 /// A decision as the `categoryPreferences` object stored beside an event.
@@ -90,6 +110,44 @@ mod tests {
         assert!(decide(all, ConsentPolicy::OptIn, false).marketing);
         let d = decide(all, ConsentPolicy::OptIn, true);
         assert!(d.store() && !d.marketing && d.personalization && d.gpc);
+    }
+
+    #[test]
+    fn rudderstack_consent_ids() {
+        let read_cm = |cm: Value| read(Some(&json!({ "consentManagement": cm })));
+        let s = read_cm(
+            json!({"provider": "custom", "allowedConsentIds": ["analytics", "Marketing"],
+                               "deniedConsentIds": ["marketing", "unknown"]}),
+        );
+        assert_eq!(
+            (s.analytics, s.marketing, s.personalization),
+            (Some(true), Some(false), None),
+            "a denial wins"
+        );
+        let one_trust = read_cm(
+            json!({"provider": "oneTrust", "allowedConsentIds": ["C0001", "C0002", "C0003"],
+                                       "deniedConsentIds": ["C0004"]}),
+        );
+        assert!(decide(one_trust, ConsentPolicy::OptIn, false).store());
+        assert!(!decide(one_trust, ConsentPolicy::OptIn, false).marketing);
+        // Nothing granted, or ids of the wrong shape: still closed under opt-in.
+        for closed in [
+            json!({"allowedConsentIds": []}),
+            json!({"allowedConsentIds": "analytics"}),
+            json!({"allowedConsentIds": [1, null, {"analytics": true}]}),
+            json!(["analytics"]),
+        ] {
+            assert!(
+                !decide(read_cm(closed.clone()), ConsentPolicy::OptIn, false).store(),
+                "{closed}"
+            );
+        }
+        // Segment's format, when both are sent, has the last word.
+        let both = read(Some(
+            &json!({"consentManagement": {"allowedConsentIds": ["analytics"]},
+                                     "consent": {"categoryPreferences": {"analytics": false}}}),
+        ));
+        assert_eq!(both.analytics, Some(false));
     }
 
     #[test]

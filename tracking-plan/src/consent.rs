@@ -94,6 +94,20 @@ pub fn category(key: &str) -> Option<Category> {
     }
 }
 
+/// A consent manager's category id as a category (RudderStack's SDK sends the ids the
+/// site's consent manager gave, in `context.consentManagement`): a name [`category`]
+/// knows (a custom manager's own ids), or one of OneTrust's default groups: `C0002`
+/// performance (analytics), `C0003` functional (personalization), `C0004` targeting
+/// (marketing). Any other id states nothing.
+pub fn consent_id(id: &str) -> Option<Category> {
+    match id.trim() {
+        "C0002" => Some(Category::Analytics),
+        "C0003" => Some(Category::Personalization),
+        "C0004" => Some(Category::Marketing),
+        other => category(other),
+    }
+}
+
 impl Choice {
     /// Sets one category.
     pub fn set(&mut self, c: Category, v: bool) {
@@ -175,6 +189,17 @@ mod tests {
         assert!(!decide(denied, Policy::OptOut, false).store());
         let gpc = decide(Choice::default(), Policy::OptOut, true);
         assert!(gpc.store() && !gpc.marketing && gpc.personalization && gpc.gpc);
+    }
+
+    #[test]
+    fn consent_manager_ids_name_categories() {
+        assert_eq!(consent_id("C0002"), Some(Category::Analytics));
+        assert_eq!(consent_id("C0003"), Some(Category::Personalization));
+        assert_eq!(consent_id("C0004"), Some(Category::Marketing));
+        assert_eq!(consent_id(" Marketing "), Some(Category::Marketing));
+        for none in ["C0001", "C0005", "", "c0002x", "necessary"] {
+            assert_eq!(consent_id(none), None, "{none:?}");
+        }
     }
 
     #[test]
