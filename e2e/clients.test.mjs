@@ -2,7 +2,9 @@
 // message type it sends: Segment's analytics.js (analytics-next, in headless Chromium,
 // loading its settings from the collector as it would from Segment's CDN), RudderStack's
 // browser SDK (in Chromium, its source config from the collector; same origin, another
-// origin, and its sendBeacon mode), Segment's Python library and RudderStack's Node SDK. (Segment's Node library is in
+// origin, its sendBeacon mode and its consent manager), Jitsu's browser SDK (in
+// Chromium, same origin and another), Segment's Python library and RudderStack's Node
+// SDK. (Segment's Node library is in
 // collector.test.mjs.) Each one's events are stored once, none is quarantined or
 // refused, and a raw email a library sends in traits is hashed before it is kept.
 import { test, before, after } from 'node:test';
@@ -23,6 +25,18 @@ const PYTHON = join(ROOT, 'target/clients-venv/bin/python');
 const RSA_SDK = join(ROOT, 'node_modules/@rudderstack/analytics-js/dist/npm/modern/lite/umd/index.js');
 const RSA_PAGE = `<!doctype html><html><head><meta charset="utf-8"><script src="/vendor/rsa/index.js"></script></head>
   <body><p>A shop on RudderStack's SDK.</p></body></html>`;
+const JITSU_SDK = join(ROOT, 'node_modules/@jitsu/js/dist/jitsu.es.js');
+const JITSU_PAGE = `<!doctype html><html><head><meta charset="utf-8"><script type="module">
+  import { jitsuAnalytics } from '/vendor/jitsu/jitsu.es.js'; window.jitsuAnalytics = jitsuAnalytics;
+  </script></head><body><p>A shop on Jitsu's SDK.</p></body></html>`;
+/** What the shops serve: path prefix -> [content type, body]. */
+const SHOP_FILES = [
+  ['/vendor/rsa/', 'text/javascript', () => readFileSync(RSA_SDK)],
+  ['/vendor/jitsu/', 'text/javascript', () => readFileSync(JITSU_SDK)],
+  ['/shop-on-jitsu.html', 'text/html', () => JITSU_PAGE],
+  ['/', 'text/html', () => RSA_PAGE],
+];
+const shopFile = (path) => SHOP_FILES.find(([prefix]) => path.startsWith(prefix));
 
 let collector;
 // A shop on another origin than the collector's (a site whose collector is on another
@@ -32,9 +46,9 @@ let other;
 let shop;
 before(async () => {
   shop = createServer((req, res) => {
-    const sdk = req.url.startsWith('/vendor/rsa/');
-    res.writeHead(200, { 'content-type': sdk ? 'text/javascript' : 'text/html' });
-    res.end(sdk ? readFileSync(RSA_SDK) : RSA_PAGE);
+    const [, type, body] = shopFile(req.url);
+    res.writeHead(200, { 'content-type': type });
+    res.end(body());
   });
   await new Promise((resolve) => shop.listen(0, '127.0.0.1', resolve));
   other = `http://127.0.0.1:${shop.address().port}`;
@@ -90,6 +104,17 @@ test('analytics.js (analytics-next) loads its settings from the collector and de
   }
 });
 
+/** On the collector's origin, the shop's page and the library's files are served by the
+ * browser's request interception, as the site would host them (another origin has its
+ * own server). */
+async function serveShop(tab, origin) {
+  if (origin !== collector.url) return;
+  await tab.route((url) => url.origin === origin && ['/vendor/', '/shop-on-'].some((p) => url.pathname.startsWith(p)), (r) => {
+    const [, contentType, body] = shopFile(new URL(r.request().url()).pathname);
+    return r.fulfill({ contentType, body: body() });
+  });
+}
+
 /** RudderStack's browser SDK (v3, its npm "lite" build: plugins bundled, nothing from
  * RudderStack's CDN) on a page of `origin`, its data plane and its source config both
  * pointed at the collector. Returns the visitor's anonymous id and the requests made. */
@@ -102,11 +127,7 @@ async function rudderstackIn(browser, origin, { writeKey = 'sl_dev_key', ...opti
   tab.on('requestfailed', (r) => failed.push(`${r.url()} ${r.failure()?.errorText}`));
   const answered = [];
   tab.on('response', (r) => r.request().method() === 'POST' && answered.push(r.status()));
-  if (origin === collector.url) {
-    // The library's page and files, served by the site as it would host them.
-    await tab.route(`${origin}/shop-on-rudderstack.html*`, (r) => r.fulfill({ contentType: 'text/html', body: RSA_PAGE }));
-    await tab.route(`${origin}/vendor/rsa/**`, (r) => r.fulfill({ path: RSA_SDK, contentType: 'text/javascript' }));
-  }
+  await serveShop(tab, origin);
   await tab.goto(`${origin}/shop-on-rudderstack.html?utm_source=rudder&utm_medium=email`);
   const anon = await tab.evaluate(async ({ dataPlane, writeKey, options }) => {
     localStorage.clear(); // each run is a new visitor (the SDK keeps its id here and in a cookie)
@@ -176,6 +197,45 @@ test("RudderStack's browser SDK loads its source config from the collector and d
     assert.deepEqual(await quarantined(`anonymous_id = '${silent.anon}'`), []);
     // An unknown write key gets no config.
     assert.equal((await fetch(`${collector.url}/sourceConfig/?writeKey=not_a_key`)).status, 404);
+  } finally {
+    await browser.close();
+  }
+});
+
+test("Jitsu's browser SDK sends every call with its write key in X-Write-Key, from the collector's origin and another", async () => {
+  const browser = await startBrowser();
+  try {
+    for (const origin of [collector.url, other]) {
+      await browser.context.clearCookies();
+      const tab = await browser.context.newPage();
+      const failed = [];
+      tab.on('requestfailed', (r) => failed.push(`${r.url()} ${r.failure()?.errorText}`));
+      await serveShop(tab, origin);
+      await tab.goto(`${origin}/shop-on-jitsu.html?utm_source=jitsu&utm_medium=email`);
+      await tab.waitForFunction(() => window.jitsuAnalytics);
+      const anon = await tab.evaluate(async (host) => {
+        localStorage.clear();
+        const j = window.jitsuAnalytics({ host, writeKey: 'sl_dev_key' });
+        await j.page('Shop', { path: '/shop-on-jitsu.html' });
+        await j.track('Product Added', { product_id: 'ETH-GUJI', name: 'Ethiopia Guji', price: 14.5, currency: 'EUR', quantity: 1 });
+        await j.identify('jitsu-user', { email: 'Jitsu.User@Example.com', plan: 'pro' });
+        await j.group('jitsu-group', { name: 'Acme' });
+        return j.user().anonymousId;
+      }, collector.url);
+      assert.ok(anon, 'an anonymous id');
+      const rows = await eventually(async () => {
+        const r = await stored(`anonymous_id = '${anon}'`);
+        return r.length >= 4 && r;
+      }, 20_000, `Jitsu events from ${origin}`);
+      assert.deepEqual(rows.map((r) => r.type).sort(), ['group', 'identify', 'page', 'track']);
+      const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
+      assert.equal(identify.traits.email, sha256('jitsu.user@example.com'), 'raw email hashed');
+      assert.equal(identify.writeKey, undefined, 'the masked key in the body is not kept');
+      assert.equal(JSON.parse(rows.find((r) => r.type === 'page').payload).context.campaign.source, 'jitsu');
+      assert.deepEqual(await quarantined(`anonymous_id = '${anon}'`), []);
+      assert.deepEqual(failed, []);
+      await tab.close();
+    }
   } finally {
     await browser.close();
   }

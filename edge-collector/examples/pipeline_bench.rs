@@ -178,6 +178,7 @@ fn run_pipeline(bodies: &[Vec<u8>], sources: &Sources, events: usize) -> f64 {
             endpoint: Endpoint::Batch,
             body,
             authorization: None,
+            write_key_header: None,
             url_write_key: None,
             now_ms: 1_795_472_345_000,
             request_id: "bench",

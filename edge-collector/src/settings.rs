@@ -60,7 +60,7 @@ pub fn for_analytics_js(write_key: &str, api_host: &str, protocol: &str) -> Valu
 /// The write key of a source-config request: HTTP Basic auth (as RudderStack's SDK
 /// sends it), else `writeKey` in the URL's query.
 pub fn source_config_key(authorization: Option<&str>, url_key: Option<&str>) -> Option<String> {
-    crate::pipeline::envelope::write_key(authorization, None, url_key).ok()
+    crate::pipeline::envelope::write_key(authorization, &[url_key]).ok()
 }
 
 /// RudderStack's source config for a write key: enabled, no device-mode destinations

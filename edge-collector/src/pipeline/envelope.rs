@@ -24,11 +24,19 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// `/v1/batch`, `/v1/track`, ... and the short forms `/v1/b`, `/v1/t`, ...; and
-    /// `/beacon/v1/batch`, where RudderStack's browser SDK sends with sendBeacon.
+    /// `/v1/batch`, `/v1/track`, ... and the short forms `/v1/b`, `/v1/t`, ...;
+    /// `/beacon/v1/batch`, where RudderStack's browser SDK sends with sendBeacon; and
+    /// Jitsu's `/api/s/{type}` and `/api/s/s2s/{type}`, one message each.
     pub fn from_path(path: &str) -> Option<Self> {
         if path.trim_end_matches('/') == "/beacon/v1/batch" {
             return Some(Endpoint::Batch);
+        }
+        if let Some(rest) = path.strip_prefix("/api/s/") {
+            let name = rest
+                .strip_prefix("s2s/")
+                .unwrap_or(rest)
+                .trim_end_matches('/');
+            return MessageType::from_name(name).map(Endpoint::Single);
         }
         let name = path.strip_prefix("/v1/")?.trim_end_matches('/');
         match name {
@@ -60,6 +68,8 @@ pub struct IngestRequest<'a> {
     pub endpoint: Endpoint,
     pub body: &'a [u8],
     pub authorization: Option<&'a str>,
+    /// The `X-Write-Key` header (Jitsu's SDK sends its key there).
+    pub write_key_header: Option<&'a str>,
     /// `writeKey` in the URL's query (RudderStack's sendBeacon mode puts it there).
     pub url_write_key: Option<&'a str>,
     /// Server time when the request arrived, in ms since the epoch.
@@ -88,14 +98,12 @@ pub struct Envelope<'a> {
 }
 
 /// Finds the write key: HTTP Basic auth (`base64(writeKey + ":")`, as Segment's libraries
-/// send it) first, then `writeKey` in the body, then in the URL (sendBeacon cannot set
-/// headers; Sightline's SDK and analytics.js put it in the body, RudderStack's SDK in
-/// the URL).
-pub fn write_key(
-    authorization: Option<&str>,
-    body_key: Option<&str>,
-    url_key: Option<&str>,
-) -> Result<String, Error> {
+/// send it) first, then the first non-empty of `named`: in the order the callers give,
+/// the `X-Write-Key` header (Jitsu's SDK), `writeKey` in the body, and `writeKey` in the
+/// URL (sendBeacon cannot set headers; Sightline's SDK and analytics.js put it in the
+/// body, RudderStack's SDK in the URL). Jitsu also sends a masked `writeKey` in the
+/// body, so its header comes first.
+pub fn write_key(authorization: Option<&str>, named: &[Option<&str>]) -> Result<String, Error> {
     if let Some(auth) = authorization {
         let encoded = auth
             .strip_prefix("Basic ")
@@ -111,10 +119,12 @@ pub fn write_key(
             return Ok(key.to_string());
         }
     }
-    match body_key.filter(|k| !k.is_empty()).or(url_key) {
-        Some(k) if !k.is_empty() => Ok(k.to_string()),
-        _ => Err(Error::MissingWriteKey),
-    }
+    named
+        .iter()
+        .flatten()
+        .find(|k| !k.is_empty())
+        .map(|k| k.to_string())
+        .ok_or(Error::MissingWriteKey)
 }
 
 /// The request headers a browser on an allowed origin may send (CORS
@@ -206,8 +216,11 @@ pub fn parse<'a>(
     let body_key = raw.write_key.take();
     let key = write_key(
         req.authorization,
-        body_key.as_ref().and_then(Value::as_str),
-        req.url_write_key,
+        &[
+            req.write_key_header,
+            body_key.as_ref().and_then(Value::as_str),
+            req.url_write_key,
+        ],
     )?;
     let source = sources.get(&key).ok_or(Error::UnknownWriteKey)?;
     if !source.accepts_origin(req.edge.origin, req.edge.own_origin) {
@@ -257,6 +270,26 @@ mod tests {
     }
 
     #[test]
+    fn jitsu_names_its_key_in_a_header_before_its_masked_body_key() {
+        assert_eq!(
+            write_key(None, &[Some("sl_key"), Some("***"), None])
+                .ok()
+                .as_deref(),
+            Some("sl_key")
+        );
+        assert_eq!(
+            Endpoint::from_path("/api/s/track"),
+            Some(Endpoint::Single(MessageType::Track))
+        );
+        assert_eq!(
+            Endpoint::from_path("/api/s/s2s/identify"),
+            Some(Endpoint::Single(MessageType::Identify))
+        );
+        assert_eq!(Endpoint::from_path("/api/s/batch"), None);
+        assert_eq!(Endpoint::from_path("/api/s/nothing"), None);
+    }
+
+    #[test]
     fn rudderstack_beacons_name_their_key_in_the_url() {
         assert_eq!(
             Endpoint::from_path("/beacon/v1/batch"),
@@ -271,24 +304,31 @@ mod tests {
             None,
             "beacons are batches"
         );
-        assert_eq!(write_key(None, None, Some("u")).ok().as_deref(), Some("u"));
         assert_eq!(
-            write_key(None, Some("b"), Some("u")).ok().as_deref(),
+            write_key(None, &[None, None, Some("u")]).ok().as_deref(),
+            Some("u")
+        );
+        assert_eq!(
+            write_key(None, &[None, Some("b"), Some("u")])
+                .ok()
+                .as_deref(),
             Some("b"),
             "the body first"
         );
         assert_eq!(
-            write_key(None, Some(""), Some("u")).ok().as_deref(),
+            write_key(None, &[None, Some(""), Some("u")])
+                .ok()
+                .as_deref(),
             Some("u")
         );
         assert_eq!(
-            write_key(Some("Basic azo="), Some("b"), Some("u"))
+            write_key(Some("Basic azo="), &[Some("h"), Some("b"), Some("u")])
                 .ok()
                 .as_deref(),
             Some("k")
         );
         assert!(matches!(
-            write_key(None, None, Some("")),
+            write_key(None, &[None, None, Some("")]),
             Err(Error::MissingWriteKey)
         ));
     }

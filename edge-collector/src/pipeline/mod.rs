@@ -629,7 +629,14 @@ pub async fn reset<I: IdentityService>(
     let key_in_body = serde_json::from_slice::<Value>(req.body)
         .ok()
         .and_then(|v| v.get("writeKey")?.as_str().map(str::to_string));
-    let key = envelope::write_key(req.authorization, key_in_body.as_deref(), req.url_write_key)?;
+    let key = envelope::write_key(
+        req.authorization,
+        &[
+            req.write_key_header,
+            key_in_body.as_deref(),
+            req.url_write_key,
+        ],
+    )?;
     let source = sources.get(&key).ok_or(Error::UnknownWriteKey)?;
     if !source.accepts_origin(req.edge.origin, req.edge.own_origin) {
         return Err(Error::OriginNotAllowed);

@@ -707,6 +707,7 @@ async fn replay(env: &Env, db: &D1Database, sources: &Sources, body: &Value) -> 
             endpoint: crate::pipeline::Endpoint::Batch,
             body: text.as_bytes(),
             authorization: None,
+            write_key_header: None,
             url_write_key: None,
             now_ms: Date::now().as_millis() as i64,
             request_id: &request_id,

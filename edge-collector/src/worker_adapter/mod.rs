@@ -273,8 +273,9 @@ async fn handle_ingest(
     let own_origin = url.origin().ascii_serialization();
     let url_write_key = query_value(&url, "writeKey");
     let header = |name: &str| req.headers().get(name).ok().flatten();
-    let (authorization, ip, user_agent, encoding) = (
+    let (authorization, write_key_header, ip, user_agent, encoding) = (
         header("Authorization"),
+        header("X-Write-Key"),
         header("CF-Connecting-IP"),
         header("User-Agent"),
         header("Content-Encoding"),
@@ -293,6 +294,7 @@ async fn handle_ingest(
         endpoint,
         body: &body,
         authorization: authorization.as_deref(),
+        write_key_header: write_key_header.as_deref(),
         url_write_key: url_write_key.as_deref(),
         now_ms: Date::now().as_millis() as i64,
         edge: EdgeInfo {
@@ -561,6 +563,7 @@ const ROUTES: &[(&str, bool, Route)] = &[
     ("/sourceConfig", true, Route::SourceConfig),
     ("/sourceConfig/", true, Route::SourceConfig),
     ("/beacon/v1/", false, Route::Ingest),
+    ("/api/s/", false, Route::Ingest),
     (RESET_PATH, true, Route::Reset),
     ("/v1/segments", true, Route::Segments),
     ("/v1/", false, Route::Ingest),

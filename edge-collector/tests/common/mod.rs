@@ -52,6 +52,7 @@ impl Rig {
             endpoint,
             body,
             authorization: auth,
+            write_key_header: None,
             url_write_key: None,
             now_ms,
             edge,
