@@ -272,7 +272,11 @@ fn gpc_and_marketing_denial_strip_every_ad_id() {
             "page": {"url": "https://shop.example/?gclid=G1&x=1", "search": "?gclid=G1&x=1",
                      "referrer": "https://ads.example/?msclkid=M1"},
             "firstTouch": {"clickIds": {"gclid": "G0"}, "gclid": "G0", "landing": "/?ttclid=T0"},
-            "lastTouch": {"twclid": "W1"}}});
+            "lastTouch": {"twclid": "W1"},
+            // As Jitsu's SDK copies the ad platforms' cookies into every event.
+            "clientIds": {"fbp": "fb.1.1.P1", "fbc": "fb.1.1.C1", "_GCL_AU": "1.1.A1",
+                          "ga4": {"clientId": "GA4ID"}},
+            "cookies": {"_ttp": "TT1", "uetvid": "UV1"}}});
     let gpc = EdgeInfo {
         gpc: true,
         ..browser()
@@ -281,10 +285,13 @@ fn gpc_and_marketing_denial_strip_every_ad_id() {
     let r = rig.send(&body, gpc).unwrap();
     assert_eq!(r.accepted, 1, "{r:?}");
     let stored = rig.store.events.borrow()[0].payload.clone();
-    for id in ["G0", "G1", "F1", "M1", "T0", "W1", "clickIds", "gclid"] {
+    for id in [
+        "G0", "G1", "F1", "M1", "T0", "W1", "clickIds", "gclid", "P1", "C1", "A1", "TT1", "UV1",
+    ] {
         assert!(!stored.contains(id), "{id} kept: {stored}");
     }
     assert!(stored.contains("x=1"), "other parameters stay: {stored}");
+    assert!(stored.contains("GA4ID"), "an analytics id stays: {stored}");
 }
 
 #[test]

@@ -121,6 +121,35 @@ pub fn is_click_id(name: &str) -> bool {
     CLICK_IDS.iter().any(|c| c.eq_ignore_ascii_case(name))
 }
 
+/// Ad platforms' browser and click cookies, as client libraries copy them into events
+/// (Jitsu's `context.clientIds.fbp`, a site's own `_gcl_au`): Meta (`_fbp`, `_fbc`),
+/// Google Ads (`_gcl_au`, `_gcl_aw`, `_gcl_dc`), TikTok (`_ttp`), Microsoft UET
+/// (`_uetsid`, `_uetvid`), Snap (`_scid`), Reddit (`_rdt_uuid`) and Pinterest
+/// (`_pin_unauth`), each also without its leading underscore. Ad identifiers as much as
+/// click ids are: without marketing consent they go too.
+pub const AD_BROWSER_IDS: [&str; 11] = [
+    "_fbp",
+    "_fbc",
+    "_gcl_au",
+    "_gcl_aw",
+    "_gcl_dc",
+    "_ttp",
+    "_uetsid",
+    "_uetvid",
+    "_scid",
+    "_rdt_uuid",
+    "_pin_unauth",
+];
+
+/// Whether a key names an ad identifier: a click id or an ad platform's browser id.
+pub fn is_ad_id(name: &str) -> bool {
+    let bare = name.strip_prefix('_').unwrap_or(name);
+    is_click_id(name)
+        || AD_BROWSER_IDS
+            .iter()
+            .any(|c| c[1..].eq_ignore_ascii_case(bare))
+}
+
 /// `url` without its click-id query parameters (`gclid=...`), or `None` when it has
 /// none. Used when marketing consent is missing: a click id in a page URL is an ad
 /// identifier as much as one in `context.clickIds`.
@@ -170,6 +199,38 @@ pub fn normalize(field: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ad_ids_are_click_ids_and_ad_platforms_browser_ids() {
+        for id in [
+            "gclid",
+            "FBCLID",
+            "fbp",
+            "_fbp",
+            "FBC",
+            "_gcl_au",
+            "gcl_aw",
+            "_ttp",
+            "ttp",
+            "uetvid",
+            "_rdt_uuid",
+        ] {
+            assert!(is_ad_id(id), "{id}");
+        }
+        for not in [
+            "",
+            "_",
+            "ga4",
+            "_ga",
+            "clientId",
+            "fbpx",
+            "__fbp",
+            "utm_source",
+            "fb",
+        ] {
+            assert!(!is_ad_id(not), "{not}");
+        }
+    }
 
     #[test]
     fn utm_and_click_ids() {

@@ -1,12 +1,13 @@
 //! Enrich stage: decides the event's corrected time and adds what the edge knows
 //! (`crate::enrich`), then applies what consent allows: without marketing consent every
 //! ad identifier goes (`context.clickIds`, click ids kept in first/last touch objects,
-//! and click-id parameters of every URL in the context and the properties).
+//! ad platforms' browser ids such as `fbp` wherever a key names one, and click-id
+//! parameters of every URL in the context and the properties).
 
 use crate::consent::Decision;
 use crate::enrich::{self, Agent, EdgeInfo};
 use serde_json::{Map, Value};
-use tracking_plan::campaign::{is_click_id, strip_click_ids};
+use tracking_plan::campaign::{is_ad_id, strip_click_ids};
 use tracking_plan::time::{format_rfc3339, parse_rfc3339};
 use tracking_plan::Message;
 
@@ -58,9 +59,6 @@ pub fn apply_consent(m: &mut Message, decision: &Decision) {
     if !decision.marketing {
         if let Some(ctx) = &mut m.context {
             strip_ad_ids(ctx);
-            if let Value::Object(c) = ctx {
-                c.remove("fbp");
-            }
         }
         if let Some(props) = &mut m.properties {
             strip_ad_ids(props);
@@ -80,12 +78,12 @@ pub fn apply_consent(m: &mut Message, decision: &Decision) {
     }
 }
 
-/// Removes ad identifiers anywhere in `v`: `clickIds` objects, keys named like a click
-/// id, and click-id parameters of URL strings.
+/// Removes ad identifiers anywhere in `v`: `clickIds` objects, keys that name a click id
+/// or an ad platform's browser id, and click-id parameters of URL strings.
 pub fn strip_ad_ids(v: &mut Value) {
     match v {
         Value::Object(map) => {
-            map.retain(|k, _| k != "clickIds" && !is_click_id(k));
+            map.retain(|k, _| k != "clickIds" && !is_ad_id(k));
             for item in map.values_mut() {
                 strip_ad_ids(item);
             }
