@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod reason;
 pub mod segments;
 pub mod settings;
+pub mod snowplow;
 pub mod sources;
 pub mod store;
 

@@ -92,6 +92,11 @@ fn endpoints_from_paths() {
     );
     assert_eq!(Endpoint::from_path("/v1/nope"), None);
     assert_eq!(Endpoint::from_path("/admin/v1/batch"), None);
+    assert_eq!(
+        Endpoint::from_path("/com.snowplowanalytics.snowplow/tp2"),
+        Some(Endpoint::Snowplow)
+    );
+    assert_eq!(Endpoint::from_path("/com.snowplowanalytics.snowplow/tp1"), None);
 }
 
 #[test]
@@ -842,4 +847,76 @@ fn soft_login_on_a_second_device_joins_the_profile_and_sets_the_cookie() {
     let stats = rig.store.counts.borrow();
     let day = stats.values().next().unwrap();
     assert_eq!((day.received, day.accepted, day.identified), (4, 4, 3));
+}
+
+/// A Snowplow tracker's payload (`POST /com.snowplowanalytics.snowplow/tp2`) for `app`.
+fn snowplow(app: &str, items: Value) -> Vec<u8> {
+    let items: Vec<Value> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let mut i = i.clone();
+            i["aid"] = app.into();
+            i
+        })
+        .collect();
+    serde_json::to_vec(
+        &json!({"schema": "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4",
+                               "data": items}),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_snowplow_trackers_events_go_through_every_stage() {
+    let rig = rig();
+    let items = json!([
+        {"e": "pv", "eid": "sp-1", "duid": "d-1", "url": "https://shop.example/?email=jo%40x.io", "page": "Home",
+         "dtm": "1795472344000", "stm": "1795472345000"},
+        {"e": "se", "eid": "sp-2", "duid": "d-1", "se_ca": "newsletter", "se_ac": "subscribe",
+         "se_la": "ann@example.com"},
+        {"e": "tr", "eid": "sp-3", "duid": "d-1", "tr_id": "o-1"},
+    ]);
+    let body = snowplow("wk_test", items.clone());
+    let r = rig
+        .request(Endpoint::Snowplow, &body, None, EdgeInfo::default(), NOW)
+        .unwrap();
+    let statuses: Vec<Status> = r.results.iter().map(|v| v.status).collect();
+    assert_eq!(
+        statuses,
+        [Status::Accepted, Status::Accepted, Status::Quarantined],
+        "{r:?}"
+    );
+    let at_rest = rig.at_rest();
+    for raw in ["ann@example.com", "jo@x.io", "jo%40x.io"] {
+        assert!(!at_rest.contains(raw), "{raw} at rest");
+    }
+    let events = rig.store.events.borrow().clone();
+    assert_eq!(events[0].kind, "page");
+    assert_eq!(events[1].event.as_deref(), Some("subscribe"));
+    assert_eq!(events[0].anonymous_id.as_deref(), Some("d-1"));
+    let page: Value = serde_json::from_str(&events[0].payload).unwrap();
+    assert_eq!(page["originalTimestamp"], "2026-11-23T22:19:04.000Z");
+    drop(events);
+    // The tracker's retry is a duplicate; another app's key is refused as unknown.
+    let again = rig
+        .request(Endpoint::Snowplow, &body, None, EdgeInfo::default(), NOW)
+        .unwrap();
+    assert_eq!(again.results[0].status, Status::Duplicate);
+    let other = snowplow("wk_unknown", items);
+    assert!(matches!(
+        rig.request(Endpoint::Snowplow, &other, None, EdgeInfo::default(), NOW),
+        Err(RequestError::UnknownWriteKey)
+    ));
+    // On an opt-in source, a tracker that sends no consent gets nothing kept.
+    let web_body = snowplow(
+        "wk_web",
+        json!([{"e": "pv", "eid": "sp-9", "duid": "d-9", "url": "https://shop.example/"}]),
+    );
+    let r = rig
+        .request(Endpoint::Snowplow, &web_body, None, browser(), NOW)
+        .unwrap();
+    assert_eq!(r.results[0].status, Status::Refused);
+    assert!(!rig.at_rest().contains("sp-9"));
 }

@@ -21,15 +21,21 @@ pub use tracking_plan::limits::{MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
 pub enum Endpoint {
     Batch,
     Single(MessageType),
+    /// Snowplow's tracker protocol (`crate::snowplow`): a batch once read.
+    Snowplow,
 }
 
 impl Endpoint {
     /// `/v1/batch`, `/v1/track`, ... and the short forms `/v1/b`, `/v1/t`, ...;
-    /// `/beacon/v1/batch`, where RudderStack's browser SDK sends with sendBeacon; and
-    /// Jitsu's `/api/s/{type}` and `/api/s/s2s/{type}`, one message each.
+    /// `/beacon/v1/batch`, where RudderStack's browser SDK sends with sendBeacon;
+    /// Jitsu's `/api/s/{type}` and `/api/s/s2s/{type}`, one message each; and Snowplow's
+    /// `/com.snowplowanalytics.snowplow/tp2`.
     pub fn from_path(path: &str) -> Option<Self> {
         if path.trim_end_matches('/') == "/beacon/v1/batch" {
             return Some(Endpoint::Batch);
+        }
+        if path.trim_end_matches('/') == crate::snowplow::PATH {
+            return Some(Endpoint::Snowplow);
         }
         if let Some(rest) = path.strip_prefix("/api/s/") {
             let name = rest
@@ -200,7 +206,9 @@ pub fn parse<'a>(
         return Err(Error::EmptyBody);
     }
     let mut raw: RawBatch<'a> = match req.endpoint {
-        Endpoint::Batch => serde_json::from_str(text).map_err(|e| json_error(&e))?,
+        Endpoint::Batch | Endpoint::Snowplow => {
+            serde_json::from_str(text).map_err(|e| json_error(&e))?
+        }
         Endpoint::Single(_) => {
             // A single message is its own envelope: keep it whole as the only batch entry.
             let one: &'a RawValue = serde_json::from_str(text).map_err(|e| json_error(&e))?;

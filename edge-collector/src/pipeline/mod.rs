@@ -562,7 +562,10 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     sources: &crate::sources::Sources,
     req: &IngestRequest<'_>,
 ) -> Result<Report, Error> {
-    let body = envelope::decode_body(req.body, req.edge.content_encoding)?;
+    let mut body = envelope::decode_body(req.body, req.edge.content_encoding)?;
+    if req.endpoint == Endpoint::Snowplow {
+        body = std::borrow::Cow::Owned(crate::snowplow::to_segment(&body)?);
+    }
     let env = envelope::parse(req, &body, sources)?;
     let messages = env.batch.batch.as_deref().unwrap_or_default();
     svc.limiter
@@ -580,7 +583,7 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     let shared = Shared {
         forced_type: match req.endpoint {
             Endpoint::Single(t) => Some(t),
-            Endpoint::Batch => None,
+            Endpoint::Batch | Endpoint::Snowplow => None,
         },
         batch: &env.batch,
         write_key: &env.write_key,

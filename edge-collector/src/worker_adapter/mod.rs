@@ -564,6 +564,7 @@ const ROUTES: &[(&str, bool, Route)] = &[
     ("/sourceConfig/", true, Route::SourceConfig),
     ("/beacon/v1/", false, Route::Ingest),
     ("/api/s/", false, Route::Ingest),
+    (crate::snowplow::PATH, true, Route::Ingest),
     (RESET_PATH, true, Route::Reset),
     ("/v1/segments", true, Route::Segments),
     ("/v1/", false, Route::Ingest),

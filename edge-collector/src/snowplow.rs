@@ -1,0 +1,332 @@
+//! Snowplow's tracker protocol: decides how a tracker's `POST
+//! /com.snowplowanalytics.snowplow/tp2` payload reads as a Segment batch, so that a site
+//! on Snowplow's trackers can point them at the collector and every other stage
+//! (consent, PII, the plan, dedup, identity, storage) applies unchanged.
+//!
+//! - The source is the tracker's `appId` (`aid`): it is the write key. One request
+//!   carries one app's events; a request that mixes apps is refused.
+//! - `eid` is the messageId; `duid` (the domain user id) the anonymousId, else `nuid`;
+//!   `uid` the userId; `dtm` and `stm` (ms) the timestamp and sentAt.
+//! - Page views (`pv`) are page calls; structured events (`se`) track calls named by
+//!   their action, with `category`, `label`, `property` and `value`; self-describing
+//!   events (`ue`) track calls named by their schema's name, with its data as
+//!   properties; page pings (`pp`) track calls named `Page Ping`.
+//! - Everything else the tracker knows goes to `context`: the page, locale, time zone,
+//!   screen, the library, and under `context.snowplow` the session, the platform, the
+//!   tracker's namespace, the event's schema and its attached contexts.
+//! - Any other event type keeps its parameters and becomes a message of an unknown type,
+//!   which the shape stage quarantines with its reason: nothing is dropped unseen.
+
+use crate::error::Error;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use tracking_plan::time::format_rfc3339;
+
+/// The tracker protocol's POST path.
+pub const PATH: &str = "/com.snowplowanalytics.snowplow/tp2";
+
+/// A tp2 payload as a Segment batch body (`{"writeKey", "batch"}`).
+pub fn to_segment(body: &[u8]) -> Result<Vec<u8>, Error> {
+    let payload: Value = serde_json::from_slice(body).map_err(|e| crate::error::json_error(&e))?;
+    let Some(Value::Array(items)) = payload.get("data") else {
+        return Err(Error::InvalidBody("a Snowplow payload has a `data` array"));
+    };
+    let mut app: Option<&str> = None;
+    let mut batch = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(p) = item else {
+            return Err(Error::InvalidBody("each Snowplow event is an object"));
+        };
+        let aid = p.get("aid").and_then(Value::as_str);
+        if i > 0 && aid != app {
+            return Err(Error::InvalidBody("one request carries one app's events"));
+        }
+        app = aid;
+        batch.push(message(p));
+    }
+    let mut out = Map::new();
+    if let Some(a) = app {
+        out.insert("writeKey".into(), a.into());
+    }
+    out.insert("batch".into(), Value::Array(batch));
+    serde_json::to_vec(&out).map_err(|_| Error::InvalidBody("unreadable Snowplow payload"))
+}
+
+/// One tracker event as a Segment message.
+fn message(p: &Map<String, Value>) -> Value {
+    let s = |k: &str| p.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+    let mut m = Map::new();
+    let mut props = Map::new();
+    let mut snowplow = Map::new();
+    let kind = s("e").unwrap_or_default();
+    match kind {
+        "pv" => {
+            m.insert("type".into(), "page".into());
+            put(&mut m, "name", s("page"));
+            put(&mut props, "url", s("url"));
+            put(&mut props, "title", s("page"));
+            put(&mut props, "referrer", s("refr"));
+        }
+        "se" => {
+            m.insert("type".into(), "track".into());
+            put(&mut m, "event", s("se_ac"));
+            put(&mut props, "category", s("se_ca"));
+            put(&mut props, "label", s("se_la"));
+            put(&mut props, "property", s("se_pr"));
+            if let Some(v) = s("se_va") {
+                props.insert("value".into(), number(v));
+            }
+        }
+        "ue" => {
+            m.insert("type".into(), "track".into());
+            let event = self_describing(p, "ue_pr", "ue_px");
+            let data = event.get("data");
+            let schema = data.and_then(|d| d.get("schema")).and_then(Value::as_str);
+            put(&mut m, "event", schema.and_then(schema_name));
+            put(&mut snowplow, "schema", schema);
+            if let Some(Value::Object(d)) = data.and_then(|d| d.get("data")) {
+                props.extend(d.clone());
+            }
+        }
+        "pp" => {
+            m.insert("type".into(), "track".into());
+            m.insert("event".into(), "Page Ping".into());
+            for (k, name) in [
+                ("pp_mix", "minXOffset"),
+                ("pp_max", "maxXOffset"),
+                ("pp_miy", "minYOffset"),
+                ("pp_may", "maxYOffset"),
+            ] {
+                if let Some(v) = s(k) {
+                    props.insert(name.into(), number(v));
+                }
+            }
+        }
+        other => {
+            // Kept whole, under a type the shape stage quarantines with its reason.
+            m.insert("type".into(), format!("snowplow:{other}").into());
+            props.extend(p.clone());
+        }
+    }
+    put(&mut m, "messageId", s("eid"));
+    put(&mut m, "anonymousId", s("duid").or_else(|| s("nuid")));
+    put(&mut m, "userId", s("uid"));
+    put(&mut m, "timestamp", s("dtm").and_then(ms_time).as_deref());
+    put(&mut m, "sentAt", s("stm").and_then(ms_time).as_deref());
+    if !props.is_empty() {
+        m.insert("properties".into(), Value::Object(props));
+    }
+    m.insert("context".into(), context(p, snowplow));
+    Value::Object(m)
+}
+
+/// What the tracker knows about the page, the browser and its session.
+fn context(p: &Map<String, Value>, mut snowplow: Map<String, Value>) -> Value {
+    let s = |k: &str| p.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+    let mut c = Map::new();
+    let mut page = Map::new();
+    put(&mut page, "url", s("url"));
+    put(&mut page, "title", s("page"));
+    put(&mut page, "referrer", s("refr"));
+    if let Some(url) = s("url") {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let path_and_query = rest.find('/').map_or("/", |i| &rest[i..]);
+        let path_and_query = path_and_query.split('#').next().unwrap_or_default();
+        let (path, query) = path_and_query
+            .split_once('?')
+            .map_or((path_and_query, ""), |(p, q)| (p, q));
+        page.insert("path".into(), path.into());
+        if !query.is_empty() {
+            page.insert("search".into(), format!("?{query}").into());
+        }
+    }
+    if !page.is_empty() {
+        c.insert("page".into(), Value::Object(page));
+    }
+    put(&mut c, "locale", s("lang"));
+    put(&mut c, "timezone", s("tz"));
+    put(&mut c, "userAgent", s("ua"));
+    if let Some((w, h)) = s("res").and_then(|r| r.split_once('x')) {
+        if let (Ok(w), Ok(h)) = (w.parse::<u32>(), h.parse::<u32>()) {
+            c.insert("screen".into(), json!({"width": w, "height": h}));
+        }
+    }
+    let mut library = Map::new();
+    library.insert("name".into(), "snowplow".into());
+    put(&mut library, "version", s("tv"));
+    c.insert("library".into(), Value::Object(library));
+    put(&mut snowplow, "sessionId", s("sid"));
+    if let Some(v) = s("vid") {
+        snowplow.insert("sessionIndex".into(), number(v));
+    }
+    put(&mut snowplow, "platform", s("p"));
+    put(&mut snowplow, "namespace", s("tna"));
+    if let Some(Value::Array(contexts)) = self_describing(p, "co", "cx").get("data") {
+        snowplow.insert("contexts".into(), Value::Array(contexts.clone()));
+    }
+    c.insert("snowplow".into(), Value::Object(snowplow));
+    Value::Object(c)
+}
+
+/// A self-describing JSON the tracker sends as text (`plain`) or as base64 (`encoded`,
+/// URL-safe, padded or not); `Null` when neither reads.
+fn self_describing(p: &Map<String, Value>, plain: &str, encoded: &str) -> Value {
+    if let Some(text) = p.get(plain).and_then(Value::as_str) {
+        return serde_json::from_str(text).unwrap_or(Value::Null);
+    }
+    let Some(b64) = p.get(encoded).and_then(Value::as_str) else {
+        return Value::Null;
+    };
+    let b64 = b64.trim_end_matches('=');
+    let engines = [
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+    ];
+    engines
+        .iter()
+        .find_map(|e| e.decode(b64).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The name of an Iglu schema URI: `iglu:com.acme/checkout_started/jsonschema/1-0-0` is
+/// `checkout_started`.
+fn schema_name(schema: &str) -> Option<&str> {
+    let path = schema.strip_prefix("iglu:")?;
+    let name = path.split('/').nth(1)?;
+    (!name.is_empty()).then_some(name)
+}
+
+/// Milliseconds since the epoch, as the tracker sends them, in RFC 3339.
+fn ms_time(v: &str) -> Option<String> {
+    v.parse::<i64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(format_rfc3339)
+}
+
+/// A number the tracker sent as text, as a JSON number when it is one.
+fn number(v: &str) -> Value {
+    v.parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or_else(|| v.into(), Value::Number)
+}
+
+fn put(m: &mut Map<String, Value>, key: &str, v: Option<&str>) {
+    if let Some(v) = v {
+        m.insert(key.into(), v.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn convert(items: Value) -> Value {
+        let body = json!({"schema": "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4",
+                          "data": items});
+        serde_json::from_slice(&to_segment(body.to_string().as_bytes()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn page_views_structured_and_self_describing_events_read_as_segment_calls() {
+        let ue = json!({"schema": "iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0",
+                        "data": {"schema": "iglu:com.acme/product_added/jsonschema/1-0-0",
+                                 "data": {"sku": "ETH-GUJI", "price": 14.5}}});
+        let co = json!({"schema": "iglu:com.snowplowanalytics.snowplow/contexts/jsonschema/1-0-0",
+                        "data": [{"schema": "iglu:com.snowplowanalytics.snowplow/web_page/jsonschema/1-0-0",
+                                  "data": {"id": "w1"}}]});
+        let b = convert(json!([
+            {"e": "pv", "eid": "e1", "aid": "wk", "duid": "d1", "dtm": "1796594207000", "stm": "1796594208000",
+             "url": "https://shop.example/p/guji?utm_source=sp#top", "page": "Guji", "refr": "https://ref.example/",
+             "res": "1920x1080", "lang": "en-GB", "tz": "Europe/London", "tv": "js-4.10.1", "sid": "s1", "vid": "3",
+             "p": "web", "tna": "sp", "co": co.to_string()},
+            {"e": "se", "eid": "e2", "aid": "wk", "duid": "d1", "uid": "u1", "se_ca": "shop", "se_ac": "add",
+             "se_la": "guji", "se_va": "2.5"},
+            {"e": "ue", "eid": "e3", "aid": "wk", "nuid": "n1",
+             "ue_px": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ue.to_string())},
+            {"e": "pp", "eid": "e4", "aid": "wk", "duid": "d1", "pp_may": "400"},
+        ]));
+        assert_eq!(b["writeKey"], "wk");
+        let [pv, se, ue, pp] = [
+            &b["batch"][0],
+            &b["batch"][1],
+            &b["batch"][2],
+            &b["batch"][3],
+        ];
+        assert_eq!(
+            (
+                pv["type"].as_str(),
+                pv["messageId"].as_str(),
+                pv["anonymousId"].as_str()
+            ),
+            (Some("page"), Some("e1"), Some("d1"))
+        );
+        assert_eq!(pv["timestamp"], "2026-12-06T21:56:47.000Z");
+        assert_eq!(pv["sentAt"], "2026-12-06T21:56:48.000Z");
+        assert_eq!(pv["context"]["page"]["path"], "/p/guji");
+        assert_eq!(pv["context"]["page"]["search"], "?utm_source=sp");
+        assert_eq!(
+            pv["context"]["screen"],
+            json!({"width": 1920, "height": 1080})
+        );
+        assert_eq!(
+            pv["context"]["library"],
+            json!({"name": "snowplow", "version": "js-4.10.1"})
+        );
+        assert_eq!(pv["context"]["snowplow"]["sessionIndex"], 3.0);
+        assert_eq!(pv["context"]["snowplow"]["contexts"][0]["data"]["id"], "w1");
+        assert_eq!(
+            (
+                se["type"].as_str(),
+                se["event"].as_str(),
+                se["userId"].as_str()
+            ),
+            (Some("track"), Some("add"), Some("u1"))
+        );
+        assert_eq!(
+            se["properties"],
+            json!({"category": "shop", "label": "guji", "value": 2.5})
+        );
+        assert_eq!(
+            (ue["event"].as_str(), ue["anonymousId"].as_str()),
+            (Some("product_added"), Some("n1"))
+        );
+        assert_eq!(ue["properties"], json!({"sku": "ETH-GUJI", "price": 14.5}));
+        assert_eq!(
+            ue["context"]["snowplow"]["schema"],
+            "iglu:com.acme/product_added/jsonschema/1-0-0"
+        );
+        assert_eq!(
+            (pp["event"].as_str(), &pp["properties"]["maxYOffset"]),
+            (Some("Page Ping"), &json!(400.0))
+        );
+    }
+
+    #[test]
+    fn what_does_not_read_is_refused_or_kept_for_the_quarantine() {
+        for bad in [
+            &b"not json"[..],
+            br#"{"data": {}}"#,
+            br#"{"data": [1]}"#,
+            br#"{"data": [{"e": "pv", "aid": "a"}, {"e": "pv", "aid": "b"}]}"#,
+            br#"{"data": [{"e": "pv"}, {"e": "pv", "aid": "b"}]}"#,
+        ] {
+            assert!(to_segment(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        // An event type it does not map keeps its parameters under a type no stage knows.
+        let b = convert(json!([{"e": "tr", "eid": "t1", "aid": "wk", "tr_id": "o-1"}]));
+        assert_eq!(b["batch"][0]["type"], "snowplow:tr");
+        assert_eq!(b["batch"][0]["properties"]["tr_id"], "o-1");
+        // Unreadable parts are left out, not guessed: no schema, no time, no screen.
+        let b = convert(
+            json!([{"e": "ue", "eid": "u", "aid": "wk", "ue_px": "%%%", "dtm": "soon", "res": "big"}]),
+        );
+        let m = &b["batch"][0];
+        assert!(m.get("event").is_none() && m.get("timestamp").is_none());
+        assert!(m["context"].get("screen").is_none());
+        assert_eq!(schema_name("iglu:com.acme//jsonschema/1-0-0"), None);
+        assert_eq!(schema_name("com.acme/x/jsonschema/1-0-0"), None);
+    }
+}
