@@ -2,9 +2,9 @@
 // message type it sends: Segment's analytics.js (analytics-next, in headless Chromium,
 // loading its settings from the collector as it would from Segment's CDN), RudderStack's
 // browser SDK (in Chromium, its source config from the collector; same origin, another
-// origin, its sendBeacon mode and its consent manager), Jitsu's browser SDK (in
-// Chromium, same origin and another), Segment's Python library and RudderStack's Node
-// SDK. (Segment's Node library is in
+// origin, its sendBeacon mode and its consent manager), Jitsu's browser SDK and
+// Snowplow's browser tracker (in Chromium, same origin and another), Segment's Python
+// library and RudderStack's Node SDK. (Segment's Node library is in
 // collector.test.mjs.) Each one's events are stored once, none is quarantined or
 // refused, and a raw email a library sends in traits is hashed before it is kept.
 import { test, before, after } from 'node:test';
@@ -29,8 +29,13 @@ const JITSU_SDK = join(ROOT, 'node_modules/@jitsu/js/dist/jitsu.es.js');
 const JITSU_PAGE = `<!doctype html><html><head><meta charset="utf-8"><script type="module">
   import { jitsuAnalytics } from '/vendor/jitsu/jitsu.es.js'; window.jitsuAnalytics = jitsuAnalytics;
   </script></head><body><p>A shop on Jitsu's SDK.</p></body></html>`;
+const SNOWPLOW_SDK = join(ROOT, 'node_modules/@snowplow/browser-tracker/dist/index.umd.min.js');
+const SNOWPLOW_PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>Shop</title>
+  <script src="/vendor/snowplow/sp.js"></script></head><body><p>A shop on Snowplow's tracker.</p></body></html>`;
 /** What the shops serve: path prefix -> [content type, body]. */
 const SHOP_FILES = [
+  ['/vendor/snowplow/', 'text/javascript', () => readFileSync(SNOWPLOW_SDK)],
+  ['/shop-on-snowplow.html', 'text/html', () => SNOWPLOW_PAGE],
   ['/vendor/rsa/', 'text/javascript', () => readFileSync(RSA_SDK)],
   ['/vendor/jitsu/', 'text/javascript', () => readFileSync(JITSU_SDK)],
   ['/shop-on-jitsu.html', 'text/html', () => JITSU_PAGE],
@@ -233,6 +238,50 @@ test("Jitsu's browser SDK sends every call with its write key in X-Write-Key, fr
       assert.equal(identify.writeKey, undefined, 'the masked key in the body is not kept');
       assert.equal(JSON.parse(rows.find((r) => r.type === 'page').payload).context.campaign.source, 'jitsu');
       assert.deepEqual(await quarantined(`anonymous_id = '${anon}'`), []);
+      assert.deepEqual(failed, []);
+      await tab.close();
+    }
+  } finally {
+    await browser.close();
+  }
+});
+
+test("Snowplow's browser tracker sends page views, structured and self-describing events, from the collector's origin and another", async () => {
+  const browser = await startBrowser();
+  try {
+    for (const origin of [collector.url, other]) {
+      await browser.context.clearCookies();
+      const tab = await browser.context.newPage();
+      const failed = [];
+      tab.on('requestfailed', (r) => failed.push(`${r.url()} ${r.failure()?.errorText}`));
+      await serveShop(tab, origin);
+      await tab.goto(`${origin}/shop-on-snowplow.html?utm_source=snowplow&utm_medium=email`);
+      const duid = await tab.evaluate((host) => {
+        const sp = window.snowplowBrowserTracking;
+        // The tracker's appId is the write key.
+        const t = sp.newTracker(`sp${Math.random()}`.replace('.', ''), host, { appId: 'sl_dev_key', platform: 'web', bufferSize: 1 });
+        sp.trackPageView();
+        sp.trackStructEvent({ category: 'newsletter', action: 'Newsletter Opened', label: 'sp.visitor@example.org', value: 2 });
+        sp.trackSelfDescribingEvent({ event: { schema: 'iglu:com.acme/checkout_started/jsonschema/1-0-0', data: { step: 1 } } });
+        return t.getDomainUserId();
+      }, collector.url);
+      assert.ok(duid, 'a domain user id');
+      const rows = await eventually(async () => {
+        const r = await stored(`anonymous_id = '${duid}'`);
+        return r.length >= 3 && r;
+      }, 20_000, `Snowplow events from ${origin}`);
+      assert.deepEqual(rows.map((r) => `${r.type} ${r.event}`).sort(), ['page Shop', 'track Newsletter Opened', 'track checkout_started']);
+      const page = JSON.parse(rows.find((r) => r.type === 'page').payload);
+      assert.equal(page.name, 'Shop');
+      assert.equal(page.context.campaign.source, 'snowplow');
+      assert.match(page.context.library.version, /^js-4\./);
+      const se = JSON.parse(rows.find((r) => r.event === 'Newsletter Opened').payload);
+      assert.equal(se.properties.category, 'newsletter');
+      assert.equal(se.properties.value, 2);
+      assert.ok(!JSON.stringify(rows).includes('sp.visitor@example.org'), 'the raw email is not kept');
+      const ue = JSON.parse(rows.find((r) => r.event === 'checkout_started').payload);
+      assert.deepEqual(ue.properties, { step: 1 });
+      assert.deepEqual(await quarantined(`anonymous_id = '${duid}'`), []);
       assert.deepEqual(failed, []);
       await tab.close();
     }

@@ -45,7 +45,7 @@ export const PLANTED = [
   '555.0142', 'key.holder@example.net', 'anon.mail@example.net', 'group.mail@example.net',
   'evt.mail@example.net', 'big.secret@example.net', 'crash.sender@example.net',
   '+33 6 12 34 56 78', '612345678', 'encoded.visitor@example.org', '+442079460321',
-  'ann.inspector@example.com', 'activation.shopper@example.net',
+  'ann.inspector@example.com', 'activation.shopper@example.net', 'sp.visitor@example.org',
 ];
 
 /** The ways a planted value can hide in stored bytes beyond percent-encoding: base64

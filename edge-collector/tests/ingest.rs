@@ -96,7 +96,10 @@ fn endpoints_from_paths() {
         Endpoint::from_path("/com.snowplowanalytics.snowplow/tp2"),
         Some(Endpoint::Snowplow)
     );
-    assert_eq!(Endpoint::from_path("/com.snowplowanalytics.snowplow/tp1"), None);
+    assert_eq!(
+        Endpoint::from_path("/com.snowplowanalytics.snowplow/tp1"),
+        None
+    );
 }
 
 #[test]
@@ -893,6 +896,7 @@ fn a_snowplow_trackers_events_go_through_every_stage() {
         assert!(!at_rest.contains(raw), "{raw} at rest");
     }
     let events = rig.store.events.borrow().clone();
+    assert_eq!(rig.store.quarantined.borrow()[0].reason, "missing_type");
     assert_eq!(events[0].kind, "page");
     assert_eq!(events[1].event.as_deref(), Some("subscribe"));
     assert_eq!(events[0].anonymous_id.as_deref(), Some("d-1"));
