@@ -193,6 +193,53 @@ proptest! {
         }
     }
 
+    /// The same through Snowplow's tracker protocol: planted in any parameter of any
+    /// event type, inside its base64 or plain self-describing JSON, or as a key.
+    #[test]
+    fn planted_pii_never_reaches_storage_through_snowplow(
+        local in "[a-z]{4,8}\\.[a-z]{4,8}",
+        domain in "[a-z]{5,9}",
+        field in 0usize..24,
+        kind in 0usize..5,
+        enc in 0usize..14,
+    ) {
+        let email = format!("{local}@{domain}.io");
+        let value = encodings(&email)[enc].clone();
+        let rig = rig();
+        let e = ["pv", "se", "ue", "pp", "tr"][kind];
+        let sd = |v: &Value| json!({"schema": "iglu:com.acme/x/jsonschema/1-0-0", "data": v}).to_string();
+        let ue = sd(&json!({"schema": "iglu:com.acme/signed_up/jsonschema/1-0-0", "data": {"note": value}}));
+        let co = sd(&json!([{"schema": "iglu:com.acme/user/jsonschema/1-0-0", "data": {"contact": value}}]));
+        let mut item = json!({"e": e, "eid": format!("sp-{field}-{kind}"), "aid": "wk_srv", "duid": "d-plant",
+            "se_ac": "act", "ue_pr": sd(&json!({"schema": "iglu:com.acme/y/jsonschema/1-0-0", "data": {}}))});
+        let names = ["eid", "duid", "nuid", "uid", "url", "page", "refr", "se_ca", "se_ac", "se_la", "se_pr",
+                     "se_va", "tz", "lang", "res", "tv", "tna", "sid", "vid", "p", "ue_pr", "ue_px", "co", "cx"];
+        let planted = match names[field] {
+            "ue_pr" => ue.clone(),
+            "ue_px" => URL_SAFE_NO_PAD.encode(&ue),
+            "co" => co.clone(),
+            "cx" => STANDARD.encode(&co),
+            "url" | "refr" => format!("https://shop.example/p?email={value}"),
+            _ => value.clone(),
+        };
+        item[names[field]] = json!(planted);
+        if names[field] == "ue_px" {
+            item.as_object_mut().unwrap().remove("ue_pr");
+        }
+        item[email.as_str()] = json!("a key");
+        let body = serde_json::to_vec(&json!({"data": [item]})).unwrap();
+        let r = rig.request(Endpoint::Snowplow, &body, None, EdgeInfo::default(), NOW);
+        let needles = vec![email.clone(), local.clone(), value.clone()];
+        let at_rest = rig.at_rest();
+        assert_clean(&at_rest, &needles);
+        // The event was kept (stored or quarantined), so the scan had something to read.
+        prop_assert!(names[field] == "duid" || at_rest.contains("d-plant"), "nothing kept: {at_rest}");
+        match r {
+            Ok(r) => prop_assert_eq!(r.results.len(), 1),
+            Err(e) => assert_clean(&e.to_json().to_string(), &needles),
+        }
+    }
+
     /// A request that is refused as a whole never quotes its body.
     #[test]
     fn errors_echo_no_input(local in "[a-z]{5,9}") {
