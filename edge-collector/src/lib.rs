@@ -24,6 +24,7 @@ pub mod identity;
 pub mod insights;
 pub mod lake;
 pub mod pipeline;
+pub mod posthog;
 pub mod reason;
 pub mod segments;
 pub mod settings;

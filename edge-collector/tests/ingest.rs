@@ -924,3 +924,45 @@ fn a_snowplow_trackers_events_go_through_every_stage() {
     assert_eq!(r.results[0].status, Status::Refused);
     assert!(!rig.at_rest().contains("sp-9"));
 }
+
+#[test]
+fn a_posthog_librarys_events_go_through_every_stage() {
+    let rig = rig();
+    let p = |extra: Value| {
+        let mut p = json!({"distinct_id": "ph-dev", "$device_id": "ph-dev", "token": "wk_test",
+                           "$current_url": "https://shop.example/?email=jo%40x.io"});
+        p.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        p
+    };
+    let body = serde_json::to_vec(&json!({"api_key": "wk_test", "batch": [
+        {"uuid": "ph-1", "event": "$pageview", "properties": p(json!({"title": "Home"}))},
+        {"uuid": "ph-2", "event": "$identify", "$set": {"email": "Ann@Example.com", "plan": "pro"},
+         "properties": p(json!({"distinct_id": "ph-user", "$user_id": "ph-user", "$anon_distinct_id": "ph-dev"}))},
+        {"uuid": "ph-3", "event": "Product Added", "properties": p(json!({"price": 14.5}))},
+    ]}))
+    .unwrap();
+    let r = rig
+        .request(Endpoint::PostHog, &body, None, EdgeInfo::default(), NOW)
+        .unwrap();
+    assert_eq!(r.accepted, 3, "{r:?}");
+    let at_rest = rig.at_rest();
+    for raw in ["Ann@Example.com", "ann@example.com", "jo@x.io", "jo%40x.io"] {
+        assert!(!at_rest.contains(raw), "{raw} at rest");
+    }
+    let events = rig.store.events.borrow().clone();
+    let identify: Value = serde_json::from_str(&events[1].payload).unwrap();
+    assert_eq!(identify["traits"]["email"], sha256_hex("ann@example.com"));
+    assert_eq!(events[1].user_id.as_deref(), Some("ph-user"));
+    // The device's page view and the person's identify call are one profile.
+    assert_eq!(rig.profile_of("ph-1"), rig.profile_of("ph-2"));
+    assert!(rig.profile_of("ph-1").is_some());
+    // Another project's token in the same request is refused as a whole.
+    let mixed = serde_json::to_vec(&json!({"api_key": "wk_test", "batch": [
+        {"uuid": "ph-4", "event": "E", "properties": {"token": "wk_web", "distinct_id": "x"}}]}))
+    .unwrap();
+    assert!(rig
+        .request(Endpoint::PostHog, &mixed, None, EdgeInfo::default(), NOW)
+        .is_err());
+}

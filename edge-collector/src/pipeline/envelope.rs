@@ -23,19 +23,24 @@ pub enum Endpoint {
     Single(MessageType),
     /// Snowplow's tracker protocol (`crate::snowplow`): a batch once read.
     Snowplow,
+    /// PostHog's capture API (`crate::posthog`): a batch once read.
+    PostHog,
 }
 
 impl Endpoint {
     /// `/v1/batch`, `/v1/track`, ... and the short forms `/v1/b`, `/v1/t`, ...;
     /// `/beacon/v1/batch`, where RudderStack's browser SDK sends with sendBeacon;
-    /// Jitsu's `/api/s/{type}` and `/api/s/s2s/{type}`, one message each; and Snowplow's
-    /// `/com.snowplowanalytics.snowplow/tp2`.
+    /// Jitsu's `/api/s/{type}` and `/api/s/s2s/{type}`, one message each; Snowplow's
+    /// `/com.snowplowanalytics.snowplow/tp2`; and PostHog's `/e/` and its kin.
     pub fn from_path(path: &str) -> Option<Self> {
         if path.trim_end_matches('/') == "/beacon/v1/batch" {
             return Some(Endpoint::Batch);
         }
         if path.trim_end_matches('/') == crate::snowplow::PATH {
             return Some(Endpoint::Snowplow);
+        }
+        if crate::posthog::PATHS.contains(&path.trim_end_matches('/')) {
+            return Some(Endpoint::PostHog);
         }
         if let Some(rest) = path.strip_prefix("/api/s/") {
             let name = rest
@@ -206,7 +211,7 @@ pub fn parse<'a>(
         return Err(Error::EmptyBody);
     }
     let mut raw: RawBatch<'a> = match req.endpoint {
-        Endpoint::Batch | Endpoint::Snowplow => {
+        Endpoint::Batch | Endpoint::Snowplow | Endpoint::PostHog => {
             serde_json::from_str(text).map_err(|e| json_error(&e))?
         }
         Endpoint::Single(_) => {

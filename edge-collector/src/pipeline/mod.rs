@@ -41,6 +41,7 @@ pub use envelope::{
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use tracking_plan::pii::Scrubber;
@@ -563,8 +564,10 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     req: &IngestRequest<'_>,
 ) -> Result<Report, Error> {
     let mut body = envelope::decode_body(req.body, req.edge.content_encoding)?;
-    if req.endpoint == Endpoint::Snowplow {
-        body = std::borrow::Cow::Owned(crate::snowplow::to_segment(&body)?);
+    match req.endpoint {
+        Endpoint::Snowplow => body = Cow::Owned(crate::snowplow::to_segment(&body)?),
+        Endpoint::PostHog => body = Cow::Owned(crate::posthog::to_segment(&body)?),
+        Endpoint::Batch | Endpoint::Single(_) => {}
     }
     let env = envelope::parse(req, &body, sources)?;
     let messages = env.batch.batch.as_deref().unwrap_or_default();
@@ -583,7 +586,7 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     let shared = Shared {
         forced_type: match req.endpoint {
             Endpoint::Single(t) => Some(t),
-            Endpoint::Batch | Endpoint::Snowplow => None,
+            Endpoint::Batch | Endpoint::Snowplow | Endpoint::PostHog => None,
         },
         batch: &env.batch,
         write_key: &env.write_key,

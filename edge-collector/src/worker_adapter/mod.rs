@@ -565,6 +565,12 @@ const ROUTES: &[(&str, bool, Route)] = &[
     ("/beacon/v1/", false, Route::Ingest),
     ("/api/s/", false, Route::Ingest),
     (crate::snowplow::PATH, true, Route::Ingest),
+    // PostHog's capture paths, as its libraries write them (with the slash: a site's own
+    // `/track` page stays the site's).
+    ("/e/", true, Route::Ingest),
+    ("/i/v0/e/", true, Route::Ingest),
+    ("/batch/", true, Route::Ingest),
+    ("/capture/", true, Route::Ingest),
     (RESET_PATH, true, Route::Reset),
     ("/v1/segments", true, Route::Segments),
     ("/v1/", false, Route::Ingest),
