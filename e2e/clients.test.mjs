@@ -2,8 +2,8 @@
 // message type it sends: Segment's analytics.js (analytics-next, in headless Chromium,
 // loading its settings from the collector as it would from Segment's CDN), RudderStack's
 // browser SDK (in Chromium, its source config from the collector; same origin, another
-// origin, its sendBeacon mode and its consent manager), Jitsu's browser SDK and
-// Snowplow's browser tracker (in Chromium, same origin and another), Segment's Python
+// origin, its sendBeacon mode and its consent manager), Jitsu's browser SDK, Snowplow's
+// browser tracker and posthog-js (in Chromium, same origin and another), Segment's Python
 // library and RudderStack's Node SDK. (Segment's Node library is in
 // collector.test.mjs.) Each one's events are stored once, none is quarantined or
 // refused, and a raw email a library sends in traits is hashed before it is kept.
@@ -32,8 +32,13 @@ const JITSU_PAGE = `<!doctype html><html><head><meta charset="utf-8"><script typ
 const SNOWPLOW_SDK = join(ROOT, 'node_modules/@snowplow/browser-tracker/dist/index.umd.min.js');
 const SNOWPLOW_PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>Shop</title>
   <script src="/vendor/snowplow/sp.js"></script></head><body><p>A shop on Snowplow's tracker.</p></body></html>`;
+const POSTHOG_SDK = join(ROOT, 'node_modules/posthog-js/dist/array.js');
+const POSTHOG_PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>Shop</title>
+  <script src="/vendor/posthog/array.js"></script></head><body><p>A shop on posthog-js.</p></body></html>`;
 /** What the shops serve: path prefix -> [content type, body]. */
 const SHOP_FILES = [
+  ['/vendor/posthog/', 'text/javascript', () => readFileSync(POSTHOG_SDK)],
+  ['/shop-on-posthog.html', 'text/html', () => POSTHOG_PAGE],
   ['/vendor/snowplow/', 'text/javascript', () => readFileSync(SNOWPLOW_SDK)],
   ['/shop-on-snowplow.html', 'text/html', () => SNOWPLOW_PAGE],
   ['/vendor/rsa/', 'text/javascript', () => readFileSync(RSA_SDK)],
@@ -283,6 +288,50 @@ test("Snowplow's browser tracker sends page views, structured and self-describin
       assert.deepEqual(ue.properties, { step: 1 });
       assert.deepEqual(await quarantined(`anonymous_id = '${duid}'`), []);
       assert.deepEqual(failed, []);
+      await tab.close();
+    }
+  } finally {
+    await browser.close();
+  }
+});
+
+test('posthog-js sends its page view, captures, identify, group and alias, from the collector\'s origin and another', async () => {
+  const browser = await startBrowser();
+  try {
+    for (const origin of [collector.url, other]) {
+      await browser.context.clearCookies();
+      const tab = await browser.context.newPage();
+      await serveShop(tab, origin);
+      await tab.goto(`${origin}/shop-on-posthog.html?utm_source=posthog&utm_medium=email`);
+      const device = await tab.evaluate((host) => new Promise((resolve) => {
+        localStorage.clear();
+        // The project token is the write key. HeadlessChrome is a bot to posthog-js.
+        window.posthog.init('sl_dev_key', {
+          api_host: host, opt_out_useragent_filter: true, autocapture: false, disable_session_recording: true,
+          loaded: (ph) => {
+            ph.capture('Product Added', { product_id: 'ETH-GUJI', name: 'Ethiopia Guji', price: 14.5, currency: 'EUR', quantity: 1 });
+            ph.identify('ph-user', { email: 'Ph.User@Example.com', plan: 'pro' });
+            ph.group('company', 'acme', { name: 'Acme' });
+            ph.alias('ph-alias');
+            resolve(ph.get_property('$device_id'));
+          },
+        });
+      }), collector.url);
+      assert.ok(device, 'a device id');
+      const rows = await eventually(async () => {
+        const r = await stored(`anonymous_id = '${device}'`);
+        return r.length >= 5 && r;
+      }, 30_000, `posthog-js events from ${origin}`);
+      assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'group', 'identify', 'page', 'track']);
+      const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
+      assert.equal(identify.traits.email, sha256('ph.user@example.com'), 'raw email hashed');
+      assert.equal(identify.userId, 'ph-user');
+      assert.equal(identify.context.library.name, 'posthog-js');
+      const page = JSON.parse(rows.find((r) => r.type === 'page').payload);
+      assert.equal(page.name, 'Shop');
+      assert.equal(page.context.campaign.source, 'posthog');
+      assert.equal(rows.find((r) => r.type === 'track').event, 'Product Added');
+      assert.deepEqual(await quarantined(`anonymous_id = '${device}'`), []);
       await tab.close();
     }
   } finally {
