@@ -240,6 +240,64 @@ proptest! {
         }
     }
 
+    /// The same through PostHog's capture API: planted in any property, trait, id or
+    /// name of any event kind, or as a key, in a JSON, gzip or form body.
+    #[test]
+    fn planted_pii_never_reaches_storage_through_posthog(
+        local in "[a-z]{4,8}\\.[a-z]{4,8}",
+        domain in "[a-z]{5,9}",
+        field in 0usize..12,
+        kind in 0usize..5,
+        enc in 0usize..14,
+        form in 0usize..3,
+    ) {
+        let email = format!("{local}@{domain}.io");
+        let value = encodings(&email)[enc].clone();
+        let rig = rig();
+        let name = ["$pageview", "$identify", "$groupidentify", "$create_alias", "Signed Up"][kind];
+        let mut e = json!({"uuid": format!("ph-{field}-{kind}"), "event": name, "$set": {"plan": "pro"},
+            "properties": {"distinct_id": "ph-plant", "$device_id": "ph-plant", "token": "wk_srv",
+                           "$current_url": "https://shop.example/p", "$group_key": "g", "alias": "a"}});
+        let p = |k: &str| format!("/properties/{k}");
+        let (path, planted) = match field {
+            0 => ("/uuid".to_string(), value.clone()),
+            1 => ("/event".to_string(), value.clone()),
+            2 => (p("distinct_id"), value.clone()),
+            3 => (p("$user_id"), value.clone()),
+            4 => (p("$current_url"), format!("https://shop.example/p?email={value}")),
+            5 => (p("title"), value.clone()),
+            6 => (p("note"), value.clone()),
+            7 => (p("$group_key"), value.clone()),
+            8 => (p("alias"), value.clone()),
+            9 => ("/$set/contact".to_string(), value.clone()),
+            10 => (p("$group_set"), value.clone()),
+            _ => (p("utm_content"), value.clone()),
+        };
+        let (parent, leaf) = path.rsplit_once('/').unwrap();
+        e.pointer_mut(if parent.is_empty() { "" } else { parent }).unwrap()[leaf] = json!(planted);
+        e["properties"][email.as_str()] = json!("a key");
+        let json_body = serde_json::to_vec(&json!({"api_key": "wk_srv", "batch": [e]})).unwrap();
+        let body = match form {
+            0 => json_body,
+            1 => {
+                use std::io::Write as _;
+                let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                w.write_all(&json_body).unwrap();
+                w.finish().unwrap()
+            }
+            _ => format!("data={}", STANDARD.encode(&json_body).replace('+', "%2B")).into_bytes(),
+        };
+        let r = rig.request(Endpoint::PostHog, &body, None, EdgeInfo::default(), NOW);
+        let needles = vec![email.clone(), local.clone(), value.clone()];
+        let at_rest = rig.at_rest();
+        assert_clean(&at_rest, &needles);
+        prop_assert!(field == 2 || at_rest.contains("ph-plant"), "nothing kept: {at_rest}");
+        match r {
+            Ok(r) => prop_assert_eq!(r.results.len(), 1),
+            Err(e) => assert_clean(&e.to_json().to_string(), &needles),
+        }
+    }
+
     /// A request that is refused as a whole never quotes its body.
     #[test]
     fn errors_echo_no_input(local in "[a-z]{5,9}") {
