@@ -22,8 +22,9 @@ use crate::error::Error;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-/// The capture paths PostHog's libraries post to.
-pub const PATHS: [&str; 4] = ["/e", "/i/v0/e", "/batch", "/capture"];
+/// The capture paths PostHog's libraries post to, as they write them (with the slash: a
+/// site's own `/batch` page is not one).
+pub const PATHS: [&str; 4] = ["/e/", "/i/v0/e/", "/batch/", "/capture/"];
 
 /// Campaign parameters posthog-js copies from the URL into every event's properties
 /// (the collector reads them from the page's URL itself).
@@ -231,8 +232,11 @@ fn context(props: &Map<String, Value>) -> Value {
         "referrer",
         s("$referrer").filter(|r| *r != "$direct"),
     );
-    if let Some((_, q)) = s("$current_url").and_then(|u| u.split('#').next()?.split_once('?')) {
-        page.insert("search".into(), format!("?{q}").into());
+    if let Some(url) = s("$current_url") {
+        let (_, search) = tracking_plan::campaign::path_and_search(url);
+        if !search.is_empty() {
+            page.insert("search".into(), search.into());
+        }
     }
     if !page.is_empty() {
         c.insert("page".into(), Value::Object(page));

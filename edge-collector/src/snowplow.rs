@@ -129,15 +129,10 @@ fn context(p: &Map<String, Value>, mut snowplow: Map<String, Value>) -> Value {
     put(&mut page, "title", s("page"));
     put(&mut page, "referrer", s("refr"));
     if let Some(url) = s("url") {
-        let rest = url.split_once("://").map_or(url, |(_, r)| r);
-        let path_and_query = rest.find('/').map_or("/", |i| &rest[i..]);
-        let path_and_query = path_and_query.split('#').next().unwrap_or_default();
-        let (path, query) = path_and_query
-            .split_once('?')
-            .map_or((path_and_query, ""), |(p, q)| (p, q));
+        let (path, search) = tracking_plan::campaign::path_and_search(url);
         page.insert("path".into(), path.into());
-        if !query.is_empty() {
-            page.insert("search".into(), format!("?{query}").into());
+        if !search.is_empty() {
+            page.insert("search".into(), search.into());
         }
     }
     if !page.is_empty() {

@@ -114,7 +114,7 @@ fn plant(slot: usize, value: &str, key: &str) -> Value {
         "properties": {"product_id": "p1"},
         "context": {"consent": granted(), "page": {"url": "https://shop.example/p"}}});
     let v = json!(value);
-    match slot % 16 {
+    match slot % 18 {
         0 => e["properties"]["note"] = v,
         1 => e["properties"][key] = json!("x"),
         2 => e["properties"]["list"] = json!([{"deep": [v]}]),
@@ -136,6 +136,12 @@ fn plant(slot: usize, value: &str, key: &str) -> Value {
             e["traits"] = json!({"email": value, "phone": value});
         }
         14 => e["messageId"] = v,
+        // JSON documents kept as strings, once and twice encoded.
+        15 => e["properties"]["payload"] = json!(json!({"note": value}).to_string()),
+        16 => {
+            let inner = json!({"note": value}).to_string();
+            e["properties"]["payload"] = json!(json!({"inner": inner}).to_string());
+        }
         _ => e["context"]["userAgent"] = json!(format!("Mozilla/5.0 {value}")),
     }
     e
@@ -150,7 +156,7 @@ proptest! {
         local in "[a-z]{4,8}\\.[a-z]{4,8}",
         domain in "[a-z]{5,9}",
         national in 200u32..999,
-        slots in proptest::collection::vec(0usize..16, 1..6),
+        slots in proptest::collection::vec(0usize..18, 1..6),
         enc in 0usize..14,
         key_kind in 0usize..2,
     ) {

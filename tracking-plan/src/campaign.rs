@@ -62,8 +62,13 @@ pub fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// UTM fields and click ids of a URL (or of a bare `?query`).
+/// UTM fields and click ids of a URL (or of a bare `?query`). The URL is scrubbed of raw
+/// PII as a whole first: an address written with a character reference
+/// (`utm_content=jo&#64;x.io`) would otherwise be cut at its `&` and `#`, and its local
+/// part kept as a value no longer recognizable as an address.
 pub fn from_url(url: &str) -> Campaign {
+    let scrubbed = crate::pii::scrub_text(url, None).map(|(s, _)| s);
+    let url = scrubbed.as_deref().unwrap_or(url);
     let query = url.split_once('?').map_or("", |(_, q)| q);
     let query = query.split('#').next().unwrap_or_default();
     let mut c = Campaign::default();
@@ -76,6 +81,25 @@ pub fn from_url(url: &str) -> Campaign {
         }
     }
     c
+}
+
+/// A URL's path and query (`?…`, empty when none), as Segment's `context.page` keeps
+/// them, from the URL scrubbed of raw PII as a whole (as [`from_url`], so an address is
+/// not cut apart at a `&` or `#` of a character reference).
+pub fn path_and_search(url: &str) -> (String, String) {
+    let scrubbed = crate::pii::scrub_text(url, None).map(|(s, _)| s);
+    let url = scrubbed.as_deref().unwrap_or(url);
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let from_path = rest.find(['/', '?']).map_or("", |i| &rest[i..]);
+    let from_path = from_path.split('#').next().unwrap_or_default();
+    let (path, query) = from_path.split_once('?').unwrap_or((from_path, ""));
+    let path = if path.is_empty() { "/" } else { path };
+    let search = if query.is_empty() {
+        String::new()
+    } else {
+        alloc::format!("?{query}")
+    };
+    (path.to_string(), search)
 }
 
 /// What one decoded query parameter says about the campaign.
@@ -199,6 +223,55 @@ pub fn normalize(field: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_and_search_of_urls() {
+        let ps = |u: &str| path_and_search(u);
+        assert_eq!(
+            ps("https://s.example/p/q?a=1#top"),
+            ("/p/q".into(), "?a=1".into())
+        );
+        assert_eq!(ps("https://s.example"), ("/".into(), String::new()));
+        assert_eq!(ps("https://s.example?a=1"), ("/".into(), "?a=1".into()));
+        assert_eq!(ps("/local/path"), ("/local/path".into(), String::new()));
+        let (path, search) = ps("https://s.example/u/jo.smith&#64;x.io?e=jo.smith&#64;x.io");
+        assert!(
+            !path.contains("jo.smith") && !search.contains("jo.smith"),
+            "{path} {search}"
+        );
+    }
+
+    #[test]
+    fn an_address_cut_by_the_query_syntax_is_not_kept_in_part() {
+        for url in [
+            "https://s.example/?utm_content=jo.smith&#64;x.io&utm_source=news",
+            "https://s.example/?utm_content=jo.smith&#x40;x.io",
+            "https://s.example/?utm_term=jo.smith&commat;x.io#top",
+            "https://s.example/?gclid=jo.smith&#64;x.io",
+        ] {
+            let c = from_url(url);
+            let values: Vec<&String> = c
+                .utm
+                .iter()
+                .map(|(_, v)| v)
+                .chain(c.click_ids.iter().map(|(_, v)| v))
+                .collect();
+            assert!(
+                values
+                    .iter()
+                    .all(|v| !v.contains("jo.smith") && !v.contains("x.io")),
+                "{url}: {values:?}"
+            );
+            assert!(
+                !values.is_empty(),
+                "{url}: the parameter is still captured, as a digest"
+            );
+        }
+        assert_eq!(
+            from_url("https://s.example/?utm_content=jo.smith&#64;x.io&utm_source=news").utm[1],
+            ("source", "news".to_string())
+        );
+    }
 
     #[test]
     fn ad_ids_are_click_ids_and_ad_platforms_browser_ids() {

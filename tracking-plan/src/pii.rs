@@ -509,12 +509,15 @@ fn reference(s: &str) -> Option<(char, usize)> {
         }
     }
     // `&#64;`, `&#x40;` (the `;` optional, as browsers read them); `\u0040` and `\x40`
-    // with exactly their digits.
-    let (digits, radix, skip, exact) = match b {
-        [b'&', b'#', b'x' | b'X', ..] => (&b[3..], 16, 3, None),
-        [b'&', b'#', ..] => (&b[2..], 10, 2, None),
-        [b'\\', b'u', ..] => (&b[2..], 16, 2, Some(4)),
-        [b'\\', b'x', ..] => (&b[2..], 16, 2, Some(2)),
+    // with exactly their digits, also with their backslash escaped once or more
+    // (`\\u0040`: an escape inside JSON text kept as a string). At most four backslashes
+    // are counted, so a long run of them is read in linear time.
+    let slashes = b.iter().take(4).take_while(|c| **c == b'\\').count();
+    let (digits, radix, skip, exact) = match (b, b.get(slashes)) {
+        ([b'&', b'#', b'x' | b'X', ..], _) => (&b[3..], 16, 3, None),
+        ([b'&', b'#', ..], _) => (&b[2..], 10, 2, None),
+        (_, Some(b'u')) if slashes > 0 => (&b[slashes + 1..], 16, slashes + 1, Some(4)),
+        (_, Some(b'x')) if slashes > 0 => (&b[slashes + 1..], 16, slashes + 1, Some(2)),
         _ => return None,
     };
     let n = digits
@@ -1309,6 +1312,9 @@ mod tests {
             ("probe.person&commat;example&period;org".into(), email),
             ("probe.person\\u0040example.org".into(), email),
             ("probe.person\\x40example.org".into(), email),
+            // The escape's backslash escaped again (JSON text kept in a string).
+            ("probe.person\\\\u0040example.org".into(), email),
+            ("probe.person\\\\\\\\x40example.org".into(), email),
             ("probe.person＠example.org".into(), email),
             ("probe.person﹫example．org".into(), email),
             ("call ＋１６５０５５５０１４２".into(), phone),

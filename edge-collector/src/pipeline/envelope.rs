@@ -1,7 +1,8 @@
 //! Envelope: decides whether a request is readable at all: its encoding and size, its
-//! JSON, its write key (HTTP Basic, `writeKey` in the body or in the URL for
-//! sendBeacon) and its origin, and which request headers a browser on an allowed origin
-//! may send. Refusals are typed [`Error`]s; nothing about the events is decided here.
+//! JSON, its write key (HTTP Basic, an `X-Write-Key` header, `writeKey` in the body or
+//! in the URL for sendBeacon) and its origin, and which request headers a browser on an
+//! allowed origin may send. Refusals are typed [`Error`]s; nothing about the events is
+//! decided here.
 
 use crate::enrich::EdgeInfo;
 use crate::error::{json_error, Error};
@@ -39,7 +40,7 @@ impl Endpoint {
         if path.trim_end_matches('/') == crate::snowplow::PATH {
             return Some(Endpoint::Snowplow);
         }
-        if crate::posthog::PATHS.contains(&path.trim_end_matches('/')) {
+        if crate::posthog::PATHS.contains(&path) {
             return Some(Endpoint::PostHog);
         }
         if let Some(rest) = path.strip_prefix("/api/s/") {
@@ -280,6 +281,27 @@ mod tests {
             Endpoint::from_path(under_base("/x/v1/t", "/x")),
             Some(Endpoint::Single(MessageType::Track))
         );
+    }
+
+    #[test]
+    fn other_libraries_paths_are_exact() {
+        for (path, want) in [
+            ("/e/", Some(Endpoint::PostHog)),
+            ("/batch/", Some(Endpoint::PostHog)),
+            ("/e", None),
+            ("/batch", None),
+            ("/track", None),
+            ("/api/s/orders", None),
+            ("/api/s/s2s/page", Some(Endpoint::Single(MessageType::Page))),
+            ("/beacon/v1/batch", Some(Endpoint::Batch)),
+            ("/beacon/v1/other", None),
+            (
+                "/com.snowplowanalytics.snowplow/tp2",
+                Some(Endpoint::Snowplow),
+            ),
+        ] {
+            assert_eq!(Endpoint::from_path(path), want, "{path}");
+        }
     }
 
     #[test]

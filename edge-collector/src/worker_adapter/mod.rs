@@ -562,15 +562,6 @@ const ROUTES: &[(&str, bool, Route)] = &[
     ("/v1/projects/", false, Route::Settings),
     ("/sourceConfig", true, Route::SourceConfig),
     ("/sourceConfig/", true, Route::SourceConfig),
-    ("/beacon/v1/", false, Route::Ingest),
-    ("/api/s/", false, Route::Ingest),
-    (crate::snowplow::PATH, true, Route::Ingest),
-    // PostHog's capture paths, as its libraries write them (with the slash: a site's own
-    // `/track` page stays the site's).
-    ("/e/", true, Route::Ingest),
-    ("/i/v0/e/", true, Route::Ingest),
-    ("/batch/", true, Route::Ingest),
-    ("/capture/", true, Route::Ingest),
     (RESET_PATH, true, Route::Reset),
     ("/v1/segments", true, Route::Segments),
     ("/v1/", false, Route::Ingest),
@@ -579,6 +570,11 @@ const ROUTES: &[(&str, bool, Route)] = &[
 ];
 
 fn route(path: &str) -> Route {
+    // Other libraries' ingestion paths (RudderStack's beacon, Jitsu's, Snowplow's,
+    // PostHog's): only the exact paths they send to, so a site's own pages keep theirs.
+    if !path.starts_with("/v1/") && Endpoint::from_path(path).is_some() {
+        return Route::Ingest;
+    }
     ROUTES
         .iter()
         .find(|(p, exact, _)| {
