@@ -242,6 +242,8 @@ fn context(props: &Map<String, Value>) -> Value {
         c.insert("page".into(), Value::Object(page));
     }
     put(&mut c, "userAgent", s("$raw_user_agent"));
+    // Where the collector truncates it before storage (as any event's `context.ip`).
+    put(&mut c, "ip", s("$ip"));
     put(&mut c, "locale", s("$browser_language"));
     put(&mut c, "timezone", s("$timezone"));
     if let (Some(w), Some(h)) = (props.get("$screen_width"), props.get("$screen_height")) {
@@ -258,7 +260,7 @@ fn context(props: &Map<String, Value>) -> Value {
     let posthog: Map<String, Value> = props
         .iter()
         .filter(|(k, v)| (k.starts_with('$') || CAMPAIGN.contains(&k.as_str())) && !v.is_null())
-        .filter(|(k, _)| !matches!(k.as_str(), "$set" | "$set_once" | "$group_set"))
+        .filter(|(k, _)| !matches!(k.as_str(), "$set" | "$set_once" | "$group_set" | "$ip"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     c.insert("posthog".into(), Value::Object(posthog));
@@ -283,7 +285,8 @@ mod tests {
         let mut p = json!({"distinct_id": "u-1", "$device_id": "dev-1", "$user_id": "u-1", "token": "wk",
             "$current_url": "https://shop.example/p?utm_source=ph#x", "$pathname": "/p",
             "$referrer": "$direct", "$lib": "web", "$lib_version": "1.449.2",
-            "$screen_width": 1280, "$screen_height": 720, "utm_source": "ph", "gclid": null});
+            "$screen_width": 1280, "$screen_height": 720, "utm_source": "ph", "gclid": null,
+            "$ip": "203.0.113.77"});
         p.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
@@ -323,6 +326,12 @@ mod tests {
             json!({"name": "posthog-js", "version": "1.449.2"})
         );
         assert_eq!(m(0)["context"]["posthog"]["utm_source"], "ph");
+        assert_eq!(
+            m(0)["context"]["ip"],
+            "203.0.113.77",
+            "where the collector truncates it"
+        );
+        assert!(m(0)["context"]["posthog"].get("$ip").is_none());
         assert!(
             m(0)["context"]["posthog"].get("gclid").is_none(),
             "nulls are left out"

@@ -141,6 +141,8 @@ fn context(p: &Map<String, Value>, mut snowplow: Map<String, Value>) -> Value {
     put(&mut c, "locale", s("lang"));
     put(&mut c, "timezone", s("tz"));
     put(&mut c, "userAgent", s("ua"));
+    // Where the collector truncates it before storage (as any event's `context.ip`).
+    put(&mut c, "ip", s("ip"));
     if let Some((w, h)) = s("res").and_then(|r| r.split_once('x')) {
         if let (Ok(w), Ok(h)) = (w.parse::<u32>(), h.parse::<u32>()) {
             c.insert("screen".into(), json!({"width": w, "height": h}));
@@ -236,7 +238,7 @@ mod tests {
             {"e": "pv", "eid": "e1", "aid": "wk", "duid": "d1", "dtm": "1796594207000", "stm": "1796594208000",
              "url": "https://shop.example/p/guji?utm_source=sp#top", "page": "Guji", "refr": "https://ref.example/",
              "res": "1920x1080", "lang": "en-GB", "tz": "Europe/London", "tv": "js-4.10.1", "sid": "s1", "vid": "3",
-             "p": "web", "tna": "sp", "co": co.to_string()},
+             "p": "web", "tna": "sp", "co": co.to_string(), "ip": "203.0.113.77"},
             {"e": "se", "eid": "e2", "aid": "wk", "duid": "d1", "uid": "u1", "se_ca": "shop", "se_ac": "add",
              "se_la": "guji", "se_va": "2.5"},
             {"e": "ue", "eid": "e3", "aid": "wk", "nuid": "n1",
@@ -271,6 +273,10 @@ mod tests {
             json!({"name": "snowplow", "version": "js-4.10.1"})
         );
         assert_eq!(pv["context"]["snowplow"]["sessionIndex"], 3.0);
+        assert_eq!(
+            pv["context"]["ip"], "203.0.113.77",
+            "where the collector truncates it"
+        );
         assert_eq!(pv["context"]["snowplow"]["contexts"][0]["data"]["id"], "w1");
         assert_eq!(
             (
