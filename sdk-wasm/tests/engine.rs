@@ -319,6 +319,16 @@ fn campaign_first_and_last_touch() {
     assert_eq!(later[0]["context"]["campaign"]["source"], "news");
 }
 
+fn a_landing_address_cut_by_url_syntax_is_not_captured_in_part() {
+    let mut e = engine(true);
+    at(&mut e, "https://s.example/?utm_content=jo.smith&#64;x.io&utm_source=news&gclid=jo.smith&#x40;x.io");
+    e.record(Kind::Page, None, None, T0);
+    let events = all(&mut e);
+    let wire = events[0].to_string();
+    assert!(!wire.contains("jo.smith"), "{wire}");
+    assert_eq!(events[0]["context"]["campaign"]["source"], "news");
+}
+
 fn retries_keep_message_ids_back_off_and_honour_retry_after() {
     let mut e = engine(true);
     e.record(Kind::Track, Some("A"), None, T0);
