@@ -114,7 +114,7 @@ fn plant(slot: usize, value: &str, key: &str) -> Value {
         "properties": {"product_id": "p1"},
         "context": {"consent": granted(), "page": {"url": "https://shop.example/p"}}});
     let v = json!(value);
-    match slot % 18 {
+    match slot % 19 {
         0 => e["properties"]["note"] = v,
         1 => e["properties"][key] = json!("x"),
         2 => e["properties"]["list"] = json!([{"deep": [v]}]),
@@ -142,6 +142,17 @@ fn plant(slot: usize, value: &str, key: &str) -> Value {
             let inner = json!({"note": value}).to_string();
             e["properties"]["payload"] = json!(json!({"inner": inner}).to_string());
         }
+        // A page URL with path and query as the browser splits them (`location.search`
+        // ends at the first `#`, a character reference's included).
+        17 => {
+            let url = format!("https://shop.example/p/{value}?utm_content={value}&x=1");
+            let (before, query) = url.split_once('?').unwrap();
+            let cut = |s: &str| s.split('#').next().unwrap_or_default().to_string();
+            e["context"]["page"] = json!({"url": url, "path": cut(&before["https://shop.example".len()..]),
+                                          "search": format!("?{}", cut(query))});
+            e["type"] = json!("page");
+            e["properties"] = e["context"]["page"].clone();
+        }
         _ => e["context"]["userAgent"] = json!(format!("Mozilla/5.0 {value}")),
     }
     e
@@ -156,7 +167,7 @@ proptest! {
         local in "[a-z]{4,8}\\.[a-z]{4,8}",
         domain in "[a-z]{5,9}",
         national in 200u32..999,
-        slots in proptest::collection::vec(0usize..18, 1..6),
+        slots in proptest::collection::vec(0usize..19, 1..6),
         enc in 0usize..14,
         key_kind in 0usize..2,
     ) {

@@ -557,7 +557,13 @@ impl<R: Random> Engine<R> {
     /// The page the next events are recorded on (call again when its facts change).
     pub fn set_page(&mut self, facts: &Facts) {
         self.facts = facts.clone();
-        self.page = Rc::from(facts_json(facts));
+        // The browser split path and query from the URL before any scrubbing: when the URL
+        // holds raw PII, they are taken again from it scrubbed whole.
+        if let Some((path, search)) = campaign::resplit(&facts.url) {
+            self.facts.path = path;
+            self.facts.search = search;
+        }
+        self.page = Rc::from(facts_json(&self.facts));
     }
 
     /// A page view: the page's facts (path, referrer, search, title, url) as its

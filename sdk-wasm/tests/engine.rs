@@ -327,6 +327,17 @@ fn a_landing_address_cut_by_url_syntax_is_not_captured_in_part() {
     let wire = events[0].to_string();
     assert!(!wire.contains("jo.smith"), "{wire}");
     assert_eq!(events[0]["context"]["campaign"]["source"], "news");
+    // As the browser splits it: `location.search` ends at the reference's `#`.
+    let mut e = engine(true);
+    e.set_page(&Facts {
+        url: "https://s.example/p?utm_content=jo.smith&#64;x.io".into(),
+        path: "/p".into(),
+        search: "?utm_content=jo.smith&".into(),
+        ..Facts::default()
+    });
+    e.page(None, None, T0);
+    let wire = all(&mut e)[0].to_string();
+    assert!(!wire.contains("jo.smith"), "{wire}");
 }
 
 fn retries_keep_message_ids_back_off_and_honour_retry_after() {

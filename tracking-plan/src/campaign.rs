@@ -88,7 +88,19 @@ pub fn from_url(url: &str) -> Campaign {
 /// not cut apart at a `&` or `#` of a character reference).
 pub fn path_and_search(url: &str) -> (String, String) {
     let scrubbed = crate::pii::scrub_text(url, None).map(|(s, _)| s);
-    let url = scrubbed.as_deref().unwrap_or(url);
+    split_path_and_search(scrubbed.as_deref().unwrap_or(url))
+}
+
+/// When `url` holds raw PII: its path and query from the URL scrubbed whole, to stand
+/// for ones split from it before scrubbing (a browser's `location.search` of
+/// `?e=jo&#64;x.io` is `?e=jo&`: the local part alone, no longer an address). `None`
+/// when it holds none, so the split ones stand.
+pub fn resplit(url: &str) -> Option<(String, String)> {
+    let (clean, _) = crate::pii::scrub_text(url, None)?;
+    Some(split_path_and_search(&clean))
+}
+
+fn split_path_and_search(url: &str) -> (String, String) {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let from_path = rest.find(['/', '?']).map_or("", |i| &rest[i..]);
     let from_path = from_path.split('#').next().unwrap_or_default();
@@ -238,6 +250,13 @@ mod tests {
         assert!(
             !path.contains("jo.smith") && !search.contains("jo.smith"),
             "{path} {search}"
+        );
+        assert_eq!(resplit("https://s.example/p?utm_source=news"), None);
+        let (path, search) = resplit("https://s.example/p?utm_content=jo.smith&#64;x.io").unwrap();
+        assert_eq!(path, "/p");
+        assert!(
+            search.starts_with("?utm_content=") && !search.contains("jo.smith"),
+            "{search}"
         );
     }
 

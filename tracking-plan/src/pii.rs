@@ -610,7 +610,8 @@ fn scrub_runs(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
         let pad = b[i..].iter().take(2).take_while(|c| **c == b'=').count();
         // Runs are ASCII, so their ends are character boundaries (`get` never fails).
         let run = s.get(start..i).unwrap_or_default();
-        if let Some((clean, k)) = decode_run(run, pad > 0, country) {
+        let found = decode_run(run, pad > 0, country).or_else(|| split_run(run, pad > 0, country));
+        if let Some((clean, k)) = found {
             out.push_str(s.get(at..start).unwrap_or_default());
             out.push_str(&clean);
             at = i + pad;
@@ -621,6 +622,31 @@ fn scrub_runs(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
     let kind = kind?;
     out.push_str(s.get(at..).unwrap_or_default());
     Some((out, kind))
+}
+
+/// A run that holds nothing read whole, read as `/`-separated parts, each decoded alone:
+/// `/` is a base64 character, so a path's segments (`/p/KzMzIDYg…`) join into one run
+/// that decodes to nothing. Each byte is in one part: linear.
+fn split_run(run: &str, padded: bool, country: Option<&str>) -> Option<(String, PiiKind)> {
+    if !run.contains('/') {
+        return None;
+    }
+    let last = run.bytes().filter(|b| *b == b'/').count();
+    let mut out = String::with_capacity(run.len());
+    let mut kind = None;
+    for (i, part) in run.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        match decode_run(part, padded && i == last, country) {
+            Some((clean, k)) => {
+                out.push_str(&clean);
+                kind.get_or_insert(k);
+            }
+            None => out.push_str(part),
+        }
+    }
+    Some((out, kind?))
 }
 
 /// A run decoded as hex or base64 and scrubbed (one level: what it decodes to is not
@@ -1307,6 +1333,12 @@ mod tests {
                 alloc::format!("https://shop.example/p?q={}", hexed("jmlsez.vhxp@fblcl.io")),
                 "jmlsez.vhxp@fblcl.io"
             ),
+            // In a path: `/` is base64 too, so the segments are read apart.
+            (
+                alloc::format!("https://shop.example/p/{}", STANDARD.encode(email)),
+                email
+            ),
+            (alloc::format!("/u/{}/x", hexed(email)), email),
             ("probe.person&#64;example.org".into(), email),
             ("probe.person&#x40;example.org".into(), email),
             ("probe.person&commat;example&period;org".into(), email),
@@ -1343,7 +1375,7 @@ mod tests {
                 phone_digest(raw, None)
             };
             // The digest is there, in the text or inside the re-encoded run.
-            let in_run = out.split(['=', '&', '?', ' ']).any(|run| {
+            let in_run = out.split(['=', '&', '?', ' ', '/']).any(|run| {
                 [false, true].iter().any(|url| {
                     lenient(*url)
                         .decode(run)

@@ -2,15 +2,45 @@
 //! a message, or over a value that is not a message, so that nothing kept from here on
 //! (quarantine included) holds a raw email or phone number in any field, key or id.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 pub use tracking_plan::pii::{scrub_message, Finding, Scrubber};
 use tracking_plan::pii::{scrub_message_with, scrub_value, FieldKind};
 use tracking_plan::Message;
 
 /// Scrubs a message in place with the request's scrubber; the findings say where raw
-/// values were.
+/// values were. When a page URL held one, the path and query beside it are taken again
+/// from the clean URL: split from the URL before (a browser's `location.search` of
+/// `?e=jo&#64;x.io` is `?e=jo&`), they may hold part of an address that no longer reads
+/// as one.
 pub fn scrub(m: &mut Message, sc: &mut Scrubber<'_>) -> Vec<Finding> {
-    scrub_message_with(m, sc)
+    let findings = scrub_message_with(m, sc);
+    let held = |at: &str| findings.iter().any(|f| f.path == at);
+    if held("$.context.page.url") {
+        if let Some(Value::Object(c)) = &mut m.context {
+            if let Some(Value::Object(page)) = c.get_mut("page") {
+                resplit(page);
+            }
+        }
+    }
+    if held("$.properties.url") {
+        if let Some(Value::Object(props)) = &mut m.properties {
+            resplit(props);
+        }
+    }
+    findings
+}
+
+/// Sets the `path` and `search` an object has from its (clean) `url`.
+fn resplit(page: &mut Map<String, Value>) {
+    let Some(url) = page.get("url").and_then(Value::as_str) else {
+        return;
+    };
+    let (path, search) = tracking_plan::campaign::path_and_search(url);
+    for (k, v) in [("path", path), ("search", search)] {
+        if let Some(slot) = page.get_mut(k) {
+            *slot = Value::String(v);
+        }
+    }
 }
 
 /// Scrubs any JSON (an event that is not a valid message) in place.
