@@ -966,3 +966,28 @@ fn a_posthog_librarys_events_go_through_every_stage() {
         .request(Endpoint::PostHog, &mixed, None, EdgeInfo::default(), NOW)
         .is_err());
 }
+
+#[test]
+fn a_quarantined_event_keeps_the_visitors_ip_truncated_as_a_stored_one_does() {
+    let store = rig();
+    let body = batch(json!([
+        {"type": "track", "messageId": "q-ip-1", "anonymousId": "a", "context": {"ip": "203.0.113.77"}},
+        {"type": "bogus", "messageId": "q-ip-2", "anonymousId": "a", "context": {"ip": "2001:db8:85a3:8d3:1319:8a2e:370:7348"}},
+        {"type": "track", "messageId": "q-ip-3", "anonymousId": "a", "context": {"ip": "not an ip"}},
+    ]));
+    let r = run(&store, Endpoint::Batch, &body, None).unwrap();
+    assert_eq!(r.quarantined, 3, "{r:?}");
+    let at_rest = store.at_rest();
+    for raw in ["203.0.113.77", "1319:8a2e", "not an ip"] {
+        assert!(!at_rest.contains(raw), "{raw} at rest");
+    }
+    let q = store.store.quarantined.borrow();
+    let ips: Vec<Value> = q
+        .iter()
+        .map(|q| serde_json::from_str::<Value>(&q.payload).unwrap()["context"]["ip"].clone())
+        .collect();
+    assert_eq!(
+        ips,
+        [json!("203.0.113.0"), json!("2001:db8:85a3::"), Value::Null]
+    );
+}

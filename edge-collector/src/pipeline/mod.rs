@@ -489,7 +489,15 @@ fn edge_json(sh: &Shared<'_>) -> String {
 
 /// Quarantines a scrubbed message.
 pub fn quarantine_message(sh: &Shared<'_>, m: &Message, reasons: Vec<Reason>) -> Prepared {
-    let payload = serde_json::to_string(m).unwrap_or_default();
+    let payload = match m.context.as_ref().and_then(|c| c.get("ip")) {
+        Some(_) => {
+            let mut m = m.clone();
+            truncate_context_ip(m.context.as_mut());
+            serde_json::to_string(&m)
+        }
+        None => serde_json::to_string(m),
+    }
+    .unwrap_or_default();
     let subjects = identity::subjects(m);
     let row = quarantine_row(
         sh,
@@ -506,6 +514,7 @@ pub fn quarantine_message(sh: &Shared<'_>, m: &Message, reasons: Vec<Reason>) ->
 /// Quarantines JSON that is not a valid message, scrubbed first.
 fn quarantine_value(sh: &Shared<'_>, mut v: Value, reason: Reason) -> Prepared {
     pii::scrub_any(&mut v, sh.req.edge.country);
+    truncate_context_ip(v.get_mut("context"));
     let id = |k: &str| match v.get(k) {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
@@ -516,6 +525,22 @@ fn quarantine_value(sh: &Shared<'_>, mut v: Value, reason: Reason) -> Prepared {
     let reasons = vec![reason];
     let row = quarantine_row(sh, mid, anon, user, &reasons, v.to_string(), subjects);
     Prepared::Quarantine(Box::new(row), reasons)
+}
+
+/// A quarantined event keeps the visitor's IP as a stored one does: truncated
+/// (`enrich::truncate_ip`), or left out when it is not an address. A replay truncates it
+/// again, to the same.
+fn truncate_context_ip(context: Option<&mut Value>) {
+    let Some(Value::Object(ctx)) = context else {
+        return;
+    };
+    let Some(ip) = ctx.get("ip") else {
+        return;
+    };
+    match ip.as_str().and_then(crate::enrich::truncate_ip) {
+        Some(t) => ctx.insert("ip".into(), Value::String(t)),
+        None => ctx.remove("ip"),
+    };
 }
 
 fn quarantine_row(
