@@ -14,7 +14,7 @@
 //! - `$pageview` is a page call named by the page's title; `$identify` an identify call
 //!   with `$set` as traits; `$groupidentify` a group call; `$create_alias` an alias call;
 //!   any other event a track call of that name. The event's own properties stay its
-//!   properties; what PostHog adds (`$`-prefixed, and its campaign parameters) goes under
+//!   properties; what PostHog adds (`$`-prefixed, its campaign parameters, the token) goes under
 //!   `context.posthog`, and the page, locale, time zone, screen, user agent and library
 //!   to their Segment places.
 
@@ -26,9 +26,10 @@ use serde_json::{json, Map, Value};
 /// site's own `/batch` page is not one).
 pub const PATHS: [&str; 4] = ["/e/", "/i/v0/e/", "/batch/", "/capture/"];
 
-/// Campaign parameters posthog-js copies from the URL into every event's properties
-/// (the collector reads them from the page's URL itself).
-const CAMPAIGN: [&str; 27] = [
+/// Properties posthog-js adds that are not `$`-prefixed: the campaign parameters it
+/// copies from the URL into every event (the collector reads them from the page's URL
+/// itself) and the project token.
+const ADDED: [&str; 27] = [
     "utm_source",
     "utm_medium",
     "utm_campaign",
@@ -144,9 +145,7 @@ fn message(e: &Map<String, Value>) -> Value {
     let mut m = Map::new();
     let mut own: Map<String, Value> = props
         .iter()
-        .filter(|(k, _)| {
-            !k.starts_with('$') && !CAMPAIGN.contains(&k.as_str()) && *k != "distinct_id"
-        })
+        .filter(|(k, _)| !k.starts_with('$') && !ADDED.contains(&k.as_str()) && *k != "distinct_id")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     match name {
@@ -259,7 +258,7 @@ fn context(props: &Map<String, Value>) -> Value {
     c.insert("library".into(), Value::Object(library));
     let posthog: Map<String, Value> = props
         .iter()
-        .filter(|(k, v)| (k.starts_with('$') || CAMPAIGN.contains(&k.as_str())) && !v.is_null())
+        .filter(|(k, v)| (k.starts_with('$') || ADDED.contains(&k.as_str())) && !v.is_null())
         .filter(|(k, _)| !matches!(k.as_str(), "$set" | "$set_once" | "$group_set" | "$ip"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();

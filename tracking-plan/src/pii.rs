@@ -593,25 +593,36 @@ fn base64_byte(b: u8) -> bool {
 }
 
 /// Base64 and hex runs of `s` whose decoded text holds a raw value, written back in
-/// their own encoding with the digests inside.
+/// their own encoding with the digests inside. `/` is a base64 character, so a path's
+/// segments (`/p/KzMzIDYg…`) join into one run that decodes to nothing: when the runs
+/// read whole hold nothing, they are read again cut at every `/`. (A value holding both
+/// kinds is found over [`scrub_text`]'s repeated passes.)
 fn scrub_runs(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
+    runs(s, country, true).or_else(|| runs(s, country, false))
+}
+
+/// [`scrub_runs`] with `/` read as part of a run (`slash`) or as a boundary.
+fn runs(s: &str, country: Option<&str>, slash: bool) -> Option<(String, PiiKind)> {
     let b = s.as_bytes();
+    if !slash && !b.contains(&b'/') {
+        return None;
+    }
+    let in_run = |c: u8| base64_byte(c) && (slash || c != b'/');
     let mut out = String::new();
     let (mut at, mut i, mut kind) = (0, 0, None);
     while i < b.len() {
-        if !base64_byte(b[i]) {
+        if !in_run(b[i]) {
             i += 1;
             continue;
         }
         let start = i;
-        while i < b.len() && base64_byte(b[i]) {
+        while i < b.len() && in_run(b[i]) {
             i += 1;
         }
         let pad = b[i..].iter().take(2).take_while(|c| **c == b'=').count();
         // Runs are ASCII, so their ends are character boundaries (`get` never fails).
         let run = s.get(start..i).unwrap_or_default();
-        let found = decode_run(run, pad > 0, country).or_else(|| split_run(run, pad > 0, country));
-        if let Some((clean, k)) = found {
+        if let Some((clean, k)) = decode_run(run, pad > 0, country) {
             out.push_str(s.get(at..start).unwrap_or_default());
             out.push_str(&clean);
             at = i + pad;
@@ -622,31 +633,6 @@ fn scrub_runs(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
     let kind = kind?;
     out.push_str(s.get(at..).unwrap_or_default());
     Some((out, kind))
-}
-
-/// A run that holds nothing read whole, read as `/`-separated parts, each decoded alone:
-/// `/` is a base64 character, so a path's segments (`/p/KzMzIDYg…`) join into one run
-/// that decodes to nothing. Each byte is in one part: linear.
-fn split_run(run: &str, padded: bool, country: Option<&str>) -> Option<(String, PiiKind)> {
-    if !run.contains('/') {
-        return None;
-    }
-    let last = run.bytes().filter(|b| *b == b'/').count();
-    let mut out = String::with_capacity(run.len());
-    let mut kind = None;
-    for (i, part) in run.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        match decode_run(part, padded && i == last, country) {
-            Some((clean, k)) => {
-                out.push_str(&clean);
-                kind.get_or_insert(k);
-            }
-            None => out.push_str(part),
-        }
-    }
-    Some((out, kind?))
 }
 
 /// A run decoded as hex or base64 and scrubbed (one level: what it decodes to is not
