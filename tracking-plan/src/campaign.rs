@@ -101,14 +101,15 @@ pub fn resplit(url: &str) -> Option<(String, String)> {
 }
 
 fn split_path_and_search(url: &str) -> (String, String) {
-    // By bytes: a `&str` pattern brings the two-way searcher into the SDK's wasm.
+    // By bytes: a `&str` pattern brings the two-way searcher into the SDK's wasm (944
+    // bytes gzip, measured).
     let scheme = url.as_bytes().windows(3).position(|w| w == b"://");
     let rest = scheme.map_or(url, |i| &url[i + 3..]);
     let from_path = rest.find(['/', '?']).map_or("", |i| &rest[i..]);
     let from_path = from_path.split('#').next().unwrap_or_default();
     let (path, query) = from_path.split_once('?').unwrap_or((from_path, ""));
     let path = if path.is_empty() { "/" } else { path };
-    // Not `format!`: it would bring `core::fmt` into the SDK's wasm (2.7 KB gzip, measured).
+    // Not `format!`: it brings `core::fmt` into the SDK's wasm (1,277 bytes gzip, measured).
     let mut search = String::new();
     if !query.is_empty() {
         search.push('?');
