@@ -125,10 +125,10 @@ async function serveShop(tab, origin) {
   });
 }
 
-/** RudderStack's browser SDK (v3, its npm "lite" build: plugins bundled, nothing from
- * RudderStack's CDN) on a page of `origin`, its data plane and its source config both
- * pointed at the collector. Returns the visitor's anonymous id and the requests made. */
-async function rudderstackIn(browser, origin, { writeKey = 'sl_dev_key', ...options } = {}) {
+/** A new visitor's tab on `origin`'s `page` (the shop's files served as by
+ * [`serveShop`]), with the requests it made, those that failed, and the statuses its
+ * POSTs were answered with. */
+async function openShop(browser, origin, page) {
   await browser.context.clearCookies();
   const tab = await browser.context.newPage();
   const requests = [];
@@ -138,8 +138,35 @@ async function rudderstackIn(browser, origin, { writeKey = 'sl_dev_key', ...opti
   const answered = [];
   tab.on('response', (r) => r.request().method() === 'POST' && answered.push(r.status()));
   await serveShop(tab, origin);
-  await tab.goto(`${origin}/shop-on-rudderstack.html?utm_source=rudder&utm_medium=email`);
-  const anon = await tab.evaluate(async ({ dataPlane, writeKey, options }) => {
+  await tab.goto(`${origin}/${page}`);
+  return { tab, requests, failed, answered };
+}
+
+/** Runs `visit(browser, origin)` from the collector's origin, then from another, in one
+ * browser. */
+async function fromBothOrigins(visit) {
+  const browser = await startBrowser();
+  try {
+    for (const origin of [collector.url, other]) await visit(browser, origin);
+  } finally {
+    await browser.close();
+  }
+}
+
+/** The stored rows of a visitor, once there are `n` of them. */
+function storedOnce(anon, n, what, ms = 20_000) {
+  return eventually(async () => {
+    const r = await stored(`anonymous_id = '${anon}'`);
+    return r.length >= n && r;
+  }, ms, what);
+}
+
+/** RudderStack's browser SDK (v3, its npm "lite" build: plugins bundled, nothing from
+ * RudderStack's CDN) on a page of `origin`, its data plane and its source config both
+ * pointed at the collector. Returns the visitor's anonymous id and the requests made. */
+async function rudderstackIn(browser, origin, { writeKey = 'sl_dev_key', ...options } = {}) {
+  const shop = await openShop(browser, origin, 'shop-on-rudderstack.html?utm_source=rudder&utm_medium=email');
+  const anon = await shop.tab.evaluate(async ({ dataPlane, writeKey, options }) => {
     localStorage.clear(); // each run is a new visitor (the SDK keeps its id here and in a cookie)
     const ra = new window.rudderanalytics.RudderAnalytics();
     await new Promise((resolve, reject) => {
@@ -154,14 +181,11 @@ async function rudderstackIn(browser, origin, { writeKey = 'sl_dev_key', ...opti
     ra.alias('rsa-user-alias');
     return ra.getAnonymousId();
   }, { dataPlane: collector.url, writeKey, options });
-  return { tab, anon, requests, failed, answered };
+  return { ...shop, anon };
 }
 
 async function deliveredOnce(anon, what) {
-  const rows = await eventually(async () => {
-    const r = await stored(`anonymous_id = '${anon}'`);
-    return r.length >= 5 && r;
-  }, 20_000, what);
+  const rows = await storedOnce(anon, 5, what);
   assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'group', 'identify', 'page', 'track']);
   // RudderStack's SDK sends an identify call's traits in `context.traits` only.
   const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
@@ -213,130 +237,93 @@ test("RudderStack's browser SDK loads its source config from the collector and d
 });
 
 test("Jitsu's browser SDK sends every call with its write key in X-Write-Key, from the collector's origin and another", async () => {
-  const browser = await startBrowser();
-  try {
-    for (const origin of [collector.url, other]) {
-      await browser.context.clearCookies();
-      const tab = await browser.context.newPage();
-      const failed = [];
-      tab.on('requestfailed', (r) => failed.push(`${r.url()} ${r.failure()?.errorText}`));
-      await serveShop(tab, origin);
-      await tab.goto(`${origin}/shop-on-jitsu.html?utm_source=jitsu&utm_medium=email`);
-      await tab.waitForFunction(() => window.jitsuAnalytics);
-      const anon = await tab.evaluate(async (host) => {
-        localStorage.clear();
-        const j = window.jitsuAnalytics({ host, writeKey: 'sl_dev_key' });
-        await j.page('Shop', { path: '/shop-on-jitsu.html' });
-        await j.track('Product Added', { product_id: 'ETH-GUJI', name: 'Ethiopia Guji', price: 14.5, currency: 'EUR', quantity: 1 });
-        await j.identify('jitsu-user', { email: 'Jitsu.User@Example.com', plan: 'pro' });
-        await j.group('jitsu-group', { name: 'Acme' });
-        return j.user().anonymousId;
-      }, collector.url);
-      assert.ok(anon, 'an anonymous id');
-      const rows = await eventually(async () => {
-        const r = await stored(`anonymous_id = '${anon}'`);
-        return r.length >= 4 && r;
-      }, 20_000, `Jitsu events from ${origin}`);
-      assert.deepEqual(rows.map((r) => r.type).sort(), ['group', 'identify', 'page', 'track']);
-      const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
-      assert.equal(identify.traits.email, sha256('jitsu.user@example.com'), 'raw email hashed');
-      assert.equal(identify.writeKey, undefined, 'the masked key in the body is not kept');
-      assert.equal(JSON.parse(rows.find((r) => r.type === 'page').payload).context.campaign.source, 'jitsu');
-      assert.deepEqual(await quarantined(`anonymous_id = '${anon}'`), []);
-      assert.deepEqual(failed, []);
-      await tab.close();
-    }
-  } finally {
-    await browser.close();
-  }
+  await fromBothOrigins(async (browser, origin) => {
+    const { tab, failed } = await openShop(browser, origin, 'shop-on-jitsu.html?utm_source=jitsu&utm_medium=email');
+    await tab.waitForFunction(() => window.jitsuAnalytics);
+    const anon = await tab.evaluate(async (host) => {
+      localStorage.clear();
+      const j = window.jitsuAnalytics({ host, writeKey: 'sl_dev_key' });
+      await j.page('Shop', { path: '/shop-on-jitsu.html' });
+      await j.track('Product Added', { product_id: 'ETH-GUJI', name: 'Ethiopia Guji', price: 14.5, currency: 'EUR', quantity: 1 });
+      await j.identify('jitsu-user', { email: 'Jitsu.User@Example.com', plan: 'pro' });
+      await j.group('jitsu-group', { name: 'Acme' });
+      return j.user().anonymousId;
+    }, collector.url);
+    assert.ok(anon, 'an anonymous id');
+    const rows = await storedOnce(anon, 4, `Jitsu events from ${origin}`);
+    assert.deepEqual(rows.map((r) => r.type).sort(), ['group', 'identify', 'page', 'track']);
+    const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
+    assert.equal(identify.traits.email, sha256('jitsu.user@example.com'), 'raw email hashed');
+    assert.equal(identify.writeKey, undefined, 'the masked key in the body is not kept');
+    assert.equal(JSON.parse(rows.find((r) => r.type === 'page').payload).context.campaign.source, 'jitsu');
+    assert.deepEqual(await quarantined(`anonymous_id = '${anon}'`), []);
+    assert.deepEqual(failed, []);
+    await tab.close();
+  });
 });
 
 test("Snowplow's browser tracker sends page views, structured and self-describing events, from the collector's origin and another", async () => {
-  const browser = await startBrowser();
-  try {
-    for (const origin of [collector.url, other]) {
-      await browser.context.clearCookies();
-      const tab = await browser.context.newPage();
-      const failed = [];
-      tab.on('requestfailed', (r) => failed.push(`${r.url()} ${r.failure()?.errorText}`));
-      await serveShop(tab, origin);
-      await tab.goto(`${origin}/shop-on-snowplow.html?utm_source=snowplow&utm_medium=email`);
-      const duid = await tab.evaluate((host) => {
-        const sp = window.snowplowBrowserTracking;
-        // The tracker's appId is the write key.
-        const t = sp.newTracker(`sp${Math.random()}`.replace('.', ''), host, { appId: 'sl_dev_key', platform: 'web', bufferSize: 1 });
-        sp.trackPageView();
-        sp.trackStructEvent({ category: 'newsletter', action: 'Newsletter Opened', label: 'sp.visitor@example.org', value: 2 });
-        sp.trackSelfDescribingEvent({ event: { schema: 'iglu:com.acme/checkout_started/jsonschema/1-0-0', data: { step: 1 } } });
-        return t.getDomainUserId();
-      }, collector.url);
-      assert.ok(duid, 'a domain user id');
-      const rows = await eventually(async () => {
-        const r = await stored(`anonymous_id = '${duid}'`);
-        return r.length >= 3 && r;
-      }, 20_000, `Snowplow events from ${origin}`);
-      assert.deepEqual(rows.map((r) => `${r.type} ${r.event}`).sort(), ['page Shop', 'track Newsletter Opened', 'track checkout_started']);
-      const page = JSON.parse(rows.find((r) => r.type === 'page').payload);
-      assert.equal(page.name, 'Shop');
-      assert.equal(page.context.campaign.source, 'snowplow');
-      assert.match(page.context.library.version, /^js-4\./);
-      const se = JSON.parse(rows.find((r) => r.event === 'Newsletter Opened').payload);
-      assert.equal(se.properties.category, 'newsletter');
-      assert.equal(se.properties.value, 2);
-      assert.ok(!JSON.stringify(rows).includes('sp.visitor@example.org'), 'the raw email is not kept');
-      const ue = JSON.parse(rows.find((r) => r.event === 'checkout_started').payload);
-      assert.deepEqual(ue.properties, { step: 1 });
-      assert.deepEqual(await quarantined(`anonymous_id = '${duid}'`), []);
-      assert.deepEqual(failed, []);
-      await tab.close();
-    }
-  } finally {
-    await browser.close();
-  }
+  await fromBothOrigins(async (browser, origin) => {
+    const { tab, failed } = await openShop(browser, origin, 'shop-on-snowplow.html?utm_source=snowplow&utm_medium=email');
+    const duid = await tab.evaluate((host) => {
+      const sp = window.snowplowBrowserTracking;
+      // The tracker's appId is the write key.
+      const t = sp.newTracker(`sp${Math.random()}`.replace('.', ''), host, { appId: 'sl_dev_key', platform: 'web', bufferSize: 1 });
+      sp.trackPageView();
+      sp.trackStructEvent({ category: 'newsletter', action: 'Newsletter Opened', label: 'sp.visitor@example.org', value: 2 });
+      sp.trackSelfDescribingEvent({ event: { schema: 'iglu:com.acme/checkout_started/jsonschema/1-0-0', data: { step: 1 } } });
+      return t.getDomainUserId();
+    }, collector.url);
+    assert.ok(duid, 'a domain user id');
+    const rows = await storedOnce(duid, 3, `Snowplow events from ${origin}`);
+    assert.deepEqual(rows.map((r) => `${r.type} ${r.event}`).sort(), ['page Shop', 'track Newsletter Opened', 'track checkout_started']);
+    const page = JSON.parse(rows.find((r) => r.type === 'page').payload);
+    assert.equal(page.name, 'Shop');
+    assert.equal(page.context.campaign.source, 'snowplow');
+    assert.match(page.context.library.version, /^js-4\./);
+    const se = JSON.parse(rows.find((r) => r.event === 'Newsletter Opened').payload);
+    assert.equal(se.properties.category, 'newsletter');
+    assert.equal(se.properties.value, 2);
+    assert.ok(!JSON.stringify(rows).includes('sp.visitor@example.org'), 'the raw email is not kept');
+    const ue = JSON.parse(rows.find((r) => r.event === 'checkout_started').payload);
+    assert.deepEqual(ue.properties, { step: 1 });
+    assert.deepEqual(await quarantined(`anonymous_id = '${duid}'`), []);
+    assert.deepEqual(failed, []);
+    await tab.close();
+  });
 });
 
 test('posthog-js sends its page view, captures, identify, group and alias, from the collector\'s origin and another', async () => {
-  const browser = await startBrowser();
-  try {
-    for (const origin of [collector.url, other]) {
-      await browser.context.clearCookies();
-      const tab = await browser.context.newPage();
-      await serveShop(tab, origin);
-      await tab.goto(`${origin}/shop-on-posthog.html?utm_source=posthog&utm_medium=email`);
-      const device = await tab.evaluate((host) => new Promise((resolve) => {
-        localStorage.clear();
-        // The project token is the write key. HeadlessChrome is a bot to posthog-js.
-        window.posthog.init('sl_dev_key', {
-          api_host: host, opt_out_useragent_filter: true, autocapture: false, disable_session_recording: true,
-          loaded: (ph) => {
-            ph.capture('Product Added', { product_id: 'ETH-GUJI', name: 'Ethiopia Guji', price: 14.5, currency: 'EUR', quantity: 1 });
-            ph.identify('ph-user', { email: 'Ph.User@Example.com', plan: 'pro' });
-            ph.group('company', 'acme', { name: 'Acme' });
-            ph.alias('ph-alias');
-            resolve(ph.get_property('$device_id'));
-          },
-        });
-      }), collector.url);
-      assert.ok(device, 'a device id');
-      const rows = await eventually(async () => {
-        const r = await stored(`anonymous_id = '${device}'`);
-        return r.length >= 5 && r;
-      }, 30_000, `posthog-js events from ${origin}`);
-      assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'group', 'identify', 'page', 'track']);
-      const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
-      assert.equal(identify.traits.email, sha256('ph.user@example.com'), 'raw email hashed');
-      assert.equal(identify.userId, 'ph-user');
-      assert.equal(identify.context.library.name, 'posthog-js');
-      const page = JSON.parse(rows.find((r) => r.type === 'page').payload);
-      assert.equal(page.name, 'Shop');
-      assert.equal(page.context.campaign.source, 'posthog');
-      assert.equal(rows.find((r) => r.type === 'track').event, 'Product Added');
-      assert.deepEqual(await quarantined(`anonymous_id = '${device}'`), []);
-      await tab.close();
-    }
-  } finally {
-    await browser.close();
-  }
+  await fromBothOrigins(async (browser, origin) => {
+    const { tab } = await openShop(browser, origin, 'shop-on-posthog.html?utm_source=posthog&utm_medium=email');
+    const device = await tab.evaluate((host) => new Promise((resolve) => {
+      localStorage.clear();
+      // The project token is the write key. HeadlessChrome is a bot to posthog-js.
+      window.posthog.init('sl_dev_key', {
+        api_host: host, opt_out_useragent_filter: true, autocapture: false, disable_session_recording: true,
+        loaded: (ph) => {
+          ph.capture('Product Added', { product_id: 'ETH-GUJI', name: 'Ethiopia Guji', price: 14.5, currency: 'EUR', quantity: 1 });
+          ph.identify('ph-user', { email: 'Ph.User@Example.com', plan: 'pro' });
+          ph.group('company', 'acme', { name: 'Acme' });
+          ph.alias('ph-alias');
+          resolve(ph.get_property('$device_id'));
+        },
+      });
+    }), collector.url);
+    assert.ok(device, 'a device id');
+    const rows = await storedOnce(device, 5, `posthog-js events from ${origin}`, 30_000);
+    assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'group', 'identify', 'page', 'track']);
+    const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
+    assert.equal(identify.traits.email, sha256('ph.user@example.com'), 'raw email hashed');
+    assert.equal(identify.userId, 'ph-user');
+    assert.equal(identify.context.library.name, 'posthog-js');
+    const page = JSON.parse(rows.find((r) => r.type === 'page').payload);
+    assert.equal(page.name, 'Shop');
+    assert.equal(page.context.campaign.source, 'posthog');
+    assert.equal(rows.find((r) => r.type === 'track').event, 'Product Added');
+    assert.deepEqual(await quarantined(`anonymous_id = '${device}'`), []);
+    await tab.close();
+  });
 });
 
 test("Segment's Python library (analytics-python) sends every message type", async () => {

@@ -19,6 +19,7 @@ pub mod destinations;
 pub mod enrich;
 pub mod erasure;
 pub mod error;
+pub mod foreign;
 pub mod graph_cache;
 pub mod identity;
 pub mod insights;

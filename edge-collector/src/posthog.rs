@@ -19,8 +19,9 @@
 //!   to their Segment places.
 
 use crate::error::Error;
+use crate::foreign::put;
 use base64::Engine as _;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// The capture paths PostHog's libraries post to, as they write them (with the slash: a
 /// site's own `/batch` page is not one).
@@ -221,41 +222,26 @@ fn context(props: &Map<String, Value>) -> Value {
             .and_then(Value::as_str)
             .filter(|v| !v.is_empty())
     };
-    let mut c = Map::new();
-    let mut page = Map::new();
-    put(&mut page, "url", s("$current_url"));
-    put(&mut page, "path", s("$pathname"));
-    put(&mut page, "title", s("title"));
-    put(
-        &mut page,
-        "referrer",
-        s("$referrer").filter(|r| *r != "$direct"),
-    );
-    if let Some(url) = s("$current_url") {
-        let (_, search) = tracking_plan::campaign::path_and_search(url);
-        if !search.is_empty() {
-            page.insert("search".into(), search.into());
-        }
-    }
-    if !page.is_empty() {
-        c.insert("page".into(), Value::Object(page));
-    }
-    put(&mut c, "userAgent", s("$raw_user_agent"));
-    // Where the collector truncates it before storage (as any event's `context.ip`).
-    put(&mut c, "ip", s("$ip"));
-    put(&mut c, "locale", s("$browser_language"));
-    put(&mut c, "timezone", s("$timezone"));
-    if let (Some(w), Some(h)) = (props.get("$screen_width"), props.get("$screen_height")) {
-        c.insert("screen".into(), json!({"width": w, "height": h}));
-    }
-    let lib = match s("$lib") {
-        Some("web") | None => "posthog-js",
-        Some(other) => other,
+    let screen = match (props.get("$screen_width"), props.get("$screen_height")) {
+        (Some(w), Some(h)) => Some((w.clone(), h.clone())),
+        _ => None,
     };
-    let mut library = Map::new();
-    library.insert("name".into(), lib.into());
-    put(&mut library, "version", s("$lib_version"));
-    c.insert("library".into(), Value::Object(library));
+    let mut c = crate::foreign::context(&crate::foreign::Client {
+        url: s("$current_url"),
+        path: s("$pathname"),
+        title: s("title"),
+        referrer: s("$referrer").filter(|r| *r != "$direct"),
+        locale: s("$browser_language"),
+        timezone: s("$timezone"),
+        user_agent: s("$raw_user_agent"),
+        ip: s("$ip"),
+        screen,
+        library: match s("$lib") {
+            Some("web") | None => "posthog-js",
+            Some(other) => other,
+        },
+        version: s("$lib_version"),
+    });
     let posthog: Map<String, Value> = props
         .iter()
         .filter(|(k, v)| (k.starts_with('$') || ADDED.contains(&k.as_str())) && !v.is_null())
@@ -266,15 +252,10 @@ fn context(props: &Map<String, Value>) -> Value {
     Value::Object(c)
 }
 
-fn put(m: &mut Map<String, Value>, key: &str, v: Option<&str>) {
-    if let Some(v) = v {
-        m.insert(key.into(), v.into());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn convert(body: Value) -> Value {
         serde_json::from_slice(&to_segment(body.to_string().as_bytes()).unwrap()).unwrap()

@@ -18,8 +18,9 @@
 //!   which the shape stage quarantines with its reason: nothing is dropped unseen.
 
 use crate::error::Error;
+use crate::foreign::put;
 use base64::Engine as _;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tracking_plan::time::format_rfc3339;
 
 /// The tracker protocol's POST path.
@@ -123,35 +124,22 @@ fn message(p: &Map<String, Value>) -> Value {
 /// What the tracker knows about the page, the browser and its session.
 fn context(p: &Map<String, Value>, mut snowplow: Map<String, Value>) -> Value {
     let s = |k: &str| p.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
-    let mut c = Map::new();
-    let mut page = Map::new();
-    put(&mut page, "url", s("url"));
-    put(&mut page, "title", s("page"));
-    put(&mut page, "referrer", s("refr"));
-    if let Some(url) = s("url") {
-        let (path, search) = tracking_plan::campaign::path_and_search(url);
-        page.insert("path".into(), path.into());
-        if !search.is_empty() {
-            page.insert("search".into(), search.into());
-        }
-    }
-    if !page.is_empty() {
-        c.insert("page".into(), Value::Object(page));
-    }
-    put(&mut c, "locale", s("lang"));
-    put(&mut c, "timezone", s("tz"));
-    put(&mut c, "userAgent", s("ua"));
-    // Where the collector truncates it before storage (as any event's `context.ip`).
-    put(&mut c, "ip", s("ip"));
-    if let Some((w, h)) = s("res").and_then(|r| r.split_once('x')) {
-        if let (Ok(w), Ok(h)) = (w.parse::<u32>(), h.parse::<u32>()) {
-            c.insert("screen".into(), json!({"width": w, "height": h}));
-        }
-    }
-    let mut library = Map::new();
-    library.insert("name".into(), "snowplow".into());
-    put(&mut library, "version", s("tv"));
-    c.insert("library".into(), Value::Object(library));
+    let screen = s("res")
+        .and_then(|r| r.split_once('x'))
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?.into(), h.parse::<u32>().ok()?.into())));
+    let mut c = crate::foreign::context(&crate::foreign::Client {
+        url: s("url"),
+        title: s("page"),
+        referrer: s("refr"),
+        locale: s("lang"),
+        timezone: s("tz"),
+        user_agent: s("ua"),
+        ip: s("ip"),
+        screen,
+        library: "snowplow",
+        version: s("tv"),
+        ..Default::default()
+    });
     put(&mut snowplow, "sessionId", s("sid"));
     if let Some(v) = s("vid") {
         snowplow.insert("sessionIndex".into(), number(v));
@@ -210,15 +198,10 @@ fn number(v: &str) -> Value {
         .map_or_else(|| v.into(), Value::Number)
 }
 
-fn put(m: &mut Map<String, Value>, key: &str, v: Option<&str>) {
-    if let Some(v) = v {
-        m.insert(key.into(), v.into());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn convert(items: Value) -> Value {
         let body = json!({"schema": "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4",

@@ -128,8 +128,8 @@ pub enum Param {
 }
 
 /// Classifies a decoded query parameter (`None`: not a campaign parameter, or empty).
-/// [`from_url`] applies it to every parameter; the SDK applies it to the parameters the
-/// browser's `URLSearchParams` decoded (the same form-urlencoded rules as [`decode`]).
+/// [`from_url`] applies it to every parameter of a URL it has scrubbed whole; the value
+/// is scrubbed again after its own decoding, as a second check.
 pub fn param(key: &str, value: &str) -> Option<Param> {
     let field = match key {
         "utm_source" => Some("source"),

@@ -595,21 +595,24 @@ fn base64_byte(b: u8) -> bool {
 /// Base64 and hex runs of `s` whose decoded text holds a raw value, written back in
 /// their own encoding with the digests inside. `/` is a base64 character, so a path's
 /// segments (`/p/KzMzIDYg…`) join into one run that decodes to nothing: when the runs
-/// read whole hold nothing, they are read again cut at every `/`. (A value holding both
-/// kinds is found over [`scrub_text`]'s repeated passes.)
+/// read whole hold nothing and one of them has a `/`-separated part long enough to be
+/// read, they are read again cut at every `/`. (A value holding both kinds is found
+/// over [`scrub_text`]'s repeated passes.)
 fn scrub_runs(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
-    runs(s, country, true).or_else(|| runs(s, country, false))
+    match runs(s, country, true) {
+        (Some(found), _) => Some(found),
+        (None, true) => runs(s, country, false).0,
+        (None, false) => None,
+    }
 }
 
-/// [`scrub_runs`] with `/` read as part of a run (`slash`) or as a boundary.
-fn runs(s: &str, country: Option<&str>, slash: bool) -> Option<(String, PiiKind)> {
+/// [`scrub_runs`] with `/` read as part of a run (`slash`) or as a boundary; and whether
+/// a run read as nothing has a `/`-separated part of a length that can be read.
+fn runs(s: &str, country: Option<&str>, slash: bool) -> (Option<(String, PiiKind)>, bool) {
     let b = s.as_bytes();
-    if !slash && !b.contains(&b'/') {
-        return None;
-    }
     let in_run = |c: u8| base64_byte(c) && (slash || c != b'/');
     let mut out = String::new();
-    let (mut at, mut i, mut kind) = (0, 0, None);
+    let (mut at, mut i, mut kind, mut parts) = (0, 0, None, false);
     while i < b.len() {
         if !in_run(b[i]) {
             i += 1;
@@ -627,12 +630,16 @@ fn runs(s: &str, country: Option<&str>, slash: bool) -> Option<(String, PiiKind)
             out.push_str(&clean);
             at = i + pad;
             kind.get_or_insert(k);
+        } else if slash && !parts && run.contains('/') {
+            parts = run.split('/').any(|p| p.len() >= MIN_BASE64_RUN);
         }
         i += pad;
     }
-    let kind = kind?;
+    let Some(kind) = kind else {
+        return (None, parts);
+    };
     out.push_str(s.get(at..).unwrap_or_default());
-    Some((out, kind))
+    (Some((out, kind)), parts)
 }
 
 /// A run decoded as hex or base64 and scrubbed (one level: what it decodes to is not
