@@ -595,7 +595,7 @@ fn recomputed(r: &Rig, p: &str) -> Vec<String> {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    #![proptest_config(common::cases(48))]
     /// Membership kept incrementally in the identity graph's profile activity equals
     /// membership recomputed from the whole stored history, whatever the events, their
     /// order, their batching and their retries.

@@ -124,7 +124,42 @@ fn encodings(v: &str) -> Vec<String> {
                 _ => c,
             })
             .collect(),
+        // Encodings inside encodings: base64 of base64, hex of base64, base64 written
+        // percent-encoded; and the UTF-16 bytes of the value in base64.
+        STANDARD.encode(STANDARD.encode(v)),
+        STANDARD
+            .encode(v)
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        STANDARD
+            .encode(v)
+            .bytes()
+            .map(|b| format!("%{b:02X}"))
+            .collect(),
+        STANDARD.encode(
+            v.encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect::<Vec<u8>>(),
+        ),
+        // Digits of another script (Arabic-Indic `٣`), and a bracketed trunk after the
+        // calling code (`+33 (0)6 …`).
+        v.chars()
+            .map(|c| {
+                c.to_digit(10)
+                    .map_or(c, |d| char::from_u32(0x660 + d).unwrap_or(c))
+            })
+            .collect(),
+        v.replacen(" 6 ", " (0)6 ", 1),
     ]
+}
+
+/// How many ways [`encodings`] writes a value.
+const ENCODINGS: usize = 20;
+
+#[test]
+fn every_encoding_is_drawn() {
+    assert_eq!(encodings("jo@x.io").len(), ENCODINGS);
 }
 
 /// Puts `value` in one of many places of a browser event.
@@ -179,7 +214,7 @@ fn plant(slot: usize, value: &str, key: &str) -> Value {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(common::cases(64))]
 
     /// Emails and phones planted anywhere, in any encoding: none is kept raw.
     #[test]
@@ -188,7 +223,7 @@ proptest! {
         domain in "[a-z]{5,9}",
         national in 200u32..999,
         slots in proptest::collection::vec(0usize..19, 1..6),
-        enc in 0usize..14,
+        enc in 0usize..ENCODINGS,
         key_kind in 0usize..2,
     ) {
         let email = format!("{local}@{domain}.io");
@@ -238,7 +273,7 @@ proptest! {
         domain in "[a-z]{5,9}",
         field in 0usize..24,
         kind in 0usize..5,
-        enc in 0usize..14,
+        enc in 0usize..ENCODINGS,
     ) {
         let email = format!("{local}@{domain}.io");
         let value = encodings(&email)[enc].clone();
@@ -278,7 +313,7 @@ proptest! {
         domain in "[a-z]{5,9}",
         field in 0usize..12,
         kind in 0usize..5,
-        enc in 0usize..14,
+        enc in 0usize..ENCODINGS,
         form in 0usize..3,
     ) {
         let email = format!("{local}@{domain}.io");
@@ -529,7 +564,7 @@ struct Req {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(common::cases(512))]
 
     /// Two senders carry the same event (same messageId and content) through claim ->
     /// store -> commit, interleaved in any order, each possibly killed after any step,

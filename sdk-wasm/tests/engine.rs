@@ -515,6 +515,11 @@ fn soft_login_hashes_with_the_shared_vectors_and_raw_pii_never_leaves() {
     }
     // A national number takes the configured country (DE).
     assert_eq!(e.soft_login("", "030 1234567", T0).phone_sha256, Some(sha256("+49301234567")));
+    // The same number with its trunk in brackets, or typed in Arabic-Indic or Persian
+    // digits, is the same person.
+    for typed in ["+49 (0)30 1234567", "+٤٩ ٣٠ ١٢٣٤٥٦٧", "۰۳۰ ۱۲۳۴۵۶۷"] {
+        assert_eq!(e.soft_login("", typed, T0).phone_sha256, Some(sha256("+49301234567")), "{typed}");
+    }
     assert_eq!(e.soft_login("test@test.com", "", T0).error.as_deref(), Some("email: blocked"));
     assert_eq!(e.soft_login("", "", T0).error.as_deref(), Some("nothing to hash"));
     // Google drops a gmail address's dots: its own digest, sent beside the standard one.

@@ -268,8 +268,27 @@ pub fn supported_countries() -> impl Iterator<Item = &'static str> {
     COUNTRIES.iter().map(|c| c.code)
 }
 
+/// The first code point of each run of ten decimal digits in another script than ASCII
+/// (Arabic-Indic `٣`, Persian `۳`, Devanagari `३`, Bengali, Thai, fullwidth `３`, …): a
+/// phone typed on those keyboards is the same number.
+const DIGIT_ZEROS: [u32; 23] = [
+    0x0660, 0x06F0, 0x07C0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66, 0x0CE6, 0x0D66,
+    0x0DE6, 0x0E50, 0x0ED0, 0x0F20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0xFF10,
+];
+
+/// The ASCII digit `c` stands for, in any script of [`DIGIT_ZEROS`].
+pub fn ascii_digit(c: char) -> Option<char> {
+    if c.is_ascii_digit() {
+        return Some(c);
+    }
+    let u = c as u32;
+    let zero = DIGIT_ZEROS.iter().find(|z| (**z..=**z + 9).contains(&u))?;
+    char::from_digit(u - zero, 10)
+}
+
 /// Normalizes a phone number to E.164 (`+` and 8 to 15 digits). Spaces, dashes, dots,
-/// slashes and parentheses are ignored. A number starting with `+` or the international
+/// slashes and parentheses are ignored, a bracketed trunk `(0)` is dropped, and digits
+/// of other scripts read as their ASCII digits. A number starting with `+` or the international
 /// prefix `00` (`011` from US/CA) is taken as international; otherwise the default
 /// country's trunk prefix (0, or 8 in RU/KZ, or 1 in US/CA) is dropped and its calling
 /// code added. A national number that already starts with the calling code (RU `7…`,
@@ -281,12 +300,20 @@ pub fn normalize_phone(raw: &str, default_country: &str) -> Result<String, Ident
     }
     let mut digits = String::with_capacity(s.len());
     let mut plus = false;
-    for (i, c) in s.chars().enumerate() {
-        match c {
-            '0'..='9' => digits.push(c),
-            '+' if i == 0 => plus = true,
-            ' ' | '-' | '.' | '(' | ')' | '/' | '\u{a0}' => {}
-            other => return Err(IdentifierError::InvalidPhoneCharacter(other)),
+    let mut skip = 0;
+    for (i, c) in s.char_indices() {
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
+        match (c, ascii_digit(c)) {
+            (_, Some(d)) => digits.push(d),
+            ('+' | '\u{FF0B}', _) if i == 0 => plus = true,
+            // `+33 (0)6 12 34 56 78`: the trunk 0 in brackets is dialled only from
+            // inside the country, never after the calling code.
+            ('(', _) if s.as_bytes().get(i + 1..i + 3) == Some(b"0)") => skip = 2,
+            (' ' | '-' | '.' | '(' | ')' | '/' | '\u{a0}', _) => {}
+            (other, _) => return Err(IdentifierError::InvalidPhoneCharacter(other)),
         }
     }
     let country = COUNTRIES

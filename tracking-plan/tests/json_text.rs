@@ -8,6 +8,16 @@ use serde_json::{json, Map, Value};
 use tracking_plan::json_text::{push_str, scrub, Malformed};
 use tracking_plan::pii::{scrub_value, FieldKind};
 
+/// `n` cases, or `PROPTEST_CASES` when it is set (`scripts/fuzz.sh`):
+/// `ProptestConfig::with_cases` alone overrides the variable.
+fn cases(n: u32) -> ProptestConfig {
+    let n = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n);
+    ProptestConfig::with_cases(n)
+}
+
 fn planted() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("ann@example.com".to_string()),
@@ -15,6 +25,10 @@ fn planted() -> impl Strategy<Value = String> {
         Just("jo%40x.io".to_string()),
         Just("https://s.example/?e=jo%2540x.io&x=1".to_string()),
         Just("+33 6 12 34 56 78".to_string()),
+        Just("+٣٣ (0)٦ ١٢ ٣٤ ٥٦ ٧٨".to_string()),
+        // base64 of base64, and base64 of UTF-16, of an address.
+        Just("WVc1dVFHVjRZVzF3YkdVdVkyOXQ=".to_string()),
+        Just("YQBuAG4AQABlAHgAYQBtAHAAbABlAC4AYwBvAG0A".to_string()),
         Just("(650) 555-0142".to_string()),
         Just("030.1234.567".to_string()),
         Just("order 2026-11-24 #12345".to_string()),
@@ -53,7 +67,7 @@ fn doc() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(cases(512))]
     #[test]
     fn the_text_scan_equals_the_collectors_walker(v in doc(), pretty in any::<bool>()) {
         let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) }.unwrap();

@@ -104,3 +104,13 @@ impl Rig {
         out
     }
 }
+
+/// A property test's configuration: `n` cases, or `PROPTEST_CASES` when it is set
+/// (`scripts/fuzz.sh`). `ProptestConfig::with_cases` alone overrides the variable.
+pub fn cases(n: u32) -> proptest::test_runner::Config {
+    let n = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n);
+    proptest::test_runner::Config::with_cases(n)
+}
