@@ -151,11 +151,14 @@ fn encodings(v: &str) -> Vec<String> {
             })
             .collect(),
         v.replacen(" 6 ", " (0)6 ", 1),
+        // Narrow no-break spaces between the groups, and the `00` international prefix.
+        v.replace(' ', "\u{202F}"),
+        v.replacen('+', "00", 1),
     ]
 }
 
 /// How many ways [`encodings`] writes a value.
-const ENCODINGS: usize = 20;
+const ENCODINGS: usize = 22;
 
 #[test]
 fn every_encoding_is_drawn() {

@@ -276,6 +276,16 @@ const DIGIT_ZEROS: [u32; 23] = [
     0x0DE6, 0x0E50, 0x0ED0, 0x0F20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0xFF10,
 ];
 
+/// The ASCII space or dash a typographic one between digit groups stands for: no-break,
+/// narrow no-break, thin and other fixed-width spaces; hyphens, dashes and the minus.
+pub fn phone_separator(c: char) -> Option<char> {
+    match c {
+        '\u{A0}' | '\u{2000}'..='\u{200A}' | '\u{202F}' | '\u{205F}' | '\u{3000}' => Some(' '),
+        '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE63}' => Some('-'),
+        _ => None,
+    }
+}
+
 /// The ASCII digit `c` stands for, in any script of [`DIGIT_ZEROS`].
 pub fn ascii_digit(c: char) -> Option<char> {
     if c.is_ascii_digit() {
@@ -312,7 +322,8 @@ pub fn normalize_phone(raw: &str, default_country: &str) -> Result<String, Ident
             // `+33 (0)6 12 34 56 78`: the trunk 0 in brackets is dialled only from
             // inside the country, never after the calling code.
             ('(', _) if s.as_bytes().get(i + 1..i + 3) == Some(b"0)") => skip = 2,
-            (' ' | '-' | '.' | '(' | ')' | '/' | '\u{a0}', _) => {}
+            (' ' | '-' | '.' | '(' | ')' | '/', _) => {}
+            (c, _) if phone_separator(c).is_some() => {}
             (other, _) => return Err(IdentifierError::InvalidPhoneCharacter(other)),
         }
     }

@@ -27,8 +27,8 @@
 
 pub use crate::identifiers::PiiKind;
 use crate::identifiers::{
-    ascii_digit, is_sha256_hex, looks_like_phone, normalize_email, normalize_phone, sha256_hex,
-    EmailVariant,
+    ascii_digit, is_sha256_hex, looks_like_phone, normalize_email, normalize_phone,
+    phone_separator, sha256_hex, EmailVariant,
 };
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -175,19 +175,38 @@ fn memchr_all(b: &[u8], needle: u8) -> impl Iterator<Item = usize> + '_ {
         .map(|(i, _)| i)
 }
 
-/// Every phone number in international form (`+` and 8 to 15 digits, grouped by spaces,
-/// dashes, dots or parentheses), in one pass: a run ends at the next `+`, and at the
-/// start of an email found there (`+33 6 12 34 56 78x@y.io` holds a number and an
-/// address; read as one run it had too many digits and the number was left in place).
-/// `out` holds the emails, in order, when this is called.
+/// Where a number in international form may start: a `+`, or at the start of a word
+/// the prefix `00` and a country code's first digit (`call 0033 6 12 34 56 78`); the
+/// digits after it, and whether they must be grouped to count.
+fn phone_anchor(b: &[u8], i: usize) -> Option<(usize, bool)> {
+    match b.get(i..i + 3)? {
+        [b'+', ..] => Some((i + 1, false)),
+        [b'0', b'0', b'1'..=b'9'] => {
+            let word_start =
+                i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b"+-.".contains(&b[i - 1]));
+            // Ungrouped, `00` and digits are as often an order or account number.
+            word_start.then_some((i + 2, true))
+        }
+        _ => None,
+    }
+}
+
+/// Every phone number in international form (`+` or `00`, then 8 to 15 digits, grouped
+/// by spaces, dashes, dots or parentheses), in one pass: a run ends at the next `+`, and
+/// at the start of an email found there (`+33 6 12 34 56 78x@y.io` holds a number and
+/// an address; read as one run it had too many digits and the number was left in
+/// place). `out` holds the emails, in order, when this is called.
 fn phone_hits(s: &str, out: &mut Vec<Hit>) {
     let b = s.as_bytes();
     let (emails, mut next) = (out.len(), 0);
     let mut from = 0;
-    for plus in memchr_all(b, b'+') {
+    for plus in 0..b.len() {
         if plus < from {
             continue;
         }
+        let Some((first, grouped)) = phone_anchor(b, plus) else {
+            continue;
+        };
         while next < emails && out[next].start <= plus {
             next += 1;
         }
@@ -196,21 +215,23 @@ fn phone_hits(s: &str, out: &mut Vec<Hit>) {
         } else {
             b.len()
         };
-        let mut end = plus + 1;
+        let mut end = first;
         while end < limit && phone_byte(b[end]) {
             end += 1;
         }
+        // Anchors inside a scanned run are not read again: linear.
         from = end;
-        end = before_digest(s, plus + 1, end);
-        while end > plus + 1 && b" -.(".contains(&b[end - 1]) {
+        end = before_digest(s, first, end);
+        while end > first && b" -.(".contains(&b[end - 1]) {
             end -= 1;
         }
-        let run = &b[plus + 1..end];
+        let run = &b[first..end];
         let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
         let starts_well = run
             .first()
             .is_some_and(|c| c.is_ascii_digit() || *c == b'(');
-        if starts_well && (8..=15).contains(&digits) {
+        let groups_well = !grouped || run.iter().any(|c| !c.is_ascii_digit());
+        if starts_well && groups_well && (8..=15).contains(&digits) {
             out.push(Hit {
                 start: plus,
                 end,
@@ -278,7 +299,8 @@ fn scrub_plain(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
         email_hits(s, &mut hits);
     }
     let emails = hits.len();
-    if s.as_bytes().contains(&b'+') {
+    let b = s.as_bytes();
+    if b.contains(&b'+') || (1..b.len()).any(|i| b[i] == b'0' && b[i - 1] == b'0') {
         phone_hits(s, &mut hits);
     }
     if hits.is_empty() {
@@ -466,17 +488,19 @@ fn scrub_folded(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
 }
 
 /// Characters that start something `fold` rewrites: a reference or escape, a fullwidth
-/// or small form, or a digit of another script.
+/// or small form, a digit of another script, or a space or dash that groups digits.
 fn foldable(c: char) -> bool {
     matches!(
         c,
         '&' | '\\' | '\u{FF01}'..='\u{FF5E}' | '\u{FE6B}' | '\u{3002}' | '\u{FF61}'
-    ) || (c > '\u{FF}' && ascii_digit(c).is_some())
+    ) || (c > '\u{7F}' && (ascii_digit(c).is_some() || phone_separator(c).is_some()))
 }
 
 /// A character reference, escape or compatibility form that may stand for `@`, `.`,
-/// `+` or a digit, as text: `&#64;`, `&#x40;`, `&commat;`, `\u0040`, `\x40`, `＠`; and
-/// the digits of other scripts (`+٣٣ ٦…`) as ASCII digits.
+/// `+` or a digit, as text: `&#64;`, `&#x40;`, `&commat;`, `\u0040`, `\x40`, `＠`; the
+/// digits of other scripts (`+٣٣ ٦…`) as ASCII digits; and the spaces and dashes
+/// typography puts between digit groups (`+33\u{202F}6\u{202F}12…`, `650–555–0142`) as
+/// ASCII ones.
 fn fold(s: &str) -> Option<String> {
     // Checked before anything is copied: most text (any script) has none of them.
     if !s.chars().any(foldable) {
@@ -496,7 +520,7 @@ fn fold(s: &str) -> Option<String> {
             '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
             '\u{FE6B}' => '@',
             '\u{3002}' | '\u{FF61}' => '.',
-            _ => ascii_digit(c).unwrap_or(c),
+            _ => ascii_digit(c).or_else(|| phone_separator(c)).unwrap_or(c),
         };
         changed |= folded != c;
         out.push(folded);
@@ -1310,6 +1334,31 @@ mod tests {
             .unwrap()
             .contains(&h));
         assert!(scrub("?tel=%2B33+6+12+34+56+78").unwrap().contains(&h));
+        // Typographic spaces and dashes between the groups, and the `00` prefix.
+        assert_eq!(
+            scrub("+33\u{202F}6\u{202F}12\u{202F}34\u{202F}56\u{202F}78").unwrap(),
+            h
+        );
+        assert_eq!(
+            scrub("+33\u{A0}6\u{A0}12\u{A0}34\u{A0}56\u{A0}78").unwrap(),
+            h
+        );
+        assert!(scrub("appelez le 0033 6 12 34 56 78 svp")
+            .unwrap()
+            .contains(&h));
+        assert_eq!(
+            scrub("+1 650\u{2013}555\u{2212}0142").unwrap(),
+            sha256_hex("+16505550142")
+        );
+        for ordinary in [
+            "order 0012345678",
+            "ref 00123456789",
+            "100.00 EUR",
+            "at 00:00:00",
+            "v1.0012 3456 7890",
+        ] {
+            assert_eq!(scrub(ordinary), None, "{ordinary}");
+        }
         assert_eq!(scrub("order 12345678"), None);
         assert_eq!(scrub("2026-11-23"), None);
         assert_eq!(scrub("50% off, 20+ items"), None);
