@@ -5,7 +5,7 @@
 //! the spec shares almost every field between them. Fields that Sightline does not model
 //! are kept in `extra` and written back unchanged, so nothing a peer SDK sends is lost.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 /// The six Segment message types.
@@ -51,73 +51,93 @@ impl MessageType {
 /// reported as such instead of failing the whole batch; [`Message::check_shape`] says
 /// whether the required fields for its type are there. Deserialized by hand (below):
 /// serde's derive with a `flatten` field buffers the whole message into an
-/// intermediate tree and reads it a second time.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// intermediate tree and reads it a second time. Serialized by hand too, so that a
+/// context can be written in from elsewhere ([`Message::serialize_with_context`]).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Message {
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<MessageType>,
-    #[serde(
-        default,
-        deserialize_with = "id",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub message_id: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "id",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub anonymous_id: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "id",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub user_id: Option<String>,
     /// Client time of the event (ISO 8601).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_timestamp: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<String>,
     /// track: the event name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
     /// page / screen: the page name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// page: the page category.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
     /// alias: the id being aliased.
-    #[serde(
-        default,
-        deserialize_with = "id",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub previous_id: Option<String>,
     /// group: the group id.
-    #[serde(
-        default,
-        deserialize_with = "id",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub group_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traits: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrations: Option<Value>,
     /// Every field not modelled above, kept as it came.
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl Serialize for Message {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize_with_context(self.context.as_ref(), s)
+    }
+}
+
+impl Message {
+    /// Writes the message with `context` in place of its own: the collector writes the
+    /// JSON of a context it read once into each event of a request that carries it. The
+    /// fields go in their declared order, absent ones left out, then `extra` (as serde's
+    /// derive with a `flatten` field wrote them: stored fingerprints depend on it).
+    pub fn serialize_with_context<C, S>(&self, context: Option<&C>, s: S) -> Result<S::Ok, S::Error>
+    where
+        C: Serialize + ?Sized,
+        S: Serializer,
+    {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        if let Some(kind) = &self.kind {
+            map.serialize_entry("type", kind)?;
+        }
+        let texts = [
+            ("messageId", &self.message_id),
+            ("anonymousId", &self.anonymous_id),
+            ("userId", &self.user_id),
+            ("timestamp", &self.timestamp),
+            ("originalTimestamp", &self.original_timestamp),
+            ("sentAt", &self.sent_at),
+            ("receivedAt", &self.received_at),
+            ("event", &self.event),
+            ("name", &self.name),
+            ("category", &self.category),
+            ("previousId", &self.previous_id),
+            ("groupId", &self.group_id),
+        ];
+        for (key, value) in texts {
+            if let Some(v) = value {
+                map.serialize_entry(key, v)?;
+            }
+        }
+        for (key, value) in [("properties", &self.properties), ("traits", &self.traits)] {
+            if let Some(v) = value {
+                map.serialize_entry(key, v)?;
+            }
+        }
+        if let Some(c) = context {
+            map.serialize_entry("context", c)?;
+        }
+        if let Some(v) = &self.integrations {
+            map.serialize_entry("integrations", v)?;
+        }
+        for (key, value) in &self.extra {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
 }
 
 impl<'de> Deserialize<'de> for Message {
@@ -125,11 +145,39 @@ impl<'de> Deserialize<'de> for Message {
     /// `extra`, in one pass (the derive with `flatten` made the pipeline parse each
     /// message twice). A modelled field given twice is an error, as with the derive.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(MessageVisitor)
+        Ok(d.deserialize_map(MessageVisitor(AsValue))?.0)
     }
 }
 
-struct MessageVisitor;
+impl Message {
+    /// Reads a message with `context` read by `r`, which is handed back: the collector
+    /// keeps a context's raw text unread, to reuse one reading of it for the events of a
+    /// request that carry the same one.
+    pub fn deserialize_with<'de, D, R>(d: D, r: R) -> Result<(Message, R), D::Error>
+    where
+        D: Deserializer<'de>,
+        R: ReadContext<'de>,
+    {
+        d.deserialize_map(MessageVisitor(r))
+    }
+}
+
+/// How a message's `context` is read: into the message (`Some`), or by the reader
+/// itself (`None` is kept in the message).
+pub trait ReadContext<'de> {
+    fn read<A: serde::de::MapAccess<'de>>(&mut self, a: &mut A) -> Result<Option<Value>, A::Error>;
+}
+
+/// `context` read into the message, as any other field.
+struct AsValue;
+
+impl<'de> ReadContext<'de> for AsValue {
+    fn read<A: serde::de::MapAccess<'de>>(&mut self, a: &mut A) -> Result<Option<Value>, A::Error> {
+        a.next_value()
+    }
+}
+
+struct MessageVisitor<R>(R);
 
 /// An id field: a string, or a number or boolean written as one.
 struct Id(Option<String>);
@@ -161,14 +209,17 @@ const FIELDS: [&str; 17] = [
     "integrations",
 ];
 
-impl<'de> serde::de::Visitor<'de> for MessageVisitor {
-    type Value = Message;
+impl<'de, R: ReadContext<'de>> serde::de::Visitor<'de> for MessageVisitor<R> {
+    type Value = (Message, R);
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a message object")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Message, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        mut self,
+        mut a: A,
+    ) -> Result<(Message, R), A::Error> {
         let mut m = Message::default();
         let mut seen = 0u32;
         while let Some(key) = a.next_key::<std::borrow::Cow<'de, str>>()? {
@@ -198,11 +249,11 @@ impl<'de> serde::de::Visitor<'de> for MessageVisitor {
                 12 => m.group_id = a.next_value::<Id>()?.0,
                 13 => m.properties = a.next_value()?,
                 14 => m.traits = a.next_value()?,
-                15 => m.context = a.next_value()?,
+                15 => m.context = self.0.read(&mut a)?,
                 _ => m.integrations = a.next_value()?,
             }
         }
-        Ok(m)
+        Ok((m, self.0))
     }
 }
 
@@ -317,43 +368,64 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// The derive the hand-written `Deserialize` replaced, as the reference it must match.
-    #[derive(Debug, PartialEq, Deserialize)]
+    /// The derives the hand-written `Deserialize` and `Serialize` replaced, as the
+    /// reference they must match.
+    #[derive(Debug, PartialEq, Deserialize, Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Derived {
-        #[serde(rename = "type", default)]
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
         kind: Option<MessageType>,
-        #[serde(default, deserialize_with = "id")]
+        #[serde(
+            default,
+            deserialize_with = "id",
+            skip_serializing_if = "Option::is_none"
+        )]
         message_id: Option<String>,
-        #[serde(default, deserialize_with = "id")]
+        #[serde(
+            default,
+            deserialize_with = "id",
+            skip_serializing_if = "Option::is_none"
+        )]
         anonymous_id: Option<String>,
-        #[serde(default, deserialize_with = "id")]
+        #[serde(
+            default,
+            deserialize_with = "id",
+            skip_serializing_if = "Option::is_none"
+        )]
         user_id: Option<String>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         timestamp: Option<String>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         original_timestamp: Option<String>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         sent_at: Option<String>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         received_at: Option<String>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         event: Option<String>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         category: Option<String>,
-        #[serde(default, deserialize_with = "id")]
+        #[serde(
+            default,
+            deserialize_with = "id",
+            skip_serializing_if = "Option::is_none"
+        )]
         previous_id: Option<String>,
-        #[serde(default, deserialize_with = "id")]
+        #[serde(
+            default,
+            deserialize_with = "id",
+            skip_serializing_if = "Option::is_none"
+        )]
         group_id: Option<String>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         properties: Option<Value>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         traits: Option<Value>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         context: Option<Value>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         integrations: Option<Value>,
         #[serde(flatten)]
         extra: Map<String, Value>,
@@ -404,6 +476,19 @@ mod tests {
             let ours = serde_json::from_str::<Message>(c).ok();
             let derived = serde_json::from_str::<Derived>(c).ok().map(Message::from);
             assert_eq!(ours, derived, "{c}");
+            // Written back, byte for byte as the derive wrote it (fingerprints hash it).
+            if let (Some(m), Ok(d)) = (&ours, serde_json::from_str::<Derived>(c)) {
+                let want = serde_json::to_string(&d).unwrap();
+                assert_eq!(serde_json::to_string(m).unwrap(), want, "{c}");
+                let other = json!({"page": {"url": "u"}, "ip": "1.2.3.0"});
+                let mut swapped = m.clone();
+                swapped.context = Some(other.clone());
+                let raw = serde_json::value::to_raw_value(&other).unwrap();
+                let mut out = Vec::new();
+                m.serialize_with_context(Some(&*raw), &mut serde_json::Serializer::new(&mut out))
+                    .unwrap();
+                assert_eq!(out, serde_json::to_vec(&swapped).unwrap(), "{c}");
+            }
         }
     }
 

@@ -1174,6 +1174,25 @@ mod walk {
 
     /// [`scrub_message`] with a request's [`Scrubber`].
     pub fn scrub_message_with(m: &mut Message, sc: &mut Scrubber<'_>) -> Vec<Finding> {
+        scrub_message_in(m, sc, None)
+    }
+
+    /// [`scrub_message_with`] for a message whose `context` is scrubbed already (a copy
+    /// of one scrubbed for another event of the request): `context` is left as it is and
+    /// the findings made in it are given, to be reported in their place.
+    pub fn scrub_message_known_context(
+        m: &mut Message,
+        sc: &mut Scrubber<'_>,
+        context: &[Finding],
+    ) -> Vec<Finding> {
+        scrub_message_in(m, sc, Some(context))
+    }
+
+    fn scrub_message_in(
+        m: &mut Message,
+        sc: &mut Scrubber<'_>,
+        known_context: Option<&[Finding]>,
+    ) -> Vec<Finding> {
         let country = sc.country();
         let mut out = Vec::new();
         for (field, path) in [
@@ -1204,8 +1223,10 @@ mod walk {
             (&mut m.context, "$.context"),
             (&mut m.integrations, "$.integrations"),
         ] {
-            if let Some(v) = section {
-                scrub_value_with(v, root, FieldKind::Other, sc, &mut out);
+            match (known_context, section) {
+                (Some(found), _) if root == "$.context" => out.extend_from_slice(found),
+                (_, Some(v)) => scrub_value_with(v, root, FieldKind::Other, sc, &mut out),
+                (_, None) => {}
             }
         }
         let mut path = String::from("$");

@@ -23,15 +23,8 @@ pub fn corrected_timestamp(original: Option<&str>, sent_at: Option<&str>, now_ms
     }
 }
 
-/// Stamps times and edge facts; returns the parsed agent and the event time (ms).
-pub fn stamp(
-    m: &mut Message,
-    batch_sent_at: Option<&str>,
-    edge: &EdgeInfo<'_>,
-    memo: &mut super::Memo<'_>,
-    now_ms: i64,
-    received_at: &str,
-) -> (Agent, i64) {
+/// Stamps the event's times; returns its time (ms).
+pub fn stamp(m: &mut Message, batch_sent_at: Option<&str>, now_ms: i64, received_at: &str) -> i64 {
     let sent_at = m
         .sent_at
         .clone()
@@ -42,29 +35,46 @@ pub fn stamp(
     m.sent_at = sent_at;
     m.timestamp = Some(format_rfc3339(ts));
     m.received_at = Some(received_at.to_string());
-    let agent = enrich::enrich(&mut m.context, edge, &mut memo.parsed);
+    ts
+}
+
+/// Adds what the edge knows to a (scrubbed) context and applies the consent decision to
+/// it; returns the parsed agent. A function of the context and the request alone: done
+/// once for all the events of a request that carry the same context.
+pub fn context(
+    context: &mut Option<Value>,
+    edge: &EdgeInfo<'_>,
+    memo: &mut super::Memo<'_>,
+    decision: &Decision,
+) -> Agent {
+    let agent = enrich::enrich(context, edge, &mut memo.parsed);
     // The edge's user agent is input too.
-    if let Some(Value::Object(ctx)) = &mut m.context {
+    if let Some(Value::Object(ctx)) = context {
         if let Some(Value::String(ua)) = ctx.get_mut("userAgent") {
             if let Some((clean, _)) = memo.scrub.text(ua) {
                 *ua = clean;
             }
         }
     }
-    (agent, ts)
+    if let Some(ctx) = context {
+        context_consent(ctx, decision);
+    }
+    agent
 }
 
-/// Applies the decision to the enriched event and records it in `context.consent`.
-pub fn apply_consent(m: &mut Message, decision: &Decision) {
-    if !decision.marketing {
-        if let Some(ctx) = &mut m.context {
-            strip_ad_ids(ctx);
-        }
-        if let Some(props) = &mut m.properties {
-            strip_ad_ids(props);
-        }
+/// What consent allows of an event's properties: without marketing consent, no ad ids.
+pub fn apply_consent(properties: &mut Option<Value>, decision: &Decision) {
+    if let (false, Some(props)) = (decision.marketing, properties) {
+        strip_ad_ids(props);
     }
-    let Some(Value::Object(ctx)) = &mut m.context else {
+}
+
+/// Applies the decision to an enriched context and records it in `context.consent`.
+fn context_consent(ctx: &mut Value, decision: &Decision) {
+    if !decision.marketing {
+        strip_ad_ids(ctx);
+    }
+    let Value::Object(ctx) = ctx else {
         return;
     };
     let c = ctx

@@ -177,18 +177,29 @@ fn hex16(digest: &[u8]) -> String {
 /// wasm). Written `x` and 32 hex digits; the 32-digit SHA-256 fingerprints stored before
 /// are told apart by [`same_content`].
 pub fn fingerprint(m: &mut Message) -> String {
-    fingerprint_with(m, &mut Vec::new())
+    let context = m.context.take();
+    let json = context
+        .as_ref()
+        .and_then(|c| serde_json::value::to_raw_value(c).ok());
+    let fp = fingerprint_with(m, json.as_deref(), &mut Vec::new());
+    m.context = context;
+    fp
 }
 
-/// [`fingerprint`], writing the JSON into `scratch` (a request's reused buffer) and
-/// hashing it in one call: fed token by token, the hasher's per-call cost was most of
-/// the fingerprint's instructions (callgrind).
-pub fn fingerprint_with(m: &mut Message, scratch: &mut Vec<u8>) -> String {
+/// [`fingerprint`] of a message with `context` written in place of its own (the JSON
+/// of its scrubbed context, written once per request), writing the JSON into `scratch`
+/// (a request's reused buffer) and hashing it in one call: fed token by token, the
+/// hasher's per-call cost was most of the fingerprint's instructions (callgrind).
+pub fn fingerprint_with(
+    m: &mut Message,
+    context: Option<&RawValue>,
+    scratch: &mut Vec<u8>,
+) -> String {
     let sent_at = m.sent_at.take();
     let received_at = m.received_at.take();
     let metadata = m.extra.remove("_metadata");
     scratch.clear();
-    let _ = serde_json::to_writer(&mut *scratch, &*m);
+    let _ = m.serialize_with_context(context, &mut serde_json::Serializer::new(&mut *scratch));
     m.sent_at = sent_at;
     m.received_at = received_at;
     if let Some(v) = metadata {
@@ -297,20 +308,117 @@ fn merge_context(ctx: &mut Value, batch_ctx: Option<&Map<String, Value>>) {
     }
 }
 
+/// The contexts of a request's events by their JSON text: each one read, merged with the
+/// batch's and scrubbed once for every event that carries the same text (a browser
+/// batch repeats its page, user agent and consent in every event). The gate, the walker
+/// and the checks see what they saw when each event's context was read on its own.
+#[derive(Default)]
+pub struct Contexts<'b> {
+    known: HashMap<&'b str, Known>,
+}
+
+/// One context as the first event that carried it left it.
+struct Known {
+    /// Merged with the batch's: what the consent gate reads.
+    merged: Option<Value>,
+    /// `None` until an event with it passes the gate.
+    scrubbed: Option<Scrubbed>,
+}
+
+/// A context scrubbed, and what became of it further on. The events that carry it hold
+/// no context of their own until they are enriched: the checks between do not read it.
+struct Scrubbed {
+    /// For a quarantined event.
+    context: Option<Value>,
+    /// What the walker found in it (paths under `$.context`).
+    findings: Vec<pii::Finding>,
+    /// Its JSON, as the fingerprint writes it.
+    json: Option<Box<RawValue>>,
+    /// Enriched, with what consent allows applied, and the user agent read in it: once
+    /// an event carrying it got that far.
+    enriched: Option<(Option<Value>, crate::enrich::Agent)>,
+}
+
+impl Scrubbed {
+    fn new(context: Option<Value>, findings: &[pii::Finding]) -> Self {
+        let in_context = findings.iter().filter(|f| pii::in_context(&f.path));
+        Scrubbed {
+            json: context
+                .as_ref()
+                .and_then(|c| serde_json::value::to_raw_value(c).ok()),
+            context,
+            findings: in_context.cloned().collect(),
+            enriched: None,
+        }
+    }
+}
+
+impl<'b> Contexts<'b> {
+    /// The context whose text is `raw` (`None`: the message has none), read and merged
+    /// the first time; `None` when it cannot be read.
+    fn get(&mut self, raw: Option<&'b str>, sh: &Shared<'_>) -> Option<&mut Known> {
+        // No JSON text is empty, so "" stands for a message without a context.
+        let key = raw.unwrap_or_default();
+        if !self.known.contains_key(key) {
+            let own = match raw {
+                Some(text) => serde_json::from_str::<Option<Value>>(text).ok()?,
+                None => None,
+            };
+            let merged = match sh.batch.context.as_ref() {
+                Some(batch) => {
+                    let mut ctx = own.unwrap_or(Value::Null);
+                    merge_context(&mut ctx, Some(batch));
+                    Some(ctx)
+                }
+                None => own,
+            };
+            let known = Known {
+                merged,
+                scrubbed: None,
+            };
+            self.known.insert(key, known);
+        }
+        self.known.get_mut(key)
+    }
+}
+
+/// A message read with its `context` left as raw JSON text.
+struct RawContext<'b>(Option<&'b RawValue>);
+
+impl<'b> tracking_plan::message::ReadContext<'b> for RawContext<'b> {
+    fn read<A: serde::de::MapAccess<'b>>(&mut self, a: &mut A) -> Result<Option<Value>, A::Error> {
+        self.0 = Some(a.next_value()?);
+        Ok(None)
+    }
+}
+
+/// The message in `text`, and its context's raw JSON text.
+fn read_message(text: &str) -> Option<(Message, Option<&str>)> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let (m, RawContext(ctx)) = Message::deserialize_with(&mut de, RawContext(None)).ok()?;
+    de.end().ok()?;
+    Some((m, ctx.map(RawValue::get)))
+}
+
 /// Takes one message through the consent gate, PII, shape, plan and enrichment. A valid
-/// message is parsed once, straight into the model; anything else is read as JSON.
-pub fn prepare(
-    raw: &RawValue,
+/// message is parsed once, straight into the model (its context once per request);
+/// anything else is read as JSON.
+pub fn prepare<'b>(
+    raw: &'b RawValue,
     sh: &Shared<'_>,
     memo: &mut Memo<'_>,
+    contexts: &mut Contexts<'b>,
     consent_log: &mut Vec<ConsentRecord>,
 ) -> Prepared {
     let text = raw.get();
     let parsed = (text.len() <= MAX_MESSAGE_BYTES)
-        .then(|| serde_json::from_str::<Message>(text).ok())
+        .then(|| read_message(text))
         .flatten();
-    match parsed {
-        Some(m) => prepare_message(m, text, sh, memo, consent_log),
+    let Some((m, ctx)) = parsed else {
+        return prepare_other(text, sh, consent_log);
+    };
+    match contexts.get(ctx, sh) {
+        Some(known) => prepare_message(m, known, text, sh, memo, consent_log),
         None => prepare_other(text, sh, consent_log),
     }
 }
@@ -340,6 +448,7 @@ fn refused(message_id: Option<&str>, country: Option<&str>) -> Prepared {
 
 fn prepare_message(
     mut m: Message,
+    known: &mut Known,
     text: &str,
     sh: &Shared<'_>,
     memo: &mut Memo<'_>,
@@ -349,11 +458,9 @@ fn prepare_message(
     if let Some(t) = sh.forced_type {
         m.kind = Some(t);
     }
-    if sh.batch.context.is_some() {
-        let ctx = m.context.get_or_insert(Value::Null);
-        merge_context(ctx, sh.batch.context.as_ref());
-    }
-    let gate = consent_gate::gate(&at_gate(consent_gate::View::of_message(&m), sh, text));
+    let mut view = consent_gate::View::of_message(&m);
+    view.context = known.merged.as_ref();
+    let gate = consent_gate::gate(&at_gate(view, sh, text));
     consent_log.extend(gate.record);
     if !gate.decision.store() {
         return refused(m.message_id.as_deref(), country);
@@ -361,8 +468,19 @@ fn prepare_message(
     // The write key authenticates the request; it is not event data (analytics-next
     // repeats it in every message), so it is not stored with the event.
     m.extra.remove("writeKey");
-    let findings = pii::scrub(&mut m, &mut memo.scrub);
-    checked(m, &findings, sh, memo, gate.decision, text.len())
+    let findings = match &known.scrubbed {
+        Some(sc) => pii::scrub(&mut m, &mut memo.scrub, Some(&sc.findings)),
+        None => {
+            m.context = known.merged.clone();
+            let findings = pii::scrub(&mut m, &mut memo.scrub, None);
+            known.scrubbed = Some(Scrubbed::new(m.context.take(), &findings));
+            findings
+        }
+    };
+    match &mut known.scrubbed {
+        Some(sc) => checked(m, &findings, sh, memo, gate.decision, text.len(), sc),
+        None => unreachable!("scrubbed just above"),
+    }
 }
 
 /// JSON that is too large or not a valid message: gated, then quarantined scrubbed.
@@ -398,7 +516,7 @@ fn prepare_other(text: &str, sh: &Shared<'_>, consent_log: &mut Vec<ConsentRecor
     quarantine_value(sh, v, reason)
 }
 
-/// Shape, plan and enrichment of a scrubbed message.
+/// Shape, plan and enrichment of a scrubbed message whose context is `sc`.
 fn checked(
     mut m: Message,
     findings: &[pii::Finding],
@@ -406,26 +524,32 @@ fn checked(
     memo: &mut Memo<'_>,
     decision: Decision,
     size: usize,
+    sc: &mut Scrubbed,
 ) -> Prepared {
     let kind = match shape::shape(&m) {
         Ok(k) => k,
-        Err(reason) => return quarantine_message(sh, &m, vec![reason]),
+        Err(reason) => return quarantine_scrubbed(sh, m, sc, vec![reason]),
     };
-    let fp = fingerprint_with(&mut m, &mut memo.scratch);
+    let fp = fingerprint_with(&mut m, sc.json.as_deref(), &mut memo.scratch);
     let judged = shape::judge(&m, sh.source, findings, size);
     if !judged.reasons.is_empty() {
-        return quarantine_message(sh, &m, judged.reasons);
+        return quarantine_scrubbed(sh, m, sc, judged.reasons);
     }
     let batch_sent_at = sh.batch.sent_at.as_ref().and_then(Value::as_str);
-    let (agent, ts) = enrich::stamp(
-        &mut m,
-        batch_sent_at,
-        &sh.req.edge,
-        memo,
-        sh.req.now_ms,
-        sh.received_at,
-    );
-    enrich::apply_consent(&mut m, &decision);
+    let ts = enrich::stamp(&mut m, batch_sent_at, sh.req.now_ms, sh.received_at);
+    let agent = match &sc.enriched {
+        Some((context, agent)) => {
+            m.context = context.clone();
+            agent.clone()
+        }
+        None => {
+            m.context = sc.context.clone();
+            let agent = enrich::context(&mut m.context, &sh.req.edge, memo, &decision);
+            sc.enriched = Some((m.context.clone(), agent.clone()));
+            agent
+        }
+    };
+    enrich::apply_consent(&mut m.properties, &decision);
     let version = sh.source.compiled.as_ref().map(|p| p.version.clone());
     enrich::note_violations(&mut m, version.as_deref(), judged.violations);
     let cookie = sh.req.edge.cookie_id.filter(|c| valid_cookie_id(c));
@@ -485,6 +609,17 @@ fn kept_activity(
 
 fn edge_json(sh: &Shared<'_>) -> String {
     serde_json::json!({"gpc": sh.req.edge.gpc, "country": sh.req.edge.country}).to_string()
+}
+
+/// Quarantines a scrubbed message whose context is `sc`.
+fn quarantine_scrubbed(
+    sh: &Shared<'_>,
+    mut m: Message,
+    sc: &Scrubbed,
+    reasons: Vec<Reason>,
+) -> Prepared {
+    m.context = sc.context.clone();
+    quarantine_message(sh, &m, reasons)
 }
 
 /// Quarantines a scrubbed message.
@@ -622,8 +757,9 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     };
     let mut run = store::Run::new(messages.len());
     let mut memo = Memo::new(req.edge.country);
+    let mut contexts = Contexts::default();
     for (i, raw) in messages.iter().enumerate() {
-        let p = prepare(raw, &shared, &mut memo, &mut run.consent_log);
+        let p = prepare(raw, &shared, &mut memo, &mut contexts, &mut run.consent_log);
         run.sort(i, p);
     }
     // Idempotent writes first: a crash after them loses nothing, a retry repeats them.
@@ -697,6 +833,15 @@ mod tests {
         assert!(fp.starts_with('x') && fp[1..].bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(fp, fingerprint(&mut message(retry)));
         assert_ne!(fp, fingerprint(&mut message(other)));
+        // The fingerprints stored by earlier versions of the collector stay valid: the
+        // same message, the same bytes hashed (the hand-written serialization and the
+        // context written in from its own JSON keep the derive's output).
+        assert_eq!(fp, "x79529c8fd9cb65474a92fdd15952bdb7");
+        let with_context = r#"{"type":"page","messageId":"m2","anonymousId":"a","context":{"page":{"url":"https://s.example/p"},"ip":"1.2.3.0"},"integrations":{"All":true},"zz":[1]}"#;
+        assert_eq!(
+            fingerprint(&mut message(with_context)),
+            "xe5ced7cb3fd0fa2b7ec118c69089a329"
+        );
         // The message is left as it was.
         let mut m = message(retry);
         fingerprint(&mut m);

@@ -4,16 +4,24 @@
 
 use serde_json::{Map, Value};
 pub use tracking_plan::pii::{scrub_message, Finding, Scrubber};
-use tracking_plan::pii::{scrub_message_with, scrub_value, FieldKind};
+use tracking_plan::pii::{scrub_message_known_context, scrub_message_with, scrub_value, FieldKind};
 use tracking_plan::Message;
 
 /// Scrubs a message in place with the request's scrubber; the findings say where raw
 /// values were. When a page URL held one, the path and query beside it are taken again
 /// from the clean URL: split from the URL before (a browser's `location.search` of
 /// `?e=jo&#64;x.io` is `?e=jo&`), they may hold part of an address that no longer reads
-/// as one.
-pub fn scrub(m: &mut Message, sc: &mut Scrubber<'_>) -> Vec<Finding> {
-    let findings = scrub_message_with(m, sc);
+/// as one. `known_context`: the message's context is a copy of one scrubbed already, and
+/// these are the findings made in it.
+pub fn scrub(
+    m: &mut Message,
+    sc: &mut Scrubber<'_>,
+    known_context: Option<&[Finding]>,
+) -> Vec<Finding> {
+    let findings = match known_context {
+        Some(found) => scrub_message_known_context(m, sc, found),
+        None => scrub_message_with(m, sc),
+    };
     let held = |at: &str| findings.iter().any(|f| f.path == at);
     if held("$.context.page.url") {
         if let Some(Value::Object(c)) = &mut m.context {
@@ -28,6 +36,12 @@ pub fn scrub(m: &mut Message, sc: &mut Scrubber<'_>) -> Vec<Finding> {
         }
     }
     findings
+}
+
+/// Whether a finding's path is in the message's `context`.
+pub fn in_context(path: &str) -> bool {
+    path.strip_prefix("$.context")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 /// Sets the `path` and `search` an object has from its (clean) `url`.
