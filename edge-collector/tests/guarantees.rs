@@ -706,3 +706,111 @@ fn replay_keeps_the_edge_signals_and_only_clears_what_left_the_quarantine() {
     };
     assert_eq!(plain.done(&report), vec![1]);
 }
+
+/// One event of a batch whose events may share their context's text.
+fn shared_context_event(i: usize, variant: usize, ctx: &Value) -> Value {
+    let id = format!("sc-{i}");
+    let mut e = match variant % 6 {
+        // Accepted, on plan.
+        0 => json!({"type": "track", "event": "Product Added",
+                    "properties": {"product_id": "ETH-GUJI", "price": 14.5, "currency": "EUR"}}),
+        // Off plan: kept with its violations noted in its context.
+        1 => {
+            json!({"type": "track", "event": "Product Added", "properties": {"product_id": "bad", "price": -1}})
+        }
+        // Unplanned (flagged), with raw PII in its properties.
+        2 => {
+            json!({"type": "track", "event": "Wished", "properties": {"note": "mail jo.doe@example.org", "gclid": "g1"}})
+        }
+        // Quarantined: no type.
+        3 => json!({"event": "E"}),
+        // An identify call with hashed traits.
+        4 => json!({"type": "identify", "traits": {"email": "Ann@Example.com", "plan": "pro"}}),
+        _ => {
+            json!({"type": "page", "name": "Home", "properties": {"url": "https://shop.example/?e=jo%40x.io"}})
+        }
+    };
+    e["messageId"] = json!(id);
+    e["anonymousId"] = json!("anon-sc");
+    e["timestamp"] = json!("2026-11-23T22:19:04.000Z");
+    if !ctx.is_null() {
+        e["context"] = ctx.clone();
+    }
+    e
+}
+
+/// What was kept of each event, with the profile ids (random) left out.
+fn kept_by_id(rig: &common::Rig) -> Vec<String> {
+    let without_profile = |payload: &str| {
+        let mut v: Value = serde_json::from_str(payload).unwrap();
+        v["context"].as_object_mut().map(|c| c.remove("profileId"));
+        v.to_string()
+    };
+    let mut out: Vec<String> = rig
+        .store
+        .events
+        .borrow()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e.message_id,
+                e.fingerprint,
+                without_profile(&e.payload)
+            )
+        })
+        .chain(
+            rig.store
+                .quarantined
+                .borrow()
+                .iter()
+                .map(|q| format!("{:?} {} {}", q.message_id, q.reasons, q.payload)),
+        )
+        .collect();
+    out.sort();
+    out
+}
+
+proptest! {
+    #![proptest_config(common::cases(64))]
+
+    /// The events of a batch are read with one reading of each context text they share
+    /// (read, scrubbed, enriched once): each is judged and kept exactly as it is when
+    /// sent alone, whatever it is (accepted, off plan, quarantined, refused) and in
+    /// whatever order the contexts come.
+    #[test]
+    fn events_sharing_a_context_are_kept_as_each_alone(
+        events in proptest::collection::vec((0usize..6, 0usize..4), 1..9),
+        batch_context in any::<bool>(),
+    ) {
+        let contexts = [
+            json!({"consent": granted(), "page": {"url": "https://shop.example/p?utm_source=News&e=jo%40x.io",
+                   "path": "/p", "search": "?utm_source=News&e=jo%40x.io"}, "traits": {"phone": "+33 6 12 34 56 78"},
+                   "fbp": "fb.1.1.1", "ip": "203.0.113.9"}),
+            json!({"consent": {"categoryPreferences": {"analytics": true}}, "page": {"url": "https://shop.example/"},
+                   "userAgent": "Mozilla/5.0 bot@example.org"}),
+            json!({"page": {"url": "https://shop.example/"}}),
+            Value::Null,
+        ];
+        let batch: Vec<Value> = events.iter().enumerate()
+            .map(|(i, (v, c))| shared_context_event(i, *v, &contexts[*c])).collect();
+        let shared = |b: Vec<Value>| {
+            let mut body = json!({"batch": b, "writeKey": "wk_web", "sentAt": "2026-11-23T22:19:05.000Z"});
+            if batch_context {
+                body["context"] = json!({"consent": granted(), "locale": "fr-FR"});
+            }
+            body
+        };
+        let together = rig();
+        let r = together.send(&shared(batch.clone()), browser()).unwrap();
+        let alone = rig();
+        let mut verdicts = Vec::new();
+        for e in &batch {
+            verdicts.extend(alone.send(&shared(vec![e.clone()]), browser()).unwrap().results);
+        }
+        prop_assert_eq!(&r.results, &verdicts);
+        prop_assert_eq!(kept_by_id(&together), kept_by_id(&alone));
+        let consent = |rig: &common::Rig| format!("{:?}", rig.store.consent.borrow());
+        prop_assert_eq!(consent(&together), consent(&alone));
+    }
+}
