@@ -56,7 +56,7 @@ pub async fn claim<D: Deduplicator>(
             ),
             Seen::Conflict { first } => {
                 let reason = conflict_reason(&first, &c.fingerprint);
-                run.sort(i, quarantine_message(sh, &c.message, vec![reason]));
+                run.sort(i, quarantine_message(sh, &c.whole_message(), vec![reason]));
             }
             Seen::Pending => {} // answered above: the whole request is retried
         }

@@ -109,11 +109,15 @@ pub fn strip_ad_ids(v: &mut Value) {
 }
 
 /// Notes plan warnings on an accepted event (`context.trackingPlan`).
-pub fn note_violations(m: &mut Message, version: Option<&str>, violations: Vec<&'static str>) {
+pub fn note_violations(
+    ctx: &mut Map<String, Value>,
+    version: Option<&str>,
+    violations: Vec<&'static str>,
+) {
     if violations.is_empty() {
         return;
     }
-    if let Some(Value::Object(ctx)) = &mut m.context {
+    {
         let mut tp = Map::new();
         if let Some(v) = version {
             tp.insert("version".into(), v.into());

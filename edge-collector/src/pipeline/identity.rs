@@ -17,8 +17,8 @@ const HASHED: [(&str, IdKind); 4] = [
     ("phone", IdKind::Phone),
 ];
 
-fn hashed_ids(m: &Message, out: &mut Vec<Ident>) {
-    let ctx_traits = m.context.as_ref().and_then(|c| c.get("traits"));
+fn hashed_ids(m: &Message, context: Option<&Value>, out: &mut Vec<Ident>) {
+    let ctx_traits = context.and_then(|c| c.get("traits"));
     for section in [m.traits.as_ref(), ctx_traits, m.properties.as_ref()] {
         let Some(Value::Object(obj)) = section else {
             continue;
@@ -34,7 +34,7 @@ fn hashed_ids(m: &Message, out: &mut Vec<Ident>) {
 }
 
 /// The identifiers an event carries for the graph.
-pub fn identifiers(m: &Message, personalization: bool) -> Vec<Ident> {
+pub fn identifiers(m: &Message, context: Option<&Value>, personalization: bool) -> Vec<Ident> {
     let mut ids = Vec::new();
     if let Some(u) = &m.user_id {
         ids.push(Ident::new(IdKind::UserId, u.clone()));
@@ -48,18 +48,22 @@ pub fn identifiers(m: &Message, personalization: bool) -> Vec<Ident> {
         }
     }
     if personalization {
-        hashed_ids(m, &mut ids);
+        hashed_ids(m, context, &mut ids);
     }
     ids
 }
 
 /// The traits an identify call sets on its profile: its `traits`, or, when it has
 /// none, its `context.traits` (where RudderStack's browser SDK sends them).
-fn identify_traits(m: &Message, kind: MessageType) -> Option<&serde_json::Map<String, Value>> {
+fn identify_traits<'a>(
+    m: &'a Message,
+    context: &'a Value,
+    kind: MessageType,
+) -> Option<&'a serde_json::Map<String, Value>> {
     if kind != MessageType::Identify {
         return None;
     }
-    let in_context = || m.context.as_ref()?.get("traits");
+    let in_context = || context.get("traits");
     match m.traits.as_ref().or_else(in_context) {
         Some(Value::Object(t)) => Some(t),
         _ => None,
@@ -69,6 +73,7 @@ fn identify_traits(m: &Message, kind: MessageType) -> Option<&serde_json::Map<St
 /// What the event brings to the graph.
 pub fn observation(
     m: &Message,
+    context: &Value,
     kind: MessageType,
     key: String,
     cookie: Option<&str>,
@@ -77,9 +82,9 @@ pub fn observation(
 ) -> Observation {
     Observation {
         key,
-        identifiers: identifiers(m, decision.personalization),
+        identifiers: identifiers(m, Some(context), decision.personalization),
         cookie: cookie.map(|c| Ident::new(IdKind::Anonymous, c)),
-        traits: identify_traits(m, kind).cloned(),
+        traits: identify_traits(m, context, kind).cloned(),
         consent: Some(crate::consent::to_json(decision)),
         at_ms,
         activity: None,
@@ -90,7 +95,7 @@ pub fn observation(
 /// for in a quarantined copy.
 pub fn subjects(m: &Message) -> Vec<String> {
     let mut ids = Vec::new();
-    hashed_ids(m, &mut ids);
+    hashed_ids(m, m.context.as_ref(), &mut ids);
     let mut out: Vec<String> = [&m.anonymous_id, &m.user_id, &m.previous_id]
         .into_iter()
         .flatten()
@@ -111,6 +116,12 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    /// `identify_traits` of a message, its context passed apart as the pipeline does.
+    fn traits_of(m: &Message, kind: MessageType) -> Option<&serde_json::Map<String, Value>> {
+        static NONE: Value = Value::Null;
+        identify_traits(m, m.context.as_ref().unwrap_or(&NONE), kind)
+    }
+
     #[test]
     fn an_identify_call_sets_its_traits_or_else_its_context_traits() {
         let top = message(
@@ -118,25 +129,25 @@ mod tests {
                                  "context": {"traits": {"plan": "free"}}}),
         );
         assert_eq!(
-            identify_traits(&top, MessageType::Identify).map(|t| &t["plan"]),
+            traits_of(&top, MessageType::Identify).map(|t| &t["plan"]),
             Some(&json!("pro"))
         );
         let rudder = message(
             json!({"type": "identify", "userId": "u", "context": {"traits": {"plan": "free"}}}),
         );
         assert_eq!(
-            identify_traits(&rudder, MessageType::Identify).map(|t| &t["plan"]),
+            traits_of(&rudder, MessageType::Identify).map(|t| &t["plan"]),
             Some(&json!("free"))
         );
         let track = message(
             json!({"type": "track", "event": "e", "userId": "u", "context": {"traits": {"plan": "free"}}}),
         );
         assert_eq!(
-            identify_traits(&track, MessageType::Track),
+            traits_of(&track, MessageType::Track),
             None,
             "only identify calls set traits"
         );
         let not_an_object = message(json!({"type": "identify", "userId": "u", "traits": "x"}));
-        assert_eq!(identify_traits(&not_an_object, MessageType::Identify), None);
+        assert_eq!(traits_of(&not_an_object, MessageType::Identify), None);
     }
 }

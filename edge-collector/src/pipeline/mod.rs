@@ -44,6 +44,7 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use tracking_plan::pii::Scrubber;
 use tracking_plan::time::format_rfc3339;
 use tracking_plan::Message;
@@ -238,7 +239,64 @@ pub struct Candidate {
     pub fingerprint: String,
     pub observation: crate::identity::Observation,
     pub warnings: Vec<Reason>,
+    /// The message, without its context: that is `context` (enriched, shared with the
+    /// request's events that carry the same one) with `context_adds` (what this event
+    /// adds to it: `trackingPlan`, `profileId`).
     pub message: Message,
+    pub context: Rc<Value>,
+    pub context_adds: Map<String, Value>,
+}
+
+impl Candidate {
+    /// The event's context as it is stored.
+    pub fn context(&self) -> ContextView<'_> {
+        ContextView {
+            base: &self.context,
+            adds: &self.context_adds,
+        }
+    }
+
+    /// The message with its context in it (for a quarantine row).
+    pub fn whole_message(&self) -> Message {
+        let mut m = self.message.clone();
+        m.context = serde_json::to_value(self.context()).ok();
+        m
+    }
+}
+
+/// A context with keys added to it, written as one object: the same JSON as the object
+/// with the keys inserted (`serde_json`'s map keeps its keys sorted), without copying it.
+pub struct ContextView<'a> {
+    base: &'a Value,
+    adds: &'a Map<String, Value>,
+}
+
+impl Serialize for ContextView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(base) = self.base else {
+            return self.base.serialize(s);
+        };
+        if self.adds.is_empty() {
+            return base.serialize(s);
+        }
+        let new = self.adds.keys().filter(|k| !base.contains_key(*k)).count();
+        let mut map = s.serialize_map(Some(base.len() + new))?;
+        let mut adds = self.adds.iter().peekable();
+        for (key, value) in base {
+            while let Some((k, v)) = adds.next_if(|(k, _)| k.as_str() < key.as_str()) {
+                map.serialize_entry(k, v)?;
+            }
+            match adds.next_if(|(k, _)| *k == key) {
+                Some((k, v)) => map.serialize_entry(k, v)?,
+                None => map.serialize_entry(key, value)?,
+            }
+        }
+        for (k, v) in adds {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// What one request's events share and need not work out twice: the parsed user
@@ -336,7 +394,7 @@ struct Scrubbed {
     json: Option<Box<RawValue>>,
     /// Enriched, with what consent allows applied, and the user agent read in it: once
     /// an event carrying it got that far.
-    enriched: Option<(Option<Value>, crate::enrich::Agent)>,
+    enriched: Option<(Rc<Value>, crate::enrich::Agent)>,
 }
 
 impl Scrubbed {
@@ -537,28 +595,27 @@ fn checked(
     }
     let batch_sent_at = sh.batch.sent_at.as_ref().and_then(Value::as_str);
     let ts = enrich::stamp(&mut m, batch_sent_at, sh.req.now_ms, sh.received_at);
-    let agent = match &sc.enriched {
-        Some((context, agent)) => {
-            m.context = context.clone();
-            agent.clone()
-        }
+    let (context, agent) = match &sc.enriched {
+        Some((context, agent)) => (Rc::clone(context), agent.clone()),
         None => {
-            m.context = sc.context.clone();
-            let agent = enrich::context(&mut m.context, &sh.req.edge, memo, &decision);
-            sc.enriched = Some((m.context.clone(), agent.clone()));
-            agent
+            let mut context = sc.context.clone();
+            let agent = enrich::context(&mut context, &sh.req.edge, memo, &decision);
+            let context = Rc::new(context.unwrap_or_default());
+            sc.enriched = Some((Rc::clone(&context), agent.clone()));
+            (context, agent)
         }
     };
     enrich::apply_consent(&mut m.properties, &decision);
     let version = sh.source.compiled.as_ref().map(|p| p.version.clone());
-    enrich::note_violations(&mut m, version.as_deref(), judged.violations);
+    let mut context_adds = Map::new();
+    enrich::note_violations(&mut context_adds, version.as_deref(), judged.violations);
     let cookie = sh.req.edge.cookie_id.filter(|c| valid_cookie_id(c));
     let message_id = m.message_id.as_deref().unwrap_or_default();
     let visitor =
         crate::dedup::visitor(m.anonymous_id.as_deref(), m.user_id.as_deref(), message_id);
     let key = crate::dedup::key(sh.write_key, visitor, message_id);
-    let mut observation = identity::observation(&m, kind, key, cookie, &decision, ts);
-    observation.activity = kept_activity(&m, kind, sh, ts);
+    let mut observation = identity::observation(&m, &context, kind, key, cookie, &decision, ts);
+    observation.activity = kept_activity(&m, &context, kind, sh, ts);
     Prepared::Candidate(Box::new(Candidate {
         event: StoredEvent {
             write_key: sh.write_key.to_string(),
@@ -581,17 +638,20 @@ fn checked(
         observation,
         warnings: judged.warnings,
         message: m,
+        context,
+        context_adds,
     }))
 }
 
 /// What the event leaves on its profile's activity, if the source activates anything.
 fn kept_activity(
     m: &Message,
+    context: &Value,
     kind: tracking_plan::MessageType,
     sh: &Shared<'_>,
     at_ms: i64,
 ) -> Option<crate::activity::Observed> {
-    let consent = m.context.as_ref().and_then(|c| c.get("consent"));
+    let consent = context.get("consent");
     crate::activity::observed(
         sh.source,
         &sh.spec,
@@ -846,6 +906,45 @@ mod tests {
         let mut m = message(retry);
         fingerprint(&mut m);
         assert_eq!(m, message(retry));
+    }
+
+    #[test]
+    fn a_context_with_keys_added_is_written_as_the_object_with_them_inserted() {
+        let base =
+            serde_json::json!({"b": 1, "consent": {"x": true}, "page": {"url": "u"}, "zz": null});
+        let adds_list = [
+            vec![],
+            vec![("profileId", "p_1")],
+            vec![("a", "first"), ("trackingPlan", "t")],
+            vec![("b", "replaced"), ("zzz", "last"), ("profileId", "p")],
+            vec![("", "empty"), ("Z", "upper sorts first")],
+        ];
+        for adds in adds_list {
+            let adds: Map<String, Value> = adds
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::from(*v)))
+                .collect();
+            let mut inserted = base.clone();
+            for (k, v) in &adds {
+                inserted[k] = v.clone();
+            }
+            let view = ContextView {
+                base: &base,
+                adds: &adds,
+            };
+            assert_eq!(
+                serde_json::to_string(&view).unwrap(),
+                inserted.to_string(),
+                "{adds:?}"
+            );
+        }
+        let not_an_object = Value::from("x");
+        let adds = Map::new();
+        let view = ContextView {
+            base: &not_an_object,
+            adds: &adds,
+        };
+        assert_eq!(serde_json::to_string(&view).unwrap(), "\"x\"");
     }
 
     #[test]

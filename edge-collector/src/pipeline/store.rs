@@ -171,7 +171,10 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
             Insert::Stored | Insert::Duplicate => stored.push(accepted(run, i, c, o)),
             Insert::Conflict { first } => {
                 let reason = super::dedup::conflict_reason(&first, &c.fingerprint);
-                run.sort(i, super::quarantine_message(sh, &c.message, vec![reason]));
+                run.sort(
+                    i,
+                    super::quarantine_message(sh, &c.whole_message(), vec![reason]),
+                );
             }
             Insert::Failed => {}
         }
@@ -284,14 +287,17 @@ async fn write<E: EventStore, D: Deduplicator, I: IdentityService>(
                     .map(|from| (from.clone(), r.profile_id.clone())),
             );
             c.event.identified = r.identified;
-            if let Some(Value::Object(ctx)) = &mut c.message.context {
-                ctx.insert("profileId".into(), Value::String(r.profile_id.clone()));
-            }
+            c.context_adds
+                .insert("profileId".into(), Value::String(r.profile_id.clone()));
             c.event.profile_id = Some(r.profile_id);
         }
         let mut json = std::mem::take(&mut c.event.payload).into_bytes();
         json.clear();
-        serde_json::to_writer(&mut json, &c.message)
+        c.message
+            .serialize_with_context(
+                Some(&c.context()),
+                &mut serde_json::Serializer::new(&mut json),
+            )
             .map_err(|_| StoreError("cannot serialize an event".into()))?;
         c.event.payload =
             String::from_utf8(json).map_err(|_| StoreError("cannot serialize an event".into()))?;
