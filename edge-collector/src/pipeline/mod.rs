@@ -243,8 +243,29 @@ pub struct Candidate {
     /// request's events that carry the same one) with `context_adds` (what this event
     /// adds to it: `trackingPlan`, `profileId`).
     pub message: Message,
-    pub context: Rc<Value>,
+    pub context: Rc<SharedContext>,
     pub context_adds: Map<String, Value>,
+}
+
+/// An enriched context shared by the events of a request, with the JSON of each of its
+/// entries written once: each event's payload copies them (the events of a server batch
+/// share a context but not a profile, so the context's JSON as a whole differs).
+pub struct SharedContext {
+    pub value: Value,
+    entries: Vec<(String, Box<RawValue>)>,
+}
+
+impl SharedContext {
+    fn new(value: Value) -> Self {
+        let entries = match &value {
+            Value::Object(map) => map
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), serde_json::value::to_raw_value(v).ok()?)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        SharedContext { value, entries }
+    }
 }
 
 impl Candidate {
@@ -267,20 +288,18 @@ impl Candidate {
 /// A context with keys added to it, written as one object: the same JSON as the object
 /// with the keys inserted (`serde_json`'s map keeps its keys sorted), without copying it.
 pub struct ContextView<'a> {
-    base: &'a Value,
+    base: &'a SharedContext,
     adds: &'a Map<String, Value>,
 }
 
 impl Serialize for ContextView<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let Value::Object(base) = self.base else {
-            return self.base.serialize(s);
+        let Value::Object(whole) = &self.base.value else {
+            return self.base.value.serialize(s);
         };
-        if self.adds.is_empty() {
-            return base.serialize(s);
-        }
-        let new = self.adds.keys().filter(|k| !base.contains_key(*k)).count();
+        let base = &self.base.entries;
+        let new = self.adds.keys().filter(|k| !whole.contains_key(*k)).count();
         let mut map = s.serialize_map(Some(base.len() + new))?;
         let mut adds = self.adds.iter().peekable();
         for (key, value) in base {
@@ -372,7 +391,9 @@ fn merge_context(ctx: &mut Value, batch_ctx: Option<&Map<String, Value>>) {
 /// and the checks see what they saw when each event's context was read on its own.
 #[derive(Default)]
 pub struct Contexts<'b> {
-    known: HashMap<&'b str, Known>,
+    // foldhash: std's SipHash of each event's context text (some 600 bytes) was 2% of
+    // the pipeline's instructions (callgrind, `pipeline_bench 100`).
+    known: HashMap<&'b str, Known, foldhash::fast::RandomState>,
 }
 
 /// One context as the first event that carried it left it.
@@ -394,7 +415,7 @@ struct Scrubbed {
     json: Option<Box<RawValue>>,
     /// Enriched, with what consent allows applied, and the user agent read in it: once
     /// an event carrying it got that far.
-    enriched: Option<(Rc<Value>, crate::enrich::Agent)>,
+    enriched: Option<(Rc<SharedContext>, crate::enrich::Agent)>,
 }
 
 impl Scrubbed {
@@ -415,28 +436,28 @@ impl<'b> Contexts<'b> {
     /// The context whose text is `raw` (`None`: the message has none), read and merged
     /// the first time; `None` when it cannot be read.
     fn get(&mut self, raw: Option<&'b str>, sh: &Shared<'_>) -> Option<&mut Known> {
+        use std::collections::hash_map::Entry;
         // No JSON text is empty, so "" stands for a message without a context.
-        let key = raw.unwrap_or_default();
-        if !self.known.contains_key(key) {
-            let own = match raw {
-                Some(text) => serde_json::from_str::<Option<Value>>(text).ok()?,
-                None => None,
-            };
-            let merged = match sh.batch.context.as_ref() {
-                Some(batch) => {
-                    let mut ctx = own.unwrap_or(Value::Null);
-                    merge_context(&mut ctx, Some(batch));
-                    Some(ctx)
-                }
-                None => own,
-            };
-            let known = Known {
-                merged,
-                scrubbed: None,
-            };
-            self.known.insert(key, known);
-        }
-        self.known.get_mut(key)
+        let slot = match self.known.entry(raw.unwrap_or_default()) {
+            Entry::Occupied(known) => return Some(known.into_mut()),
+            Entry::Vacant(slot) => slot,
+        };
+        let own = match raw {
+            Some(text) => serde_json::from_str::<Option<Value>>(text).ok()?,
+            None => None,
+        };
+        let merged = match sh.batch.context.as_ref() {
+            Some(batch) => {
+                let mut ctx = own.unwrap_or(Value::Null);
+                merge_context(&mut ctx, Some(batch));
+                Some(ctx)
+            }
+            None => own,
+        };
+        Some(slot.insert(Known {
+            merged,
+            scrubbed: None,
+        }))
     }
 }
 
@@ -600,7 +621,7 @@ fn checked(
         None => {
             let mut context = sc.context.clone();
             let agent = enrich::context(&mut context, &sh.req.edge, memo, &decision);
-            let context = Rc::new(context.unwrap_or_default());
+            let context = Rc::new(SharedContext::new(context.unwrap_or_default()));
             sc.enriched = Some((Rc::clone(&context), agent.clone()));
             (context, agent)
         }
@@ -614,8 +635,9 @@ fn checked(
     let visitor =
         crate::dedup::visitor(m.anonymous_id.as_deref(), m.user_id.as_deref(), message_id);
     let key = crate::dedup::key(sh.write_key, visitor, message_id);
-    let mut observation = identity::observation(&m, &context, kind, key, cookie, &decision, ts);
-    observation.activity = kept_activity(&m, &context, kind, sh, ts);
+    let mut observation =
+        identity::observation(&m, &context.value, kind, key, cookie, &decision, ts);
+    observation.activity = kept_activity(&m, &context.value, kind, sh, ts);
     Prepared::Candidate(Box::new(Candidate {
         event: StoredEvent {
             write_key: sh.write_key.to_string(),
@@ -928,8 +950,9 @@ mod tests {
             for (k, v) in &adds {
                 inserted[k] = v.clone();
             }
+            let shared = SharedContext::new(base.clone());
             let view = ContextView {
-                base: &base,
+                base: &shared,
                 adds: &adds,
             };
             assert_eq!(
@@ -938,7 +961,7 @@ mod tests {
                 "{adds:?}"
             );
         }
-        let not_an_object = Value::from("x");
+        let not_an_object = SharedContext::new(Value::from("x"));
         let adds = Map::new();
         let view = ContextView {
             base: &not_an_object,
