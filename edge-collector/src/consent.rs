@@ -23,15 +23,30 @@ use serde_json::{Map, Value};
 use tracking_plan::consent::{category, consent_id, from_gcm, gcm_state};
 pub use tracking_plan::consent::{decide, is_consent_event, Choice as Snapshot, Decision};
 
+/// The keys of a context that [`read`] and the consent log read.
+const READ: [&str; 2] = ["consent", "consentManagement"];
+
+/// The part of a context that [`read`] and the consent log read, as a context of its own
+/// (kept for the events of a request that share a context, instead of all of it).
+pub fn part(context: Option<&Value>) -> Option<Value> {
+    let Some(Value::Object(c)) = context else {
+        return None;
+    };
+    let kept = READ
+        .iter()
+        .filter_map(|k| Some((k.to_string(), c.get(*k)?.clone())));
+    Some(Value::Object(kept.collect()))
+}
+
 /// Reads the consent snapshot of a message context (the mappings are tracking-plan's,
-/// the SDK's own).
+/// the SDK's own). It reads the keys in [`READ`] only.
 pub fn read(context: Option<&Value>) -> Snapshot {
     let mut s = Snapshot::default();
-    if let Some(Value::Object(cm)) = context.and_then(|c| c.get("consentManagement")) {
+    if let Some(Value::Object(cm)) = context.and_then(|c| c.get(READ[1])) {
         consent_ids(&mut s, cm.get("allowedConsentIds"), true);
         consent_ids(&mut s, cm.get("deniedConsentIds"), false);
     }
-    let Some(consent) = context.and_then(|c| c.get("consent")) else {
+    let Some(consent) = context.and_then(|c| c.get(READ[0])) else {
         return s;
     };
     if let Some(Value::Object(gcm)) = consent.get("googleConsentMode") {

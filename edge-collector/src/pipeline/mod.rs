@@ -247,24 +247,29 @@ pub struct Candidate {
     pub context_adds: Map<String, Value>,
 }
 
-/// An enriched context shared by the events of a request, with the JSON of each of its
-/// entries written once: each event's payload copies them (the events of a server batch
-/// share a context but not a profile, so the context's JSON as a whole differs).
+/// An enriched context shared by the events of a request. When several events write
+/// it, the JSON of each of its entries is written once and each payload copies it (the
+/// events of a server batch share a context but not a profile, so the context's JSON as
+/// a whole differs); written by one event, it is written as it is.
 pub struct SharedContext {
     pub value: Value,
-    entries: Vec<(String, Box<RawValue>)>,
+    entries: std::cell::OnceCell<Vec<(String, Box<RawValue>)>>,
 }
 
 impl SharedContext {
     fn new(value: Value) -> Self {
-        let entries = match &value {
-            Value::Object(map) => map
-                .iter()
+        SharedContext {
+            value,
+            entries: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn entries(&self, map: &Map<String, Value>) -> &[(String, Box<RawValue>)] {
+        self.entries.get_or_init(|| {
+            map.iter()
                 .filter_map(|(k, v)| Some((k.clone(), serde_json::value::to_raw_value(v).ok()?)))
-                .collect(),
-            _ => Vec::new(),
-        };
-        SharedContext { value, entries }
+                .collect()
+        })
     }
 }
 
@@ -274,6 +279,8 @@ impl Candidate {
         ContextView {
             base: &self.context,
             adds: &self.context_adds,
+            // The request's memo holds one reference, each event carrying it another.
+            shared: Rc::strong_count(&self.context) > 2,
         }
     }
 
@@ -290,32 +297,49 @@ impl Candidate {
 pub struct ContextView<'a> {
     base: &'a SharedContext,
     adds: &'a Map<String, Value>,
+    /// Written by more than one event of the request: its entries' JSON is kept.
+    shared: bool,
 }
 
 impl Serialize for ContextView<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
         let Value::Object(whole) = &self.base.value else {
             return self.base.value.serialize(s);
         };
-        let base = &self.base.entries;
         let new = self.adds.keys().filter(|k| !whole.contains_key(*k)).count();
-        let mut map = s.serialize_map(Some(base.len() + new))?;
-        let mut adds = self.adds.iter().peekable();
-        for (key, value) in base {
-            while let Some((k, v)) = adds.next_if(|(k, _)| k.as_str() < key.as_str()) {
-                map.serialize_entry(k, v)?;
-            }
-            match adds.next_if(|(k, _)| *k == key) {
-                Some((k, v)) => map.serialize_entry(k, v)?,
-                None => map.serialize_entry(key, value)?,
-            }
+        let len = whole.len() + new;
+        if self.shared {
+            let entries = self.base.entries(whole).iter();
+            write_merged(s, len, entries.map(|(k, v)| (k, &**v)), self.adds)
+        } else {
+            write_merged(s, len, whole.iter(), self.adds)
         }
-        for (k, v) in adds {
+    }
+}
+
+/// Writes `base`'s entries (in key order) with `adds` in their places, as one object.
+fn write_merged<'a, S: serde::Serializer, V: Serialize>(
+    s: S,
+    len: usize,
+    base: impl Iterator<Item = (&'a String, V)>,
+    adds: &'a Map<String, Value>,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(len))?;
+    let mut adds = adds.iter().peekable();
+    for (key, value) in base {
+        while let Some((k, v)) = adds.next_if(|(k, _)| k.as_str() < key.as_str()) {
             map.serialize_entry(k, v)?;
         }
-        map.end()
+        match adds.next_if(|(k, _)| *k == key) {
+            Some((k, v)) => map.serialize_entry(k, v)?,
+            None => map.serialize_entry(key, &value)?,
+        }
     }
+    for (k, v) in adds {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
 }
 
 /// What one request's events share and need not work out twice: the parsed user
@@ -396,22 +420,26 @@ pub struct Contexts<'b> {
     known: HashMap<&'b str, Known, foldhash::fast::RandomState>,
 }
 
-/// One context as the first event that carried it left it.
+/// One context as the first event that carried it left it. Each form is kept only as
+/// long as it is needed, and moved rather than copied: a request whose events all carry
+/// contexts of their own costs little more than reading each once.
 struct Known {
-    /// Merged with the batch's: what the consent gate reads.
+    /// The part of it the consent gate reads (`consent::part`).
+    gate: Option<Value>,
+    /// Merged with the batch's, until an event with it passes the gate.
     merged: Option<Value>,
-    /// `None` until an event with it passes the gate.
+    /// Then scrubbed.
     scrubbed: Option<Scrubbed>,
 }
 
 /// A context scrubbed, and what became of it further on. The events that carry it hold
 /// no context of their own until they are enriched: the checks between do not read it.
 struct Scrubbed {
-    /// For a quarantined event.
-    context: Option<Value>,
+    /// Until an event with it is enriched (it is moved there); then `json` stands for it.
+    value: Option<Value>,
     /// What the walker found in it (paths under `$.context`).
     findings: Vec<pii::Finding>,
-    /// Its JSON, as the fingerprint writes it.
+    /// Its JSON, as the fingerprint writes it (`None`: the event has no context).
     json: Option<Box<RawValue>>,
     /// Enriched, with what consent allows applied, and the user agent read in it: once
     /// an event carrying it got that far.
@@ -419,16 +447,31 @@ struct Scrubbed {
 }
 
 impl Scrubbed {
-    fn new(context: Option<Value>, findings: &[pii::Finding]) -> Self {
+    fn new(value: Option<Value>, findings: &[pii::Finding]) -> Self {
         let in_context = findings.iter().filter(|f| pii::in_context(&f.path));
         Scrubbed {
-            json: context
+            json: value
                 .as_ref()
                 .and_then(|c| serde_json::value::to_raw_value(c).ok()),
-            context,
+            value,
             findings: in_context.cloned().collect(),
             enriched: None,
         }
+    }
+
+    /// The scrubbed context, taken (to be enriched) while it is here, else read back
+    /// from its JSON.
+    fn take(&mut self) -> Option<Value> {
+        self.value.take().or_else(|| self.read_back())
+    }
+
+    /// A copy of the scrubbed context (for a quarantined event).
+    fn copy(&self) -> Option<Value> {
+        self.value.clone().or_else(|| self.read_back())
+    }
+
+    fn read_back(&self) -> Option<Value> {
+        serde_json::from_str(self.json.as_ref()?.get()).ok()
     }
 }
 
@@ -455,6 +498,7 @@ impl<'b> Contexts<'b> {
             None => own,
         };
         Some(slot.insert(Known {
+            gate: crate::consent::part(merged.as_ref()),
             merged,
             scrubbed: None,
         }))
@@ -538,7 +582,7 @@ fn prepare_message(
         m.kind = Some(t);
     }
     let mut view = consent_gate::View::of_message(&m);
-    view.context = known.merged.as_ref();
+    view.context = known.gate.as_ref();
     let gate = consent_gate::gate(&at_gate(view, sh, text));
     consent_log.extend(gate.record);
     if !gate.decision.store() {
@@ -550,7 +594,7 @@ fn prepare_message(
     let findings = match &known.scrubbed {
         Some(sc) => pii::scrub(&mut m, &mut memo.scrub, Some(&sc.findings)),
         None => {
-            m.context = known.merged.clone();
+            m.context = known.merged.take();
             let findings = pii::scrub(&mut m, &mut memo.scrub, None);
             known.scrubbed = Some(Scrubbed::new(m.context.take(), &findings));
             findings
@@ -619,7 +663,7 @@ fn checked(
     let (context, agent) = match &sc.enriched {
         Some((context, agent)) => (Rc::clone(context), agent.clone()),
         None => {
-            let mut context = sc.context.clone();
+            let mut context = sc.take();
             let agent = enrich::context(&mut context, &sh.req.edge, memo, &decision);
             let context = Rc::new(SharedContext::new(context.unwrap_or_default()));
             sc.enriched = Some((Rc::clone(&context), agent.clone()));
@@ -700,7 +744,7 @@ fn quarantine_scrubbed(
     sc: &Scrubbed,
     reasons: Vec<Reason>,
 ) -> Prepared {
-    m.context = sc.context.clone();
+    m.context = sc.copy();
     quarantine_message(sh, &m, reasons)
 }
 
@@ -950,22 +994,26 @@ mod tests {
             for (k, v) in &adds {
                 inserted[k] = v.clone();
             }
-            let shared = SharedContext::new(base.clone());
-            let view = ContextView {
-                base: &shared,
-                adds: &adds,
-            };
-            assert_eq!(
-                serde_json::to_string(&view).unwrap(),
-                inserted.to_string(),
-                "{adds:?}"
-            );
+            let context = SharedContext::new(base.clone());
+            for shared in [false, true, false] {
+                let view = ContextView {
+                    base: &context,
+                    adds: &adds,
+                    shared,
+                };
+                assert_eq!(
+                    serde_json::to_string(&view).unwrap(),
+                    inserted.to_string(),
+                    "{adds:?}"
+                );
+            }
         }
         let not_an_object = SharedContext::new(Value::from("x"));
         let adds = Map::new();
         let view = ContextView {
             base: &not_an_object,
             adds: &adds,
+            shared: true,
         };
         assert_eq!(serde_json::to_string(&view).unwrap(), "\"x\"");
     }
