@@ -426,8 +426,7 @@ pub struct Contexts<'b> {
 }
 
 /// One context as the first event that carried it left it. Each form is kept only as
-/// long as it is needed, and moved rather than copied: a request whose events all carry
-/// contexts of their own costs little more than reading each once.
+/// long as it is needed, and moved rather than copied.
 struct Known {
     /// The part of it the consent gate reads (`consent::part`).
     gate: Option<Value>,
@@ -600,19 +599,16 @@ fn prepare_message(
     // The write key authenticates the request; it is not event data (analytics-next
     // repeats it in every message), so it is not stored with the event.
     m.extra.remove("writeKey");
-    let findings = match &known.scrubbed {
-        Some(sc) => pii::scrub(&mut m, &mut memo.scrub, Some(&sc.findings)),
+    let (findings, sc) = match &mut known.scrubbed {
+        Some(sc) => (pii::scrub(&mut m, &mut memo.scrub, Some(&sc.findings)), sc),
         None => {
             m.context = known.merged.take();
             let findings = pii::scrub(&mut m, &mut memo.scrub, None);
-            known.scrubbed = Some(Scrubbed::new(m.context.take(), &findings));
-            findings
+            let sc = Scrubbed::new(m.context.take(), &findings);
+            (findings, known.scrubbed.insert(sc))
         }
     };
-    match &mut known.scrubbed {
-        Some(sc) => checked(m, &findings, sh, memo, gate.decision, text.len(), sc),
-        None => unreachable!("scrubbed just above"),
-    }
+    checked(m, &findings, sh, memo, gate.decision, text.len(), sc)
 }
 
 /// JSON that is too large or not a valid message: gated, then quarantined scrubbed.
