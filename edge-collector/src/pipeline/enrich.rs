@@ -108,7 +108,8 @@ pub fn strip_ad_ids(v: &mut Value) {
     }
 }
 
-/// Notes plan warnings on an accepted event (`context.trackingPlan`).
+/// Notes plan warnings on an accepted event (`context.trackingPlan`, among what the
+/// event adds to its shared context).
 pub fn note_violations(
     ctx: &mut Map<String, Value>,
     version: Option<&str>,
@@ -117,12 +118,10 @@ pub fn note_violations(
     if violations.is_empty() {
         return;
     }
-    {
-        let mut tp = Map::new();
-        if let Some(v) = version {
-            tp.insert("version".into(), v.into());
-        }
-        tp.insert("violations".into(), violations.into());
-        ctx.insert("trackingPlan".into(), Value::Object(tp));
+    let mut tp = Map::new();
+    if let Some(v) = version {
+        tp.insert("version".into(), v.into());
     }
+    tp.insert("violations".into(), violations.into());
+    ctx.insert("trackingPlan".into(), Value::Object(tp));
 }
