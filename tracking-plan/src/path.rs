@@ -35,6 +35,13 @@ pub fn push_child(path: &mut String, key: &str) {
     }
 }
 
+/// Whether `path` is `root` or a place inside it (`$.context.page`, `$.context["a b"]`;
+/// not `$.contextual`).
+pub fn is_within(path: &str, root: &str) -> bool {
+    path.strip_prefix(root)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
 /// Appends `[i]`.
 pub fn push_index(path: &mut String, i: usize) {
     path.push('[');
@@ -86,5 +93,14 @@ mod tests {
             render("$.p", &[Seg::Key("x"), Seg::Index(12), Seg::Key("1")]),
             "$.p.x[12][\"1\"]"
         );
+        for (path, within) in [
+            ("$.context", true),
+            ("$.context.page.url", true),
+            ("$.context[\"a b\"]", true),
+            ("$.contextual", false),
+            ("$.properties.context", false),
+        ] {
+            assert_eq!(is_within(path, "$.context"), within, "{path}");
+        }
     }
 }

@@ -179,21 +179,19 @@ fn hex16(digest: &[u8]) -> String {
 /// are told apart by [`same_content`].
 pub fn fingerprint(m: &mut Message) -> String {
     let context = m.context.take();
-    let json = context
-        .as_ref()
-        .and_then(|c| serde_json::value::to_raw_value(c).ok());
-    let fp = fingerprint_with(m, json.as_deref(), &mut Vec::new());
+    let fp = fingerprint_with(m, context.as_ref(), &mut Vec::new());
     m.context = context;
     fp
 }
 
-/// [`fingerprint`] of a message with `context` written in place of its own (the JSON
-/// of its scrubbed context, written once per request), writing the JSON into `scratch`
-/// (a request's reused buffer) and hashing it in one call: fed token by token, the
-/// hasher's per-call cost was most of the fingerprint's instructions (callgrind).
-pub fn fingerprint_with(
+/// [`fingerprint`] of a message with `context` written in place of its own (the
+/// pipeline passes the JSON of its scrubbed context, written once per request), writing
+/// the JSON into `scratch` (a request's reused buffer) and hashing it in one call: fed
+/// token by token, the hasher's per-call cost was most of the fingerprint's instructions
+/// (callgrind).
+pub fn fingerprint_with<C: Serialize + ?Sized>(
     m: &mut Message,
-    context: Option<&RawValue>,
+    context: Option<&C>,
     scratch: &mut Vec<u8>,
 ) -> String {
     let sent_at = m.sent_at.take();
@@ -452,7 +450,9 @@ struct Scrubbed {
 
 impl Scrubbed {
     fn new(value: Option<Value>, findings: &[pii::Finding]) -> Self {
-        let in_context = findings.iter().filter(|f| pii::in_context(&f.path));
+        let in_context = findings
+            .iter()
+            .filter(|f| tracking_plan::path::is_within(&f.path, "$.context"));
         Scrubbed {
             json: value
                 .as_ref()

@@ -38,12 +38,6 @@ pub fn scrub(
     findings
 }
 
-/// Whether a finding's path is in the message's `context`.
-pub fn in_context(path: &str) -> bool {
-    path.strip_prefix("$.context")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-}
-
 /// Sets the `path` and `search` an object has from its (clean) `url`.
 fn resplit(page: &mut Map<String, Value>) {
     let Some(url) = page.get("url").and_then(Value::as_str) else {
