@@ -17,8 +17,8 @@
 use crate::identity::{
     usable, Conflict, Graph, Ident, MergeRecord, Observation, Profile, Resolution,
 };
+use crate::{FastMap as HashMap, FastSet as HashSet};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 
 pub struct Cached<'g, G: Graph> {
     inner: &'g mut G,
@@ -52,7 +52,7 @@ impl<'g, G: Graph> Cached<'g, G> {
             dirty: Vec::new(),
             links: RefCell::default(),
             relinked: Vec::new(),
-            relinked_set: HashSet::new(),
+            relinked_set: HashSet::default(),
             resolutions: RefCell::default(),
             resolved: Vec::new(),
             retired: RefCell::default(),
@@ -173,6 +173,14 @@ impl<G: Graph> Graph for Cached<'_, G> {
         let p = self.inner.profile(id);
         self.profiles.borrow_mut().insert(id.to_string(), p.clone());
         p
+    }
+    fn take_profile(&mut self, id: &str) -> Option<Profile> {
+        // Out of the cache, or of memory storage underneath, until the caller saves it
+        // back (its promise): then [`Cached::finish`] writes it. SQL storage reads it.
+        match self.profiles.get_mut().remove(id) {
+            Some(p) => p,
+            None => self.inner.take_profile(id),
+        }
     }
     fn save_profile(&mut self, p: Profile) {
         self.touch(&p.id);

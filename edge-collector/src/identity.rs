@@ -238,6 +238,12 @@ pub struct Resolution {
 pub trait Graph {
     fn profile_of(&self, id: &Ident) -> Option<String>;
     fn profile(&self, id: &str) -> Option<Profile>;
+    /// Reads a profile to change it: the caller saves it ([`Graph::save_profile`]) or
+    /// deletes it before it reads the profile again. Storage that keeps profiles in
+    /// memory hands it over instead of copying it.
+    fn take_profile(&mut self, id: &str) -> Option<Profile> {
+        self.profile(id)
+    }
     fn save_profile(&mut self, p: Profile);
     fn delete_profile(&mut self, id: &str);
     fn link(&mut self, id: &Ident, profile: &str);
@@ -317,14 +323,14 @@ pub trait Graph {
 /// Usable identifiers of an observation: not blocked, not empty, each once, highest
 /// priority first.
 pub fn usable(ids: &[Ident]) -> Vec<Ident> {
-    let mut out: Vec<Ident> = ids
-        .iter()
-        .filter(|i| !i.value.trim().is_empty() && !is_blocked_value(&i.value))
-        .cloned()
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+    usable_of(ids.to_vec())
+}
+
+fn usable_of(mut ids: Vec<Ident>) -> Vec<Ident> {
+    ids.retain(|i| !i.value.trim().is_empty() && !is_blocked_value(&i.value));
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 fn merge_id(into: &str, absorbed: &str, at_ms: i64) -> String {
@@ -396,24 +402,28 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
     if let Some(c) = obs.cookie.as_ref().filter(|c| !g.is_retired(c)) {
         ids.push(c.clone());
     }
-    let ids = usable(&ids);
+    let ids = usable_of(ids);
     let top = ids.first()?.clone();
     let matched: Vec<(Ident, String)> = ids
         .iter()
         .filter_map(|i| g.profile_of(i).map(|p| (i.clone(), p)))
         .collect();
+    // Links are only made below, so this holds until then.
+    let top_linked = matched.first().is_some_and(|(i, _)| *i == top);
 
     // The profile of the highest-priority known identifier, unless the top identifier is
-    // new and that profile cannot take it.
-    let mut winner = match matched.first() {
-        Some((_, pid)) => g.profile(pid),
+    // new and that profile cannot take it: then it goes back as it was.
+    let winner = match matched.first() {
+        Some((_, pid)) => g.take_profile(pid),
         None => None,
     };
-    if let Some(w) = &winner {
-        if g.profile_of(&top).is_none() && !w.can_take(&top, limits) {
-            winner = None;
+    let winner = match winner {
+        Some(w) if !top_linked && !w.can_take(&top, limits) => {
+            g.save_profile(w);
+            None
         }
-    }
+        w => w,
+    };
     let mut winner = winner.unwrap_or_else(|| {
         let mut id = g.new_profile_id();
         while g.profile(&id).is_some() {
@@ -432,7 +442,7 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
         p
     });
     // The top identifier joins first, so the merge guardrails below see it.
-    if g.profile_of(&top).is_none() && !winner.identifiers.contains(&top) {
+    if !top_linked && !winner.identifiers.contains(&top) {
         winner.identifiers.push(top.clone());
         g.link(&top, &winner.id);
     }
@@ -473,9 +483,10 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
         if winner.identifiers.contains(id) {
             continue;
         }
-        match g.profile_of(id) {
-            Some(p) if p != winner.id => continue, // refused merge, already recorded
-            _ => {}
+        // Linked elsewhere: a refused merge, already recorded. (The links the merges
+        // above made are to the winner, of identifiers it now holds.)
+        if matched.iter().any(|(i, p)| i == id && *p != winner.id) {
+            continue;
         }
         if winner.can_take(id, limits) {
             winner.identifiers.push(id.clone());
@@ -497,7 +508,7 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
     if let Some(traits) = &obs.traits {
         merge_traits(&mut winner.traits, traits, false);
     }
-    if obs.consent.is_some() {
+    if obs.consent.is_some() && winner.consent != obs.consent {
         winner.consent = obs.consent.clone();
     }
     if let Some(a) = &obs.activity {
@@ -767,11 +778,11 @@ pub fn erase(g: &mut impl Graph, plan: &Erased) {
 /// An in-memory graph for tests.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryGraph {
-    pub index: HashMap<Ident, String>,
-    pub profiles: HashMap<String, Profile>,
+    pub index: crate::FastMap<Ident, String>,
+    pub profiles: crate::FastMap<String, Profile>,
     pub merges: Vec<MergeRecord>,
     pub conflicts: Vec<Conflict>,
-    pub resolutions: HashMap<String, Resolution>,
+    pub resolutions: crate::FastMap<String, Resolution>,
     pub retired: Vec<Ident>,
     /// Have [`observe_all`] read in batches, as it does from SQL storage (for tests).
     pub batch_reads: bool,
@@ -786,6 +797,9 @@ impl Graph for MemoryGraph {
     }
     fn profile(&self, id: &str) -> Option<Profile> {
         self.profiles.get(id).cloned()
+    }
+    fn take_profile(&mut self, id: &str) -> Option<Profile> {
+        self.profiles.remove(id)
     }
     fn save_profile(&mut self, p: Profile) {
         self.profiles.insert(p.id.clone(), p);
@@ -872,7 +886,12 @@ pub fn random_profile_id() -> String {
     for _ in 0..2 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(0);
-        out.push_str(&format!("{:012x}", h.finish() & 0xffff_ffff_ffff));
+        let bits = h.finish();
+        for shift in (0..48).step_by(4).rev() {
+            out.push(char::from(
+                b"0123456789abcdef"[((bits >> shift) & 0xf) as usize],
+            ));
+        }
     }
     out
 }

@@ -70,14 +70,15 @@ fn identify_traits<'a>(
     }
 }
 
-/// What the event brings to the graph.
+/// What the event brings to the graph, `consent` being the decision's categories as
+/// JSON ([`crate::consent::to_json`]).
 pub fn observation(
     m: &Message,
-    context: &Value,
-    kind: MessageType,
+    (context, kind): (&Value, MessageType),
     key: String,
     cookie: Option<&str>,
     decision: &Decision,
+    consent: Value,
     at_ms: i64,
 ) -> Observation {
     Observation {
@@ -85,7 +86,7 @@ pub fn observation(
         identifiers: identifiers(m, Some(context), decision.personalization),
         cookie: cookie.map(|c| Ident::new(IdKind::Anonymous, c)),
         traits: identify_traits(m, context, kind).cloned(),
-        consent: Some(crate::consent::to_json(decision)),
+        consent: Some(consent),
         at_ms,
         activity: None,
     }

@@ -347,6 +347,10 @@ pub struct Memo<'c> {
     pub scrub: Scrubber<'c>,
     /// A buffer the fingerprints are written into, reused.
     pub scratch: Vec<u8>,
+    /// The last consent decision and its categories as JSON
+    /// ([`crate::consent::to_json`]):
+    /// the events of a request mostly share one.
+    consent: Option<(Decision, Value)>,
 }
 
 impl<'c> Memo<'c> {
@@ -355,6 +359,19 @@ impl<'c> Memo<'c> {
             parsed: ParseCache::default(),
             scrub: Scrubber::new(country),
             scratch: Vec::new(),
+            consent: None,
+        }
+    }
+
+    /// A decision's categories as JSON.
+    fn consent_json(&mut self, d: &Decision) -> Value {
+        match &self.consent {
+            Some((known, json)) if known == d => json.clone(),
+            _ => self
+                .consent
+                .insert((*d, crate::consent::to_json(d)))
+                .1
+                .clone(),
         }
     }
 }
@@ -684,8 +701,9 @@ fn checked(
     let visitor =
         crate::dedup::visitor(m.anonymous_id.as_deref(), m.user_id.as_deref(), message_id);
     let key = crate::dedup::key(sh.write_key, visitor, message_id);
-    let mut observation =
-        identity::observation(&m, &context.value, kind, key, cookie, &decision, ts);
+    let consent = memo.consent_json(&decision);
+    let event = (&context.value, kind);
+    let mut observation = identity::observation(&m, event, key, cookie, &decision, consent, ts);
     observation.activity = kept_activity(&m, &context.value, kind, sh, ts);
     Prepared::Candidate(Box::new(Candidate {
         event: StoredEvent {
