@@ -232,10 +232,12 @@ proptest! {
         let email = format!("{local}@{domain}.io");
         let phone = format!("+33 6 {} 34 56 78", national % 90 + 10);
         let us = format!("650.555.0{national}");
+        // A national number in free text, as North Americans write one.
+        let written = format!("(650) 555-0{national}");
         let rig = rig();
         let mut batch = Vec::new();
         for (i, slot) in slots.iter().enumerate() {
-            let raw = [&email, &phone][i % 2];
+            let raw = [&email, &phone, &written][i % 3];
             let value = encodings(raw)[enc].clone();
             let key = if key_kind == 0 { email.clone() } else { format!("ref {email}") };
             batch.push(plant(*slot + i, &value, &key));
@@ -256,12 +258,13 @@ proptest! {
             format!("6{}345678", national % 90 + 10),
             us.clone(),
             format!("555.0{national}"),
+            format!("555-0{national}"),
             "6505550143".into(),
         ];
         // The planted forms themselves (base64, hex, references are opaque to the
         // decoding check): none is kept.
         let mut needles = needles;
-        needles.extend([encodings(&email)[enc].clone(), encodings(&phone)[enc].clone()]);
+        needles.extend([&email, &phone, &written].map(|v| encodings(v)[enc].clone()));
         assert_clean(&rig.at_rest(), &needles);
         if let Err(e) = r {
             assert_clean(&e.to_json().to_string(), &needles);

@@ -241,6 +241,140 @@ fn phone_hits(s: &str, out: &mut Vec<Hit>) {
     }
 }
 
+/// Where a national number may start: a digit or `(` at the start of a word (not after
+/// `+`, whose numbers [`phone_hits`] reads, nor inside a word or a dotted or dashed
+/// token).
+fn national_start(b: &[u8], i: usize) -> bool {
+    (b[i].is_ascii_digit() || b[i] == b'(')
+        && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b"+-._\\".contains(&b[i - 1])))
+}
+
+/// The national number ([`is_national`]) that `b[from..scanned]`, a run of phone bytes,
+/// starts with, trimmed of what follows it; its end.
+fn national_run(b: &[u8], from: usize, scanned: usize) -> Option<usize> {
+    let mut end = scanned;
+    let opened = b.get(from) == Some(&b'(');
+    while end > from && (b" -.(".contains(&b[end - 1]) || (b[end - 1] == b')' && !opened)) {
+        end -= 1;
+    }
+    // The word ends with it: digits running into letters, or into a `:` (a time), are
+    // something else.
+    let ends_word =
+        end < scanned || end == b.len() || !(b[end].is_ascii_alphanumeric() || b[end] == b':');
+    (ends_word && is_national(&b[from..end])).then_some(end)
+}
+
+/// Whether a run of digits, spaces, dashes, dots and parentheses (trimmed) is a national
+/// number written as one:
+/// - North American: `(415) 555-2671`, `415-555-2671`, `415.555.2671`, `1 800 555 0199`
+///   (groups of 3, 3 and 4 digits, an area code from 2 to 9, an optional leading `1`);
+/// - a trunk `0` and 10 to 12 digits in two or more groups of at least 2, one separator
+///   throughout: `06 12 34 56 78`, `06.12.34.56.78`, `020 7946 0958`, `07700 900123`,
+///   `(030) 1234567`.
+///
+/// Dates stay out: `2026-11-23` has 8 digits, and `01.02.2026 10:30` mixes separators.
+fn is_national(run: &[u8]) -> bool {
+    let mut groups = [0usize; 8];
+    let (mut n, mut sep, mut mixed, mut opened) = (0, 0u8, false, false);
+    for (i, &c) in run.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                if i == 0 || !run[i - 1].is_ascii_digit() {
+                    n += 1;
+                    if n > groups.len() {
+                        return false;
+                    }
+                }
+                groups[n - 1] += 1;
+            }
+            b'(' if i == 0 => opened = true,
+            // Closes the first group, opened at the start.
+            b')' if opened && n == 1 && run[i - 1].is_ascii_digit() => opened = false,
+            b' ' | b'-' | b'.' if i > 0 => {
+                mixed |= sep != 0 && sep != c && run[i - 1] != b')';
+                if run[i - 1] != b')' {
+                    sep = c;
+                }
+            }
+            _ => return false,
+        }
+    }
+    let groups = &groups[..n];
+    let digits: usize = groups.iter().sum();
+    let first = run
+        .iter()
+        .position(u8::is_ascii_digit)
+        .map_or(0, |i| run[i]);
+    let second = run.iter().filter(|c| c.is_ascii_digit()).nth(1).copied();
+    let area = match groups {
+        [1, 3, 3, 4] if first == b'1' => run.iter().filter(|c| c.is_ascii_digit()).nth(1),
+        [3, 3, 4] => Some(&first),
+        _ => None,
+    };
+    let american = !opened && area.is_some_and(|a| (b'2'..=b'9').contains(a));
+    let trunk = first == b'0'
+        && second != Some(b'0')
+        && (10..=12).contains(&digits)
+        && n >= 2
+        && !mixed
+        && !opened
+        && groups.iter().all(|g| *g >= 2)
+        && groups[0] <= 5;
+    american || trunk
+}
+
+/// Every national number written as one ([`is_national`]) in `s`, in order, outside what
+/// `taken` (in order) already holds: from every word start, at most [`MAX_NATIONAL`]
+/// bytes on.
+fn national_hits(s: &str, taken: &[Hit], out: &mut Vec<Hit>) {
+    let b = s.as_bytes();
+    let (mut next, mut i) = (0, 0);
+    while i < b.len() {
+        while next < taken.len() && taken[next].end <= i {
+            next += 1;
+        }
+        if next < taken.len() && taken[next].start <= i {
+            i = taken[next].end;
+            continue;
+        }
+        if !national_start(b, i) {
+            i += 1;
+            continue;
+        }
+        let limit = taken
+            .get(next)
+            .map_or(b.len(), |h| h.start)
+            .min(i + MAX_NATIONAL);
+        let mut scanned = i;
+        while scanned < limit && phone_byte(b[scanned]) {
+            scanned += 1;
+        }
+        // From its first byte, or inside a bracket: `(06 12 34 56 78)`.
+        let inside = b[i] == b'(' && i + 1 < scanned;
+        let found = national_run(b, i, scanned).map(|end| (i, end)).or_else(|| {
+            inside
+                .then(|| national_run(b, i + 1, scanned))
+                .flatten()
+                .map(|end| (i + 1, end))
+        });
+        match found {
+            Some((start, end)) => {
+                out.push(Hit {
+                    start,
+                    end,
+                    kind: PiiKind::Phone,
+                });
+                i = end;
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// Bytes a national number takes at most as written (`1 (650) 555-0142` takes 16): each
+/// start looks no further, so the scan stays linear.
+const MAX_NATIONAL: usize = 24;
+
 /// `end`, or the start of the word it ends inside when that word is a digest: digits
 /// that run into a digest are what an earlier replacement left (`+` then a digest that
 /// starts with digits), not a number.
@@ -303,26 +437,19 @@ fn scrub_plain(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
     if b.contains(&b'+') || (1..b.len()).any(|i| b[i] == b'0' && b[i - 1] == b'0') {
         phone_hits(s, &mut hits);
     }
+    if emails > 0 && emails < hits.len() {
+        let phones = hits.split_off(emails);
+        hits = in_order(hits, phones);
+    }
+    if b.iter().filter(|c| c.is_ascii_digit()).count() >= 10 {
+        let mut national = Vec::new();
+        national_hits(s, &hits, &mut national);
+        if !national.is_empty() {
+            hits = in_order(hits, national);
+        }
+    }
     if hits.is_empty() {
         return None;
-    }
-    if emails > 0 && emails < hits.len() {
-        // Each kind's hits are in order: one linear merge (a sort brought 3 KB of core's
-        // sorts into the SDK's wasm).
-        let phones = hits.split_off(emails);
-        let mut merged = Vec::with_capacity(hits.len() + phones.len());
-        let (mut a, mut b) = (hits.into_iter().peekable(), phones.into_iter().peekable());
-        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-            let next = if x.start <= y.start {
-                a.next()
-            } else {
-                b.next()
-            };
-            merged.extend(next);
-        }
-        merged.extend(a);
-        merged.extend(b);
-        hits = merged;
     }
     let first = hits[0];
     if hits.len() == 1 && s.get(first.start..first.end) == Some(t) {
@@ -354,6 +481,24 @@ fn scrub_plain(s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
     }
     out.push_str(s.get(at..).unwrap_or_default());
     Some((out, first.kind))
+}
+
+/// Two lists of hits, each in order, as one: a linear merge (a sort brought 3 KB of
+/// core's sorts into the SDK's wasm).
+fn in_order(a: Vec<Hit>, b: Vec<Hit>) -> Vec<Hit> {
+    let mut merged = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        let next = if x.start <= y.start {
+            a.next()
+        } else {
+            b.next()
+        };
+        merged.extend(next);
+    }
+    merged.extend(a);
+    merged.extend(b);
+    merged
 }
 
 fn digest(raw: &str, kind: PiiKind, country: Option<&str>) -> String {
@@ -1389,6 +1534,68 @@ mod tests {
         assert_eq!(scrub("order 12345678"), None);
         assert_eq!(scrub("2026-11-23"), None);
         assert_eq!(scrub("50% off, 20+ items"), None);
+    }
+
+    #[test]
+    fn national_numbers_in_text() {
+        let us = sha256_hex("+16505550142");
+        for text in [
+            "call me at (650) 555-0142 tonight",
+            "call me at 650-555-0142",
+            "650.555.0142 is my cell",
+            "tel 1-650-555-0142.",
+            "mobile:650 555 0142",
+            "(650)555-0142",
+            "電話650-555-0142",
+            "/contact/(650) 555-0142",
+            "(call 650-555-0142)",
+            "Mozilla/5.0 (650) 555-0142",
+        ] {
+            let out = scrub(text).unwrap_or_else(|| panic!("{text}"));
+            assert!(out.contains(&us), "{text} -> {out}");
+            assert!(!out.contains("0142"), "{text} -> {out}");
+        }
+        let fr = sha256_hex("+33612345678");
+        for text in [
+            "rappelez-moi au 06 12 34 56 78 svp",
+            "06.12.34.56.78",
+            "tél. 06-12-34-56-78, merci",
+            "(06 12 34 56 78)",
+        ] {
+            let out = scrub_text(text, Some("FR"))
+                .unwrap_or_else(|| panic!("{text}"))
+                .0;
+            assert!(out.contains(&fr), "{text} -> {out}");
+        }
+        let uk = scrub_text("ring 020 7946 0958 or 07700 900123", Some("GB"))
+            .unwrap()
+            .0;
+        assert!(uk.contains(&sha256_hex("+442079460958")), "{uk}");
+        assert!(uk.contains(&sha256_hex("+447700900123")), "{uk}");
+        let de = scrub_text("Tel. (030) 1234567", Some("DE")).unwrap().0;
+        assert!(!de.contains("1234567"), "{de}");
+        // Dates, times, amounts, card and account numbers, versions, ids and digits
+        // that run into words stay as they are.
+        for ordinary in [
+            "on 2026-11-23 at 22:19",
+            "Bestellung vom 01.02.2026 10:30",
+            "01.02.2026 - 05.02.2026",
+            "total 1.234.567,89 EUR",
+            "card 4111 1111 1111 1111",
+            "SSN-like 078-05-1120",
+            "build 10.0.19045.3803",
+            "ip 192.168.100.200",
+            "sku 650-555-0142x",
+            "id ab650-555-0142",
+            "code 00 12 34 56 78 90",
+            "0123456789",
+            "order 12 345 678",
+            "between 10:30 and 11:45",
+            "ISBN 978-3-16-148410-0",
+            "FR76 3000 6000 0112 3456 7890 189",
+        ] {
+            assert_eq!(scrub(ordinary), None, "{ordinary}");
+        }
     }
 
     #[test]
