@@ -389,7 +389,64 @@ fn storage_failure_is_a_retryable_503() {
     assert_eq!((e.status(), e.code()), (503, "storage_unavailable"));
 }
 
+/// A batch body with a few changes at random places, of the bytes JSON's syntax turns
+/// on (each change: where, and what goes there; no byte is a deletion).
+fn mutated(base: &[u8], changes: &[(usize, Option<u8>)]) -> Vec<u8> {
+    let mut body = base.to_vec();
+    for (at, byte) in changes {
+        let at = at % (body.len() + 1);
+        match byte {
+            Some(b) if at < body.len() && b % 2 == 0 => body[at] = *b,
+            Some(b) => body.insert(at, *b),
+            None if at < body.len() => {
+                body.remove(at);
+            }
+            None => {}
+        }
+    }
+    body
+}
+
 proptest::proptest! {
+    /// The events of a body are split without being read, then read one by one: the
+    /// answer is still the one serde_json's reading of the whole body gives. A body it
+    /// refuses is refused with the same error; a body it reads gets one verdict for
+    /// each event it reads there.
+    #[test]
+    fn a_body_is_answered_as_serde_json_reads_it(
+        texts in proptest::collection::vec("[a-z\\\"{}\\[\\],: é]{0,8}", 1..4),
+        changes in proptest::collection::vec(
+            (0usize..400, proptest::option::of(proptest::sample::select(
+                b"{}[],:\"\\ \t0123456789aeflnrstu-+.xE".to_vec()))),
+            0..4),
+    ) {
+        let events: Vec<Value> = texts.iter().enumerate().map(|(i, t)| {
+            json!({"type": "track", "messageId": format!("m{i}"), "anonymousId": "a",
+                   "event": t, "properties": {"list": [t, 1.5, null, {"k": [true]}]},
+                   "context": {"page": {"title": t}}})
+        }).collect();
+        let base = serde_json::to_vec(&json!({"batch": events, "writeKey": "wk_test",
+            "sentAt": "2026-11-23T22:19:05.000Z", "context": {"library": {"name": "x"}}})).unwrap();
+        let body = mutated(&base, &changes);
+        let store = rig();
+        let r = run(&store, Endpoint::Batch, &body, None);
+        let text = std::str::from_utf8(&body).map(|t| t.trim_start_matches('\u{feff}'));
+        let strict = text.as_ref().map(|t| edge_collector::pipeline::envelope::strict(t));
+        match strict {
+            Ok(Err(e)) => proptest::prop_assert_eq!(r.err(), Some(e)),
+            Ok(Ok(b)) => {
+                if let (Ok(r), Some(batch)) = (&r, &b.batch) {
+                    proptest::prop_assert_eq!(r.results.len(), batch.len());
+                }
+                if let Err(e) = &r {
+                    let syntax = matches!(e, RequestError::InvalidJson { .. });
+                    proptest::prop_assert!(!syntax, "{e:?}");
+                }
+            }
+            Err(_) => proptest::prop_assert_eq!(r.err(), Some(RequestError::InvalidUtf8)),
+        }
+    }
+
     #[test]
     fn never_panics_on_any_body(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
         let store = rig();

@@ -25,7 +25,7 @@ pub async fn claim<D: Deduplicator>(
         .iter()
         .map(|(_, c)| Claim {
             key: c.observation.key.clone(), // the dedup key, built once in `prepare`
-            fingerprint: c.fingerprint.clone(),
+            fingerprint: c.event.fingerprint.clone(),
             owner: owner.to_string(),
         })
         .collect();
@@ -55,7 +55,7 @@ pub async fn claim<D: Deduplicator>(
                 super::verdict(Some(c.event.message_id), Status::Duplicate, vec![]),
             ),
             Seen::Conflict { first } => {
-                let reason = conflict_reason(&first, &c.fingerprint);
+                let reason = conflict_reason(&first, &c.event.fingerprint);
                 run.sort(i, quarantine_message(sh, &c.whole_message(), vec![reason]));
             }
             Seen::Pending => {} // answered above: the whole request is retried

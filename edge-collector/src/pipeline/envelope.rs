@@ -92,14 +92,70 @@ pub struct IngestRequest<'a> {
     pub request_id: &'a str,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// A batch body with its events still as text.
 pub struct RawBatch<'a> {
-    #[serde(borrow)]
-    pub batch: Option<Vec<&'a RawValue>>,
+    pub batch: Option<Vec<&'a str>>,
     pub sent_at: Option<Value>,
     pub write_key: Option<Value>,
     pub context: Option<Map<String, Value>>,
+}
+
+/// A batch body as serde_json reads it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StrictBatch<'a> {
+    #[serde(borrow)]
+    batch: Option<Vec<&'a RawValue>>,
+    sent_at: Option<Value>,
+    write_key: Option<Value>,
+    context: Option<Map<String, Value>>,
+}
+
+/// A body's text.
+fn body_text(body: &[u8]) -> Result<&str, Error> {
+    let text = std::str::from_utf8(body).map_err(|_| Error::InvalidUtf8)?;
+    // A byte-order mark some HTTP clients write before a UTF-8 body is not JSON.
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
+}
+
+/// Whether serde_json reads a batch body as one ([`strict`]), and if not, why.
+pub fn check_strict(body: &[u8]) -> Result<(), Error> {
+    strict(body_text(body)?).map(drop)
+}
+
+/// Reads a batch body with serde_json, which reads every event's JSON (and says where
+/// the body is not JSON).
+pub fn strict(text: &str) -> Result<RawBatch<'_>, Error> {
+    let b: StrictBatch<'_> = serde_json::from_str(text).map_err(|e| json_error(&e))?;
+    Ok(RawBatch {
+        batch: b.batch.map(|v| v.into_iter().map(RawValue::get).collect()),
+        sent_at: b.sent_at,
+        write_key: b.write_key,
+        context: b.context,
+    })
+}
+
+/// Reads a batch body: split (`split`), the envelope's values read by serde_json, the
+/// events left to `prepare`; or, when the split gives up or a value is not what serde
+/// expects, [`strict`].
+fn read_batch(text: &str) -> Result<RawBatch<'_>, Error> {
+    let fast = || -> Option<RawBatch<'_>> {
+        let s = super::split::split(text)?;
+        for other in &s.others {
+            serde_json::from_str::<serde::de::IgnoredAny>(other).ok()?;
+        }
+        let read = |v: Option<&str>| v.map(serde_json::from_str::<Value>).transpose();
+        Some(RawBatch {
+            batch: s.batch,
+            sent_at: read(s.sent_at).ok()?.filter(|v| !v.is_null()),
+            write_key: read(s.write_key).ok()?.filter(|v| !v.is_null()),
+            context: match s.context {
+                Some(c) => serde_json::from_str(c).ok()?,
+                None => None,
+            },
+        })
+    };
+    fast().map_or_else(|| strict(text), Ok)
 }
 
 /// A readable request: its source and its messages, still raw.
@@ -205,25 +261,38 @@ pub fn parse<'a>(
     body: &'a [u8],
     sources: &'a Sources,
 ) -> Result<Envelope<'a>, Error> {
-    let text = std::str::from_utf8(body).map_err(|_| Error::InvalidUtf8)?;
-    // A byte-order mark some HTTP clients write before a UTF-8 body is not JSON.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let text = body_text(body)?;
     if text.trim().is_empty() {
         return Err(Error::EmptyBody);
     }
-    let mut raw: RawBatch<'a> = match req.endpoint {
+    let raw: RawBatch<'a> = match req.endpoint {
         Endpoint::Batch | Endpoint::Snowplow | Endpoint::PostHog => {
-            serde_json::from_str(text).map_err(|e| json_error(&e))?
+            // Its events were split, not read: a body serde_json does not read is
+            // answered as it says, whatever else is wrong with it.
+            let raw = read_batch(text)?;
+            return checked(req, raw, sources).map_err(|e| match strict(text) {
+                Err(not_json) => not_json,
+                Ok(_) => e,
+            });
         }
         Endpoint::Single(_) => {
             // A single message is its own envelope: keep it whole as the only batch entry.
             let one: &'a RawValue = serde_json::from_str(text).map_err(|e| json_error(&e))?;
-            let mut env: RawBatch<'a> = serde_json::from_str(text).map_err(|e| json_error(&e))?;
-            env.batch = Some(vec![one]);
+            let mut env = strict(text)?;
+            env.batch = Some(vec![one.get()]);
             env.context = None; // already inside the message
             env
         }
     };
+    checked(req, raw, sources)
+}
+
+/// Checks a read envelope: its events, write key and origin.
+fn checked<'a>(
+    req: &IngestRequest<'_>,
+    mut raw: RawBatch<'a>,
+    sources: &'a Sources,
+) -> Result<Envelope<'a>, Error> {
     if raw.batch.is_none() {
         return Err(Error::MissingBatch);
     }

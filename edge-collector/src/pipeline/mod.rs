@@ -26,6 +26,7 @@ pub mod identity;
 pub mod pii;
 pub mod replay;
 pub mod shape;
+mod split;
 pub mod store;
 
 use crate::consent::Decision;
@@ -229,12 +230,14 @@ pub struct Shared<'a> {
     pub received_at: &'a str,
     /// What the source's segments read of its events.
     pub spec: crate::activity::Spec,
+    /// Whether an event's JSON could not be read ([`prepare`] sets it).
+    pub unreadable: std::cell::Cell<bool>,
 }
 
 /// An event that passed every check and waits for dedup, identity and storage.
 pub struct Candidate {
+    /// The row to store; its `fingerprint` is the event's.
     pub event: StoredEvent,
-    pub fingerprint: String,
     pub observation: crate::identity::Observation,
     pub warnings: Vec<Reason>,
     /// The message, without its context: that is `context` (enriched, shared with the
@@ -552,13 +555,12 @@ fn read_message(text: &str) -> Option<(Message, Option<&str>)> {
 /// message is parsed once, straight into the model (its context once per request);
 /// anything else is read as JSON.
 pub fn prepare<'b>(
-    raw: &'b RawValue,
+    text: &'b str,
     sh: &Shared<'_>,
     memo: &mut Memo<'_>,
     contexts: &mut Contexts<'b>,
     consent_log: &mut Vec<ConsentRecord>,
 ) -> Prepared {
-    let text = raw.get();
     let parsed = (text.len() <= MAX_MESSAGE_BYTES)
         .then(|| read_message(text))
         .flatten();
@@ -633,7 +635,10 @@ fn prepare_other(text: &str, sh: &Shared<'_>, consent_log: &mut Vec<ConsentRecor
     let (mut v, unreadable_at) = match with_batch_context(text, sh.batch.context.as_ref()) {
         Ok(v) => (v, None),
         // Nothing of it can be read: no consent either, so an opt-in source refuses it.
-        Err(column) => (Value::Null, Some(column)),
+        Err(column) => {
+            sh.unreadable.set(true);
+            (Value::Null, Some(column))
+        }
     };
     if let (Some(t), Value::Object(obj)) = (sh.forced_type, &mut v) {
         obj.insert("type".into(), t.as_str().into());
@@ -721,9 +726,8 @@ fn checked(
             // The stored JSON is about the size of the message's: allocated once, not
             // grown by doubling while it is written.
             payload: String::with_capacity(size + size / 4 + 256),
-            fingerprint: fp.clone(),
+            fingerprint: fp,
         },
-        fingerprint: fp,
         observation,
         warnings: judged.warnings,
         message: m,
@@ -880,17 +884,6 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     }
     let env = envelope::parse(req, &body, sources)?;
     let messages = env.batch.batch.as_deref().unwrap_or_default();
-    svc.limiter
-        .admit(
-            &env.write_key,
-            env.source.rate_limit,
-            messages.len(),
-            req.now_ms,
-        )
-        .map_err(|wait| Error::RateLimited {
-            rate: env.source.rate_limit,
-            retry_after: wait,
-        })?;
     let received_at = format_rfc3339(req.now_ms);
     let shared = Shared {
         forced_type: match req.endpoint {
@@ -903,14 +896,39 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
         req,
         received_at: &received_at,
         spec: crate::activity::Spec::of(env.source),
+        unreadable: std::cell::Cell::new(false),
     };
     let mut run = store::Run::new(messages.len());
     let mut memo = Memo::new(req.edge.country);
     let mut contexts = Contexts::default();
-    for (i, raw) in messages.iter().enumerate() {
-        let p = prepare(raw, &shared, &mut memo, &mut contexts, &mut run.consent_log);
+    for (i, text) in messages.iter().enumerate() {
+        let p = prepare(
+            text,
+            &shared,
+            &mut memo,
+            &mut contexts,
+            &mut run.consent_log,
+        );
         run.sort(i, p);
     }
+    if shared.unreadable.get() && shared.forced_type.is_none() {
+        // The events were split without being read: serde_json says whether the body is
+        // JSON (a 400, as before), or holds JSON it reads but a value cannot (a lone
+        // surrogate escape, a number out of range: kept, as before).
+        envelope::check_strict(&body)?;
+    }
+    // Admitted once known to be JSON, as before the events were split unread.
+    svc.limiter
+        .admit(
+            &env.write_key,
+            env.source.rate_limit,
+            messages.len(),
+            req.now_ms,
+        )
+        .map_err(|wait| Error::RateLimited {
+            rate: env.source.rate_limit,
+            retry_after: wait,
+        })?;
     // Idempotent writes first: a crash after them loses nothing, a retry repeats them.
     run.write_side_records(svc.store).await?;
     let owner = req.request_id;

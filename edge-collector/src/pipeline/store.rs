@@ -170,7 +170,7 @@ pub async fn store<E: EventStore, D: Deduplicator, I: IdentityService>(
         match o {
             Insert::Stored | Insert::Duplicate => stored.push(accepted(run, i, c, o)),
             Insert::Conflict { first } => {
-                let reason = super::dedup::conflict_reason(&first, &c.fingerprint);
+                let reason = super::dedup::conflict_reason(&first, &c.event.fingerprint);
                 run.sort(
                     i,
                     super::quarantine_message(sh, &c.whole_message(), vec![reason]),
