@@ -548,9 +548,8 @@ pub fn detect_pii(value: &str) -> Option<PiiKind> {
 }
 
 /// Finds a phone number in international form (`+` then 8 to 15 digits, grouped with
-/// spaces, dashes, dots or parentheses) inside free text. National forms are only
-/// recognised as whole values ([`looks_like_phone`]): inside text they are
-/// indistinguishable from dates, amounts and order numbers.
+/// spaces, dashes, dots or parentheses) inside free text. (National forms inside text
+/// are found by the PII walker when written as one: `crate::pii`.)
 pub fn find_international_phone(text: &str) -> Option<&str> {
     for (plus, _) in text.match_indices('+') {
         let rest = sub(text, plus, text.len());

@@ -6,8 +6,9 @@
 //! What counts:
 //! - an email anywhere in a string, also percent-encoded (`jo%40x.io`, `%2540`) or form
 //!   encoded, in a URL component or in free text;
-//! - a phone number in international form anywhere (`+33 6 12 34 56 78`), and a whole
-//!   value that is a grouped national number (`(650) 555-0142`);
+//! - a phone number in international form anywhere (`+33 6 12 34 56 78`), a whole
+//!   value that is a grouped national number (`650 555 0142`), and inside text a
+//!   national number written as one (`call (650) 555-0142`, `06 12 34 56 78`);
 //! - any value of a field whose name says what it holds (`email`, `userEmail`, `phone`,
 //!   `mobile`, `tel`, ...) in any format: `650.555.0142`, `6505550143`, the number
 //!   6505550143, `JO (at) x.io` is not guessed, but anything with an `@` is;
@@ -23,7 +24,8 @@
 //!
 //! Linear in the input: each scan visits a byte a bounded number of times (an email's
 //! local part is looked for at most 64 bytes back from its `@`; phone runs end at the
-//! next `+`), and a string is decoded only in the components that hold `%` or `+`.
+//! next `+`; a national number is looked for at most 24 bytes from a word's start), and
+//! a string is decoded only in the components that hold `%` or `+`.
 
 pub use crate::identifiers::PiiKind;
 use crate::identifiers::{
@@ -274,25 +276,33 @@ fn national_run(b: &[u8], from: usize, scanned: usize) -> Option<usize> {
 ///
 /// Dates stay out: `2026-11-23` has 8 digits, and `01.02.2026 10:30` mixes separators.
 fn is_national(run: &[u8]) -> bool {
+    // Digits per group, the first two digits, and the separators, in one pass (written
+    // with loops: iterator adapters cost the SDK's wasm more).
     let mut groups = [0usize; 8];
-    let (mut n, mut sep, mut mixed, mut opened) = (0, 0u8, false, false);
+    let (mut n, mut digits, mut lead) = (0, 0, [0u8; 2]);
+    let (mut sep, mut mixed, mut opened) = (0u8, false, false);
     for (i, &c) in run.iter().enumerate() {
+        let prev = if i > 0 { run[i - 1] } else { 0 };
         match c {
             b'0'..=b'9' => {
-                if i == 0 || !run[i - 1].is_ascii_digit() {
+                if !prev.is_ascii_digit() {
                     n += 1;
                     if n > groups.len() {
                         return false;
                     }
                 }
                 groups[n - 1] += 1;
+                if digits < 2 {
+                    lead[digits] = c;
+                }
+                digits += 1;
             }
             b'(' if i == 0 => opened = true,
             // Closes the first group, opened at the start.
-            b')' if opened && n == 1 && run[i - 1].is_ascii_digit() => opened = false,
+            b')' if opened && n == 1 && prev.is_ascii_digit() => opened = false,
             b' ' | b'-' | b'.' if i > 0 => {
-                mixed |= sep != 0 && sep != c && run[i - 1] != b')';
-                if run[i - 1] != b')' {
+                if prev != b')' {
+                    mixed |= sep != 0 && sep != c;
                     sep = c;
                 }
             }
@@ -300,20 +310,14 @@ fn is_national(run: &[u8]) -> bool {
         }
     }
     let groups = &groups[..n];
-    let digits: usize = groups.iter().sum();
-    let first = run
-        .iter()
-        .position(u8::is_ascii_digit)
-        .map_or(0, |i| run[i]);
-    let second = run.iter().filter(|c| c.is_ascii_digit()).nth(1).copied();
     let area = match groups {
-        [1, 3, 3, 4] if first == b'1' => run.iter().filter(|c| c.is_ascii_digit()).nth(1),
-        [3, 3, 4] => Some(&first),
-        _ => None,
+        [1, 3, 3, 4] if lead[0] == b'1' => lead[1],
+        [3, 3, 4] => lead[0],
+        _ => 0,
     };
-    let american = !opened && area.is_some_and(|a| (b'2'..=b'9').contains(a));
-    let trunk = first == b'0'
-        && second != Some(b'0')
+    let american = !opened && (b'2'..=b'9').contains(&area);
+    let trunk = lead[0] == b'0'
+        && lead[1] != b'0'
         && (10..=12).contains(&digits)
         && n >= 2
         && !mixed

@@ -128,27 +128,25 @@ pub fn format_rfc3339(ms: i64) -> String {
         rem / 1000 % 60,
         rem % 1000,
     );
-    // Digits by hand, into a fixed buffer from the right: `format!` would bring
-    // `core::fmt` into the SDK's wasm, and the collector stamps every event with this.
-    let mut out = *b"0000-00-00T00:00:00.000Z";
-    let fields = [
-        (y.clamp(0, 9999), 4),
-        (i64::from(m), 7),
-        (i64::from(d), 10),
-        (h, 13),
-        (mi, 16),
-        (s, 19),
-        (milli, 23),
-    ];
-    for (v, end) in fields {
-        let (mut v, mut at) = (v, end);
-        while v > 0 && at > 0 {
-            at -= 1;
-            out[at] = b'0' + (v % 10) as u8;
-            v /= 10;
+    // Digits by hand: `format!` would bring `core::fmt` into the SDK's wasm.
+    let mut out = String::with_capacity(24);
+    let mut put = |v: i64, width: u32, sep: Option<char>| {
+        let v = v.clamp(0, 10_i64.pow(width) - 1);
+        for p in (0..width).rev() {
+            out.push(char::from(b'0' + (v / 10_i64.pow(p) % 10) as u8));
         }
-    }
-    out.iter().map(|&b| char::from(b)).collect()
+        if let Some(c) = sep {
+            out.push(c);
+        }
+    };
+    put(y, 4, Some('-'));
+    put(i64::from(m), 2, Some('-'));
+    put(i64::from(d), 2, Some('T'));
+    put(h, 2, Some(':'));
+    put(mi, 2, Some(':'));
+    put(s, 2, Some('.'));
+    put(milli, 3, Some('Z'));
+    out
 }
 
 #[cfg(test)]
