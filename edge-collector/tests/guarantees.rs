@@ -154,11 +154,15 @@ fn encodings(v: &str) -> Vec<String> {
         // Narrow no-break spaces between the groups, and the `00` international prefix.
         v.replace(' ', "\u{202F}"),
         v.replacen('+', "00", 1),
+        // Punctuation escaped for a regular expression or a shell (`jo\@x\.io`).
+        v.replace('@', "\\@")
+            .replace('.', "\\.")
+            .replace('+', "\\+"),
     ]
 }
 
 /// How many ways [`encodings`] writes a value.
-const ENCODINGS: usize = 22;
+const ENCODINGS: usize = 23;
 
 #[test]
 fn every_encoding_is_drawn() {

@@ -646,7 +646,7 @@ fn foldable(c: char) -> bool {
 }
 
 /// A character reference, escape or compatibility form that may stand for `@`, `.`,
-/// `+` or a digit, as text: `&#64;`, `&#x40;`, `&commat;`, `\u0040`, `\x40`, `＠`; the
+/// `+` or a digit, as text: `&#64;`, `&#x40;`, `&commat;`, `\u0040`, `\x40`, `\@`, `＠`; the
 /// digits of other scripts (`+٣٣ ٦…`) as ASCII digits; and the spaces and dashes
 /// typography puts between digit groups (`+33\u{202F}6\u{202F}12…`, `650–555–0142`) as
 /// ASCII ones.
@@ -692,6 +692,10 @@ fn reference(s: &str) -> Option<(char, usize)> {
     // (`\\u0040`: an escape inside JSON text kept as a string). At most four backslashes
     // are counted, so a long run of them is read in linear time.
     let slashes = b.iter().take(4).take_while(|c| **c == b'\\').count();
+    // `\@`, `\.` and `\+`: punctuation escaped for a regular expression or a shell.
+    if let (1.., Some(c @ (b'@' | b'.' | b'+'))) = (slashes, b.get(slashes)) {
+        return Some((char::from(*c), slashes + 1));
+    }
     let (digits, radix, skip, exact) = match (b, b.get(slashes)) {
         ([b'&', b'#', b'x' | b'X', ..], _) => (&b[3..], 16, 3, None),
         ([b'&', b'#', ..], _) => (&b[2..], 10, 2, None),
@@ -1709,6 +1713,10 @@ mod tests {
             // The escape's backslash escaped again (JSON text kept in a string).
             ("probe.person\\\\u0040example.org".into(), email),
             ("probe.person\\\\\\\\x40example.org".into(), email),
+            // Punctuation escaped for a regular expression or a shell.
+            ("probe.person\\@example.org".into(), email),
+            ("probe\\.person\\@example\\.org".into(), email),
+            ("call \\+1 650 555 0142".into(), phone),
             ("probe.person＠example.org".into(), email),
             ("probe.person﹫example．org".into(), email),
             ("call ＋１６５０５５５０１４２".into(), phone),
