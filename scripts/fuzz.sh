@@ -10,4 +10,5 @@ unset PROPTEST_RNG_SEED
 export PROPTEST_CASES="${1:-20000}"
 cargo test --release --quiet -p tracking-plan --lib time
 cargo test --release --quiet -p tracking-plan --test identifiers --test json_text --test plan
+cargo test --release --quiet -p edge-collector --lib pipeline::split
 cargo test --release --quiet -p edge-collector --test guarantees --test identity --test ingest

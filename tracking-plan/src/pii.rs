@@ -1006,7 +1006,7 @@ fn letters(s: &str) -> usize {
 }
 
 /// A string value of a field named as holding `kind`: an email field's value with an
-/// `@` (also encoded) is hashed whole; a phone field's value with 6 to 20 digits and few
+/// `@` (also encoded, or as a reference, escape or compatibility form) is hashed whole; a phone field's value with 6 to 20 digits and few
 /// letters (`tel:`, `ext`) is hashed as a phone in whatever format it came.
 pub fn scrub_field(kind: FieldKind, s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
     if is_sha256_hex(s.trim()) {
@@ -1016,6 +1016,9 @@ pub fn scrub_field(kind: FieldKind, s: &str, country: Option<&str>) -> Option<(S
         FieldKind::Email => {
             let decoded = percent_decode(s, false);
             let text = decoded.as_deref().unwrap_or(s);
+            // Its `@` also as a reference, an escape or a compatibility form (`﹫`).
+            let folded = fold(text);
+            let text = folded.as_deref().unwrap_or(text);
             if text.contains('@') {
                 return Some((email_digest(text), PiiKind::Email));
             }
