@@ -412,7 +412,7 @@ pub fn observe(g: &mut impl Graph, obs: &Observation, limits: &Limits) -> Option
     let top_linked = matched.first().is_some_and(|(i, _)| *i == top);
 
     // The profile of the highest-priority known identifier, unless the top identifier is
-    // new and that profile cannot take it: then it goes back as it was.
+    // new and that profile cannot take it: then it goes back as it was (saved unchanged).
     let winner = match matched.first() {
         Some((_, pid)) => g.take_profile(pid),
         None => None,

@@ -1006,8 +1006,9 @@ fn letters(s: &str) -> usize {
 }
 
 /// A string value of a field named as holding `kind`: an email field's value with an
-/// `@` (also encoded, or as a reference, escape or compatibility form) is hashed whole; a phone field's value with 6 to 20 digits and few
-/// letters (`tel:`, `ext`) is hashed as a phone in whatever format it came.
+/// `@` (also encoded, or as a reference, escape or compatibility form) is hashed whole;
+/// a phone field's value with 6 to 20 digits and few letters (`tel:`, `ext`) is hashed
+/// as a phone in whatever format it came.
 pub fn scrub_field(kind: FieldKind, s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
     if is_sha256_hex(s.trim()) {
         return scrub_runs(s, country);

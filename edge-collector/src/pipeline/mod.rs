@@ -350,8 +350,7 @@ pub struct Memo<'c> {
     pub scrub: Scrubber<'c>,
     /// A buffer the fingerprints are written into, reused.
     pub scratch: Vec<u8>,
-    /// The last consent decision and its categories as JSON
-    /// ([`crate::consent::to_json`]):
+    /// The last consent decision and its categories as JSON ([`crate::consent::to_json`]):
     /// the events of a request mostly share one.
     consent: Option<(Decision, Value)>,
 }
