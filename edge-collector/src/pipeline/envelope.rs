@@ -95,6 +95,9 @@ pub struct IngestRequest<'a> {
 /// A batch body with its events still as text.
 pub struct RawBatch<'a> {
     pub batch: Option<Vec<&'a str>>,
+    /// Whether serde_json read the events while splitting them ([`strict`]); when the
+    /// split did (`split`), they are read first by `prepare`.
+    pub events_read: bool,
     pub sent_at: Option<Value>,
     pub write_key: Option<Value>,
     pub context: Option<Map<String, Value>>,
@@ -129,6 +132,7 @@ pub fn strict(text: &str) -> Result<RawBatch<'_>, Error> {
     let b: StrictBatch<'_> = serde_json::from_str(text).map_err(|e| json_error(&e))?;
     Ok(RawBatch {
         batch: b.batch.map(|v| v.into_iter().map(RawValue::get).collect()),
+        events_read: true,
         sent_at: b.sent_at,
         write_key: b.write_key,
         context: b.context,
@@ -147,6 +151,7 @@ fn read_batch(text: &str) -> Result<RawBatch<'_>, Error> {
         let read = |v: Option<&str>| v.map(serde_json::from_str::<Value>).transpose();
         Some(RawBatch {
             batch: s.batch,
+            events_read: false,
             sent_at: read(s.sent_at).ok()?.filter(|v| !v.is_null()),
             write_key: read(s.write_key).ok()?.filter(|v| !v.is_null()),
             context: match s.context {

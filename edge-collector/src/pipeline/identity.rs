@@ -70,15 +70,15 @@ fn identify_traits<'a>(
     }
 }
 
-/// What the event brings to the graph, `consent` being the decision's categories as
-/// JSON ([`crate::consent::to_json`]).
+/// What the event brings to the graph. Its `consent` (the decision's categories as JSON,
+/// [`crate::consent::to_json`]) is the caller's to set: a request builds it once.
 pub fn observation(
     m: &Message,
-    (context, kind): (&Value, MessageType),
+    context: &Value,
+    kind: MessageType,
     key: String,
     cookie: Option<&str>,
     decision: &Decision,
-    consent: Value,
     at_ms: i64,
 ) -> Observation {
     Observation {
@@ -86,7 +86,7 @@ pub fn observation(
         identifiers: identifiers(m, Some(context), decision.personalization),
         cookie: cookie.map(|c| Ident::new(IdKind::Anonymous, c)),
         traits: identify_traits(m, context, kind).cloned(),
-        consent: Some(consent),
+        consent: None,
         at_ms,
         activity: None,
     }

@@ -705,9 +705,9 @@ fn checked(
     let visitor =
         crate::dedup::visitor(m.anonymous_id.as_deref(), m.user_id.as_deref(), message_id);
     let key = crate::dedup::key(sh.write_key, visitor, message_id);
-    let consent = memo.consent_json(&decision);
-    let event = (&context.value, kind);
-    let mut observation = identity::observation(&m, event, key, cookie, &decision, consent, ts);
+    let mut observation =
+        identity::observation(&m, &context.value, kind, key, cookie, &decision, ts);
+    observation.consent = Some(memo.consent_json(&decision));
     observation.activity = kept_activity(&m, &context.value, kind, sh, ts);
     Prepared::Candidate(Box::new(Candidate {
         event: StoredEvent {
@@ -910,7 +910,7 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
         );
         run.sort(i, p);
     }
-    if shared.unreadable.get() && shared.forced_type.is_none() {
+    if shared.unreadable.get() && !env.batch.events_read {
         // The events were split without being read: serde_json says whether the body is
         // JSON (a 400, as before), or holds JSON it reads but a value cannot (a lone
         // surrogate escape, a number out of range: kept, as before).
