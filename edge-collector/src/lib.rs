@@ -22,6 +22,7 @@ pub mod error;
 pub mod foreign;
 pub mod graph_cache;
 pub mod identity;
+pub mod identity_shards;
 pub mod insights;
 pub mod lake;
 pub mod pipeline;

@@ -1,0 +1,1003 @@
+//! Identity over several shards: decides where each part of a site's identity graph
+//! lives when it is spread over `n` Durable Objects, and how one call that touches
+//! several of them reads, locks and commits, so that it is all or nothing and a call
+//! that dies at any point is finished or undone by the next one that meets its locks.
+//!
+//! Placement (FNV-1a, [`crate::dedup::shard_of`], so a visitor's identity lives on the
+//! shard its dedup claims do):
+//! - an identifier's link and retirement: the shard of its value;
+//! - a profile, the merge records into and of it, and the conflicts about it: the shard
+//!   of its id. A new profile's id is drawn until it falls on the shard of the
+//!   identifier that made it, so a visitor's links and profile are usually together;
+//! - an event's kept resolution: the shard of its dedup key's visitor.
+//!
+//! A merge record is kept on the shards of both its profiles, a conflict on the shards
+//! of both of its profiles, so each profile's shard answers everything about it.
+//!
+//! The rules themselves stay in [`crate::identity`]: a call runs them over a
+//! [`Snapshot`], the part of the graph read so far. A read of something not in the
+//! snapshot is noted; the call's reads are then fetched (and locked) from their shards
+//! and the rules run again from the start, until they run with nothing missing. Their
+//! writes are then the call's changes, as operations ([`Op`]) in order, split by shard.
+//!
+//! The commit ([`transact`]): changes on one shard are applied there in one call. On
+//! several, the *primary* (the shard of the call's first lock, named in every lock)
+//! keeps the whole change as an intent, applies its part, then every other shard
+//! applies its part and releases its locks, then the primary forgets the intent. A
+//! call that meets a lock whose lease ran out asks the primary: an intent kept means
+//! the call committed, and its changes are applied where they were not yet (each shard
+//! applies a call's changes once); no intent means it did not, and the primary marks it
+//! aborted so that it can no longer commit. A lock whose lease runs is busy: the call
+//! lets go of its own locks and answers [`ShardError::Busy`] (a retryable 503).
+
+use crate::dedup::shard_of;
+use crate::identity::{
+    Conflict, Graph, Ident, Limits, MergeRecord, Observation, Profile, Resolution,
+};
+use crate::FastMap as HashMap;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+
+/// How long a call's locks hold before another call may ask the primary about it:
+/// longer than a live call takes between its first read and its commit.
+pub const LEASE_MS: i64 = 15 * 1000;
+/// Rounds of reads a call may take before it gives up ([`ShardError::TooManyRounds`]).
+/// Resolving a request takes two (identifiers, then the profiles they point to) and one
+/// more per merge chain; an unmerge or erasure three.
+pub const MAX_ROUNDS: usize = 8;
+
+pub fn shard_of_ident(id: &Ident, n: u32) -> u32 {
+    shard_of(&id.value, n)
+}
+
+pub fn shard_of_profile(id: &str, n: u32) -> u32 {
+    shard_of(id, n)
+}
+
+/// The shard of an event's resolution: its dedup key's visitor, as the key's dedup claim.
+pub fn shard_of_resolution(key: &str, n: u32) -> u32 {
+    crate::dedup::shard_of_key(key, n)
+}
+
+/// What a call asks one shard to read (and lock).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reads {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub idents: Vec<Ident>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+}
+
+impl Reads {
+    fn is_empty(&self) -> bool {
+        self.idents.is_empty() && self.profiles.is_empty() && self.keys.is_empty()
+    }
+    fn lock_keys(&self) -> Vec<String> {
+        let idents = self.idents.iter().map(ident_lock);
+        let profiles = self.profiles.iter().map(|p| format!("p\u{1f}{p}"));
+        let keys = self.keys.iter().map(|k| format!("r\u{1f}{k}"));
+        idents.chain(profiles).chain(keys).collect()
+    }
+}
+
+fn ident_lock(i: &Ident) -> String {
+    format!("i\u{1f}{}\u{1f}{}", i.kind.as_str(), i.value)
+}
+
+/// Everything a shard holds about one profile.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bundle {
+    pub id: String,
+    pub profile: Option<Profile>,
+    #[serde(default)]
+    pub merges_into: Vec<MergeRecord>,
+    #[serde(default)]
+    pub merges_of: Vec<MergeRecord>,
+    #[serde(default)]
+    pub conflicts: Vec<Conflict>,
+}
+
+/// An identifier as a shard holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Linked {
+    pub ident: Ident,
+    pub profile: Option<String>,
+    pub retired: bool,
+}
+
+/// What a shard read.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Found {
+    #[serde(default)]
+    pub idents: Vec<Linked>,
+    #[serde(default)]
+    pub bundles: Vec<Bundle>,
+    #[serde(default)]
+    pub resolutions: Vec<(String, Option<Resolution>)>,
+}
+
+/// One change to the graph, as the [`Graph`] method of the same name makes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Op {
+    SaveProfile {
+        profile: Profile,
+    },
+    DeleteProfile {
+        id: String,
+    },
+    Link {
+        ident: Ident,
+        profile: String,
+    },
+    Unlink {
+        ident: Ident,
+    },
+    SaveMerge {
+        merge: MergeRecord,
+    },
+    /// A merge record, by id; kept on both profiles' shards.
+    DeleteMerge {
+        id: String,
+        into: String,
+        absorbed: String,
+    },
+    SaveConflict {
+        conflict: Conflict,
+    },
+    /// The conflicts about `profile`, and their copies on the other profiles' shards.
+    DeleteConflicts {
+        profile: String,
+        others: Vec<String>,
+    },
+    SaveResolution {
+        key: String,
+        resolution: Resolution,
+        at_ms: i64,
+    },
+    /// On every shard: resolutions live where their events' visitors do.
+    DeleteResolutionsOf {
+        profile: String,
+    },
+    Retire {
+        ident: Ident,
+        at_ms: i64,
+    },
+}
+
+impl Op {
+    /// The shards this change is made on.
+    pub fn shards(&self, n: u32) -> Vec<u32> {
+        let p = |id: &str| shard_of_profile(id, n);
+        let mut out = match self {
+            Op::SaveProfile { profile } => vec![p(&profile.id)],
+            Op::DeleteProfile { id } => vec![p(id)],
+            Op::Link { ident, .. } | Op::Unlink { ident } | Op::Retire { ident, .. } => {
+                vec![shard_of_ident(ident, n)]
+            }
+            Op::SaveMerge { merge } => vec![p(&merge.into), p(&merge.absorbed.id)],
+            Op::DeleteMerge { into, absorbed, .. } => vec![p(into), p(absorbed)],
+            Op::SaveConflict { conflict } => {
+                let other = conflict.other_profile.as_deref();
+                std::iter::once(p(&conflict.profile))
+                    .chain(other.map(p))
+                    .collect()
+            }
+            Op::DeleteConflicts { profile, others } => std::iter::once(profile)
+                .chain(others)
+                .map(|o| p(o))
+                .collect(),
+            Op::SaveResolution { key, .. } => vec![shard_of_resolution(key, n)],
+            Op::DeleteResolutionsOf { .. } => (0..n.max(1)).collect(),
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Makes this change on one shard's graph.
+    pub fn apply(&self, g: &mut impl Graph) {
+        match self {
+            Op::SaveProfile { profile } => g.save_profile(profile.clone()),
+            Op::DeleteProfile { id } => g.delete_profile(id),
+            Op::Link { ident, profile } => g.link(ident, profile),
+            Op::Unlink { ident } => g.unlink(ident),
+            Op::SaveMerge { merge } => g.save_merge(merge),
+            Op::DeleteMerge { id, .. } => g.delete_merge(id),
+            Op::SaveConflict { conflict } => g.save_conflict(conflict),
+            Op::DeleteConflicts { profile, .. } => g.delete_conflicts(profile),
+            Op::SaveResolution {
+                key,
+                resolution,
+                at_ms,
+            } => g.save_resolution(key, resolution, *at_ms),
+            Op::DeleteResolutionsOf { profile } => g.delete_resolutions_of(profile),
+            Op::Retire { ident, at_ms } => g.retire(ident, *at_ms),
+        }
+    }
+}
+
+/// A call's changes, by shard, each shard's in the order they were made.
+pub type Changes = Vec<(u32, Vec<Op>)>;
+
+/// Splits changes by shard.
+pub fn by_shard(ops: &[Op], n: u32) -> Changes {
+    let mut out: Changes = Vec::new();
+    for op in ops {
+        for s in op.shards(n) {
+            match out.iter_mut().find(|(x, _)| *x == s) {
+                Some((_, v)) => v.push(op.clone()),
+                None => out.push((s, vec![op.clone()])),
+            }
+        }
+    }
+    out.sort_by_key(|(s, _)| *s);
+    out
+}
+
+/// The part of the graph a call has read, with the changes of the run in progress.
+/// Implements [`Graph`] for the rules; notes what they read that it does not hold.
+pub struct Snapshot {
+    n: u32,
+    base: Known,
+    run: Known,
+    missing: RefCell<Reads>,
+    ops: Vec<Op>,
+    /// Profile ids drawn so far, reused in order by each run so runs agree.
+    fresh: Vec<String>,
+    drawn: usize,
+    /// The shard a new profile should live on (the identifier that makes it).
+    pub home: Option<u32>,
+    new_id: Box<dyn FnMut() -> String>,
+}
+
+#[derive(Clone, Default)]
+struct Known {
+    links: HashMap<Ident, Option<String>>,
+    retired: HashMap<Ident, bool>,
+    bundles: HashMap<String, Bundle>,
+    resolutions: HashMap<String, Option<Resolution>>,
+}
+
+/// A new profile id draw gives up on its home shard after this many tries.
+const HOME_TRIES: usize = 256;
+
+impl Snapshot {
+    /// An empty snapshot of a graph over `n` shards; `new_id` draws a random profile id.
+    pub fn new(n: u32, new_id: Box<dyn FnMut() -> String>) -> Self {
+        Snapshot {
+            n: n.max(1),
+            base: Known::default(),
+            run: Known::default(),
+            missing: RefCell::default(),
+            ops: Vec::new(),
+            fresh: Vec::new(),
+            drawn: 0,
+            home: None,
+            new_id,
+        }
+    }
+
+    /// Adds what a shard read.
+    pub fn learn(&mut self, found: Found) {
+        for l in found.idents {
+            self.base.retired.insert(l.ident.clone(), l.retired);
+            self.base.links.insert(l.ident, l.profile);
+        }
+        for b in found.bundles {
+            self.base.bundles.insert(b.id.clone(), b);
+        }
+        self.base.resolutions.extend(found.resolutions);
+    }
+
+    /// Starts a run of the rules from what has been read.
+    pub fn begin(&mut self) {
+        self.run = self.base.clone();
+        self.missing = RefCell::default();
+        self.ops.clear();
+        self.drawn = 0;
+        self.home = None;
+    }
+
+    /// What the run read that is not held, by shard.
+    pub fn missing(&self) -> Vec<(u32, Reads)> {
+        split_reads(&self.missing.borrow(), self.n)
+    }
+
+    /// The run's changes, in order.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    fn miss_ident(&self, id: &Ident) {
+        let mut m = self.missing.borrow_mut();
+        if !m.idents.contains(id) {
+            m.idents.push(id.clone());
+        }
+    }
+
+    fn bundle(&self, id: &str) -> Option<&Bundle> {
+        let b = self.run.bundles.get(id);
+        if b.is_none() {
+            let mut m = self.missing.borrow_mut();
+            if !m.profiles.iter().any(|p| p == id) {
+                m.profiles.push(id.to_string());
+            }
+        }
+        b
+    }
+
+    /// The bundle of a profile about to change here; `None` if it was not read (a
+    /// change to it is still noted as an op; the run is redone once it is read).
+    fn bundle_mut(&mut self, id: &str) -> Option<&mut Bundle> {
+        self.run.bundles.get_mut(id)
+    }
+}
+
+/// Groups reads by the shard that holds them.
+pub fn split_reads(r: &Reads, n: u32) -> Vec<(u32, Reads)> {
+    fn at(out: &mut Vec<(u32, Reads)>, s: u32) -> &mut Reads {
+        let i = match out.iter().position(|(x, _)| *x == s) {
+            Some(i) => i,
+            None => {
+                out.push((s, Reads::default()));
+                out.len() - 1
+            }
+        };
+        &mut out[i].1
+    }
+    let mut out: Vec<(u32, Reads)> = Vec::new();
+    for i in &r.idents {
+        at(&mut out, shard_of_ident(i, n)).idents.push(i.clone());
+    }
+    for p in &r.profiles {
+        at(&mut out, shard_of_profile(p, n))
+            .profiles
+            .push(p.clone());
+    }
+    for key in &r.keys {
+        at(&mut out, shard_of_resolution(key, n))
+            .keys
+            .push(key.clone());
+    }
+    out.sort_by_key(|(s, _)| *s);
+    out
+}
+
+impl Graph for Snapshot {
+    fn profile_of(&self, id: &Ident) -> Option<String> {
+        match self.run.links.get(id) {
+            Some(p) => p.clone(),
+            None => {
+                self.miss_ident(id);
+                None
+            }
+        }
+    }
+    fn profile(&self, id: &str) -> Option<Profile> {
+        self.bundle(id).and_then(|b| b.profile.clone())
+    }
+    fn save_profile(&mut self, p: Profile) {
+        self.ops.push(Op::SaveProfile { profile: p.clone() });
+        let id = p.id.clone();
+        let b = self.run.bundles.entry(id.clone()).or_default();
+        b.id = id;
+        b.profile = Some(p);
+    }
+    fn delete_profile(&mut self, id: &str) {
+        self.ops.push(Op::DeleteProfile { id: id.into() });
+        if let Some(b) = self.bundle_mut(id) {
+            b.profile = None;
+        }
+    }
+    fn link(&mut self, id: &Ident, profile: &str) {
+        self.ops.push(Op::Link {
+            ident: id.clone(),
+            profile: profile.into(),
+        });
+        self.run.links.insert(id.clone(), Some(profile.into()));
+    }
+    fn unlink(&mut self, id: &Ident) {
+        self.ops.push(Op::Unlink { ident: id.clone() });
+        self.run.links.insert(id.clone(), None);
+    }
+    fn save_merge(&mut self, m: &MergeRecord) {
+        self.ops.push(Op::SaveMerge { merge: m.clone() });
+        let upsert = |list: &mut Vec<MergeRecord>| match list.iter_mut().find(|x| x.id == m.id) {
+            Some(x) => *x = m.clone(),
+            None => list.insert(0, m.clone()),
+        };
+        if let Some(b) = self.bundle_mut(&m.into) {
+            upsert(&mut b.merges_into);
+        }
+        if let Some(b) = self.bundle_mut(&m.absorbed.id) {
+            upsert(&mut b.merges_of);
+        }
+    }
+    fn merges_into(&self, profile: &str) -> Vec<MergeRecord> {
+        self.bundle(profile)
+            .map(|b| b.merges_into.clone())
+            .unwrap_or_default()
+    }
+    fn delete_merges_into(&mut self, profile: &str) {
+        for m in self.merges_into(profile) {
+            self.delete_merge(&m.id);
+        }
+    }
+    fn save_conflict(&mut self, c: &Conflict) {
+        self.ops.push(Op::SaveConflict {
+            conflict: c.clone(),
+        });
+        let other = c.other_profile.clone();
+        for id in std::iter::once(c.profile.clone()).chain(other) {
+            if let Some(b) = self.bundle_mut(&id) {
+                b.conflicts.insert(0, c.clone());
+            }
+        }
+    }
+    fn conflicts(&self, profile: &str) -> Vec<Conflict> {
+        self.bundle(profile)
+            .map(|b| b.conflicts.clone())
+            .unwrap_or_default()
+    }
+    fn delete_conflicts(&mut self, profile: &str) {
+        let about = self.conflicts(profile);
+        let mut others: Vec<String> = Vec::new();
+        for c in &about {
+            for p in std::iter::once(&c.profile).chain(c.other_profile.as_ref()) {
+                if p != profile && !others.contains(p) {
+                    others.push(p.clone());
+                }
+            }
+        }
+        self.ops.push(Op::DeleteConflicts {
+            profile: profile.into(),
+            others: others.clone(),
+        });
+        let involves =
+            |c: &Conflict| c.profile == profile || c.other_profile.as_deref() == Some(profile);
+        for id in std::iter::once(profile.to_string()).chain(others) {
+            if let Some(b) = self.bundle_mut(&id) {
+                b.conflicts.retain(|c| !involves(c));
+            }
+        }
+    }
+    fn merges_of(&self, profile: &str) -> Vec<MergeRecord> {
+        self.bundle(profile)
+            .map(|b| b.merges_of.clone())
+            .unwrap_or_default()
+    }
+    fn delete_merge(&mut self, id: &str) {
+        let found = self.run.bundles.values().find_map(|b| {
+            let all = b.merges_into.iter().chain(&b.merges_of);
+            all.into_iter().find(|m| m.id == id).cloned()
+        });
+        // A record is only deleted after it was read, so it is held.
+        let Some(m) = found else { return };
+        self.ops.push(Op::DeleteMerge {
+            id: id.into(),
+            into: m.into.clone(),
+            absorbed: m.absorbed.id.clone(),
+        });
+        for b in self.run.bundles.values_mut() {
+            b.merges_into.retain(|x| x.id != id);
+            b.merges_of.retain(|x| x.id != id);
+        }
+    }
+    fn resolution(&self, key: &str) -> Option<Resolution> {
+        match self.run.resolutions.get(key) {
+            Some(r) => r.clone(),
+            None => {
+                let mut m = self.missing.borrow_mut();
+                if !m.keys.iter().any(|k| k == key) {
+                    m.keys.push(key.to_string());
+                }
+                None
+            }
+        }
+    }
+    fn save_resolution(&mut self, key: &str, r: &Resolution, at_ms: i64) {
+        self.ops.push(Op::SaveResolution {
+            key: key.into(),
+            resolution: r.clone(),
+            at_ms,
+        });
+        self.run.resolutions.insert(key.into(), Some(r.clone()));
+    }
+    fn delete_resolutions_of(&mut self, profile: &str) {
+        self.ops.push(Op::DeleteResolutionsOf {
+            profile: profile.into(),
+        });
+        for r in self.run.resolutions.values_mut() {
+            if r.as_ref()
+                .is_some_and(|r| r.profile_id == profile || r.absorbed.iter().any(|a| a == profile))
+            {
+                *r = None;
+            }
+        }
+    }
+    fn new_profile_id(&mut self) -> String {
+        if self.drawn == self.fresh.len() {
+            let mut id = (self.new_id)();
+            if let Some(home) = self.home {
+                for _ in 0..HOME_TRIES {
+                    if shard_of_profile(&id, self.n) == home {
+                        break;
+                    }
+                    id = (self.new_id)();
+                }
+            }
+            self.fresh.push(id);
+        }
+        let id = self.fresh[self.drawn].clone();
+        self.drawn += 1;
+        // Drawn at random here: known not to exist.
+        self.run
+            .bundles
+            .entry(id.clone())
+            .or_insert_with(|| Bundle {
+                id: id.clone(),
+                ..Bundle::default()
+            });
+        id
+    }
+    fn is_retired(&self, id: &Ident) -> bool {
+        match self.run.retired.get(id) {
+            Some(r) => *r,
+            None => {
+                self.miss_ident(id);
+                false
+            }
+        }
+    }
+    fn retire(&mut self, id: &Ident, at_ms: i64) {
+        self.ops.push(Op::Retire {
+            ident: id.clone(),
+            at_ms,
+        });
+        self.run.retired.insert(id.clone(), true);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// One shard: its locks, the intents it keeps as a primary, and the calls it applied.
+
+/// A lock on one key of a shard's graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lock {
+    pub txn: String,
+    pub primary: u32,
+    pub until_ms: i64,
+}
+
+/// A call's state as its primary keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum Fate {
+    /// Committed: its changes, to be applied where they were not yet.
+    Committed { changes: Changes },
+    /// Given up (by itself, or by a call that met its lock after its lease).
+    Aborted,
+}
+
+/// Storage of a shard's locks and fates. Implementations only store.
+pub trait Locks {
+    fn lock(&self, key: &str) -> Option<Lock>;
+    fn put_lock(&mut self, key: &str, l: &Lock);
+    /// Removes every lock `txn` holds here.
+    fn unlock(&mut self, txn: &str);
+    fn fate(&self, txn: &str) -> Option<Fate>;
+    fn put_fate(&mut self, txn: &str, f: &Fate, at_ms: i64);
+    fn forget(&mut self, txn: &str);
+    /// Whether this shard applied `txn`'s changes already.
+    fn applied(&self, txn: &str) -> bool;
+    fn mark_applied(&mut self, txn: &str, at_ms: i64);
+}
+
+/// A shard's answer to a read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "camelCase")]
+pub enum ReadAnswer {
+    Found {
+        found: Found,
+    },
+    /// A key is locked by a live call.
+    Busy {
+        txn: String,
+    },
+    /// A key is locked by a call whose lease ran out: ask its primary.
+    Stale {
+        txn: String,
+        primary: u32,
+    },
+}
+
+/// A read of one shard: locks the keys for `txn` (unless `lock` is false: a read for a
+/// view, which changes nothing) and reads them. With `shard` and `n`, also gives the
+/// bundles of the profiles the identifiers point to that live here, locked as well, so
+/// a visitor whose links and profile are together is read in one call.
+pub fn read(g: &impl Graph, t: &mut impl Locks, req: &ReadRequest, now_ms: i64) -> ReadAnswer {
+    let mut reads = req.reads.clone();
+    let links = g.profiles_of(&reads.idents);
+    for (_, p) in &links {
+        let here = shard_of_profile(p, req.n) == req.shard;
+        if here && !reads.profiles.contains(p) {
+            reads.profiles.push(p.clone());
+        }
+    }
+    let keys = reads.lock_keys();
+    if req.lock {
+        for k in &keys {
+            match t.lock(k) {
+                Some(l) if l.txn != req.txn && l.until_ms > now_ms => {
+                    return ReadAnswer::Busy { txn: l.txn };
+                }
+                Some(l) if l.txn != req.txn => {
+                    return ReadAnswer::Stale {
+                        txn: l.txn,
+                        primary: l.primary,
+                    };
+                }
+                _ => {}
+            }
+        }
+        let l = Lock {
+            txn: req.txn.clone(),
+            primary: req.primary,
+            until_ms: now_ms + LEASE_MS,
+        };
+        for k in &keys {
+            t.put_lock(k, &l);
+        }
+    }
+    let retired = g.retired_among(&reads.idents);
+    let idents = reads
+        .idents
+        .iter()
+        .map(|i| Linked {
+            ident: i.clone(),
+            profile: links.iter().find(|(x, _)| x == i).map(|(_, p)| p.clone()),
+            retired: retired.contains(i),
+        })
+        .collect();
+    let bundles = reads
+        .profiles
+        .iter()
+        .map(|id| Bundle {
+            id: id.clone(),
+            profile: g.profile(id),
+            merges_into: g.merges_into(id),
+            merges_of: g.merges_of(id),
+            conflicts: g.conflicts(id),
+        })
+        .collect();
+    let kept = g.resolutions(&reads.keys);
+    let resolutions = reads
+        .keys
+        .iter()
+        .map(|k| {
+            (
+                k.clone(),
+                kept.iter().find(|(x, _)| x == k).map(|(_, r)| r.clone()),
+            )
+        })
+        .collect();
+    ReadAnswer::Found {
+        found: Found {
+            idents,
+            bundles,
+            resolutions,
+        },
+    }
+}
+
+/// A read, as sent to a shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadRequest {
+    pub txn: String,
+    pub primary: u32,
+    pub lock: bool,
+    pub shard: u32,
+    pub n: u32,
+    pub reads: Reads,
+}
+
+/// Applies `txn`'s changes for this shard, once, and releases its locks here; refused
+/// if this shard, as the call's primary, marked it aborted (a call slower than its
+/// lease, whose locks another call took over).
+pub fn apply(
+    g: &mut impl Graph,
+    t: &mut impl Locks,
+    txn: &str,
+    ops: &[Op],
+    now_ms: i64,
+) -> Result<(), ShardError> {
+    if t.fate(txn) == Some(Fate::Aborted) {
+        t.unlock(txn);
+        return Err(ShardError::Aborted);
+    }
+    if !t.applied(txn) {
+        for op in ops {
+            op.apply(g);
+        }
+        t.mark_applied(txn, now_ms);
+    }
+    t.unlock(txn);
+    Ok(())
+}
+
+/// The primary's commit: keeps the intent and applies its own part, unless the call
+/// was aborted meanwhile (then it must not commit: [`ShardError::Aborted`]).
+pub fn commit_primary(
+    g: &mut impl Graph,
+    t: &mut impl Locks,
+    txn: &str,
+    me: u32,
+    changes: &Changes,
+    now_ms: i64,
+) -> Result<(), ShardError> {
+    if t.fate(txn) == Some(Fate::Aborted) {
+        return Err(ShardError::Aborted);
+    }
+    t.put_fate(
+        txn,
+        &Fate::Committed {
+            changes: changes.clone(),
+        },
+        now_ms,
+    );
+    let mine = changes.iter().find(|(s, _)| *s == me);
+    apply(g, t, txn, mine.map_or(&[][..], |(_, o)| o), now_ms)
+}
+
+/// The primary's answer about a call whose lock outlived its lease: its changes if it
+/// committed; otherwise it is aborted from now on.
+pub fn recover(t: &mut impl Locks, txn: &str, now_ms: i64) -> Fate {
+    match t.fate(txn) {
+        Some(f) => f,
+        None => {
+            t.put_fate(txn, &Fate::Aborted, now_ms);
+            Fate::Aborted
+        }
+    }
+}
+
+/// Why a call over shards did not complete. Each is retryable: the caller answers
+/// `503 in_flight` and the sender retries; nothing was changed, or the change will be
+/// completed by the next call that meets its locks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardError {
+    /// Another call holds a lock this one needs.
+    Busy,
+    /// This call was aborted by another after its lease ran out.
+    Aborted,
+    /// The rules kept reading new parts of the graph.
+    TooManyRounds,
+    /// A shard could not be reached or answered wrongly.
+    Unavailable(String),
+}
+
+/// The calls a driver makes to shards: one Durable Object fetch each in the worker.
+#[allow(async_fn_in_trait)]
+pub trait Shards {
+    async fn read(&self, shard: u32, req: &ReadRequest) -> Result<ReadAnswer, ShardError>;
+    async fn apply(&self, shard: u32, txn: &str, ops: &[Op]) -> Result<(), ShardError>;
+    async fn commit_primary(
+        &self,
+        shard: u32,
+        txn: &str,
+        changes: &Changes,
+    ) -> Result<(), ShardError>;
+    async fn recover(&self, shard: u32, txn: &str) -> Result<Fate, ShardError>;
+    async fn release(&self, shard: u32, txn: &str) -> Result<(), ShardError>;
+    async fn forget(&self, shard: u32, txn: &str) -> Result<(), ShardError>;
+}
+
+/// Runs `rules` over the shards as one call: reads what they need, round by round
+/// (starting with `first`), until they run with nothing missing, then commits their
+/// changes (none for a view: `lock` false). Returns what the last run returned.
+pub async fn transact<S: Shards, T>(
+    shards: &S,
+    n: u32,
+    txn: &str,
+    lock: bool,
+    first: Reads,
+    snap: &mut Snapshot,
+    mut rules: impl FnMut(&mut Snapshot) -> T,
+) -> Result<T, ShardError> {
+    let n = n.max(1);
+    let mut primary: Option<u32> = None;
+    let mut locked: Vec<u32> = Vec::new();
+    let mut wanted = split_reads(&first, n);
+    for _ in 0..MAX_ROUNDS {
+        if let Err(e) = fetch(
+            shards,
+            n,
+            txn,
+            lock,
+            &mut primary,
+            &mut locked,
+            wanted,
+            snap,
+        )
+        .await
+        {
+            release_all(shards, txn, &locked).await;
+            return Err(e);
+        }
+        snap.begin();
+        let out = rules(snap);
+        wanted = snap.missing();
+        if !wanted.is_empty() {
+            continue;
+        }
+        if !lock {
+            return Ok(out);
+        }
+        let changes = by_shard(snap.ops(), n);
+        let primary = primary.unwrap_or(0);
+        return match commit(shards, txn, primary, &locked, changes).await {
+            Ok(()) => Ok(out),
+            Err(e) => Err(e),
+        };
+    }
+    release_all(shards, txn, &locked).await;
+    Err(ShardError::TooManyRounds)
+}
+
+/// One round of reads, all shards at once.
+#[allow(clippy::too_many_arguments)]
+async fn fetch<S: Shards>(
+    shards: &S,
+    n: u32,
+    txn: &str,
+    lock: bool,
+    primary: &mut Option<u32>,
+    locked: &mut Vec<u32>,
+    wanted: Vec<(u32, Reads)>,
+    snap: &mut Snapshot,
+) -> Result<(), ShardError> {
+    let wanted: Vec<(u32, Reads)> = wanted.into_iter().filter(|(_, r)| !r.is_empty()).collect();
+    let Some((first, _)) = wanted.first() else {
+        return Ok(());
+    };
+    let p = *primary.get_or_insert(*first);
+    for (shard, reads) in wanted {
+        let req = ReadRequest {
+            txn: txn.into(),
+            primary: p,
+            lock,
+            shard,
+            n,
+            reads,
+        };
+        // A stale lock is settled, then the read asked again: at most twice per shard
+        // and round, as a settled call's locks are gone.
+        let mut tries = 0;
+        let found = loop {
+            tries += 1;
+            if lock && !locked.contains(&shard) {
+                locked.push(shard);
+            }
+            match shards.read(shard, &req).await? {
+                ReadAnswer::Found { found } => break found,
+                ReadAnswer::Busy { .. } => return Err(ShardError::Busy),
+                ReadAnswer::Stale { .. } if tries > 3 => return Err(ShardError::Busy),
+                ReadAnswer::Stale {
+                    txn: other,
+                    primary,
+                } => {
+                    settle(shards, shard, &other, primary).await?;
+                }
+            }
+        };
+        snap.learn(found);
+    }
+    Ok(())
+}
+
+/// Finishes or undoes a call whose lock outlived its lease.
+async fn settle<S: Shards>(shards: &S, at: u32, txn: &str, primary: u32) -> Result<(), ShardError> {
+    match shards.recover(primary, txn).await? {
+        Fate::Committed { changes } => {
+            for (s, ops) in &changes {
+                shards.apply(*s, txn, ops).await?;
+            }
+            // Shards it locked and did not change: their locks go too.
+            shards.release(at, txn).await?;
+            shards.forget(primary, txn).await
+        }
+        Fate::Aborted => shards.release(at, txn).await,
+    }
+}
+
+async fn commit<S: Shards>(
+    shards: &S,
+    txn: &str,
+    primary: u32,
+    locked: &[u32],
+    changes: Changes,
+) -> Result<(), ShardError> {
+    // All on the primary: one call, atomic there (the primary is the first shard
+    // read, so the only one locked).
+    if locked.iter().all(|s| *s == primary) && changes.iter().all(|(s, _)| *s == primary) {
+        let ops = changes
+            .into_iter()
+            .next()
+            .map(|(_, o)| o)
+            .unwrap_or_default();
+        if ops.is_empty() && locked.is_empty() {
+            return Ok(());
+        }
+        return shards.apply(primary, txn, &ops).await;
+    }
+    if let Err(e) = shards.commit_primary(primary, txn, &changes).await {
+        release_all(shards, txn, locked).await;
+        return Err(e);
+    }
+    // Committed: from here on, a failure leaves the rest to whoever meets the locks.
+    for (s, ops) in &changes {
+        if *s != primary {
+            shards.apply(*s, txn, ops).await?;
+        }
+    }
+    for s in locked {
+        if *s != primary && !changes.iter().any(|(c, _)| c == s) {
+            shards.release(*s, txn).await?;
+        }
+    }
+    shards.forget(primary, txn).await
+}
+
+async fn release_all<S: Shards>(shards: &S, txn: &str, locked: &[u32]) {
+    for s in locked {
+        // Best effort: a lock not released runs out with its lease.
+        let _ = shards.release(*s, txn).await;
+    }
+}
+
+/// What resolving `observations` reads first: their kept resolutions and their
+/// identifiers (cookie ids included); the profiles those point to come in the next round
+/// unless they live on the same shard.
+pub fn first_reads(observations: &[Observation]) -> Reads {
+    let mut r = Reads::default();
+    for o in observations {
+        if !o.key.is_empty() && !r.keys.contains(&o.key) {
+            r.keys.push(o.key.clone());
+        }
+        for i in o.identifiers.iter().chain(o.cookie.as_ref()) {
+            if !r.idents.contains(i) {
+                r.idents.push(i.clone());
+            }
+        }
+    }
+    r.idents = crate::identity::usable(&r.idents);
+    r
+}
+
+/// Resolves `observations` in order over a snapshot, as [`crate::identity::observe`]
+/// does one by one; each new profile is made on the shard of its event's top identifier.
+pub fn observe_each(
+    snap: &mut Snapshot,
+    observations: &[Observation],
+    limits: &Limits,
+) -> Vec<Option<Resolution>> {
+    let n = snap.n;
+    observations
+        .iter()
+        .map(|o| {
+            let ids =
+                crate::identity::usable(&[o.identifiers.as_slice(), o.cookie.as_slice()].concat());
+            snap.home = ids.first().map(|i| shard_of_ident(i, n));
+            crate::identity::observe(snap, o, limits)
+        })
+        .collect()
+}

@@ -1,0 +1,509 @@
+//! The identity graph over several shards (`identity_shards`): the same people,
+//! merges, conflicts, unmerges and erasures as one graph, and all or nothing when a call
+//! dies at any of its shard calls.
+
+use edge_collector::identity::{
+    erase, erasure_plan, observe, random_profile_id, unmerge, Graph, IdKind, Ident, Limits,
+    MemoryGraph, Observation, Resolution,
+};
+use edge_collector::identity_shards::{
+    self as shards, first_reads, observe_each, Changes, Fate, Lock, Locks, Op, ReadAnswer,
+    ReadRequest, Reads, ShardError, Shards, Snapshot, LEASE_MS,
+};
+use proptest::prelude::*;
+use serde_json::json;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+
+#[derive(Default)]
+struct MemoryLocks {
+    locks: HashMap<String, Lock>,
+    fates: HashMap<String, Fate>,
+    applied: HashSet<String>,
+}
+
+impl Locks for MemoryLocks {
+    fn lock(&self, key: &str) -> Option<Lock> {
+        self.locks.get(key).cloned()
+    }
+    fn put_lock(&mut self, key: &str, l: &Lock) {
+        self.locks.insert(key.into(), l.clone());
+    }
+    fn unlock(&mut self, txn: &str) {
+        self.locks.retain(|_, l| l.txn != txn);
+    }
+    fn fate(&self, txn: &str) -> Option<Fate> {
+        self.fates.get(txn).cloned()
+    }
+    fn put_fate(&mut self, txn: &str, f: &Fate, _at_ms: i64) {
+        self.fates.insert(txn.into(), f.clone());
+    }
+    fn forget(&mut self, txn: &str) {
+        self.fates.remove(txn);
+    }
+    fn applied(&self, txn: &str) -> bool {
+        self.applied.contains(txn)
+    }
+    fn mark_applied(&mut self, txn: &str, _at_ms: i64) {
+        self.applied.insert(txn.into());
+    }
+}
+
+/// `n` shards in memory. `dies_after` simulates the calling process dying: after that
+/// many more calls, every call fails (no release, no forget), as a dead worker makes
+/// none.
+struct MemoryShards {
+    shards: RefCell<Vec<(MemoryGraph, MemoryLocks)>>,
+    now_ms: Cell<i64>,
+    dies_after: Cell<Option<usize>>,
+    calls: Cell<usize>,
+}
+
+impl MemoryShards {
+    fn new(n: u32) -> Self {
+        MemoryShards {
+            shards: RefCell::new((0..n).map(|_| Default::default()).collect()),
+            now_ms: Cell::new(1_000_000),
+            dies_after: Cell::new(None),
+            calls: Cell::new(0),
+        }
+    }
+    fn n(&self) -> u32 {
+        self.shards.borrow().len() as u32
+    }
+    fn call(&self) -> Result<(), ShardError> {
+        self.calls.set(self.calls.get() + 1);
+        match self.dies_after.get() {
+            Some(0) => Err(ShardError::Unavailable("dead".into())),
+            Some(k) => {
+                self.dies_after.set(Some(k - 1));
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+    /// Every shard's graph as one: profiles, links, resolutions and retirements are each
+    /// on one shard; merge records and conflicts on both profiles' shards (kept once).
+    fn merged(&self) -> MemoryGraph {
+        let mut all = MemoryGraph::default();
+        let n = self.n();
+        for (i, (g, _)) in self.shards.borrow().iter().enumerate() {
+            for (k, v) in &g.index {
+                assert!(
+                    all.index.insert(k.clone(), v.clone()).is_none(),
+                    "{k:?} on two shards"
+                );
+            }
+            for (k, v) in &g.profiles {
+                assert!(all.profiles.insert(k.clone(), v.clone()).is_none());
+            }
+            for (k, v) in &g.resolutions {
+                assert!(all.resolutions.insert(k.clone(), v.clone()).is_none());
+            }
+            all.retired.extend(g.retired.iter().cloned());
+            for m in &g.merges {
+                if !all.merges.iter().any(|x| x.id == m.id) {
+                    all.merges.push(m.clone());
+                }
+            }
+            // Each conflict once: the copy on its first profile's shard.
+            let home = |c: &&edge_collector::identity::Conflict| {
+                shards::shard_of_profile(&c.profile, n) == i as u32
+            };
+            all.conflicts
+                .extend(g.conflicts.iter().filter(home).cloned());
+        }
+        all
+    }
+    fn locks_left(&self) -> usize {
+        self.shards
+            .borrow()
+            .iter()
+            .map(|(_, l)| l.locks.len())
+            .sum()
+    }
+}
+
+impl Shards for MemoryShards {
+    async fn read(&self, shard: u32, req: &ReadRequest) -> Result<ReadAnswer, ShardError> {
+        self.call()?;
+        let mut s = self.shards.borrow_mut();
+        let (g, l) = &mut s[shard as usize];
+        Ok(shards::read(g, l, req, self.now_ms.get()))
+    }
+    async fn apply(&self, shard: u32, txn: &str, ops: &[Op]) -> Result<(), ShardError> {
+        self.call()?;
+        let mut s = self.shards.borrow_mut();
+        let (g, l) = &mut s[shard as usize];
+        shards::apply(g, l, txn, ops, self.now_ms.get())
+    }
+    async fn commit_primary(
+        &self,
+        shard: u32,
+        txn: &str,
+        changes: &Changes,
+    ) -> Result<(), ShardError> {
+        self.call()?;
+        let mut s = self.shards.borrow_mut();
+        let (g, l) = &mut s[shard as usize];
+        shards::commit_primary(g, l, txn, shard, changes, self.now_ms.get())
+    }
+    async fn recover(&self, shard: u32, txn: &str) -> Result<Fate, ShardError> {
+        self.call()?;
+        let mut s = self.shards.borrow_mut();
+        Ok(shards::recover(
+            &mut s[shard as usize].1,
+            txn,
+            self.now_ms.get(),
+        ))
+    }
+    async fn release(&self, shard: u32, txn: &str) -> Result<(), ShardError> {
+        self.call()?;
+        self.shards.borrow_mut()[shard as usize].1.unlock(txn);
+        Ok(())
+    }
+    async fn forget(&self, shard: u32, txn: &str) -> Result<(), ShardError> {
+        self.call()?;
+        self.shards.borrow_mut()[shard as usize].1.forget(txn);
+        Ok(())
+    }
+}
+
+fn snapshot(n: u32) -> Snapshot {
+    Snapshot::new(n, Box::new(random_profile_id))
+}
+
+fn resolve(
+    s: &MemoryShards,
+    txn: &str,
+    obs: &[Observation],
+    limits: &Limits,
+) -> Result<Vec<Option<Resolution>>, ShardError> {
+    let mut snap = snapshot(s.n());
+    pollster::block_on(shards::transact(
+        s,
+        s.n(),
+        txn,
+        true,
+        first_reads(obs),
+        &mut snap,
+        |g| observe_each(g, obs, limits),
+    ))
+}
+
+/// The graph's people, by their sorted identifiers, with what each accumulated.
+type Person = (
+    Vec<Ident>,
+    u64,
+    serde_json::Map<String, serde_json::Value>,
+    i64,
+    i64,
+);
+fn people(g: &MemoryGraph) -> Vec<Person> {
+    let mut v: Vec<_> = g
+        .profiles
+        .values()
+        .map(|p| {
+            let mut ids = p.identifiers.clone();
+            ids.sort();
+            (
+                ids,
+                p.event_count,
+                p.traits.clone(),
+                p.first_seen_ms,
+                p.last_seen_ms,
+            )
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// A merge or conflict named by its people's identifiers (profile ids are random).
+fn named(g: &MemoryGraph, id: &str) -> Vec<Ident> {
+    g.profiles
+        .get(id)
+        .map(|p| p.identifiers.clone())
+        .unwrap_or_default()
+}
+fn conflicts(g: &MemoryGraph) -> Vec<(String, Vec<Ident>, Option<Vec<Ident>>, Ident)> {
+    let mut v: Vec<_> = g
+        .conflicts
+        .iter()
+        .map(|c| {
+            (
+                c.kind.clone(),
+                named(g, &c.profile),
+                c.other_profile.as_deref().map(|o| named(g, o)),
+                c.identifier.clone(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn events(spec: &[(Vec<(u8, u8)>, u8, u8, u8)]) -> Vec<Observation> {
+    spec.iter()
+        .enumerate()
+        .map(|(t, (ids, tr, cookie, retry))| Observation {
+            // Keys carry their visitor, as dedup keys do (write key, visitor, messageId).
+            key: if *retry == 0 && t > 2 {
+                format!("wk\u{1f}v{}\u{1f}m{}", t / 2, t / 2)
+            } else {
+                format!("wk\u{1f}v{t}\u{1f}m{t}")
+            },
+            identifiers: ids
+                .iter()
+                .map(|(k, v)| Ident::new(IdKind::ALL[*k as usize], format!("v{v}-{k}")))
+                .collect(),
+            cookie: (*cookie < 4).then(|| Ident::new(IdKind::Anonymous, format!("c{cookie}"))),
+            traits: (*tr > 0)
+                .then(|| json!({"t": tr, format!("k{t}"): t}).as_object().cloned())
+                .flatten(),
+            at_ms: t as i64,
+            ..Observation::default()
+        })
+        .collect()
+}
+
+fn assert_same(one: &MemoryGraph, s: &MemoryShards) -> Result<(), TestCaseError> {
+    let many = s.merged();
+    prop_assert_eq!(people(one), people(&many));
+    prop_assert_eq!(one.index.len(), many.index.len());
+    prop_assert_eq!(one.resolutions.len(), many.resolutions.len());
+    prop_assert_eq!(one.merges.len(), many.merges.len());
+    prop_assert_eq!(conflicts(one), conflicts(&many));
+    for (i, p) in &many.index {
+        prop_assert!(many
+            .profiles
+            .get(p)
+            .is_some_and(|p| p.identifiers.contains(i)));
+    }
+    prop_assert_eq!(s.locks_left(), 0, "locks left behind");
+    Ok(())
+}
+
+proptest! {
+    /// A request's events resolved over 1 to 5 shards leave the same people, links,
+    /// merges, conflicts and kept resolutions as one graph resolving them in turn, and
+    /// each event with the same person. Events carry cookie ids (one retired) and some
+    /// are retries of earlier ones.
+    #[test]
+    fn shards_resolve_as_one_graph(
+        spec in proptest::collection::vec(
+            (proptest::collection::vec((0u8..4, 0u8..5), 1..4), 0u8..3, 0u8..6, 0u8..8), 1..40),
+        cuts in proptest::collection::vec(1usize..8, 1..12),
+        n in 1u32..6,
+    ) {
+        let limits = Limits { anonymous_id: 3, email: 2, ..Limits::default() };
+        let all = events(&spec);
+        let mut one = MemoryGraph::default();
+        let s = MemoryShards::new(n);
+        let c1 = Ident::new(IdKind::Anonymous, "c1");
+        one.retire(&c1, 0);
+        let mut retire = snapshot(n);
+        pollster::block_on(shards::transact(&s, n, "t-retire", true,
+            Reads { idents: vec![c1.clone()], ..Reads::default() }, &mut retire,
+            |g| g.retire(&c1, 0))).unwrap();
+        let singly: Vec<_> = all.iter().map(|o| observe(&mut one, o, &limits)).collect();
+        let mut sharded = Vec::new();
+        let (mut at, mut cut) = (0, cuts.iter().cycle());
+        while at < all.len() {
+            let end = (at + cut.next().unwrap()).min(all.len());
+            sharded.extend(resolve(&s, &format!("t{at}"), &all[at..end], &limits).unwrap());
+            at = end;
+        }
+        let many = s.merged();
+        let person = |g: &MemoryGraph, r: &Option<Resolution>| {
+            r.as_ref().map(|r| (named(g, &r.profile_id), r.absorbed.len()))
+        };
+        for (a, b) in singly.iter().zip(&sharded) {
+            prop_assert_eq!(person(&one, a), person(&many, b));
+        }
+        assert_same(&one, &s)?;
+    }
+
+    /// The process driving a call dies after any number of its shard calls; the sender
+    /// retries the request after the lease. Every event counts once, and the graph is
+    /// the one graph's: a call that committed is finished by the one that meets its
+    /// locks, one that did not is undone.
+    #[test]
+    fn a_call_that_dies_is_finished_or_undone(
+        spec in proptest::collection::vec(
+            (proptest::collection::vec((0u8..4, 0u8..4), 1..4), 0u8..3, 0u8..6, 1u8..8), 1..30),
+        cuts in proptest::collection::vec(1usize..6, 1..12),
+        deaths in proptest::collection::vec(proptest::option::of(0usize..8), 1..12),
+        n in 2u32..5,
+    ) {
+        let limits = Limits { anonymous_id: 3, email: 2, ..Limits::default() };
+        let all = events(&spec);
+        let mut one = MemoryGraph::default();
+        let s = MemoryShards::new(n);
+        let singly: Vec<_> = all.iter().map(|o| observe(&mut one, o, &limits)).collect();
+        let mut sharded = Vec::new();
+        let (mut at, mut cut, mut death) = (0, cuts.iter().cycle(), deaths.iter().cycle());
+        let mut k = 0;
+        while at < all.len() {
+            let end = (at + cut.next().unwrap()).min(all.len());
+            s.dies_after.set(*death.next().unwrap());
+            let first = resolve(&s, &format!("t{k}"), &all[at..end], &limits);
+            s.dies_after.set(None);
+            k += 1;
+            let got = match first {
+                Ok(r) => r,
+                Err(_) => {
+                    // The sender retries after the lease; a retry that finds it busy
+                    // retries again later.
+                    s.now_ms.set(s.now_ms.get() + LEASE_MS + 1);
+                    let again = resolve(&s, &format!("t{k}"), &all[at..end], &limits);
+                    k += 1;
+                    again.unwrap()
+                }
+            };
+            sharded.extend(got);
+            at = end;
+        }
+        let many = s.merged();
+        let person = |g: &MemoryGraph, r: &Option<Resolution>| {
+            r.as_ref().map(|r| named(g, &r.profile_id))
+        };
+        for (a, b) in singly.iter().zip(&sharded) {
+            prop_assert_eq!(person(&one, a), person(&many, b));
+        }
+        assert_same(&one, &s)?;
+    }
+}
+
+fn anon(v: &str) -> Ident {
+    Ident::new(IdKind::Anonymous, v)
+}
+fn user(v: &str) -> Ident {
+    Ident::new(IdKind::UserId, v)
+}
+
+fn see(s: &MemoryShards, txn: &str, ids: Vec<Ident>, at: i64) -> String {
+    let obs = [Observation {
+        key: format!("wk\u{1f}{}\u{1f}{txn}", ids[0].value),
+        identifiers: ids,
+        at_ms: at,
+        ..Observation::default()
+    }];
+    resolve(s, txn, &obs, &Limits::default()).unwrap()[0]
+        .clone()
+        .unwrap()
+        .profile_id
+}
+
+/// Runs `rules` as one call over the shards.
+fn call<T>(s: &MemoryShards, txn: &str, rules: impl FnMut(&mut Snapshot) -> T) -> T {
+    let mut snap = snapshot(s.n());
+    pollster::block_on(shards::transact(
+        s,
+        s.n(),
+        txn,
+        true,
+        Reads::default(),
+        &mut snap,
+        rules,
+    ))
+    .unwrap()
+}
+
+#[test]
+fn unmerge_then_erasure_over_shards_removes_exactly_the_person() {
+    for n in [2, 3, 7] {
+        let s = MemoryShards::new(n);
+        let a = see(&s, "t1", vec![anon("a1")], 1);
+        let b = see(&s, "t2", vec![user("u-b"), anon("b1")], 2);
+        // The shared device's anonymous id joins both: a merge.
+        let joined = see(&s, "t3", vec![user("u-b"), anon("a1")], 3);
+        assert_eq!(joined, b);
+        let g = s.merged();
+        assert!(g.profiles.get(&a).is_none(), "absorbed");
+        assert_eq!(g.merges.len(), 1);
+
+        let undone = call(&s, "t4", |g| unmerge(g, &b, None, 4));
+        let undone = undone.unwrap();
+        assert_eq!(undone.restored.id, a);
+        let g = s.merged();
+        assert_eq!(g.index.get(&anon("a1")), Some(&a));
+        assert!(g.merges[0].undone_at_ms.is_some());
+
+        // An event joining them again is refused: a conflict, not a merge.
+        see(&s, "t5", vec![user("u-b"), anon("a1")], 5);
+        let g = s.merged();
+        assert!(g.profiles.contains_key(&a) && g.profiles.contains_key(&b));
+        assert!(g.conflicts.iter().any(|c| c.kind == "previously_unmerged"));
+
+        let plan = call(&s, "t6", |g| erasure_plan(g, &b)).unwrap();
+        call(&s, "t7", |g| erase(g, &plan));
+        let g = s.merged();
+        assert!(!g.profiles.contains_key(&b));
+        assert_eq!(g.index.get(&user("u-b")), None);
+        assert_eq!(g.index.get(&anon("b1")), None);
+        // The unmerged person stays whole.
+        assert!(g.profiles.contains_key(&a));
+        assert_eq!(g.index.get(&anon("a1")), Some(&a));
+        assert!(g.merges.is_empty());
+        assert!(g
+            .conflicts
+            .iter()
+            .all(|c| c.profile != b && c.other_profile.as_deref() != Some(b.as_str())));
+        assert!(g.resolutions.values().all(|r| r.profile_id != b));
+        assert!(s.shards.borrow().iter().all(|(g, _)| g
+            .conflicts
+            .iter()
+            .all(|c| c.profile != b && c.other_profile.as_deref() != Some(b.as_str()))));
+        assert_eq!(s.locks_left(), 0);
+    }
+}
+
+#[test]
+fn a_live_lock_is_busy_and_changes_nothing() {
+    let s = MemoryShards::new(3);
+    see(&s, "t1", vec![anon("a1")], 1);
+    let before = people(&s.merged());
+    // Another call holds a1's lock, its lease running.
+    let shard = shards::shard_of_ident(&anon("a1"), 3);
+    let lock = Lock {
+        txn: "other".into(),
+        primary: shard,
+        until_ms: s.now_ms.get() + LEASE_MS,
+    };
+    s.shards.borrow_mut()[shard as usize]
+        .1
+        .put_lock("i\u{1f}anonymous_id\u{1f}a1", &lock);
+    let obs = [Observation {
+        key: "wk\u{1f}a1\u{1f}m2".into(),
+        identifiers: vec![anon("a1"), user("u1")],
+        at_ms: 2,
+        ..Observation::default()
+    }];
+    assert_eq!(
+        resolve(&s, "t2", &obs, &Limits::default()),
+        Err(ShardError::Busy)
+    );
+    assert_eq!(people(&s.merged()), before);
+    // Its own locks were let go; the other call's stays.
+    assert_eq!(s.locks_left(), 1);
+    // After the lease, the other call (which never committed) is aborted and the
+    // event goes through; the aborted call can no longer commit.
+    s.now_ms.set(s.now_ms.get() + LEASE_MS + 1);
+    assert!(resolve(&s, "t3", &obs, &Limits::default()).is_ok());
+    assert_eq!(s.locks_left(), 0);
+    let refused = pollster::block_on(s.commit_primary(shard, "other", &vec![]));
+    assert_eq!(refused, Err(ShardError::Aborted));
+    let refused = pollster::block_on(s.apply(shard, "other", &[]));
+    assert_eq!(refused, Err(ShardError::Aborted));
+}
+
+#[test]
+fn a_visitor_seen_again_is_one_call_on_one_shard() {
+    let s = MemoryShards::new(16);
+    see(&s, "t1", vec![anon("a-visitor")], 1);
+    s.calls.set(0);
+    see(&s, "t2", vec![anon("a-visitor")], 2);
+    // One read (links, the profile beside them, the resolution), one apply.
+    assert_eq!(s.calls.get(), 2);
+}
