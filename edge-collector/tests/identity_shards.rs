@@ -226,7 +226,9 @@ fn named(g: &MemoryGraph, id: &str) -> Vec<Ident> {
         .map(|p| p.identifiers.clone())
         .unwrap_or_default()
 }
-fn conflicts(g: &MemoryGraph) -> Vec<(String, Vec<Ident>, Option<Vec<Ident>>, Ident)> {
+/// A conflict: its kind, its people and the identifier it was about.
+type Named = (String, Vec<Ident>, Option<Vec<Ident>>, Ident);
+fn conflicts(g: &MemoryGraph) -> Vec<Named> {
     let mut v: Vec<_> = g
         .conflicts
         .iter()
@@ -243,7 +245,10 @@ fn conflicts(g: &MemoryGraph) -> Vec<(String, Vec<Ident>, Option<Vec<Ident>>, Id
     v
 }
 
-fn events(spec: &[(Vec<(u8, u8)>, u8, u8, u8)]) -> Vec<Observation> {
+/// An event drawn by the property tests: identifiers (kind, value), traits, cookie,
+/// whether it retries an earlier one.
+type Drawn = (Vec<(u8, u8)>, u8, u8, u8);
+fn events(spec: &[Drawn]) -> Vec<Observation> {
     spec.iter()
         .enumerate()
         .map(|(t, (ids, tr, cookie, retry))| Observation {
@@ -420,7 +425,7 @@ fn unmerge_then_erasure_over_shards_removes_exactly_the_person() {
         let joined = see(&s, "t3", vec![user("u-b"), anon("a1")], 3);
         assert_eq!(joined, b);
         let g = s.merged();
-        assert!(g.profiles.get(&a).is_none(), "absorbed");
+        assert!(!g.profiles.contains_key(&a), "absorbed");
         assert_eq!(g.merges.len(), 1);
 
         let undone = call(&s, "t4", |g| unmerge(g, &b, None, 4));
