@@ -315,6 +315,21 @@ impl Snapshot {
         &self.ops
     }
 
+    /// Whether `id` is a profile id this call drew (so no other call knows it).
+    pub fn is_new(&self, id: &str) -> bool {
+        self.fresh.iter().any(|f| f == id)
+    }
+
+    /// An identifier about to change must have been read, so that it is locked and the
+    /// change made knowing its current state (a merge relinks the absorbed profile's
+    /// identifiers, which the event did not carry): otherwise it is read, and the run
+    /// redone.
+    fn must_read(&self, id: &Ident) {
+        if !self.base.links.contains_key(id) {
+            self.miss_ident(id);
+        }
+    }
+
     fn miss_ident(&self, id: &Ident) {
         let mut m = self.missing.borrow_mut();
         if !m.idents.contains(id) {
@@ -384,6 +399,9 @@ impl Graph for Snapshot {
         self.bundle(id).and_then(|b| b.profile.clone())
     }
     fn save_profile(&mut self, p: Profile) {
+        if !self.is_new(&p.id) && !self.base.bundles.contains_key(&p.id) {
+            self.bundle(&p.id);
+        }
         self.ops.push(Op::SaveProfile { profile: p.clone() });
         let id = p.id.clone();
         let b = self.run.bundles.entry(id.clone()).or_default();
@@ -397,6 +415,7 @@ impl Graph for Snapshot {
         }
     }
     fn link(&mut self, id: &Ident, profile: &str) {
+        self.must_read(id);
         self.ops.push(Op::Link {
             ident: id.clone(),
             profile: profile.into(),
@@ -404,6 +423,7 @@ impl Graph for Snapshot {
         self.run.links.insert(id.clone(), Some(profile.into()));
     }
     fn unlink(&mut self, id: &Ident) {
+        self.must_read(id);
         self.ops.push(Op::Unlink { ident: id.clone() });
         self.run.links.insert(id.clone(), None);
     }
@@ -557,6 +577,7 @@ impl Graph for Snapshot {
         }
     }
     fn retire(&mut self, id: &Ident, at_ms: i64) {
+        self.must_read(id);
         self.ops.push(Op::Retire {
             ident: id.clone(),
             at_ms,
@@ -581,8 +602,9 @@ pub struct Lock {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "camelCase")]
 pub enum Fate {
-    /// Committed: its changes, to be applied where they were not yet.
-    Committed { changes: Changes },
+    /// Committed: its changes, to be applied where they were not yet, and the shards
+    /// it locked, to be released.
+    Committed { changes: Changes, locked: Vec<u32> },
     /// Given up (by itself, or by a call that met its lock after its lease).
     Aborted,
 }
@@ -596,6 +618,12 @@ pub trait Locks {
     fn fate(&self, txn: &str) -> Option<Fate>;
     fn put_fate(&mut self, txn: &str, f: &Fate, at_ms: i64);
     fn forget(&mut self, txn: &str);
+    /// The committed calls kept here since before `at_ms` (their driver may have died
+    /// before finishing them: [`sweep`]).
+    fn committed_before(&self, at_ms: i64) -> Vec<(String, Fate)>;
+    /// The calls holding locks here whose lease ran out before `at_ms`, each once, with
+    /// their primaries.
+    fn stale_before(&self, at_ms: i64) -> Vec<(String, u32)>;
     /// Whether this shard applied `txn`'s changes already.
     fn applied(&self, txn: &str) -> bool;
     fn mark_applied(&mut self, txn: &str, at_ms: i64);
@@ -741,19 +769,17 @@ pub fn commit_primary(
     t: &mut impl Locks,
     txn: &str,
     me: u32,
-    changes: &Changes,
+    fate: &Fate,
     now_ms: i64,
 ) -> Result<(), ShardError> {
     if t.fate(txn) == Some(Fate::Aborted) {
+        t.unlock(txn);
         return Err(ShardError::Aborted);
     }
-    t.put_fate(
-        txn,
-        &Fate::Committed {
-            changes: changes.clone(),
-        },
-        now_ms,
-    );
+    let Fate::Committed { changes, .. } = fate else {
+        return Err(ShardError::Unavailable("not a commit".into()));
+    };
+    t.put_fate(txn, fate, now_ms);
     let mine = changes.iter().find(|(s, _)| *s == me);
     apply(g, t, txn, mine.map_or(&[][..], |(_, o)| o), now_ms)
 }
@@ -790,47 +816,46 @@ pub enum ShardError {
 pub trait Shards {
     async fn read(&self, shard: u32, req: &ReadRequest) -> Result<ReadAnswer, ShardError>;
     async fn apply(&self, shard: u32, txn: &str, ops: &[Op]) -> Result<(), ShardError>;
-    async fn commit_primary(
-        &self,
-        shard: u32,
-        txn: &str,
-        changes: &Changes,
-    ) -> Result<(), ShardError>;
+    async fn commit_primary(&self, shard: u32, txn: &str, fate: &Fate) -> Result<(), ShardError>;
     async fn recover(&self, shard: u32, txn: &str) -> Result<Fate, ShardError>;
     async fn release(&self, shard: u32, txn: &str) -> Result<(), ShardError>;
     async fn forget(&self, shard: u32, txn: &str) -> Result<(), ShardError>;
 }
 
+/// One call over the shards: its id (names its locks), the shard count, whether it
+/// changes anything (a view reads without locks and commits nothing), and its primary.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub txn: String,
+    pub n: u32,
+    pub lock: bool,
+    /// The shard that keeps the call's fate: the shard its new profiles are made on
+    /// (its visitor's), so that a new profile is written with the fate, atomically,
+    /// before any link to it. `None`: the first shard read.
+    pub primary: Option<u32>,
+}
+
 /// Runs `rules` over the shards as one call: reads what they need, round by round
 /// (starting with `first`), until they run with nothing missing, then commits their
-/// changes (none for a view: `lock` false). Returns what the last run returned.
+/// changes. Returns what the last run returned.
 pub async fn transact<S: Shards, T>(
     shards: &S,
-    n: u32,
-    txn: &str,
-    lock: bool,
+    call: &Call,
     first: Reads,
     snap: &mut Snapshot,
     mut rules: impl FnMut(&mut Snapshot) -> T,
 ) -> Result<T, ShardError> {
-    let n = n.max(1);
-    let mut primary: Option<u32> = None;
-    let mut locked: Vec<u32> = Vec::new();
+    let n = call.n.max(1);
+    let mut c = Driving {
+        call,
+        n,
+        primary: call.primary,
+        locked: Vec::new(),
+    };
     let mut wanted = split_reads(&first, n);
     for _ in 0..MAX_ROUNDS {
-        if let Err(e) = fetch(
-            shards,
-            n,
-            txn,
-            lock,
-            &mut primary,
-            &mut locked,
-            wanted,
-            snap,
-        )
-        .await
-        {
-            release_all(shards, txn, &locked).await;
+        if let Err(e) = c.fetch(shards, wanted, snap).await {
+            c.release_all(shards).await;
             return Err(e);
         }
         snap.begin();
@@ -839,112 +864,179 @@ pub async fn transact<S: Shards, T>(
         if !wanted.is_empty() {
             continue;
         }
-        if !lock {
+        if !call.lock {
             return Ok(out);
         }
-        let changes = by_shard(snap.ops(), n);
-        let primary = primary.unwrap_or(0);
-        return match commit(shards, txn, primary, &locked, changes).await {
-            Ok(()) => Ok(out),
-            Err(e) => Err(e),
-        };
+        return c.commit(shards, snap).await.map(|()| out);
     }
-    release_all(shards, txn, &locked).await;
+    c.release_all(shards).await;
     Err(ShardError::TooManyRounds)
 }
 
-/// One round of reads, all shards at once.
-#[allow(clippy::too_many_arguments)]
-async fn fetch<S: Shards>(
-    shards: &S,
+/// A call in progress: its primary once chosen, and the shards it holds locks on.
+struct Driving<'c> {
+    call: &'c Call,
     n: u32,
-    txn: &str,
-    lock: bool,
-    primary: &mut Option<u32>,
-    locked: &mut Vec<u32>,
-    wanted: Vec<(u32, Reads)>,
-    snap: &mut Snapshot,
-) -> Result<(), ShardError> {
-    let wanted: Vec<(u32, Reads)> = wanted.into_iter().filter(|(_, r)| !r.is_empty()).collect();
-    let Some((first, _)) = wanted.first() else {
-        return Ok(());
-    };
-    let p = *primary.get_or_insert(*first);
-    for (shard, reads) in wanted {
-        let req = ReadRequest {
-            txn: txn.into(),
-            primary: p,
-            lock,
+    primary: Option<u32>,
+    locked: Vec<u32>,
+}
+
+impl Driving<'_> {
+    fn request(&mut self, shard: u32, reads: Reads) -> ReadRequest {
+        let primary = *self.primary.get_or_insert(shard);
+        if self.call.lock && !self.locked.contains(&shard) {
+            self.locked.push(shard);
+        }
+        ReadRequest {
+            txn: self.call.txn.clone(),
+            primary,
+            lock: self.call.lock,
             shard,
-            n,
+            n: self.n,
             reads,
-        };
-        // A stale lock is settled, then the read asked again: at most twice per shard
-        // and round, as a settled call's locks are gone.
-        let mut tries = 0;
-        let found = loop {
-            tries += 1;
-            if lock && !locked.contains(&shard) {
-                locked.push(shard);
-            }
-            match shards.read(shard, &req).await? {
-                ReadAnswer::Found { found } => break found,
-                ReadAnswer::Busy { .. } => return Err(ShardError::Busy),
-                ReadAnswer::Stale { .. } if tries > 3 => return Err(ShardError::Busy),
-                ReadAnswer::Stale {
-                    txn: other,
-                    primary,
-                } => {
-                    settle(shards, shard, &other, primary).await?;
-                }
-            }
-        };
-        snap.learn(found);
+        }
     }
-    Ok(())
+
+    /// One round of reads. A stale lock met is settled, then the read asked again (a
+    /// settled call's locks are gone; a few tries, in case others' are met in turn).
+    async fn fetch<S: Shards>(
+        &mut self,
+        shards: &S,
+        wanted: Vec<(u32, Reads)>,
+        snap: &mut Snapshot,
+    ) -> Result<(), ShardError> {
+        for (shard, reads) in wanted {
+            if reads.is_empty() {
+                continue;
+            }
+            let req = self.request(shard, reads);
+            let mut tries = 0;
+            let found = loop {
+                tries += 1;
+                match shards.read(shard, &req).await? {
+                    ReadAnswer::Found { found } => break found,
+                    ReadAnswer::Stale { txn, primary } if tries <= 3 => {
+                        settle(shards, shard, &txn, primary).await?;
+                    }
+                    _ => return Err(ShardError::Busy),
+                }
+            };
+            snap.learn(found);
+        }
+        Ok(())
+    }
+
+    /// Commits the run's changes: in one call when they and the locks are all on the
+    /// primary; otherwise through the primary's fate, then [`finish`].
+    async fn commit<S: Shards>(&mut self, shards: &S, snap: &Snapshot) -> Result<(), ShardError> {
+        let changes = by_shard(snap.ops(), self.n);
+        let primary = match self.primary {
+            Some(p) => p,
+            None if changes.is_empty() => return Ok(()),
+            None => *self.primary.insert(changes[0].0),
+        };
+        let txn = &self.call.txn;
+        let alone = |s: &u32| *s == primary;
+        if self.locked.iter().all(alone) && changes.iter().all(|(s, _)| alone(s)) {
+            let ops = changes
+                .into_iter()
+                .next()
+                .map(|(_, o)| o)
+                .unwrap_or_default();
+            if ops.is_empty() && self.locked.is_empty() {
+                return Ok(());
+            }
+            return shards.apply(primary, txn, &ops).await;
+        }
+        if let Err(e) = self.lock_new(shards, snap, &changes).await {
+            self.release_all(shards).await;
+            return Err(e);
+        }
+        let fate = Fate::Committed {
+            changes,
+            locked: self.locked.clone(),
+        };
+        if let Err(e) = shards.commit_primary(primary, txn, &fate).await {
+            self.release_all(shards).await;
+            return Err(e);
+        }
+        // Committed: from here on, what a failure leaves is finished by whoever meets
+        // the call's locks, or by the primary's sweep.
+        let Fate::Committed { changes, locked } = &fate else {
+            return Ok(());
+        };
+        finish(shards, txn, primary, changes, locked).await
+    }
+
+    /// Locks the profiles the call made on shards other than its primary before it
+    /// commits: a call that meets a link to one of them before its shard applied it
+    /// then meets its lock (and finishes the call) instead of finding no profile. (One
+    /// made on the primary is written there with the fate, before any link to it.)
+    async fn lock_new<S: Shards>(
+        &mut self,
+        shards: &S,
+        snap: &Snapshot,
+        changes: &Changes,
+    ) -> Result<(), ShardError> {
+        for (shard, ops) in changes {
+            if Some(*shard) == self.primary {
+                continue;
+            }
+            let profiles: Vec<String> = ops
+                .iter()
+                .filter_map(|o| match o {
+                    Op::SaveProfile { profile } if snap.is_new(&profile.id) => {
+                        Some(profile.id.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            if profiles.is_empty() {
+                continue;
+            }
+            let reads = Reads {
+                profiles,
+                ..Reads::default()
+            };
+            let req = self.request(*shard, reads);
+            match shards.read(*shard, &req).await? {
+                ReadAnswer::Found { .. } => {}
+                _ => return Err(ShardError::Busy),
+            }
+        }
+        Ok(())
+    }
+
+    async fn release_all<S: Shards>(&self, shards: &S) {
+        for s in &self.locked {
+            // Best effort: a lock not released runs out with its lease.
+            let _ = shards.release(*s, &self.call.txn).await;
+        }
+    }
 }
 
 /// Finishes or undoes a call whose lock outlived its lease.
 async fn settle<S: Shards>(shards: &S, at: u32, txn: &str, primary: u32) -> Result<(), ShardError> {
     match shards.recover(primary, txn).await? {
-        Fate::Committed { changes } => {
-            for (s, ops) in &changes {
-                shards.apply(*s, txn, ops).await?;
-            }
-            // Shards it locked and did not change: their locks go too.
-            shards.release(at, txn).await?;
-            shards.forget(primary, txn).await
+        Fate::Committed { changes, locked } => {
+            finish(shards, txn, primary, &changes, &locked).await?;
+            // Named in `locked` already; a lock must not outlive a finished call.
+            shards.release(at, txn).await
         }
         Fate::Aborted => shards.release(at, txn).await,
     }
 }
 
-async fn commit<S: Shards>(
+/// The rest of a committed call: every shard applies its part (once: a shard that did
+/// already skips it) and releases its locks, then the primary forgets the call.
+async fn finish<S: Shards>(
     shards: &S,
     txn: &str,
     primary: u32,
+    changes: &Changes,
     locked: &[u32],
-    changes: Changes,
 ) -> Result<(), ShardError> {
-    // All on the primary: one call, atomic there (the primary is the first shard
-    // read, so the only one locked).
-    if locked.iter().all(|s| *s == primary) && changes.iter().all(|(s, _)| *s == primary) {
-        let ops = changes
-            .into_iter()
-            .next()
-            .map(|(_, o)| o)
-            .unwrap_or_default();
-        if ops.is_empty() && locked.is_empty() {
-            return Ok(());
-        }
-        return shards.apply(primary, txn, &ops).await;
-    }
-    if let Err(e) = shards.commit_primary(primary, txn, &changes).await {
-        release_all(shards, txn, locked).await;
-        return Err(e);
-    }
-    // Committed: from here on, a failure leaves the rest to whoever meets the locks.
-    for (s, ops) in &changes {
+    for (s, ops) in changes {
         if *s != primary {
             shards.apply(*s, txn, ops).await?;
         }
@@ -957,11 +1049,26 @@ async fn commit<S: Shards>(
     shards.forget(primary, txn).await
 }
 
-async fn release_all<S: Shards>(shards: &S, txn: &str, locked: &[u32]) {
-    for s in locked {
-        // Best effort: a lock not released runs out with its lease.
-        let _ = shards.release(*s, txn).await;
+/// What a shard's alarm runs, so that no change is half made, and no lock held, for
+/// much longer than a lease even where no other call meets them: it settles the calls
+/// whose locks here outlived their lease (`stale`, [`Locks::stale_before`]) and, as a
+/// primary, finishes the committed calls it kept for longer than a lease (`due`,
+/// [`Locks::committed_before`]), whose drivers died between the commit and its end.
+pub async fn sweep<S: Shards>(
+    shards: &S,
+    me: u32,
+    stale: Vec<(String, u32)>,
+    due: Vec<(String, Fate)>,
+) -> Result<(), ShardError> {
+    for (txn, primary) in stale {
+        settle(shards, me, &txn, primary).await?;
     }
+    for (txn, fate) in due {
+        if let Fate::Committed { changes, locked } = fate {
+            finish(shards, &txn, me, &changes, &locked).await?;
+        }
+    }
+    Ok(())
 }
 
 /// What resolving `observations` reads first: their kept resolutions and their
@@ -984,7 +1091,9 @@ pub fn first_reads(observations: &[Observation]) -> Reads {
 }
 
 /// Resolves `observations` in order over a snapshot, as [`crate::identity::observe`]
-/// does one by one; each new profile is made on the shard of its event's top identifier.
+/// does one by one. Each new profile is made on the shard of its event's visitor (the
+/// dedup key's route: the anonymousId, where its resolutions and most of its later
+/// events' reads are), else of its top identifier.
 pub fn observe_each(
     snap: &mut Snapshot,
     observations: &[Observation],
@@ -994,10 +1103,22 @@ pub fn observe_each(
     observations
         .iter()
         .map(|o| {
-            let ids =
-                crate::identity::usable(&[o.identifiers.as_slice(), o.cookie.as_slice()].concat());
-            snap.home = ids.first().map(|i| shard_of_ident(i, n));
+            snap.home = if o.key.is_empty() {
+                let ids = [o.identifiers.as_slice(), o.cookie.as_slice()].concat();
+                crate::identity::usable(&ids)
+                    .first()
+                    .map(|i| shard_of_ident(i, n))
+            } else {
+                Some(shard_of_resolution(&o.key, n))
+            };
             crate::identity::observe(snap, o, limits)
         })
         .collect()
+}
+
+/// The primary of a call resolving `observations`: the shard of its first event's
+/// visitor, where [`observe_each`] makes that visitor's new profile.
+pub fn primary_of(observations: &[Observation], n: u32) -> Option<u32> {
+    let key = observations.iter().find(|o| !o.key.is_empty())?;
+    Some(shard_of_resolution(&key.key, n))
 }

@@ -7,7 +7,7 @@ use edge_collector::identity::{
     MemoryGraph, Observation, Resolution,
 };
 use edge_collector::identity_shards::{
-    self as shards, first_reads, observe_each, Changes, Fate, Lock, Locks, Op, ReadAnswer,
+    self as shards, first_reads, observe_each, Call, Fate, Lock, Locks, Op, ReadAnswer,
     ReadRequest, Reads, ShardError, Shards, Snapshot, LEASE_MS,
 };
 use proptest::prelude::*;
@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 #[derive(Default)]
 struct MemoryLocks {
     locks: HashMap<String, Lock>,
-    fates: HashMap<String, Fate>,
+    fates: HashMap<String, (Fate, i64)>,
     applied: HashSet<String>,
 }
 
@@ -33,13 +33,28 @@ impl Locks for MemoryLocks {
         self.locks.retain(|_, l| l.txn != txn);
     }
     fn fate(&self, txn: &str) -> Option<Fate> {
-        self.fates.get(txn).cloned()
+        self.fates.get(txn).map(|(f, _)| f.clone())
     }
-    fn put_fate(&mut self, txn: &str, f: &Fate, _at_ms: i64) {
-        self.fates.insert(txn.into(), f.clone());
+    fn put_fate(&mut self, txn: &str, f: &Fate, at_ms: i64) {
+        self.fates.insert(txn.into(), (f.clone(), at_ms));
     }
     fn forget(&mut self, txn: &str) {
         self.fates.remove(txn);
+    }
+    fn committed_before(&self, at_ms: i64) -> Vec<(String, Fate)> {
+        let due = |(t, (f, at)): (&String, &(Fate, i64))| {
+            (*at < at_ms && *f != Fate::Aborted).then(|| (t.clone(), f.clone()))
+        };
+        self.fates.iter().filter_map(due).collect()
+    }
+    fn stale_before(&self, at_ms: i64) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = Vec::new();
+        for l in self.locks.values() {
+            if l.until_ms < at_ms && !out.iter().any(|(t, _)| *t == l.txn) {
+                out.push((l.txn.clone(), l.primary));
+            }
+        }
+        out
     }
     fn applied(&self, txn: &str) -> bool {
         self.applied.contains(txn)
@@ -115,6 +130,18 @@ impl MemoryShards {
         }
         all
     }
+    /// Every shard's alarm, a lease from now.
+    fn sweep(&self) {
+        self.now_ms.set(self.now_ms.get() + LEASE_MS + 1);
+        for i in 0..self.n() {
+            let now = self.now_ms.get();
+            let (stale, due) = {
+                let l = &self.shards.borrow()[i as usize].1;
+                (l.stale_before(now), l.committed_before(now - LEASE_MS))
+            };
+            pollster::block_on(shards::sweep(self, i, stale, due)).unwrap();
+        }
+    }
     fn locks_left(&self) -> usize {
         self.shards
             .borrow()
@@ -137,16 +164,11 @@ impl Shards for MemoryShards {
         let (g, l) = &mut s[shard as usize];
         shards::apply(g, l, txn, ops, self.now_ms.get())
     }
-    async fn commit_primary(
-        &self,
-        shard: u32,
-        txn: &str,
-        changes: &Changes,
-    ) -> Result<(), ShardError> {
+    async fn commit_primary(&self, shard: u32, txn: &str, fate: &Fate) -> Result<(), ShardError> {
         self.call()?;
         let mut s = self.shards.borrow_mut();
         let (g, l) = &mut s[shard as usize];
-        shards::commit_primary(g, l, txn, shard, changes, self.now_ms.get())
+        shards::commit_primary(g, l, txn, shard, fate, self.now_ms.get())
     }
     async fn recover(&self, shard: u32, txn: &str) -> Result<Fate, ShardError> {
         self.call()?;
@@ -173,18 +195,45 @@ fn snapshot(n: u32) -> Snapshot {
     Snapshot::new(n, Box::new(random_profile_id))
 }
 
+/// A snapshot whose new profile ids all fall on shard 0, wherever their visitor is: so
+/// new profiles land on shards the call did not read.
+fn pinned(n: u32) -> Snapshot {
+    Snapshot::new(
+        n,
+        Box::new(move || loop {
+            let id = random_profile_id();
+            if shards::shard_of_profile(&id, n) == 0 {
+                return id;
+            }
+        }),
+    )
+}
+
 fn resolve(
     s: &MemoryShards,
     txn: &str,
     obs: &[Observation],
     limits: &Limits,
 ) -> Result<Vec<Option<Resolution>>, ShardError> {
-    let mut snap = snapshot(s.n());
+    resolve_with(s, snapshot(s.n()), txn, obs, limits)
+}
+
+fn resolve_with(
+    s: &MemoryShards,
+    mut snap: Snapshot,
+    txn: &str,
+    obs: &[Observation],
+    limits: &Limits,
+) -> Result<Vec<Option<Resolution>>, ShardError> {
+    let call = Call {
+        txn: txn.into(),
+        n: s.n(),
+        lock: true,
+        primary: shards::primary_of(obs, s.n()),
+    };
     pollster::block_on(shards::transact(
         s,
-        s.n(),
-        txn,
-        true,
+        &call,
         first_reads(obs),
         &mut snap,
         |g| observe_each(g, obs, limits),
@@ -308,8 +357,8 @@ proptest! {
         let c1 = Ident::new(IdKind::Anonymous, "c1");
         one.retire(&c1, 0);
         let mut retire = snapshot(n);
-        pollster::block_on(shards::transact(&s, n, "t-retire", true,
-            Reads { idents: vec![c1.clone()], ..Reads::default() }, &mut retire,
+        let call = Call { txn: "t-retire".into(), n, lock: true, primary: None };
+        pollster::block_on(shards::transact(&s, &call, Reads::default(), &mut retire,
             |g| g.retire(&c1, 0))).unwrap();
         let singly: Vec<_> = all.iter().map(|o| observe(&mut one, o, &limits)).collect();
         let mut sharded = Vec::new();
@@ -332,7 +381,8 @@ proptest! {
     /// The process driving a call dies after any number of its shard calls; the sender
     /// retries the request after the lease. Every event counts once, and the graph is
     /// the one graph's: a call that committed is finished by the one that meets its
-    /// locks, one that did not is undone.
+    /// locks, one that did not is undone. With `pin`, new profiles land on a shard the
+    /// call did not read (locked before the commit).
     #[test]
     fn a_call_that_dies_is_finished_or_undone(
         spec in proptest::collection::vec(
@@ -340,11 +390,13 @@ proptest! {
         cuts in proptest::collection::vec(1usize..6, 1..12),
         deaths in proptest::collection::vec(proptest::option::of(0usize..8), 1..12),
         n in 2u32..5,
+        pin in any::<bool>(),
     ) {
         let limits = Limits { anonymous_id: 3, email: 2, ..Limits::default() };
         let all = events(&spec);
         let mut one = MemoryGraph::default();
         let s = MemoryShards::new(n);
+        let snap = || if pin { pinned(n) } else { snapshot(n) };
         let singly: Vec<_> = all.iter().map(|o| observe(&mut one, o, &limits)).collect();
         let mut sharded = Vec::new();
         let (mut at, mut cut, mut death) = (0, cuts.iter().cycle(), deaths.iter().cycle());
@@ -352,16 +404,16 @@ proptest! {
         while at < all.len() {
             let end = (at + cut.next().unwrap()).min(all.len());
             s.dies_after.set(*death.next().unwrap());
-            let first = resolve(&s, &format!("t{k}"), &all[at..end], &limits);
+            let first = resolve_with(&s, snap(), &format!("t{k}"), &all[at..end], &limits);
             s.dies_after.set(None);
             k += 1;
-            let got = match first {
+        let got = match first {
                 Ok(r) => r,
                 Err(_) => {
                     // The sender retries after the lease; a retry that finds it busy
                     // retries again later.
                     s.now_ms.set(s.now_ms.get() + LEASE_MS + 1);
-                    let again = resolve(&s, &format!("t{k}"), &all[at..end], &limits);
+                    let again = resolve_with(&s, snap(), &format!("t{k}"), &all[at..end], &limits);
                     k += 1;
                     again.unwrap()
                 }
@@ -369,6 +421,8 @@ proptest! {
             sharded.extend(got);
             at = end;
         }
+        // The primaries' alarms finish what was committed and not met again.
+        s.sweep();
         let many = s.merged();
         let person = |g: &MemoryGraph, r: &Option<Resolution>| {
             r.as_ref().map(|r| named(g, &r.profile_id))
@@ -403,11 +457,15 @@ fn see(s: &MemoryShards, txn: &str, ids: Vec<Ident>, at: i64) -> String {
 /// Runs `rules` as one call over the shards.
 fn call<T>(s: &MemoryShards, txn: &str, rules: impl FnMut(&mut Snapshot) -> T) -> T {
     let mut snap = snapshot(s.n());
+    let call = Call {
+        txn: txn.into(),
+        n: s.n(),
+        lock: true,
+        primary: None,
+    };
     pollster::block_on(shards::transact(
         s,
-        s.n(),
-        txn,
-        true,
+        &call,
         Reads::default(),
         &mut snap,
         rules,
@@ -497,7 +555,11 @@ fn a_live_lock_is_busy_and_changes_nothing() {
     s.now_ms.set(s.now_ms.get() + LEASE_MS + 1);
     assert!(resolve(&s, "t3", &obs, &Limits::default()).is_ok());
     assert_eq!(s.locks_left(), 0);
-    let refused = pollster::block_on(s.commit_primary(shard, "other", &vec![]));
+    let commit = Fate::Committed {
+        changes: vec![],
+        locked: vec![shard],
+    };
+    let refused = pollster::block_on(s.commit_primary(shard, "other", &commit));
     assert_eq!(refused, Err(ShardError::Aborted));
     let refused = pollster::block_on(s.apply(shard, "other", &[]));
     assert_eq!(refused, Err(ShardError::Aborted));
