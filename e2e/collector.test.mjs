@@ -10,7 +10,12 @@ import { Analytics } from '@segment/analytics-node';
 import { startCollector, startBrowser, eventually, WRITE_KEY, ALLOWED_ORIGIN } from './harness.mjs';
 
 let collector;
-before(async () => { collector = await startCollector({ vars: { D1_LIMIT_BYTES: '100000' } }); });
+// `identity-shards.test.mjs` runs this file again with the identity graph over shards.
+const SHARDS = process.env.E2E_IDENTITY_SHARDS;
+before(async () => {
+  const vars = { D1_LIMIT_BYTES: '100000', ...(SHARDS ? { IDENTITY_SHARDS: SHARDS } : {}) };
+  collector = await startCollector({ vars });
+});
 after(async () => { await collector?.dispose(); });
 
 const sha256 = (s) => createHash('sha256').update(s).digest('hex');

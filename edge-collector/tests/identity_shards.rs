@@ -23,11 +23,14 @@ struct MemoryLocks {
 }
 
 impl Locks for MemoryLocks {
-    fn lock(&self, key: &str) -> Option<Lock> {
-        self.locks.get(key).cloned()
+    fn locks(&self, keys: &[String]) -> Vec<(String, Lock)> {
+        let held = |k: &String| self.locks.get(k).map(|l| (k.clone(), l.clone()));
+        keys.iter().filter_map(held).collect()
     }
-    fn put_lock(&mut self, key: &str, l: &Lock) {
-        self.locks.insert(key.into(), l.clone());
+    fn put_locks(&mut self, keys: &[String], l: &Lock) {
+        for k in keys {
+            self.locks.insert(k.clone(), l.clone());
+        }
     }
     fn unlock(&mut self, txn: &str) {
         self.locks.retain(|_, l| l.txn != txn);
@@ -72,6 +75,8 @@ struct MemoryShards {
     now_ms: Cell<i64>,
     dies_after: Cell<Option<usize>>,
     calls: Cell<usize>,
+    pauses: Cell<u32>,
+    finishes_on_pause: RefCell<Option<(u32, String)>>,
 }
 
 impl MemoryShards {
@@ -81,6 +86,8 @@ impl MemoryShards {
             now_ms: Cell::new(1_000_000),
             dies_after: Cell::new(None),
             calls: Cell::new(0),
+            pauses: Cell::new(0),
+            finishes_on_pause: RefCell::new(None),
         }
     }
     fn n(&self) -> u32 {
@@ -183,6 +190,15 @@ impl Shards for MemoryShards {
         self.call()?;
         self.shards.borrow_mut()[shard as usize].1.unlock(txn);
         Ok(())
+    }
+    async fn pause(&self, attempt: u32) {
+        self.now_ms
+            .set(self.now_ms.get() + shards::backoff_ms(attempt, 1.0) as i64);
+        self.pauses.set(self.pauses.get() + 1);
+        // The other call of a test finishes while this one waits.
+        if let Some((shard, txn)) = self.finishes_on_pause.borrow_mut().take() {
+            self.shards.borrow_mut()[shard as usize].1.unlock(&txn);
+        }
     }
     async fn forget(&self, shard: u32, txn: &str) -> Result<(), ShardError> {
         self.call()?;
@@ -536,7 +552,7 @@ fn a_live_lock_is_busy_and_changes_nothing() {
     };
     s.shards.borrow_mut()[shard as usize]
         .1
-        .put_lock("i\u{1f}anonymous_id\u{1f}a1", &lock);
+        .put_locks(&["i\u{1f}anonymous_id\u{1f}a1".into()], &lock);
     let obs = [Observation {
         key: "wk\u{1f}a1\u{1f}m2".into(),
         identifiers: vec![anon("a1"), user("u1")],
@@ -547,6 +563,8 @@ fn a_live_lock_is_busy_and_changes_nothing() {
         resolve(&s, "t2", &obs, &Limits::default()),
         Err(ShardError::Busy)
     );
+    // It waited and tried again, then gave up well within the other call's lease.
+    assert_eq!(s.pauses.get(), shards::MAX_ATTEMPTS - 1);
     assert_eq!(people(&s.merged()), before);
     // Its own locks were let go; the other call's stays.
     assert_eq!(s.locks_left(), 1);
@@ -563,6 +581,29 @@ fn a_live_lock_is_busy_and_changes_nothing() {
     assert_eq!(refused, Err(ShardError::Aborted));
     let refused = pollster::block_on(s.apply(shard, "other", &[]));
     assert_eq!(refused, Err(ShardError::Aborted));
+}
+
+#[test]
+fn a_call_that_meets_a_live_lock_waits_for_it() {
+    // A sender's two concurrent batches for one visitor: the second waits for the first,
+    // as one object would queue them, instead of answering 503.
+    let s = MemoryShards::new(3);
+    let first = see(&s, "t1", vec![anon("a1")], 1);
+    let shard = shards::shard_of_ident(&anon("a1"), 3);
+    let lock = Lock {
+        txn: "other".into(),
+        primary: shard,
+        until_ms: s.now_ms.get() + LEASE_MS,
+    };
+    s.shards.borrow_mut()[shard as usize]
+        .1
+        .put_locks(&["i\u{1f}anonymous_id\u{1f}a1".into()], &lock);
+    *s.finishes_on_pause.borrow_mut() = Some((shard, "other".into()));
+    let again = see(&s, "t2", vec![anon("a1")], 2);
+    assert_eq!(again, first);
+    assert_eq!(s.pauses.get(), 1);
+    assert_eq!(s.merged().profiles[&first].event_count, 2);
+    assert_eq!(s.locks_left(), 0);
 }
 
 #[test]

@@ -250,10 +250,7 @@ pub async fn handle(
         .unwrap_or(100)
         .clamp(1, 1000);
     let db = env.d1("DB")?;
-    let identity = DoIdentity {
-        ns: env.durable_object("IDENTITY")?,
-        calls: super::Meter::start(),
-    };
+    let identity = DoIdentity::metered(env, super::Meter::start())?;
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').skip(3).collect();
     match (req.method(), parts.as_slice()) {
         (Method::Get, ["events"]) => {

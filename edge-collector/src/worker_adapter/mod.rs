@@ -13,6 +13,7 @@ mod maintenance;
 mod objects;
 mod personal;
 mod rescoring;
+mod sharded;
 mod storage;
 
 use crate::enrich::EdgeInfo;
@@ -310,10 +311,7 @@ async fn handle_ingest(
         },
     };
     if reset {
-        let identity = DoIdentity {
-            ns: env.durable_object("IDENTITY")?,
-            calls: Meter::start(),
-        };
+        let identity = DoIdentity::metered(env, Meter::start())?;
         let resp = match crate::pipeline::reset(&identity, &sources, &ireq).await {
             Ok(()) => json_response(200, &json!({"ok": true}))?,
             Err(e) => error_response(&e)?,
@@ -468,10 +466,7 @@ pub(crate) async fn run_pipeline(
             .and_then(|v| v.to_string().parse().ok())
             .unwrap_or(crate::dedup::DEFAULT_SHARDS),
     };
-    let identity = DoIdentity {
-        ns: env.durable_object("IDENTITY")?,
-        calls: Rc::clone(calls),
-    };
+    let identity = DoIdentity::metered(env, Rc::clone(calls))?;
     let limiter = LIMITER.with(Rc::clone);
     let svc = Services {
         store: &store,

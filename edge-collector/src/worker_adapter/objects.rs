@@ -9,6 +9,7 @@ use crate::identity::{
     self, Conflict, Erased, Graph, IdKind, Ident, IdentityService, Limits, MergeRecord,
     Observation, Profile, Resolution,
 };
+use crate::identity_shards::{self as shards, Locks};
 use crate::store::StoreError;
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::{json, Value};
@@ -21,7 +22,7 @@ fn sv(s: &str) -> SqlStorageValue {
 }
 
 /// Sends JSON to a Durable Object and reads its JSON answer.
-async fn call<T: DeserializeOwned>(
+pub(super) async fn call<T: DeserializeOwned>(
     calls: &super::Calls,
     kind: super::Io,
     stub: &Stub,
@@ -86,6 +87,16 @@ pub fn random_uuid() -> String {
         .ok()
         .and_then(|v| v.as_string());
     uuid.unwrap_or_default()
+}
+
+/// A random profile id (`p_` and 24 hex digits) from the runtime's CSPRNG.
+pub fn random_profile_id() -> String {
+    let hex: String = random_uuid()
+        .chars()
+        .filter(|c| *c != '-')
+        .take(24)
+        .collect();
+    format!("p_{hex}")
 }
 
 /// Runs SQL, remembering the first failure (checked before the object answers).
@@ -368,6 +379,9 @@ impl Deduplicator for DoDedup {
 #[durable_object]
 pub struct IdentityGraph {
     state: State,
+    env: Env,
+    /// Whether an alarm is known to be set (checked once per instance).
+    alarm_set: std::cell::Cell<bool>,
 }
 
 /// The graph on the object's SQLite: profiles, merge records and resolutions as JSON
@@ -585,12 +599,7 @@ impl Graph for SqlGraph<'_> {
         );
     }
     fn new_profile_id(&mut self) -> String {
-        let hex: String = random_uuid()
-            .chars()
-            .filter(|c| *c != '-')
-            .take(24)
-            .collect();
-        format!("p_{hex}")
+        random_profile_id()
     }
     fn is_retired(&self, id: &Ident) -> bool {
         let rows: Vec<ProfileIdRow> = self.0.rows(
@@ -713,7 +722,7 @@ struct GraphRequest {
 }
 
 impl DurableObject for IdentityGraph {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
         for ddl in [
             "CREATE TABLE IF NOT EXISTS profiles (id TEXT PRIMARY KEY, data TEXT NOT NULL)",
@@ -732,6 +741,16 @@ impl DurableObject for IdentityGraph {
             "CREATE INDEX IF NOT EXISTS resolutions_profile ON resolutions (profile_id)",
             "CREATE TABLE IF NOT EXISTS retired (kind TEXT NOT NULL, value TEXT NOT NULL, \
              at_ms REAL NOT NULL, PRIMARY KEY (kind, value))",
+            // As one shard of a sharded graph (`identity_shards`): its locks, the calls
+            // it keeps as a primary, the calls it applied, and what it is.
+            "CREATE TABLE IF NOT EXISTS shard_locks (k TEXT PRIMARY KEY, txn TEXT NOT NULL, \
+             primary_shard REAL NOT NULL, until_ms REAL NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS shard_locks_txn ON shard_locks (txn)",
+            "CREATE INDEX IF NOT EXISTS shard_locks_until ON shard_locks (until_ms)",
+            "CREATE TABLE IF NOT EXISTS shard_fates (txn TEXT PRIMARY KEY, data TEXT NOT NULL, \
+             committed INTEGER NOT NULL, at_ms REAL NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS shard_applied (txn TEXT PRIMARY KEY, at_ms REAL NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS shard_meta (k TEXT PRIMARY KEY, data TEXT NOT NULL)",
         ] {
             if let Err(e) = sql.exec(ddl, None) {
                 console_error!("identity schema: {e}");
@@ -760,11 +779,283 @@ impl DurableObject for IdentityGraph {
                 console_error!("identity schema: {e}");
             }
         }
-        IdentityGraph { state }
+        IdentityGraph {
+            state,
+            env,
+            alarm_set: std::cell::Cell::new(false),
+        }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        if req.path().starts_with("/shard-") {
+            return timed(req, |path, body| self.shard(path, body)).await;
+        }
         timed(req, |path, body| self.handle(path, body)).await
+    }
+
+    /// As a shard: settles what outlived its lease, finishes what it committed as a
+    /// primary ([`shards::sweep`]), and drops expired resolutions and old marks.
+    async fn alarm(&self) -> Result<Response> {
+        let now = Date::now().as_millis() as i64;
+        let sql = self.state.storage().sql();
+        let t = SqlLocks(SqlGraph(Sql::new(&sql)));
+        let meta: Option<ShardMeta> =
+            t.0.docs("SELECT data FROM shard_meta WHERE k = 'shard'", vec![])
+                .into_iter()
+                .next();
+        let stale = t.stale_before(now);
+        let due = t.committed_before(now - shards::LEASE_MS);
+        if let Some(m) = meta.filter(|_| !stale.is_empty() || !due.is_empty()) {
+            let ns = self.env.durable_object("IDENTITY")?;
+            let client =
+                super::sharded::ShardClient::new(&ns, &m.write_key, m.n, super::Meter::start());
+            if let Err(e) = shards::sweep(&client, m.shard, stale, due).await {
+                console_error!("identity shard sweep: {e:?}");
+            }
+        }
+        let day = 24 * 3600 * 1000;
+        for (q, at) in [
+            (
+                "DELETE FROM resolutions WHERE at_ms < ?",
+                now - dedup::WINDOW_MS,
+            ),
+            ("DELETE FROM shard_applied WHERE at_ms < ?", now - day),
+            (
+                "DELETE FROM shard_fates WHERE committed = 0 AND at_ms < ?",
+                now - day,
+            ),
+        ] {
+            sql.exec(q, vec![SqlStorageValue::Float(at as f64)])?;
+        }
+        let open: Vec<CountRow> = t.0 .0.rows(
+            "SELECT (SELECT COUNT(*) FROM shard_locks) + \
+             (SELECT COUNT(*) FROM shard_fates WHERE committed = 1) AS n",
+            vec![],
+        );
+        let busy = open.first().is_some_and(|r| r.n > 0.0);
+        let next = if busy {
+            2 * shards::LEASE_MS as u64
+        } else {
+            day as u64
+        };
+        self.state
+            .storage()
+            .set_alarm(std::time::Duration::from_millis(next))
+            .await?;
+        self.alarm_set.set(true);
+        Response::empty()
+    }
+}
+
+/// What a shard object is: kept for its alarm, which has no request to say it.
+#[derive(Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ShardMeta {
+    write_key: String,
+    shard: u32,
+    n: u32,
+}
+
+/// A call to one shard of a sharded graph.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ShardCall {
+    #[serde(default)]
+    read: Option<shards::ReadRequest>,
+    #[serde(default)]
+    txn: String,
+    #[serde(default)]
+    ops: Vec<shards::Op>,
+    #[serde(default)]
+    fate: Option<shards::Fate>,
+    shard: u32,
+    n: u32,
+    write_key: String,
+}
+
+impl IdentityGraph {
+    /// One shard operation ([`crate::identity_shards`]): decided there, stored here.
+    async fn shard(&self, path: String, body: ShardCall) -> Result<Response> {
+        let now = Date::now().as_millis() as i64;
+        let sql = self.state.storage().sql();
+        let mut g = SqlGraph(Sql::new(&sql));
+        let mut t = SqlLocks(SqlGraph(Sql::new(&sql)));
+        let refused = |e: shards::ShardError| json!({ "error": format!("{e:?}") });
+        let answer = match path.as_str() {
+            "/shard-read" => match &body.read {
+                Some(r) => json!(shards::read(&g, &mut t, r, now)),
+                None => return Response::error("no read", 400),
+            },
+            "/shard-apply" => match shards::apply(&mut g, &mut t, &body.txn, &body.ops, now) {
+                Ok(()) => json!({"ok": true}),
+                Err(e) => refused(e),
+            },
+            "/shard-commit" => {
+                let Some(fate) = &body.fate else {
+                    return Response::error("no fate", 400);
+                };
+                match shards::commit_primary(&mut g, &mut t, &body.txn, body.shard, fate, now) {
+                    Ok(()) => json!({"ok": true}),
+                    Err(e) => refused(e),
+                }
+            }
+            "/shard-recover" => json!(shards::recover(&mut t, &body.txn, now)),
+            "/shard-release" => {
+                t.unlock(&body.txn);
+                json!({"ok": true})
+            }
+            "/shard-forget" => {
+                t.forget(&body.txn);
+                json!({"ok": true})
+            }
+            _ => return Response::error("no such shard operation", 404),
+        };
+        if let Some(e) = t.0 .0.failed.borrow_mut().take() {
+            g.0.failed.borrow_mut().get_or_insert(e);
+        }
+        if g.0.failed.borrow().is_none() && !self.alarm_set.get() {
+            self.keep_meta(&g, &body)?;
+            let storage = self.state.storage();
+            if storage.get_alarm().await?.is_none() {
+                storage
+                    .set_alarm(std::time::Duration::from_millis(
+                        2 * shards::LEASE_MS as u64,
+                    ))
+                    .await?;
+            }
+            self.alarm_set.set(true);
+        }
+        g.0.answer(&answer)
+    }
+
+    fn keep_meta(&self, g: &SqlGraph, body: &ShardCall) -> Result<()> {
+        let meta = ShardMeta {
+            write_key: body.write_key.clone(),
+            shard: body.shard,
+            n: body.n,
+        };
+        g.run(
+            "INSERT OR REPLACE INTO shard_meta (k, data) VALUES ('shard', ?)",
+            vec![sv(&serde_json::to_string(&meta)?)],
+        );
+        Ok(())
+    }
+}
+
+/// A shard's locks, fates and applied marks, as rows.
+struct SqlLocks<'a>(SqlGraph<'a>);
+
+#[derive(Deserialize)]
+struct LockRow {
+    k: String,
+    txn: String,
+    primary_shard: f64,
+    until_ms: f64,
+}
+
+#[derive(Deserialize)]
+struct CountRow {
+    n: f64,
+}
+
+#[derive(Deserialize)]
+struct FateRow {
+    txn: String,
+    data: String,
+}
+
+impl shards::Locks for SqlLocks<'_> {
+    fn locks(&self, keys: &[String]) -> Vec<(String, shards::Lock)> {
+        let keys: Vec<SqlStorageValue> = keys.iter().map(|k| sv(k)).collect();
+        let rows: Vec<LockRow> = self.0.rows_in(
+            "SELECT k, txn, primary_shard, until_ms FROM shard_locks WHERE k",
+            vec![],
+            &keys,
+        );
+        rows.into_iter()
+            .map(|r| {
+                let l = shards::Lock {
+                    txn: r.txn,
+                    primary: r.primary_shard as u32,
+                    until_ms: r.until_ms as i64,
+                };
+                (r.k, l)
+            })
+            .collect()
+    }
+    fn put_locks(&mut self, keys: &[String], l: &shards::Lock) {
+        let row = |k: &String| {
+            vec![
+                sv(k),
+                sv(&l.txn),
+                SqlStorageValue::Float(f64::from(l.primary)),
+                SqlStorageValue::Float(l.until_ms as f64),
+            ]
+        };
+        self.0.run_rows(
+            "INSERT INTO shard_locks (k, txn, primary_shard, until_ms) VALUES",
+            "ON CONFLICT (k) DO UPDATE SET txn = excluded.txn, \
+             primary_shard = excluded.primary_shard, until_ms = excluded.until_ms",
+            4,
+            keys.iter().map(row).collect(),
+        );
+    }
+    fn unlock(&mut self, txn: &str) {
+        self.0
+            .run("DELETE FROM shard_locks WHERE txn = ?", vec![sv(txn)]);
+    }
+    fn fate(&self, txn: &str) -> Option<shards::Fate> {
+        self.0
+            .docs("SELECT data FROM shard_fates WHERE txn = ?", vec![sv(txn)])
+            .into_iter()
+            .next()
+    }
+    fn put_fate(&mut self, txn: &str, f: &shards::Fate, at_ms: i64) {
+        let committed = matches!(f, shards::Fate::Committed { .. });
+        self.0.run(
+            "INSERT OR REPLACE INTO shard_fates (txn, data, committed, at_ms) VALUES (?, ?, ?, ?)",
+            vec![
+                sv(txn),
+                sv(&serde_json::to_string(f).unwrap_or_default()),
+                SqlStorageValue::Float(if committed { 1.0 } else { 0.0 }),
+                SqlStorageValue::Float(at_ms as f64),
+            ],
+        );
+    }
+    fn forget(&mut self, txn: &str) {
+        self.0
+            .run("DELETE FROM shard_fates WHERE txn = ?", vec![sv(txn)]);
+    }
+    fn committed_before(&self, at_ms: i64) -> Vec<(String, shards::Fate)> {
+        let rows: Vec<FateRow> = self.0 .0.rows(
+            "SELECT txn, data FROM shard_fates WHERE committed = 1 AND at_ms < ?",
+            vec![SqlStorageValue::Float(at_ms as f64)],
+        );
+        let fate = |r: FateRow| Some((r.txn, serde_json::from_str(&r.data).ok()?));
+        rows.into_iter().filter_map(fate).collect()
+    }
+    fn stale_before(&self, at_ms: i64) -> Vec<(String, u32)> {
+        let rows: Vec<LockRow> = self.0 .0.rows(
+            "SELECT '' AS k, txn, MIN(primary_shard) AS primary_shard, MAX(until_ms) AS until_ms \
+             FROM shard_locks WHERE until_ms < ? GROUP BY txn",
+            vec![SqlStorageValue::Float(at_ms as f64)],
+        );
+        rows.into_iter()
+            .map(|r| (r.txn, r.primary_shard as u32))
+            .collect()
+    }
+    fn applied(&self, txn: &str) -> bool {
+        let rows: Vec<FateRow> = self.0 .0.rows(
+            "SELECT txn, '' AS data FROM shard_applied WHERE txn = ?",
+            vec![sv(txn)],
+        );
+        !rows.is_empty()
+    }
+    fn mark_applied(&mut self, txn: &str, at_ms: i64) {
+        self.0.run(
+            "INSERT OR IGNORE INTO shard_applied (txn, at_ms) VALUES (?, ?)",
+            vec![sv(txn), SqlStorageValue::Float(at_ms as f64)],
+        );
     }
 }
 
@@ -846,23 +1137,55 @@ impl IdentityGraph {
     }
 }
 
-/// The worker's side of the identity graphs: one object per write key.
+/// The worker's side of the identity graphs: one object per write key, or
+/// `IDENTITY_SHARDS` of them ([`super::sharded`]).
 pub struct DoIdentity {
     pub ns: ObjectNamespace,
     /// Subrequests made, for the request's report.
     pub calls: super::Calls,
+    /// Objects per source's graph (1: one object, the default).
+    pub shards: u32,
+}
+
+/// A sharded call's failure, as the pipeline's storage error (a retryable 503).
+fn shard_err(e: shards::ShardError) -> StoreError {
+    StoreError(format!("identity shards: {e:?}"))
 }
 
 impl DoIdentity {
     /// The client, metering its calls apart from any request's.
     pub fn of(env: &Env) -> Result<Self> {
+        Self::metered(env, super::Meter::start())
+    }
+
+    /// The client, counting its calls in `calls`.
+    pub fn metered(env: &Env, calls: super::Calls) -> Result<Self> {
+        let shards = env
+            .var("IDENTITY_SHARDS")
+            .ok()
+            .and_then(|v| v.to_string().parse().ok())
+            .unwrap_or(1u32)
+            .clamp(1, 256);
         Ok(DoIdentity {
             ns: env.durable_object("IDENTITY")?,
-            calls: super::Meter::start(),
+            calls,
+            shards,
         })
     }
 
+    fn sharded<'a>(&'a self, write_key: &'a str) -> Option<super::sharded::ShardClient<'a>> {
+        let calls = std::rc::Rc::clone(&self.calls);
+        (self.shards > 1)
+            .then(|| super::sharded::ShardClient::new(&self.ns, write_key, self.shards, calls))
+    }
+
     pub async fn request(&self, write_key: &str, op: &str, body: &Value) -> Result<Value> {
+        if let Some(c) = self.sharded(write_key) {
+            return c
+                .request(op, body)
+                .await
+                .map_err(|e| Error::RustError(shard_err(e).0));
+        }
         let stub = self.ns.get_by_name(&format!("identity-{write_key}"))?;
         call(&self.calls, super::Io::Identity, &stub, op, body).await
     }
@@ -875,6 +1198,9 @@ impl IdentityService for DoIdentity {
         limits: &Limits,
         observations: &[Observation],
     ) -> std::result::Result<identity::Observed, StoreError> {
+        if let Some(c) = self.sharded(write_key) {
+            return c.observe(limits, observations).await.map_err(shard_err);
+        }
         let answer = self
             .request(
                 write_key,
@@ -891,6 +1217,9 @@ impl IdentityService for DoIdentity {
         write_key: &str,
         req: &identity::ActivityRequest,
     ) -> std::result::Result<Vec<Profile>, StoreError> {
+        if let Some(c) = self.sharded(write_key) {
+            return c.activity(req).await.map_err(shard_err);
+        }
         let answer = self
             .request(write_key, "/activity", &json!({ "activity": req }))
             .await
@@ -904,6 +1233,9 @@ impl IdentityService for DoIdentity {
         write_key: &str,
         profile: &str,
     ) -> std::result::Result<Option<Erased>, StoreError> {
+        if let Some(c) = self.sharded(write_key) {
+            return c.erasure_plan(profile).await.map_err(shard_err);
+        }
         let answer = self
             .request(write_key, "/erasure-plan", &json!({"profile": profile}))
             .await
@@ -913,6 +1245,9 @@ impl IdentityService for DoIdentity {
     }
 
     async fn erase(&self, write_key: &str, plan: &Erased) -> std::result::Result<(), StoreError> {
+        if let Some(c) = self.sharded(write_key) {
+            return c.erase(plan).await.map_err(shard_err);
+        }
         self.request(write_key, "/erase-graph", &json!({"plan": plan}))
             .await
             .map(|_| ())
@@ -925,6 +1260,9 @@ impl IdentityService for DoIdentity {
         id: &Ident,
         at_ms: i64,
     ) -> std::result::Result<(), StoreError> {
+        if let Some(c) = self.sharded(write_key) {
+            return c.retire(id, at_ms).await.map_err(shard_err);
+        }
         self.request(
             write_key,
             "/retire",

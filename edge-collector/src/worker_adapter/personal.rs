@@ -60,10 +60,7 @@ async fn view(env: &Env, key: &str, source: &crate::sources::Source, aid: &str) 
     if !activation::personalization_granted(latest.as_ref()) {
         return Ok(activation::personal_view(source, None, false));
     }
-    let identity = super::objects::DoIdentity {
-        ns: env.durable_object("IDENTITY")?,
-        calls: super::Meter::start(),
-    };
+    let identity = super::objects::DoIdentity::metered(env, super::Meter::start())?;
     let body = json!({"identifier": {"kind": "anonymous_id", "value": aid}});
     let profile = identity
         .request(key, "/profile", &body)
