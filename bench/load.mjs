@@ -9,13 +9,17 @@
 // (the goal is none but `503 in_flight`: a retry sent while its first send is still being
 // stored is told to come back, by design). From the collector's `Server-Timing`: CPU ms
 // per request (wall time minus the time a subrequest was in flight, measured in the
-// worker) and the identity object's calls per second and latency. Beside it, the
-// ceiling: the same traffic against a worker that only parses and inserts
-// (bench/ceiling), run first, in the same process.
+// worker) and the identity graph's handler time per request, hence its ceiling. The
+// collector runs once per count in LOAD_IDENTITY_SHARDS (default "1,4": one identity
+// object per source, then four). Beside it, the ceiling: the same traffic against a
+// worker that only parses and inserts (bench/ceiling), run first, in the same process.
 import { join } from 'node:path';
 import { startCollector, ALLOWED_ORIGIN, ROOT } from '../e2e/harness.mjs';
 
 const SECONDS = Number(process.env.LOAD_SECONDS || 60);
+// The collector is run once per identity shard count listed (IDENTITY_SHARDS: objects
+// per source's graph), one after another, each for LOAD_SECONDS.
+const SHARD_COUNTS = (process.env.LOAD_IDENTITY_SHARDS || '1,4').split(',').map(Number);
 const CONCURRENCY = Number(process.env.LOAD_CONCURRENCY || 16);
 const BROWSER_KEY = 'sl_dev_key';
 const SERVER_KEY = 'sl_server_key';
@@ -106,7 +110,7 @@ async function drive(url) {
   return r;
 }
 
-function report(label, r) {
+function report(label, r, shards = 1) {
   const requests = r.stats.browser.length + r.stats.server.length;
   console.log(`${label}: ${SECONDS} s, ${CONCURRENCY} concurrent senders, wrangler dev (workerd, local D1/DO/Queues)`);
   console.log(`  requests/s ${(requests / r.secs).toFixed(1)}   events/s ${(r.events / r.secs).toFixed(1)}   errors ${JSON.stringify(r.errors)}`);
@@ -124,13 +128,18 @@ function report(label, r) {
   }
   const calls = all.filter((t) => t.identity > 0);
   if (calls.length) {
-    // One identity object per source serves every request of that source, one at a time
-    // (its handler is synchronous SQL and JSON): 1000 / its handler's mean ms per call is
-    // what one object can take on this machine.
+    // An identity object serves its calls one at a time (its handler is synchronous SQL
+    // and JSON): 1000 / its handler's mean ms per call is what one object can take on
+    // this machine.
     const latency = calls.map((t) => t.identity);
     const handler = calls.map((t) => t['identity-object'] || 0);
-    console.log(`  identity object: ${(calls.length / r.secs).toFixed(1)} calls/s; call latency p50 ${pct(latency, 50)} ms, p95 ${pct(latency, 95)} ms, p99 ${pct(latency, 99)} ms;` +
-      ` handler mean ${mean(handler).toFixed(2)} ms -> ceiling ~${Math.round(1000 / Math.max(0.01, mean(handler)))} calls/s per object`);
+    // Over shards, a request's identity work is several calls to several objects:
+    // `identity-object` is their handlers' time summed, and the graph's objects share it
+    // (objects are picked by hashes, so evenly): n × 1000 / that mean is what the
+    // source's graph can take, in requests per second.
+    const perRequest = Math.max(0.01, mean(handler));
+    console.log(`  identity graph (${shards} object${shards > 1 ? 's' : ''} per source): ${(calls.length / r.secs).toFixed(1)} requests/s; identity latency p50 ${pct(latency, 50)} ms, p95 ${pct(latency, 95)} ms, p99 ${pct(latency, 99)} ms;` +
+      ` handler time per request ${mean(handler).toFixed(2)} ms -> ceiling ~${Math.round(shards * 1000 / perRequest)} requests/s per source`);
     for (const kind of Object.keys(r.timing)) {
       const own = r.timing[kind].filter((t) => t.identity > 0).map((t) => t['identity-object'] || 0);
       if (own.length) console.log(`    ${kind} calls: handler mean ${mean(own).toFixed(2)} ms, p50 ${pct(own, 50)}, p95 ${pct(own, 95)}`);
@@ -146,11 +155,13 @@ try {
 } finally {
   await ceilingWorker.dispose();
 }
-const collector = await startCollector();
-let real;
-try {
-  real = report('collector', await drive(collector.url));
-} finally {
-  await collector.dispose();
+for (const shards of SHARD_COUNTS) {
+  const collector = await startCollector({ vars: { IDENTITY_SHARDS: String(shards) } });
+  let real;
+  try {
+    real = report(`collector, IDENTITY_SHARDS=${shards}`, await drive(collector.url), shards);
+  } finally {
+    await collector.dispose();
+  }
+  console.log(`collector (IDENTITY_SHARDS=${shards}) / ceiling: requests/s ${(real.rps / ceiling.rps).toFixed(2)}x, events/s ${(real.eps / ceiling.eps).toFixed(2)}x`);
 }
-console.log(`collector / ceiling: requests/s ${(real.rps / ceiling.rps).toFixed(2)}x, events/s ${(real.eps / ceiling.eps).toFixed(2)}x`);

@@ -69,15 +69,25 @@ pub struct Reads {
     pub profiles: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
+    /// Profiles whose merge records and conflicts are wanted too (most calls need
+    /// only the document: a merge, an unmerge or an erasure reads these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<String>,
 }
 
 impl Reads {
     fn is_empty(&self) -> bool {
-        self.idents.is_empty() && self.profiles.is_empty() && self.keys.is_empty()
+        self.idents.is_empty()
+            && self.profiles.is_empty()
+            && self.keys.is_empty()
+            && self.records.is_empty()
     }
     fn lock_keys(&self) -> Vec<String> {
         let idents = self.idents.iter().map(ident_lock);
-        let profiles = self.profiles.iter().map(|p| format!("p\u{1f}{p}"));
+        let mut ids: Vec<&String> = self.profiles.iter().chain(&self.records).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let profiles = ids.into_iter().map(|p| format!("p\u{1f}{p}"));
         let keys = self.keys.iter().map(|k| format!("r\u{1f}{k}"));
         idents.chain(profiles).chain(keys).collect()
     }
@@ -87,12 +97,20 @@ fn ident_lock(i: &Ident) -> String {
     format!("i\u{1f}{}\u{1f}{}", i.kind.as_str(), i.value)
 }
 
-/// Everything a shard holds about one profile.
+/// What a shard holds about one profile: its document and, when asked for, its records.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Bundle {
     pub id: String,
     pub profile: Option<Profile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<Records>,
+}
+
+/// A profile's merge records (into it, and of it) and the conflicts about it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Records {
     #[serde(default)]
     pub merges_into: Vec<MergeRecord>,
     #[serde(default)]
@@ -226,10 +244,10 @@ impl Op {
 /// A call's changes, by shard, each shard's in the order they were made.
 pub type Changes = Vec<(u32, Vec<Op>)>;
 
-/// Splits changes by shard.
+/// Splits changes by shard, each shard's compacted ([`compact`]).
 pub fn by_shard(ops: &[Op], n: u32) -> Changes {
     let mut out: Changes = Vec::new();
-    for op in ops {
+    for op in compact(ops) {
         for s in op.shards(n) {
             match out.iter_mut().find(|(x, _)| *x == s) {
                 Some((_, v)) => v.push(op.clone()),
@@ -239,6 +257,78 @@ pub fn by_shard(ops: &[Op], n: u32) -> Changes {
     }
     out.sort_by_key(|(s, _)| *s);
     out
+}
+
+/// What an op writes, when it overwrites one thing (a later op on the same thing
+/// makes it moot); `None` for an op that adds (a conflict) or clears by profile.
+fn written(op: &Op) -> Option<(u8, String)> {
+    let ident = |i: &Ident| format!("{}\u{1f}{}", i.kind.as_str(), i.value);
+    Some(match op {
+        Op::SaveProfile { profile } => (0, profile.id.clone()),
+        Op::DeleteProfile { id } => (0, id.clone()),
+        Op::Link { ident: i, .. } | Op::Unlink { ident: i } => (1, ident(i)),
+        Op::SaveResolution { key, .. } => (2, key.clone()),
+        Op::Retire { ident: i, .. } => (3, ident(i)),
+        Op::SaveMerge { merge } => (4, merge.id.clone()),
+        Op::DeleteMerge { id, .. } => (4, id.clone()),
+        Op::SaveConflict { .. } => return None,
+        Op::DeleteConflicts { .. } | Op::DeleteResolutionsOf { .. } => return None,
+    })
+}
+
+/// Drops the ops a later op on the same thing overwrites: a batch of one visitor's 100
+/// events saves its profile 100 times and needs it written once. Ops that clear by
+/// profile (conflicts, resolutions) are kept in place and nothing moves across them.
+pub fn compact(ops: &[Op]) -> Vec<Op> {
+    let mut seen: std::collections::HashSet<(u8, String)> = std::collections::HashSet::new();
+    let mut kept: Vec<&Op> = Vec::new();
+    for op in ops.iter().rev() {
+        match (written(op), op) {
+            (Some(w), _) => {
+                if seen.insert(w) {
+                    kept.push(op);
+                }
+            }
+            (None, Op::SaveConflict { .. }) => kept.push(op),
+            (None, _) => {
+                seen.clear();
+                kept.push(op);
+            }
+        }
+    }
+    kept.into_iter().rev().cloned().collect()
+}
+
+/// Applies compacted ops to a shard's graph: links, profile documents and resolutions
+/// in batches (a few statements each), the rest one by one, in order across the ops
+/// that clear by profile.
+fn apply_all(g: &mut impl Graph, ops: &[Op]) {
+    let mut links: Vec<(Ident, Option<String>)> = Vec::new();
+    let mut profiles: Vec<Profile> = Vec::new();
+    let mut kept: Vec<(String, Resolution, i64)> = Vec::new();
+    let flush = |g: &mut _, links: &mut Vec<_>, profiles: &mut Vec<_>, kept: &mut Vec<_>| {
+        Graph::link_all(g, &std::mem::take(links));
+        Graph::save_profiles(g, std::mem::take(profiles));
+        Graph::save_resolutions(g, &std::mem::take(kept));
+    };
+    for op in ops {
+        match op {
+            Op::Link { ident, profile } => links.push((ident.clone(), Some(profile.clone()))),
+            Op::Unlink { ident } => links.push((ident.clone(), None)),
+            Op::SaveProfile { profile } => profiles.push(profile.clone()),
+            Op::SaveResolution {
+                key,
+                resolution,
+                at_ms,
+            } => kept.push((key.clone(), resolution.clone(), *at_ms)),
+            Op::DeleteConflicts { .. } | Op::DeleteResolutionsOf { .. } => {
+                flush(g, &mut links, &mut profiles, &mut kept);
+                op.apply(g);
+            }
+            other => other.apply(g),
+        }
+    }
+    flush(g, &mut links, &mut profiles, &mut kept);
 }
 
 /// The part of the graph a call has read, with the changes of the run in progress.
@@ -291,7 +381,12 @@ impl Snapshot {
             self.base.links.insert(l.ident, l.profile);
         }
         for b in found.bundles {
-            self.base.bundles.insert(b.id.clone(), b);
+            match self.base.bundles.get_mut(&b.id) {
+                Some(known) if b.records.is_none() => known.profile = b.profile,
+                _ => {
+                    self.base.bundles.insert(b.id.clone(), b);
+                }
+            }
         }
         self.base.resolutions.extend(found.resolutions);
     }
@@ -354,10 +449,22 @@ impl Snapshot {
         b
     }
 
-    /// The bundle of a profile about to change here; `None` if it was not read (a
-    /// change to it is still noted as an op; the run is redone once it is read).
-    fn bundle_mut(&mut self, id: &str) -> Option<&mut Bundle> {
-        self.run.bundles.get_mut(id)
+    /// A profile's records; noted missing if they were not read.
+    fn records(&self, id: &str) -> Option<&Records> {
+        let r = self.run.bundles.get(id).and_then(|b| b.records.as_ref());
+        if r.is_none() {
+            let mut m = self.missing.borrow_mut();
+            if !m.records.iter().any(|p| p == id) {
+                m.records.push(id.to_string());
+            }
+        }
+        r
+    }
+
+    /// The records of a profile about to change here; `None` if they were not read (a
+    /// change to them is still noted as an op, and applied where they are kept).
+    fn records_mut(&mut self, id: &str) -> Option<&mut Records> {
+        self.run.bundles.get_mut(id)?.records.as_mut()
     }
 }
 
@@ -383,9 +490,10 @@ pub fn split_reads(r: &Reads, n: u32) -> Vec<(u32, Reads)> {
             .push(p.clone());
     }
     for key in &r.keys {
-        at(&mut out, shard_of_resolution(key, n))
-            .keys
-            .push(key.clone());
+        at(&mut out, shard_of_resolution(key, n)).keys.push(key.clone());
+    }
+    for p in &r.records {
+        at(&mut out, shard_of_profile(p, n)).records.push(p.clone());
     }
     out.sort_by_key(|(s, _)| *s);
     out
@@ -416,7 +524,7 @@ impl Graph for Snapshot {
     }
     fn delete_profile(&mut self, id: &str) {
         self.ops.push(Op::DeleteProfile { id: id.into() });
-        if let Some(b) = self.bundle_mut(id) {
+        if let Some(b) = self.run.bundles.get_mut(id) {
             b.profile = None;
         }
     }
@@ -439,16 +547,16 @@ impl Graph for Snapshot {
             Some(x) => *x = m.clone(),
             None => list.insert(0, m.clone()),
         };
-        if let Some(b) = self.bundle_mut(&m.into) {
-            upsert(&mut b.merges_into);
+        if let Some(r) = self.records_mut(&m.into) {
+            upsert(&mut r.merges_into);
         }
-        if let Some(b) = self.bundle_mut(&m.absorbed.id) {
-            upsert(&mut b.merges_of);
+        if let Some(r) = self.records_mut(&m.absorbed.id) {
+            upsert(&mut r.merges_of);
         }
     }
     fn merges_into(&self, profile: &str) -> Vec<MergeRecord> {
-        self.bundle(profile)
-            .map(|b| b.merges_into.clone())
+        self.records(profile)
+            .map(|r| r.merges_into.clone())
             .unwrap_or_default()
     }
     fn delete_merges_into(&mut self, profile: &str) {
@@ -462,14 +570,14 @@ impl Graph for Snapshot {
         });
         let other = c.other_profile.clone();
         for id in std::iter::once(c.profile.clone()).chain(other) {
-            if let Some(b) = self.bundle_mut(&id) {
-                b.conflicts.insert(0, c.clone());
+            if let Some(r) = self.records_mut(&id) {
+                r.conflicts.insert(0, c.clone());
             }
         }
     }
     fn conflicts(&self, profile: &str) -> Vec<Conflict> {
-        self.bundle(profile)
-            .map(|b| b.conflicts.clone())
+        self.records(profile)
+            .map(|r| r.conflicts.clone())
             .unwrap_or_default()
     }
     fn delete_conflicts(&mut self, profile: &str) {
@@ -489,20 +597,21 @@ impl Graph for Snapshot {
         let involves =
             |c: &Conflict| c.profile == profile || c.other_profile.as_deref() == Some(profile);
         for id in std::iter::once(profile.to_string()).chain(others) {
-            if let Some(b) = self.bundle_mut(&id) {
-                b.conflicts.retain(|c| !involves(c));
+            if let Some(r) = self.records_mut(&id) {
+                r.conflicts.retain(|c| !involves(c));
             }
         }
     }
     fn merges_of(&self, profile: &str) -> Vec<MergeRecord> {
-        self.bundle(profile)
-            .map(|b| b.merges_of.clone())
+        self.records(profile)
+            .map(|r| r.merges_of.clone())
             .unwrap_or_default()
     }
     fn delete_merge(&mut self, id: &str) {
         let found = self.run.bundles.values().find_map(|b| {
-            let all = b.merges_into.iter().chain(&b.merges_of);
-            all.into_iter().find(|m| m.id == id).cloned()
+            let r = b.records.as_ref()?;
+            let mut all = r.merges_into.iter().chain(&r.merges_of);
+            all.find(|m| m.id == id).cloned()
         });
         // A record is only deleted after it was read, so it is held.
         let Some(m) = found else { return };
@@ -511,9 +620,9 @@ impl Graph for Snapshot {
             into: m.into.clone(),
             absorbed: m.absorbed.id.clone(),
         });
-        for b in self.run.bundles.values_mut() {
-            b.merges_into.retain(|x| x.id != id);
-            b.merges_of.retain(|x| x.id != id);
+        for r in self.run.bundles.values_mut().filter_map(|b| b.records.as_mut()) {
+            r.merges_into.retain(|x| x.id != id);
+            r.merges_of.retain(|x| x.id != id);
         }
     }
     fn resolution(&self, key: &str) -> Option<Resolution> {
@@ -569,7 +678,8 @@ impl Graph for Snapshot {
             .entry(id.clone())
             .or_insert_with(|| Bundle {
                 id: id.clone(),
-                ..Bundle::default()
+                profile: None,
+                records: Some(Records::default()),
             });
         id
     }
@@ -698,9 +808,14 @@ pub fn read(g: &impl Graph, t: &mut impl Locks, req: &ReadRequest, now_ms: i64) 
             retired: retired.contains(i),
         })
         .collect();
-    let mut docs = g.profiles(&reads.profiles);
-    let bundles = reads
-        .profiles
+    let mut ids: Vec<String> = reads.profiles.clone();
+    for r in &reads.records {
+        if !ids.contains(r) {
+            ids.push(r.clone());
+        }
+    }
+    let mut docs = g.profiles(&ids);
+    let bundles = ids
         .iter()
         .map(|id| Bundle {
             id: id.clone(),
@@ -708,9 +823,11 @@ pub fn read(g: &impl Graph, t: &mut impl Locks, req: &ReadRequest, now_ms: i64) 
                 .iter()
                 .position(|p| p.id == *id)
                 .map(|i| docs.swap_remove(i)),
-            merges_into: g.merges_into(id),
-            merges_of: g.merges_of(id),
-            conflicts: g.conflicts(id),
+            records: reads.records.contains(id).then(|| Records {
+                merges_into: g.merges_into(id),
+                merges_of: g.merges_of(id),
+                conflicts: g.conflicts(id),
+            }),
         })
         .collect();
     let kept = g.resolutions(&reads.keys);
@@ -760,9 +877,7 @@ pub fn apply(
         return Err(ShardError::Aborted);
     }
     if !t.applied(txn) {
-        for op in ops {
-            op.apply(g);
-        }
+        apply_all(g, ops);
         t.mark_applied(txn, now_ms);
     }
     t.unlock(txn);
