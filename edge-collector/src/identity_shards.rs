@@ -490,7 +490,9 @@ pub fn split_reads(r: &Reads, n: u32) -> Vec<(u32, Reads)> {
             .push(p.clone());
     }
     for key in &r.keys {
-        at(&mut out, shard_of_resolution(key, n)).keys.push(key.clone());
+        at(&mut out, shard_of_resolution(key, n))
+            .keys
+            .push(key.clone());
     }
     for p in &r.records {
         at(&mut out, shard_of_profile(p, n)).records.push(p.clone());
@@ -620,7 +622,12 @@ impl Graph for Snapshot {
             into: m.into.clone(),
             absorbed: m.absorbed.id.clone(),
         });
-        for r in self.run.bundles.values_mut().filter_map(|b| b.records.as_mut()) {
+        for r in self
+            .run
+            .bundles
+            .values_mut()
+            .filter_map(|b| b.records.as_mut())
+        {
             r.merges_into.retain(|x| x.id != id);
             r.merges_of.retain(|x| x.id != id);
         }
@@ -944,6 +951,11 @@ pub trait Shards {
     async fn forget(&self, shard: u32, txn: &str) -> Result<(), ShardError>;
     /// Waits before attempt `attempt` of a call that met a lock ([`backoff_ms`]).
     async fn pause(&self, attempt: u32);
+    /// Whether the primary finishes a commit itself ([`finish`], from the object: its
+    /// calls to the other shards are then its own subrequests, not the request's).
+    fn primary_finishes(&self) -> bool {
+        false
+    }
 }
 
 /// One call over the shards: its id (names its locks), the shard count, whether it
@@ -1127,6 +1139,9 @@ impl Driving<'_> {
         let Fate::Committed { changes, locked } = &fate else {
             return Ok(());
         };
+        if shards.primary_finishes() {
+            return Ok(());
+        }
         finish(shards, txn, primary, changes, locked).await
     }
 
@@ -1191,7 +1206,7 @@ async fn settle<S: Shards>(shards: &S, at: u32, txn: &str, primary: u32) -> Resu
 
 /// The rest of a committed call: every shard applies its part (once: a shard that did
 /// already skips it) and releases its locks, then the primary forgets the call.
-async fn finish<S: Shards>(
+pub async fn finish<S: Shards>(
     shards: &S,
     txn: &str,
     primary: u32,

@@ -77,6 +77,9 @@ struct MemoryShards {
     calls: Cell<usize>,
     pauses: Cell<u32>,
     finishes_on_pause: RefCell<Option<(u32, String)>>,
+    /// Whether the primary finishes a commit (as the worker's objects do) or the
+    /// driver does.
+    primary_finishes: Cell<bool>,
 }
 
 impl MemoryShards {
@@ -88,6 +91,7 @@ impl MemoryShards {
             calls: Cell::new(0),
             pauses: Cell::new(0),
             finishes_on_pause: RefCell::new(None),
+            primary_finishes: Cell::new(false),
         }
     }
     fn n(&self) -> u32 {
@@ -173,9 +177,21 @@ impl Shards for MemoryShards {
     }
     async fn commit_primary(&self, shard: u32, txn: &str, fate: &Fate) -> Result<(), ShardError> {
         self.call()?;
-        let mut s = self.shards.borrow_mut();
-        let (g, l) = &mut s[shard as usize];
-        shards::commit_primary(g, l, txn, shard, fate, self.now_ms.get())
+        let done = {
+            let mut s = self.shards.borrow_mut();
+            let (g, l) = &mut s[shard as usize];
+            shards::commit_primary(g, l, txn, shard, fate, self.now_ms.get())
+        };
+        match fate {
+            Fate::Committed { changes, locked } if done.is_ok() && self.primary_finishes.get() => {
+                // As the object does: the rest of the commit before its answer.
+                shards::finish(self, txn, shard, changes, locked).await
+            }
+            _ => done,
+        }
+    }
+    fn primary_finishes(&self) -> bool {
+        self.primary_finishes.get()
     }
     async fn recover(&self, shard: u32, txn: &str) -> Result<Fate, ShardError> {
         self.call()?;
@@ -365,11 +381,13 @@ proptest! {
             (proptest::collection::vec((0u8..4, 0u8..5), 1..4), 0u8..3, 0u8..6, 0u8..8), 1..40),
         cuts in proptest::collection::vec(1usize..8, 1..12),
         n in 1u32..6,
+        primary_finishes in any::<bool>(),
     ) {
         let limits = Limits { anonymous_id: 3, email: 2, ..Limits::default() };
         let all = events(&spec);
         let mut one = MemoryGraph::default();
         let s = MemoryShards::new(n);
+        s.primary_finishes.set(primary_finishes);
         let c1 = Ident::new(IdKind::Anonymous, "c1");
         one.retire(&c1, 0);
         let mut retire = snapshot(n);
@@ -407,11 +425,13 @@ proptest! {
         deaths in proptest::collection::vec(proptest::option::of(0usize..8), 1..12),
         n in 2u32..5,
         pin in any::<bool>(),
+        primary_finishes in any::<bool>(),
     ) {
         let limits = Limits { anonymous_id: 3, email: 2, ..Limits::default() };
         let all = events(&spec);
         let mut one = MemoryGraph::default();
         let s = MemoryShards::new(n);
+        s.primary_finishes.set(primary_finishes);
         let snap = || if pin { pinned(n) } else { snapshot(n) };
         let singly: Vec<_> = all.iter().map(|o| observe(&mut one, o, &limits)).collect();
         let mut sharded = Vec::new();

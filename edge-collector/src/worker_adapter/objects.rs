@@ -906,7 +906,10 @@ impl IdentityGraph {
                     return Response::error("no fate", 400);
                 };
                 match shards::commit_primary(&mut g, &mut t, &body.txn, body.shard, fate, now) {
-                    Ok(()) => json!({"ok": true}),
+                    Ok(()) => {
+                        self.finish(&body, fate).await;
+                        json!({"ok": true})
+                    }
                     Err(e) => refused(e),
                 }
             }
@@ -937,6 +940,23 @@ impl IdentityGraph {
             self.alarm_set.set(true);
         }
         g.0.answer(&answer)
+    }
+
+    /// The rest of a commit, from here: the other shards' parts and the forgetting are
+    /// this object's subrequests, not the request's. What fails is left to the alarm's
+    /// sweep (or to the next call that meets the locks).
+    async fn finish(&self, body: &ShardCall, fate: &shards::Fate) {
+        let shards::Fate::Committed { changes, locked } = fate else {
+            return;
+        };
+        let Ok(ns) = self.env.durable_object("IDENTITY") else {
+            return;
+        };
+        let client =
+            super::sharded::ShardClient::new(&ns, &body.write_key, body.n, super::Meter::start());
+        if let Err(e) = shards::finish(&client, &body.txn, body.shard, changes, locked).await {
+            console_error!("identity shard commit, finished later: {e:?}");
+        }
     }
 
     fn keep_meta(&self, g: &SqlGraph, body: &ShardCall) -> Result<()> {

@@ -231,6 +231,9 @@ impl Shards for ShardClient<'_> {
         self.done(shard, "/shard-release", json!({ "txn": txn }))
             .await
     }
+    fn primary_finishes(&self) -> bool {
+        true
+    }
     async fn pause(&self, attempt: u32) {
         let ms = shards::backoff_ms(attempt, js_sys::Math::random());
         Delay::from(std::time::Duration::from_millis(ms)).await;
