@@ -10,6 +10,10 @@ import { mkdirSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { startCollector, eventually, WRITE_KEY, STATE_ROOT, PLANTED, hidden } from './harness.mjs';
 
+// `identity-shards-guarantees.test.mjs` runs this file again over identity shards.
+const SHARDS = process.env.E2E_IDENTITY_SHARDS;
+const vars = SHARDS ? { IDENTITY_SHARDS: SHARDS } : {};
+
 const GRANTED = { categoryPreferences: { analytics: true, marketing: true, personalization: true } };
 let seq = 0;
 const mid = (p) => `${p}-${process.pid}-${++seq}`;
@@ -34,7 +38,7 @@ const fullwidth = (v) => [...v].map((c) => (c >= '!' && c <= '~' ? String.fromCo
 
 test('a hostile batch leaves no raw PII in D1, the quarantine, the consent log or the identity graph', async () => {
   for (const v of RAW) assert.ok(PLANTED.includes(v), `${v} is in the at-rest scan list`);
-  const c = await startCollector();
+  const c = await startCollector({ vars });
   try {
     const enc = encodeURIComponent('hostile.visitor@example.org');
     const page = { url: `${c.url}/p?email=${enc}&utm_content=${enc}`, search: `?email=${enc}`, referrer: `https://x.example/?e=${encodeURIComponent(enc)}` };
@@ -80,7 +84,7 @@ test('a hostile batch leaves no raw PII in D1, the quarantine, the consent log o
 });
 
 test('opt-in without consent: nothing is kept, not even an oversized or unknown-type event', async () => {
-  const c = await startCollector();
+  const c = await startCollector({ vars });
   try {
     const r = await send(c.url, [
       { type: 'track', messageId: mid('oi'), anonymousId: 'oi-1', event: 'Big', properties: { blob: 'x'.repeat(40 * 1024) } },
@@ -95,7 +99,7 @@ test('opt-in without consent: nothing is kept, not even an oversized or unknown-
 });
 
 test('reset() clears the HttpOnly cookie, a stale cookie links no new visitor; chunked bodies are capped', async () => {
-  const c = await startCollector();
+  const c = await startCollector({ vars });
   try {
     const own = { origin: c.url };
     const ev = (anon, extra = {}) => ({ type: 'track', messageId: mid('rs'), anonymousId: anon, event: 'Product Viewed', context: { consent: GRANTED }, ...extra });
@@ -123,7 +127,7 @@ test('reset() clears the HttpOnly cookie, a stale cookie links no new visitor; c
 });
 
 test('consent revoked while events wait: the revocation is logged, later events are not kept, the cookie goes', async () => {
-  const c = await startCollector();
+  const c = await startCollector({ vars });
   try {
     const denied = { categoryPreferences: { analytics: false } };
     const queued = [
@@ -169,7 +173,7 @@ async function sender(url, batches, stats) {
 test('crash: senders retrying through two SIGKILLs get every event stored exactly once', { timeout: 600_000 }, async () => {
   mkdirSync(STATE_ROOT, { recursive: true });
   const state = mkdtempSync(join(STATE_ROOT, 'crash-'));
-  let c = await startCollector({ state });
+  let c = await startCollector({ state, vars });
   const port = c.port;
   const SENDERS = 4; const BATCHES = 40; const PER = 20;
   const all = [];
@@ -194,7 +198,7 @@ test('crash: senders retrying through two SIGKILLs get every event stored exactl
       await new Promise((r) => setTimeout(r, 300 + k * 400));
       assert.ok(!done, 'killed in the middle of the load');
       await c.crash();
-      c = await startCollector({ state, port });
+      c = await startCollector({ state, port, vars });
     }
     await sending;
     assert.ok(stats.network > 0, 'requests died with the collector');
@@ -208,6 +212,24 @@ test('crash: senders retrying through two SIGKILLs get every event stored exactl
     assert.equal(doubled.length, 0);
     assert.equal(stored.size, all.length);
     for (const id of stats.duplicateIds) assert.ok(stored.has(id), `${id} answered duplicate, never stored`);
+    // Identity through the kills: every stored event on a profile that exists and counts
+    // it once (a profile's event count is the number of events stored on it), and each
+    // sender's userId and anonymousId on one person, none half merged. (The senders
+    // share one email: an event carrying only it and an anonymousId joins the email's
+    // profile, and the others' userIds keep their profiles apart: conflicts.)
+    const owners = await c.query(`select profile_id, count(*) as n from events where message_id like 'crash-%' group by profile_id`);
+    let counted = 0;
+    for (const o of owners) {
+      const p = await c.adminJson(`/admin/v1/profiles/${o.profile_id}`);
+      assert.equal(p.profile.eventCount, o.n, `${o.profile_id}: each event counted once`);
+      counted += o.n;
+    }
+    assert.equal(counted, all.length);
+    for (let s = 0; s < SENDERS; s++) {
+      const p = await c.adminJson(`/admin/v1/profiles?userId=crash-user-${s}`);
+      const ids = p.profile.identifiers.map((i) => `${i.kind}:${i.value}`);
+      assert.ok(ids.includes(`anonymous_id:crash-anon-${s}`), JSON.stringify(ids));
+    }
     // The lake: queue messages that died with the process are swept from D1 (the
     // outbox) by the maintenance, run here as if past the sweep's grace period.
     const later = new Date(Date.now() + 3_600_000).toISOString();
