@@ -869,6 +869,27 @@ pub struct ReadRequest {
     pub reads: Reads,
 }
 
+/// Applies the whole of a call that read and changed this shard alone, and releases its
+/// locks; refused if it was aborted (a call slower than its lease, whose locks another
+/// call took over). Nothing else applies such a call (it has no fate to finish it
+/// from), so it needs no applied mark.
+pub fn apply_alone(
+    g: &mut impl Graph,
+    t: &mut impl Locks,
+    txn: &str,
+    ops: &[Op],
+) -> Result<(), ShardError> {
+    let refused = t.fate(txn) == Some(Fate::Aborted);
+    if !refused {
+        apply_all(g, ops);
+    }
+    t.unlock(txn);
+    match refused {
+        true => Err(ShardError::Aborted),
+        false => Ok(()),
+    }
+}
+
 /// Applies `txn`'s changes for this shard, once, and releases its locks here; refused
 /// if this shard, as the call's primary, marked it aborted (a call slower than its
 /// lease, whose locks another call took over).
@@ -905,12 +926,18 @@ pub fn commit_primary(
         t.unlock(txn);
         return Err(ShardError::Aborted);
     }
-    let Fate::Committed { changes, .. } = fate else {
+    let Fate::Committed { changes, locked } = fate else {
         return Err(ShardError::Unavailable("not a commit".into()));
     };
-    t.put_fate(txn, fate, now_ms);
-    let mine = changes.iter().find(|(s, _)| *s == me);
-    apply(g, t, txn, mine.map_or(&[][..], |(_, o)| o), now_ms)
+    // Its own part is applied here and now, with the fate: the fate keeps the others'.
+    let (mine, others): (Changes, Changes) = changes.iter().cloned().partition(|(s, _)| *s == me);
+    let kept = Fate::Committed {
+        changes: others,
+        locked: locked.clone(),
+    };
+    t.put_fate(txn, &kept, now_ms);
+    let mine = mine.into_iter().next().map(|(_, o)| o).unwrap_or_default();
+    apply(g, t, txn, &mine, now_ms)
 }
 
 /// The primary's answer about a call whose lock outlived its lease: its changes if it
@@ -945,6 +972,7 @@ pub enum ShardError {
 pub trait Shards {
     async fn read(&self, shard: u32, req: &ReadRequest) -> Result<ReadAnswer, ShardError>;
     async fn apply(&self, shard: u32, txn: &str, ops: &[Op]) -> Result<(), ShardError>;
+    async fn apply_alone(&self, shard: u32, txn: &str, ops: &[Op]) -> Result<(), ShardError>;
     async fn commit_primary(&self, shard: u32, txn: &str, fate: &Fate) -> Result<(), ShardError>;
     async fn recover(&self, shard: u32, txn: &str) -> Result<Fate, ShardError>;
     async fn release(&self, shard: u32, txn: &str) -> Result<(), ShardError>;
@@ -1120,7 +1148,7 @@ impl Driving<'_> {
             if ops.is_empty() && self.locked.is_empty() {
                 return Ok(());
             }
-            return shards.apply(primary, txn, &ops).await;
+            return shards.apply_alone(primary, txn, &ops).await;
         }
         if let Err(e) = self.lock_new(shards, snap, &changes).await {
             self.release_all(shards).await;

@@ -175,6 +175,12 @@ impl Shards for MemoryShards {
         let (g, l) = &mut s[shard as usize];
         shards::apply(g, l, txn, ops, self.now_ms.get())
     }
+    async fn apply_alone(&self, shard: u32, txn: &str, ops: &[Op]) -> Result<(), ShardError> {
+        self.call()?;
+        let mut s = self.shards.borrow_mut();
+        let (g, l) = &mut s[shard as usize];
+        shards::apply_alone(g, l, txn, ops)
+    }
     async fn commit_primary(&self, shard: u32, txn: &str, fate: &Fate) -> Result<(), ShardError> {
         self.call()?;
         let done = {
@@ -600,6 +606,8 @@ fn a_live_lock_is_busy_and_changes_nothing() {
     let refused = pollster::block_on(s.commit_primary(shard, "other", &commit));
     assert_eq!(refused, Err(ShardError::Aborted));
     let refused = pollster::block_on(s.apply(shard, "other", &[]));
+    assert_eq!(refused, Err(ShardError::Aborted));
+    let refused = pollster::block_on(s.apply_alone(shard, "other", &[]));
     assert_eq!(refused, Err(ShardError::Aborted));
 }
 

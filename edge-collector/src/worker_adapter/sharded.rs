@@ -214,6 +214,15 @@ impl Shards for ShardClient<'_> {
         self.done(shard, "/shard-apply", json!({"txn": txn, "ops": ops}))
             .await
     }
+    async fn apply_alone(
+        &self,
+        shard: u32,
+        txn: &str,
+        ops: &[Op],
+    ) -> std::result::Result<(), ShardError> {
+        self.done(shard, "/shard-apply-alone", json!({"txn": txn, "ops": ops}))
+            .await
+    }
     async fn commit_primary(
         &self,
         shard: u32,
