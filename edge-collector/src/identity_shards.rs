@@ -719,6 +719,10 @@ pub struct Lock {
     pub txn: String,
     pub primary: u32,
     pub until_ms: i64,
+    /// When the call holding it began (its first attempt): the older of two calls that
+    /// meet waits, the younger starts over ([`transact`]).
+    #[serde(default)]
+    pub since_ms: i64,
 }
 
 /// A call's state as its primary keeps it.
@@ -761,9 +765,11 @@ pub enum ReadAnswer {
     Found {
         found: Found,
     },
-    /// A key is locked by a live call.
+    /// A key is locked by a live call, which began at `since_ms`.
     Busy {
         txn: String,
+        #[serde(default)]
+        since_ms: i64,
     },
     /// A key is locked by a call whose lease ran out: ask its primary.
     Stale {
@@ -790,7 +796,10 @@ pub fn read(g: &impl Graph, t: &mut impl Locks, req: &ReadRequest, now_ms: i64) 
         let held = t.locks(&keys);
         if let Some((_, l)) = held.iter().find(|(_, l)| l.txn != req.txn) {
             return if l.until_ms > now_ms {
-                ReadAnswer::Busy { txn: l.txn.clone() }
+                ReadAnswer::Busy {
+                    txn: l.txn.clone(),
+                    since_ms: l.since_ms,
+                }
             } else {
                 ReadAnswer::Stale {
                     txn: l.txn.clone(),
@@ -802,6 +811,7 @@ pub fn read(g: &impl Graph, t: &mut impl Locks, req: &ReadRequest, now_ms: i64) 
             txn: req.txn.clone(),
             primary: req.primary,
             until_ms: now_ms + LEASE_MS,
+            since_ms: req.since_ms,
         };
         t.put_locks(&keys, &l);
     }
@@ -862,6 +872,9 @@ pub fn read(g: &impl Graph, t: &mut impl Locks, req: &ReadRequest, now_ms: i64) 
 #[serde(rename_all = "camelCase")]
 pub struct ReadRequest {
     pub txn: String,
+    /// When the call began ([`Lock::since_ms`]).
+    #[serde(default)]
+    pub since_ms: i64,
     pub primary: u32,
     pub lock: bool,
     pub shard: u32,
@@ -991,6 +1004,8 @@ pub trait Shards {
 #[derive(Debug, Clone)]
 pub struct Call {
     pub txn: String,
+    /// When the call began: of two calls that meet, the older waits ([`Lock::since_ms`]).
+    pub since_ms: i64,
     pub n: u32,
     pub lock: bool,
     /// The shard that keeps the call's fate: the shard its new profiles are made on
@@ -999,10 +1014,11 @@ pub struct Call {
     pub primary: Option<u32>,
 }
 
-/// Attempts of a call that meets others' locks: each lets go of its own locks, waits
-/// ([`backoff_ms`]) and starts over, as one object would queue the calls (a sender's
-/// concurrent batches for one visitor). About 0.3 s of waiting in all, far below a
-/// lease.
+/// Attempts of a call that meets a younger call's lock, or a live lock as the younger:
+/// the older waits ([`backoff_ms`]) and reads again, keeping its locks; the younger lets
+/// go of its own, waits and starts over (still as old as it was, so it becomes the older
+/// in time): as one object would queue the calls (a sender's concurrent batches for one
+/// visitor). About 0.3 s of waiting each, far below a lease.
 pub const MAX_ATTEMPTS: u32 = 6;
 
 /// The wait before attempt `attempt` (from 1): 10 ms doubling, times 0.5 to 1.5 by
@@ -1091,6 +1107,7 @@ impl Driving<'_> {
         }
         ReadRequest {
             txn: self.call.txn.clone(),
+            since_ms: self.call.since_ms,
             primary,
             lock: self.call.lock,
             shard,
@@ -1112,13 +1129,23 @@ impl Driving<'_> {
                 continue;
             }
             let req = self.request(shard, reads);
-            let mut tries = 0;
+            let (mut settled, mut waited) = (0, 0);
             let found = loop {
-                tries += 1;
                 match shards.read(shard, &req).await? {
                     ReadAnswer::Found { found } => break found,
-                    ReadAnswer::Stale { txn, primary } if tries <= 3 => {
+                    ReadAnswer::Stale { txn, primary } if settled < 3 => {
+                        settled += 1;
                         settle(shards, shard, &txn, primary).await?;
+                    }
+                    // Wait-die: the older call waits for the younger, keeping its locks;
+                    // the younger lets go and starts over. Waits only go from older to
+                    // younger, so no two calls wait for each other.
+                    ReadAnswer::Busy { txn, since_ms }
+                        if (self.call.since_ms, &self.call.txn) < (since_ms, &txn)
+                            && waited + 1 < MAX_ATTEMPTS =>
+                    {
+                        waited += 1;
+                        shards.pause(waited).await;
                     }
                     _ => return Err(ShardError::Busy),
                 }

@@ -76,6 +76,7 @@ struct MemoryShards {
     dies_after: Cell<Option<usize>>,
     calls: Cell<usize>,
     pauses: Cell<u32>,
+    locks_at_pause: Cell<usize>,
     finishes_on_pause: RefCell<Option<(u32, String)>>,
     /// Whether the primary finishes a commit (as the worker's objects do) or the
     /// driver does.
@@ -90,6 +91,7 @@ impl MemoryShards {
             dies_after: Cell::new(None),
             calls: Cell::new(0),
             pauses: Cell::new(0),
+            locks_at_pause: Cell::new(0),
             finishes_on_pause: RefCell::new(None),
             primary_finishes: Cell::new(false),
         }
@@ -217,6 +219,7 @@ impl Shards for MemoryShards {
         self.now_ms
             .set(self.now_ms.get() + shards::backoff_ms(attempt, 1.0) as i64);
         self.pauses.set(self.pauses.get() + 1);
+        self.locks_at_pause.set(self.locks_left());
         // The other call of a test finishes while this one waits.
         if let Some((shard, txn)) = self.finishes_on_pause.borrow_mut().take() {
             self.shards.borrow_mut()[shard as usize].1.unlock(&txn);
@@ -265,6 +268,7 @@ fn resolve_with(
 ) -> Result<Vec<Option<Resolution>>, ShardError> {
     let call = Call {
         txn: txn.into(),
+        since_ms: s.now_ms.get(),
         n: s.n(),
         lock: true,
         primary: shards::primary_of(obs, s.n()),
@@ -397,7 +401,7 @@ proptest! {
         let c1 = Ident::new(IdKind::Anonymous, "c1");
         one.retire(&c1, 0);
         let mut retire = snapshot(n);
-        let call = Call { txn: "t-retire".into(), n, lock: true, primary: None };
+        let call = Call { txn: "t-retire".into(), since_ms: 0, n, lock: true, primary: None };
         pollster::block_on(shards::transact(&s, &call, Reads::default(), &mut retire,
             |g| g.retire(&c1, 0))).unwrap();
         let singly: Vec<_> = all.iter().map(|o| observe(&mut one, o, &limits)).collect();
@@ -501,6 +505,7 @@ fn call<T>(s: &MemoryShards, txn: &str, rules: impl FnMut(&mut Snapshot) -> T) -
     let mut snap = snapshot(s.n());
     let call = Call {
         txn: txn.into(),
+        since_ms: s.now_ms.get(),
         n: s.n(),
         lock: true,
         primary: None,
@@ -575,6 +580,7 @@ fn a_live_lock_is_busy_and_changes_nothing() {
         txn: "other".into(),
         primary: shard,
         until_ms: s.now_ms.get() + LEASE_MS,
+        since_ms: 0,
     };
     s.shards.borrow_mut()[shard as usize]
         .1
@@ -622,6 +628,7 @@ fn a_call_that_meets_a_live_lock_waits_for_it() {
         txn: "other".into(),
         primary: shard,
         until_ms: s.now_ms.get() + LEASE_MS,
+        since_ms: 0,
     };
     s.shards.borrow_mut()[shard as usize]
         .1
@@ -631,6 +638,39 @@ fn a_call_that_meets_a_live_lock_waits_for_it() {
     assert_eq!(again, first);
     assert_eq!(s.pauses.get(), 1);
     assert_eq!(s.merged().profiles[&first].event_count, 2);
+    assert_eq!(s.locks_left(), 0);
+}
+
+#[test]
+fn of_two_calls_that_meet_the_older_waits_keeping_its_locks() {
+    let n = 3;
+    let s = MemoryShards::new(n);
+    // A visitor on a shard after another identifier's, so the call locks that one first.
+    let a = (0..)
+        .map(|i| anon(&format!("wd-{i}")))
+        .find(|a| shards::shard_of_ident(a, n) == 2)
+        .unwrap();
+    let u = (0..)
+        .map(|i| user(&format!("wd-user-{i}")))
+        .find(|u| shards::shard_of_ident(u, n) == 0)
+        .unwrap();
+    let first = see(&s, "t1", vec![a.clone()], 1);
+    // A younger call (it began after this one will) holds the visitor's lock.
+    let key = format!("i\u{1f}anonymous_id\u{1f}{}", a.value);
+    let lock = Lock {
+        txn: "younger".into(),
+        primary: 2,
+        until_ms: s.now_ms.get() + LEASE_MS,
+        since_ms: s.now_ms.get() + 1,
+    };
+    s.shards.borrow_mut()[2].1.put_locks(&[key], &lock);
+    *s.finishes_on_pause.borrow_mut() = Some((2, "younger".into()));
+    let again = see(&s, "t2", vec![u.clone(), a.clone()], 2);
+    assert_eq!(again, first, "the userId joins the visitor's profile");
+    assert_eq!(s.pauses.get(), 1);
+    // While it waited, it still held its locks on shard 0 (the userId and the event's
+    // key, both there), beside the younger call's.
+    assert_eq!(s.locks_at_pause.get(), 3);
     assert_eq!(s.locks_left(), 0);
 }
 

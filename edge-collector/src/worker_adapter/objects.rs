@@ -67,7 +67,19 @@ async fn timed<B: DeserializeOwned, F: std::future::Future<Output = Result<Respo
     let started = Date::now().as_millis();
     let body: B = serde_json::from_str(&text)?;
     let mut resp = handle(req.path(), body).await?;
-    let ms = Date::now().as_millis().saturating_sub(started);
+    // A handler that waited on other objects says how long (`X-Object-Waited`): that is
+    // their time, counted in their own answers, not this object's.
+    let waited: u64 = resp
+        .headers()
+        .get("X-Object-Waited")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let ms = Date::now()
+        .as_millis()
+        .saturating_sub(started)
+        .saturating_sub(waited);
     resp.headers_mut().set("X-Object-Ms", &ms.to_string())?;
     Ok(resp)
 }
@@ -745,7 +757,7 @@ impl DurableObject for IdentityGraph {
             // As one shard of a sharded graph (`identity_shards`): its locks, the calls
             // it keeps as a primary, the calls it applied, and what it is.
             "CREATE TABLE IF NOT EXISTS shard_locks (k TEXT PRIMARY KEY, txn TEXT NOT NULL, \
-             primary_shard REAL NOT NULL, until_ms REAL NOT NULL)",
+             primary_shard REAL NOT NULL, until_ms REAL NOT NULL, since_ms REAL)",
             "CREATE INDEX IF NOT EXISTS shard_locks_txn ON shard_locks (txn)",
             "CREATE INDEX IF NOT EXISTS shard_locks_until ON shard_locks (until_ms)",
             "CREATE TABLE IF NOT EXISTS shard_fates (txn TEXT PRIMARY KEY, data TEXT NOT NULL, \
@@ -896,6 +908,7 @@ impl IdentityGraph {
         let mut g = SqlGraph(Sql::new(&sql));
         let mut t = SqlLocks(SqlGraph(Sql::new(&sql)));
         let refused = |e: shards::ShardError| json!({ "error": format!("{e:?}") });
+        let mut waited = 0;
         let answer = match path.as_str() {
             "/shard-read" => match &body.read {
                 Some(r) => json!(shards::read(&g, &mut t, r, now)),
@@ -916,7 +929,9 @@ impl IdentityGraph {
                 };
                 match shards::commit_primary(&mut g, &mut t, &body.txn, body.shard, fate, now) {
                     Ok(()) => {
+                        let from = Date::now().as_millis();
                         self.finish(&body, fate).await;
+                        waited = Date::now().as_millis().saturating_sub(from);
                         json!({"ok": true})
                     }
                     Err(e) => refused(e),
@@ -948,7 +963,12 @@ impl IdentityGraph {
             }
             self.alarm_set.set(true);
         }
-        g.0.answer(&answer)
+        let mut resp = g.0.answer(&answer)?;
+        if waited > 0 {
+            resp.headers_mut()
+                .set("X-Object-Waited", &waited.to_string())?;
+        }
+        Ok(resp)
     }
 
     /// The rest of a commit, from here: the other shards' parts and the forgetting are
@@ -991,6 +1011,8 @@ struct LockRow {
     txn: String,
     primary_shard: f64,
     until_ms: f64,
+    #[serde(default)]
+    since_ms: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -1008,7 +1030,7 @@ impl shards::Locks for SqlLocks<'_> {
     fn locks(&self, keys: &[String]) -> Vec<(String, shards::Lock)> {
         let keys: Vec<SqlStorageValue> = keys.iter().map(|k| sv(k)).collect();
         let rows: Vec<LockRow> = self.0.rows_in(
-            "SELECT k, txn, primary_shard, until_ms FROM shard_locks WHERE k",
+            "SELECT k, txn, primary_shard, until_ms, since_ms FROM shard_locks WHERE k",
             vec![],
             &keys,
         );
@@ -1018,6 +1040,7 @@ impl shards::Locks for SqlLocks<'_> {
                     txn: r.txn,
                     primary: r.primary_shard as u32,
                     until_ms: r.until_ms as i64,
+                    since_ms: r.since_ms.unwrap_or_default() as i64,
                 };
                 (r.k, l)
             })
@@ -1030,13 +1053,15 @@ impl shards::Locks for SqlLocks<'_> {
                 sv(&l.txn),
                 SqlStorageValue::Float(f64::from(l.primary)),
                 SqlStorageValue::Float(l.until_ms as f64),
+                SqlStorageValue::Float(l.since_ms as f64),
             ]
         };
         self.0.run_rows(
-            "INSERT INTO shard_locks (k, txn, primary_shard, until_ms) VALUES",
+            "INSERT INTO shard_locks (k, txn, primary_shard, until_ms, since_ms) VALUES",
             "ON CONFLICT (k) DO UPDATE SET txn = excluded.txn, \
-             primary_shard = excluded.primary_shard, until_ms = excluded.until_ms",
-            4,
+             primary_shard = excluded.primary_shard, until_ms = excluded.until_ms, \
+             since_ms = excluded.since_ms",
+            5,
             keys.iter().map(row).collect(),
         );
     }

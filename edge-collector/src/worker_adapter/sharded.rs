@@ -79,6 +79,7 @@ impl<'a> ShardClient<'a> {
     ) -> std::result::Result<T, ShardError> {
         let call = Call {
             txn: random_uuid(),
+            since_ms: Date::now().as_millis() as i64,
             n: self.n,
             lock,
             primary,
