@@ -1,34 +1,27 @@
-//! Identity over several shards: decides where each part of a site's identity graph
+//! Identity over several shards: decides where each part of a source's identity graph
 //! lives when it is spread over `n` Durable Objects, and how one call that touches
-//! several of them reads, locks and commits, so that it is all or nothing and a call
-//! that dies at any point is finished or undone by the next one that meets its locks.
+//! several of them reads, locks and commits, all or nothing, so that a call that dies at
+//! any point is finished or undone by the next one that meets its locks, or by a
+//! shard's alarm ([`sweep`]).
 //!
-//! Placement (FNV-1a, [`crate::dedup::shard_of`], so a visitor's identity lives on the
-//! shard its dedup claims do):
-//! - an identifier's link and retirement: the shard of its value;
-//! - a profile, the merge records into and of it, and the conflicts about it: the shard
-//!   of its id. A new profile's id is drawn until it falls on the shard of the
-//!   identifier that made it, so a visitor's links and profile are usually together;
-//! - an event's kept resolution: the shard of its dedup key's visitor.
+//! Placement (FNV-1a, [`crate::dedup::shard_of`]): an identifier's link and retirement
+//! on the shard of its value; a profile, its merge records and the conflicts about it on
+//! the shard of its id (a merge record and a conflict on both profiles' shards, so each
+//! profile's shard answers everything about it); an event's kept resolution on the shard
+//! of its dedup key's visitor. A new profile's id is drawn until it falls on its
+//! visitor's shard, so a returning visitor is one read and one apply on one shard.
 //!
-//! A merge record is kept on the shards of both its profiles, a conflict on the shards
-//! of both of its profiles, so each profile's shard answers everything about it.
+//! The rules stay in [`crate::identity`]: a call runs them over a [`Snapshot`], the part
+//! of the graph read so far. What they read and the snapshot lacks is read, and locked,
+//! from its shard, and the rules run again from the start, until nothing is missing.
+//! Their writes are the call's changes ([`Op`]), compacted and split by shard.
 //!
-//! The rules themselves stay in [`crate::identity`]: a call runs them over a
-//! [`Snapshot`], the part of the graph read so far. A read of something not in the
-//! snapshot is noted; the call's reads are then fetched (and locked) from their shards
-//! and the rules run again from the start, until they run with nothing missing. Their
-//! writes are then the call's changes, as operations ([`Op`]) in order, split by shard.
-//!
-//! The commit ([`transact`]): changes on one shard are applied there in one call. On
-//! several, the *primary* (the shard of the call's first lock, named in every lock)
-//! keeps the whole change as an intent, applies its part, then every other shard
-//! applies its part and releases its locks, then the primary forgets the intent. A
-//! call that meets a lock whose lease ran out asks the primary: an intent kept means
-//! the call committed, and its changes are applied where they were not yet (each shard
-//! applies a call's changes once); no intent means it did not, and the primary marks it
-//! aborted so that it can no longer commit. A lock whose lease runs is busy: the call
-//! lets go of its own locks and answers [`ShardError::Busy`] (a retryable 503).
+//! [`transact`] commits them: alone on the call's primary, in one call there; otherwise
+//! the primary keeps the call's fate (the other shards' parts) with its own part, then
+//! the rest is applied ([`finish`]). A call that meets a lock after its lease asks the
+//! lock's primary ([`recover`]): committed, the call is finished; not, it is aborted and
+//! can no longer commit. Of two live calls that meet, the older waits and the younger
+//! starts over (wait-die).
 
 use crate::dedup::shard_of;
 use crate::identity::{
