@@ -11,4 +11,4 @@ export PROPTEST_CASES="${1:-20000}"
 cargo test --release --quiet -p tracking-plan --lib time
 cargo test --release --quiet -p tracking-plan --test identifiers --test json_text --test plan
 cargo test --release --quiet -p edge-collector --lib pipeline::split
-cargo test --release --quiet -p edge-collector --test guarantees --test identity --test ingest
+cargo test --release --quiet -p edge-collector --test guarantees --test identity --test identity_shards --test ingest

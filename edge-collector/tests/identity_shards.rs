@@ -81,6 +81,26 @@ struct MemoryShards {
     /// Whether the primary finishes a commit (as the worker's objects do) or the
     /// driver does.
     primary_finishes: Cell<bool>,
+    /// Whether each call lets others run first (for interleaving calls).
+    yields: Cell<bool>,
+}
+
+/// A future that is pending once.
+struct Yield(bool);
+
+impl std::future::Future for Yield {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 impl MemoryShards {
@@ -94,10 +114,19 @@ impl MemoryShards {
             locks_at_pause: Cell::new(0),
             finishes_on_pause: RefCell::new(None),
             primary_finishes: Cell::new(false),
+            yields: Cell::new(false),
         }
     }
     fn n(&self) -> u32 {
         self.shards.borrow().len() as u32
+    }
+    /// One shard call: with `yields`, it first lets the executor run another call, as
+    /// a Durable Object fetch does.
+    async fn turn(&self) -> Result<(), ShardError> {
+        if self.yields.get() {
+            Yield(false).await;
+        }
+        self.call()
     }
     fn call(&self) -> Result<(), ShardError> {
         self.calls.set(self.calls.get() + 1);
@@ -166,25 +195,25 @@ impl MemoryShards {
 
 impl Shards for MemoryShards {
     async fn read(&self, shard: u32, req: &ReadRequest) -> Result<ReadAnswer, ShardError> {
-        self.call()?;
+        self.turn().await?;
         let mut s = self.shards.borrow_mut();
         let (g, l) = &mut s[shard as usize];
         Ok(shards::read(g, l, req, self.now_ms.get()))
     }
     async fn apply(&self, shard: u32, txn: &str, ops: &[Op]) -> Result<(), ShardError> {
-        self.call()?;
+        self.turn().await?;
         let mut s = self.shards.borrow_mut();
         let (g, l) = &mut s[shard as usize];
         shards::apply(g, l, txn, ops, self.now_ms.get())
     }
     async fn apply_alone(&self, shard: u32, txn: &str, ops: &[Op]) -> Result<(), ShardError> {
-        self.call()?;
+        self.turn().await?;
         let mut s = self.shards.borrow_mut();
         let (g, l) = &mut s[shard as usize];
         shards::apply_alone(g, l, txn, ops)
     }
     async fn commit_primary(&self, shard: u32, txn: &str, fate: &Fate) -> Result<(), ShardError> {
-        self.call()?;
+        self.turn().await?;
         let done = {
             let mut s = self.shards.borrow_mut();
             let (g, l) = &mut s[shard as usize];
@@ -202,7 +231,7 @@ impl Shards for MemoryShards {
         self.primary_finishes.get()
     }
     async fn recover(&self, shard: u32, txn: &str) -> Result<Fate, ShardError> {
-        self.call()?;
+        self.turn().await?;
         let mut s = self.shards.borrow_mut();
         Ok(shards::recover(
             &mut s[shard as usize].1,
@@ -211,11 +240,14 @@ impl Shards for MemoryShards {
         ))
     }
     async fn release(&self, shard: u32, txn: &str) -> Result<(), ShardError> {
-        self.call()?;
+        self.turn().await?;
         self.shards.borrow_mut()[shard as usize].1.unlock(txn);
         Ok(())
     }
     async fn pause(&self, attempt: u32) {
+        if self.yields.get() {
+            Yield(false).await;
+        }
         self.now_ms
             .set(self.now_ms.get() + shards::backoff_ms(attempt, 1.0) as i64);
         self.pauses.set(self.pauses.get() + 1);
@@ -226,7 +258,7 @@ impl Shards for MemoryShards {
         }
     }
     async fn forget(&self, shard: u32, txn: &str) -> Result<(), ShardError> {
-        self.call()?;
+        self.turn().await?;
         self.shards.borrow_mut()[shard as usize].1.forget(txn);
         Ok(())
     }
@@ -682,4 +714,111 @@ fn a_visitor_seen_again_is_one_call_on_one_shard() {
     see(&s, "t2", vec![anon("a-visitor")], 2);
     // One read (links, the profile beside them, the resolution), one apply.
     assert_eq!(s.calls.get(), 2);
+}
+
+/// Runs `calls` together, polling one of them at each step as `schedule` says: each
+/// shard call lets the others run (`yields`), so their reads, locks and commits
+/// interleave. Returns each call's outcome.
+fn together<'a>(
+    mut calls: Vec<
+        std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Vec<Option<Resolution>>, ShardError>> + 'a>,
+        >,
+    >,
+    schedule: &[usize],
+) -> Vec<Result<Vec<Option<Resolution>>, ShardError>> {
+    let mut out: Vec<Option<Result<Vec<Option<Resolution>>, ShardError>>> =
+        calls.iter().map(|_| None).collect();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut step = 0;
+    while out.iter().any(Option::is_none) {
+        let open: Vec<usize> = (0..calls.len()).filter(|i| out[*i].is_none()).collect();
+        let i = open[schedule[step % schedule.len()] % open.len()];
+        step += 1;
+        if let std::task::Poll::Ready(r) = calls[i].as_mut().poll(&mut cx) {
+            out[i] = Some(r);
+        }
+        assert!(step < 1_000_000, "the calls never finished");
+    }
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+proptest! {
+    /// Two calls over the shards at once, their shard calls interleaved at random:
+    /// the graph ends as one graph that resolved the two batches one after the other,
+    /// in one order or the other (a call that gave up, busy, is sent again after, as a
+    /// sender would). Every event counts once and no lock is left.
+    #[test]
+    fn concurrent_calls_end_as_one_after_the_other(
+        spec in proptest::collection::vec(
+            (proptest::collection::vec((0u8..4, 0u8..3), 1..4), 0u8..3, 0u8..6, 1u8..8), 2..16),
+        split in 1usize..15,
+        schedule in proptest::collection::vec(0usize..2, 1..64),
+        n in 2u32..5,
+        primary_finishes in any::<bool>(),
+    ) {
+        let limits = Limits { anonymous_id: 3, email: 2, ..Limits::default() };
+        let all = events(&spec);
+        let cut = split.min(all.len() - 1);
+        let (a, b) = all.split_at(cut);
+        let s = MemoryShards::new(n);
+        s.primary_finishes.set(primary_finishes);
+        s.yields.set(true);
+        let calls: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _>>>> = vec![
+            Box::pin(resolve_async(&s, "ta", a, &limits)),
+            Box::pin(resolve_async(&s, "tb", b, &limits)),
+        ];
+        let outcomes = together(calls, &schedule);
+        s.yields.set(false);
+        // A call that gave up is sent again.
+        let mut done = Vec::new();
+        for (i, r) in outcomes.into_iter().enumerate() {
+            match r {
+                Ok(_) => done.push(i),
+                Err(e) => {
+                    prop_assert_eq!(e, ShardError::Busy);
+                    let batch = if i == 0 { a } else { b };
+                    resolve(&s, &format!("again{i}"), batch, &limits).unwrap();
+                }
+            }
+        }
+        s.sweep();
+        let many = s.merged();
+        let serial = |first: &[Observation], second: &[Observation]| {
+            let mut g = MemoryGraph::default();
+            for o in first.iter().chain(second) {
+                observe(&mut g, o, &limits);
+            }
+            g
+        };
+        let ab = serial(a, b);
+        let ba = serial(b, a);
+        let same = |one: &MemoryGraph| people(one) == people(&many) && conflicts(one) == conflicts(&many)
+            && one.merges.len() == many.merges.len() && one.index.len() == many.index.len();
+        prop_assert!(same(&ab) || same(&ba), "neither order: {:?}", people(&many));
+        prop_assert_eq!(ab.resolutions.len(), many.resolutions.len());
+        prop_assert_eq!(s.locks_left(), 0, "locks left behind");
+    }
+}
+
+fn resolve_async<'a>(
+    s: &'a MemoryShards,
+    txn: &'a str,
+    obs: &'a [Observation],
+    limits: &'a Limits,
+) -> impl std::future::Future<Output = Result<Vec<Option<Resolution>>, ShardError>> + 'a {
+    async move {
+        let mut snap = snapshot(s.n());
+        let call = Call {
+            txn: txn.into(),
+            since_ms: s.now_ms.get(),
+            n: s.n(),
+            lock: true,
+            primary: shards::primary_of(obs, s.n()),
+        };
+        shards::transact(s, &call, first_reads(obs), &mut snap, |g| {
+            observe_each(g, obs, limits)
+        })
+        .await
+    }
 }
