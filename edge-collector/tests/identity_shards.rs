@@ -716,19 +716,16 @@ fn a_visitor_seen_again_is_one_call_on_one_shard() {
     assert_eq!(s.calls.get(), 2);
 }
 
+/// A call's outcome: each event's resolution, or why it gave up.
+type Resolved = Result<Vec<Option<Resolution>>, ShardError>;
+/// A call in progress.
+type Pending<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Resolved> + 'a>>;
+
 /// Runs `calls` together, polling one of them at each step as `schedule` says: each
 /// shard call lets the others run (`yields`), so their reads, locks and commits
 /// interleave. Returns each call's outcome.
-fn together<'a>(
-    mut calls: Vec<
-        std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<Vec<Option<Resolution>>, ShardError>> + 'a>,
-        >,
-    >,
-    schedule: &[usize],
-) -> Vec<Result<Vec<Option<Resolution>>, ShardError>> {
-    let mut out: Vec<Option<Result<Vec<Option<Resolution>>, ShardError>>> =
-        calls.iter().map(|_| None).collect();
+fn together(mut calls: Vec<Pending<'_>>, schedule: &[usize]) -> Vec<Resolved> {
+    let mut out: Vec<Option<Resolved>> = calls.iter().map(|_| None).collect();
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let mut step = 0;
     while out.iter().any(Option::is_none) {
@@ -764,7 +761,7 @@ proptest! {
         let s = MemoryShards::new(n);
         s.primary_finishes.set(primary_finishes);
         s.yields.set(true);
-        let calls: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _>>>> = vec![
+        let calls: Vec<Pending> = vec![
             Box::pin(resolve_async(&s, "ta", a, &limits)),
             Box::pin(resolve_async(&s, "tb", b, &limits)),
         ];
@@ -806,7 +803,7 @@ fn resolve_async<'a>(
     txn: &'a str,
     obs: &'a [Observation],
     limits: &'a Limits,
-) -> impl std::future::Future<Output = Result<Vec<Option<Resolution>>, ShardError>> + 'a {
+) -> impl std::future::Future<Output = Resolved> + 'a {
     async move {
         let mut snap = snapshot(s.n());
         let call = Call {
