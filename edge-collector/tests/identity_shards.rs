@@ -293,11 +293,21 @@ fn resolve(
 
 fn resolve_with(
     s: &MemoryShards,
+    snap: Snapshot,
+    txn: &str,
+    obs: &[Observation],
+    limits: &Limits,
+) -> Resolved {
+    pollster::block_on(resolve_async(s, snap, txn, obs, limits))
+}
+
+async fn resolve_async(
+    s: &MemoryShards,
     mut snap: Snapshot,
     txn: &str,
     obs: &[Observation],
     limits: &Limits,
-) -> Result<Vec<Option<Resolution>>, ShardError> {
+) -> Resolved {
     let call = Call {
         txn: txn.into(),
         since_ms: s.now_ms.get(),
@@ -305,13 +315,8 @@ fn resolve_with(
         lock: true,
         primary: shards::primary_of(obs, s.n()),
     };
-    pollster::block_on(shards::transact(
-        s,
-        &call,
-        first_reads(obs),
-        &mut snap,
-        |g| observe_each(g, obs, limits),
-    ))
+    let first = first_reads(obs);
+    shards::transact(s, &call, first, &mut snap, |g| observe_each(g, obs, limits)).await
 }
 
 /// The graph's people, by their sorted identifiers, with what each accumulated.
@@ -762,8 +767,8 @@ proptest! {
         s.primary_finishes.set(primary_finishes);
         s.yields.set(true);
         let calls: Vec<Pending> = vec![
-            Box::pin(resolve_async(&s, "ta", a, &limits)),
-            Box::pin(resolve_async(&s, "tb", b, &limits)),
+            Box::pin(resolve_async(&s, snapshot(n), "ta", a, &limits)),
+            Box::pin(resolve_async(&s, snapshot(n), "tb", b, &limits)),
         ];
         let outcomes = together(calls, &schedule);
         s.yields.set(false);
@@ -795,27 +800,5 @@ proptest! {
         prop_assert!(same(&ab) || same(&ba), "neither order: {:?}", people(&many));
         prop_assert_eq!(ab.resolutions.len(), many.resolutions.len());
         prop_assert_eq!(s.locks_left(), 0, "locks left behind");
-    }
-}
-
-fn resolve_async<'a>(
-    s: &'a MemoryShards,
-    txn: &'a str,
-    obs: &'a [Observation],
-    limits: &'a Limits,
-) -> impl std::future::Future<Output = Resolved> + 'a {
-    async move {
-        let mut snap = snapshot(s.n());
-        let call = Call {
-            txn: txn.into(),
-            since_ms: s.now_ms.get(),
-            n: s.n(),
-            lock: true,
-            primary: shards::primary_of(obs, s.n()),
-        };
-        shards::transact(s, &call, first_reads(obs), &mut snap, |g| {
-            observe_each(g, obs, limits)
-        })
-        .await
     }
 }
