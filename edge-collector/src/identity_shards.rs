@@ -135,7 +135,7 @@ pub struct Found {
 
 /// One change to the graph, as the [`Graph`] method of the same name makes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum Op {
     SaveProfile {
         profile: Profile,
@@ -720,7 +720,7 @@ pub struct Lock {
 
 /// A call's state as its primary keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum Fate {
     /// Committed: its changes, to be applied where they were not yet, and the shards
     /// it locked, to be released.
@@ -753,7 +753,7 @@ pub trait Locks {
 
 /// A shard's answer to a read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "answer", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum ReadAnswer {
     Found {
         found: Found,
