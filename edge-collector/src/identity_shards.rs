@@ -703,7 +703,7 @@ impl Graph for Snapshot {
 }
 
 // ---------------------------------------------------------------------------------
-// One shard: its locks, the intents it keeps as a primary, and the calls it applied.
+// One shard: its locks, the fates it keeps as a primary, and the calls it applied.
 
 /// A lock on one key of a shard's graph.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -918,7 +918,7 @@ pub fn apply(
     Ok(())
 }
 
-/// The primary's commit: keeps the intent and applies its own part, unless the call
+/// The primary's commit: keeps the call's fate and applies its own part, unless the call
 /// was aborted meanwhile (then it must not commit: [`ShardError::Aborted`]).
 pub fn commit_primary(
     g: &mut impl Graph,
