@@ -1,6 +1,6 @@
 //! The identity graph over several shards (`identity_shards`): the same people,
-//! merges, conflicts, unmerges and erasures as one graph, and all or nothing when a call
-//! dies at any of its shard calls.
+//! merges, conflicts, unmerges and erasures as one graph; all or nothing when a call
+//! dies at any of its shard calls; and two calls at once end as one after the other.
 
 use edge_collector::identity::{
     erase, erasure_plan, observe, random_profile_id, unmerge, Graph, IdKind, Ident, Limits,
