@@ -885,12 +885,17 @@ pub fn apply_alone(
     txn: &str,
     ops: &[Op],
 ) -> Result<(), ShardError> {
-    let refused = t.fate(txn) == Some(Fate::Aborted);
-    if !refused {
-        apply_all(g, ops);
+    fenced(t, txn, |_| apply_all(g, ops))
+}
+
+/// Runs `f` for `txn` unless it was aborted here, then releases its locks here.
+fn fenced<L: Locks>(t: &mut L, txn: &str, f: impl FnOnce(&mut L)) -> Result<(), ShardError> {
+    let aborted = t.fate(txn) == Some(Fate::Aborted);
+    if !aborted {
+        f(t);
     }
     t.unlock(txn);
-    match refused {
+    match aborted {
         true => Err(ShardError::Aborted),
         false => Ok(()),
     }
@@ -906,16 +911,12 @@ pub fn apply(
     ops: &[Op],
     now_ms: i64,
 ) -> Result<(), ShardError> {
-    if t.fate(txn) == Some(Fate::Aborted) {
-        t.unlock(txn);
-        return Err(ShardError::Aborted);
-    }
-    if !t.applied(txn) {
-        apply_all(g, ops);
-        t.mark_applied(txn, now_ms);
-    }
-    t.unlock(txn);
-    Ok(())
+    fenced(t, txn, |t| {
+        if !t.applied(txn) {
+            apply_all(g, ops);
+            t.mark_applied(txn, now_ms);
+        }
+    })
 }
 
 /// The primary's commit: keeps the call's fate and applies its own part, unless the call
@@ -1315,19 +1316,22 @@ pub async fn sweep<S: Shards>(
 /// identifiers (cookie ids included); the profiles those point to come in the next round
 /// unless they live on the same shard.
 pub fn first_reads(observations: &[Observation]) -> Reads {
-    let mut r = Reads::default();
-    for o in observations {
-        if !o.key.is_empty() && !r.keys.contains(&o.key) {
-            r.keys.push(o.key.clone());
-        }
-        for i in o.identifiers.iter().chain(o.cookie.as_ref()) {
-            if !r.idents.contains(i) {
-                r.idents.push(i.clone());
-            }
-        }
+    let ids = observations
+        .iter()
+        .flat_map(|o| o.identifiers.iter().chain(o.cookie.as_ref()).cloned());
+    let mut keys: Vec<String> = observations
+        .iter()
+        .filter(|o| !o.key.is_empty())
+        .map(|o| o.key.clone())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    Reads {
+        // Each once (`usable` sorts and dedups).
+        idents: crate::identity::usable(&ids.collect::<Vec<_>>()),
+        keys,
+        ..Reads::default()
     }
-    r.idents = crate::identity::usable(&r.idents);
-    r
 }
 
 /// Resolves `observations` in order over a snapshot, as [`crate::identity::observe`]

@@ -606,6 +606,21 @@ fn unmerge_then_erasure_over_shards_removes_exactly_the_person() {
     }
 }
 
+/// Has call `txn`, begun at `since_ms` and live (its lease running), hold `id`'s lock
+/// on `shard`.
+fn hold(s: &MemoryShards, shard: u32, id: &Ident, txn: &str, since_ms: i64) {
+    let lock = Lock {
+        txn: txn.into(),
+        primary: shard,
+        until_ms: s.now_ms.get() + LEASE_MS,
+        since_ms,
+    };
+    let key = format!("i\u{1f}{}\u{1f}{}", id.kind.as_str(), id.value);
+    s.shards.borrow_mut()[shard as usize]
+        .1
+        .put_locks(&[key], &lock);
+}
+
 #[test]
 fn a_live_lock_is_busy_and_changes_nothing() {
     let s = MemoryShards::new(3);
@@ -613,15 +628,7 @@ fn a_live_lock_is_busy_and_changes_nothing() {
     let before = people(&s.merged());
     // Another call holds a1's lock, its lease running.
     let shard = shards::shard_of_ident(&anon("a1"), 3);
-    let lock = Lock {
-        txn: "other".into(),
-        primary: shard,
-        until_ms: s.now_ms.get() + LEASE_MS,
-        since_ms: 0,
-    };
-    s.shards.borrow_mut()[shard as usize]
-        .1
-        .put_locks(&["i\u{1f}anonymous_id\u{1f}a1".into()], &lock);
+    hold(&s, shard, &anon("a1"), "other", 0);
     let obs = [Observation {
         key: "wk\u{1f}a1\u{1f}m2".into(),
         identifiers: vec![anon("a1"), user("u1")],
@@ -661,15 +668,7 @@ fn a_call_that_meets_a_live_lock_waits_for_it() {
     let s = MemoryShards::new(3);
     let first = see(&s, "t1", vec![anon("a1")], 1);
     let shard = shards::shard_of_ident(&anon("a1"), 3);
-    let lock = Lock {
-        txn: "other".into(),
-        primary: shard,
-        until_ms: s.now_ms.get() + LEASE_MS,
-        since_ms: 0,
-    };
-    s.shards.borrow_mut()[shard as usize]
-        .1
-        .put_locks(&["i\u{1f}anonymous_id\u{1f}a1".into()], &lock);
+    hold(&s, shard, &anon("a1"), "other", 0);
     *s.finishes_on_pause.borrow_mut() = Some((shard, "other".into()));
     let again = see(&s, "t2", vec![anon("a1")], 2);
     assert_eq!(again, first);
@@ -693,14 +692,7 @@ fn of_two_calls_that_meet_the_older_waits_keeping_its_locks() {
         .unwrap();
     let first = see(&s, "t1", vec![a.clone()], 1);
     // A younger call (it began after this one will) holds the visitor's lock.
-    let key = format!("i\u{1f}anonymous_id\u{1f}{}", a.value);
-    let lock = Lock {
-        txn: "younger".into(),
-        primary: 2,
-        until_ms: s.now_ms.get() + LEASE_MS,
-        since_ms: s.now_ms.get() + 1,
-    };
-    s.shards.borrow_mut()[2].1.put_locks(&[key], &lock);
+    hold(&s, 2, &a, "younger", s.now_ms.get() + 1);
     *s.finishes_on_pause.borrow_mut() = Some((2, "younger".into()));
     let again = see(&s, "t2", vec![u.clone(), a.clone()], 2);
     assert_eq!(again, first, "the userId joins the visitor's profile");
