@@ -5,7 +5,8 @@
 // many users (20%); 5% of events are retries of one already sent (same messageId and
 // content; a browser's of its own), 2% are invalid (quarantined). Prints sustained requests/s and events/s,
 // latency percentiles and subrequests (the collector's `X-Subrequests`: Durable Object
-// calls, D1 batches, Queue sends) per request type, and every non-200 answer by status and code
+// calls, D1 batches, Queue sends; and `X-Object-Subrequests`: the most one object it
+// called made in its own invocation) per request type, and every non-200 answer by status and code
 // (the goal is none but `503 in_flight`: a retry sent while its first send is still being
 // stored is told to come back, by design). From the collector's `Server-Timing`: CPU ms
 // per request (wall time minus the time a subrequest was in flight, measured in the
@@ -78,7 +79,7 @@ const mean = (xs) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 async function drive(url) {
   byVisitor.clear(); // retries repeat events sent to this worker only
   serverSent.length = 0;
-  const r = { stats: { browser: [], server: [] }, subrequests: { browser: [], server: [] }, timing: { browser: [], server: [] },
+  const r = { stats: { browser: [], server: [] }, subrequests: { browser: [], server: [] }, nested: { browser: [], server: [] }, timing: { browser: [], server: [] },
     answers: { accepted: 0, duplicates: 0, quarantined: 0, refused: 0 }, errors: {}, events: 0 };
   const start = performance.now();
   const end = start + SECONDS * 1000;
@@ -95,6 +96,7 @@ async function drive(url) {
         });
         status = res.status;
         r.subrequests[q.kind].push(Number(res.headers.get('x-subrequests')) || 0);
+        r.nested[q.kind].push(Number(res.headers.get('x-object-subrequests')) || 0);
         r.timing[q.kind].push(timing(res.headers.get('server-timing')));
         const body = await res.json();
         if (status === 200) for (const k of Object.keys(r.answers)) r.answers[k] += body[k] || 0;
@@ -117,12 +119,14 @@ function report(label, r, shards = 1) {
   console.log(`  answers ${JSON.stringify(r.answers)}`);
   for (const [kind, xs] of Object.entries(r.stats)) {
     const sub = r.subrequests[kind];
+    const nested = r.nested[kind];
     const cpu = r.timing[kind].map((t) => t.cpu).filter((x) => x !== undefined);
     console.log(`  ${kind.padEnd(8)} requests ${String(xs.length).padStart(6)}   p50 ${pct(xs, 50).toFixed(1)} ms   p95 ${pct(xs, 95).toFixed(1)} ms   p99 ${pct(xs, 99).toFixed(1)} ms` +
-      `   subrequests mean ${mean(sub).toFixed(1)}, max ${Math.max(0, ...sub)}   CPU ms mean ${mean(cpu).toFixed(1)}, p50 ${pct(cpu, 50)}, p95 ${pct(cpu, 95)}`);
+      `   subrequests mean ${mean(sub).toFixed(1)}, max ${Math.max(0, ...sub)}` +
+      ` (by one called object: mean ${mean(nested).toFixed(1)}, max ${Math.max(0, ...nested)})   CPU ms mean ${mean(cpu).toFixed(1)}, p50 ${pct(cpu, 50)}, p95 ${pct(cpu, 95)}`);
   }
   const all = [...r.timing.browser, ...r.timing.server];
-  const kinds = ['total', 'cpu', 'io', 'dedup', 'dedup-object', 'identity', 'identity-object', 'd1', 'queue'].filter((k) => all.some((t) => t[k] !== undefined));
+  const kinds = ['total', 'cpu', 'io', 'dedup', 'dedup-object', 'identity', 'identity-object', 'identity-driver', 'd1', 'queue'].filter((k) => all.some((t) => t[k] !== undefined));
   for (const [kind, ts] of Object.entries(r.timing)) {
     if (ts.length) console.log(`  in the worker, mean ms per ${kind} request: ${kinds.map((k) => `${k} ${mean(ts.map((t) => t[k] || 0)).toFixed(1)}`).join(', ')}`);
   }
@@ -138,11 +142,16 @@ function report(label, r, shards = 1) {
     // (objects are picked by hashes, so evenly): n × 1000 / that mean is what the
     // source's graph can take, in requests per second.
     const perRequest = Math.max(0.01, mean(handler));
+    // Of it, `identity-driver`: the time a shard spent driving a sharded call (its
+    // rounds of the rules and the calls' JSON) beside the shards' own operations.
+    const driver = mean(calls.map((t) => t['identity-driver'] || 0));
     console.log(`  identity graph (${shards} object${shards > 1 ? 's' : ''} per source): ${(calls.length / r.secs).toFixed(1)} requests/s; identity latency p50 ${pct(latency, 50)} ms, p95 ${pct(latency, 95)} ms, p99 ${pct(latency, 99)} ms;` +
-      ` handler time per request ${mean(handler).toFixed(2)} ms -> ceiling ~${Math.round(shards * 1000 / perRequest)} requests/s per source`);
+      ` handler time per request ${mean(handler).toFixed(2)} ms (driving ${driver.toFixed(2)}) -> ceiling ~${Math.round(shards * 1000 / perRequest)} requests/s per source` +
+      (driver > 0 ? `; the shards' operations alone ${(perRequest - driver).toFixed(2)} ms -> ~${Math.round(shards * 1000 / Math.max(0.01, perRequest - driver))}` : ''));
     for (const kind of Object.keys(r.timing)) {
       const own = r.timing[kind].filter((t) => t.identity > 0).map((t) => t['identity-object'] || 0);
-      if (own.length) console.log(`    ${kind} calls: handler mean ${mean(own).toFixed(2)} ms, p50 ${pct(own, 50)}, p95 ${pct(own, 95)}`);
+      const driving = r.timing[kind].filter((t) => t.identity > 0).map((t) => t['identity-driver'] || 0);
+      if (own.length) console.log(`    ${kind} calls: handler mean ${mean(own).toFixed(2)} ms, p50 ${pct(own, 50)}, p95 ${pct(own, 95)}; driving mean ${mean(driving).toFixed(2)} ms`);
     }
   }
   return { rps: requests / r.secs, eps: r.events / r.secs };
@@ -156,7 +165,10 @@ try {
   await ceilingWorker.dispose();
 }
 for (const shards of SHARD_COUNTS) {
-  const collector = await startCollector({ vars: { IDENTITY_SHARDS: String(shards) } });
+  // LOAD_SUBREQUEST_LIMIT: the plan's subrequests per invocation, for the collector's
+  // SUBREQUEST_LIMIT (default: its own, the free plan's 50).
+  const limit = process.env.LOAD_SUBREQUEST_LIMIT ? { SUBREQUEST_LIMIT: process.env.LOAD_SUBREQUEST_LIMIT } : {};
+  const collector = await startCollector({ vars: { IDENTITY_SHARDS: String(shards), ...limit } });
   let real;
   try {
     real = report(`collector, IDENTITY_SHARDS=${shards}`, await drive(collector.url), shards);

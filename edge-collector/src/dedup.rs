@@ -71,10 +71,14 @@ pub fn visitor<'a>(
         .unwrap_or(message_id)
 }
 
+/// The visitor part of a dedup key (write key, visitor, messageId).
+pub fn visitor_of_key(key: &str) -> &str {
+    key.split('\u{1f}').nth(1).unwrap_or(key)
+}
+
 /// The shard a dedup key lives on: the hash of its visitor part.
 pub fn shard_of_key(key: &str, shards: u32) -> u32 {
-    let visitor = key.split('\u{1f}').nth(1).unwrap_or(key);
-    shard_of(visitor, shards)
+    shard_of(visitor_of_key(key), shards)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,10 @@
 //! the shard of its id (a merge record and a conflict on both profiles' shards, so each
 //! profile's shard answers everything about it); an event's kept resolution on the shard
 //! of its dedup key's visitor. A new profile's id is drawn until it falls on its
-//! visitor's shard, so a returning visitor is one read and one apply on one shard.
+//! visitor's shard, so a returning visitor is one read and one apply on one shard; for
+//! a visitor off the call's primary it is drawn before the call and locked with its
+//! first reads ([`observe_start`]), as a new profile off the primary must be before the
+//! commit.
 //!
 //! The rules stay in [`crate::identity`]: a call runs them over a [`Snapshot`], the part
 //! of the graph read so far. What they read and the snapshot lacks is read, and locked,
@@ -30,6 +33,7 @@ use crate::identity::{
 use crate::FastMap as HashMap;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
+use std::future::Future;
 
 /// How long a call's locks hold before another call may ask the primary about it:
 /// longer than a live call takes between its first read and its commit.
@@ -338,6 +342,8 @@ pub struct Snapshot {
     /// The shard a new profile should live on (the identifier that makes it).
     pub home: Option<u32>,
     new_id: Box<dyn FnMut() -> String>,
+    /// Profile ids drawn before the call's first reads, each on its shard ([`reserve`]).
+    reserved: Vec<(u32, String)>,
 }
 
 #[derive(Clone, Default)]
@@ -364,7 +370,28 @@ impl Snapshot {
             drawn: 0,
             home: None,
             new_id,
+            reserved: Vec::new(),
         }
+    }
+
+    /// A random profile id, on shard `home` if one is given (after [`HOME_TRIES`]
+    /// draws, wherever the last fell).
+    fn draw(&mut self, home: Option<u32>) -> String {
+        let mut id = (self.new_id)();
+        if let Some(home) = home {
+            for _ in 0..HOME_TRIES {
+                if shard_of_profile(&id, self.n) == home {
+                    break;
+                }
+                id = (self.new_id)();
+            }
+        }
+        id
+    }
+
+    /// Whether this attempt read profile `id` (so a locking call holds its lock).
+    fn was_read(&self, id: &str) -> bool {
+        self.base.bundles.contains_key(id)
     }
 
     /// Adds what a shard read.
@@ -659,28 +686,28 @@ impl Graph for Snapshot {
     }
     fn new_profile_id(&mut self) -> String {
         if self.drawn == self.fresh.len() {
-            let mut id = (self.new_id)();
-            if let Some(home) = self.home {
-                for _ in 0..HOME_TRIES {
-                    if shard_of_profile(&id, self.n) == home {
-                        break;
-                    }
-                    id = (self.new_id)();
-                }
-            }
+            let home = self.home;
+            let kept = self.reserved.iter().position(|(s, _)| Some(*s) == home);
+            let id = match kept {
+                Some(i) => self.reserved.swap_remove(i).1,
+                None => self.draw(home),
+            };
             self.fresh.push(id);
         }
         let id = self.fresh[self.drawn].clone();
         self.drawn += 1;
-        // Drawn at random here: known not to exist.
-        self.run
+        // Drawn at random here: known not to exist, and to have no records (a reserved
+        // id was read, as a profile alone).
+        let b = self
+            .run
             .bundles
             .entry(id.clone())
             .or_insert_with(|| Bundle {
                 id: id.clone(),
                 profile: None,
-                records: Some(Records::default()),
+                records: None,
             });
+        b.records.get_or_insert_with(Records::default);
         id
     }
     fn is_retired(&self, id: &Ident) -> bool {
@@ -991,6 +1018,10 @@ pub trait Shards {
     fn primary_finishes(&self) -> bool {
         false
     }
+    /// The calls this client has made so far, for a call's budget ([`Call::budget`]).
+    fn made(&self) -> u32 {
+        0
+    }
 }
 
 /// One call over the shards: its id (names its locks), the shard count, whether it
@@ -1006,6 +1037,24 @@ pub struct Call {
     /// (its visitor's), so that a new profile is written with the fate, atomically,
     /// before any link to it. `None`: the first shard read.
     pub primary: Option<u32>,
+    /// The most shard calls the call may make ([`Shards::made`]; 0: no bound): its
+    /// driver is one invocation, which may make 50 subrequests on the free plan. A
+    /// call that meets locks then gives up (`Busy`, a retryable 503) when another wait
+    /// or attempt might not fit, instead of going over.
+    pub budget: u32,
+}
+
+/// The subrequests one Workers invocation may make on the free plan (1,000 on paid
+/// plans): the budget of a call driven by one invocation.
+pub const FREE_PLAN_SUBREQUESTS: u32 = 50;
+
+impl Call {
+    /// Whether `more` calls, and then a commit over every shard, still fit the budget.
+    fn affords<S: Shards>(&self, shards: &S, more: u32) -> bool {
+        // A commit: the primary's call, the other shards' parts, the fate forgotten.
+        let commit = self.n + 1;
+        self.budget == 0 || shards.made() + more + commit <= self.budget
+    }
 }
 
 /// Attempts of a call that meets a younger call's lock, or a live lock as the younger:
@@ -1048,14 +1097,22 @@ async fn drive<S: Shards>(
     snap: &mut Snapshot,
     rules: &mut dyn FnMut(&mut Snapshot),
 ) -> Result<(), ShardError> {
-    let mut attempt = 0;
+    let (mut attempt, before) = (0, shards.made());
+    // What an attempt costs, as the first one did: another is made only if it fits.
+    let mut cost = 0;
     loop {
         let this = Call {
             txn: format!("{}.{attempt}", call.txn),
             ..call.clone()
         };
-        match attempt_once(shards, &this, first.clone(), snap, rules).await {
-            Err(ShardError::Busy | ShardError::Aborted) if attempt + 1 < MAX_ATTEMPTS => {
+        let outcome = attempt_once(shards, &this, first.clone(), snap, rules).await;
+        if attempt == 0 {
+            cost = shards.made().saturating_sub(before);
+        }
+        match outcome {
+            Err(ShardError::Busy | ShardError::Aborted)
+                if attempt + 1 < MAX_ATTEMPTS && call.affords(shards, cost) =>
+            {
                 attempt += 1;
                 snap.forget_reads();
                 shards.pause(attempt).await;
@@ -1125,41 +1182,25 @@ impl Driving<'_> {
         }
     }
 
-    /// One round of reads. A stale lock met is settled, then the read asked again (a
-    /// settled call's locks are gone; a few tries, in case others' are met in turn).
+    /// One round of reads, of every shard at once (a round costs one shard's wait, not
+    /// the sum of them).
     async fn fetch<S: Shards>(
         &mut self,
         shards: &S,
         wanted: Vec<(u32, Reads)>,
         snap: &mut Snapshot,
     ) -> Result<(), ShardError> {
-        for (shard, reads) in wanted {
-            if reads.is_empty() {
-                continue;
-            }
-            let req = self.request(shard, reads);
-            let (mut settled, mut waited) = (0, 0);
-            let found = loop {
-                match shards.read(shard, &req).await? {
-                    ReadAnswer::Found { found } => break found,
-                    ReadAnswer::Stale { txn, primary } if settled < 3 => {
-                        settled += 1;
-                        settle(shards, shard, &txn, primary).await?;
-                    }
-                    // Wait-die: the older call waits for the younger, keeping its locks;
-                    // the younger lets go and starts over. Waits only go from older to
-                    // younger, so no two calls wait for each other.
-                    ReadAnswer::Busy { txn, since_ms }
-                        if (self.call.since_ms, &self.call.txn) < (since_ms, &txn)
-                            && waited + 1 < MAX_ATTEMPTS =>
-                    {
-                        waited += 1;
-                        shards.pause(waited).await;
-                    }
-                    _ => return Err(ShardError::Busy),
-                }
-            };
-            snap.learn(found);
+        let requests: Vec<(u32, ReadRequest)> = wanted
+            .into_iter()
+            .filter(|(_, reads)| !reads.is_empty())
+            .map(|(shard, reads)| (shard, self.request(shard, reads)))
+            .collect();
+        let call = self.call;
+        let reads = requests.iter().map(|(shard, req)| -> Part<'_> {
+            Box::pin(async move { read_one(shards, call, *shard, req).await.map(Some) })
+        });
+        for found in at_once(reads).await {
+            snap.learn(found?.unwrap_or_default());
         }
         Ok(())
     }
@@ -1226,7 +1267,9 @@ impl Driving<'_> {
             let profiles: Vec<String> = ops
                 .iter()
                 .filter_map(|o| match o {
-                    Op::SaveProfile { profile } if snap.is_new(&profile.id) => {
+                    Op::SaveProfile { profile }
+                        if snap.is_new(&profile.id) && !snap.was_read(&profile.id) =>
+                    {
                         Some(profile.id.clone())
                     }
                     _ => None,
@@ -1256,6 +1299,49 @@ impl Driving<'_> {
     }
 }
 
+/// One shard call of several made at once: a read's answer, or nothing.
+type Part<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Option<Found>, ShardError>> + 'a>>;
+
+/// Runs shard calls at once, their answers in order. Boxed, so that the reads and the
+/// commits share one instance of `join_all` (4 KB less wasm than two).
+async fn at_once<'a>(
+    parts: impl Iterator<Item = Part<'a>>,
+) -> Vec<Result<Option<Found>, ShardError>> {
+    futures_util::future::join_all(parts).await
+}
+
+/// Reads one shard for `call`. A stale lock met is settled, then the read asked again
+/// (a settled call's locks are gone; a few tries, in case others' are met in turn).
+async fn read_one<S: Shards>(
+    shards: &S,
+    call: &Call,
+    shard: u32,
+    req: &ReadRequest,
+) -> Result<Found, ShardError> {
+    let (mut settled, mut waited) = (0, 0);
+    loop {
+        match shards.read(shard, req).await? {
+            ReadAnswer::Found { found } => return Ok(found),
+            ReadAnswer::Stale { txn, primary } if settled < 3 => {
+                settled += 1;
+                settle(shards, shard, &txn, primary).await?;
+            }
+            // Wait-die: the older call waits for the younger, keeping its locks; the
+            // younger lets go and starts over. Waits only go from older to younger, so
+            // no two calls wait for each other.
+            ReadAnswer::Busy { txn, since_ms }
+                if (call.since_ms, &call.txn) < (since_ms, &txn)
+                    && waited + 1 < MAX_ATTEMPTS
+                    && call.affords(shards, 1) =>
+            {
+                waited += 1;
+                shards.pause(waited).await;
+            }
+            _ => return Err(ShardError::Busy),
+        }
+    }
+}
+
 /// Finishes or undoes a call whose lock outlived its lease.
 async fn settle<S: Shards>(shards: &S, at: u32, txn: &str, primary: u32) -> Result<(), ShardError> {
     match shards.recover(primary, txn).await? {
@@ -1277,15 +1363,27 @@ pub async fn finish<S: Shards>(
     changes: &Changes,
     locked: &[u32],
 ) -> Result<(), ShardError> {
-    for (s, ops) in changes {
-        if *s != primary {
-            shards.apply(*s, txn, ops).await?;
-        }
-    }
-    for s in locked {
-        if *s != primary && !changes.iter().any(|(c, _)| c == s) {
-            shards.release(*s, txn).await?;
-        }
+    // Every other shard at once: its part applied, or its locks released where it has
+    // none. The fate is forgotten only once all of them are done.
+    let applies = changes.iter().map(|(s, ops)| (*s, Some(ops)));
+    let releases = locked
+        .iter()
+        .filter(|s| !changes.iter().any(|(c, _)| c == *s))
+        .map(|s| (*s, None));
+    let parts =
+        applies
+            .chain(releases)
+            .filter(|(s, _)| *s != primary)
+            .map(|(s, ops)| -> Part<'_> {
+                Box::pin(async move {
+                    match ops {
+                        Some(ops) => shards.apply(s, txn, ops).await.map(|()| None),
+                        None => shards.release(s, txn).await.map(|()| None),
+                    }
+                })
+            });
+    for done in at_once(parts).await {
+        done?;
     }
     shards.forget(primary, txn).await
 }
@@ -1358,6 +1456,44 @@ pub fn observe_each(
             crate::identity::observe(snap, o, limits)
         })
         .collect()
+}
+
+/// Draws a profile id for each visitor of `observations` whose shard is not the
+/// call's primary, onto that shard, and adds it to the call's `first` reads: read
+/// (absent) and locked with the visitor's own identifiers, it is the id of a new
+/// profile made for that visitor ([`Snapshot::new_profile_id`]). A new profile off
+/// the primary must be locked before the commit, and without these ids that took a
+/// round of its own (`Driving::lock_new`: one more call to each such shard).
+fn reserve(
+    snap: &mut Snapshot,
+    observations: &[Observation],
+    primary: Option<u32>,
+    first: &mut Reads,
+) {
+    let mut visitors: Vec<&str> = observations
+        .iter()
+        .filter(|o| !o.key.is_empty())
+        .map(|o| crate::dedup::visitor_of_key(&o.key))
+        .collect();
+    visitors.sort_unstable();
+    visitors.dedup();
+    for v in visitors {
+        let home = crate::dedup::shard_of(v, snap.n);
+        if Some(home) != primary {
+            let id = snap.draw(Some(home));
+            first.profiles.push(id.clone());
+            snap.reserved.push((home, id));
+        }
+    }
+}
+
+/// How a call resolving `observations` starts: its primary, and its first reads with
+/// the profile ids it reserves ([`reserve`]).
+pub fn observe_start(snap: &mut Snapshot, observations: &[Observation]) -> (Option<u32>, Reads) {
+    let primary = primary_of(observations, snap.n);
+    let mut first = first_reads(observations);
+    reserve(snap, observations, primary, &mut first);
+    (primary, first)
 }
 
 /// The primary of a call resolving `observations`: the shard of its first event's

@@ -7,8 +7,8 @@ use edge_collector::identity::{
     MemoryGraph, Observation, Resolution,
 };
 use edge_collector::identity_shards::{
-    self as shards, first_reads, observe_each, Call, Fate, Lock, Locks, Op, ReadAnswer,
-    ReadRequest, Reads, ShardError, Shards, Snapshot, LEASE_MS,
+    self as shards, observe_each, Call, Fate, Lock, Locks, Op, ReadAnswer, ReadRequest, Reads,
+    ShardError, Shards, Snapshot, LEASE_MS,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -83,6 +83,8 @@ struct MemoryShards {
     primary_finishes: Cell<bool>,
     /// Whether each call lets others run first (for interleaving calls).
     yields: Cell<bool>,
+    /// The budget of the calls `resolve` makes ([`Call::budget`]; 0: none).
+    budget: Cell<u32>,
 }
 
 /// A future that is pending once.
@@ -115,6 +117,7 @@ impl MemoryShards {
             finishes_on_pause: RefCell::new(None),
             primary_finishes: Cell::new(false),
             yields: Cell::new(false),
+            budget: Cell::new(0),
         }
     }
     fn n(&self) -> u32 {
@@ -230,6 +233,9 @@ impl Shards for MemoryShards {
     fn primary_finishes(&self) -> bool {
         self.primary_finishes.get()
     }
+    fn made(&self) -> u32 {
+        self.calls.get() as u32
+    }
     async fn recover(&self, shard: u32, txn: &str) -> Result<Fate, ShardError> {
         self.turn().await?;
         let mut s = self.shards.borrow_mut();
@@ -308,14 +314,15 @@ async fn resolve_async(
     obs: &[Observation],
     limits: &Limits,
 ) -> Resolved {
+    let (primary, first) = shards::observe_start(&mut snap, obs);
     let call = Call {
         txn: txn.into(),
         since_ms: s.now_ms.get(),
         n: s.n(),
         lock: true,
-        primary: shards::primary_of(obs, s.n()),
+        primary,
+        budget: s.budget.get(),
     };
-    let first = first_reads(obs);
     shards::transact(s, &call, first, &mut snap, |g| observe_each(g, obs, limits)).await
 }
 
@@ -438,7 +445,7 @@ proptest! {
         let c1 = Ident::new(IdKind::Anonymous, "c1");
         one.retire(&c1, 0);
         let mut retire = snapshot(n);
-        let call = Call { txn: "t-retire".into(), since_ms: 0, n, lock: true, primary: None };
+        let call = Call { txn: "t-retire".into(), since_ms: 0, n, lock: true, primary: None, budget: 0 };
         pollster::block_on(shards::transact(&s, &call, Reads::default(), &mut retire,
             |g| g.retire(&c1, 0))).unwrap();
         let singly: Vec<_> = all.iter().map(|o| observe(&mut one, o, &limits)).collect();
@@ -546,6 +553,7 @@ fn call<T>(s: &MemoryShards, txn: &str, rules: impl FnMut(&mut Snapshot) -> T) -
         n: s.n(),
         lock: true,
         primary: None,
+        budget: 0,
     };
     pollster::block_on(shards::transact(
         s,
@@ -711,6 +719,68 @@ fn a_visitor_seen_again_is_one_call_on_one_shard() {
     see(&s, "t2", vec![anon("a-visitor")], 2);
     // One read (links, the profile beside them, the resolution), one apply.
     assert_eq!(s.calls.get(), 2);
+}
+
+/// A server batch of `k` new people, each a userId and an anonymousId (their visitor).
+fn new_people(k: i64) -> Vec<Observation> {
+    (0..k)
+        .map(|i| Observation {
+            key: format!("wk\u{1f}anon-{i}\u{1f}m{i}"),
+            identifiers: vec![user(&format!("user-{i}")), anon(&format!("anon-{i}"))],
+            at_ms: i,
+            ..Observation::default()
+        })
+        .collect()
+}
+
+#[test]
+fn new_people_over_every_shard_are_one_round_of_reads() {
+    let n = 8;
+    let s = MemoryShards::new(n);
+    s.primary_finishes.set(true);
+    // A server batch: 100 new people, each a userId and an anonymousId, so new profiles
+    // on every shard and links to them on others.
+    let obs = new_people(100);
+    let resolved = resolve(&s, "t1", &obs, &Limits::default()).unwrap();
+    // Each new profile on its visitor's shard.
+    for (o, r) in obs.iter().zip(&resolved) {
+        let home = shards::shard_of_resolution(&o.key, n);
+        assert_eq!(
+            shards::shard_of_profile(&r.as_ref().unwrap().profile_id, n),
+            home
+        );
+    }
+    // One read of each shard (the new profiles' ids reserved and locked with it), the
+    // primary's commit, each other shard's part, the primary forgetting the call: no
+    // round of its own to lock the new profiles.
+    assert_eq!(s.calls.get(), n as usize + 1 + (n as usize - 1) + 1);
+    assert_eq!(s.locks_left(), 0);
+}
+
+#[test]
+fn a_call_that_meets_locks_gives_up_within_its_budget() {
+    let n = 8;
+    let obs = new_people(100);
+    // An older call holds one of the batch's identifiers: this younger one starts over
+    // each time it meets it.
+    let calls_with = |budget: u32| {
+        let s = MemoryShards::new(n);
+        s.primary_finishes.set(true);
+        s.budget.set(budget);
+        let held = user("user-99");
+        hold(&s, shards::shard_of_ident(&held, n), &held, "older", 0);
+        let outcome = resolve(&s, "t1", &obs, &Limits::default());
+        assert_eq!(outcome, Err(ShardError::Busy));
+        assert_eq!(s.locks_left(), 1, "only the older call's lock is left");
+        s.calls.get() as u32
+    };
+    let unbounded = calls_with(0);
+    let bounded = calls_with(40);
+    // Six attempts of a read of every shard and the releases: more than the budget.
+    assert!(unbounded > 40, "{unbounded} calls");
+    // With the budget, it stops while another attempt and a commit could still fit.
+    assert!(bounded <= 40, "{bounded} calls");
+    assert!(bounded < unbounded);
 }
 
 /// A call's outcome: each event's resolution, or why it gave up.

@@ -402,7 +402,7 @@ fn an_event_another_tab_sent_is_not_sent_again() {
     c.restore(&chunk, &value);
     c.adopt_tab(&a.tab);
     assert!(c.needs_present());
-    assert_eq!(batch(&mut c, Some(&[chunk.clone()]))[0]["event"], "Left Behind");
+    assert_eq!(batch(&mut c, Some(std::slice::from_ref(&chunk)))[0]["event"], "Left Behind");
     // A tab that only has its own events needs no storage listing.
     let mut d = engine(true);
     d.record(Kind::Track, Some("Mine"), None, T0);
@@ -503,7 +503,7 @@ fn soft_login_hashes_with_the_shared_vectors_and_raw_pii_never_leaves() {
     let named = all(&mut e).pop().unwrap()["properties"].clone();
     let mut keys: Vec<&String> = named.as_object().unwrap().keys().collect();
     keys.sort();
-    let mut want = vec!["email".to_string(), "mobile".into(), "phone".into(), sha256("carol@example.net")];
+    let mut want = ["email".to_string(), "mobile".into(), "phone".into(), sha256("carol@example.net")];
     want.sort();
     assert_eq!(keys, want.iter().collect::<Vec<_>>());
     assert_eq!(named["phone"], sha256("+49301234567"));

@@ -335,16 +335,20 @@ async fn handle_ingest(
     resp.headers()
         .set("X-Subrequests", &calls.calls().to_string())?;
     resp.headers()
+        .set("X-Object-Subrequests", &calls.nested_calls().to_string())?;
+    resp.headers()
         .set("Server-Timing", &calls.server_timing())?;
     with_headers(resp, &cors)
 }
 
 /// What one request spent: its subrequests (Durable Object calls, D1 batches, Queue
 /// sends), sent back in `X-Subrequests` so load tests see the fan-out (Workers allow 50
-/// per request on the free plan, 1,000 on paid ones), and its time, sent back in
-/// `Server-Timing`: the wall time, the time some subrequest was in flight (overlapping
-/// ones counted once), per kind of subrequest, and `cpu` = wall minus in flight (an
-/// upper bound of the CPU time: it includes waiting for the isolate's other requests).
+/// per request on the free plan, 1,000 on paid ones; an object's invocation has its own
+/// 50, and the most any called object made is `X-Object-Subrequests`), and its time,
+/// sent back in `Server-Timing`: the wall time, the time some subrequest was in flight
+/// (overlapping ones counted once), per kind of subrequest, and `cpu` = wall minus in
+/// flight (an upper bound of the CPU time: it includes waiting for the isolate's other
+/// requests).
 #[derive(Default)]
 pub(crate) struct Meter {
     calls: std::cell::Cell<u32>,
@@ -353,6 +357,12 @@ pub(crate) struct Meter {
     spans: [Span; 5],
     /// Time the called objects' handlers ran, per [`Io`] kind (summed).
     objects: [std::cell::Cell<f64>; 5],
+    /// The most subrequests one called object made in its own invocation (each
+    /// invocation has its own allowance of 50 on the free plan).
+    nested: std::cell::Cell<u32>,
+    /// Of the identity objects' handler time, what driving sharded calls took (the
+    /// rules' rounds and the calls' JSON), as against the shards' own operations.
+    driver: std::cell::Cell<f64>,
 }
 
 /// The kinds of subrequest the meter tells apart.
@@ -411,14 +421,43 @@ impl Meter {
         out
     }
 
-    /// Adds the handler time a Durable Object reported.
-    pub fn object(&self, kind: Io, ms: f64) {
+    /// Awaits a pause (a backoff): time in flight, as a subrequest's, but no call.
+    pub async fn wait<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.spans[0].begin(js_sys::Date::now());
+        let out = f.await;
+        self.spans[0].end(js_sys::Date::now());
+        out
+    }
+
+    /// Adds the handler time a Durable Object reported, and the subrequests it made.
+    pub fn object(&self, kind: Io, ms: f64, subrequests: u32) {
         let c = &self.objects[kind as usize];
         c.set(c.get() + ms);
+        self.nested.set(self.nested.get().max(subrequests));
+    }
+
+    /// Adds the time an object spent driving a sharded call (part of its handler time).
+    pub fn driven(&self, ms: f64) {
+        self.driver.set(self.driver.get() + ms);
     }
 
     pub fn calls(&self) -> u32 {
         self.calls.get()
+    }
+
+    /// The most subrequests any one invocation below this one made (0: none called).
+    pub fn nested_calls(&self) -> u32 {
+        self.nested.get()
+    }
+
+    /// Time some subrequest or pause was in flight (ms).
+    pub fn in_flight(&self) -> f64 {
+        self.spans[0].total.get()
+    }
+
+    /// The called objects' handler time, all kinds (ms).
+    pub fn objects_ms(&self) -> f64 {
+        self.objects.iter().map(std::cell::Cell::get).sum()
     }
 
     /// The `Server-Timing` value: `total`, `cpu`, then the in-flight times (ms).
@@ -440,6 +479,10 @@ impl Meter {
                 IO_NAMES[kind as usize], ms as u64
             ));
         }
+        out.push_str(&format!(
+            ", identity-driver;dur={}",
+            self.driver.get() as u64
+        ));
         out
     }
 }

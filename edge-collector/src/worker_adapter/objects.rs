@@ -1,8 +1,11 @@
 //! Durable Objects: storage for the dedup table (one object per shard of messageIds) and
-//! the identity graph (one object per write key), each on the object's own SQLite. The
-//! decisions are made by `dedup` and `identity`; these objects only load and save rows,
-//! and the clients below only move JSON between the worker and them. A storage error is
-//! never swallowed: the object answers 500 and the pipeline answers a retryable 503.
+//! the identity graph (one object per write key, or `IDENTITY_SHARDS` of them), each on
+//! the object's own SQLite. The decisions are made by `dedup`, `identity` and
+//! `identity_shards`; these objects only load and save rows (and a graph's shard runs a
+//! sharded call's driver, `identity_shards::transact`, for the request that hands it
+//! over), and the clients below only move JSON between the worker and them. A storage
+//! error is never swallowed: the object answers 500 and the pipeline answers a
+//! retryable 503.
 
 use crate::dedup::{self, Claim, Deduplicator, Entry, SeenTable};
 use crate::identity::{
@@ -13,6 +16,7 @@ use crate::identity_shards::{self as shards, Locks};
 use crate::store::StoreError;
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use wasm_bindgen::JsValue;
 use worker::*;
@@ -36,8 +40,12 @@ pub(super) async fn call<T: DeserializeOwned>(
     calls
         .io(kind, async {
             let mut resp = stub.fetch_with_request(req).await?;
-            let object_ms = resp.headers().get("X-Object-Ms").ok().flatten();
-            calls.object(kind, object_ms.and_then(|v| v.parse().ok()).unwrap_or(0.0));
+            let header = |name: &str| resp.headers().get(name).ok().flatten();
+            let object_ms = header("X-Object-Ms").and_then(|v| v.parse().ok());
+            let made = header("X-Object-Subrequests").and_then(|v| v.parse().ok());
+            calls.object(kind, object_ms.unwrap_or(0.0), made.unwrap_or(0));
+            let driver_ms = header("X-Object-Driver-Ms").and_then(|v| v.parse().ok());
+            calls.driven(driver_ms.unwrap_or(0.0));
             if resp.status_code() != 200 {
                 let text = resp.text().await.unwrap_or_default();
                 return Err(Error::RustError(format!(
@@ -67,20 +75,35 @@ async fn timed<B: DeserializeOwned, F: std::future::Future<Output = Result<Respo
     let started = Date::now().as_millis();
     let body: B = serde_json::from_str(&text)?;
     let mut resp = handle(req.path(), body).await?;
-    // A handler that waited on other objects says how long (`X-Object-Waited`): that is
-    // their time, counted in their own answers, not this object's.
-    let waited: u64 = resp
-        .headers()
-        .get("X-Object-Waited")
-        .ok()
-        .flatten()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    // A handler that called other objects says how long it waited for them
+    // (`X-Object-Waited`), left out of its own time, and how long their handlers ran
+    // (`X-Object-Nested-Ms`), added: the graph's work, wherever it ran.
+    let header = |name: &str| -> u64 {
+        let v = resp.headers().get(name).ok().flatten();
+        v.and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    let (waited, nested) = (header("X-Object-Waited"), header("X-Object-Nested-Ms"));
     let ms = Date::now()
         .as_millis()
         .saturating_sub(started)
-        .saturating_sub(waited);
+        .saturating_sub(waited)
+        + nested;
     resp.headers_mut().set("X-Object-Ms", &ms.to_string())?;
+    Ok(resp)
+}
+
+/// Marks an object's answer with what its own calls to other objects cost: the time it
+/// waited for them, the time their handlers ran, and the most subrequests one
+/// invocation made, its own or one below it (see [`timed`] and [`call`]).
+fn with_nested(mut resp: Response, meter: &super::Meter) -> Result<Response> {
+    let made = meter.calls().max(meter.nested_calls());
+    let h = resp.headers_mut();
+    h.set("X-Object-Waited", &(meter.in_flight() as u64).to_string())?;
+    h.set(
+        "X-Object-Nested-Ms",
+        &(meter.objects_ms() as u64).to_string(),
+    )?;
+    h.set("X-Object-Subrequests", &made.to_string())?;
     Ok(resp)
 }
 
@@ -810,6 +833,9 @@ impl DurableObject for IdentityGraph {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        if req.path() == "/shard-drive" {
+            return timed(req, |_, body| self.drive(body)).await;
+        }
         if req.path().starts_with("/shard-") {
             return timed(req, |path, body| self.shard(path, body)).await;
         }
@@ -886,7 +912,7 @@ struct ShardMeta {
 /// A call to one shard of a sharded graph.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ShardCall {
+pub(super) struct ShardCall {
     #[serde(default)]
     read: Option<shards::ReadRequest>,
     #[serde(default)]
@@ -900,19 +926,75 @@ struct ShardCall {
     write_key: String,
 }
 
+/// A sharded call for its driver: the request's whole identity operation, run here
+/// over the source's shards, this one answered in place ([`IdentityGraph::drive`]).
+#[derive(Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DriveCall<'a> {
+    shard: u32,
+    n: u32,
+    write_key: Cow<'a, str>,
+    op: Drive<'a>,
+}
+
+/// The identity operations of the event path, the ones a request runs over shards
+/// (borrowed where the worker sends them: not copied; owned where the object reads them).
+#[derive(Deserialize, serde::Serialize)]
+enum Drive<'a> {
+    Observe {
+        limits: Limits,
+        observations: Cow<'a, [Observation]>,
+    },
+    Activity(Cow<'a, identity::ActivityRequest>),
+}
+
+/// Why a shard operation has no answer.
+pub(super) enum ShardFault {
+    /// The call is malformed or names no operation (answered 400).
+    BadCall(&'static str),
+    /// A statement failed (answered 500: retryable).
+    Storage(String),
+}
+
+impl std::fmt::Display for ShardFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardFault::BadCall(why) => f.write_str(why),
+            ShardFault::Storage(e) => write!(f, "storage: {e}"),
+        }
+    }
+}
+
 impl IdentityGraph {
-    /// One shard operation ([`crate::identity_shards`]): decided there, stored here.
+    /// One shard operation called by another worker or object.
     async fn shard(&self, path: String, body: ShardCall) -> Result<Response> {
+        let meter = super::Meter::start();
+        let resp = match self.shard_op(&path, &body, &meter).await {
+            Ok(answer) => Response::from_json(&answer)?,
+            Err(f @ ShardFault::BadCall(_)) => Response::error(f.to_string(), 400)?,
+            Err(f @ ShardFault::Storage(_)) => Response::error(f.to_string(), 500)?,
+        };
+        with_nested(resp, &meter)
+    }
+
+    /// One shard operation ([`crate::identity_shards`]): decided there, stored here.
+    /// Called through [`Self::shard`], or in place by the call's driver when it runs in
+    /// this object (`/shard-drive`); `meter` counts the calls it makes to other shards.
+    pub(super) async fn shard_op(
+        &self,
+        path: &str,
+        body: &ShardCall,
+        meter: &super::Calls,
+    ) -> std::result::Result<Value, ShardFault> {
         let now = Date::now().as_millis() as i64;
         let sql = self.state.storage().sql();
         let mut g = SqlGraph(Sql::new(&sql));
         let mut t = SqlLocks(SqlGraph(Sql::new(&sql)));
         let refused = |e: shards::ShardError| json!({ "error": format!("{e:?}") });
-        let mut waited = 0;
-        let answer = match path.as_str() {
+        let answer = match path {
             "/shard-read" => match &body.read {
                 Some(r) => json!(shards::read(&g, &mut t, r, now)),
-                None => return Response::error("no read", 400),
+                None => return Err(ShardFault::BadCall("no read")),
             },
             "/shard-apply" => match shards::apply(&mut g, &mut t, &body.txn, &body.ops, now) {
                 Ok(()) => json!({"ok": true}),
@@ -925,13 +1007,11 @@ impl IdentityGraph {
             },
             "/shard-commit" => {
                 let Some(fate) = &body.fate else {
-                    return Response::error("no fate", 400);
+                    return Err(ShardFault::BadCall("no fate"));
                 };
                 match shards::commit_primary(&mut g, &mut t, &body.txn, body.shard, fate, now) {
                     Ok(()) => {
-                        let from = Date::now().as_millis();
-                        self.finish(&body, fate).await;
-                        waited = Date::now().as_millis().saturating_sub(from);
+                        self.finish(body, fate, meter).await;
                         json!({"ok": true})
                     }
                     Err(e) => refused(e),
@@ -946,43 +1026,92 @@ impl IdentityGraph {
                 t.forget(&body.txn);
                 json!({"ok": true})
             }
-            _ => return Response::error("no such shard operation", 404),
+            _ => return Err(ShardFault::BadCall("no such shard operation")),
         };
         if let Some(e) = t.0 .0.failed.borrow_mut().take() {
             g.0.failed.borrow_mut().get_or_insert(e);
         }
         if g.0.failed.borrow().is_none() && !self.alarm_set.get() {
-            self.keep_meta(&g, &body)?;
-            let storage = self.state.storage();
-            if storage.get_alarm().await?.is_none() {
-                storage
-                    .set_alarm(std::time::Duration::from_millis(
-                        2 * shards::LEASE_MS as u64,
-                    ))
-                    .await?;
-            }
-            self.alarm_set.set(true);
+            self.keep_alarm(&g, body)
+                .await
+                .map_err(|e| ShardFault::Storage(e.to_string()))?;
         }
-        let mut resp = g.0.answer(&answer)?;
-        if waited > 0 {
-            resp.headers_mut()
-                .set("X-Object-Waited", &waited.to_string())?;
+        let failed = g.0.failed.borrow_mut().take();
+        match failed {
+            Some(e) => Err(ShardFault::Storage(e)),
+            None => Ok(answer),
         }
-        Ok(resp)
+    }
+
+    /// Drives one sharded call from this shard, its primary: the request makes one
+    /// subrequest, and this object's own calls (to the other shards only: this one is
+    /// answered in place) are counted in its answer (`X-Object-Subrequests`).
+    async fn drive(&self, body: DriveCall<'static>) -> Result<Response> {
+        let started = Date::now().as_millis();
+        let ns = self.env.durable_object("IDENTITY")?;
+        let meter = super::Meter::start();
+        let client = super::sharded::ShardClient::new(
+            &ns,
+            &body.write_key,
+            body.n,
+            std::rc::Rc::clone(&meter),
+        )
+        .in_place(body.shard, self)
+        .with_budget(subrequest_limit(&self.env));
+        let answer = match &body.op {
+            Drive::Observe {
+                limits,
+                observations,
+            } => client.observe(limits, observations).await.map(|o| json!(o)),
+            Drive::Activity(req) => client
+                .activity(Some(body.shard), req)
+                .await
+                .map(|p| json!(p)),
+        };
+        let mut resp = match answer {
+            Ok(v) => Response::from_json(&v)?,
+            Err(e) => Response::error(format!("identity shards: {e:?}"), 503)?,
+        };
+        // The driving alone: this handler's time but for its waits and its own shard's
+        // operations (`timed` counts both in the object's time).
+        let elapsed = Date::now().as_millis().saturating_sub(started) as f64;
+        let driving = elapsed - meter.in_flight() - client.in_place_ms();
+        resp.headers_mut()
+            .set("X-Object-Driver-Ms", &(driving.max(0.0) as u64).to_string())?;
+        with_nested(resp, &meter)
+    }
+
+    /// Notes what this object is and sets its alarm, once per instance.
+    async fn keep_alarm(&self, g: &SqlGraph<'_>, body: &ShardCall) -> Result<()> {
+        self.keep_meta(g, body)?;
+        let storage = self.state.storage();
+        if storage.get_alarm().await?.is_none() {
+            storage
+                .set_alarm(std::time::Duration::from_millis(
+                    2 * shards::LEASE_MS as u64,
+                ))
+                .await?;
+        }
+        self.alarm_set.set(true);
+        Ok(())
     }
 
     /// The rest of a commit, from here: the other shards' parts and the forgetting are
     /// this object's subrequests, not the request's. What fails is left to the alarm's
     /// sweep (or to the next call that meets the locks).
-    async fn finish(&self, body: &ShardCall, fate: &shards::Fate) {
+    async fn finish(&self, body: &ShardCall, fate: &shards::Fate, meter: &super::Calls) {
         let shards::Fate::Committed { changes, locked } = fate else {
             return;
         };
         let Ok(ns) = self.env.durable_object("IDENTITY") else {
             return;
         };
-        let client =
-            super::sharded::ShardClient::new(&ns, &body.write_key, body.n, super::Meter::start());
+        let client = super::sharded::ShardClient::new(
+            &ns,
+            &body.write_key,
+            body.n,
+            std::rc::Rc::clone(meter),
+        );
         if let Err(e) = shards::finish(&client, &body.txn, body.shard, changes, locked).await {
             console_error!("identity shard commit, finished later: {e:?}");
         }
@@ -1210,6 +1339,19 @@ pub struct DoIdentity {
     pub calls: super::Calls,
     /// Objects per source's graph (1: one object, the default).
     pub shards: u32,
+    /// The subrequests one invocation may make (`SUBREQUEST_LIMIT`).
+    pub budget: u32,
+}
+
+/// The subrequests one invocation may make on the account's Workers plan
+/// (`SUBREQUEST_LIMIT`: 50 on the free plan, the default; 1,000 on paid plans): the
+/// budget of a sharded identity call ([`shards::Call::budget`]).
+fn subrequest_limit(env: &Env) -> u32 {
+    env.var("SUBREQUEST_LIMIT")
+        .ok()
+        .and_then(|v| v.to_string().parse().ok())
+        .unwrap_or(shards::FREE_PLAN_SUBREQUESTS)
+        .clamp(10, 10_000)
 }
 
 /// A sharded call's failure, as the pipeline's storage error (a retryable 503).
@@ -1235,13 +1377,47 @@ impl DoIdentity {
             ns: env.durable_object("IDENTITY")?,
             calls,
             shards,
+            budget: subrequest_limit(env),
         })
+    }
+
+    /// Hands a sharded call of the event path to its primary shard, which drives it:
+    /// one subrequest for the request, whatever the shard count.
+    async fn drive<T: DeserializeOwned>(
+        &self,
+        write_key: &str,
+        primary: u32,
+        op: Drive<'_>,
+    ) -> std::result::Result<T, StoreError> {
+        let n = self.shards;
+        let name = super::sharded::object_name(write_key, primary, n);
+        let stub = self.ns.get_by_name(&name).map_err(err)?;
+        let body = json!(DriveCall {
+            shard: primary,
+            n,
+            write_key: write_key.into(),
+            op,
+        });
+        // Read as a `Value` first, as the other calls' answers are: the same instances
+        // of serde_json's code.
+        let answer: Value = call(
+            &self.calls,
+            super::Io::Identity,
+            &stub,
+            "/shard-drive",
+            &body,
+        )
+        .await
+        .map_err(err)?;
+        serde_json::from_value(answer).map_err(|e| StoreError(format!("identity answer: {e}")))
     }
 
     fn sharded<'a>(&'a self, write_key: &'a str) -> Option<super::sharded::ShardClient<'a>> {
         let calls = std::rc::Rc::clone(&self.calls);
-        (self.shards > 1)
-            .then(|| super::sharded::ShardClient::new(&self.ns, write_key, self.shards, calls))
+        (self.shards > 1).then(|| {
+            super::sharded::ShardClient::new(&self.ns, write_key, self.shards, calls)
+                .with_budget(self.budget)
+        })
     }
 
     pub async fn request(&self, write_key: &str, op: &str, body: &Value) -> Result<Value> {
@@ -1263,8 +1439,13 @@ impl IdentityService for DoIdentity {
         limits: &Limits,
         observations: &[Observation],
     ) -> std::result::Result<identity::Observed, StoreError> {
-        if let Some(c) = self.sharded(write_key) {
-            return c.observe(limits, observations).await.map_err(shard_err);
+        if self.shards > 1 {
+            let primary = shards::primary_of(observations, self.shards).unwrap_or(0);
+            let op = Drive::Observe {
+                limits: *limits,
+                observations: observations.into(),
+            };
+            return self.drive(write_key, primary, op).await;
         }
         let answer = self
             .request(
@@ -1282,8 +1463,12 @@ impl IdentityService for DoIdentity {
         write_key: &str,
         req: &identity::ActivityRequest,
     ) -> std::result::Result<Vec<Profile>, StoreError> {
-        if let Some(c) = self.sharded(write_key) {
-            return c.activity(req).await.map_err(shard_err);
+        if self.shards > 1 {
+            let first = req.profiles.first().map(String::as_str).unwrap_or_default();
+            let primary = shards::shard_of_profile(first, self.shards);
+            return self
+                .drive(write_key, primary, Drive::Activity(Cow::Borrowed(req)))
+                .await;
         }
         let answer = self
             .request(write_key, "/activity", &json!({ "activity": req }))
