@@ -518,6 +518,43 @@ test('Cyrillic and CJK text near the byte limits is delivered (sizes are UTF-8 b
   }
 });
 
+test('a burst goes out under one send lock, batch after batch, and flush() resolves once all of it is delivered', async () => {
+  const { browser, page, api, errors } = await visit('/');
+  try {
+    await accept(page);
+    await page.evaluate(() => window.sightline.flush());
+    const out = await page.evaluate(async () => {
+      const asked = [];
+      const request = LockManager.prototype.request;
+      LockManager.prototype.request = function (name, ...rest) {
+        asked.push(name);
+        return request.call(this, name, ...rest);
+      };
+      const sentBefore = window.sightline.stats().sent;
+      for (let i = 0; i < 250; i++) window.sightline.track('Burst Event', { i });
+      const stats = await window.sightline.flush();
+      LockManager.prototype.request = request;
+      return { sendLocks: asked.filter((n) => n === 'sightline-send').length, queued: stats.queued, sent: stats.sent - sentBefore };
+    });
+    // Three batches (100, 100, 50): one lock request, no timer between them, and the
+    // last, partial one not left for the gathering delay since flush() waits for it.
+    assert.equal(out.sendLocks, 1, 'one lock request for the whole burst');
+    assert.equal(out.queued, 0, 'flush() resolved with nothing left');
+    assert.equal(out.sent, 250);
+    const batches = api.filter((r) => r.body.includes('"Burst Event"'));
+    assert.deepEqual(batches.map((r) => JSON.parse(r.body).batch.length), [100, 100, 50]);
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    const stored = await eventually(async () => {
+      const r = await rows(`anonymous_id = '${anon}' and event = 'Burst Event'`);
+      return r.length >= 250 && r;
+    }, 20_000, 'every event of the burst');
+    assert.equal(new Set(stored.map((r) => r.message_id)).size, 250);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('hostile arguments never throw into the page, are refused and counted, and leak no PII', async () => {
   const { browser, page, errors, api } = await visit('/');
   try {
