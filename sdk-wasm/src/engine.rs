@@ -466,6 +466,13 @@ pub struct Engine<R: Random> {
     /// fields) → context, and (context, snapshot) → stamped context.
     unstamped: Option<(Rc<str>, String, Rc<str>)>,
     stamped: Option<(Rc<str>, Rc<str>, Rc<str>)>,
+    /// What the properties' and traits' keys say, kept from call to call
+    /// ([`json_text::Keys`]).
+    keys: json_text::Keys,
+    /// The last name field written (its key, its value, its scrubbed form): a page's
+    /// calls repeat their event names, and scanning the same name again was 2.9 of 22.9
+    /// million instructions of 1,000 track calls (callgrind, natively).
+    last_name: Option<(&'static str, String, Option<String>)>,
 }
 
 impl<R: Random> Engine<R> {
@@ -505,6 +512,8 @@ impl<R: Random> Engine<R> {
             snap: None,
             unstamped: None,
             stamped: None,
+            keys: json_text::Keys::default(),
+            last_name: None,
         }
     }
 
@@ -817,7 +826,8 @@ impl<R: Random> Engine<R> {
             return false;
         };
         let mut needs = if consent_record { 0 } else { ANALYTICS };
-        let mut own = String::from("{\"sessionId\":");
+        let mut own = String::with_capacity(64 + self.session.len());
+        own.push_str("{\"sessionId\":");
         push_str(&mut own, &self.session);
         if collect {
             if let Some(c) = self.last.as_ref().and_then(|t| t.campaign.as_ref()) {
@@ -862,7 +872,13 @@ impl<R: Random> Engine<R> {
         body: Option<&str>,
         now: u64,
     ) -> Option<String> {
-        let mut e = String::with_capacity(160 + body.map_or(0, str::len));
+        // Sized for the whole event: growing it was a copy per event.
+        let mut e = String::with_capacity(
+            192 + self.anon.len()
+                + self.user.as_ref().map_or(0, String::len)
+                + name.map_or(0, str::len)
+                + body.map_or(0, str::len),
+        );
         e.push_str("{\"type\":\"");
         e.push_str(kind.name());
         e.push_str("\",\"messageId\":\"");
@@ -875,13 +891,14 @@ impl<R: Random> Engine<R> {
         }
         if let Some(n) = name {
             e.push(',');
-            push_field(&mut e, kind.name_field(), n);
+            self.push_name(&mut e, kind.name_field(), n);
         }
         if let Some(b) = body {
             if !b.starts_with('{') {
                 return None;
             }
-            let clean = json_text::scrub(b, FieldKind::Other, Some(&self.o.country)).ok()?;
+            let country = Some(self.o.country.as_str());
+            let clean = json_text::scrub_with(b, FieldKind::Other, country, &mut self.keys).ok()?;
             e.push_str(",\"");
             e.push_str(kind.body_field());
             e.push_str("\":");
@@ -891,6 +908,21 @@ impl<R: Random> Engine<R> {
         e.push_str(&format_rfc3339(now as i64));
         e.push_str("\"}");
         Some(e)
+    }
+
+    /// [`push_field`] through [`Engine::last_name`].
+    fn push_name(&mut self, out: &mut String, key: &'static str, value: &str) {
+        let (k, v, clean) = match &mut self.last_name {
+            Some(last) if last.0 == key && last.1 == value => last,
+            last => {
+                let clean = pii::scrub_field(pii::field_kind(key), value, None).map(|(c, _)| c);
+                last.insert((key, value.into(), clean))
+            }
+        };
+        out.push('"');
+        out.push_str(k);
+        out.push_str("\":");
+        push_str(out, clean.as_deref().unwrap_or(v));
     }
 
     /// Drops queued events the current consent no longer allows (never one in flight).

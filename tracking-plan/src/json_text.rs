@@ -31,6 +31,36 @@ struct Frame {
     value_kind: FieldKind,
 }
 
+/// What object keys say, remembered from one scan to the next: a key's scrubbed form
+/// (when it holds raw PII) and the kind of field its name gives its value. Both are
+/// functions of the key's text and the country alone, and a site's events repeat their
+/// keys: in the SDK's 1,000 track calls of five keys each, the keys' scan and kind were
+/// 7.2 of 22.9 million instructions of recording (callgrind, natively). Holds up to
+/// [`Keys::MAX`] keys of at most [`Keys::MAX_LEN`] bytes, for one country, and starts
+/// again when full.
+#[derive(Default)]
+pub struct Keys(Vec<(String, Option<String>, FieldKind)>);
+
+impl Keys {
+    pub const MAX: usize = 64;
+    pub const MAX_LEN: usize = 64;
+
+    fn facts(&mut self, key: &str, country: Option<&str>) -> (Option<String>, FieldKind) {
+        if let Some((_, found, kind)) = self.0.iter().find(|(k, _, _)| k == key) {
+            return (found.clone(), *kind);
+        }
+        let found = scrub_text(key, country).map(|(c, _)| c);
+        let kind = field_kind(found.as_deref().unwrap_or(key));
+        if key.len() <= Self::MAX_LEN {
+            if self.0.len() == Self::MAX {
+                self.0.clear();
+            }
+            self.0.push((String::from(key), found.clone(), kind));
+        }
+        (found, kind)
+    }
+}
+
 /// `text` (one JSON value, whose field name says `field`) with every raw email and
 /// phone number in its keys and strings replaced by its digest, or `None` when it holds
 /// none. Also re-encodes strings whose lone surrogate escapes (`\ud800`) another JSON
@@ -39,6 +69,16 @@ pub fn scrub(
     text: &str,
     field: FieldKind,
     country: Option<&str>,
+) -> Result<Option<String>, Malformed> {
+    scrub_with(text, field, country, &mut Keys::default())
+}
+
+/// [`scrub`], with what `keys` remembers of earlier scans (made for the same country).
+pub fn scrub_with(
+    text: &str,
+    field: FieldKind,
+    country: Option<&str>,
+    keys: &mut Keys,
 ) -> Result<Option<String>, Malformed> {
     let b = text.as_bytes();
     let mut stack: Vec<Frame> = Vec::new();
@@ -84,19 +124,18 @@ pub fn scrub(
             }
             b'"' => {
                 let (end, s, clean) = string(text, i)?;
-                let is_key = stack.last().is_some_and(|f| f.key_next);
-                let found = if is_key {
-                    scrub_text(&s, country).map(|(c, _)| c)
-                } else {
-                    scrub_field(kind, &s, country).map(|(c, _)| c)
+                let found = match stack.last_mut().filter(|f| f.key_next) {
+                    Some(f) => {
+                        let (found, named) = keys.facts(&s, country);
+                        f.key_next = false;
+                        f.value_kind = match named {
+                            FieldKind::Other => f.kind,
+                            named => named,
+                        };
+                        found
+                    }
+                    None => scrub_field(kind, &s, country).map(|(c, _)| c),
                 };
-                if let Some(f) = stack.last_mut().filter(|_| is_key) {
-                    f.key_next = false;
-                    f.value_kind = match field_kind(found.as_deref().unwrap_or(&s)) {
-                        FieldKind::Other => f.kind,
-                        named => named,
-                    };
-                }
                 match found {
                     Some(new) => replace(&mut out, &mut copied, i, end, &new),
                     None if !clean => replace(&mut out, &mut copied, i, end, &s),
@@ -254,7 +293,14 @@ fn unicode(b: &[u8], at: usize) -> Result<(char, usize, bool), Malformed> {
 /// Appends `s` as a JSON string (quoted and escaped).
 pub fn push_str(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
     out.push('"');
+    // Most strings need no escape: copied whole after one test per byte.
+    if s.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut from = 0;
     for (i, c) in s.bytes().enumerate() {
         let esc = match c {

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
-use tracking_plan::json_text::{push_str, scrub, Malformed};
+use tracking_plan::json_text::{push_str, scrub, scrub_with, Keys, Malformed};
 use tracking_plan::pii::{scrub_value, FieldKind};
 
 /// `n` cases, or `PROPTEST_CASES` when it is set (`scripts/fuzz.sh`):
@@ -78,6 +78,24 @@ proptest! {
         let mut walked = v.clone();
         scrub_value(&mut walked, "$", FieldKind::Other, Some("DE"), &mut Vec::new());
         prop_assert_eq!(scanned, walked);
+    }
+
+    /// The keys remembered across scans change nothing: a run of documents scanned with
+    /// one memo (more keys than it holds, and keys longer than it keeps) gives what each
+    /// scanned alone gives.
+    #[test]
+    fn remembered_keys_give_what_a_fresh_scan_gives(
+        docs in prop::collection::vec((doc(), prop::collection::btree_map(
+            prop_oneof![key(), planted(), "[a-z]{60,70}"], "[a-z0-9]{0,3}", 0..30)), 1..5),
+    ) {
+        let mut keys = Keys::default();
+        for (v, wide) in docs {
+            let wide = Value::Object(wide.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+            for text in [serde_json::to_string(&v).unwrap(), serde_json::to_string(&wide).unwrap()] {
+                let fresh = scrub(&text, FieldKind::Other, Some("DE"));
+                prop_assert_eq!(scrub_with(&text, FieldKind::Other, Some("DE"), &mut keys), fresh);
+            }
+        }
     }
 
     #[test]
