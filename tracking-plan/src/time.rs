@@ -132,25 +132,23 @@ pub fn format_rfc3339(ms: i64) -> String {
     // wasm, and a power of ten per digit (`i64::pow`, a loop at `-Oz`) was 2 ms of the
     // SDK's 1,000 track calls in a Chromium profile.
     let mut out = *b"0000-00-00T00:00:00.000Z";
-    for (v, end, max) in [
-        (y, 4, 9999),
-        (i64::from(m), 7, 99),
-        (i64::from(d), 10, 99),
-        (h, 13, 99),
-        (mi, 16, 99),
-        (s, 19, 99),
-        (milli, 23, 999),
-    ] {
+    let mut put = |v: i64, end: usize, max: i64| {
         let mut v = v.clamp(0, max);
-        let mut at = end;
-        while v > 0 {
-            at -= 1;
-            if let Some(c) = out.get_mut(at) {
-                *c = b'0' + (v % 10) as u8;
+        for c in out.get_mut(..end).unwrap_or_default().iter_mut().rev() {
+            if v == 0 {
+                break;
             }
+            *c = b'0' + (v % 10) as u8;
             v /= 10;
         }
-    }
+    };
+    put(y, 4, 9999);
+    put(i64::from(m), 7, 99);
+    put(i64::from(d), 10, 99);
+    put(h, 13, 99);
+    put(mi, 16, 99);
+    put(s, 19, 99);
+    put(milli, 23, 999);
     String::from(core::str::from_utf8(&out).unwrap_or_default())
 }
 
