@@ -68,7 +68,7 @@ struct Sdk {
     waiters: Vec<Function>,
     apply_queued: bool,
     /// What the page facts were last read from (URL, title, referrer).
-    seen: String,
+    seen: Option<(String, String, String)>,
     referrer: String,
     statics: Facts,
     /// Analytics was granted at the last call (a revocation clears the cookie).
@@ -343,7 +343,7 @@ pub fn start(cfg: JsValue) -> bool {
             sending: false,
             waiters: Vec::new(),
             apply_queued: false,
-            seen: String::new(),
+            seen: None,
             referrer: DOCUMENT.with(web_sys::Document::referrer),
             statics,
             analytics,
@@ -444,7 +444,7 @@ fn timezone() {
         let tz = get(&f.resolved_options(), "timeZone").as_string();
         with(|s| {
             s.statics.timezone = tz;
-            s.seen.clear();
+            s.seen = None;
         });
     });
     if w.request_idle_callback(cb.unchecked_ref()).is_err() {
@@ -454,22 +454,27 @@ fn timezone() {
 
 impl Sdk {
     /// The page's facts, read again when the URL, title or referrer changed; the time.
+    /// Compared in place: no copy of the location's handle and no joined key per call.
     fn sync(&mut self) -> u64 {
-        let loc = LOCATION.with(Clone::clone);
-        let href = loc.href().unwrap_or_default();
+        let href = LOCATION.with(|l| l.href().unwrap_or_default());
         let title = DOCUMENT.with(web_sys::Document::title);
-        let key = href.clone() + "\n" + &title + "\n" + &self.referrer;
-        if key != self.seen {
-            self.seen = key;
+        let same = self.seen.as_ref().is_some_and(|(h, t, r)| {
+            (h, t, r) == (&href, &title, &self.referrer)
+        });
+        if !same {
+            let (path, search) = LOCATION.with(|l| {
+                (l.pathname().unwrap_or_default(), l.search().unwrap_or_default())
+            });
             let facts = Facts {
-                path: loc.pathname().unwrap_or_default(),
+                path,
                 referrer: self.referrer.clone(),
-                search: loc.search().unwrap_or_default(),
-                title,
-                url: href,
+                search,
+                title: title.clone(),
+                url: href.clone(),
                 ..self.statics.clone()
             };
             self.engine.set_page(&facts);
+            self.seen = Some((href, title, self.referrer.clone()));
         }
         now()
     }
