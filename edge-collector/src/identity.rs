@@ -737,6 +737,23 @@ pub struct Erased {
     pub identifiers: Vec<Ident>,
 }
 
+impl Erased {
+    /// Adds what `other` covers (the same person in another graph: the graph of an
+    /// earlier shard count), each profile and identifier once.
+    pub fn absorb(&mut self, other: Erased) {
+        for p in other.profile_ids {
+            if !self.profile_ids.contains(&p) {
+                self.profile_ids.push(p);
+            }
+        }
+        for i in other.identifiers {
+            if !self.identifiers.contains(&i) {
+                self.identifiers.push(i);
+            }
+        }
+    }
+}
+
 /// What erasing `profile` covers, without changing anything (so a job can be recorded
 /// before the data goes, and resumed).
 pub fn erasure_plan(g: &impl Graph, profile: &str) -> Option<Erased> {

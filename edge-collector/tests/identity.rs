@@ -209,6 +209,77 @@ fn erasure_after_an_unmerge_leaves_the_unmerged_profile_whole() {
     assert!(g.merges.iter().all(|m| m.into != a && m.absorbed.id != a));
 }
 
+/// A source whose shard count changed has two graphs: the person's plan in the current
+/// one absorbs what the old one links to its identifiers, and erasing it from both
+/// leaves nothing of the person in either, and the other visitors whole.
+#[test]
+fn an_erasure_covers_the_graph_of_an_earlier_layout() {
+    let mut old = MemoryGraph::default();
+    let mut new = MemoryGraph::default();
+    // Before the change: the person on two devices, joined by her email; a neighbour.
+    let old_p = see(
+        &mut old,
+        vec![anon("laptop-3"), email("ann@example.com")],
+        1,
+    );
+    let phone = see(&mut old, vec![anon("phone-7")], 2);
+    let joined = see(&mut old, vec![anon("phone-7"), email("ann@example.com")], 3);
+    assert_eq!(joined, old_p);
+    let neighbour = see(&mut old, vec![anon("bobs-laptop"), user("u-bob")], 4);
+    // After: the laptop again, with the email, in the new graph only.
+    let new_p = see(
+        &mut new,
+        vec![anon("laptop-3"), email("ann@example.com")],
+        5,
+    );
+
+    let mut plan = erasure_plan(&new, &new_p).unwrap();
+    assert!(
+        !plan.identifiers.contains(&anon("phone-7")),
+        "the new graph never saw it"
+    );
+    for id in plan.identifiers.clone() {
+        if let Some(p) = old.profile_of(&id) {
+            plan.absorb(erasure_plan(&old, &p).unwrap());
+        }
+    }
+    assert_eq!(
+        plan.profile_ids,
+        vec![new_p.clone(), old_p.clone(), phone.clone()]
+    );
+    assert!(
+        plan.identifiers.contains(&anon("phone-7")),
+        "found through the old graph"
+    );
+    assert_eq!(
+        plan.identifiers.len(),
+        3,
+        "each once: {:?}",
+        plan.identifiers
+    );
+    // Absorbing again changes nothing.
+    let again = plan.clone();
+    plan.absorb(again.clone());
+    assert_eq!(plan, again);
+
+    erase(&mut new, &plan);
+    erase(&mut old, &plan);
+    for g in [&old, &new] {
+        for id in [anon("laptop-3"), anon("phone-7"), email("ann@example.com")] {
+            assert_eq!(g.profile_of(&id), None);
+        }
+        assert!([&old_p, &new_p, &phone]
+            .iter()
+            .all(|p| g.profile(p).is_none()));
+        assert!(g.merges.is_empty());
+    }
+    assert_eq!(
+        old.profile_of(&user("u-bob")).as_deref(),
+        Some(neighbour.as_str())
+    );
+    assert!(old.profile(&neighbour).is_some());
+}
+
 #[test]
 fn an_unmerge_is_not_undone_by_the_next_event() {
     let mut g = MemoryGraph::default();

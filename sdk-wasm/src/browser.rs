@@ -458,12 +458,16 @@ impl Sdk {
     fn sync(&mut self) -> u64 {
         let href = LOCATION.with(|l| l.href().unwrap_or_default());
         let title = DOCUMENT.with(web_sys::Document::title);
-        let same = self.seen.as_ref().is_some_and(|(h, t, r)| {
-            (h, t, r) == (&href, &title, &self.referrer)
-        });
+        let same = self
+            .seen
+            .as_ref()
+            .is_some_and(|(h, t, r)| (h, t, r) == (&href, &title, &self.referrer));
         if !same {
             let (path, search) = LOCATION.with(|l| {
-                (l.pathname().unwrap_or_default(), l.search().unwrap_or_default())
+                (
+                    l.pathname().unwrap_or_default(),
+                    l.search().unwrap_or_default(),
+                )
             });
             let facts = Facts {
                 path,

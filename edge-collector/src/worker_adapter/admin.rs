@@ -451,6 +451,9 @@ pub async fn handle(
             };
             let now = tracking_plan::time::format_rfc3339(Date::now().as_millis() as i64);
             for key in keys {
+                // The graphs of the shard counts the source used before are erased too.
+                let identity = DoIdentity::metered(env, super::Meter::start())?
+                    .with_earlier(earlier_layouts(&db, &key).await?);
                 match crate::erasure::erase_profile(&store, &identity, &key, id, &now).await {
                     Ok(report) => {
                         return reply(200, json!({"ok": true, "writeKey": key, "erased": report}))
@@ -559,6 +562,22 @@ pub async fn handle(
         }
         _ => fail(404, "not_found", "no such admin endpoint"),
     }
+}
+
+/// The shard counts `write_key`'s identity graph has had (`identity_layouts`, recorded
+/// with stored events).
+async fn earlier_layouts(db: &D1Database, write_key: &str) -> Result<Vec<u32>> {
+    #[derive(serde::Deserialize)]
+    struct Layout {
+        shards: u32,
+    }
+    let rows = db
+        .prepare("SELECT shards FROM identity_layouts WHERE write_key = ?1")
+        .bind(&[write_key.into()])?
+        .all()
+        .await?
+        .results::<Layout>()?;
+    Ok(rows.into_iter().map(|l| l.shards).collect())
 }
 
 /// Asks the identity object of each source (or only `write_key`'s) until one answers

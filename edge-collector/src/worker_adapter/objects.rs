@@ -1341,6 +1341,18 @@ pub struct DoIdentity {
     pub shards: u32,
     /// The subrequests one invocation may make (`SUBREQUEST_LIMIT`).
     pub budget: u32,
+    /// The source's graph under the other shard counts it has used
+    /// ([`DoIdentity::with_earlier`]).
+    pub earlier: Vec<u32>,
+}
+
+/// Objects per source's identity graph (`IDENTITY_SHARDS`; 1, the default: one object).
+pub fn identity_shards(env: &Env) -> u32 {
+    env.var("IDENTITY_SHARDS")
+        .ok()
+        .and_then(|v| v.to_string().parse().ok())
+        .unwrap_or(1u32)
+        .clamp(1, 256)
 }
 
 /// The subrequests one invocation may make on the account's Workers plan
@@ -1367,18 +1379,75 @@ impl DoIdentity {
 
     /// The client, counting its calls in `calls`.
     pub fn metered(env: &Env, calls: super::Calls) -> Result<Self> {
-        let shards = env
-            .var("IDENTITY_SHARDS")
-            .ok()
-            .and_then(|v| v.to_string().parse().ok())
-            .unwrap_or(1u32)
-            .clamp(1, 256);
         Ok(DoIdentity {
             ns: env.durable_object("IDENTITY")?,
             calls,
-            shards,
+            shards: identity_shards(env),
             budget: subrequest_limit(env),
+            earlier: Vec::new(),
         })
+    }
+
+    /// This client with the other layouts a source's graph has had (`identity_layouts`):
+    /// an erasure visits them too.
+    pub fn with_earlier(mut self, earlier: Vec<u32>) -> Self {
+        self.earlier = earlier.into_iter().filter(|n| *n != self.shards).collect();
+        self
+    }
+
+    /// The same objects under another layout.
+    fn layout(&self, shards: u32) -> DoIdentity {
+        DoIdentity {
+            ns: self.ns.clone(),
+            calls: std::rc::Rc::clone(&self.calls),
+            shards,
+            budget: self.budget,
+            earlier: Vec::new(),
+        }
+    }
+
+    /// The profile `id` links to in this layout's graph.
+    async fn profile_of(
+        &self,
+        write_key: &str,
+        id: &Ident,
+    ) -> std::result::Result<Option<String>, StoreError> {
+        let answer = self
+            .request(write_key, "/profile", &json!({ "identifier": id }))
+            .await
+            .map_err(err)?;
+        Ok(answer["profile"]["id"].as_str().map(str::to_string))
+    }
+
+    /// What erasing `profile` covers in this layout's graph alone.
+    async fn plan_here(
+        &self,
+        write_key: &str,
+        profile: &str,
+    ) -> std::result::Result<Option<Erased>, StoreError> {
+        if let Some(c) = self.sharded(write_key) {
+            return c.erasure_plan(profile).await.map_err(shard_err);
+        }
+        let answer = self
+            .request(write_key, "/erasure-plan", &json!({"profile": profile}))
+            .await
+            .map_err(err)?;
+        serde_json::from_value(answer["plan"].clone())
+            .map_err(|e| StoreError(format!("identity answer: {e}")))
+    }
+
+    async fn erase_here(
+        &self,
+        write_key: &str,
+        plan: &Erased,
+    ) -> std::result::Result<(), StoreError> {
+        if let Some(c) = self.sharded(write_key) {
+            return c.erase(plan).await.map_err(shard_err);
+        }
+        self.request(write_key, "/erase-graph", &json!({"plan": plan}))
+            .await
+            .map(|_| ())
+            .map_err(err)
     }
 
     /// Hands a sharded call of the event path to its primary shard, which drives it:
@@ -1478,30 +1547,43 @@ impl IdentityService for DoIdentity {
             .map_err(|e| StoreError(format!("identity answer: {e}")))
     }
 
+    /// The plan in the current graph, with what the graphs of earlier layouts link to
+    /// its identifiers ([`Erased::absorb`]).
     async fn erasure_plan(
         &self,
         write_key: &str,
         profile: &str,
     ) -> std::result::Result<Option<Erased>, StoreError> {
-        if let Some(c) = self.sharded(write_key) {
-            return c.erasure_plan(profile).await.map_err(shard_err);
+        let Some(mut plan) = self.plan_here(write_key, profile).await? else {
+            return Ok(None);
+        };
+        for n in &self.earlier {
+            let other = self.layout(*n);
+            let mut seen: Vec<String> = Vec::new();
+            for id in plan.identifiers.clone() {
+                let Some(p) = other.profile_of(write_key, &id).await? else {
+                    continue;
+                };
+                if seen.contains(&p) {
+                    continue;
+                }
+                if let Some(found) = other.plan_here(write_key, &p).await? {
+                    plan.absorb(found);
+                }
+                seen.push(p);
+            }
         }
-        let answer = self
-            .request(write_key, "/erasure-plan", &json!({"profile": profile}))
-            .await
-            .map_err(err)?;
-        serde_json::from_value(answer["plan"].clone())
-            .map_err(|e| StoreError(format!("identity answer: {e}")))
+        Ok(Some(plan))
     }
 
+    /// Erases the plan in the current graph and in those of earlier layouts (each
+    /// erases what it holds of it).
     async fn erase(&self, write_key: &str, plan: &Erased) -> std::result::Result<(), StoreError> {
-        if let Some(c) = self.sharded(write_key) {
-            return c.erase(plan).await.map_err(shard_err);
+        self.erase_here(write_key, plan).await?;
+        for n in &self.earlier {
+            self.layout(*n).erase_here(write_key, plan).await?;
         }
-        self.request(write_key, "/erase-graph", &json!({"plan": plan}))
-            .await
-            .map(|_| ())
-            .map_err(err)
+        Ok(())
     }
 
     async fn retire(

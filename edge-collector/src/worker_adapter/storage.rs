@@ -33,6 +33,15 @@ pub struct CloudStore {
     pub deliveries: Option<Queue>,
     /// Subrequests made (D1 batches, Queue sends), for the request's report.
     pub calls: super::Calls,
+    /// The identity graph's objects per source (`IDENTITY_SHARDS`), recorded with a
+    /// source's first stored events in each isolate (`identity_layouts`).
+    pub identity_shards: u32,
+}
+
+std::thread_local! {
+    /// The (source, layout) pairs this isolate has recorded in `identity_layouts`.
+    static LAYOUTS_RECORDED: std::cell::RefCell<Vec<(String, u32)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl CloudStore {
@@ -43,6 +52,7 @@ impl CloudStore {
             bucket: env.bucket("ARCHIVE").ok(),
             queue: env.queue("EVENTS_QUEUE").ok(),
             deliveries: env.queue("DELIVERIES").ok(),
+            identity_shards: super::objects::identity_shards(env),
         })
     }
 
@@ -852,11 +862,26 @@ impl CloudStore {
                 );
             }
         }
+        // The graph's layout, in the same batch (no subrequest of its own), once per
+        // isolate and source: what erasure reads to visit a graph of an earlier count.
+        let layout = (key.to_string(), self.identity_shards);
+        let record = !LAYOUTS_RECORDED.with_borrow(|r| r.contains(&layout));
+        if record {
+            stmts.push(
+                self.db
+                    .prepare("INSERT OR IGNORE INTO identity_layouts (write_key, shards) VALUES (?1, ?2)")
+                    .bind(&[key.into(), JsValue::from(self.identity_shards)])
+                    .map_err(err)?,
+            );
+        }
         let results = self
             .calls
             .io(super::Io::D1, self.db.batch(stmts))
             .await
             .map_err(err)?;
+        if record {
+            LAYOUTS_RECORDED.with_borrow_mut(|r| r.push(layout));
+        }
         let Some((held, inserts)) = results.split_first() else {
             return Err(StoreError("D1 answered no results".into()));
         };

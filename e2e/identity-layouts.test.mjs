@@ -1,0 +1,64 @@
+// A source whose identity shard count changed has two graphs (`identity_layouts`
+// records each count it used): an erasure reaches the graph of the old count too, and
+// the events only that graph tied to the person.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { startCollector, WRITE_KEY } from './harness.mjs';
+
+const sha256 = (s) => createHash('sha256').update(s).digest('hex');
+let seq = 0;
+const mid = (p) => `${p}-${Date.now()}-${++seq}`;
+let collector;
+after(async () => { await collector?.dispose(); });
+
+async function send(batch) {
+  const r = await fetch(`${collector.url}/v1/batch`, {
+    method: 'POST',
+    headers: { 'content-type': 'text/plain' },
+    body: JSON.stringify({ writeKey: WRITE_KEY, batch }),
+  });
+  const body = await r.json();
+  assert.equal(r.status, 200, JSON.stringify(body));
+  return body;
+}
+const ev = (anon, extra = {}) => ({ type: 'track', messageId: mid('lay'), anonymousId: anon, event: 'Video Played', ...extra });
+const login = (anon, email) => ev(anon, { event: 'Newsletter Subscribed', properties: { email_sha256: email, source: 'footer' } });
+const profileBy = (anon) => collector.admin(`/admin/v1/profiles?writeKey=${WRITE_KEY}&anonymousId=${anon}`);
+
+test('an erasure after the identity shard count changed reaches the graph of the old count', async () => {
+  const email = sha256('layout.person@example.com');
+  const other = sha256('layout.neighbour@example.com');
+  collector = await startCollector({ vars: { IDENTITY_SHARDS: '1' } });
+  const state = collector.stateDir;
+  // One object: the person on two devices, joined by her email; a neighbour.
+  const before = await send([login('lay-laptop', email)]);
+  await send([ev('lay-phone')]);
+  const joined = await send([login('lay-phone', email)]);
+  assert.equal(joined.results[0].profileId, before.results[0].profileId);
+  await send([login('lay-neighbour', other)]);
+  await collector.stop();
+
+  // Four shards: another graph, where the laptop comes back.
+  collector = await startCollector({ state, vars: { IDENTITY_SHARDS: '4' } });
+  const now = await send([login('lay-laptop', email)]);
+  const person = now.results[0].profileId;
+  assert.notEqual(person, before.results[0].profileId, 'a new graph');
+  assert.equal((await profileBy('lay-phone')).status, 404, 'the new graph never saw the phone');
+  const layouts = await collector.query(`select shards from identity_layouts where write_key = '${WRITE_KEY}' order by shards`);
+  assert.deepEqual(layouts.map((l) => l.shards), [1, 4]);
+
+  const { erased } = await collector.adminJson(`/admin/v1/profiles/${person}?writeKey=${WRITE_KEY}`, { method: 'DELETE' });
+  assert.ok(erased.profiles.includes(person) && erased.profiles.includes(before.results[0].profileId), JSON.stringify(erased));
+  // The phone was tied to her by the old graph alone: its events go too.
+  assert.deepEqual(await collector.query(`select anonymous_id from events where anonymous_id in ('lay-laptop', 'lay-phone')`), []);
+  assert.equal((await collector.query(`select count(*) as n from events where anonymous_id = 'lay-neighbour'`))[0].n, 1);
+  await collector.stop();
+
+  // Back on one object: its graph holds nothing of her, and the neighbour whole.
+  collector = await startCollector({ state, vars: { IDENTITY_SHARDS: '1' } });
+  for (const anon of ['lay-laptop', 'lay-phone']) assert.equal((await profileBy(anon)).status, 404, anon);
+  const r = await profileBy('lay-neighbour');
+  assert.equal(r.status, 200);
+  assert.ok((await r.json()).profile.identifiers.some((i) => i.value === other));
+});
