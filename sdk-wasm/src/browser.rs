@@ -519,8 +519,8 @@ impl Sdk {
             return;
         }
         match self.engine.delay() {
-            None if !self.sending => self.settle(),
-            Some(ms) if self.timer.is_none() && !self.sending => {
+            None => self.settle(),
+            Some(ms) if self.timer.is_none() => {
                 self.timer = win()
                     .set_timeout_with_callback_and_timeout_and_arguments_0(
                         &self.on_timer,
