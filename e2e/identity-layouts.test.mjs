@@ -1,6 +1,7 @@
 // A source whose identity shard count changed has two graphs (`identity_layouts`
 // records each count it used): an erasure reaches the graph of the old count too, and
-// the events only that graph tied to the person.
+// the events only that graph tied to the person; a person not seen since the change is
+// found in the old graph and erased there.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -26,7 +27,7 @@ const ev = (anon, extra = {}) => ({ type: 'track', messageId: mid('lay'), anonym
 const login = (anon, email) => ev(anon, { event: 'Newsletter Subscribed', properties: { email_sha256: email, source: 'footer' } });
 const profileBy = (anon) => collector.admin(`/admin/v1/profiles?writeKey=${WRITE_KEY}&anonymousId=${anon}`);
 
-test('an erasure after the identity shard count changed reaches the graph of the old count', async () => {
+test('after the identity shard count changed, erasure reaches the graph of the old count', async () => {
   const email = sha256('layout.person@example.com');
   const other = sha256('layout.neighbour@example.com');
   collector = await startCollector({ vars: { IDENTITY_SHARDS: '1' } });
@@ -37,6 +38,9 @@ test('an erasure after the identity shard count changed reaches the graph of the
   const joined = await send([login('lay-phone', email)]);
   assert.equal(joined.results[0].profileId, before.results[0].profileId);
   await send([login('lay-neighbour', other)]);
+  // Someone not seen again after the change.
+  const gone = sha256('layout.gone@example.com');
+  const ghost = await send([login('lay-ghost', gone)]);
   await collector.stop();
 
   // Four shards: another graph, where the laptop comes back.
@@ -44,7 +48,8 @@ test('an erasure after the identity shard count changed reaches the graph of the
   const now = await send([login('lay-laptop', email)]);
   const person = now.results[0].profileId;
   assert.notEqual(person, before.results[0].profileId, 'a new graph');
-  assert.equal((await profileBy('lay-phone')).status, 404, 'the new graph never saw the phone');
+  const phone = await (await profileBy('lay-phone')).json();
+  assert.equal(phone.earlierLayout, 1, 'the new graph never saw the phone: found in the old one');
   const layouts = await collector.query(`select shards from identity_layouts where write_key = '${WRITE_KEY}' order by shards`);
   assert.deepEqual(layouts.map((l) => l.shards), [1, 4]);
 
@@ -53,11 +58,21 @@ test('an erasure after the identity shard count changed reaches the graph of the
   // The phone was tied to her by the old graph alone: its events go too.
   assert.deepEqual(await collector.query(`select anonymous_id from events where anonymous_id in ('lay-laptop', 'lay-phone')`), []);
   assert.equal((await collector.query(`select count(*) as n from events where anonymous_id = 'lay-neighbour'`))[0].n, 1);
+
+  // The person seen only before the change is found in the old graph, and erased there.
+  const found = await collector.adminJson(`/admin/v1/profiles?writeKey=${WRITE_KEY}&email_sha256=${gone}`);
+  assert.equal(found.profile.id, ghost.results[0].profileId);
+  assert.equal(found.earlierLayout, 1);
+  const current = await collector.adminJson(`/admin/v1/profiles/${person}?writeKey=${WRITE_KEY}`).catch((e) => e);
+  assert.match(String(current), /404/, 'the erased person is gone from the current graph');
+  const ghostErased = await collector.adminJson(`/admin/v1/profiles/${found.profile.id}?writeKey=${WRITE_KEY}`, { method: 'DELETE' });
+  assert.deepEqual(ghostErased.erased.profiles, [found.profile.id]);
+  assert.equal((await collector.query(`select count(*) as n from events where anonymous_id = 'lay-ghost'`))[0].n, 0);
   await collector.stop();
 
   // Back on one object: its graph holds nothing of her, and the neighbour whole.
   collector = await startCollector({ state, vars: { IDENTITY_SHARDS: '1' } });
-  for (const anon of ['lay-laptop', 'lay-phone']) assert.equal((await profileBy(anon)).status, 404, anon);
+  for (const anon of ['lay-laptop', 'lay-phone', 'lay-ghost']) assert.equal((await profileBy(anon)).status, 404, anon);
   const r = await profileBy('lay-neighbour');
   assert.equal(r.status, 200);
   assert.ok((await r.json()).profile.identifiers.some((i) => i.value === other));

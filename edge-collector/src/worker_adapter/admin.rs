@@ -619,9 +619,12 @@ async fn profile_360(
     write_key: Option<String>,
     payload: Value,
 ) -> Result<Response> {
-    let Some((key, answer)) =
-        first_answer(identity, sources, write_key, "/profile", &payload).await?
-    else {
+    let found =
+        match first_answer(identity, sources, write_key.clone(), "/profile", &payload).await? {
+            Some((key, answer)) => Some((key, answer, None)),
+            None => earlier_answer(db, identity, sources, write_key, &payload).await?,
+        };
+    let Some((key, answer, earlier)) = found else {
         return fail(404, "not_found", "no such profile");
     };
     let profile = &answer["profile"];
@@ -665,8 +668,38 @@ async fn profile_360(
             "segments": segments,
             "merges": answer["merges"],
             "conflicts": answer["conflicts"],
+            // Found only in the graph of an earlier identity shard count: erasable, and
+            // read-only otherwise.
+            "earlierLayout": earlier,
         }),
     )
+}
+
+/// A profile found in the graph of an earlier shard count of a source (`identity_layouts`)
+/// when the current graphs have none: a person not seen since the count changed.
+async fn earlier_answer(
+    db: &D1Database,
+    identity: &DoIdentity,
+    sources: &Sources,
+    write_key: Option<String>,
+    payload: &Value,
+) -> Result<Option<(String, Value, Option<u32>)>> {
+    let keys = write_key.map_or_else(|| sources.keys(), |k| vec![k]);
+    for key in keys {
+        for n in earlier_layouts(db, &key).await? {
+            if n == identity.shards {
+                continue;
+            }
+            let answer = identity
+                .layout(n)
+                .request(&key, "/profile", payload)
+                .await?;
+            if answer.get("error").is_none() {
+                return Ok(Some((key, answer, Some(n))));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Replays quarantined events (by `ids`, or every one with `reason`) through the

@@ -1396,7 +1396,7 @@ impl DoIdentity {
     }
 
     /// The same objects under another layout.
-    fn layout(&self, shards: u32) -> DoIdentity {
+    pub fn layout(&self, shards: u32) -> DoIdentity {
         DoIdentity {
             ns: self.ns.clone(),
             calls: std::rc::Rc::clone(&self.calls),
@@ -1547,18 +1547,28 @@ impl IdentityService for DoIdentity {
             .map_err(|e| StoreError(format!("identity answer: {e}")))
     }
 
-    /// The plan in the current graph, with what the graphs of earlier layouts link to
-    /// its identifiers ([`Erased::absorb`]).
+    /// The plan in the graph that holds `profile`, with what the source's other graphs
+    /// (current and earlier layouts) link to its identifiers ([`Erased::absorb`]).
     async fn erasure_plan(
         &self,
         write_key: &str,
         profile: &str,
     ) -> std::result::Result<Option<Erased>, StoreError> {
-        let Some(mut plan) = self.plan_here(write_key, profile).await? else {
+        // The profile in the current graph, else in an earlier one (a person not seen
+        // since the count changed); then what every other graph links to its identifiers.
+        let mut found = None;
+        for n in std::iter::once(self.shards).chain(self.earlier.iter().copied()) {
+            if let Some(plan) = self.layout(n).plan_here(write_key, profile).await? {
+                found = Some((n, plan));
+                break;
+            }
+        }
+        let Some((home, mut plan)) = found else {
             return Ok(None);
         };
-        for n in &self.earlier {
-            let other = self.layout(*n);
+        let others = std::iter::once(self.shards).chain(self.earlier.iter().copied());
+        for n in others.filter(|n| *n != home).collect::<Vec<_>>() {
+            let other = self.layout(n);
             let mut seen: Vec<String> = Vec::new();
             for id in plan.identifiers.clone() {
                 let Some(p) = other.profile_of(write_key, &id).await? else {
