@@ -1366,6 +1366,11 @@ fn subrequest_limit(env: &Env) -> u32 {
         .clamp(10, 10_000)
 }
 
+/// An identity object's answer (or a field of it) read as `T`.
+fn identity_answer<T: DeserializeOwned>(v: Value) -> std::result::Result<T, StoreError> {
+    serde_json::from_value(v).map_err(|e| StoreError(format!("identity answer: {e}")))
+}
+
 /// A sharded call's failure, as the pipeline's storage error (a retryable 503).
 fn shard_err(e: shards::ShardError) -> StoreError {
     StoreError(format!("identity shards: {e:?}"))
@@ -1432,8 +1437,7 @@ impl DoIdentity {
             .request(write_key, "/erasure-plan", &json!({"profile": profile}))
             .await
             .map_err(err)?;
-        serde_json::from_value(answer["plan"].clone())
-            .map_err(|e| StoreError(format!("identity answer: {e}")))
+        identity_answer(answer["plan"].clone())
     }
 
     async fn erase_here(
@@ -1478,7 +1482,7 @@ impl DoIdentity {
         )
         .await
         .map_err(err)?;
-        serde_json::from_value(answer).map_err(|e| StoreError(format!("identity answer: {e}")))
+        identity_answer(answer)
     }
 
     fn sharded<'a>(&'a self, write_key: &'a str) -> Option<super::sharded::ShardClient<'a>> {
@@ -1524,7 +1528,7 @@ impl IdentityService for DoIdentity {
             )
             .await
             .map_err(err)?;
-        serde_json::from_value(answer).map_err(|e| StoreError(format!("identity answer: {e}")))
+        identity_answer(answer)
     }
 
     async fn activity(
@@ -1543,8 +1547,7 @@ impl IdentityService for DoIdentity {
             .request(write_key, "/activity", &json!({ "activity": req }))
             .await
             .map_err(err)?;
-        serde_json::from_value(answer["profiles"].clone())
-            .map_err(|e| StoreError(format!("identity answer: {e}")))
+        identity_answer(answer["profiles"].clone())
     }
 
     /// The plan in the graph that holds `profile`, with what the source's other graphs
