@@ -1,7 +1,8 @@
 // A source whose identity shard count changed has two graphs (`identity_layouts`
 // records each count it used): an erasure reaches the graph of the old count too, and
 // the events only that graph tied to the person; a person not seen since the change is
-// found in the old graph and erased there.
+// found in the old graph and erased there, and a merge the old graph made is undone in
+// it.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -41,6 +42,12 @@ test('after the identity shard count changed, erasure reaches the graph of the o
   // Someone not seen again after the change.
   const gone = sha256('layout.gone@example.com');
   const ghost = await send([login('lay-ghost', gone)]);
+  // Another, whose desktop the old graph merged into her tablet's profile, wrongly.
+  const shared = sha256('layout.shared@example.com');
+  const tablet = await send([login('lay-tablet', shared)]);
+  const desk = await send([ev('lay-desk')]);
+  const merged = await send([login('lay-desk', shared)]);
+  assert.equal(merged.results[0].profileId, tablet.results[0].profileId, 'merged in the old graph');
   await collector.stop();
 
   // Four shards: another graph, where the laptop comes back.
@@ -50,6 +57,19 @@ test('after the identity shard count changed, erasure reaches the graph of the o
   assert.notEqual(person, before.results[0].profileId, 'a new graph');
   const phone = await (await profileBy('lay-phone')).json();
   assert.equal(phone.earlierLayout, 1, 'the new graph never saw the phone: found in the old one');
+  // The wrong merge is undone in the old graph, where it was made: the desktop gets its
+  // own profile back there, and its events follow it.
+  const undone = await collector.adminJson(`/admin/v1/profiles/${tablet.results[0].profileId}/unmerge?writeKey=${WRITE_KEY}`, { method: 'POST', body: '{}' });
+  assert.equal(undone.earlierLayout, 1, JSON.stringify(undone));
+  assert.equal(undone.unmerged.restored.id, desk.results[0].profileId);
+  assert.equal(undone.eventsMoved, 2, 'the desktop\'s two events');
+  const deskRows = await collector.query(`select distinct profile_id as p from events where anonymous_id = 'lay-desk'`);
+  assert.deepEqual(deskRows.map((r) => r.p), [desk.results[0].profileId]);
+  const deskNow = await (await profileBy('lay-desk')).json();
+  assert.equal(deskNow.profile.id, desk.results[0].profileId);
+  assert.equal(deskNow.earlierLayout, 1);
+  const tabletNow = await (await profileBy('lay-tablet')).json();
+  assert.ok(!tabletNow.profile.identifiers.some((i) => i.value === 'lay-desk'), JSON.stringify(tabletNow.profile));
   const layouts = await collector.query(`select shards from identity_layouts where write_key = '${WRITE_KEY}' order by shards`);
   assert.deepEqual(layouts.map((l) => l.shards), [1, 4]);
 

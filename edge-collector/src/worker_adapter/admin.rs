@@ -385,9 +385,19 @@ pub async fn handle(
             let merge_id = body.get("mergeId").cloned().unwrap_or(Value::Null);
             let now = Date::now().as_millis() as f64;
             let payload = json!({"profile": id, "mergeId": merge_id, "nowMs": now as i64});
-            let Some((key, answer)) =
-                first_answer(&identity, sources, q("writeKey"), "/unmerge", &payload).await?
-            else {
+            // A profile not in the current graph is looked for in the graphs of earlier
+            // identity shard counts, as a profile view is: a person not seen since the
+            // count changed is unmerged there.
+            let found = match first_answer(&identity, sources, q("writeKey"), "/unmerge", &payload)
+                .await?
+            {
+                Some((key, answer)) => Some((key, answer, None)),
+                None => {
+                    earlier_answer(&db, &identity, sources, q("writeKey"), "/unmerge", &payload)
+                        .await?
+                }
+            };
+            let Some((key, answer, earlier)) = found else {
                 return fail(
                     404,
                     "not_found",
@@ -440,7 +450,8 @@ pub async fn handle(
             }
             reply(
                 200,
-                json!({"ok": true, "unmerged": u, "eventsMoved": events_moved, "segmentChanges": changes}),
+                json!({"ok": true, "unmerged": u, "eventsMoved": events_moved,
+                       "segmentChanges": changes, "earlierLayout": earlier}),
             )
         }
         (Method::Delete, ["profiles", id]) => {
@@ -622,7 +633,7 @@ async fn profile_360(
     let found =
         match first_answer(identity, sources, write_key.clone(), "/profile", &payload).await? {
             Some((key, answer)) => Some((key, answer, None)),
-            None => earlier_answer(db, identity, sources, write_key, &payload).await?,
+            None => earlier_answer(db, identity, sources, write_key, "/profile", &payload).await?,
         };
     let Some((key, answer, earlier)) = found else {
         return fail(404, "not_found", "no such profile");
@@ -675,13 +686,15 @@ async fn profile_360(
     )
 }
 
-/// A profile found in the graph of an earlier shard count of a source (`identity_layouts`)
-/// when the current graphs have none: a person not seen since the count changed.
+/// The first answer without an error to `op` (`/profile`, `/unmerge`) from the graphs
+/// of a source's earlier shard counts (`identity_layouts`), when the current graphs have
+/// none: a person not seen since the count changed. With the count that answered.
 async fn earlier_answer(
     db: &D1Database,
     identity: &DoIdentity,
     sources: &Sources,
     write_key: Option<String>,
+    op: &str,
     payload: &Value,
 ) -> Result<Option<(String, Value, Option<u32>)>> {
     let keys = write_key.map_or_else(|| sources.keys(), |k| vec![k]);
@@ -690,10 +703,7 @@ async fn earlier_answer(
             if n == identity.shards {
                 continue;
             }
-            let answer = identity
-                .layout(n)
-                .request(&key, "/profile", payload)
-                .await?;
+            let answer = identity.layout(n).request(&key, op, payload).await?;
             if answer.get("error").is_none() {
                 return Ok(Some((key, answer, Some(n))));
             }
