@@ -93,14 +93,18 @@ test('analytics.js (analytics-next) loads its settings from the collector and de
       await analytics.identify('ajs-user-1', { email: 'Ajs.User@Example.com', plan: 'pro' });
       await analytics.group('ajs-group', { name: 'Acme' });
       await analytics.alias('ajs-user-1');
+      // A title cut through an emoji: JSON.stringify writes its lone surrogate escaped.
+      await analytics.track('Title Cut', { title: 'Guji ☕😀'.slice(0, -1) });
       return analytics.user().anonymousId();
     });
     assert.ok(requests.includes('GET /v1/projects/sl_dev_key/settings'), requests.join(', '));
     const rows = await eventually(async () => {
       const r = await stored(`anonymous_id = '${anon}'`);
-      return r.length >= 5 && r;
+      return r.length >= 6 && r;
     }, 20_000, 'analytics.js events');
-    assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'group', 'identify', 'page', 'track']);
+    assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'group', 'identify', 'page', 'track', 'track']);
+    const cut = JSON.parse(rows.find((r) => r.event === 'Title Cut').payload);
+    assert.equal(cut.properties.title, 'Guji ☕\ufffd', 'the lone surrogate read as U+FFFD, as the browser reads it');
     assert.equal(rows.find((r) => r.type === 'track').event, 'Product Added');
     const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
     assert.equal(identify.traits.email, sha256('ajs.user@example.com'), 'raw email hashed');

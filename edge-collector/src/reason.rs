@@ -10,8 +10,8 @@ pub enum ReasonKind {
     ConsentDenied,
     TooLarge,
     NotAnObject,
-    /// Well-formed enough to split from its batch, but its JSON cannot be read (a lone
-    /// surrogate escape, a number out of range, nesting past serde's limit): its
+    /// Well-formed enough to split from its batch, but its JSON cannot be read (a
+    /// number out of range, nesting past serde's limit): its
     /// content cannot be scrubbed of PII, so only the reason is kept.
     UnreadableJson,
     InvalidField,

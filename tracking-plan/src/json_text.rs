@@ -265,6 +265,47 @@ fn string(text: &str, start: usize) -> Result<(usize, Cow<'_, str>, bool), Malfo
     }
 }
 
+/// `text` (JSON) with each lone surrogate escape (`\ud800`: a high surrogate not
+/// followed by a low one, or a low one alone) written `\ufffd`, or `None` when it has
+/// none. JavaScript's `JSON.stringify` writes a string cut inside a surrogate pair (a
+/// title sliced through an emoji) that way, and serde_json refuses it; the SDK, and the
+/// browsers' `TextEncoder`, read it as U+FFFD, and so does the collector with this.
+/// Escaped backslashes (`\\ud800`) are text and stay; anything malformed is left for the
+/// JSON reader to name.
+pub fn replace_lone_surrogates(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out: Option<String> = None;
+    let (mut copied, mut i) = (0, 0);
+    while i < b.len() {
+        // After an escape of something not ASCII (malformed), `i` may fall inside a
+        // character: moved on to the next boundary.
+        let Some(rest) = text.get(i..) else {
+            i += 1;
+            continue;
+        };
+        let Some(n) = rest.find('\\') else { break };
+        i += n;
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2; // any other escape, `\\` included
+            continue;
+        }
+        match unicode(b, i + 2) {
+            Ok((_, used, true)) => i += 2 + used,
+            Ok((_, used, false)) => {
+                let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+                o.push_str(text.get(copied..i)?);
+                o.push_str("\\ufffd");
+                i += 2 + used;
+                copied = i;
+            }
+            Err(Malformed) => i += 2,
+        }
+    }
+    let mut o = out?;
+    o.push_str(text.get(copied..)?);
+    Some(o)
+}
+
 /// A `\u` escape's character (its four hex digits at `at`, and a low surrogate's escape
 /// after a high one): the character, the bytes used, and false for a lone surrogate
 /// (read as U+FFFD).

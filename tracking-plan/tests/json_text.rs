@@ -5,7 +5,9 @@
 
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
-use tracking_plan::json_text::{push_str, scrub, scrub_with, Keys, Malformed};
+use tracking_plan::json_text::{
+    push_str, replace_lone_surrogates, scrub, scrub_with, Keys, Malformed,
+};
 use tracking_plan::pii::{scrub_value, FieldKind};
 
 /// `n` cases, or `PROPTEST_CASES` when it is set (`scripts/fuzz.sh`):
@@ -105,12 +107,87 @@ proptest! {
         }
     }
 
+    /// What a JavaScript (or Python) client writes for a string of UTF-16 units, lone
+    /// surrogates included, the collector reads as a browser's `TextEncoder` would:
+    /// each lone surrogate one U+FFFD, everything else as it was; and a text without
+    /// one is left alone.
+    #[test]
+    fn lone_surrogates_read_as_the_browsers_read_them(
+        units in prop::collection::vec(prop_oneof![
+            4 => 0x20u16..0x7f,
+            1 => 0u16..0x20,
+            1 => Just(0x22u16),
+            1 => Just(0x5cu16),
+            1 => 0x80u16..0xd800,
+            2 => 0xd800u16..0xdc00,
+            2 => 0xdc00u16..0xe000,
+            1 => 0xe000u16..=0xffff,
+        ], 0..24),
+        escapes in prop::collection::vec(any::<bool>(), 24),
+    ) {
+        let json = js_json(&units, &escapes);
+        let doc = format!("{{\"k\\\"\":{json},\"n\":[1,{json}]}}");
+        let fixed = replace_lone_surrogates(&doc);
+        let lossy = String::from_utf16_lossy(&units);
+        prop_assert_eq!(fixed.is_none(), String::from_utf16(&units).is_ok(), "{}", doc);
+        let read: Value = serde_json::from_str(fixed.as_deref().unwrap_or(&doc)).unwrap();
+        prop_assert_eq!(&read["k\""], &Value::String(lossy.clone()));
+        prop_assert_eq!(&read["n"][1], &Value::String(lossy));
+    }
+
     #[test]
     fn push_str_round_trips(s in "\\PC{0,40}|[\\x00-\\x1f\"\\\\]{0,8}") {
         let mut out = String::new();
         push_str(&mut out, &s);
         prop_assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);
     }
+}
+
+/// A JSON string of UTF-16 `units` as JavaScript's `JSON.stringify` writes it (lone
+/// surrogates as `\uXXXX` escapes, lower case), with other characters escaped as well
+/// where `escape` says (as Python's `json.dumps` writes everything past ASCII; upper
+/// case, so both cases are read).
+fn js_json(units: &[u16], escape: &[bool]) -> String {
+    let mut out = String::from("\"");
+    let mut i = 0;
+    while i < units.len() {
+        let u = units[i];
+        let esc = escape.get(i).copied().unwrap_or(false);
+        let pair = (0xd800..0xdc00).contains(&u)
+            && units
+                .get(i + 1)
+                .is_some_and(|l| (0xdc00..0xe000).contains(l));
+        if pair && !esc {
+            out.extend(char::decode_utf16([u, units[i + 1]]).map(|c| c.unwrap()));
+            i += 2;
+            continue;
+        }
+        match (u, char::from_u32(u32::from(u))) {
+            (0x22, _) => out.push_str("\\\""),
+            (0x5c, _) => out.push_str("\\\\"),
+            (_, Some(c)) if u >= 0x20 && !esc => out.push(c),
+            (_, None) => out.push_str(&format!("\\u{u:04x}")),
+            _ => out.push_str(&format!("\\u{u:04X}")),
+        }
+        i += 1;
+    }
+    out.push('"');
+    out
+}
+
+#[test]
+fn lone_surrogate_escapes_and_escaped_backslashes() {
+    let fix = |s: &str| replace_lone_surrogates(s);
+    assert_eq!(fix(r#""a\ud83dx""#).as_deref(), Some(r#""a\ufffdx""#));
+    assert_eq!(
+        fix(r#""\ude00\ud83d""#).as_deref(),
+        Some(r#""\ufffd\ufffd""#)
+    );
+    assert_eq!(fix(r#""\ud83d\ude00""#), None, "a pair");
+    assert_eq!(fix(r#""\\ud800""#), None, "an escaped backslash, then text");
+    assert_eq!(fix(r#""\\\ud800""#).as_deref(), Some(r#""\\\ufffd""#));
+    assert_eq!(fix(r#""é\éa\ud800""#).as_deref(), Some(r#""é\éa\ufffd""#));
+    assert_eq!(fix(r#""\ud8"#), None, "malformed: left for the reader");
 }
 
 #[test]

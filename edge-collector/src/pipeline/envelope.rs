@@ -260,6 +260,32 @@ pub fn decode_body<'a>(body: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a,
     }
 }
 
+/// The body with its lone surrogate escapes (`\ud83d` alone: what `JSON.stringify`
+/// writes for a string cut through an emoji, and serde_json refuses) read as U+FFFD, as
+/// the SDK and the browsers read them (`tracking_plan::json_text::replace_lone_surrogates`):
+/// such an event is kept, not quarantined unread. A body without a `\uD8`-`\uDF`
+/// escape is not copied or read twice.
+pub fn without_lone_surrogates(body: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    let surrogate = |d: Option<&[u8]>| {
+        matches!(
+            d,
+            Some([b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'])
+        )
+    };
+    let suspect =
+        memchr::memmem::find_iter(&body, b"\\u").any(|i| surrogate(body.get(i + 2..i + 4)));
+    if !suspect {
+        return body;
+    }
+    let fixed = std::str::from_utf8(&body)
+        .ok()
+        .and_then(tracking_plan::json_text::replace_lone_surrogates);
+    match fixed {
+        Some(text) => Cow::Owned(text.into_bytes()),
+        None => body,
+    }
+}
+
 /// Parses and checks the request envelope: JSON, write key, origin.
 pub fn parse<'a>(
     req: &IngestRequest<'_>,

@@ -406,8 +406,8 @@ fn unreadable(column: usize) -> Reason {
         ReasonKind::UnreadableJson,
         "$",
         format!(
-            "the message's JSON cannot be read at column {column} (a lone surrogate escape, \
-             a number out of range, or nesting deeper than 128 levels)"
+            "the message's JSON cannot be read at column {column} (a number out of range, \
+             or nesting deeper than 128 levels)"
         ),
     )
 }
@@ -876,6 +876,7 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     req: &IngestRequest<'_>,
 ) -> Result<Report, Error> {
     let mut body = envelope::decode_body(req.body, req.edge.content_encoding)?;
+    body = envelope::without_lone_surrogates(body);
     match req.endpoint {
         Endpoint::Snowplow => body = Cow::Owned(crate::snowplow::to_segment(&body)?),
         Endpoint::PostHog => body = Cow::Owned(crate::posthog::to_segment(&body)?),
@@ -912,8 +913,8 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     }
     if shared.unreadable.get() && !env.batch.events_read {
         // The events were split without being read: serde_json says whether the body is
-        // JSON (a 400, as before), or holds JSON it reads but a value cannot (a lone
-        // surrogate escape, a number out of range: kept, as before).
+        // JSON (a 400, as before), or holds JSON it reads but a value cannot (a number
+        // out of range: kept, as before).
         envelope::check_strict(&body)?;
     }
     // Admitted once known to be JSON, as before the events were split unread.
