@@ -347,15 +347,19 @@ analytics.page(u, 'Docs', 'Getting started', {'url': 'https://shop.example/docs?
 analytics.screen(u, 'Mobile', 'Home')
 analytics.group(u, 'py-group', {'name': 'Acme'})
 analytics.alias('py-previous', u)
+# Not finite: json.dumps writes a bare NaN and Infinity, which JSON does not have.
+analytics.track(u, 'Ratio Computed', {'ratio': float('nan'), 'cap': float('inf'), 'label': 'NaN Infinity'})
 analytics.flush()
 assert not errors, errors
 `;
   await promisify(execFile)(PYTHON, ['-c', script], { timeout: 60_000 });
   const rows = await eventually(async () => {
     const r = await stored(`write_key = 'sl_server_key' and (user_id = 'py-user-1' or anonymous_id = 'py-user-1')`);
-    return r.length >= 6 && r;
+    return r.length >= 7 && r;
   }, 20_000, 'analytics-python events');
-  assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'group', 'identify', 'page', 'screen', 'track']);
+  assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'group', 'identify', 'page', 'screen', 'track', 'track']);
+  const ratio = JSON.parse(rows.find((r) => r.event === 'Ratio Computed').payload);
+  assert.deepEqual(ratio.properties, { ratio: null, cap: null, label: 'NaN Infinity' }, 'read as JavaScript writes them');
   const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
   assert.equal(identify.traits.email, sha256('py.user@example.com'), 'raw email hashed');
   assert.equal(identify.context.library.name, 'analytics-python');

@@ -62,8 +62,8 @@ const ADDED: [&str; 27] = [
 
 /// A capture request's body as a Segment batch body (`{"writeKey", "batch"}`).
 pub fn to_segment(body: &[u8]) -> Result<Vec<u8>, Error> {
-    // Decoded from base64 or gzip: its lone surrogate escapes are read here.
-    let json = crate::pipeline::envelope::without_lone_surrogates(readable(body)?.into());
+    // Decoded from base64 or gzip: read leniently here (`envelope::lenient`).
+    let json = crate::pipeline::envelope::lenient(readable(body)?.into());
     let payload: Value = serde_json::from_slice(&json).map_err(|e| crate::error::json_error(&e))?;
     let (mut key, events) = match &payload {
         Value::Array(list) => (None, list.as_slice()),

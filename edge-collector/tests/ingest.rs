@@ -1105,3 +1105,39 @@ fn a_quarantined_event_keeps_the_visitors_ip_truncated_as_a_stored_one_does() {
         [json!("203.0.113.0"), json!("2001:db8:85a3::"), Value::Null]
     );
 }
+
+/// Python's `json.dumps` writes a number that is not finite (a ratio divided by zero) as
+/// a bare `NaN`, `Infinity` or `-Infinity`, which JSON does not have: the collector reads
+/// each as `null`, as JavaScript writes it, and keeps the batch (it was refused whole, a
+/// 400, and the library drops a batch it is refused). The same words in strings and
+/// keys stay as they are.
+#[test]
+fn a_python_librarys_non_finite_numbers_are_read_as_null_and_the_batch_kept() {
+    let store = rig();
+    let body = r#"{"writeKey": "wk_test", "batch": [
+        {"type": "track", "messageId": "nf1", "userId": "py", "event": "Ratio",
+         "properties": {"ratio": NaN, "caps": [Infinity, -Infinity], "NaN": "-Infinity NaN"}},
+        {"type": "track", "messageId": "nf2", "userId": "py", "event": "Plain", "properties": {"n": 1}}]}"#;
+    let r = run(&store, Endpoint::Batch, body.as_bytes(), None).unwrap();
+    assert_eq!(r.accepted, 2, "{r:?}");
+    let single = r#"{"writeKey": "wk_test", "messageId": "nf3", "userId": "py", "event": "One", "properties": {"x": -Infinity}}"#;
+    let r = run(
+        &store,
+        Endpoint::Single(MessageType::Track),
+        single.as_bytes(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.accepted, 1, "{r:?}");
+    let events = store.store.events.borrow();
+    let props: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(&e.payload).unwrap()["properties"].clone())
+        .collect();
+    assert_eq!(
+        props[0],
+        json!({"ratio": null, "caps": [null, null], "NaN": "-Infinity NaN"})
+    );
+    assert_eq!(props[1], json!({"n": 1}));
+    assert_eq!(props[2], json!({"x": null}));
+}

@@ -306,6 +306,54 @@ pub fn replace_lone_surrogates(text: &str) -> Option<String> {
     Some(o)
 }
 
+/// `text` (JSON, as Python's `json.dumps` writes it by default) with each bare `NaN`,
+/// `Infinity` and `-Infinity` outside strings written `null`, as JavaScript's
+/// `JSON.stringify` writes a number that is not finite; `None` when it has none. JSON
+/// has no such numbers and serde_json refuses them, so a Python library's batch with one
+/// (a property divided by zero) would be refused whole. Strings are stepped over; an
+/// unterminated one ends the scan (the JSON reader names it).
+pub fn replace_non_finite(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out: Option<String> = None;
+    let (mut copied, mut i) = (0, 0);
+    while i < b.len() {
+        let len = match b[i] {
+            b'"' => {
+                i = string_end(b, i)?;
+                continue;
+            }
+            b'N' if b[i..].starts_with(b"NaN") => 3,
+            b'I' if b[i..].starts_with(b"Infinity") => 8,
+            b'-' if b[i..].starts_with(b"-Infinity") => 9,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        o.push_str(text.get(copied..i)?);
+        o.push_str("null");
+        i += len;
+        copied = i;
+    }
+    let mut o = out?;
+    o.push_str(text.get(copied..)?);
+    Some(o)
+}
+
+/// The index after the string that starts at `b[at]` (a `"`), escapes stepped over;
+/// `None` when it does not end.
+fn string_end(b: &[u8], at: usize) -> Option<usize> {
+    let mut j = at + 1;
+    loop {
+        match *b.get(j)? {
+            b'"' => return Some(j + 1),
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
+}
+
 /// A `\u` escape's character (its four hex digits at `at`, and a low surrogate's escape
 /// after a high one): the character, the bytes used, and false for a lone surrogate
 /// (read as U+FFFD).

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use tracking_plan::json_text::{
-    push_str, replace_lone_surrogates, scrub, scrub_with, Keys, Malformed,
+    push_str, replace_lone_surrogates, replace_non_finite, scrub, scrub_with, Keys, Malformed,
 };
 use tracking_plan::pii::{scrub_value, FieldKind};
 
@@ -135,6 +135,28 @@ proptest! {
         prop_assert_eq!(&read["n"][1], &Value::String(lossy));
     }
 
+    /// A document as Python's `json.dumps` writes it, with numbers that are not finite
+    /// as bare `NaN`, `Infinity` and `-Infinity` (and the same words inside strings and
+    /// keys), reads as the same document with those numbers `null`, as JavaScript writes
+    /// them; one without them is left alone.
+    #[test]
+    fn non_finite_numbers_read_as_javascript_writes_them(
+        items in prop::collection::vec(prop_oneof![
+            Just(Python::Token("NaN")),
+            Just(Python::Token("Infinity")),
+            Just(Python::Token("-Infinity")),
+            (-1e6f64..1e6).prop_map(Python::Number),
+            "(NaN|-?Infinity|[a-z\"\\\\ ]){0,4}".prop_map(Python::Text),
+        ], 0..12),
+    ) {
+        let (text, expected) = python_json(&items);
+        let fixed = replace_non_finite(&text);
+        let tokens = items.iter().any(|i| matches!(i, Python::Token(_)));
+        prop_assert_eq!(fixed.is_some(), tokens, "{}", text);
+        let read: Value = serde_json::from_str(fixed.as_deref().unwrap_or(&text)).unwrap();
+        prop_assert_eq!(read, expected);
+    }
+
     #[test]
     fn push_str_round_trips(s in "\\PC{0,40}|[\\x00-\\x1f\"\\\\]{0,8}") {
         let mut out = String::new();
@@ -173,6 +195,56 @@ fn js_json(units: &[u16], escape: &[bool]) -> String {
     }
     out.push('"');
     out
+}
+
+#[derive(Debug, Clone)]
+enum Python {
+    Token(&'static str),
+    Number(f64),
+    Text(String),
+}
+
+/// `items` as `json.dumps` writes them, in a list and as an object's values (keyed by
+/// their text when they are text), and the document JSON means by them.
+fn python_json(items: &[Python]) -> (String, Value) {
+    let (mut list, mut obj, mut want_list, mut want_obj) =
+        (Vec::new(), Vec::new(), Vec::new(), Map::new());
+    for (n, item) in items.iter().enumerate() {
+        let (text, value) = match item {
+            Python::Token(t) => (t.to_string(), Value::Null),
+            Python::Number(x) => (x.to_string(), serde_json::from_str(&x.to_string()).unwrap()),
+            Python::Text(t) => (serde_json::to_string(t).unwrap(), json!(t)),
+        };
+        let key = match item {
+            Python::Text(t) => format!("{t}{n}"),
+            _ => format!("k{n}"),
+        };
+        obj.push(format!("{}: {text}", serde_json::to_string(&key).unwrap()));
+        list.push(text);
+        want_list.push(value.clone());
+        want_obj.insert(key, value);
+    }
+    let text = format!(
+        "{{\"list\": [{}], \"obj\": {{{}}}}}",
+        list.join(", "),
+        obj.join(", ")
+    );
+    (text, json!({"list": want_list, "obj": want_obj}))
+}
+
+#[test]
+fn non_finite_tokens_outside_strings_only() {
+    let fix = |s: &str| replace_non_finite(s);
+    assert_eq!(
+        fix(r#"{"a": NaN, "b": [Infinity, -Infinity], "c": "NaN \" Infinity"}"#).as_deref(),
+        Some(r#"{"a": null, "b": [null, null], "c": "NaN \" Infinity"}"#)
+    );
+    assert_eq!(fix(r#"{"NaN": "-Infinity", "x": 1}"#), None);
+    assert_eq!(
+        fix(r#"{"a": "NaN"#),
+        None,
+        "unterminated: left for the reader"
+    );
 }
 
 #[test]

@@ -260,27 +260,44 @@ pub fn decode_body<'a>(body: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a,
     }
 }
 
-/// The body with its lone surrogate escapes (`\ud83d` alone: what `JSON.stringify`
-/// writes for a string cut through an emoji, and serde_json refuses) read as U+FFFD, as
-/// the SDK and the browsers read them (`tracking_plan::json_text::replace_lone_surrogates`):
-/// such an event is kept, not quarantined unread. A body without a `\uD8`-`\uDF`
-/// escape is not copied or read twice.
-pub fn without_lone_surrogates(body: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
-    let surrogate = |d: Option<&[u8]>| {
-        matches!(
-            d,
-            Some([b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'])
-        )
+/// The body with what other JSON writers put in it and serde_json refuses read as a
+/// browser reads it, so the events holding it are kept (each rule is written once, in
+/// `tracking_plan::json_text`):
+/// - a lone surrogate escape (`\ud83d` alone: `JSON.stringify` writes it for a string
+///   cut through an emoji) is U+FFFD, as the SDK and the browsers' `TextEncoder` read it
+///   (`replace_lone_surrogates`);
+/// - a bare `NaN`, `Infinity` or `-Infinity` (Python's `json.dumps` writes them for a
+///   number that is not finite) is `null`, as `JSON.stringify` writes it
+///   (`replace_non_finite`).
+///
+/// A body holding neither (two substring searches tell) is not copied or read again.
+pub fn lenient(body: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    use tracking_plan::json_text::{replace_lone_surrogates, replace_non_finite};
+    let surrogate = |b: &[u8]| {
+        memchr::memmem::find_iter(b, b"\\u").any(|i| {
+            matches!(
+                b.get(i + 2..i + 4),
+                Some([b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'])
+            )
+        })
     };
-    let suspect =
-        memchr::memmem::find_iter(&body, b"\\u").any(|i| surrogate(body.get(i + 2..i + 4)));
-    if !suspect {
+    let non_finite = |b: &[u8]| {
+        memchr::memmem::find(b, b"NaN").is_some() || memchr::memmem::find(b, b"Infinity").is_some()
+    };
+    let body = apply(body, surrogate, replace_lone_surrogates);
+    apply(body, non_finite, replace_non_finite)
+}
+
+/// `rule` applied to `body` when `suspect` says it may change it.
+fn apply<'a>(
+    body: Cow<'a, [u8]>,
+    suspect: impl Fn(&[u8]) -> bool,
+    rule: fn(&str) -> Option<String>,
+) -> Cow<'a, [u8]> {
+    if !suspect(&body) {
         return body;
     }
-    let fixed = std::str::from_utf8(&body)
-        .ok()
-        .and_then(tracking_plan::json_text::replace_lone_surrogates);
-    match fixed {
+    match std::str::from_utf8(&body).ok().and_then(rule) {
         Some(text) => Cow::Owned(text.into_bytes()),
         None => body,
     }

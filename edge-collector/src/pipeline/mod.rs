@@ -876,7 +876,7 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     req: &IngestRequest<'_>,
 ) -> Result<Report, Error> {
     let mut body = envelope::decode_body(req.body, req.edge.content_encoding)?;
-    body = envelope::without_lone_surrogates(body);
+    body = envelope::lenient(body);
     match req.endpoint {
         Endpoint::Snowplow => body = Cow::Owned(crate::snowplow::to_segment(&body)?),
         Endpoint::PostHog => body = Cow::Owned(crate::posthog::to_segment(&body)?),
