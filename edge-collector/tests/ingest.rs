@@ -1141,3 +1141,39 @@ fn a_python_librarys_non_finite_numbers_are_read_as_null_and_the_batch_kept() {
     assert_eq!(props[1], json!({"n": 1}));
     assert_eq!(props[2], json!({"x": null}));
 }
+
+/// Times as server libraries write them (Go's RFC 3339 with nanoseconds and the host's
+/// offset, Java's, Python's `str(datetime)`) are times, not phone numbers: the event
+/// keeps its time and no finding is reported. (The seconds and nanoseconds of
+/// `04.123456789+01:00` read as a trunk-0 national number were hashed.)
+#[test]
+fn a_server_librarys_nanosecond_timestamps_are_kept_as_times() {
+    let store = rig();
+    let times = [
+        "2026-11-23T22:19:04.123456789+01:00",
+        "2026-11-23T22:19:04.123456789Z",
+        "2026-11-23 22:19:04.12+0000",
+        "2026-11-23T22:19:04.000000001-05:00",
+    ];
+    let events: Vec<Value> = times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            json!({"type": "track", "messageId": format!("ts{i}"), "userId": "go", "event": "E",
+                   "timestamp": t, "properties": {"at": t}})
+        })
+        .collect();
+    let body = serde_json::to_vec(&json!({"writeKey": "wk_test", "batch": events})).unwrap();
+    let r = run(&store, Endpoint::Batch, &body, None).unwrap();
+    assert_eq!(r.accepted, times.len(), "{r:?}");
+    for v in &r.results {
+        assert!(v.warnings.is_empty(), "{v:?}");
+    }
+    let events = store.store.events.borrow();
+    for (e, t) in events.iter().zip(times) {
+        let payload: Value = serde_json::from_str(&e.payload).unwrap();
+        assert_eq!(payload["properties"]["at"], t);
+        assert_eq!(payload["originalTimestamp"], t);
+        assert!(parse_rfc3339(&e.timestamp).is_some(), "{}", e.timestamp);
+    }
+}

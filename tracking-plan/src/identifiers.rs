@@ -534,7 +534,13 @@ pub fn looks_like_phone(value: &str) -> bool {
     {
         return false;
     }
-    let international = v.starts_with('+') || v.starts_with("00");
+    // `00` and a country code's first digit, as `pii::phone_anchor` reads it: `00.00
+    // 0000` (the seconds and offset of a time, `+` read as a space) is not one.
+    let international = v.starts_with('+')
+        || (v.starts_with("00")
+            && v.as_bytes()
+                .get(2)
+                .is_some_and(|c| (b'1'..=b'9').contains(c)));
     // National numbers have at least 9 digits in the supported countries; 8-digit
     // groups are more often dates (2026-11-23).
     let grouped = v.contains(' ') || v.contains('-') || v.contains('(');

@@ -245,9 +245,12 @@ fn phone_hits(s: &str, out: &mut Vec<Hit>) {
 
 /// Where a national number may start: a digit or `(` at the start of a word (not after
 /// `+`, whose numbers [`phone_hits`] reads, nor inside a word or a dotted or dashed
-/// token).
+/// token), and not as the seconds of a time (`22:19:04.123456789`, Go's and Java's
+/// nanoseconds: a trunk `0` and 11 digits; `tel:06…` still starts one).
 fn national_start(b: &[u8], i: usize) -> bool {
+    let seconds = i >= 2 && b[i - 1] == b':' && b[i - 2].is_ascii_digit();
     (b[i].is_ascii_digit() || b[i] == b'(')
+        && !seconds
         && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b"+-._\\".contains(&b[i - 1])))
 }
 
@@ -1567,6 +1570,7 @@ mod tests {
             "650.555.0142 is my cell",
             "tel 1-650-555-0142.",
             "mobile:650 555 0142",
+            "tel:650-555-0142",
             "(650)555-0142",
             "電話650-555-0142",
             "/contact/(650) 555-0142",
@@ -1605,6 +1609,9 @@ mod tests {
             "0123456789",
             "order 12 345 678",
             "between 10:30 and 11:45",
+            "2026-11-23T22:19:04.123456789+01:00",
+            "2026-11-23 22:19:04.123456789",
+            "at 22:19:04.12345678 -",
             "ISBN 978-3-16-148410-0",
             "FR76 3000 6000 0112 3456 7890 189",
         ] {

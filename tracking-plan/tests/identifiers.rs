@@ -396,6 +396,23 @@ proptest::proptest! {
         }
     }
 
+    /// Dates and times as clients write them (RFC 3339 and ISO 8601 with `T` or a space,
+    /// 0 to 9 fraction digits as JavaScript, Python, Go and Java write them, `Z`, an
+    /// offset or none), alone or in text, are never read as a phone number.
+    #[test]
+    fn timestamps_are_never_pii(
+        date in "20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])",
+        time in "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]",
+        fraction in "(\\.[0-9]{1,9})?",
+        sep in "T| ",
+        zone in "Z|[+-](0[0-9]|1[0-4]):?[0-5][0-9]|",
+        around in "|at |\\(|\"",
+    ) {
+        let ts = format!("{around}{date}{sep}{time}{fraction}{zone}");
+        proptest::prop_assert_eq!(tracking_plan::pii::scrub_text(&ts, Some("GB")), None, "{}", ts);
+        proptest::prop_assert_eq!(tracking_plan::pii::scrub_text(&ts, Some("FR")), None, "{}", ts);
+    }
+
     #[test]
     fn detectors_never_panic(s in "\\PC{0,80}") {
         let _ = detect_pii(&s);
