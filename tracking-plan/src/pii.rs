@@ -156,7 +156,15 @@ fn email_hits(s: &str, out: &mut Vec<Hit>) {
         };
         // A digest before an `@` is what an earlier replacement left, not an address.
         let local = s.get(start..at).unwrap_or_default();
-        if start < at
+        let quoted = quoted_local(b, floor, at).filter(|_| start == at);
+        if let Some(q) = quoted.filter(|_| valid_domain(s.get(at + 1..end))) {
+            out.push(Hit {
+                start: q,
+                end,
+                kind: PiiKind::Email,
+            });
+            floor = end;
+        } else if start < at
             && !is_sha256_hex(local)
             && normalize_email(candidate, EmailVariant::Standard).is_ok()
         {
@@ -168,6 +176,34 @@ fn email_hits(s: &str, out: &mut Vec<Hit>) {
             floor = end;
         }
     }
+}
+
+/// Where a quoted local part (`"john doe"@example.com`, RFC 5321) that ends just before
+/// the `@` at `at` opens: printable ASCII between two quotes, at most 64 bytes, after
+/// `floor`.
+fn quoted_local(b: &[u8], floor: usize, at: usize) -> Option<usize> {
+    if at < floor + 3 || b[at - 1] != b'"' {
+        return None;
+    }
+    let mut i = at - 2;
+    while i > floor && at - i <= 66 {
+        match b[i] {
+            b'"' if i + 2 < at => return Some(i),
+            0x20..=0x7e if b[i] != b'"' && b[i] != b'\\' => i -= 1,
+            _ => return None,
+        }
+    }
+    (b[floor] == b'"' && floor + 2 < at && at - floor <= 66).then_some(floor)
+}
+
+/// Whether `domain` is an address's domain (as [`normalize_email`] checks it).
+fn valid_domain(domain: Option<&str>) -> bool {
+    let Some(d) = domain.filter(|d| d.len() < 250) else {
+        return false;
+    };
+    let mut probe = String::from("x@");
+    probe.push_str(d);
+    normalize_email(&probe, EmailVariant::Standard).is_ok()
 }
 
 fn memchr_all(b: &[u8], needle: u8) -> impl Iterator<Item = usize> + '_ {
@@ -1615,6 +1651,27 @@ mod tests {
             "ISBN 978-3-16-148410-0",
             "FR76 3000 6000 0112 3456 7890 189",
         ] {
+            assert_eq!(scrub(ordinary), None, "{ordinary}");
+        }
+    }
+
+    #[test]
+    fn quoted_local_parts_are_addresses() {
+        for (text, raw) in [
+            ("\"john\"@example.com", "\"john\"@example.com"),
+            (
+                "mail \"john doe\"@example.com now",
+                "\"john doe\"@example.com",
+            ),
+        ] {
+            let out = scrub(text).unwrap_or_else(|| panic!("{text}"));
+            assert!(!out.contains("example.com"), "{text} -> {out}");
+            assert!(
+                out.contains(&sha256_hex(&raw.to_ascii_lowercase())),
+                "{out}"
+            );
+        }
+        for ordinary in ["say \"hi\"@x", "\"\"@example.com", "a \"quote\" @ noon"] {
             assert_eq!(scrub(ordinary), None, "{ordinary}");
         }
     }
