@@ -281,10 +281,18 @@ fn phone_hits(s: &str, out: &mut Vec<Hit>) {
 
 /// Where a national number may start: a digit or `(` at the start of a word (not after
 /// `+`, whose numbers [`phone_hits`] reads, nor inside a word or a dotted or dashed
-/// token), and not as the seconds of a time (`22:19:04.123456789`, Go's and Java's
-/// nanoseconds: a trunk `0` and 11 digits; `tel:06…` still starts one).
+/// token), and not as the seconds and fraction of a time (`22:19:04.123456789`, Go's
+/// and Java's nanoseconds: a trunk `0` and 11 digits; `tel:06…` and `ref1:06…` still
+/// start one).
 fn national_start(b: &[u8], i: usize) -> bool {
-    let seconds = i >= 2 && b[i - 1] == b':' && b[i - 2].is_ascii_digit();
+    let digit = |k: usize| b.get(k).is_some_and(u8::is_ascii_digit);
+    let seconds = i >= 6
+        && b[i - 1] == b':'
+        && b[i - 4] == b':'
+        && [i - 6, i - 5, i - 3, i - 2, i, i + 1]
+            .iter()
+            .all(|k| digit(*k))
+        && b.get(i + 2) == Some(&b'.');
     (b[i].is_ascii_digit() || b[i] == b'(')
         && !seconds
         && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b"+-._\\".contains(&b[i - 1])))
@@ -1607,6 +1615,7 @@ mod tests {
             "tel 1-650-555-0142.",
             "mobile:650 555 0142",
             "tel:650-555-0142",
+            "ref1:650-555-0142",
             "(650)555-0142",
             "電話650-555-0142",
             "/contact/(650) 555-0142",
