@@ -285,14 +285,16 @@ fn phone_hits(s: &str, out: &mut Vec<Hit>) {
 /// and Java's nanoseconds: a trunk `0` and 11 digits; `tel:06…` and `ref1:06…` still
 /// start one).
 fn national_start(b: &[u8], i: usize) -> bool {
-    let digit = |k: usize| b.get(k).is_some_and(u8::is_ascii_digit);
     let seconds = i >= 6
+        && i + 2 < b.len()
         && b[i - 1] == b':'
         && b[i - 4] == b':'
-        && [i - 6, i - 5, i - 3, i - 2, i, i + 1]
-            .iter()
-            .all(|k| digit(*k))
-        && b.get(i + 2) == Some(&b'.');
+        && b[i + 2] == b'.'
+        && b[i - 6].is_ascii_digit()
+        && b[i - 5].is_ascii_digit()
+        && b[i - 3].is_ascii_digit()
+        && b[i - 2].is_ascii_digit()
+        && b[i + 1].is_ascii_digit();
     (b[i].is_ascii_digit() || b[i] == b'(')
         && !seconds
         && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b"+-._\\".contains(&b[i - 1])))
