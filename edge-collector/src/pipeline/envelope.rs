@@ -273,16 +273,19 @@ pub fn decode_body<'a>(body: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a,
 /// A body holding neither (two substring searches tell) is not copied or read again.
 pub fn lenient(body: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
     use tracking_plan::json_text::{replace_lone_surrogates, replace_non_finite};
+    // By single bytes (`memchr`, which the batch split links already): `memmem`'s
+    // searchers cost the worker 6,036 bytes of wasm more (1,944,594 against 1,938,558).
     let surrogate = |b: &[u8]| {
-        memchr::memmem::find_iter(b, b"\\u").any(|i| {
+        memchr::memchr_iter(b'\\', b).any(|i| {
             matches!(
-                b.get(i + 2..i + 4),
-                Some([b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'])
+                b.get(i + 1..i + 4),
+                Some([b'u', b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'])
             )
         })
     };
     let non_finite = |b: &[u8]| {
-        memchr::memmem::find(b, b"NaN").is_some() || memchr::memmem::find(b, b"Infinity").is_some()
+        memchr::memchr2_iter(b'N', b'I', b)
+            .any(|i| b[i..].starts_with(b"NaN") || b[i..].starts_with(b"Infinity"))
     };
     let body = apply(body, surrogate, replace_lone_surrogates);
     apply(body, non_finite, replace_non_finite)
