@@ -297,6 +297,36 @@ test("Snowplow's browser tracker sends page views, structured and self-describin
   });
 });
 
+test("Snowplow's GET /i: the browser tracker's eventMethod 'get', and an email's pixel, answered with a GIF", async () => {
+  await fromBothOrigins(async (browser, origin) => {
+    const { tab, failed, requests } = await openShop(browser, origin, 'shop-on-snowplow.html');
+    const duid = await tab.evaluate((host) => {
+      const sp = window.snowplowBrowserTracking;
+      const t = sp.newTracker(`spget${Math.random()}`.replace('.', ''), host, { appId: 'sl_dev_key', platform: 'web', eventMethod: 'get' });
+      sp.trackPageView();
+      sp.trackStructEvent({ category: 'video', action: 'Video Played', label: 'intro', value: 3 });
+      return t.getDomainUserId();
+    }, collector.url);
+    const rows = await storedOnce(duid, 2, `Snowplow GET events from ${origin}`);
+    assert.deepEqual(rows.map((r) => `${r.type} ${r.event}`).sort(), ['page Shop', 'track Video Played']);
+    assert.equal(JSON.parse(rows.find((r) => r.event === 'Video Played').payload).properties.value, 3);
+    assert.ok(requests.some((r) => r.startsWith('GET /i?')), requests.join(', '));
+    assert.deepEqual(failed, []);
+    await tab.close();
+  });
+  // An email's pixel: one event in the query, no JavaScript.
+  const duid = `px-${Date.now()}`;
+  const q = new URLSearchParams({ e: 'se', se_ca: 'email', se_ac: 'Email Opened', se_la: 'reader@example.org', aid: 'sl_dev_key', eid: crypto.randomUUID(), duid, p: 'web', tv: 'email-1' });
+  const r = await fetch(`${collector.url}/i?${q}`);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get('content-type'), 'image/gif');
+  assert.equal(Buffer.from(await r.arrayBuffer()).subarray(0, 6).toString(), 'GIF89a');
+  const [row] = await storedOnce(duid, 1, 'the pixel\'s event');
+  assert.equal(row.event, 'Email Opened');
+  assert.ok(!row.payload.includes('reader@example.org'), 'the raw email is not kept');
+  assert.equal((await fetch(`${collector.url}/v1/batch`)).status, 405, 'other ingestion paths stay POST only');
+});
+
 test('posthog-js sends its page view, captures, identify, group and alias, from the collector\'s origin and another', async () => {
   await fromBothOrigins(async (browser, origin) => {
     const { tab } = await openShop(browser, origin, 'shop-on-posthog.html?utm_source=posthog&utm_medium=email');

@@ -16,6 +16,9 @@
 //!   tracker's namespace, the event's schema and its attached contexts.
 //! - Any other event type keeps its parameters and becomes a message of an unknown type,
 //!   which the shape stage quarantines with its reason: nothing is dropped unseen.
+//! - `GET /i` (a tracker's `eventMethod: 'get'`, and the pixel of an email or of a page
+//!   without JavaScript) carries one event's parameters in its query: read as the same
+//!   event a POST carries ([`pixel_payload`]), answered with a transparent GIF.
 
 use crate::error::Error;
 use crate::foreign::put;
@@ -25,6 +28,33 @@ use tracking_plan::time::format_rfc3339;
 
 /// The tracker protocol's POST path.
 pub const PATH: &str = "/com.snowplowanalytics.snowplow/tp2";
+
+/// The tracker protocol's GET path.
+pub const PIXEL_PATH: &str = "/i";
+
+/// What `GET /i` answers when its event was taken: a transparent 1x1 GIF.
+pub const PIXEL_GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// A `GET /i` query (one event's parameters, percent-encoded) as the tp2 payload a POST
+/// of the same event carries, for [`to_segment`]. A parameter given twice keeps its
+/// first value.
+pub fn pixel_payload(query: &str) -> Vec<u8> {
+    use tracking_plan::campaign::decode;
+    let mut event = Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        event
+            .entry(decode(k))
+            .or_insert_with(|| Value::String(decode(v)));
+    }
+    let mut payload = Map::new();
+    payload.insert("data".into(), Value::Array(vec![Value::Object(event)]));
+    serde_json::to_vec(&payload).unwrap_or_default()
+}
 
 /// A tp2 payload as a Segment batch body (`{"writeKey", "batch"}`).
 pub fn to_segment(body: &[u8]) -> Result<Vec<u8>, Error> {

@@ -1177,3 +1177,69 @@ fn a_server_librarys_nanosecond_timestamps_are_kept_as_times() {
         assert!(parse_rfc3339(&e.timestamp).is_some(), "{}", e.timestamp);
     }
 }
+
+/// Snowplow's `GET /i` (a tracker's `eventMethod: 'get'`, an email's pixel) carries one
+/// event in its query, percent-encoded: it is the same event a POST of its parameters
+/// carries, stored the same way, through every stage (a raw email in it is hashed).
+#[test]
+fn a_snowplow_pixel_is_the_event_its_query_holds() {
+    use edge_collector::snowplow::pixel_payload;
+    assert_eq!(Endpoint::from_path("/i"), Some(Endpoint::Snowplow));
+    let params = json!({"e": "se", "eid": "px-1", "duid": "d-px", "aid": "wk_test", "se_ca": "email",
+                        "se_ac": "open", "se_la": "ann@example.com", "url": "https://shop.example/?a=1&b=2",
+                        "dtm": "1795472344000", "tv": "js-4.10.1", "p": "web"});
+    let query: Vec<String> = params
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let v = v.as_str().unwrap();
+            let enc: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        char::from(b).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={enc}")
+        })
+        .collect();
+    let got = pixel_payload(&format!("{}&eid=px-second", query.join("&")));
+    let got: Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(got, json!({"data": [params]}), "the first eid is kept");
+
+    let (by_get, by_post) = (rig(), rig());
+    let get = by_get
+        .request(
+            Endpoint::Snowplow,
+            &pixel_payload(&query.join("&")),
+            None,
+            EdgeInfo::default(),
+            NOW,
+        )
+        .unwrap();
+    let post = by_post
+        .request(
+            Endpoint::Snowplow,
+            &snowplow("wk_test", json!([params])),
+            None,
+            EdgeInfo::default(),
+            NOW,
+        )
+        .unwrap();
+    assert_eq!((get.accepted, post.accepted), (1, 1), "{get:?}");
+    let (a, b) = (
+        by_get.store.events.borrow()[0].clone(),
+        by_post.store.events.borrow()[0].clone(),
+    );
+    assert_eq!(a.event.as_deref(), Some("open"));
+    let (pa, pb): (Value, Value) = (
+        serde_json::from_str(&a.payload).unwrap(),
+        serde_json::from_str(&b.payload).unwrap(),
+    );
+    assert_eq!(pa["properties"], pb["properties"]);
+    assert_eq!(pa["context"]["page"], pb["context"]["page"]);
+    assert!(!by_get.at_rest().contains("ann@example.com"));
+}

@@ -37,7 +37,9 @@ impl Endpoint {
         if path.trim_end_matches('/') == "/beacon/v1/batch" {
             return Some(Endpoint::Batch);
         }
-        if path.trim_end_matches('/') == crate::snowplow::PATH {
+        if [crate::snowplow::PATH, crate::snowplow::PIXEL_PATH]
+            .contains(&path.trim_end_matches('/'))
+        {
             return Some(Endpoint::Snowplow);
         }
         if crate::posthog::PATHS.contains(&path) {

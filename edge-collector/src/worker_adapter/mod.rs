@@ -247,11 +247,20 @@ fn with_headers(resp: Response, extra: &Headers) -> Result<Response> {
 
 /// An ingest request; `reset` for `POST /v1/reset` (the route decides, under any base
 /// path).
+/// What an ingestion request is: events in its body, a reset, or Snowplow's `GET /i`
+/// (one event in its query, answered with a GIF).
+#[derive(Clone, Copy, PartialEq)]
+enum Call {
+    Events,
+    Reset,
+    Pixel,
+}
+
 async fn handle_ingest(
     mut req: Request,
     env: &Env,
     endpoint: Endpoint,
-    reset: bool,
+    call: Call,
 ) -> Result<Response> {
     let sources = match sources(env).await {
         Ok(s) => s,
@@ -263,14 +272,17 @@ async fn handle_ingest(
     if method == Method::Options {
         return Ok(Response::empty()?.with_status(204).with_headers(cors));
     }
-    if method != Method::Post {
-        return with_headers(error_response(&RequestError::MethodNotAllowed)?, &cors);
-    }
-    let body = match read_capped(&mut req).await? {
-        Ok(b) => b,
-        Err(e) => return with_headers(error_response(&e)?, &cors),
-    };
     let url = req.url()?;
+    let body = match (call, method) {
+        (Call::Pixel, Method::Get) => {
+            crate::snowplow::pixel_payload(url.query().unwrap_or_default())
+        }
+        (_, Method::Post) => match read_capped(&mut req).await? {
+            Ok(b) => b,
+            Err(e) => return with_headers(error_response(&e)?, &cors),
+        },
+        _ => return with_headers(error_response(&RequestError::MethodNotAllowed)?, &cors),
+    };
     let own_origin = url.origin().ascii_serialization();
     let url_write_key = query_value(&url, "writeKey");
     let header = |name: &str| req.headers().get(name).ok().flatten();
@@ -310,7 +322,7 @@ async fn handle_ingest(
             fbp: fbp.as_deref(),
         },
     };
-    if reset {
+    if call == Call::Reset {
         let identity = DoIdentity::metered(env, Meter::start())?;
         let resp = match crate::pipeline::reset(&identity, &sources, &ireq).await {
             Ok(()) => json_response(200, &json!({"ok": true}))?,
@@ -322,7 +334,10 @@ async fn handle_ingest(
     let calls = Meter::start();
     let resp = match run_pipeline(env, &sources, &ireq, &calls).await? {
         Ok(report) => {
-            let resp = Response::from_json(&report)?;
+            let resp = match call {
+                Call::Pixel => pixel()?,
+                Call::Events | Call::Reset => Response::from_json(&report)?,
+            };
             if report.clear_cookie {
                 clear_cookie(resp.headers())?;
             } else if let Some(id) = &report.cookie_id {
@@ -339,6 +354,14 @@ async fn handle_ingest(
     resp.headers()
         .set("Server-Timing", &calls.server_timing())?;
     with_headers(resp, &cors)
+}
+
+/// Snowplow's pixel: a transparent GIF, never cached (each load is an event).
+fn pixel() -> Result<Response> {
+    let resp = Response::from_bytes(crate::snowplow::PIXEL_GIF.to_vec())?;
+    resp.headers().set("Content-Type", "image/gif")?;
+    resp.headers().set("Cache-Control", "no-store")?;
+    Ok(resp)
 }
 
 /// What one request spent: its subrequests (Durable Object calls, D1 batches, Queue
@@ -641,13 +664,19 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             handle_settings(&req, &env, &path, base).await
         }
         Route::SourceConfig => handle_source_config(&req, &env).await,
-        Route::Reset => handle_ingest(req, &env, Endpoint::Batch, true).await,
+        Route::Reset => handle_ingest(req, &env, Endpoint::Batch, Call::Reset).await,
         Route::Segments => match sources(&env).await {
             Ok(s) => personal::handle(&req, &env, &s).await,
             Err(e) => error_response(&e),
         },
         Route::Ingest => match Endpoint::from_path(&path) {
-            Some(endpoint) => handle_ingest(req, &env, endpoint, false).await,
+            Some(endpoint) => {
+                let call = match path.trim_end_matches('/') {
+                    crate::snowplow::PIXEL_PATH => Call::Pixel,
+                    _ => Call::Events,
+                };
+                handle_ingest(req, &env, endpoint, call).await
+            }
             None => error_response(&RequestError::NotFound),
         },
         Route::Admin => match sources(&env).await {
