@@ -329,7 +329,10 @@ test("Snowplow's GET /i: the browser tracker's eventMethod 'get', and an email's
 
 test('posthog-js sends its page view, captures, identify, group and alias, from the collector\'s origin and another', async () => {
   await fromBothOrigins(async (browser, origin) => {
-    const { tab } = await openShop(browser, origin, 'shop-on-posthog.html?utm_source=posthog&utm_medium=email');
+    const { tab, failed } = await openShop(browser, origin, 'shop-on-posthog.html?utm_source=posthog&utm_medium=email');
+    // Its remote config and flags come from the collector too: nothing it asks for fails.
+    const refused = [];
+    tab.on('response', (r) => r.status() >= 400 && refused.push(`${r.status()} ${new URL(r.url()).pathname}`));
     const device = await tab.evaluate((host) => new Promise((resolve) => {
       localStorage.clear();
       // The project token is the write key. HeadlessChrome is a bot to posthog-js.
@@ -356,6 +359,12 @@ test('posthog-js sends its page view, captures, identify, group and alias, from 
     assert.equal(page.context.campaign.source, 'posthog');
     assert.equal(rows.find((r) => r.type === 'track').event, 'Product Added');
     assert.deepEqual(await quarantined(`anonymous_id = '${device}'`), []);
+    const config = await tab.evaluate(() => window._POSTHOG_REMOTE_CONFIG?.sl_dev_key?.config);
+    assert.equal(config?.hasFeatureFlags, false, 'the remote config script ran');
+    assert.equal(config?.sessionRecording, false);
+    assert.deepEqual(await tab.evaluate(() => window.posthog.featureFlags.getFlags()), []);
+    assert.deepEqual(refused, []);
+    assert.deepEqual(failed, []);
     await tab.close();
   });
 });

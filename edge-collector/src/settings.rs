@@ -7,8 +7,14 @@
 //! loads its source config from `api.rudderstack.com/sourceConfig`: a site points its
 //! `configUrl` here, and `GET /sourceConfig` answers an enabled source with no
 //! device-mode destination and no error or metrics reporting (its events go to its
-//! `dataPlaneUrl`). Only a configured write key gets either. Consent, the plan and
-//! identity stay the pipeline's to decide when the events arrive.
+//! `dataPlaneUrl`). posthog-js loads its remote config from its `api_host`
+//! (`/array/{token}/config.js`, else `/array/{token}/config`) and asks for its feature
+//! flags (`POST /flags/`, `/decide/` before): a site whose `api_host` is the collector is
+//! told there are no flags, and that session recording, surveys, heatmaps and the other
+//! features whose data the collector does not take are off. Only a configured write key
+//! gets a configuration (the flags' answer, which says nothing of any source, is
+//! anyone's). Consent, the plan and identity stay the pipeline's to decide when the
+//! events arrive.
 
 use serde_json::{json, Value};
 
@@ -81,9 +87,100 @@ pub fn for_rudderstack(write_key: &str) -> Value {
     })
 }
 
+/// The token of a posthog-js remote-config path, and whether it asks for the script
+/// (`/array/{token}/config.js`) rather than the JSON (`/array/{token}/config`).
+pub fn posthog_config_token(path: &str) -> Option<(&str, bool)> {
+    let rest = path.strip_prefix("/array/")?;
+    let (token, script) = match rest.strip_suffix("/config.js") {
+        Some(t) => (t, true),
+        None => (rest.strip_suffix("/config")?, false),
+    };
+    (!token.is_empty() && !token.contains('/')).then_some((token, script))
+}
+
+/// posthog-js's remote config for a token: no feature flags, and off what sends data
+/// the collector does not take (recordings, heatmaps, dead clicks, web vitals,
+/// exceptions, site apps). `surveys` is left out: posthog-js 1.449 loads its surveys
+/// script for any value given, `false` included (the e2e test saw it asked for), and
+/// none when there is none. Autocapture stays the site's own setting.
+pub fn for_posthog(token: &str) -> Value {
+    json!({
+        "token": token,
+        "hasFeatureFlags": false,
+        "sessionRecording": false,
+        "heatmaps": false,
+        "captureDeadClicks": false,
+        "capturePerformance": false,
+        "autocaptureExceptions": false,
+        "defaultIdentifiedOnly": true,
+        "siteApps": []
+    })
+}
+
+/// The same as the script posthog-js loads first: it sets the config where the library
+/// reads it (`window._POSTHOG_REMOTE_CONFIG[token]`). The token is written as a JSON
+/// string, so no text of it runs.
+pub fn for_posthog_script(token: &str) -> String {
+    let entry = json!({"config": for_posthog(token), "siteApps": []});
+    let key = Value::String(token.to_string());
+    format!(
+        "(function(){{var c=window._POSTHOG_REMOTE_CONFIG=window._POSTHOG_REMOTE_CONFIG||{{}};c[{key}]={entry};}})();"
+    )
+}
+
+/// Whether a path is posthog-js's feature-flag request (`/flags/`, and `/decide/` of
+/// older versions).
+pub fn is_posthog_flags(path: &str) -> bool {
+    matches!(path.trim_end_matches('/'), "/flags" | "/decide")
+}
+
+/// The answer to a feature-flag request: none, and no error (the library then runs
+/// without flags, and does not retry), with the remote config's switches (older
+/// versions read them here).
+pub fn posthog_flags() -> Value {
+    let mut answer = for_posthog("");
+    if let Value::Object(o) = &mut answer {
+        o.remove("token");
+        o.extend([
+            ("flags".to_string(), json!({})),
+            ("featureFlags".to_string(), json!({})),
+            ("featureFlagPayloads".to_string(), json!({})),
+            ("errorsWhileComputingFlags".to_string(), json!(false)),
+        ]);
+    }
+    answer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn posthog_is_told_there_are_no_flags_and_nothing_to_record() {
+        assert_eq!(
+            posthog_config_token("/array/sl_dev_key/config.js"),
+            Some(("sl_dev_key", true))
+        );
+        assert_eq!(
+            posthog_config_token("/array/sl_dev_key/config"),
+            Some(("sl_dev_key", false))
+        );
+        for bad in ["/array//config", "/array/a/b/config", "/array/k", "/e/"] {
+            assert_eq!(posthog_config_token(bad), None, "{bad}");
+        }
+        let c = for_posthog("k");
+        assert_eq!(c["hasFeatureFlags"], false);
+        assert_eq!(c["sessionRecording"], false);
+        // A token that is not a plain word stays a string in the script.
+        let script = for_posthog_script("k\"];alert(1);//</script>");
+        assert!(
+            script.contains(r#"c["k\"];alert(1);//</script>"]="#),
+            "{script}"
+        );
+        assert!(is_posthog_flags("/flags/") && is_posthog_flags("/decide"));
+        assert!(!is_posthog_flags("/flagship"));
+        assert_eq!(posthog_flags()["flags"], json!({}));
+    }
 
     #[test]
     fn settings_send_everything_here_and_nowhere_else() {

@@ -571,6 +571,37 @@ async fn handle_settings(req: &Request, env: &Env, path: &str, base: &str) -> Re
     with_headers(json_response(200, &body)?, &cors)
 }
 
+/// posthog-js's remote config (`GET /array/{token}/config.js` and `/config`, for a
+/// configured token) and feature flags (`POST /flags/`, `/decide/`), as
+/// `crate::settings` words them; any other request on these paths is the site's own.
+async fn handle_posthog(req: Request, env: &Env, path: &str) -> Result<Response> {
+    let sources = match sources(env).await {
+        Ok(s) => s,
+        Err(e) => return error_response(&e),
+    };
+    let cors = cors_headers(&req, &sources);
+    let method = req.method();
+    if method == Method::Options {
+        return Ok(Response::empty()?.with_status(204).with_headers(cors));
+    }
+    let config = crate::settings::posthog_config_token(path)
+        .filter(|(token, _)| method == Method::Get && sources.get(token).is_some());
+    let resp = match config {
+        Some((token, true)) => {
+            let resp = Response::ok(crate::settings::for_posthog_script(token))?;
+            resp.headers()
+                .set("Content-Type", "application/javascript")?;
+            resp
+        }
+        Some((token, false)) => json_response(200, &crate::settings::for_posthog(token))?,
+        None if method == Method::Post && crate::settings::is_posthog_flags(path) => {
+            json_response(200, &crate::settings::posthog_flags())?
+        }
+        None => return env.assets("ASSETS")?.fetch_request(req).await,
+    };
+    with_headers(resp, &cors)
+}
+
 /// `GET /sourceConfig`: RudderStack's source config, for a site whose browser SDK points
 /// its `configUrl` here (`crate::settings`). Its preflight (the SDK sends
 /// `Authorization`) is answered too.
@@ -614,6 +645,7 @@ enum Route {
     Segments,
     Ingest,
     Admin,
+    PostHog,
     Assets,
 }
 
@@ -635,6 +667,11 @@ fn route(path: &str) -> Route {
     // PostHog's): only the exact paths they send to, so a site's own pages keep theirs.
     if !path.starts_with("/v1/") && Endpoint::from_path(path).is_some() {
         return Route::Ingest;
+    }
+    if crate::settings::posthog_config_token(path).is_some()
+        || crate::settings::is_posthog_flags(path)
+    {
+        return Route::PostHog;
     }
     ROUTES
         .iter()
@@ -683,6 +720,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             Ok(s) => admin::handle(req, &path, &env, &s).await,
             Err(e) => error_response(&e),
         },
+        Route::PostHog => handle_posthog(req, &env, &path).await,
         Route::Assets => env.assets("ASSETS")?.fetch_request(req).await,
     };
     // Nothing escapes as an opaque 500 from the runtime: the client gets a JSON cause.
