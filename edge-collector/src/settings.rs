@@ -10,8 +10,8 @@
 //! `dataPlaneUrl`). posthog-js loads its remote config from its `api_host`
 //! (`/array/{token}/config.js`, else `/array/{token}/config`) and asks for its feature
 //! flags (`POST /flags/`, `/decide/` before): a site whose `api_host` is the collector is
-//! told there are no flags, and that session recording, surveys, heatmaps and the other
-//! features whose data the collector does not take are off. Only a configured write key
+//! told there are no flags, and that session recording, heatmaps and the other features
+//! whose data the collector does not take are off. Only a configured write key
 //! gets a configuration (the flags' answer, which says nothing of any source, is
 //! anyone's). Consent, the plan and identity stay the pipeline's to decide when the
 //! events arrive.

@@ -245,10 +245,9 @@ fn with_headers(resp: Response, extra: &Headers) -> Result<Response> {
     Ok(resp.with_headers(headers))
 }
 
-/// An ingest request; `reset` for `POST /v1/reset` (the route decides, under any base
-/// path).
-/// What an ingestion request is: events in its body, a reset, or Snowplow's `GET /i`
-/// (one event in its query, answered with a GIF).
+/// What an ingestion request is: events in its body, a reset (`POST /v1/reset`), or
+/// Snowplow's `GET /i` (one event in its query, answered with a GIF). The route
+/// decides, under any base path.
 #[derive(Clone, Copy, PartialEq)]
 enum Call {
     Events,
@@ -256,6 +255,7 @@ enum Call {
     Pixel,
 }
 
+/// An ingestion request, as `call` says.
 async fn handle_ingest(
     mut req: Request,
     env: &Env,
