@@ -104,17 +104,25 @@ pub fn posthog_config_token(path: &str) -> Option<(&str, bool)> {
 /// script for any value given, `false` included (the e2e test saw it asked for), and
 /// none when there is none. Autocapture stays the site's own setting.
 pub fn for_posthog(token: &str) -> Value {
-    json!({
-        "token": token,
-        "hasFeatureFlags": false,
-        "sessionRecording": false,
-        "heatmaps": false,
-        "captureDeadClicks": false,
-        "capturePerformance": false,
-        "autocaptureExceptions": false,
-        "defaultIdentifiedOnly": true,
-        "siteApps": []
-    })
+    with_posthog_switches(json!({"token": token, "hasFeatureFlags": false}))
+}
+
+/// `answer` with the switches of what posthog-js may not turn on here.
+fn with_posthog_switches(mut answer: Value) -> Value {
+    if let Value::Object(o) = &mut answer {
+        for off in [
+            "sessionRecording",
+            "heatmaps",
+            "captureDeadClicks",
+            "capturePerformance",
+            "autocaptureExceptions",
+        ] {
+            o.insert(off.into(), Value::Bool(false));
+        }
+        o.insert("defaultIdentifiedOnly".into(), Value::Bool(true));
+        o.insert("siteApps".into(), json!([]));
+    }
+    answer
 }
 
 /// The same as the script posthog-js loads first: it sets the config where the library
@@ -138,17 +146,12 @@ pub fn is_posthog_flags(path: &str) -> bool {
 /// without flags, and does not retry), with the remote config's switches (older
 /// versions read them here).
 pub fn posthog_flags() -> Value {
-    let mut answer = for_posthog("");
-    if let Value::Object(o) = &mut answer {
-        o.remove("token");
-        o.extend([
-            ("flags".to_string(), json!({})),
-            ("featureFlags".to_string(), json!({})),
-            ("featureFlagPayloads".to_string(), json!({})),
-            ("errorsWhileComputingFlags".to_string(), json!(false)),
-        ]);
-    }
-    answer
+    with_posthog_switches(json!({
+        "flags": {},
+        "featureFlags": {},
+        "featureFlagPayloads": {},
+        "errorsWhileComputingFlags": false
+    }))
 }
 
 #[cfg(test)]

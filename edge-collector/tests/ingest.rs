@@ -58,6 +58,12 @@ fn run(
     store.request(endpoint, body, auth, EdgeInfo::default(), NOW)
 }
 
+/// Sends `body` to `endpoint` and holds that `n` of its events were accepted.
+fn assert_accepted(store: &common::Rig, endpoint: Endpoint, body: &str, n: usize) {
+    let r = run(store, endpoint, body.as_bytes(), None).unwrap();
+    assert_eq!(r.accepted, n, "{r:?}");
+}
+
 const GRANTED: &str =
     r#"{"categoryPreferences":{"analytics":true,"marketing":true,"personalization":true}}"#;
 
@@ -250,18 +256,10 @@ fn a_lone_surrogate_is_read_as_the_replacement_character_and_the_event_kept() {
     let store = rig();
     let cut = r#"{"type":"track","messageId":"s1","anonymousId":"a","event":"Cut \ud83d","properties":{"title":"\ude00 x \ud83d\ude00 \\ud800 \uD83D jo@x.io","n":1}}"#;
     let body = format!(r#"{{"writeKey":"wk_test","batch":[{cut}]}}"#);
-    let r = run(&store, Endpoint::Batch, body.as_bytes(), None).unwrap();
-    assert_eq!(r.accepted, 1, "{r:?}");
+    assert_accepted(&store, Endpoint::Batch, &body, 1);
     let single =
         r#"{"writeKey":"wk_test","messageId":"s2","anonymousId":"a","event":"Solo \udbff"}"#;
-    let r = run(
-        &store,
-        Endpoint::Single(MessageType::Track),
-        single.as_bytes(),
-        None,
-    )
-    .unwrap();
-    assert_eq!(r.accepted, 1, "{r:?}");
+    assert_accepted(&store, Endpoint::Single(MessageType::Track), single, 1);
     // PostHog's payload, base64 in a form field as posthog-js sends it without gzip.
     let ph = r#"{"api_key":"wk_test","batch":[{"uuid":"s3","event":"Ph \ud83d","properties":{"distinct_id":"a"}}]}"#;
     use base64::Engine as _;
@@ -1118,17 +1116,9 @@ fn a_python_librarys_non_finite_numbers_are_read_as_null_and_the_batch_kept() {
         {"type": "track", "messageId": "nf1", "userId": "py", "event": "Ratio",
          "properties": {"ratio": NaN, "caps": [Infinity, -Infinity], "NaN": "-Infinity NaN"}},
         {"type": "track", "messageId": "nf2", "userId": "py", "event": "Plain", "properties": {"n": 1}}]}"#;
-    let r = run(&store, Endpoint::Batch, body.as_bytes(), None).unwrap();
-    assert_eq!(r.accepted, 2, "{r:?}");
+    assert_accepted(&store, Endpoint::Batch, body, 2);
     let single = r#"{"writeKey": "wk_test", "messageId": "nf3", "userId": "py", "event": "One", "properties": {"x": -Infinity}}"#;
-    let r = run(
-        &store,
-        Endpoint::Single(MessageType::Track),
-        single.as_bytes(),
-        None,
-    )
-    .unwrap();
-    assert_eq!(r.accepted, 1, "{r:?}");
+    assert_accepted(&store, Endpoint::Single(MessageType::Track), single, 1);
     let events = store.store.events.borrow();
     let props: Vec<Value> = events
         .iter()

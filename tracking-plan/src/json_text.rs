@@ -310,8 +310,8 @@ pub fn replace_lone_surrogates(text: &str) -> Option<String> {
 /// `Infinity` and `-Infinity` outside strings written `null`, as JavaScript's
 /// `JSON.stringify` writes a number that is not finite; `None` when it has none. JSON
 /// has no such numbers and serde_json refuses them, so a Python library's batch with one
-/// (a property divided by zero) would be refused whole. Strings are stepped over; an
-/// unterminated one ends the scan (the JSON reader names it).
+/// (a property divided by zero) would be refused whole. Strings are stepped over (read
+/// by [`string`]); a malformed one ends the scan (the JSON reader names it).
 pub fn replace_non_finite(text: &str) -> Option<String> {
     let b = text.as_bytes();
     let mut out: Option<String> = None;
@@ -319,7 +319,7 @@ pub fn replace_non_finite(text: &str) -> Option<String> {
     while i < b.len() {
         let len = match b[i] {
             b'"' => {
-                i = string_end(b, i)?;
+                i = string(text, i).ok()?.0;
                 continue;
             }
             b'N' if b[i..].starts_with(b"NaN") => 3,
@@ -339,19 +339,6 @@ pub fn replace_non_finite(text: &str) -> Option<String> {
     let mut o = out?;
     o.push_str(text.get(copied..)?);
     Some(o)
-}
-
-/// The index after the string that starts at `b[at]` (a `"`), escapes stepped over;
-/// `None` when it does not end.
-fn string_end(b: &[u8], at: usize) -> Option<usize> {
-    let mut j = at + 1;
-    loop {
-        match *b.get(j)? {
-            b'"' => return Some(j + 1),
-            b'\\' => j += 2,
-            _ => j += 1,
-        }
-    }
 }
 
 /// A `\u` escape's character (its four hex digits at `at`, and a low surrogate's escape

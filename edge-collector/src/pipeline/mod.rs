@@ -875,13 +875,14 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     sources: &crate::sources::Sources,
     req: &IngestRequest<'_>,
 ) -> Result<Report, Error> {
-    let mut body = envelope::decode_body(req.body, req.edge.content_encoding)?;
-    body = envelope::lenient(body);
-    match req.endpoint {
-        Endpoint::Snowplow => body = Cow::Owned(crate::snowplow::to_segment(&body)?),
-        Endpoint::PostHog => body = Cow::Owned(crate::posthog::to_segment(&body)?),
-        Endpoint::Batch | Endpoint::Single(_) => {}
-    }
+    let body = envelope::decode_body(req.body, req.edge.content_encoding)?;
+    // Read leniently once, as the client wrote it: PostHog's reader does so after
+    // undoing its base64 or gzip, and the converted bodies are serde's own JSON.
+    let body = match req.endpoint {
+        Endpoint::Snowplow => Cow::Owned(crate::snowplow::to_segment(&envelope::lenient(body))?),
+        Endpoint::PostHog => Cow::Owned(crate::posthog::to_segment(&body)?),
+        Endpoint::Batch | Endpoint::Single(_) => envelope::lenient(body),
+    };
     let env = envelope::parse(req, &body, sources)?;
     let messages = env.batch.batch.as_deref().unwrap_or_default();
     let received_at = format_rfc3339(req.now_ms);
