@@ -4,8 +4,8 @@
 // browser SDK (in Chromium, its source config from the collector; same origin, another
 // origin, its sendBeacon mode and its consent manager), Jitsu's browser SDK, Snowplow's
 // browser tracker and posthog-js (in Chromium, same origin and another), Segment's Python
-// library and RudderStack's Node SDK. (Segment's Node library is in
-// collector.test.mjs.) Each one's events are stored once, none is quarantined or
+// library, RudderStack's Node SDK, PostHog's Node and Python libraries and Snowplow's
+// Node and Python trackers. (Segment's Node library is in collector.test.mjs.) Each one's events are stored once, none is quarantined or
 // refused, and a raw email a library sends in traits is hashed before it is kept.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -425,4 +425,115 @@ test("RudderStack's Node SDK sends every message type to the collector's data pl
   assert.equal(identify.traits.email, sha256('rs.user@example.com'), 'raw email hashed');
   assert.match(identify.context.library.name, /analytics-node|rudder/i);
   assert.deepEqual(await quarantined(`write_key = 'sl_server_key' and user_id = '${u}'`), []);
+});
+
+/** The rows a server library stored for `user`, once `count` have arrived. */
+async function storedFor(user, count, what) {
+  return eventually(async () => {
+    const r = await stored(`write_key = 'sl_server_key' and user_id = '${user}'`);
+    return r.length >= count && r;
+  }, 20_000, what);
+}
+
+const ORDER = { order_id: 'srv-1', total: 29, currency: 'EUR', products: [{ product_id: 'ETH-GUJI', quantity: 2 }] };
+
+// PostHog's server libraries name the person in `distinct_id` beside the properties, not
+// inside them as posthog-js does; posthog-python's `set` is an event of its own.
+test("PostHog's server libraries (posthog-node, gzip; posthog-python, plain and gzip) send every call", async () => {
+  const { PostHog } = require('posthog-node');
+  const client = new PostHog('sl_server_key', { host: collector.url, flushAt: 20, flushInterval: 100 });
+  const errors = [];
+  client.on('error', (e) => errors.push(String(e)));
+  const u = 'phn-user-1';
+  client.capture({ distinctId: u, event: 'Order Completed', properties: { ...ORDER, email: 'Phn.User@Example.com' } });
+  client.identify({ distinctId: u, properties: { email: 'Phn.User@Example.com', plan: 'pro' } });
+  client.alias({ distinctId: u, alias: 'phn-previous' });
+  client.capture({ distinctId: u, event: 'Ratio Computed', properties: { ratio: 0.5 }, groups: { company: 'acme' } });
+  await client.shutdown();
+  assert.deepEqual(errors, []);
+  const rows = await storedFor(u, 4, 'posthog-node events');
+  assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'identify', 'track', 'track']);
+  const order = JSON.parse(rows.find((r) => r.event === 'Order Completed').payload);
+  assert.deepEqual(order.properties, { ...ORDER, email: sha256('phn.user@example.com') }, 'raw email hashed');
+  assert.equal(order.context.library.name, 'posthog-node');
+  const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
+  assert.deepEqual(identify.traits, { email: sha256('phn.user@example.com'), plan: 'pro' });
+  assert.equal(JSON.parse(rows.find((r) => r.type === 'alias').payload).previousId, 'phn-previous');
+
+  assert.ok(existsSync(PYTHON), 'scripts/bootstrap.sh makes target/clients-venv');
+  for (const gzip of ['False', 'True']) {
+    const p = `php-user-${gzip}`;
+    const script = `
+import datetime
+from posthog import Posthog
+errors = []
+p = Posthog('sl_server_key', host=${JSON.stringify(collector.url)}, sync_mode=True, gzip=${gzip},
+            on_error=lambda e, batch: errors.append(str(e)))
+u = ${JSON.stringify(p)}
+p.capture('Order Completed', distinct_id=u, properties=${JSON.stringify(ORDER)})
+p.set(distinct_id=u, properties={'email': 'Php.User@Example.com', 'since': datetime.datetime(2025, 1, 2)})
+p.set_once(distinct_id=u, properties={'first_plan': 'free'})
+p.capture('Ratio Computed', distinct_id=u, properties={'ratio': float('nan')}, groups={'company': 'acme'})
+p.flush(); p.shutdown()
+assert not errors, errors
+`;
+    await promisify(execFile)(PYTHON, ['-c', script], { timeout: 60_000 });
+    const rows = await storedFor(p, 4, `posthog-python events (gzip=${gzip})`);
+    assert.deepEqual(rows.map((r) => r.type).sort(), ['identify', 'identify', 'track', 'track']);
+    const traits = rows.filter((r) => r.type === 'identify').map((r) => JSON.parse(r.payload).traits);
+    assert.deepEqual(traits.find((t) => t.email), { email: sha256('php.user@example.com'), since: '2025-01-02T00:00:00' });
+    assert.deepEqual(traits.find((t) => !t.email), { first_plan: 'free' });
+    assert.deepEqual(JSON.parse(rows.find((r) => r.event === 'Ratio Computed').payload).properties, { ratio: null });
+    assert.equal(JSON.parse(rows[0].payload).context.library.name, 'posthog-python');
+  }
+  assert.deepEqual(await quarantined(`write_key = 'sl_server_key' and (user_id like 'php-%' or user_id = '${u}')`), []);
+});
+
+// Snowplow's server trackers: the app id is the write key, by POST (tp2) and GET (/i).
+test("Snowplow's Node and Python trackers send page views, structured and self-describing events, by POST and GET", async () => {
+  const { newTracker, buildPageView, buildStructEvent, buildSelfDescribingEvent } = require('@snowplow/node-tracker');
+  const port = Number(new URL(collector.url).port);
+  const users = [];
+  for (const eventMethod of ['post', 'get']) {
+    const failures = [];
+    const t = newTracker({ namespace: 'srv', appId: 'sl_server_key', encodeBase64: true }, {
+      endpoint: '127.0.0.1', port, protocol: 'http', eventMethod, bufferSize: 1,
+      onRequestFailure: (f) => failures.push(f.status ?? String(f.message)),
+    });
+    const u = `spn-${eventMethod}`;
+    users.push(u);
+    t.setUserId(u);
+    t.track(buildPageView({ pageUrl: 'https://shop.example/p?utm_source=node', pageTitle: 'P' }));
+    t.track(buildStructEvent({ category: 'shop', action: 'Share', label: 'Spn.User@Example.com', value: 2 }));
+    t.track(buildSelfDescribingEvent({ event: { schema: 'iglu:com.acme/wishlist/jsonschema/1-0-0', data: { items: 5, email: 'Spn.User@Example.com' } } }));
+    await t.flush();
+    assert.deepEqual(failures, []);
+  }
+  for (const method of ['post', 'get']) {
+    const u = `spy-${method}`;
+    users.push(u);
+    const script = `
+from snowplow_tracker import Emitter, Tracker, Subject, PageView, StructuredEvent, SelfDescribing, SelfDescribingJson
+failed = []
+e = Emitter('127.0.0.1', protocol='http', port=${port}, method='${method}', batch_size=1,
+            on_failure=lambda n, rows: failed.append(n))
+t = Tracker(namespace='py', emitters=e, subject=Subject().set_user_id('${u}'), app_id='sl_server_key')
+t.track(PageView(page_url='https://shop.example/p?utm_source=py', page_title='P'))
+t.track(StructuredEvent(category='shop', action='Share', label='Spn.User@Example.com', value=2))
+t.track(SelfDescribing(SelfDescribingJson('iglu:com.acme/wishlist/jsonschema/1-0-0', {'items': 5, 'email': 'Spn.User@Example.com'})))
+t.flush()
+assert not failed, failed
+`;
+    await promisify(execFile)(PYTHON, ['-c', script], { timeout: 60_000 });
+  }
+  for (const u of users) {
+    const rows = await storedFor(u, 3, `Snowplow events of ${u}`);
+    const by = Object.fromEntries(rows.map((r) => [r.event ?? r.type, JSON.parse(r.payload)]));
+    assert.deepEqual(Object.keys(by).sort(), ['P', 'Share', 'wishlist'], u);
+    assert.equal(by.P.properties.url, 'https://shop.example/p?utm_source=' + (u.startsWith('spn') ? 'node' : 'py'));
+    assert.equal(by.Share.properties.label, sha256('spn.user@example.com'), `${u}: a raw email in a label is hashed`);
+    assert.deepEqual(by.wishlist.properties, { items: 5, email: sha256('spn.user@example.com') });
+    assert.equal(by.wishlist.context.library.name, 'snowplow');
+  }
+  assert.deepEqual(await quarantined(`write_key = 'sl_server_key' and (user_id like 'spn-%' or user_id like 'spy-%')`), []);
 });

@@ -52,10 +52,10 @@ if [ ! -f /usr/share/chromium/extensions/ublock-origin/assets/assets.json ]; the
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq webext-ublock-origin-chromium >/dev/null
 fi
 
-# Segment's Python library, for the real-client tests (e2e/clients.test.mjs), in a venv
-# of its own from PyPI.
-if [ ! -x target/clients-venv/bin/python ] || ! target/clients-venv/bin/python -c 'import segment.analytics' 2>/dev/null; then
-  log "installing segment-analytics-python into target/clients-venv"
+# The Python client libraries of the real-client tests (e2e/clients.test.mjs): Segment's,
+# PostHog's and Snowplow's, in a venv of its own from PyPI.
+if [ ! -x target/clients-venv/bin/python ] || ! target/clients-venv/bin/python -c 'import segment.analytics, posthog, snowplow_tracker' 2>/dev/null; then
+  log "installing the Python client libraries into target/clients-venv"
   if ! python3 -m venv --help >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
     $SUDO apt-get update -qq
@@ -63,7 +63,8 @@ if [ ! -x target/clients-venv/bin/python ] || ! target/clients-venv/bin/python -
   fi
   rm -rf target/clients-venv && mkdir -p target
   python3 -m venv target/clients-venv
-  target/clients-venv/bin/pip install -q --disable-pip-version-check segment-analytics-python==2.4.0
+  target/clients-venv/bin/pip install -q --disable-pip-version-check segment-analytics-python==2.4.0 \
+    posthog==7.91.1 snowplow-tracker==1.1.0
 fi
 
 # Node side: Node 22, wrangler, esbuild, binaryen, playwright-core, pinned by package-lock.json.

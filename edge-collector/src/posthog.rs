@@ -9,10 +9,11 @@
 //!   it is the write key. One request carries one project's events.
 //! - `uuid` is the messageId; `$device_id` (else `$anon_distinct_id`) the anonymousId;
 //!   `$user_id` the userId, or `distinct_id` when the event names no device (a server
-//!   library's events, where it is the site's id of the person); `timestamp` the
+//!   library's events, where it is the site's id of the person; posthog-js writes it in
+//!   the properties, posthog-node and posthog-python beside them); `timestamp` the
 //!   timestamp.
-//! - `$pageview` is a page call named by the page's title; `$identify` an identify call
-//!   with `$set` as traits; `$groupidentify` a group call; `$create_alias` an alias call;
+//! - `$pageview` is a page call named by the page's title; `$identify` and `$set`
+//!   identify calls with `$set` as traits, `$set_once` one with `$set_once`; `$groupidentify` a group call; `$create_alias` an alias call;
 //!   any other event a track call of that name. The event's own properties stay its
 //!   properties; what PostHog adds (`$`-prefixed, its campaign parameters, the token) goes under
 //!   `context.posthog`, and the page, locale, time zone, screen, user agent and library
@@ -164,12 +165,12 @@ fn message(e: &Map<String, Value>) -> Value {
                 s("$referrer").filter(|r| *r != "$direct"),
             );
         }
-        "$identify" => {
+        "$identify" | "$set" | "$set_once" => {
             m.insert("type".into(), "identify".into());
-            let set = e.get("$set").or_else(|| props.get("$set"));
-            if let Some(Value::Object(t)) = set {
-                m.insert("traits".into(), Value::Object(t.clone()));
-            }
+            m.insert(
+                "traits".into(),
+                Value::Object(person_traits(name, e, props)),
+            );
         }
         "$groupidentify" => {
             m.insert("type".into(), "group".into());
@@ -200,7 +201,8 @@ fn message(e: &Map<String, Value>) -> Value {
     // A browser's events carry its device id; a server library's only the distinct id,
     // which is then the site's id of the person.
     let anon = s("$device_id").or_else(|| s("$anon_distinct_id"));
-    let distinct = s("distinct_id");
+    // posthog-js writes it in the properties, the server libraries beside them.
+    let distinct = text(e, "distinct_id").or_else(|| s("distinct_id"));
     let user = match name {
         "$create_alias" => distinct,
         _ => s("$user_id").or_else(|| distinct.filter(|_| anon.is_none())),
@@ -212,6 +214,31 @@ fn message(e: &Map<String, Value>) -> Value {
     }
     m.insert("context".into(), context(props));
     Value::Object(m)
+}
+
+/// A text field of the event itself, when given and not empty.
+fn text<'a>(e: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    e.get(key).and_then(Value::as_str).filter(|v| !v.is_empty())
+}
+
+/// The person properties an `$identify`, `$set` or `$set_once` event sets, from the
+/// event (posthog-python's `set`) or its properties (posthog-js, posthog-node). An
+/// `$identify`'s `$set_once` (posthog-js's first-visit facts, sent again and again) is
+/// left out as before; a `$set_once` call's own properties are its traits.
+fn person_traits(
+    name: &str,
+    e: &Map<String, Value>,
+    props: &Map<String, Value>,
+) -> Map<String, Value> {
+    let key = if name == "$set_once" {
+        "$set_once"
+    } else {
+        "$set"
+    };
+    match e.get(key).or_else(|| props.get(key)) {
+        Some(Value::Object(o)) => o.clone(),
+        _ => Map::new(),
+    }
 }
 
 /// The page, browser and library PostHog describes, in their Segment places; the rest of
@@ -342,6 +369,41 @@ mod tests {
             (Some("Product Added"), &json!({"price": 14.5}))
         );
         assert!(m(4).get("userId").is_none());
+    }
+
+    /// posthog-node 5 and posthog-python 7 write `distinct_id` beside the properties, and
+    /// python's `set` and `set_once` are events of their own with the traits beside them.
+    #[test]
+    fn server_libraries_name_the_person_beside_the_properties() {
+        let lib = json!({"$lib": "posthog-python", "$is_server": true});
+        let b = convert(
+            json!({"api_key": "wk", "historical_migration": false, "batch": [
+                {"uuid": "s1", "event": "Order Completed", "distinct_id": "u-9", "properties": {"total": 3, "$lib": "posthog-node"}},
+                {"uuid": "s2", "event": "$identify", "distinct_id": "u-9", "properties": {"$set": {"plan": "pro"}, "$set_once": {"first": "x"}}},
+                {"uuid": "s3", "event": "$set", "distinct_id": "u-9", "$set": {"plan": "max"}, "properties": lib},
+                {"uuid": "s4", "event": "$set_once", "distinct_id": "u-9", "$set_once": {"first_seen": "2026-01-02"}, "properties": lib},
+                {"uuid": "s5", "event": "$create_alias", "distinct_id": "u-9", "properties": {"distinct_id": "u-9", "alias": "old"}},
+                {"uuid": "s6", "event": "E", "distinct_id": "", "properties": {"distinct_id": "from-props"}},
+            ]}),
+        );
+        let m = |i: usize| &b["batch"][i];
+        for i in 0..5 {
+            assert_eq!(m(i)["userId"], "u-9", "{}", m(i));
+            assert!(m(i).get("anonymousId").is_none());
+        }
+        assert_eq!(m(0)["properties"], json!({"total": 3}));
+        assert_eq!(m(0)["context"]["library"]["name"], "posthog-node");
+        assert_eq!(
+            (&m(1)["type"], &m(1)["traits"]),
+            (&json!("identify"), &json!({"plan": "pro"}))
+        );
+        assert_eq!(
+            (&m(2)["type"], &m(2)["traits"]),
+            (&json!("identify"), &json!({"plan": "max"}))
+        );
+        assert_eq!(m(3)["traits"], json!({"first_seen": "2026-01-02"}));
+        assert_eq!(m(4)["previousId"], "old");
+        assert_eq!(m(5)["userId"], "from-props", "an empty one names no one");
     }
 
     #[test]
