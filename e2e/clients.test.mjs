@@ -4,8 +4,8 @@
 // browser SDK (in Chromium, its source config from the collector; same origin, another
 // origin, its sendBeacon mode and its consent manager), Jitsu's browser SDK, Snowplow's
 // browser tracker and posthog-js (in Chromium, same origin and another), Segment's Python
-// library, RudderStack's Node SDK, PostHog's Node and Python libraries and Snowplow's
-// Node and Python trackers. (Segment's Node library is in collector.test.mjs.) Each one's events are stored once, none is quarantined or
+// library, RudderStack's Node SDK, PostHog's Node and Python libraries, Snowplow's
+// Node and Python trackers and Jitsu's library on a server. (Segment's Node library is in collector.test.mjs.) Each one's events are stored once, none is quarantined or
 // refused, and a raw email a library sends in traits is hashed before it is kept.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -536,4 +536,20 @@ assert not failed, failed
     assert.equal(by.wishlist.context.library.name, 'snowplow');
   }
   assert.deepEqual(await quarantined(`write_key = 'sl_server_key' and (user_id like 'spn-%' or user_id like 'spy-%')`), []);
+});
+
+// On a server Jitsu's library takes only a key written `id:secret`; the id is the write key.
+test("Jitsu's library on a server (Node), with its id:secret key in X-Write-Key", async () => {
+  const { jitsuAnalytics } = require('@jitsu/js');
+  const jitsu = jitsuAnalytics({ host: collector.url, writeKey: 'sl_server_key:a-secret' });
+  const u = 'jn-user-1';
+  await jitsu.identify(u, { email: 'Jn.User@Example.com', plan: 'pro' });
+  await jitsu.track('Order Completed', { ...ORDER, order_id: 'jn-1' });
+  await jitsu.page('Docs', { url: 'https://shop.example/docs' });
+  const rows = await storedFor(u, 3, 'Jitsu server events');
+  assert.deepEqual(rows.map((r) => r.type).sort(), ['identify', 'page', 'track']);
+  const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
+  assert.deepEqual(identify.traits, { email: sha256('jn.user@example.com'), plan: 'pro' });
+  assert.deepEqual(identify.context.library, { env: 'node', name: '@jitsu/js', version: identify.context.library.version });
+  assert.deepEqual(await quarantined(`write_key = 'sl_server_key' and user_id = '${u}'`), []);
 });

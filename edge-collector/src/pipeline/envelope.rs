@@ -177,7 +177,9 @@ pub struct Envelope<'a> {
 /// the `X-Write-Key` header (Jitsu's SDK), `writeKey` in the body, and `writeKey` in the
 /// URL (sendBeacon cannot set headers; Sightline's SDK and analytics.js put it in the
 /// body, RudderStack's SDK in the URL). Jitsu also sends a masked `writeKey` in the
-/// body, so its header comes first.
+/// body, so its header comes first. A key written `id:secret` (Jitsu's server keys,
+/// which its library requires in that form) is its id, as Basic auth's user is: the
+/// secret is not checked, as a Basic password is not.
 pub fn write_key(authorization: Option<&str>, named: &[Option<&str>]) -> Result<String, Error> {
     if let Some(auth) = authorization {
         let encoded = auth
@@ -197,8 +199,9 @@ pub fn write_key(authorization: Option<&str>, named: &[Option<&str>]) -> Result<
     named
         .iter()
         .flatten()
+        .map(|k| k.split(':').next().unwrap_or_default())
         .find(|k| !k.is_empty())
-        .map(|k| k.to_string())
+        .map(str::to_string)
         .ok_or(Error::MissingWriteKey)
 }
 
@@ -441,6 +444,20 @@ mod tests {
         assert_eq!(
             Endpoint::from_path("/api/s/s2s/identify"),
             Some(Endpoint::Single(MessageType::Identify))
+        );
+        assert_eq!(
+            write_key(None, &[Some("sl_key:s3cret"), Some("***"), None])
+                .ok()
+                .as_deref(),
+            Some("sl_key"),
+            "a server key's id"
+        );
+        assert_eq!(
+            write_key(None, &[Some(":s3cret"), None, Some("u")])
+                .ok()
+                .as_deref(),
+            Some("u"),
+            "no id is no key"
         );
         assert_eq!(Endpoint::from_path("/api/s/batch"), None);
         assert_eq!(Endpoint::from_path("/api/s/nothing"), None);
