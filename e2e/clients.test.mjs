@@ -4,7 +4,8 @@
 // browser SDK (in Chromium, its source config from the collector; same origin, another
 // origin, its sendBeacon mode and its consent manager), Jitsu's browser SDK, Snowplow's
 // browser tracker and posthog-js (in Chromium, same origin and another), Segment's Python
-// library, RudderStack's Node SDK, PostHog's Node and Python libraries, Snowplow's
+// library, RudderStack's Node SDK, PostHog's Node and Python libraries and
+// posthog-js-lite, Snowplow's
 // Node and Python trackers and Jitsu's library on a server. (Segment's Node library is in collector.test.mjs.) Each one's events are stored once, none is quarantined or
 // refused, and a raw email a library sends in traits is hashed before it is kept.
 import { test, before, after } from 'node:test';
@@ -552,4 +553,29 @@ test("Jitsu's library on a server (Node), with its id:secret key in X-Write-Key"
   assert.deepEqual(identify.traits, { email: sha256('jn.user@example.com'), plan: 'pro' });
   assert.deepEqual(identify.context.library, { env: 'node', name: '@jitsu/js', version: identify.context.library.version });
   assert.deepEqual(await quarantined(`write_key = 'sl_server_key' and user_id = '${u}'`), []);
+});
+
+// posthog-js-lite names no device id: its distinct id is anonymous until `identify`.
+test('posthog-js-lite: its anonymous events, identify and identified events join one profile', async () => {
+  const { PostHog } = await import('posthog-js-lite');
+  const lite = new PostHog('sl_server_key', { host: collector.url, flushAt: 1, persistence: 'memory' });
+  const errors = [];
+  lite.on('error', (e) => errors.push(String(e)));
+  lite.capture('Ratio Computed', { ratio: 1 });
+  const anon = lite.getDistinctId();
+  lite.identify('phl-user-1', { email: 'Phl.User@Example.com' });
+  lite.capture('Ratio Computed', { ratio: 2 });
+  await lite.flush();
+  assert.deepEqual(errors, []);
+  const rows = await eventually(async () => {
+    const r = await stored(`write_key = 'sl_server_key' and (user_id = 'phl-user-1' or anonymous_id = '${anon}')`);
+    return r.length >= 3 && r;
+  }, 20_000, 'posthog-js-lite events');
+  const by = (ratio) => JSON.parse(rows.find((r) => r.event === 'Ratio Computed' && JSON.parse(r.payload).properties.ratio === ratio).payload);
+  const [before, identify, after] = [by(1), JSON.parse(rows.find((r) => r.type === 'identify').payload), by(2)];
+  assert.deepEqual([before.anonymousId, before.userId], [anon, undefined], 'anonymous until identify');
+  assert.deepEqual([identify.anonymousId, identify.userId], [anon, 'phl-user-1']);
+  assert.deepEqual(identify.traits, { email: sha256('phl.user@example.com') });
+  assert.equal(after.userId, 'phl-user-1');
+  assert.equal(new Set([before, identify, after].map((m) => m.context.profileId)).size, 1, 'one profile');
 });

@@ -10,7 +10,9 @@
 //! - `uuid` is the messageId; `$device_id` (else `$anon_distinct_id`) the anonymousId;
 //!   `$user_id` the userId, or `distinct_id` when the event names no device (a server
 //!   library's events, where it is the site's id of the person; posthog-js writes it in
-//!   the properties, posthog-node and posthog-python beside them); `timestamp` the
+//!   the properties, posthog-node and posthog-python beside them); `distinct_id` the
+//!   anonymousId when the event says its sender is not identified (posthog-js-lite's
+//!   before `identify`); an `$identify`'s `distinct_id` its userId; `timestamp` the
 //!   timestamp.
 //! - `$pageview` is a page call named by the page's title; `$identify` and `$set`
 //!   identify calls with `$set` as traits, `$set_once` one with `$set_once`; `$groupidentify` a group call; `$create_alias` an alias call;
@@ -198,13 +200,18 @@ fn message(e: &Map<String, Value>) -> Value {
         "timestamp",
         e.get("timestamp").and_then(Value::as_str),
     );
-    // A browser's events carry its device id; a server library's only the distinct id,
-    // which is then the site's id of the person.
-    let anon = s("$device_id").or_else(|| s("$anon_distinct_id"));
-    // posthog-js writes it in the properties, the server libraries beside them.
+    // posthog-js's events carry its device id; a server library's only the distinct id,
+    // which is then the site's id of the person, unless the event says its sender is not
+    // identified (posthog-js-lite names no device: its distinct id is then anonymous).
+    // posthog-js writes the distinct id in the properties, the other libraries beside.
+    let device = s("$device_id").or_else(|| s("$anon_distinct_id"));
     let distinct = text(e, "distinct_id").or_else(|| s("distinct_id"));
+    let unidentified = props.get("$is_identified") == Some(&Value::Bool(false));
+    let anon = device.or_else(|| distinct.filter(|_| unidentified));
     let user = match name {
         "$create_alias" => distinct,
+        // The id the visitor is identified as, whatever came before.
+        "$identify" => s("$user_id").or(distinct),
         _ => s("$user_id").or_else(|| distinct.filter(|_| anon.is_none())),
     };
     put(&mut m, "anonymousId", anon);
@@ -404,6 +411,25 @@ mod tests {
         assert_eq!(m(3)["traits"], json!({"first_seen": "2026-01-02"}));
         assert_eq!(m(4)["previousId"], "old");
         assert_eq!(m(5)["userId"], "from-props", "an empty one names no one");
+    }
+
+    /// posthog-js-lite names no device: before `identify` its distinct id is an
+    /// anonymous one (`$is_identified: false`), and its `$identify` names the new id in
+    /// `distinct_id` and the old in `$anon_distinct_id`.
+    #[test]
+    fn the_lite_library_s_anonymous_and_identified_ids_are_told_apart() {
+        let b = convert(json!({"api_key": "wk", "batch": [
+            {"uuid": "l1", "event": "E", "distinct_id": "anon-1", "properties": {"$lib": "js", "$is_identified": false}},
+            {"uuid": "l2", "event": "$identify", "distinct_id": "u-1", "properties": {"$lib": "js", "$anon_distinct_id": "anon-1", "$set": {"plan": "pro"}}},
+            {"uuid": "l3", "event": "E", "distinct_id": "u-1", "properties": {"$lib": "js", "$is_identified": true}},
+        ]}));
+        let ids = |i: usize| {
+            let m = &b["batch"][i];
+            (m["anonymousId"].as_str(), m["userId"].as_str())
+        };
+        assert_eq!(ids(0), (Some("anon-1"), None));
+        assert_eq!(ids(1), (Some("anon-1"), Some("u-1")), "stitched");
+        assert_eq!(ids(2), (None, Some("u-1")));
     }
 
     #[test]
