@@ -5,9 +5,10 @@
 // origin, its sendBeacon mode and its consent manager), Jitsu's browser SDK, Snowplow's
 // browser tracker and posthog-js (in Chromium, same origin and another), Segment's Python
 // library, RudderStack's Node SDK, PostHog's Node and Python libraries and
-// posthog-js-lite, Snowplow's
-// Node and Python trackers and Jitsu's library on a server. (Segment's Node library is in collector.test.mjs.) Each one's events are stored once, none is quarantined or
-// refused, and a raw email a library sends in traits is hashed before it is kept.
+// posthog-js-lite, Snowplow's Node and Python trackers and Jitsu's library on a server.
+// (Segment's Node library is in collector.test.mjs.) Each one's events are stored once,
+// none is quarantined or refused, and a raw email a library sends in traits is hashed
+// before it is kept.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
