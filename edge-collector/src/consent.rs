@@ -16,8 +16,9 @@
 //! `categoryPreferences` over both.
 //!
 //! `Sec-GPC: 1` denies marketing whatever the snapshot says. Events named
-//! [`CONSENT_EVENTS`] are consent records: appended to the consent log even when they
-//! deny analytics (the log is how a site proves what a visitor chose).
+//! [`CONSENT_EVENTS`](tracking_plan::consent::CONSENT_EVENTS) are consent records:
+//! appended to the consent log even when they deny analytics (the log is how a site
+//! proves what a visitor chose).
 
 use serde_json::{Map, Value};
 use tracking_plan::consent::{category, consent_id, from_gcm, gcm_state};
@@ -39,7 +40,7 @@ pub fn part(context: Option<&Value>) -> Option<Value> {
 }
 
 /// Reads the consent snapshot of a message context (the mappings are tracking-plan's,
-/// the SDK's own). It reads the keys in [`READ`] only.
+/// the SDK's own). It reads the keys in `READ` only.
 pub fn read(context: Option<&Value>) -> Snapshot {
     let mut s = Snapshot::default();
     if let Some(Value::Object(cm)) = context.and_then(|c| c.get(READ[1])) {

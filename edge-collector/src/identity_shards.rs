@@ -1488,7 +1488,7 @@ fn reserve(
 }
 
 /// How a call resolving `observations` starts: its primary, and its first reads with
-/// the profile ids it reserves ([`reserve`]).
+/// the profile ids it reserves (`reserve`).
 pub fn observe_start(snap: &mut Snapshot, observations: &[Observation]) -> (Option<u32>, Reads) {
     let primary = primary_of(observations, snap.n);
     let mut first = first_reads(observations);

@@ -286,7 +286,7 @@ pub fn phone_separator(c: char) -> Option<char> {
     }
 }
 
-/// The ASCII digit `c` stands for, in any script of [`DIGIT_ZEROS`].
+/// The ASCII digit `c` stands for, in any script of `DIGIT_ZEROS`.
 pub fn ascii_digit(c: char) -> Option<char> {
     if c.is_ascii_digit() {
         return Some(c);

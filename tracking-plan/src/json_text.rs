@@ -311,7 +311,7 @@ pub fn replace_lone_surrogates(text: &str) -> Option<String> {
 /// `JSON.stringify` writes a number that is not finite; `None` when it has none. JSON
 /// has no such numbers and serde_json refuses them, so a Python library's batch with one
 /// (a property divided by zero) would be refused whole. Strings are stepped over (read
-/// by [`string`]); a malformed one ends the scan (the JSON reader names it).
+/// by `string`); a malformed one ends the scan (the JSON reader names it).
 pub fn replace_non_finite(text: &str) -> Option<String> {
     let b = text.as_bytes();
     let mut out: Option<String> = None;
