@@ -550,6 +550,7 @@ test("Jitsu's library on a server (Node), with its id:secret key in X-Write-Key"
   await jitsu.page('Docs', { url: 'https://shop.example/docs' });
   const rows = await storedFor(u, 3, 'Jitsu server events');
   assert.deepEqual(rows.map((r) => r.type).sort(), ['identify', 'page', 'track']);
+  assert.equal(rows.find((r) => r.type === 'page').event, 'Docs', 'its page names itself in its properties only');
   const identify = JSON.parse(rows.find((r) => r.type === 'identify').payload);
   assert.deepEqual(identify.traits, { email: sha256('jn.user@example.com'), plan: 'pro' });
   assert.deepEqual(identify.context.library, { env: 'node', name: '@jitsu/js', version: identify.context.library.version });

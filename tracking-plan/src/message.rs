@@ -304,7 +304,11 @@ impl Message {
     pub fn event_name(&self) -> Option<&str> {
         match self.kind {
             Some(MessageType::Track) => self.event.as_deref(),
-            Some(MessageType::Page | MessageType::Screen) => self.name.as_deref(),
+            // Jitsu's library names a page in its properties only (analytics.js in both).
+            Some(MessageType::Page | MessageType::Screen) => self
+                .name
+                .as_deref()
+                .or_else(|| self.properties.as_ref()?.get("name")?.as_str()),
             _ => None,
         }
     }
@@ -490,6 +494,28 @@ mod tests {
                 assert_eq!(out, serde_json::to_vec(&swapped).unwrap(), "{c}");
             }
         }
+    }
+
+    #[test]
+    fn a_page_is_named_by_its_name_else_by_its_properties_name() {
+        let page = |json: &str| serde_json::from_str::<Message>(json).unwrap();
+        assert_eq!(
+            page(r#"{"type":"page","name":"Home","properties":{"name":"Other"}}"#).event_name(),
+            Some("Home")
+        );
+        assert_eq!(
+            page(r#"{"type":"page","properties":{"name":"Docs"}}"#).event_name(),
+            Some("Docs"),
+            "Jitsu's page names itself in its properties only"
+        );
+        assert_eq!(
+            page(r#"{"type":"track","properties":{"name":"Docs"}}"#).event_name(),
+            None
+        );
+        assert_eq!(
+            page(r#"{"type":"screen","properties":{"name":7}}"#).event_name(),
+            None
+        );
     }
 
     #[test]
