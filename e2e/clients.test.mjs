@@ -451,8 +451,11 @@ test("PostHog's server libraries (posthog-node, gzip; posthog-python, plain and 
   client.identify({ distinctId: u, properties: { email: 'Phn.User@Example.com', plan: 'pro' } });
   client.alias({ distinctId: u, alias: 'phn-previous' });
   client.capture({ distinctId: u, event: 'Ratio Computed', properties: { ratio: 0.5 }, groups: { company: 'acme' } });
+  // A site's numeric id is sent as a JSON number.
+  client.capture({ distinctId: 4242, event: 'Ratio Computed', properties: { ratio: 0.25 } });
   await client.shutdown();
   assert.deepEqual(errors, []);
+  assert.equal((await storedFor('4242', 1, 'the numeric id\'s event'))[0].event, 'Ratio Computed');
   const rows = await storedFor(u, 4, 'posthog-node events');
   assert.deepEqual(rows.map((r) => r.type).sort(), ['alias', 'identify', 'track', 'track']);
   const order = JSON.parse(rows.find((r) => r.event === 'Order Completed').payload);

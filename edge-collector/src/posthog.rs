@@ -204,18 +204,21 @@ fn message(e: &Map<String, Value>) -> Value {
     // which is then the site's id of the person, unless the event says its sender is not
     // identified (posthog-js-lite names no device: its distinct id is then anonymous).
     // posthog-js writes the distinct id in the properties, the other libraries beside.
-    let device = s("$device_id").or_else(|| s("$anon_distinct_id"));
-    let distinct = text(e, "distinct_id").or_else(|| s("distinct_id"));
+    let device = id(props.get("$device_id")).or_else(|| id(props.get("$anon_distinct_id")));
+    let distinct = id(e.get("distinct_id")).or_else(|| id(props.get("distinct_id")));
     let unidentified = props.get("$is_identified") == Some(&Value::Bool(false));
     let anon = device.or_else(|| distinct.filter(|_| unidentified));
     let user = match name {
         "$create_alias" => distinct,
         // The id the visitor is identified as, whatever came before.
-        "$identify" => s("$user_id").or(distinct),
-        _ => s("$user_id").or_else(|| distinct.filter(|_| anon.is_none())),
+        "$identify" => id(props.get("$user_id")).or(distinct),
+        _ => id(props.get("$user_id")).or_else(|| distinct.filter(|_| anon.is_none())),
     };
-    put(&mut m, "anonymousId", anon);
-    put(&mut m, "userId", user);
+    for (key, v) in [("anonymousId", anon), ("userId", user)] {
+        if let Some(v) = v {
+            m.insert(key.into(), v.clone());
+        }
+    }
     if !own.is_empty() {
         m.insert("properties".into(), Value::Object(own));
     }
@@ -223,9 +226,10 @@ fn message(e: &Map<String, Value>) -> Value {
     Value::Object(m)
 }
 
-/// A text field of the event itself, when given and not empty.
-fn text<'a>(e: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    e.get(key).and_then(Value::as_str).filter(|v| !v.is_empty())
+/// An id as given: a non-empty string, or a number (posthog-node sends a site's numeric
+/// id as one), as the Segment spec takes ids.
+fn id(v: Option<&Value>) -> Option<&Value> {
+    v.filter(|v| v.is_number() || v.as_str().is_some_and(|s| !s.is_empty()))
 }
 
 /// The person properties an `$identify`, `$set` or `$set_once` event sets, from the
@@ -391,6 +395,8 @@ mod tests {
                 {"uuid": "s4", "event": "$set_once", "distinct_id": "u-9", "$set_once": {"first_seen": "2026-01-02"}, "properties": lib},
                 {"uuid": "s5", "event": "$create_alias", "distinct_id": "u-9", "properties": {"distinct_id": "u-9", "alias": "old"}},
                 {"uuid": "s6", "event": "E", "distinct_id": "", "properties": {"distinct_id": "from-props"}},
+            {"uuid": "s7", "event": "E", "distinct_id": 42, "properties": {}},
+            {"uuid": "s8", "event": "E", "distinct_id": {"id": 1}, "properties": {"distinct_id": null}},
             ]}),
         );
         let m = |i: usize| &b["batch"][i];
@@ -411,6 +417,8 @@ mod tests {
         assert_eq!(m(3)["traits"], json!({"first_seen": "2026-01-02"}));
         assert_eq!(m(4)["previousId"], "old");
         assert_eq!(m(5)["userId"], "from-props", "an empty one names no one");
+        assert_eq!(m(6)["userId"], 42, "a numeric id, as posthog-node sends it");
+        assert!(m(7).get("userId").is_none() && m(7).get("anonymousId").is_none());
     }
 
     /// posthog-js-lite names no device: before `identify` its distinct id is an
