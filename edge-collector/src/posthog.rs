@@ -14,7 +14,8 @@
 //!   anonymousId when the event says its sender is not identified (posthog-js-lite's
 //!   before `identify`); an `$identify`'s `distinct_id` its userId; `timestamp` the
 //!   timestamp.
-//! - `$pageview` is a page call named by the page's title; `$identify` and `$set`
+//! - `$pageview` is a page call named by the page's title; `$screen` (the mobile
+//!   libraries') a screen call named by `$screen_name`; `$identify` and `$set`
 //!   identify calls with `$set` as traits, `$set_once` one with `$set_once`; `$groupidentify` a group call; `$create_alias` an alias call;
 //!   any other event a track call of that name. The event's own properties stay its
 //!   properties; what PostHog adds (`$`-prefixed, its campaign parameters, the token) goes under
@@ -166,6 +167,11 @@ fn message(e: &Map<String, Value>) -> Value {
                 "referrer",
                 s("$referrer").filter(|r| *r != "$direct"),
             );
+        }
+        "$screen" => {
+            // PostHog's mobile libraries' screen views.
+            m.insert("type".into(), "screen".into());
+            put(&mut m, "name", s("$screen_name"));
         }
         "$identify" | "$set" | "$set_once" => {
             m.insert("type".into(), "identify".into());
@@ -397,6 +403,7 @@ mod tests {
                 {"uuid": "s6", "event": "E", "distinct_id": "", "properties": {"distinct_id": "from-props"}},
             {"uuid": "s7", "event": "E", "distinct_id": 42, "properties": {}},
             {"uuid": "s8", "event": "E", "distinct_id": {"id": 1}, "properties": {"distinct_id": null}},
+            {"uuid": "s9", "event": "$screen", "distinct_id": "u-9", "properties": {"$screen_name": "Cart", "items": 2}},
             ]}),
         );
         let m = |i: usize| &b["batch"][i];
@@ -419,6 +426,12 @@ mod tests {
         assert_eq!(m(5)["userId"], "from-props", "an empty one names no one");
         assert_eq!(m(6)["userId"], 42, "a numeric id, as posthog-node sends it");
         assert!(m(7).get("userId").is_none() && m(7).get("anonymousId").is_none());
+        assert_eq!(
+            (&m(8)["type"], &m(8)["name"], &m(8)["properties"]),
+            (&json!("screen"), &json!("Cart"), &json!({"items": 2})),
+            "a mobile library's screen view"
+        );
+        assert_eq!(m(8)["context"]["posthog"]["$screen_name"], "Cart");
     }
 
     /// posthog-js-lite names no device: before `identify` its distinct id is an
