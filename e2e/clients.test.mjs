@@ -495,8 +495,8 @@ assert not errors, errors
 });
 
 // Snowplow's server trackers: the app id is the write key, by POST (tp2) and GET (/i).
-test("Snowplow's Node and Python trackers send page views, structured and self-describing events, by POST and GET", async () => {
-  const { newTracker, buildPageView, buildStructEvent, buildSelfDescribingEvent } = require('@snowplow/node-tracker');
+test("Snowplow's Node and Python trackers send page and screen views, structured and self-describing events, by POST and GET", async () => {
+  const { newTracker, buildPageView, buildStructEvent, buildSelfDescribingEvent, buildScreenView } = require('@snowplow/node-tracker');
   const port = Number(new URL(collector.url).port);
   const users = [];
   for (const eventMethod of ['post', 'get']) {
@@ -511,6 +511,7 @@ test("Snowplow's Node and Python trackers send page views, structured and self-d
     t.track(buildPageView({ pageUrl: 'https://shop.example/p?utm_source=node', pageTitle: 'P' }));
     t.track(buildStructEvent({ category: 'shop', action: 'Share', label: 'Spn.User@Example.com', value: 2 }));
     t.track(buildSelfDescribingEvent({ event: { schema: 'iglu:com.acme/wishlist/jsonschema/1-0-0', data: { items: 5, email: 'Spn.User@Example.com' } } }));
+    t.track(buildScreenView({ name: 'Cart', id: 'screen-1' }));
     await t.flush();
     assert.deepEqual(failures, []);
   }
@@ -518,7 +519,7 @@ test("Snowplow's Node and Python trackers send page views, structured and self-d
     const u = `spy-${method}`;
     users.push(u);
     const script = `
-from snowplow_tracker import Emitter, Tracker, Subject, PageView, StructuredEvent, SelfDescribing, SelfDescribingJson
+from snowplow_tracker import Emitter, Tracker, Subject, PageView, StructuredEvent, SelfDescribing, SelfDescribingJson, ScreenView
 failed = []
 e = Emitter('127.0.0.1', protocol='http', port=${port}, method='${method}', batch_size=1,
             on_failure=lambda n, rows: failed.append(n))
@@ -526,15 +527,18 @@ t = Tracker(namespace='py', emitters=e, subject=Subject().set_user_id('${u}'), a
 t.track(PageView(page_url='https://shop.example/p?utm_source=py', page_title='P'))
 t.track(StructuredEvent(category='shop', action='Share', label='Spn.User@Example.com', value=2))
 t.track(SelfDescribing(SelfDescribingJson('iglu:com.acme/wishlist/jsonschema/1-0-0', {'items': 5, 'email': 'Spn.User@Example.com'})))
+t.track(ScreenView(id_='screen-1', name='Cart'))
 t.flush()
 assert not failed, failed
 `;
     await promisify(execFile)(PYTHON, ['-c', script], { timeout: 60_000 });
   }
   for (const u of users) {
-    const rows = await storedFor(u, 3, `Snowplow events of ${u}`);
+    const rows = await storedFor(u, 4, `Snowplow events of ${u}`);
     const by = Object.fromEntries(rows.map((r) => [r.event ?? r.type, JSON.parse(r.payload)]));
-    assert.deepEqual(Object.keys(by).sort(), ['P', 'Share', 'wishlist'], u);
+    assert.deepEqual(Object.keys(by).sort(), ['Cart', 'P', 'Share', 'wishlist'], u);
+    assert.equal(by.Cart.type, 'screen', `${u}: a screen view is a screen call`);
+    assert.equal(by.Cart.properties.id, 'screen-1');
     assert.equal(by.P.properties.url, 'https://shop.example/p?utm_source=' + (u.startsWith('spn') ? 'node' : 'py'));
     assert.equal(by.Share.properties.label, sha256('spn.user@example.com'), `${u}: a raw email in a label is hashed`);
     assert.deepEqual(by.wishlist.properties, { items: 5, email: sha256('spn.user@example.com') });

@@ -10,7 +10,7 @@
 //! - Page views (`pv`) are page calls; structured events (`se`) track calls named by
 //!   their action, with `category`, `label`, `property` and `value`; self-describing
 //!   events (`ue`) track calls named by their schema's name, with its data as
-//!   properties; page pings (`pp`) track calls named `Page Ping`.
+//!   properties (Snowplow's own `screen_view` a screen call named by its `name`); page pings (`pp`) track calls named `Page Ping`.
 //! - Everything else the tracker knows goes to `context`: the page, locale, time zone,
 //!   screen, the library, and under `context.snowplow` the session, the platform, the
 //!   tracker's namespace, the event's schema and its attached contexts.
@@ -109,13 +109,20 @@ fn message(p: &Map<String, Value>) -> Value {
             }
         }
         "ue" => {
-            m.insert("type".into(), "track".into());
             let event = self_describing(p, "ue_pr", "ue_px");
             let data = event.get("data");
             let schema = data.and_then(|d| d.get("schema")).and_then(Value::as_str);
-            put(&mut m, "event", schema.and_then(schema_name));
+            let fields = data.and_then(|d| d.get("data"));
+            if schema.is_some_and(is_screen_view) {
+                m.insert("type".into(), "screen".into());
+                let name = fields.and_then(|d| d.get("name")).and_then(Value::as_str);
+                put(&mut m, "name", name);
+            } else {
+                m.insert("type".into(), "track".into());
+                put(&mut m, "event", schema.and_then(schema_name));
+            }
             put(&mut snowplow, "schema", schema);
-            if let Some(Value::Object(d)) = data.and_then(|d| d.get("data")) {
+            if let Some(Value::Object(d)) = fields {
                 props.extend(d.clone());
             }
         }
@@ -210,6 +217,19 @@ fn schema_name(schema: &str) -> Option<&str> {
     let path = schema.strip_prefix("iglu:")?;
     let name = path.split('/').nth(1)?;
     (!name.is_empty()).then_some(name)
+}
+
+/// Whether a self-describing event is Snowplow's screen view: the mobile trackers'
+/// (`com.snowplowanalytics.mobile`) or the older one the JavaScript and server trackers
+/// build (`com.snowplowanalytics.snowplow`).
+fn is_screen_view(schema: &str) -> bool {
+    [
+        "iglu:com.snowplowanalytics.mobile/",
+        "iglu:com.snowplowanalytics.snowplow/",
+    ]
+    .iter()
+    .any(|vendor| schema.starts_with(vendor))
+        && schema_name(schema) == Some("screen_view")
 }
 
 /// Milliseconds since the epoch, as the tracker sends them, in RFC 3339.
@@ -315,6 +335,35 @@ mod tests {
         assert_eq!(
             (pp["event"].as_str(), &pp["properties"]["maxYOffset"]),
             (Some("Page Ping"), &json!(400.0))
+        );
+    }
+
+    #[test]
+    fn snowplow_s_screen_views_are_screen_calls_and_look_alikes_are_not() {
+        let ue = |schema: &str| {
+            json!({"schema": "iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0",
+                   "data": {"schema": schema, "data": {"name": "Cart", "id": "s-1"}}})
+            .to_string()
+        };
+        let b = convert(json!([
+            {"e": "ue", "eid": "m", "aid": "wk", "uid": "u", "ue_pr": ue("iglu:com.snowplowanalytics.mobile/screen_view/jsonschema/1-0-0")},
+            {"e": "ue", "eid": "n", "aid": "wk", "uid": "u", "ue_pr": ue("iglu:com.snowplowanalytics.snowplow/screen_view/jsonschema/1-0-0")},
+            {"e": "ue", "eid": "o", "aid": "wk", "uid": "u", "ue_pr": ue("iglu:com.acme/screen_view/jsonschema/1-0-0")},
+        ]));
+        for i in 0..2 {
+            let m = &b["batch"][i];
+            assert_eq!(
+                (&m["type"], &m["name"]),
+                (&json!("screen"), &json!("Cart")),
+                "{m}"
+            );
+            assert_eq!(m["properties"], json!({"name": "Cart", "id": "s-1"}));
+        }
+        let other = &b["batch"][2];
+        assert_eq!(
+            (&other["type"], &other["event"]),
+            (&json!("track"), &json!("screen_view")),
+            "another vendor's schema"
         );
     }
 
