@@ -16,9 +16,10 @@
 //!   timestamp.
 //! - `$pageview` is a page call named by the page's title; `$screen` (the mobile
 //!   libraries') a screen call named by `$screen_name`; `$identify` and `$set`
-//!   identify calls with `$set` as traits, `$set_once` one with `$set_once`; `$groupidentify` a group call; `$create_alias` an alias call;
-//!   any other event a track call of that name. The event's own properties stay its
-//!   properties; what PostHog adds (`$`-prefixed, its campaign parameters, the token) goes under
+//!   identify calls with `$set` as traits, `$set_once` one with `$set_once`;
+//!   `$groupidentify` a group call; `$create_alias` an alias call; any other event a
+//!   track call of that name. The event's own properties stay its properties; what
+//!   PostHog adds (`$`-prefixed, its campaign parameters, the token) goes under
 //!   `context.posthog`, and the page, locale, time zone, screen, user agent and library
 //!   to their Segment places.
 
@@ -241,7 +242,7 @@ fn id(v: Option<&Value>) -> Option<&Value> {
 /// The person properties an `$identify`, `$set` or `$set_once` event sets, from the
 /// event (posthog-python's `set`) or its properties (posthog-js, posthog-node). An
 /// `$identify`'s `$set_once` (posthog-js's first-visit facts, sent again and again) is
-/// left out as before; a `$set_once` call's own properties are its traits.
+/// left out; a `$set_once` call's own properties are its traits.
 fn person_traits(
     name: &str,
     e: &Map<String, Value>,
@@ -401,9 +402,9 @@ mod tests {
                 {"uuid": "s4", "event": "$set_once", "distinct_id": "u-9", "$set_once": {"first_seen": "2026-01-02"}, "properties": lib},
                 {"uuid": "s5", "event": "$create_alias", "distinct_id": "u-9", "properties": {"distinct_id": "u-9", "alias": "old"}},
                 {"uuid": "s6", "event": "E", "distinct_id": "", "properties": {"distinct_id": "from-props"}},
-            {"uuid": "s7", "event": "E", "distinct_id": 42, "properties": {}},
-            {"uuid": "s8", "event": "E", "distinct_id": {"id": 1}, "properties": {"distinct_id": null}},
-            {"uuid": "s9", "event": "$screen", "distinct_id": "u-9", "properties": {"$screen_name": "Cart", "items": 2}},
+                {"uuid": "s7", "event": "E", "distinct_id": 42, "properties": {}},
+                {"uuid": "s8", "event": "E", "distinct_id": {"id": 1}, "properties": {"distinct_id": null}},
+                {"uuid": "s9", "event": "$screen", "distinct_id": "u-9", "properties": {"$screen_name": "Cart", "items": 2}},
             ]}),
         );
         let m = |i: usize| &b["batch"][i];

@@ -10,7 +10,8 @@
 //! - Page views (`pv`) are page calls; structured events (`se`) track calls named by
 //!   their action, with `category`, `label`, `property` and `value`; self-describing
 //!   events (`ue`) track calls named by their schema's name, with its data as
-//!   properties (Snowplow's own `screen_view` a screen call named by its `name`); page pings (`pp`) track calls named `Page Ping`.
+//!   properties (Snowplow's own `screen_view` a screen call named by its `name`);
+//!   page pings (`pp`) track calls named `Page Ping`.
 //! - Everything else the tracker knows goes to `context`: the page, locale, time zone,
 //!   screen, the library, and under `context.snowplow` the session, the platform, the
 //!   tracker's namespace, the event's schema and its attached contexts.
