@@ -467,6 +467,37 @@ test('the collector sets an HttpOnly first-party cookie that the SDK can adopt',
   }
 });
 
+// Segment's HTTP API documentation, its examples as written there: no messageId, no
+// `type` on a single call, the write key in the body, a month of one digit.
+test("the Segment HTTP API's documented examples are stored, and a resend is a duplicate", async () => {
+  const identify = {
+    userId: '019mr8mf4r', traits: { email: 'pgibbons@example.com', name: 'Peter Gibbons', industry: 'Technology' },
+    context: { ip: '24.5.68.47' }, timestamp: '2012-12-02T00:30:08.276Z', writeKey: WRITE_KEY,
+  };
+  const first = await (await post('/v1/identify', identify, { 'content-type': 'application/json' })).json();
+  assert.equal(first.accepted, 1, JSON.stringify(first));
+  assert.match(first.results[0].messageId, /^sl-[0-9a-f]{32}$/);
+  const again = await (await post('/v1/identify', identify, { 'content-type': 'application/json' })).json();
+  assert.deepEqual([again.duplicates, again.results[0].messageId], [1, first.results[0].messageId], 'the same message is one event');
+  const batch = {
+    batch: [
+      { type: 'identify', userId: '019mr8mf4r', traits: { email: 'jake@yahoo.com', name: 'Jake Peterson', age: 26 }, timestamp: '2012-12-02T00:30:08.276Z' },
+      { type: 'track', userId: '019mr8mf4r', event: 'Song Played', properties: { name: 'Fallin for You', artist: 'Dierks Bentley' }, timestamp: '2012-12-02T00:30:12.984Z' },
+      { type: 'track', userId: '971mj8mk7p', event: 'Song Played', properties: { name: 'Get Right', artist: 'Jennifer Lopez' }, timestamp: '2015-2-02T00:30:12.984Z' },
+      { type: 'track', userId: '971mj8mk7p', event: 'Song Played', properties: { name: 'Get Right', artist: 'Jennifer Lopez' } },
+    ],
+    writeKey: WRITE_KEY,
+    context: { device: { type: 'phone', name: 'Apple iPhone 6' } },
+  };
+  const r = await (await post('/v1/batch', batch, { 'content-type': 'application/json' })).json();
+  assert.deepEqual([r.accepted, r.quarantined], [4, 0], JSON.stringify(r));
+  const rows = await collector.query(`select message_id, type, event, payload from events where user_id in ('019mr8mf4r', '971mj8mk7p')`);
+  assert.equal(rows.length, 5);
+  assert.equal(new Set(rows.map((x) => x.message_id)).size, 5);
+  assert.ok(rows.every((x) => !x.payload.includes('pgibbons@') && !x.payload.includes('jake@')), 'emails hashed');
+  assert.equal(JSON.parse(rows.find((x) => x.payload.includes('Dierks')).payload).context.device.name, 'Apple iPhone 6');
+});
+
 test('a real Segment server library (analytics-node) pointed at the collector', async () => {
   const analytics = new Analytics({ writeKey: 'sl_server_key', host: collector.url, flushAt: 5, flushInterval: 200, maxRetries: 2 });
   const failures = [];

@@ -16,6 +16,9 @@ pub enum ReasonKind {
     UnreadableJson,
     InvalidField,
     MissingType,
+    /// The shape check's, for a message without a messageId; the pipeline gives such a
+    /// message one first (`derived_message_id`), so none is quarantined for it now, but
+    /// rows quarantined for it before keep their reason.
     MissingMessageId,
     MissingIdentity,
     MissingRequired,

@@ -170,6 +170,7 @@ fn repeats_are_duplicates_stored_once() {
 
 #[test]
 fn bad_events_are_quarantined_with_reasons_not_dropped() {
+    // (The third has no messageId: it is given one; see below.)
     let store = rig();
     let body = batch(json!([
         track("ok"),
@@ -180,7 +181,7 @@ fn bad_events_are_quarantined_with_reasons_not_dropped() {
         {"type":"page","messageId":"no-identity"},
     ]));
     let r = run(&store, Endpoint::Batch, &body, None).unwrap();
-    assert_eq!((r.accepted, r.quarantined), (1, 5));
+    assert_eq!((r.accepted, r.quarantined), (2, 4));
     let kinds: Vec<_> = r
         .results
         .iter()
@@ -191,16 +192,84 @@ fn bad_events_are_quarantined_with_reasons_not_dropped() {
         [
             None,
             Some("missing_required"),
-            Some("missing_message_id"),
+            None,
             Some("missing_type"),
             Some("not_an_object"),
             Some("missing_identity")
         ]
     );
     let q = store.store.quarantined.borrow();
-    assert_eq!(q.len(), 5);
+    assert_eq!(q.len(), 4);
     assert_eq!(q[0].message_id.as_deref(), Some("no-event"));
-    assert_eq!(q[3].payload, "\"not an object\"");
+    assert_eq!(q[2].payload, "\"not an object\"");
+}
+
+/// Segment's HTTP API takes messages without a messageId, and none of its documented
+/// examples has one: each is given one. With a client time it comes from the content, so
+/// a retry is a duplicate; without, from the request, so each untimed message is kept.
+#[test]
+fn messages_without_a_message_id_are_given_one_and_a_timed_retry_is_a_duplicate() {
+    let store = rig();
+    let identify = br#"{"userId":"019mr8mf4r","traits":{"email":"pgibbons@example.com","name":"Peter Gibbons"},
+        "context":{"ip":"24.5.68.47"},"timestamp":"2012-12-02T00:30:08.276Z","writeKey":"wk_test"}"#;
+    let first = run(
+        &store,
+        Endpoint::Single(MessageType::Identify),
+        identify,
+        None,
+    )
+    .unwrap();
+    assert_eq!(first.accepted, 1, "{first:?}");
+    let id = first.results[0].message_id.clone().unwrap();
+    assert!(id.starts_with("sl-") && id.len() == 35, "{id}");
+    let retry = run(
+        &store,
+        Endpoint::Single(MessageType::Identify),
+        identify,
+        None,
+    )
+    .unwrap();
+    assert_eq!(retry.results[0].status, Status::Duplicate);
+    assert_eq!(retry.results[0].message_id.as_deref(), Some(id.as_str()));
+    // Another time is another event; an empty messageId is none.
+    let later = String::from_utf8_lossy(identify).replace("00:30:08.276Z", "00:30:09.000Z");
+    let later = later.replace(r#""userId""#, r#""messageId":"","userId""#);
+    let r = run(
+        &store,
+        Endpoint::Single(MessageType::Identify),
+        later.as_bytes(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.accepted, 1);
+    assert_ne!(r.results[0].message_id.as_deref(), Some(id.as_str()));
+    // Untimed: two alike in one batch are two events, and a resend is stored again.
+    let beat = json!({"type": "track", "userId": "u-beat", "event": "Heartbeat"});
+    let body = batch(json!([beat, beat]));
+    let r = run(&store, Endpoint::Batch, &body, None).unwrap();
+    assert_eq!(r.accepted, 2, "{r:?}");
+    assert_ne!(r.results[0].message_id, r.results[1].message_id);
+    assert_eq!(
+        run(&store, Endpoint::Batch, &body, None).unwrap().accepted,
+        2
+    );
+    let stored = store.store.events.borrow();
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|e| e.user_id.as_deref() == Some("u-beat"))
+            .count(),
+        4
+    );
+    let peter: Vec<_> = stored
+        .iter()
+        .filter(|e| e.user_id.as_deref() == Some("019mr8mf4r"))
+        .collect();
+    assert_eq!(peter.len(), 2);
+    assert!(
+        peter.iter().all(|e| !e.payload.contains("pgibbons@")),
+        "hashed as any event"
+    );
 }
 
 #[test]

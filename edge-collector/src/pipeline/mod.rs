@@ -353,6 +353,9 @@ pub struct Memo<'c> {
     /// The last consent decision and its categories as JSON ([`crate::consent::to_json`]):
     /// the events of a request mostly share one.
     consent: Option<(Decision, Value)>,
+    /// How many messages without a messageId or a time were given one
+    /// ([`derived_message_id`]).
+    untimed: u32,
 }
 
 impl<'c> Memo<'c> {
@@ -362,6 +365,7 @@ impl<'c> Memo<'c> {
             scrub: Scrubber::new(country),
             scratch: Vec::new(),
             consent: None,
+            untimed: 0,
         }
     }
 
@@ -665,6 +669,30 @@ fn prepare_other(text: &str, sh: &Shared<'_>, consent_log: &mut Vec<ConsentRecor
     quarantine_value(sh, v, reason)
 }
 
+/// A messageId for a message that has none: Segment's HTTP API takes messages without
+/// one (none of its documented examples has one), and so does RudderStack's. With a
+/// client time (`timestamp` or `originalTimestamp`) it is derived from the (scrubbed)
+/// content, as the fingerprint reads it, so a retry of the message gets the same id and
+/// is answered as a duplicate; two events alike to the millisecond are one. Without a
+/// time nothing tells a retry from a second event, so the id is the request's (its
+/// random id and the message's place among the untimed): each is stored, and a retry of
+/// it is stored again, as a sender without ids asks for. `sl-` and 32 hex digits.
+fn derived_message_id(
+    m: &mut Message,
+    sc: &Scrubbed,
+    sh: &Shared<'_>,
+    memo: &mut Memo<'_>,
+) -> String {
+    let content = fingerprint_with(m, sc.json.as_deref(), &mut memo.scratch);
+    if m.timestamp.is_some() || m.original_timestamp.is_some() {
+        return format!("sl-{}", &content[1..]);
+    }
+    memo.untimed += 1;
+    let place = format!("{content}/{}/{}", sh.req.request_id, memo.untimed);
+    let digest = xxhash_rust::xxh3::xxh3_128(place.as_bytes()).to_be_bytes();
+    format!("sl-{}", hex16(&digest))
+}
+
 /// Shape, plan and enrichment of a scrubbed message whose context is `sc`.
 fn checked(
     mut m: Message,
@@ -675,6 +703,9 @@ fn checked(
     size: usize,
     sc: &mut Scrubbed,
 ) -> Prepared {
+    if m.message_id.as_deref().is_none_or(str::is_empty) {
+        m.message_id = Some(derived_message_id(&mut m, sc, sh, memo));
+    }
     let kind = match shape::shape(&m) {
         Ok(k) => k,
         Err(reason) => return quarantine_scrubbed(sh, m, sc, vec![reason]),
