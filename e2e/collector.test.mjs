@@ -623,3 +623,27 @@ test('a server batch of 100 events from 100 users stays within the free plan\'s 
   assert.ok(nested <= 50, `${nested} subrequests by one object`);
   if (Number(SHARDS || 1) > 1) assert.ok(nested > 0, 'driven by a shard');
 });
+
+// Segment's HTTP API takes up to 2,500 events in a batch. The lake's queue messages
+// carry many events each, so such a batch's sends stay few.
+test('a server batch of 2,500 events stays within 50 subrequests, and each event reaches the lake once', async () => {
+  const prefix = mid('bulk');
+  const batch = Array.from({ length: 2500 }, (_, i) => ({
+    type: 'track', event: 'Ratio Computed', messageId: `${prefix}-${i}`, userId: `bulk-user-${i % 400}`,
+    properties: { i, note: 'a "quoted" \\ text' },
+  }));
+  const r = await post('/v1/batch', { writeKey: 'sl_server_key', batch });
+  const body = await r.json();
+  assert.equal(r.status, 200, JSON.stringify(body).slice(0, 300));
+  assert.equal(body.accepted, 2500);
+  const n = Number(r.headers.get('x-subrequests'));
+  const nested = Number(r.headers.get('x-object-subrequests'));
+  console.log(`server batch of 2,500: ${n} subrequests, at most ${nested} by one object`);
+  assert.ok(n <= 50 && nested <= 50, `${n} subrequests, ${nested} by one object`);
+  const lines = await eventually(async () => {
+    const l = (await collector.lakeLines('lake/source=sl_server_key/')).filter((x) => x.messageId.startsWith(`${prefix}-`));
+    return l.length >= 2500 && l;
+  }, 60_000, 'the batch in the lake');
+  assert.equal(lines.length, 2500, 'each line once');
+  assert.equal(new Set(lines.map((x) => x.messageId)).size, 2500);
+});

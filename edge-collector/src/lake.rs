@@ -157,6 +157,43 @@ pub fn archived_rows<'a>(lines: impl IntoIterator<Item = (&'a str, &'a str)>) ->
     serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
 }
 
+/// The bytes one queue message of lines may take: a message takes 128 KB, and a
+/// `sendBatch` 256 KB; what is left is the envelope's.
+pub const PACK_BYTES: usize = 120 * 1024;
+
+/// What a line takes in a queue message: its text as a JSON string (each quote and
+/// backslash escaped) and its fields' names and values around it.
+pub fn queued_size(line: &str, write_key: &str, message_id: &str) -> usize {
+    let escapes = line.bytes().filter(|b| matches!(b, b'"' | b'\\')).count();
+    line.len() + escapes + write_key.len() + message_id.len() + 128
+}
+
+/// The identifiers of a queued line an erasure's tombstones name: its profile id,
+/// anonymous id and user id.
+pub fn subjects(line: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    ["profileId", "anonymousId", "userId"]
+        .iter()
+        .filter_map(|k| v.get(*k).and_then(|x| x.as_str()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether a queued line belongs to a person erased after it was received: one of its
+/// subjects' tombstones (`digests`, by `latest`: a digest's latest erasure time) is at
+/// or after `received_at`. An event received after the erasure is a new one, and kept.
+pub fn erased_after(
+    digests: &[String],
+    received_at: &str,
+    latest: &std::collections::HashMap<String, String>,
+) -> bool {
+    digests.iter().any(|d| {
+        latest
+            .get(d)
+            .is_some_and(|erased| erased.as_str() >= received_at)
+    })
+}
+
 /// The object's lines without the ones `drop` matches (an erasure), and how many went;
 /// `None` when nothing matched (the object stays as it is). An empty text means the
 /// object goes.
@@ -221,6 +258,49 @@ mod tests {
             received_at: at,
             line: l,
         }
+    }
+
+    /// A queue message's size is never under-counted: the line escaped as a JSON string,
+    /// with its fields, as serde writes the message.
+    #[test]
+    fn a_queued_line_s_size_covers_its_message() {
+        let lines = [
+            r#"{"a":"b"}"#.to_string(),
+            serde_json::json!({"t": "quote \" back \\ slash \n ünïcödé 🙂", "n": [1, 2]})
+                .to_string(),
+            "\"".repeat(5_000),
+            "x".repeat(40_000),
+        ];
+        for l in &lines {
+            let message = serde_json::json!({"events": [{"write_key": "sl_server_key",
+                "message_id": "m-1", "received_at": "2026-12-07T15:00:00.000Z", "line": l}]});
+            let actual = serde_json::to_string(&message).unwrap().len();
+            assert!(
+                queued_size(l, "sl_server_key", "m-1") >= actual,
+                "{actual} for {l:.40}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_queued_before_its_person_s_erasure_is_dropped_and_one_after_kept() {
+        let l = r#"{"profileId":"p_1","anonymousId":"a-1","userId":null,"event":"E"}"#;
+        assert_eq!(subjects(l), ["p_1", "a-1"]);
+        assert!(subjects("not json").is_empty());
+        let latest: std::collections::HashMap<String, String> =
+            [("d-a".to_string(), "2026-12-07T10:00:00.000Z".to_string())].into();
+        let ds = ["d-p".to_string(), "d-a".to_string()];
+        assert!(erased_after(&ds, "2026-12-07T09:59:59.999Z", &latest));
+        assert!(erased_after(&ds, "2026-12-07T10:00:00.000Z", &latest));
+        assert!(
+            !erased_after(&ds, "2026-12-07T10:00:00.001Z", &latest),
+            "received after"
+        );
+        assert!(!erased_after(
+            &["d-x".to_string()],
+            "2026-01-01T00:00:00.000Z",
+            &latest
+        ));
     }
 
     #[test]
