@@ -185,7 +185,7 @@ pub fn subjects(line: &str) -> Vec<String> {
 pub fn erased_after(
     digests: &[String],
     received_at: &str,
-    latest: &std::collections::HashMap<String, String>,
+    latest: &BTreeMap<String, String>,
 ) -> bool {
     digests.iter().any(|d| {
         latest
@@ -287,7 +287,7 @@ mod tests {
         let l = r#"{"profileId":"p_1","anonymousId":"a-1","userId":null,"event":"E"}"#;
         assert_eq!(subjects(l), ["p_1", "a-1"]);
         assert!(subjects("not json").is_empty());
-        let latest: std::collections::HashMap<String, String> =
+        let latest: BTreeMap<String, String> =
             [("d-a".to_string(), "2026-12-07T10:00:00.000Z".to_string())].into();
         let ds = ["d-p".to_string(), "d-a".to_string()];
         assert!(erased_after(&ds, "2026-12-07T09:59:59.999Z", &latest));

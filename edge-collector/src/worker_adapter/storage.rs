@@ -91,14 +91,6 @@ struct Pack<'a> {
     events: &'a [Archived],
 }
 
-/// A queue message of the lake: a pack, or one event (as messages were sent before packs).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum LakeMessage {
-    Pack { events: Vec<Archived> },
-    One(Archived),
-}
-
 /// One clean event on its way to R2.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Archived {
@@ -591,10 +583,22 @@ pub async fn archive(batch: MessageBatch<serde_json::Value>, env: &Env) -> Resul
     let db = env.d1("DB")?;
     let mut queued = Vec::new();
     for m in batch.messages()? {
-        match serde_json::from_value::<LakeMessage>(m.into_body()) {
-            Ok(LakeMessage::Pack { events }) => queued.extend(events),
-            Ok(LakeMessage::One(a)) => queued.push(a),
-            Err(_) => console_error!("sightline lake: a message that is not an event was dropped"),
+        // A pack, or one event (as messages were sent before packs), told apart by hand
+        // and each event read alone; the tombstones below are read as JSON values. With
+        // serde's untagged enum, a `Vec` reader, a row struct and a HashMap, this reading
+        // was 11,657 bytes more of the worker's wasm (1,962,179 against 1,950,522).
+        let mut body = m.into_body();
+        let events = match body.get_mut("events").map(serde_json::Value::take) {
+            Some(serde_json::Value::Array(events)) => events,
+            _ => vec![body],
+        };
+        for e in events {
+            match serde_json::from_value::<Archived>(e) {
+                Ok(a) => queued.push(a),
+                Err(_) => {
+                    console_error!("sightline lake: a message that is not an event was dropped")
+                }
+            }
         }
     }
     let erased = erased_while_queued(&db, &queued).await?;
@@ -659,31 +663,31 @@ async fn erased_while_queued(db: &D1Database, events: &[Archived]) -> Result<Vec
                 .collect()
         })
         .collect();
-    let all: std::collections::BTreeSet<&String> = digests.iter().flatten().collect();
-    let mut latest = std::collections::HashMap::new();
+    let mut all: Vec<&String> = digests.iter().flatten().collect();
+    all.sort_unstable();
+    all.dedup();
+    let mut latest = std::collections::BTreeMap::new();
     if !all.is_empty() {
         let rows = db
             .prepare(
                 "SELECT digest, MAX(erased_at) AS erased_at FROM erasure_tombstones \
-                      WHERE digest IN (SELECT value FROM json_each(?1)) GROUP BY digest",
+                 WHERE digest IN (SELECT value FROM json_each(?1)) GROUP BY digest",
             )
             .bind(&[list(&all)])?
             .all()
             .await?
-            .results::<Tombstone>()?;
-        latest.extend(rows.into_iter().map(|t| (t.digest, t.erased_at)));
+            .results::<serde_json::Value>()?;
+        let text = |r: &serde_json::Value, k: &str| r.get(k)?.as_str().map(str::to_string);
+        latest.extend(
+            rows.iter()
+                .filter_map(|r| Some((text(r, "digest")?, text(r, "erased_at")?))),
+        );
     }
     Ok(digests
         .iter()
         .zip(events)
         .map(|(d, a)| crate::lake::erased_after(d, &a.received_at, &latest))
         .collect())
-}
-
-#[derive(Deserialize)]
-struct Tombstone {
-    digest: String,
-    erased_at: String,
 }
 
 /// A list bound as JSON text, for `json_each`.
