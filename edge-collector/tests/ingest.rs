@@ -212,35 +212,19 @@ fn messages_without_a_message_id_are_given_one_and_a_timed_retry_is_a_duplicate(
     let store = rig();
     let identify = br#"{"userId":"019mr8mf4r","traits":{"email":"pgibbons@example.com","name":"Peter Gibbons"},
         "context":{"ip":"24.5.68.47"},"timestamp":"2012-12-02T00:30:08.276Z","writeKey":"wk_test"}"#;
-    let first = run(
-        &store,
-        Endpoint::Single(MessageType::Identify),
-        identify,
-        None,
-    )
-    .unwrap();
+    let send =
+        |body: &[u8]| run(&store, Endpoint::Single(MessageType::Identify), body, None).unwrap();
+    let first = send(identify);
     assert_eq!(first.accepted, 1, "{first:?}");
     let id = first.results[0].message_id.clone().unwrap();
     assert!(id.starts_with("sl-") && id.len() == 35, "{id}");
-    let retry = run(
-        &store,
-        Endpoint::Single(MessageType::Identify),
-        identify,
-        None,
-    )
-    .unwrap();
+    let retry = send(identify);
     assert_eq!(retry.results[0].status, Status::Duplicate);
     assert_eq!(retry.results[0].message_id.as_deref(), Some(id.as_str()));
     // Another time is another event; an empty messageId is none.
     let later = String::from_utf8_lossy(identify).replace("00:30:08.276Z", "00:30:09.000Z");
     let later = later.replace(r#""userId""#, r#""messageId":"","userId""#);
-    let r = run(
-        &store,
-        Endpoint::Single(MessageType::Identify),
-        later.as_bytes(),
-        None,
-    )
-    .unwrap();
+    let r = send(later.as_bytes());
     assert_eq!(r.accepted, 1);
     assert_ne!(r.results[0].message_id.as_deref(), Some(id.as_str()));
     // Untimed: two alike in one batch are two events, and a resend is stored again.
