@@ -1,14 +1,15 @@
 // Real client libraries pointed at the real collector in workerd, each with every
 // message type it sends: Segment's analytics.js (analytics-next, in headless Chromium,
-// loading its settings from the collector as it would from Segment's CDN), RudderStack's
-// browser SDK (in Chromium, its source config from the collector; same origin, another
-// origin, its sendBeacon mode and its consent manager), Jitsu's browser SDK, Snowplow's
-// browser tracker and posthog-js (in Chromium, same origin and another), Segment's Python
-// library, RudderStack's Node SDK, PostHog's Node and Python libraries and
-// posthog-js-lite, Snowplow's Node and Python trackers and Jitsu's library on a server.
-// (Segment's Node library is in collector.test.mjs.) Each one's events are stored once,
-// none is quarantined or refused, and a raw email a library sends in traits is hashed
-// before it is kept.
+// loading its settings from the collector as it would from Segment's CDN; and under
+// Segment's consent wrapper, analytics-consent-tools, stamping OneTrust's groups),
+// RudderStack's browser SDK (in Chromium, its source config from the collector; same
+// origin, another origin, its sendBeacon mode and its consent manager), Jitsu's browser
+// SDK, Snowplow's browser tracker and posthog-js (in Chromium, same origin and another),
+// Segment's Python library, RudderStack's Node SDK, PostHog's Node and Python libraries
+// and posthog-js-lite, Snowplow's Node and Python trackers and Jitsu's library on a
+// server. (Segment's Node library is in collector.test.mjs.) Each one's events are
+// stored once, none is quarantined or refused, and a raw email a library sends in traits
+// is hashed before it is kept.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -115,6 +116,73 @@ test('analytics.js (analytics-next) loads its settings from the collector and de
     assert.deepEqual(await quarantined(`anonymous_id = '${anon}'`), []);
     // An unknown write key gets no settings.
     assert.equal((await fetch(`${collector.url}/v1/projects/not_a_key/settings`)).status, 404);
+  } finally {
+    await browser.close();
+  }
+});
+
+test("analytics.js under Segment's consent wrapper (analytics-consent-tools), stamping OneTrust's groups: kept on an opt-in site, marketing denied, a revocation stops collection", async () => {
+  const umd = dirname(require.resolve('@segment/analytics-next/dist/umd/index.js'));
+  // Segment's consent tools ship as modules only; bundled here as a site's build would.
+  const { build } = await import('esbuild');
+  const tools = (await build({
+    stdin: { contents: "export { createWrapper } from '@segment/analytics-consent-tools';", resolveDir: ROOT },
+    bundle: true, format: 'iife', globalName: 'SegmentConsentTools', write: false,
+  })).outputFiles[0].text;
+  const page = `<!doctype html><html><head><meta charset="utf-8"><script src="/vendor/ajs/index.js"></script>
+    <script src="/vendor/consent-tools.js"></script></head><body><p>A shop on analytics.js behind OneTrust.</p></body></html>`;
+  const browser = await startBrowser();
+  try {
+    const tab = await browser.context.newPage();
+    await tab.route((url) => url.pathname === '/shop-on-ajs-onetrust.html', (r) => r.fulfill({ contentType: 'text/html', body: page }));
+    await tab.route(`${collector.url}/vendor/consent-tools.js`, (r) => r.fulfill({ contentType: 'text/javascript', body: tools }));
+    await tab.route(`${collector.url}/vendor/ajs/**`, (r) => r.fulfill({ path: join(umd, 'index.js'), contentType: 'text/javascript' }));
+    await tab.route(`${collector.url}/analytics-next/bundles/**`, (r) =>
+      r.fulfill({ path: join(umd, new URL(r.request().url()).pathname.split('/').pop()), contentType: 'text/javascript' }));
+    await tab.goto(`${collector.url}/shop-on-ajs-onetrust.html?utm_source=ot&gclid=OT-GCLID-1`);
+    const anon = await tab.evaluate(async () => {
+      // OneTrust as Segment's OneTrust wrapper reads it: every group by its id, true
+      // when active (performance C0002 and functional C0003 granted, targeting C0004 not).
+      let active = ['C0001', 'C0002', 'C0003'];
+      const changed = [];
+      window.revoke = () => { active = ['C0001']; changed.forEach((f) => f()); };
+      const groups = () => Object.fromEntries(['C0001', 'C0002', 'C0003', 'C0004', 'C0005'].map((g) => [g, active.includes(g)]));
+      const withOneTrust = window.SegmentConsentTools.createWrapper({
+        shouldLoadSegment: (ctx) => ctx.load({ consentModel: 'opt-in' }),
+        getCategories: groups,
+        registerOnConsentChanged: (set) => changed.push(() => set(groups())),
+      });
+      const analytics = new window.AnalyticsNext.AnalyticsBrowser();
+      withOneTrust(analytics).load({ writeKey: 'sl_optin_key', cdnURL: location.origin }, { integrations: {} });
+      await analytics.page('Shop', { path: '/shop-on-ajs-onetrust.html' });
+      await analytics.track('Product Added', { product_id: 'ETH-GUJI', name: 'Ethiopia Guji', price: 14.5, currency: 'EUR', quantity: 1 });
+      await analytics.identify('ot-user-1', { email: 'Ot.User@Example.com' });
+      window.ajs = analytics;
+      return (await analytics.user()).anonymousId();
+    });
+    const rows = await storedOnce(anon, 3, 'analytics.js events under OneTrust\'s groups');
+    assert.deepEqual(rows.map((r) => r.type).sort(), ['identify', 'page', 'track']);
+    const kept = JSON.parse(rows.find((r) => r.type === 'page').payload);
+    assert.deepEqual(kept.context.consent.enforced, { necessary: true, analytics: true, marketing: false, personalization: true });
+    assert.equal(kept.context.clickIds, undefined, 'a click id needs the targeting group');
+    assert.equal(kept.context.campaign.source, 'ot');
+    assert.equal(JSON.parse(rows.find((r) => r.type === 'identify').payload).traits.email, sha256('ot.user@example.com'));
+    // The visitor withdraws C0002: the wrapper's consent event is logged, and what
+    // follows is refused and kept nowhere.
+    const refused = tab.waitForResponse((r) => (r.request().postData() || '').includes('After Revocation'));
+    await tab.evaluate(async () => {
+      window.revoke();
+      await window.ajs.track('After Revocation');
+    });
+    const verdict = await (await refused).json();
+    assert.deepEqual(verdict.results.map((r) => [r.status, r.reasons[0].kind]), [['refused', 'consent_denied']]);
+    const log = await eventually(async () => {
+      const l = (await collector.adminJson(`/admin/v1/consent?anonymousId=${anon}`)).consent;
+      return l.some((e) => JSON.parse(e.categories).analytics === false) && l;
+    }, 20_000, 'the revocation in the consent log');
+    assert.deepEqual(JSON.parse(log[0].categories), { necessary: true, analytics: false, marketing: false, personalization: false });
+    assert.equal((await stored(`anonymous_id = '${anon}'`)).length, 3, 'nothing stored after the revocation');
+    assert.deepEqual(await quarantined(`anonymous_id = '${anon}'`), []);
   } finally {
     await browser.close();
   }

@@ -4,8 +4,12 @@
 //! without a snapshot granting analytics is not stored.
 //!
 //! A snapshot is read from `context.consent`:
-//! - `categoryPreferences` (Segment's consent format): keys `analytics`, `marketing`
-//!   (or `advertising`), `personalization` (or `functional`), case-insensitive;
+//! - `categoryPreferences` (Segment's consent format): its keys as
+//!   `tracking_plan::consent::consent_id` reads them: `analytics`, `marketing`,
+//!   `personalization` and the names consent managers give them (`statistics`,
+//!   `advertisement`, `preferences`, …; case, spaces, `_` and `-` aside), or OneTrust's
+//!   group ids, which Segment's OneTrust wrapper stamps (`C0002`, `C0003`, `C0004`). Of
+//!   two keys naming one category, a denial wins whatever their order;
 //! - `googleConsentMode` (Consent Mode v2): `analytics_storage`, `ad_storage`,
 //!   `ad_user_data`, `ad_personalization` as `granted`/`denied`;
 //!
@@ -21,7 +25,7 @@
 //! proves what a visitor chose).
 
 use serde_json::{Map, Value};
-use tracking_plan::consent::{category, consent_id, from_gcm, gcm_state};
+use tracking_plan::consent::{consent_id, from_gcm, gcm_state};
 pub use tracking_plan::consent::{decide, is_consent_event, Choice as Snapshot, Decision};
 
 /// The keys of a context that [`read`] and the consent log read.
@@ -60,11 +64,13 @@ pub fn read(context: Option<&Value>) -> Snapshot {
         );
     }
     if let Some(Value::Object(prefs)) = consent.get("categoryPreferences") {
+        let mut stated = Snapshot::default();
         for (k, v) in prefs {
-            if let (Some(v), Some(c)) = (v.as_bool(), category(k)) {
-                s.set(c, v);
+            if let (Some(v), Some(c)) = (v.as_bool(), consent_id(k)) {
+                stated.state(c, v);
             }
         }
+        s = s.updated(stated);
     }
     s
 }
@@ -75,7 +81,7 @@ fn consent_ids(s: &mut Snapshot, ids: Option<&Value>, granted: bool) {
         return;
     };
     for c in ids.iter().filter_map(Value::as_str).filter_map(consent_id) {
-        s.set(c, granted);
+        s.state(c, granted);
     }
 }
 
@@ -164,6 +170,42 @@ mod tests {
                                      "consent": {"categoryPreferences": {"analytics": false}}}),
         ));
         assert_eq!(both.analytics, Some(false));
+    }
+
+    #[test]
+    fn consent_managers_category_names_and_onetrust_groups() {
+        // Segment's OneTrust wrapper stamps every OneTrust group by its id.
+        let one_trust = snap(json!({"categoryPreferences":
+            {"C0001": true, "C0002": true, "C0003": false, "C0004": false, "C0005": true}}));
+        let d = decide(one_trust, ConsentPolicy::OptIn, false);
+        assert!(d.store() && !d.marketing && !d.personalization);
+        // Cookiebot's and CookieYes's names: a denial there is a denial here.
+        let cookiebot = snap(json!({"categoryPreferences":
+            {"necessary": true, "statistics": true, "preferences": true, "marketing": false}}));
+        let d = decide(cookiebot, ConsentPolicy::OptIn, false);
+        assert!(d.store() && d.personalization && !d.marketing);
+        let cookie_yes = snap(json!({"categoryPreferences":
+            {"analytics": true, "performance": true, "functional": true, "advertisement": false}}));
+        assert!(!decide(cookie_yes, ConsentPolicy::OptOut, false).marketing);
+        // Segment's documented example: a denial of data sharing is no marketing.
+        let segment = snap(json!({"categoryPreferences":
+            {"Advertising": true, "Analytics": true, "Functional": true, "DataSharing": false}}));
+        assert!(!decide(segment, ConsentPolicy::OptOut, false).marketing);
+        // Two names of one category: a denial wins, whichever key comes first.
+        for prefs in [
+            json!({"analytics": true, "performance": false}),
+            json!({"performance": true, "statistics": false}),
+            json!({"Statistics": false, "analytics": true}),
+            json!({"C0002": false, "analytics": true}),
+        ] {
+            let s = snap(json!({ "categoryPreferences": prefs }));
+            assert_eq!(s.analytics, Some(false), "{prefs}");
+            assert!(!decide(s, ConsentPolicy::OptOut, false).store(), "{prefs}");
+        }
+        // Unknown groups and names state nothing: opt-in stays closed.
+        let unknown =
+            snap(json!({"categoryPreferences": {"C0001": true, "C0005": true, "stats": true}}));
+        assert!(!decide(unknown, ConsentPolicy::OptIn, false).store());
     }
 
     #[test]

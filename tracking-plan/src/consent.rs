@@ -81,24 +81,53 @@ pub enum Category {
     Personalization,
 }
 
+/// The names consent managers give each category, as [`category`] compares them
+/// (lowercase, letters only). Segment's consent wrappers stamp a manager's own names
+/// into `categoryPreferences`: Cookiebot and Complianz say `statistics` and
+/// `preferences`, CookieYes `advertisement` and `performance`, OneTrust's groups are
+/// named `performance`, `functional` and `targeting`, and Segment's own example has
+/// `DataSharing` (a denial of sale or sharing, read as GPC is: no marketing).
+const NAMES: [(&str, Category); 14] = [
+    ("analytics", Category::Analytics),
+    ("statistics", Category::Analytics),
+    ("performance", Category::Analytics),
+    ("marketing", Category::Marketing),
+    ("advertising", Category::Marketing),
+    ("advertisement", Category::Marketing),
+    ("ads", Category::Marketing),
+    ("targeting", Category::Marketing),
+    ("datasharing", Category::Marketing),
+    ("personalization", Category::Personalization),
+    ("personalisation", Category::Personalization),
+    ("functional", Category::Personalization),
+    ("functionality", Category::Personalization),
+    ("preferences", Category::Personalization),
+];
+
+/// The category a consent manager's category name states: one of [`NAMES`], compared
+/// without case, spaces, `_` or `-` (`Data Sharing`, `data_sharing`); any other name
+/// states nothing. Several names of one category in one snapshot are read together by
+/// [`Choice::state`]: a denial of any of them denies it.
 pub fn category(key: &str) -> Option<Category> {
-    let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(key));
-    if is(&["analytics"]) {
-        Some(Category::Analytics)
-    } else if is(&["marketing", "advertising"]) {
-        Some(Category::Marketing)
-    } else if is(&["personalization", "functional"]) {
-        Some(Category::Personalization)
-    } else {
-        None
+    let mut letters = [0u8; 16];
+    let mut n = 0;
+    for b in key.bytes().filter(|b| !matches!(b, b' ' | b'_' | b'-')) {
+        *letters.get_mut(n)? = b.to_ascii_lowercase();
+        n += 1;
     }
+    let key = &letters[..n];
+    NAMES
+        .iter()
+        .find(|(name, _)| name.as_bytes() == key)
+        .map(|(_, c)| *c)
 }
 
 /// A consent manager's category id as a category (RudderStack's SDK sends the ids the
-/// site's consent manager gave, in `context.consentManagement`): a name [`category`]
-/// knows (a custom manager's own ids), or one of OneTrust's default groups: `C0002`
-/// performance (analytics), `C0003` functional (personalization), `C0004` targeting
-/// (marketing). Any other id states nothing.
+/// site's consent manager gave, in `context.consentManagement`; Segment's OneTrust
+/// wrapper stamps them as `categoryPreferences` keys): a name [`category`] knows (a
+/// custom manager's own ids), or one of OneTrust's default groups: `C0002` performance
+/// (analytics), `C0003` functional (personalization), `C0004` targeting (marketing).
+/// Any other id states nothing.
 pub fn consent_id(id: &str) -> Option<Category> {
     match id.trim() {
         "C0002" => Some(Category::Analytics),
@@ -109,13 +138,16 @@ pub fn consent_id(id: &str) -> Option<Category> {
 }
 
 impl Choice {
-    /// Sets one category.
-    pub fn set(&mut self, c: Category, v: bool) {
-        match c {
-            Category::Analytics => self.analytics = Some(v),
-            Category::Marketing => self.marketing = Some(v),
-            Category::Personalization => self.personalization = Some(v),
-        }
+    /// States one category as one of several signals of one snapshot: a denial wins
+    /// over a grant, whichever comes first (a manager's `analytics: true` beside its
+    /// `performance: false` denies analytics; the keys' order decides nothing).
+    pub fn state(&mut self, c: Category, v: bool) {
+        let slot = match c {
+            Category::Analytics => &mut self.analytics,
+            Category::Marketing => &mut self.marketing,
+            Category::Personalization => &mut self.personalization,
+        };
+        *slot = Some(slot.unwrap_or(true) && v);
     }
 }
 
@@ -233,6 +265,40 @@ mod tests {
         assert_eq!(category("Advertising"), Some(Category::Marketing));
         assert_eq!(category("functional"), Some(Category::Personalization));
         assert_eq!(category("necessary"), None);
+        // Consent managers' names for the categories, spelt as they spell them.
+        for (name, c) in [
+            ("Statistics", Category::Analytics),
+            ("performance", Category::Analytics),
+            ("advertisement", Category::Marketing),
+            ("Targeting", Category::Marketing),
+            ("DataSharing", Category::Marketing),
+            ("data_sharing", Category::Marketing),
+            ("Data Sharing", Category::Marketing),
+            ("preferences", Category::Personalization),
+            ("Personalisation", Category::Personalization),
+        ] {
+            assert_eq!(category(name), Some(c), "{name}");
+            assert_eq!(consent_id(name), Some(c), "{name}");
+        }
+        for none in [
+            "",
+            "analytic",
+            "analyticss",
+            "personalisationandmore",
+            "unclassified",
+            "é",
+        ] {
+            assert_eq!(category(none), None, "{none:?}");
+        }
+        // A denial wins among one snapshot's signals, in either order.
+        for order in [[true, false], [false, true]] {
+            let mut c = Choice::default();
+            order.iter().for_each(|v| c.state(Category::Analytics, *v));
+            assert_eq!(c.analytics, Some(false));
+        }
+        let mut c = Choice::default();
+        c.state(Category::Marketing, true);
+        assert_eq!((c.marketing, c.analytics), (Some(true), None));
         let a = Choice {
             analytics: Some(true),
             marketing: Some(true),
