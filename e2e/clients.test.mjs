@@ -238,10 +238,11 @@ function storedOnce(anon, n, what, ms = 20_000) {
 /** RudderStack's browser SDK (v3, its npm "lite" build: plugins bundled, nothing from
  * RudderStack's CDN) on a page of `origin`, its data plane and its source config both
  * pointed at the collector. Returns the visitor's anonymous id and the requests made. */
-async function rudderstackIn(browser, origin, { writeKey = 'sl_dev_key', ...options } = {}) {
+async function rudderstackIn(browser, origin, { writeKey = 'sl_dev_key', globals = {}, ...options } = {}) {
   const shop = await openShop(browser, origin, 'shop-on-rudderstack.html?utm_source=rudder&utm_medium=email');
-  const anon = await shop.tab.evaluate(async ({ dataPlane, writeKey, options }) => {
+  const anon = await shop.tab.evaluate(async ({ dataPlane, writeKey, globals, options }) => {
     localStorage.clear(); // each run is a new visitor (the SDK keeps its id here and in a cookie)
+    Object.assign(window, globals); // a consent manager's globals, as its own script sets them
     const ra = new window.rudderanalytics.RudderAnalytics();
     await new Promise((resolve, reject) => {
       setTimeout(() => reject(new Error('the SDK did not get ready in 10 s')), 10_000);
@@ -254,7 +255,7 @@ async function rudderstackIn(browser, origin, { writeKey = 'sl_dev_key', ...opti
     ra.group('rsa-group', { name: 'Acme' });
     ra.alias('rsa-user-alias');
     return ra.getAnonymousId();
-  }, { dataPlane: collector.url, writeKey, options });
+  }, { dataPlane: collector.url, writeKey, globals, options });
   return { ...shop, anon };
 }
 
@@ -299,6 +300,18 @@ test("RudderStack's browser SDK loads its source config from the collector and d
     assert.equal(kept.context.consent.enforced.analytics, true);
     assert.equal(kept.context.consent.enforced.marketing, false);
     await consented.tab.close();
+    // iubenda, whose purposes RudderStack's SDK sends by number: 4 (measurement)
+    // granted, 5 (marketing) denied.
+    const iubenda = await rudderstackIn(browser, collector.url, {
+      writeKey: 'sl_optin_key',
+      consentManagement: { enabled: true, provider: 'iubenda' },
+      globals: { _iub: { cs: { consent: { purposes: { 1: true, 3: true, 4: true, 5: false } } } } },
+    });
+    await deliveredOnce(iubenda.anon, 'RudderStack events under iubenda');
+    const iub = JSON.parse((await stored(`anonymous_id = '${iubenda.anon}' and type = 'track'`))[0].payload);
+    assert.deepEqual(iub.context.consentManagement.allowedConsentIds, ['1', '3', '4']);
+    assert.deepEqual(iub.context.consent.enforced, { necessary: true, analytics: true, marketing: false, personalization: true });
+    await iubenda.tab.close();
     const silent = await rudderstackIn(browser, collector.url, { writeKey: 'sl_optin_key' });
     await eventually(() => silent.answered.length >= 5, 20_000, 'the five calls answered');
     assert.deepEqual(await stored(`anonymous_id = '${silent.anon}'`), []);

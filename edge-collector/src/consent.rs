@@ -15,8 +15,8 @@
 //!
 //! and from `context.consentManagement` (RudderStack's SDK): the ids of its
 //! `allowedConsentIds` are granted and those of its `deniedConsentIds` denied, each id
-//! read by `tracking_plan::consent::consent_id` (a category's name, or OneTrust's
-//! default groups). A denial wins over a grant of the same category, and
+//! read by `tracking_plan::consent::provider_consent_id` (a category's name, OneTrust's
+//! default groups, or iubenda's numbered purposes when `provider` is iubenda). A denial wins over a grant of the same category, and
 //! `categoryPreferences` over both.
 //!
 //! `Sec-GPC: 1` denies marketing whatever the snapshot says. Events named
@@ -25,7 +25,7 @@
 //! proves what a visitor chose).
 
 use serde_json::{Map, Value};
-use tracking_plan::consent::{consent_id, from_gcm, gcm_state};
+use tracking_plan::consent::{consent_id, from_gcm, gcm_state, provider_consent_id};
 pub use tracking_plan::consent::{decide, is_consent_event, Choice as Snapshot, Decision};
 
 /// The keys of a context that [`read`] and the consent log read.
@@ -48,8 +48,9 @@ pub fn part(context: Option<&Value>) -> Option<Value> {
 pub fn read(context: Option<&Value>) -> Snapshot {
     let mut s = Snapshot::default();
     if let Some(Value::Object(cm)) = context.and_then(|c| c.get(READ[1])) {
-        consent_ids(&mut s, cm.get("allowedConsentIds"), true);
-        consent_ids(&mut s, cm.get("deniedConsentIds"), false);
+        let provider = cm.get("provider").and_then(Value::as_str).unwrap_or("");
+        consent_ids(&mut s, provider, cm.get("allowedConsentIds"), true);
+        consent_ids(&mut s, provider, cm.get("deniedConsentIds"), false);
     }
     let Some(consent) = context.and_then(|c| c.get(READ[0])) else {
         return s;
@@ -75,12 +76,13 @@ pub fn read(context: Option<&Value>) -> Snapshot {
     s
 }
 
-/// Sets the categories a list of consent-manager ids names to `granted`.
-fn consent_ids(s: &mut Snapshot, ids: Option<&Value>, granted: bool) {
+/// States the categories a list of `provider`'s consent ids names as `granted`.
+fn consent_ids(s: &mut Snapshot, provider: &str, ids: Option<&Value>, granted: bool) {
     let Some(Value::Array(ids)) = ids else {
         return;
     };
-    for c in ids.iter().filter_map(Value::as_str).filter_map(consent_id) {
+    let ids = ids.iter().filter_map(Value::as_str);
+    for c in ids.filter_map(|id| provider_consent_id(provider, id)) {
         s.state(c, granted);
     }
 }
@@ -152,6 +154,16 @@ mod tests {
         );
         assert!(decide(one_trust, ConsentPolicy::OptIn, false).store());
         assert!(!decide(one_trust, ConsentPolicy::OptIn, false).marketing);
+        // iubenda's purposes as RudderStack's SDK sends them: numbers.
+        let iubenda = read_cm(json!({"provider": "iubenda", "resolutionStrategy": "and",
+            "allowedConsentIds": ["1", "2", "3", "4"], "deniedConsentIds": ["5"]}));
+        let d = decide(iubenda, ConsentPolicy::OptIn, false);
+        assert!(d.store() && d.personalization && !d.marketing);
+        let custom = read_cm(json!({"provider": "custom", "allowedConsentIds": ["4"]}));
+        assert!(
+            !decide(custom, ConsentPolicy::OptIn, false).store(),
+            "numbers name nothing elsewhere"
+        );
         // Nothing granted, or ids of the wrong shape: still closed under opt-in.
         for closed in [
             json!({"allowedConsentIds": []}),

@@ -85,23 +85,29 @@ pub enum Category {
 /// (lowercase, letters only). Segment's consent wrappers stamp a manager's own names
 /// into `categoryPreferences`: Cookiebot and Complianz say `statistics` and
 /// `preferences`, CookieYes `advertisement` and `performance`, OneTrust's groups are
-/// named `performance`, `functional` and `targeting`, and Segment's own example has
-/// `DataSharing` (a denial of sale or sharing, read as GPC is: no marketing).
-const NAMES: [(&str, Category); 14] = [
+/// named `performance`, `functional` and `targeting`, c15t's `measurement` and
+/// `experience`, Ketch's purposes `behavioral_advertising` and `targeted_advertising`
+/// (RudderStack's SDK sends them as ids), and Segment's own example has `DataSharing`
+/// (a denial of sale or sharing, read as GPC is: no marketing).
+const NAMES: [(&str, Category); 18] = [
     ("analytics", Category::Analytics),
     ("statistics", Category::Analytics),
     ("performance", Category::Analytics),
+    ("measurement", Category::Analytics),
     ("marketing", Category::Marketing),
     ("advertising", Category::Marketing),
     ("advertisement", Category::Marketing),
     ("ads", Category::Marketing),
     ("targeting", Category::Marketing),
     ("datasharing", Category::Marketing),
+    ("behavioraladvertising", Category::Marketing),
+    ("targetedadvertising", Category::Marketing),
     ("personalization", Category::Personalization),
     ("personalisation", Category::Personalization),
     ("functional", Category::Personalization),
     ("functionality", Category::Personalization),
     ("preferences", Category::Personalization),
+    ("experience", Category::Personalization),
 ];
 
 /// The category a consent manager's category name states: one of [`NAMES`], compared
@@ -109,7 +115,7 @@ const NAMES: [(&str, Category); 14] = [
 /// states nothing. Several names of one category in one snapshot are read together by
 /// [`Choice::state`]: a denial of any of them denies it.
 pub fn category(key: &str) -> Option<Category> {
-    let mut letters = [0u8; 16];
+    let mut letters = [0u8; 24];
     let mut n = 0;
     for b in key.bytes().filter(|b| !matches!(b, b' ' | b'_' | b'-')) {
         *letters.get_mut(n)? = b.to_ascii_lowercase();
@@ -134,6 +140,22 @@ pub fn consent_id(id: &str) -> Option<Category> {
         "C0003" => Some(Category::Personalization),
         "C0004" => Some(Category::Marketing),
         other => category(other),
+    }
+}
+
+/// An id from a named consent manager (RudderStack's `consentManagement.provider`):
+/// iubenda's purposes are numbers (RudderStack's SDK sends their ids: `3` experience
+/// enhancement, `4` measurement, `5` marketing; `1` necessary and `2` basic
+/// interactions state nothing); every other manager's ids are read by [`consent_id`].
+pub fn provider_consent_id(provider: &str, id: &str) -> Option<Category> {
+    if !provider.eq_ignore_ascii_case("iubenda") {
+        return consent_id(id);
+    }
+    match id.trim() {
+        "3" => Some(Category::Personalization),
+        "4" => Some(Category::Analytics),
+        "5" => Some(Category::Marketing),
+        other => consent_id(other),
     }
 }
 
@@ -276,6 +298,10 @@ mod tests {
             ("Data Sharing", Category::Marketing),
             ("preferences", Category::Personalization),
             ("Personalisation", Category::Personalization),
+            ("measurement", Category::Analytics),
+            ("experience", Category::Personalization),
+            ("behavioral_advertising", Category::Marketing),
+            ("targeted_advertising", Category::Marketing),
         ] {
             assert_eq!(category(name), Some(c), "{name}");
             assert_eq!(consent_id(name), Some(c), "{name}");
@@ -290,6 +316,26 @@ mod tests {
         ] {
             assert_eq!(category(none), None, "{none:?}");
         }
+        // iubenda's numbered purposes, from it only.
+        assert_eq!(
+            provider_consent_id("iubenda", "4"),
+            Some(Category::Analytics)
+        );
+        assert_eq!(
+            provider_consent_id("iubenda", "5"),
+            Some(Category::Marketing)
+        );
+        assert_eq!(
+            provider_consent_id("iubenda", "3"),
+            Some(Category::Personalization)
+        );
+        assert_eq!(provider_consent_id("iubenda", "1"), None);
+        assert_eq!(provider_consent_id("custom", "4"), None);
+        assert_eq!(
+            provider_consent_id("oneTrust", "C0004"),
+            Some(Category::Marketing)
+        );
+        assert_eq!(category("behavioral_advertising_and_more"), None);
         // A denial wins among one snapshot's signals, in either order.
         for order in [[true, false], [false, true]] {
             let mut c = Choice::default();
