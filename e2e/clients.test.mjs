@@ -114,6 +114,20 @@ test('analytics.js (analytics-next) loads its settings from the collector and de
     assert.equal(identify.context.library.name, 'analytics.js');
     assert.equal(JSON.parse(rows.find((r) => r.type === 'page').payload).context.campaign.source, 'ajs');
     assert.deepEqual(await quarantined(`anonymous_id = '${anon}'`), []);
+    // Its batching delivery (`deliveryStrategy: batching`): many calls to one POST to
+    // `/b`, `{batch, sentAt, writeKey}` as text/plain, sent with keepalive.
+    const batched = await tab.evaluate(async () => {
+      localStorage.clear();
+      const [analytics] = await window.AnalyticsNext.AnalyticsBrowser.load({ writeKey: 'sl_dev_key', cdnURL: location.origin }, {
+        integrations: { 'Segment.io': { deliveryStrategy: { strategy: 'batching', config: { size: 5, timeout: 300 } } } },
+      });
+      await analytics.reset();
+      for (let i = 0; i < 5; i++) analytics.track('Video Played', { n: i });
+      return analytics.user().anonymousId();
+    });
+    const inBatch = await storedOnce(batched, 5, 'analytics.js batching delivery');
+    assert.deepEqual(inBatch.map((r) => JSON.parse(r.payload).properties.n).sort(), [0, 1, 2, 3, 4]);
+    assert.ok(requests.includes('POST /b') || requests.includes('POST /v1/b'), requests.join(', '));
     // An unknown write key gets no settings.
     assert.equal((await fetch(`${collector.url}/v1/projects/not_a_key/settings`)).status, 404);
   } finally {
