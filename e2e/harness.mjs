@@ -46,6 +46,11 @@ export const PLANTED = [
   'evt.mail@example.net', 'big.secret@example.net', 'crash.sender@example.net',
   '+33 6 12 34 56 78', '612345678', 'encoded.visitor@example.org', '+442079460321',
   'ann.inspector@example.com', 'activation.shopper@example.net', 'sp.visitor@example.org',
+  // What the real client libraries send (clients.test.mjs).
+  'ajs.user@example.com', 'ot.user@example.com', 'rsa.user@example.com', 'jitsu.user@example.com',
+  'jn.user@example.com', 'ph.user@example.com', 'phl.user@example.com', 'phn.user@example.com',
+  'php.user@example.com', 'py.user@example.com', 'rs.user@example.com', 'spn.user@example.com',
+  'reader@example.org',
 ];
 
 /** The ways a planted value can hide in stored bytes beyond percent-encoding: base64
@@ -81,6 +86,10 @@ const env = () => ({
   ...process.env,
   WRANGLER_SEND_METRICS: 'false',
   CLOUDFLARE_CF_FETCH_ENABLED: 'false',
+  // Wrangler's local trace store keeps every request's full URL, query string included
+  // (a Snowplow pixel's GET carries what a client put there, raw emails too): off, as
+  // the collector's wrangler.toml has Cloudflare's redact query strings.
+  X_LOCAL_OBSERVABILITY: 'false',
   NO_COLOR: '1',
   CI: 'true', // no interactive prompts
 });
