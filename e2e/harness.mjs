@@ -51,6 +51,9 @@ export const PLANTED = [
   'jn.user@example.com', 'ph.user@example.com', 'phl.user@example.com', 'phn.user@example.com',
   'php.user@example.com', 'py.user@example.com', 'rs.user@example.com', 'spn.user@example.com',
   'reader@example.org',
+  // Sent raw elsewhere: Segment's documented examples, a soft login, the SDK's own.
+  'pgibbons@example.com', 'jake@yahoo.com', 'attribution.shopper@example.net',
+  'blocker.test@example.com', 'eve.encoded@example.com', 'eve@example.com',
 ];
 
 /** The ways a planted value can hide in stored bytes beyond percent-encoding: base64

@@ -420,6 +420,37 @@ test('Google Consent Mode and the IAB TCF drive consent; debug mode reports plan
     assert.deepEqual(await tcf.evaluate(() => window.sightline.consent.get()),
       { analytics: true, marketing: false, personalization: true, decided: true });
 
+    // A consent manager's own object, passed as it is (`consent.set(Cookiebot.consent)`):
+    // its names read by the collector's rule, compiled into the SDK.
+    const cmpBrowser = await startBrowser();
+    const cmp = await cmpBrowser.context.newPage();
+    await cmp.goto(`${collector.url}/about?gclid=CMP-CLICK-1`);
+    await cmp.evaluate(() => window.sightline.ready);
+    await cmp.evaluate(() => window.sightline.consent.set({
+      necessary: true, preferences: true, statistics: true, marketing: false, method: 'explicit', source: 'cookiebot' }));
+    assert.deepEqual(await cmp.evaluate(() => window.sightline.consent.get()),
+      { analytics: true, marketing: false, personalization: true, decided: true });
+    await cmp.evaluate(() => window.sightline.flush());
+    const cmpAnon = await cmp.evaluate(() => window.sightline.anonymousId());
+    const cmpRows = await eventually(async () => {
+      const r = await rows(`anonymous_id = '${cmpAnon}' and type = 'page'`);
+      return r.length >= 1 && r;
+    }, 20_000, 'the page view under Cookiebot\'s names');
+    const cp = JSON.parse(cmpRows[0].payload).context.consent;
+    assert.deepEqual([cp.categoryPreferences.analytics, cp.categoryPreferences.marketing], [true, false]);
+    assert.ok(!cmpRows[0].payload.includes('CMP-CLICK-1'), 'no click id kept');
+    // OneTrust's groups; and of two keys naming one category, a denial wins.
+    await cmp.evaluate(() => window.sightline.consent.set({ C0001: true, C0004: true, targeting: false }));
+    assert.equal(await cmp.evaluate(() => window.sightline.consent.get().marketing), false);
+    await cmp.evaluate(() => window.sightline.consent.set({ C0004: true }));
+    assert.equal(await cmp.evaluate(() => window.sightline.consent.get().marketing), true);
+    const cmpLog = await eventually(async () => {
+      const l = (await collector.adminJson(`/admin/v1/consent?anonymousId=${cmpAnon}`)).consent;
+      return l.length >= 2 && l;
+    }, 20_000, 'the consent log');
+    assert.ok(cmpLog.some((e) => e.source === 'cookiebot'), JSON.stringify(cmpLog));
+    await cmpBrowser.close();
+
     // Debug mode: the collector's verdict on a plan violation shows in the console.
     const warnings = [];
     tcf.on('console', (m) => { if (m.type() === 'warning') warnings.push(m.text()); });

@@ -17,7 +17,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
-use tracking_plan::consent::{Choice, Policy};
+use tracking_plan::consent::{consent_id, Choice, Policy};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{LockOptions, RequestCredentials, RequestInit, Response, Storage, VisibilityState};
@@ -989,18 +989,23 @@ pub fn soft_login(o: JsValue) -> JsValue {
 }
 
 /// `consent.set({analytics, marketing, personalization, source})`: a category left out
-/// (or null) stays as it is.
+/// (or null) stays as it is. Each key is read by `tracking_plan::consent::consent_id`,
+/// the collector's rule: a consent manager's own object passes as it is
+/// (`Cookiebot.consent`'s `statistics` and `preferences`, OneTrust's `C0002`…), and of
+/// two keys naming one category a denial wins.
 #[wasm_bindgen(js_name = consentSet)]
 pub fn consent_set(c: JsValue) {
-    let v = |k: &str| {
-        let x = get(&c, k);
-        (!x.is_null() && !x.is_undefined()).then(|| x.is_truthy())
-    };
-    let choice = Choice {
-        analytics: v("analytics"),
-        marketing: v("marketing"),
-        personalization: v("personalization"),
-    };
+    let mut choice = Choice::default();
+    if c.is_object() {
+        for k in Object::keys(c.unchecked_ref::<Object>()).iter() {
+            let (x, cat) = (Reflect::get(&c, &k).unwrap_or_default(), k.as_string());
+            if let Some(cat) = cat.as_deref().and_then(consent_id) {
+                if !x.is_null() && !x.is_undefined() {
+                    choice.state(cat, x.is_truthy());
+                }
+            }
+        }
+    }
     let source = text(&get(&c, "source")).unwrap_or_else(|| "sdk".into());
     with(|s| {
         let now = s.sync();
