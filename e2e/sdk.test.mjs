@@ -444,6 +444,11 @@ test('Google Consent Mode and the IAB TCF drive consent; debug mode reports plan
     assert.equal(await cmp.evaluate(() => window.sightline.consent.get().marketing), false);
     await cmp.evaluate(() => window.sightline.consent.set({ C0004: true }));
     assert.equal(await cmp.evaluate(() => window.sightline.consent.get().marketing), true);
+    // Osano's words: "DENY" is a denial, not a truthy string; a word it does not know
+    // states nothing.
+    await cmp.evaluate(() => window.sightline.consent.set({ ANALYTICS: 'ACCEPT', MARKETING: 'DENY', PERSONALIZATION: 'maybe' }));
+    assert.deepEqual(await cmp.evaluate(() => window.sightline.consent.get()),
+      { analytics: true, marketing: false, personalization: true, decided: true });
     const cmpLog = await eventually(async () => {
       const l = (await collector.adminJson(`/admin/v1/consent?anonymousId=${cmpAnon}`)).consent;
       return l.length >= 2 && l;

@@ -25,7 +25,7 @@
 //! proves what a visitor chose).
 
 use serde_json::{Map, Value};
-use tracking_plan::consent::{consent_id, from_gcm, gcm_state, provider_consent_id};
+use tracking_plan::consent::{consent_id, from_gcm, gcm_state, provider_consent_id, stated};
 pub use tracking_plan::consent::{decide, is_consent_event, Choice as Snapshot, Decision};
 
 /// The keys of a context that [`read`] and the consent log read.
@@ -65,15 +65,27 @@ pub fn read(context: Option<&Value>) -> Snapshot {
         );
     }
     if let Some(Value::Object(prefs)) = consent.get("categoryPreferences") {
-        let mut stated = Snapshot::default();
+        let mut given = Snapshot::default();
         for (k, v) in prefs {
-            if let (Some(v), Some(c)) = (v.as_bool(), consent_id(k)) {
-                stated.state(c, v);
+            if let (Some(v), Some(c)) = (value_state(v), consent_id(k)) {
+                given.state(c, v);
             }
         }
-        s = s.updated(stated);
+        s = s.updated(given);
     }
     s
+}
+
+/// A `categoryPreferences` value as a grant or a denial: a boolean, `1` or `0`, or a
+/// manager's word (`tracking_plan::consent::stated`: `"DENY"` is a denial). The SDK
+/// reads `consent.set`'s values alike.
+fn value_state(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => n.as_u64().filter(|n| *n <= 1).map(|n| n == 1),
+        Value::String(w) => stated(w),
+        _ => None,
+    }
 }
 
 /// States the categories a list of `provider`'s consent ids names as `granted`.
@@ -213,6 +225,21 @@ mod tests {
             let s = snap(json!({ "categoryPreferences": prefs }));
             assert_eq!(s.analytics, Some(false), "{prefs}");
             assert!(!decide(s, ConsentPolicy::OptOut, false).store(), "{prefs}");
+        }
+        // Osano's words, and values of other kinds: "DENY" is a denial, not a truthy string.
+        let osano = snap(json!({"categoryPreferences":
+            {"ESSENTIAL": "ACCEPT", "ANALYTICS": "ACCEPT", "MARKETING": "DENY", "PERSONALIZATION": 0}}));
+        let d = decide(osano, ConsentPolicy::OptOut, false);
+        assert!(d.store() && !d.marketing && !d.personalization);
+        for unread in [
+            json!("maybe"),
+            json!(2),
+            json!(null),
+            json!({"v": true}),
+            json!([true]),
+        ] {
+            let s = snap(json!({"categoryPreferences": {"analytics": unread.clone()}}));
+            assert!(!decide(s, ConsentPolicy::OptIn, false).store(), "{unread}");
         }
         // Unknown groups and names state nothing: opt-in stays closed.
         let unknown =

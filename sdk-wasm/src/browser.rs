@@ -17,7 +17,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
-use tracking_plan::consent::{consent_id, Choice, Policy};
+use tracking_plan::consent::{consent_id, stated, Choice, Policy};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{LockOptions, RequestCredentials, RequestInit, Response, Storage, VisibilityState};
@@ -991,18 +991,16 @@ pub fn soft_login(o: JsValue) -> JsValue {
 /// `consent.set({analytics, marketing, personalization, source})`: a category left out
 /// (or null) stays as it is. Each key is read by `tracking_plan::consent::consent_id`,
 /// the collector's rule: a consent manager's own object passes as it is
-/// (`Cookiebot.consent`'s `statistics` and `preferences`, OneTrust's `C0002`…), and of
-/// two keys naming one category a denial wins.
+/// (`Cookiebot.consent`'s `statistics` and `preferences`, OneTrust's `C0002`…, Osano's
+/// `ANALYTICS: "ACCEPT"`), and of two keys naming one category a denial wins.
 #[wasm_bindgen(js_name = consentSet)]
 pub fn consent_set(c: JsValue) {
     let mut choice = Choice::default();
     if c.is_object() {
         for k in Object::keys(c.unchecked_ref::<Object>()).iter() {
             let (x, cat) = (Reflect::get(&c, &k).unwrap_or_default(), k.as_string());
-            if let Some(cat) = cat.as_deref().and_then(consent_id) {
-                if !x.is_null() && !x.is_undefined() {
-                    choice.state(cat, x.is_truthy());
-                }
+            if let (Some(cat), Some(v)) = (cat.as_deref().and_then(consent_id), value_state(&x)) {
+                choice.state(cat, v);
             }
         }
     }
@@ -1012,6 +1010,20 @@ pub fn consent_set(c: JsValue) {
         s.engine.set_consent(choice, &source, now);
         s.after(true);
     });
+}
+
+/// A `consent.set` value as a grant or a denial, as the collector reads
+/// `categoryPreferences`: a boolean, `1` or `0`, or a consent manager's word
+/// (`tracking_plan::consent::stated`: Osano's `"DENY"` is a denial, not a truthy string).
+/// Anything else states nothing.
+fn value_state(x: &JsValue) -> Option<bool> {
+    if let Some(b) = x.as_bool() {
+        return Some(b);
+    }
+    if let Some(n) = x.as_f64() {
+        return (n == 0.0 || n == 1.0).then_some(n == 1.0);
+    }
+    stated(&x.as_string()?)
 }
 
 /// `consent.get()`: `{analytics, marketing, personalization, decided}` as applied.

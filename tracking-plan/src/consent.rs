@@ -159,6 +159,23 @@ pub fn provider_consent_id(provider: &str, id: &str) -> Option<Category> {
     }
 }
 
+/// A consent manager's word for a category's state, as a grant or a denial: the words
+/// managers write (Osano's `ACCEPT` and `DENY`, Consent Mode's `granted` and `denied`,
+/// `true`, `yes`, `1` and their opposites; case aside). Any other word states nothing, so
+/// under opt-in it is no consent: `"DENY"` is a denial, not a truthy string.
+pub fn stated(word: &str) -> Option<bool> {
+    const GRANTS: [&str; 6] = ["true", "granted", "accept", "accepted", "yes", "1"];
+    const DENIALS: [&str; 7] = ["false", "denied", "deny", "declined", "no", "0", "rejected"];
+    let is = |words: &[&str]| words.iter().any(|w| w.eq_ignore_ascii_case(word.trim()));
+    if is(&GRANTS) {
+        Some(true)
+    } else if is(&DENIALS) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 impl Choice {
     /// States one category as one of several signals of one snapshot: a denial wins
     /// over a grant, whichever comes first (a manager's `analytics: true` beside its
@@ -315,6 +332,20 @@ mod tests {
             "é",
         ] {
             assert_eq!(category(none), None, "{none:?}");
+        }
+        // Managers' words for a state.
+        for (w, v) in [
+            ("ACCEPT", Some(true)),
+            ("DENY", Some(false)),
+            ("granted", Some(true)),
+        ] {
+            assert_eq!(stated(w), v, "{w}");
+        }
+        for w in [" False ", "denied", "no", "0", "rejected"] {
+            assert_eq!(stated(w), Some(false), "{w}");
+        }
+        for w in ["", "maybe", "2", "truthy", "ACCEPT_ALL"] {
+            assert_eq!(stated(w), None, "{w}");
         }
         // iubenda's numbered purposes, from it only.
         assert_eq!(
