@@ -16,8 +16,8 @@
 //! and from `context.consentManagement` (RudderStack's SDK): the ids of its
 //! `allowedConsentIds` are granted and those of its `deniedConsentIds` denied, each id
 //! read by `tracking_plan::consent::provider_consent_id` (a category's name, OneTrust's
-//! default groups, or iubenda's numbered purposes when `provider` is iubenda). A denial wins over a grant of the same category, and
-//! `categoryPreferences` over both.
+//! default groups, or iubenda's numbered purposes when `provider` is iubenda). A denial
+//! wins over a grant of the same category, and `categoryPreferences` over both.
 //!
 //! `Sec-GPC: 1` denies marketing whatever the snapshot says. Events named
 //! [`CONSENT_EVENTS`](tracking_plan::consent::CONSENT_EVENTS) are consent records:
