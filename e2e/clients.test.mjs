@@ -268,6 +268,7 @@ async function rudderstackIn(browser, origin, { writeKey = 'sl_dev_key', globals
     ra.identify('rsa-user', { email: 'Rsa.User@Example.com', plan: 'pro' });
     ra.group('rsa-group', { name: 'Acme' });
     ra.alias('rsa-user-alias');
+    window.ra = ra;
     return ra.getAnonymousId();
   }, { dataPlane: collector.url, writeKey, globals, options });
   return { ...shop, anon };
@@ -313,6 +314,17 @@ test("RudderStack's browser SDK loads its source config from the collector and d
     const kept = JSON.parse((await stored(`anonymous_id = '${consented.anon}' and type = 'track'`))[0].payload);
     assert.equal(kept.context.consent.enforced.analytics, true);
     assert.equal(kept.context.consent.enforced.marketing, false);
+    // The visitor withdraws through the SDK's consent(): its "Consent Management
+    // Interaction" event is the proof, logged though it denies analytics; nothing else
+    // of it is kept.
+    await consented.tab.evaluate(() => window.ra.consent({
+      consentManagement: { allowedConsentIds: [], deniedConsentIds: ['analytics', 'marketing'] }, trackConsent: true }));
+    const withdrawn = await eventually(async () => {
+      const l = (await collector.adminJson(`/admin/v1/consent?anonymousId=${consented.anon}`)).consent;
+      return l.find((e) => JSON.parse(e.categories).analytics === false);
+    }, 20_000, 'the withdrawal in the consent log');
+    assert.equal(JSON.parse(withdrawn.categories).marketing, false);
+    assert.equal((await stored(`anonymous_id = '${consented.anon}'`)).length, 5, 'the withdrawal itself is not an event');
     await consented.tab.close();
     // iubenda, whose purposes RudderStack's SDK sends by number: 4 (measurement)
     // granted, 5 (marketing) denied.

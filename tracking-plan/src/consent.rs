@@ -233,10 +233,15 @@ pub fn from_tcf(granted: impl Fn(u8) -> bool) -> Choice {
 
 /// The track event the SDK sends for a decision.
 pub const CONSENT_EVENT: &str = "Consent Updated";
-/// Track events that record a consent change (ours and Segment's consent integration):
-/// kept in the consent log even when they deny analytics (the log is how a site proves
-/// what a visitor chose).
-pub const CONSENT_EVENTS: [&str; 2] = [CONSENT_EVENT, "Segment Consent Preference Updated"];
+/// Track events that record a consent change (ours, Segment's consent wrapper's, and
+/// RudderStack's SDK's after a `consent()` call with `trackConsent`): kept in the
+/// consent log even when they deny analytics (the log is how a site proves what a
+/// visitor chose).
+pub const CONSENT_EVENTS: [&str; 3] = [
+    CONSENT_EVENT,
+    "Segment Consent Preference Updated",
+    "Consent Management Interaction",
+];
 
 /// Whether a track event is a consent record.
 pub fn is_consent_event(event: Option<&str>) -> bool {
