@@ -394,5 +394,7 @@ mod tests {
         assert_eq!(b.marketing, Some(false));
         assert!(b.decided() && !Choice::default().decided());
         assert!(is_consent_event(Some("Consent Updated")) && !is_consent_event(None));
+        assert!(is_consent_event(Some("Consent Management Interaction")));
+        assert!(!is_consent_event(Some("consent management interaction")));
     }
 }
