@@ -474,6 +474,83 @@ test('Google Consent Mode and the IAB TCF drive consent; debug mode reports plan
   }
 });
 
+test("Cookiebot's and OneTrust's answers drive consent, and their banners' defaults record nothing", async () => {
+  // Stand-ins for the two managers' globals and events as their documentation gives them
+  // (their scripts come from their CDNs, out of reach here): Cookiebot's `hasResponse`,
+  // `consent` and `CookiebotOnConsentReady`; OneTrust's `OnetrustActiveGroups`,
+  // `IsAlertBoxClosed()`, `GetDomainData().Groups` and `OneTrustGroupsUpdated`.
+  const browser = await startBrowser();
+  try {
+    const consentLog = async (anon) => (await collector.adminJson(`/admin/v1/consent?anonymousId=${anon}`)).consent;
+    // Cookiebot: no answer yet, then the visitor accepts statistics and preferences.
+    const cb = await browser.context.newPage();
+    await cb.addInitScript(() => {
+      window.Cookiebot = { hasResponse: false, consent: { necessary: true, preferences: false, statistics: false, marketing: false } };
+    });
+    await cb.goto(`${collector.url}/about?gclid=CB-CLICK-1`);
+    await cb.evaluate(() => window.sightline.ready);
+    assert.equal(await cb.evaluate(() => window.sightline.consent.get().decided), false, 'a banner not answered is no decision');
+    await cb.evaluate(() => {
+      window.Cookiebot.hasResponse = true;
+      window.Cookiebot.consent = { necessary: true, preferences: true, statistics: true, marketing: false, method: 'explicit' };
+      window.dispatchEvent(new Event('CookiebotOnConsentReady'));
+    });
+    assert.deepEqual(await cb.evaluate(() => window.sightline.consent.get()),
+      { analytics: true, marketing: false, personalization: true, decided: true });
+    await cb.evaluate(() => window.sightline.flush());
+    const cbAnon = await cb.evaluate(() => window.sightline.anonymousId());
+    const landing = await eventually(async () => {
+      const r = await rows(`anonymous_id = '${cbAnon}' and type = 'page'`);
+      return r.length >= 1 && r;
+    }, 20_000, 'the landing page view under Cookiebot');
+    assert.ok(!landing[0].payload.includes('CB-CLICK-1'), 'no click id without marketing');
+    const cbLog = await eventually(async () => { const l = await consentLog(cbAnon); return l.length >= 1 && l; }, 20_000, 'the log');
+    assert.deepEqual(cbLog.map((e) => [e.source, JSON.parse(e.categories).analytics]), [['cookiebot', true]]);
+    await cb.close();
+
+    // OneTrust (a new browser: the choice above is stored): its banner's default groups
+    // are no answer; closing the banner with performance and functional on is.
+    await browser.context.clearCookies();
+    const ot = await browser.context.newPage();
+    await ot.addInitScript(() => {
+      localStorage.clear();
+      let closed = false;
+      window.OnetrustActiveGroups = ',C0001,';
+      window.OneTrust = {
+        IsAlertBoxClosed: () => closed,
+        GetDomainData: () => ({ ShowAlertNotice: true, Groups: ['C0001', 'C0002', 'C0003', 'C0004', 'C0005'].map((id) => ({ CustomGroupId: id })) }),
+      };
+      window.answer = (groups) => {
+        closed = true;
+        window.OnetrustActiveGroups = `,${groups.join(',')},`;
+        window.dispatchEvent(new CustomEvent('OneTrustGroupsUpdated', { detail: groups }));
+      };
+    });
+    await ot.goto(`${collector.url}/about`);
+    await ot.evaluate(() => window.sightline.ready);
+    await ot.evaluate(() => window.dispatchEvent(new CustomEvent('OneTrustGroupsUpdated', { detail: ['C0001'] })));
+    assert.equal(await ot.evaluate(() => window.sightline.consent.get().decided), false, 'the default groups are no decision');
+    await ot.evaluate(() => window.answer(['C0001', 'C0002', 'C0003']));
+    assert.deepEqual(await ot.evaluate(() => window.sightline.consent.get()),
+      { analytics: true, marketing: false, personalization: true, decided: true });
+    // Withdrawn from OneTrust's preference centre: analytics off, and said so.
+    await ot.evaluate(() => window.answer(['C0001']));
+    assert.equal(await ot.evaluate(() => window.sightline.consent.get().analytics), false);
+    const otAnon = await ot.evaluate(() => window.sightline.anonymousId());
+    const otLog = await eventually(async () => { const l = await consentLog(otAnon); return l.length >= 2 && l; }, 20_000, 'the log');
+    assert.deepEqual(otLog.map((e) => [e.source, JSON.parse(e.categories).analytics]).reverse(),
+      [['onetrust', true], ['onetrust', false]], 'no denial before the answer');
+    // A OneTrust object of another shape (its stub before it loads) breaks nothing.
+    await ot.evaluate(() => {
+      window.OneTrust = { geolocationResponse: {}, GetDomainData: () => ({}) };
+      window.dispatchEvent(new CustomEvent('OneTrustGroupsUpdated', { detail: [] }));
+    });
+    assert.equal(await ot.evaluate(() => window.sightline.consent.get().analytics), false);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('reset() and a consent revocation clear the collector\'s HttpOnly cookie', async () => {
   const { browser, page, errors } = await visit('/');
   try {

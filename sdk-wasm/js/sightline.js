@@ -6,7 +6,8 @@
 //    replays the calls the snippet queued before load,
 //  - installs the three hooks that wrap functions the page owns (history.pushState and
 //    replaceState, dataLayer.push) or hand the page a callback (__tcfapi), which only
-//    forward to the engine,
+//    forward to the engine, and hands a consent manager's answer (Cookiebot's, OneTrust's)
+//    to the engine as the manager keeps it,
 //  - opens localStorage while the wasm downloads,
 //  - warns once when the page's Content-Security-Policy refuses WebAssembly.
 // Kept in JS because the same facade and hooks built in Rust from wasm-bindgen closures
@@ -85,6 +86,28 @@ const go = () =>
       };
     }
     if (typeof w.__tcfapi === 'function') w.__tcfapi('addEventListener', 2, (tc, ok) => x.tcf(tc, !!ok));
+    // Consent managers that keep the visitor's answer in a global, read now and at their
+    // change events once the visitor has answered (a banner's defaults are no answer):
+    // Cookiebot's `consent` object and OneTrust's groups, each group true when active.
+    // The keys go to the engine as they are; tracking-plan's rule reads them.
+    // A manager's object of another shape (OneTrust's is a stub until it has loaded) is
+    // skipped, never thrown into the page or the start.
+    const cmp = () => {
+      try {
+        const c = w.Cookiebot;
+        if (c && c.hasResponse && c.consent) x.consentSet({ ...c.consent, source: 'cookiebot' });
+        const o = w.OneTrust;
+        const on = String(w.OnetrustActiveGroups || '').split(',');
+        const d = o && o.GetDomainData && o.GetDomainData();
+        if (d && (o.IsAlertBoxClosed() || d.ShowAlertNotice === false)) {
+          const groups = d.Groups.map((g) => [g.CustomGroupId, on.includes(g.CustomGroupId)]);
+          x.consentSet({ ...Object.fromEntries(groups), source: 'onetrust' });
+        }
+      } catch {}
+    };
+    cmp();
+    addEventListener('CookiebotOnConsentReady', cmp);
+    addEventListener('OneTrustGroupsUpdated', cmp);
     if (x.begin()) {
       // SPA navigations: the engine decides whether the path or query changed.
       for (const m of ['pushState', 'replaceState']) {
