@@ -25,6 +25,12 @@ export interface ConsentChoice {
   personalization?: boolean;
   /** Where the choice came from, kept in the consent log (`banner`, `cmp`, ...). */
   source?: string;
+  /**
+   * A consent manager's own keys and values, read by the collector's rule:
+   * `statistics`, `preferences`, OneTrust's `C0002`..., `"ACCEPT"`/`"DENY"`, 1/0.
+   * Any other key or value states nothing.
+   */
+  [managerKey: string]: boolean | number | string | undefined;
 }
 
 export interface ConsentState {
