@@ -692,6 +692,9 @@ test('hostile arguments never throw into the page, are refused and counted, and 
       call(() => s.identify({ email: 'eve@example.com' }));
       call(() => s.page(null, [1, 2]));
       call(() => s.consent.set(null));
+      // A consent object whose keys or values throw when read.
+      call(() => s.consent.set(new Proxy({}, { ownKeys() { throw new Error('trap'); } })));
+      call(() => s.consent.set({ get analytics() { throw new Error('page getter'); } }));
       call(() => s.softLogin(null));
       call(() => s.track('Free Text', { note: 'call me on +33 6 12 34 56 78 or \ud800 eve@example.com' }));
       call(() => s.track('Proxy', new Proxy({}, { get() { throw new Error('trap'); }, ownKeys() { throw new Error('trap'); } })));

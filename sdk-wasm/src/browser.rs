@@ -996,8 +996,10 @@ pub fn soft_login(o: JsValue) -> JsValue {
 #[wasm_bindgen(js_name = consentSet)]
 pub fn consent_set(c: JsValue) {
     let mut choice = Choice::default();
-    if c.is_object() {
-        for k in Object::keys(c.unchecked_ref::<Object>()).iter() {
+    // `Reflect.ownKeys` (js-sys catches what it throws): not an object, or a page's
+    // proxy whose key trap throws, states nothing and throws nothing into the page.
+    if let Ok(keys) = Reflect::own_keys(c.unchecked_ref()) {
+        for k in keys.iter() {
             let (x, cat) = (Reflect::get(&c, &k).unwrap_or_default(), k.as_string());
             if let (Some(cat), Some(v)) = (cat.as_deref().and_then(consent_id), value_state(&x)) {
                 choice.state(cat, v);
