@@ -668,6 +668,44 @@ test('a burst goes out under one send lock, batch after batch, and flush() resol
   }
 });
 
+test("a page's fetch that throws or returns no promise: nothing throws into the page, nothing is lost, delivery resumes", async () => {
+  const { browser, page, errors } = await visit('/');
+  try {
+    await accept(page);
+    await page.evaluate(() => window.sightline.flush());
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    // Pages wrap fetch (error trackers, RUM agents, zone.js); a broken wrapper throws, or
+    // forgets to return the promise.
+    const threw = await page.evaluate(async () => {
+      const s = window.sightline;
+      const out = [];
+      window.__fetch = window.fetch;
+      for (const broken of [() => { throw new Error('page fetch wrapper'); }, () => undefined]) {
+        window.fetch = broken;
+        try {
+          for (let i = 0; i < 3; i++) s.track('Video Played', { wrapper: String(broken).length, i });
+          const stuck = new Promise((r) => setTimeout(() => r('flush() never resolved'), 10_000));
+          const late = await Promise.race([s.flush().then(() => null), stuck]);
+          if (late) out.push(late);
+        } catch (e) { out.push(String(e)); }
+      }
+      return out;
+    });
+    assert.deepEqual(threw, []);
+    assert.deepEqual(errors, [], 'nothing thrown into the page');
+    assert.ok(await page.evaluate(() => window.sightline.stats().queued) >= 6, 'the six events wait');
+    await page.evaluate(() => { window.fetch = window.__fetch; });
+    const delivered = await eventually(async () => {
+      await page.evaluate(() => window.sightline.flush());
+      const r = await rows(`anonymous_id = '${anon}' and event = 'Video Played'`);
+      return r.length >= 6 && r;
+    }, 30_000, 'the six events after fetch is whole again');
+    assert.equal(new Set(delivered.map((r) => r.message_id)).size, 6, 'each once');
+  } finally {
+    await browser.close();
+  }
+});
+
 test('hostile arguments never throw into the page, are refused and counted, and leak no PII', async () => {
   const { browser, page, errors, api } = await visit('/');
   try {

@@ -158,6 +158,10 @@ extern "C" {
     static LOCATION: web_sys::Location;
     #[wasm_bindgen(thread_local_v2, js_name = document)]
     static DOCUMENT: web_sys::Document;
+    /// The page's `fetch` as it is when called (pages wrap it), with what it throws
+    /// caught: web-sys's binding lets a wrapper's throw through the SDK into the page.
+    #[wasm_bindgen(catch, js_name = fetch)]
+    fn page_fetch(url: &str, init: &RequestInit) -> Result<JsValue, JsValue>;
 }
 
 fn win() -> web_sys::Window {
@@ -627,7 +631,9 @@ fn json_of(p: Promise, f: Box<dyn FnOnce(JsValue)>) {
     );
 }
 
-/// A POST (with `body`) or GET to the collector: the promise of its response.
+/// A POST (with `body`) or GET to the collector: the promise of its response. A page's
+/// `fetch` that throws, or that returns no promise, is a failed request (retried as a
+/// network failure is): it never throws into the page, and never leaves a send pending.
 fn fetch(url: &str, body: Option<&str>, keepalive: bool) -> Promise {
     let init = RequestInit::new();
     init.set_credentials(RequestCredentials::SameOrigin);
@@ -642,7 +648,10 @@ fn fetch(url: &str, body: Option<&str>, keepalive: bool) -> Promise {
         let _ = Reflect::set(&headers, &"content-type".into(), &"text/plain".into());
         init.set_headers(&headers);
     }
-    win().fetch_with_str_and_init(url, &init)
+    match page_fetch(url, &init) {
+        Ok(p) => Promise::resolve(&p),
+        Err(e) => Promise::reject(&e),
+    }
 }
 
 /// Sends the next batch, under the cross-tab lock when the browser has Web Locks.
