@@ -668,7 +668,7 @@ test('a burst goes out under one send lock, batch after batch, and flush() resol
   }
 });
 
-test("a page's fetch that throws or returns no promise: nothing throws into the page, nothing is lost, delivery resumes", async () => {
+test("a page's fetch that throws or returns no promise, or a lock manager that throws: nothing throws into the page, nothing is lost, delivery resumes", async () => {
   const { browser, page, errors } = await visit('/');
   try {
     await accept(page);
@@ -694,13 +694,20 @@ test("a page's fetch that throws or returns no promise: nothing throws into the 
     assert.deepEqual(threw, []);
     assert.deepEqual(errors, [], 'nothing thrown into the page');
     assert.ok(await page.evaluate(() => window.sightline.stats().queued) >= 6, 'the six events wait');
-    await page.evaluate(() => { window.fetch = window.__fetch; });
+    // fetch whole again, and a lock manager whose request throws (the SDK sends
+    // unlocked then, as without Web Locks).
+    await page.evaluate(() => {
+      window.fetch = window.__fetch;
+      LockManager.prototype.request = function () { throw new Error('page lock wrapper'); };
+      for (let i = 0; i < 2; i++) window.sightline.track('Video Played', { lock: i });
+    });
     const delivered = await eventually(async () => {
       await page.evaluate(() => window.sightline.flush());
       const r = await rows(`anonymous_id = '${anon}' and event = 'Video Played'`);
-      return r.length >= 6 && r;
-    }, 30_000, 'the six events after fetch is whole again');
-    assert.equal(new Set(delivered.map((r) => r.message_id)).size, 6, 'each once');
+      return r.length >= 8 && r;
+    }, 30_000, 'the eight events after fetch is whole again');
+    assert.equal(new Set(delivered.map((r) => r.message_id)).size, 8, 'each once');
+    assert.deepEqual(errors, [], 'nothing thrown into the page');
   } finally {
     await browser.close();
   }

@@ -720,7 +720,7 @@ fn under_lock(name: &str, done: Done) {
             }));
         })
     });
-    let p = win().navigator().locks().request(name, cb.unchecked_ref());
+    let p = lock_request(name, None, &cb);
     then(
         p,
         Box::new(move |_| {
@@ -731,6 +731,20 @@ fn under_lock(name: &str, done: Done) {
             }
         }),
     );
+}
+
+/// `navigator.locks.request(name, [options,] callback)` as the page has it, with what it
+/// throws caught (web-sys's binding lets a page's replacement's throw through into the
+/// page): a rejected promise instead, on which the callers run unlocked.
+fn lock_request(name: &str, opts: Option<&LockOptions>, cb: &JsValue) -> Promise {
+    let locks = get(&win().navigator(), "locks");
+    let request = get(&locks, "request").unchecked_into::<Function>();
+    let name = JsValue::from_str(name);
+    let r = match opts {
+        Some(o) => request.call3(&locks, &name, o, cb),
+        None => request.call2(&locks, &name, cb),
+    };
+    r.map_or_else(|e| Promise::reject(&e), |p| Promise::resolve(&p))
 }
 
 /// Takes the Web Lock `name` and keeps it for the page's life; `f` learns whether it
@@ -752,10 +766,7 @@ fn hold(name: &str, if_available: bool, f: Box<dyn FnOnce(Option<bool>)>) {
     });
     let opts = LockOptions::new();
     opts.set_if_available(if_available);
-    let p = win()
-        .navigator()
-        .locks()
-        .request_with_options(name, &opts, cb.unchecked_ref());
+    let p = lock_request(name, Some(&opts), &cb);
     then(
         p,
         Box::new(move |_| {
