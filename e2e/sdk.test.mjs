@@ -713,6 +713,30 @@ test("a page's fetch that throws or returns no promise, or a lock manager that t
   }
 });
 
+test("a CMP stub that throws, and a dataLayer of another shape, never stop the SDK's start", async () => {
+  const browser = await startBrowser();
+  try {
+    const page = await browser.context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.addInitScript(() => {
+      window.__tcfapi = () => { throw new Error('cmp stub'); };
+      window.dataLayer = [];
+      window.dataLayer.push = 'not a function';
+    });
+    await page.goto(`${collector.url}/about`);
+    await page.evaluate(() => window.sightline.ready);
+    assert.equal(await page.evaluate(() => window.sightline.initialized), true, 'started');
+    await page.evaluate(() => window.sightline.consent.set({ analytics: true }));
+    await page.evaluate(() => window.sightline.flush());
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    await eventually(async () => (await rows(`anonymous_id = '${anon}' and type = 'page'`)).length >= 1, 20_000, 'the page view');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('hostile arguments never throw into the page, are refused and counted, and leak no PII', async () => {
   const { browser, page, errors, api } = await visit('/');
   try {

@@ -74,18 +74,23 @@ const go = () =>
       else if (m !== 'init' && typeof api[m] === 'function') api[m](...a);
     }
     // Consent signals the page already has: Google Consent Mode (the dataLayer) and the
-    // IAB TCF (__tcfapi).
+    // IAB TCF (__tcfapi). A page's object of another shape, or a CMP stub that throws,
+    // is skipped: it never stops the SDK's start.
     const dl = w.dataLayer;
-    if (Array.isArray(dl)) {
-      x.gcm(dl);
-      const push = dl.push.bind(dl);
-      dl.push = (...a) => {
-        const r = push(...a);
-        if (a.some((e) => e && e[0] === 'consent')) x.gcm(dl);
-        return r;
-      };
-    }
-    if (typeof w.__tcfapi === 'function') w.__tcfapi('addEventListener', 2, (tc, ok) => x.tcf(tc, !!ok));
+    try {
+      if (Array.isArray(dl)) {
+        x.gcm(dl);
+        const push = dl.push.bind(dl);
+        dl.push = (...a) => {
+          const r = push(...a);
+          if (a.some((e) => e && e[0] === 'consent')) x.gcm(dl);
+          return r;
+        };
+      }
+    } catch {}
+    try {
+      if (typeof w.__tcfapi === 'function') w.__tcfapi('addEventListener', 2, (tc, ok) => x.tcf(tc, !!ok));
+    } catch {}
     // Consent managers that keep the visitor's answer in a global, read now and at their
     // change events once the visitor has answered (a banner's defaults are no answer):
     // Cookiebot's `consent` object and OneTrust's groups, each group true when active.
