@@ -830,6 +830,28 @@ test('a wasm download cut short is fetched again; the SDK starts and says nothin
     return { body: n === 1 ? body.subarray(0, body.length >> 1) : body };
   }, 'After Truncation'));
 
+test('a page with an element whose id is "sightline" (the browser names it on window) still gets the SDK', async () => {
+  const browser = await startBrowser();
+  try {
+    const page = await browser.context.newPage();
+    await altered(page, '**/about', async (response) => ({
+      // Before the snippet (a snippet pasted at the end of the body meets it there).
+      body: (await response.text()).replace('<head>', '<head><div id="sightline">Sightline, our newsletter</div>') }));
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`${collector.url}/about`);
+    assert.equal(await page.evaluate(() => document.getElementById('sightline').tagName), 'DIV');
+    await page.evaluate(() => window.sightline.ready);
+    await page.evaluate(() => window.sightline.consent.set({ analytics: true }));
+    await page.evaluate(() => window.sightline.flush());
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    await eventually(async () => (await rows(`anonymous_id = '${anon}' and type = 'page'`)).length >= 1, 20_000, 'the page view');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('a page whose CSP refuses WebAssembly: nothing breaks, calls are kept, one warning says why', async () => {
   const browser = await startBrowser();
   try {

@@ -7,8 +7,11 @@
 // It defines window.sightline as a command queue, so calls made before the SDK has loaded
 // are kept and replayed in order, then loads the SDK asynchronously from the site's origin.
 (function (w, d) {
-  var sl = (w.sightline = w.sightline || []);
-  if (sl.initialized || !sl.push) return;
+  // Already loaded (or this snippet twice): nothing to do. Anything else under the name
+  // (an element with id="sightline", which the browser puts on window) is replaced.
+  var sl = w.sightline;
+  if (sl && sl.initialized) return;
+  if (!sl || !sl.push) sl = w.sightline = [];
   sl.initialized = true;
   var me = d.currentScript;
   var data = (me && me.dataset) || {};
