@@ -737,6 +737,37 @@ test("a CMP stub that throws, and a dataLayer of another shape, never stop the S
   }
 });
 
+test('with storage blocked (window.localStorage throws, as when a browser blocks site data), events are delivered from memory', async () => {
+  const browser = await startBrowser();
+  try {
+    const page = await browser.context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.addInitScript(() => {
+      Object.defineProperty(window, 'localStorage', {
+        get() { throw new DOMException('The operation is insecure.', 'SecurityError'); },
+      });
+    });
+    await page.goto(`${collector.url}/about`);
+    await page.evaluate(() => window.sightline.ready);
+    const anon = await page.evaluate(async () => {
+      const s = window.sightline;
+      s.consent.set({ analytics: true });
+      for (let i = 0; i < 5; i++) s.track('Video Played', { blocked: i });
+      await s.flush();
+      return s.anonymousId();
+    });
+    const got = await eventually(async () => {
+      const r = await rows(`anonymous_id = '${anon}' and event = 'Video Played'`);
+      return r.length >= 5 && r;
+    }, 20_000, 'the five events');
+    assert.equal(new Set(got.map((r) => r.message_id)).size, 5);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('hostile arguments never throw into the page, are refused and counted, and leak no PII', async () => {
   const { browser, page, errors, api } = await visit('/');
   try {
