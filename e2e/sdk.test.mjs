@@ -883,6 +883,26 @@ test('a page with an element whose id is "sightline" (the browser names it on wi
   }
 });
 
+test('a page whose <base href> points at another host still loads the SDK from its own origin', async () => {
+  const browser = await startBrowser();
+  try {
+    const page = await browser.context.newPage();
+    await altered(page, '**/about', async (response) => ({
+      body: (await response.text()).replace('<head>', '<head><base href="https://cdn.invalid/assets/">') }));
+    const requested = [];
+    page.on('request', (r) => requested.push(r.url()));
+    await page.goto(`${collector.url}/about`);
+    await page.evaluate(() => window.sightline.ready);
+    assert.ok(requested.includes(`${collector.url}/sl/sightline.js`), requested.join(', '));
+    await page.evaluate(() => window.sightline.consent.set({ analytics: true }));
+    await page.evaluate(() => window.sightline.flush());
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    await eventually(async () => (await rows(`anonymous_id = '${anon}' and type = 'page'`)).length >= 1, 20_000, 'the page view');
+  } finally {
+    await browser.close();
+  }
+});
+
 test('a page whose CSP refuses WebAssembly: nothing breaks, calls are kept, one warning says why', async () => {
   const browser = await startBrowser();
   try {

@@ -34,7 +34,8 @@
   sl.consent = { set: queue('consent.set') };
   var s = d.createElement('script');
   s.async = true;
-  s.src = data.src || '/sl/sightline.js';
+  // Against the page's own address, not a <base href> that points at a CDN.
+  s.src = new URL(data.src || '/sl/sightline.js', location.href).href;
   // The SDK's wasm downloads, and compiles off the main thread as it arrives, alongside
   // its script rather than after it.
   var wa = w.WebAssembly;

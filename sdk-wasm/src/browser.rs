@@ -297,6 +297,13 @@ pub fn start(cfg: JsValue) -> bool {
         .unwrap_or_default()
         .trim_end_matches('/')
         .to_owned();
+    // A path (the default: none) is on the page's own origin, written out: fetch would
+    // resolve it against a `<base href>`, which may point at a CDN.
+    let root = if root.is_empty() || root.starts_with('/') && !root.starts_with("//") {
+        LOCATION.with(|l| l.origin()).unwrap_or_default() + &root
+    } else {
+        root
+    };
     let screen = w.screen().ok();
     let statics = Facts {
         locale: nav.language(),
