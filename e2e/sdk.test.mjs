@@ -903,6 +903,32 @@ test('a page whose <base href> points at another host still loads the SDK from i
   }
 });
 
+test("a page's fetch wrapper that throws at the snippet's early wasm fetch: the SDK still loads and delivers", async () => {
+  const browser = await startBrowser();
+  try {
+    const page = await browser.context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.addInitScript(() => {
+      const real = window.fetch;
+      let first = true;
+      window.fetch = function (...a) {
+        if (first) { first = false; throw new Error('page fetch wrapper'); }
+        return real.apply(this, a);
+      };
+    });
+    await page.goto(`${collector.url}/about`);
+    await page.evaluate(() => window.sightline.ready);
+    await page.evaluate(() => window.sightline.consent.set({ analytics: true }));
+    await page.evaluate(() => window.sightline.flush());
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    await eventually(async () => (await rows(`anonymous_id = '${anon}' and type = 'page'`)).length >= 1, 20_000, 'the page view');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('a page whose CSP refuses WebAssembly: nothing breaks, calls are kept, one warning says why', async () => {
   const browser = await startBrowser();
   try {

@@ -33,7 +33,7 @@ for (const [m, a] of stub) if (m === 'init' && a[0]) Object.assign(cfg, a[0]);
 // The wasm: fetched and compiled by the snippet alongside this script, or fetched now.
 // A CSP that refuses WebAssembly is final; any other failure of the snippet's (a server
 // that sends the wasm as another type, a download cut short) fetches it again, once.
-const fetchWasm = () => fetch(new URL('sightline.wasm', base));
+const fetchWasm = async () => fetch(new URL('sightline.wasm', base)); // a throw: a rejection
 const csp = (e) => /unsafe-eval|Content.Security.Policy|\bCSP\b/i.test(String(e && e.message));
 const early = stub._w && stub._w.catch((e) => (csp(e) ? Promise.reject(e) : fetchWasm()));
 const wasm = init({ module_or_path: early || fetchWasm() });

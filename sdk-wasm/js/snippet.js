@@ -38,13 +38,16 @@
   s.src = new URL(data.src || '/sl/sightline.js', location.href).href;
   // The SDK's wasm downloads, and compiles off the main thread as it arrives, alongside
   // its script rather than after it.
+  // A page's fetch wrapper that throws leaves it to the SDK's script to fetch the wasm.
   var wa = w.WebAssembly;
-  if (w.fetch) {
+  try {
     sl._w = fetch(s.src.replace(/[^/]*$/, 'sightline.wasm'));
     if (wa && wa.compileStreaming) sl._w = wa.compileStreaming(sl._w);
     // Handled: a failure (a CSP that refuses WebAssembly) is reported by the SDK's
     // script, which may arrive after it, never as an unhandled rejection.
     sl._w['catch'](function () {});
+  } catch (e) {
+    sl._w = 0;
   }
   (d.head || d.documentElement).appendChild(s);
 })(window, document);
