@@ -406,6 +406,37 @@ test("Snowplow's browser tracker sends page views, structured and self-describin
   });
 });
 
+test("Snowplow's enhanced-consent events, sent by its browser tracker, are consent records: a selection and a denial logged on an opt-in site", async () => {
+  const browser = await startBrowser();
+  try {
+    const { tab } = await openShop(browser, collector.url, 'shop-on-snowplow.html');
+    const duid = await tab.evaluate((host) => {
+      const sp = window.snowplowBrowserTracking;
+      const t = sp.newTracker(`sp${Math.random()}`.replace('.', ''), host, { appId: 'sl_optin_key', platform: 'web', bufferSize: 1 });
+      // What Snowplow's enhanced-consent plugin sends (its trackConsentSelected and
+      // trackConsentDeny): a self-describing event of its documented schema.
+      const consent = (eventType, consentScopes) => sp.trackSelfDescribingEvent({ event: {
+        schema: 'iglu:com.snowplowanalytics.snowplow/consent_preferences/jsonschema/1-0-0',
+        data: { eventType, consentScopes, basisForProcessing: 'consent', consentUrl: `${host}/privacy`,
+          consentVersion: '1', domainsApplied: [host], gdprApplies: true } } });
+      sp.trackPageView(); // no consent signal: refused on an opt-in site
+      consent('allow_selected', ['necessary', 'statistics']);
+      consent('deny_all', ['necessary']);
+      return t.getDomainUserId();
+    }, collector.url);
+    const log = await eventually(async () => {
+      const l = (await collector.adminJson(`/admin/v1/consent?anonymousId=${duid}`)).consent;
+      return l.length >= 2 && l;
+    }, 20_000, "Snowplow's consent events in the consent log");
+    assert.deepEqual(log.map((e) => [e.source, JSON.parse(e.categories).analytics, JSON.parse(e.categories).marketing]).reverse(),
+      [['snowplow', true, false], ['snowplow', false, false]]);
+    const kept = await stored(`anonymous_id = '${duid}'`);
+    assert.deepEqual(kept.map((r) => `${r.type} ${r.event}`), ['track Consent Updated'], 'the page view without consent is not kept');
+  } finally {
+    await browser.close();
+  }
+});
+
 test("Snowplow's GET /i: the browser tracker's eventMethod 'get', and an email's pixel, answered with a GIF", async () => {
   await fromBothOrigins(async (browser, origin) => {
     const { tab, failed, requests } = await openShop(browser, origin, 'shop-on-snowplow.html');

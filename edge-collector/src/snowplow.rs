@@ -10,8 +10,9 @@
 //! - Page views (`pv`) are page calls; structured events (`se`) track calls named by
 //!   their action, with `category`, `label`, `property` and `value`; self-describing
 //!   events (`ue`) track calls named by their schema's name, with its data as
-//!   properties (Snowplow's own `screen_view` a screen call named by its `name`);
-//!   page pings (`pp`) track calls named `Page Ping`.
+//!   properties (Snowplow's own `screen_view` a screen call named by its `name`, and its
+//!   enhanced-consent `consent_preferences` a consent record, `Consent Updated` with the
+//!   categories it states); page pings (`pp`) track calls named `Page Ping`.
 //! - Everything else the tracker knows goes to `context`: the page, locale, time zone,
 //!   screen, the library, and under `context.snowplow` the session, the platform, the
 //!   tracker's namespace, the event's schema and its attached contexts.
@@ -25,6 +26,7 @@ use crate::error::Error;
 use crate::foreign::put;
 use base64::Engine as _;
 use serde_json::{Map, Value};
+use tracking_plan::consent::{consent_id, Choice, CONSENT_EVENT};
 use tracking_plan::time::format_rfc3339;
 
 /// The tracker protocol's POST path.
@@ -91,6 +93,7 @@ fn message(p: &Map<String, Value>) -> Value {
     let mut props = Map::new();
     let mut snowplow = Map::new();
     let kind = s("e").unwrap_or_default();
+    let mut consent = None;
     match kind {
         "pv" => {
             m.insert("type".into(), "page".into());
@@ -114,10 +117,16 @@ fn message(p: &Map<String, Value>) -> Value {
             let data = event.get("data");
             let schema = data.and_then(|d| d.get("schema")).and_then(Value::as_str);
             let fields = data.and_then(|d| d.get("data"));
+            consent = schema
+                .filter(|s| is_snowplow(s, "consent_preferences"))
+                .and_then(|_| consent_preferences(fields?));
             if schema.is_some_and(is_screen_view) {
                 m.insert("type".into(), "screen".into());
                 let name = fields.and_then(|d| d.get("name")).and_then(Value::as_str);
                 put(&mut m, "name", name);
+            } else if consent.is_some() {
+                m.insert("type".into(), "track".into());
+                m.insert("event".into(), CONSENT_EVENT.into());
             } else {
                 m.insert("type".into(), "track".into());
                 put(&mut m, "event", schema.and_then(schema_name));
@@ -155,8 +164,52 @@ fn message(p: &Map<String, Value>) -> Value {
     if !props.is_empty() {
         m.insert("properties".into(), Value::Object(props));
     }
-    m.insert("context".into(), context(p, snowplow));
+    let mut context = context(p, snowplow);
+    if let (Some(c), Value::Object(ctx)) = (consent, &mut context) {
+        ctx.insert("consent".into(), c);
+    }
+    m.insert("context".into(), context);
     Value::Object(m)
+}
+
+/// Snowplow's enhanced-consent event (`consent_preferences`) as a consent snapshot, so
+/// that it is a consent record (`Consent Updated`): `allow_all` grants every category;
+/// `deny_all`, `withdrawn` and `expired` deny them; `allow_selected` and
+/// `implicit_consent` grant the categories its `consentScopes` name (by
+/// `tracking_plan::consent::consent_id`: `statistics`, `analytics`, `advertisement`, …)
+/// and deny the others. `pending` (a banner shown, nothing chosen), or anything else,
+/// states nothing: the event stays a track of its own name.
+fn consent_preferences(fields: &Value) -> Option<Value> {
+    let all = |v: bool| Choice {
+        analytics: Some(v),
+        marketing: Some(v),
+        personalization: Some(v),
+    };
+    let choice = match fields.get("eventType")?.as_str()? {
+        "allow_all" => all(true),
+        "deny_all" | "withdrawn" | "expired" => all(false),
+        "allow_selected" | "implicit_consent" => {
+            let mut c = Choice::default();
+            let scopes = fields.get("consentScopes").and_then(Value::as_array);
+            for cat in scopes
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter_map(consent_id)
+            {
+                c.state(cat, true);
+            }
+            c
+        }
+        _ => return None,
+    };
+    let granted = |v: Option<bool>| Value::Bool(v.unwrap_or(false));
+    let prefs = serde_json::json!({
+        "analytics": granted(choice.analytics),
+        "marketing": granted(choice.marketing),
+        "personalization": granted(choice.personalization),
+    });
+    Some(serde_json::json!({ "categoryPreferences": prefs, "source": "snowplow" }))
 }
 
 /// What the tracker knows about the page, the browser and its session.
@@ -218,6 +271,11 @@ fn schema_name(schema: &str) -> Option<&str> {
     let path = schema.strip_prefix("iglu:")?;
     let name = path.split('/').nth(1)?;
     (!name.is_empty()).then_some(name)
+}
+
+/// Whether `schema` is Snowplow's own (`com.snowplowanalytics.snowplow`) schema `name`.
+fn is_snowplow(schema: &str, name: &str) -> bool {
+    schema.starts_with("iglu:com.snowplowanalytics.snowplow/") && schema_name(schema) == Some(name)
 }
 
 /// Whether a self-describing event is Snowplow's screen view: the mobile trackers'
@@ -366,6 +424,72 @@ mod tests {
             (&json!("track"), &json!("screen_view")),
             "another vendor's schema"
         );
+    }
+
+    #[test]
+    fn enhanced_consent_events_are_consent_records() {
+        const SCHEMA: &str =
+            "iglu:com.snowplowanalytics.snowplow/consent_preferences/jsonschema/1-0-0";
+        let ue = |schema: &str, event_type: &str, scopes: Value| {
+            json!({"schema": "iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0",
+                   "data": {"schema": schema, "data": {"eventType": event_type, "consentScopes": scopes,
+                     "basisForProcessing": "consent", "consentUrl": "https://s.example/privacy",
+                     "consentVersion": "1", "domainsApplied": ["s.example"]}}})
+            .to_string()
+        };
+        let ev = |eid: &str, schema: &str, t: &str, scopes: Value| json!({"e": "ue", "eid": eid, "aid": "wk", "duid": "d", "ue_pr": ue(schema, t, scopes)});
+        let b = convert(json!([
+            ev(
+                "a",
+                SCHEMA,
+                "allow_selected",
+                json!(["necessary", "statistics", "preferences"])
+            ),
+            ev("b", SCHEMA, "allow_all", json!([])),
+            ev("c", SCHEMA, "deny_all", json!(["necessary"])),
+            ev("d", SCHEMA, "withdrawn", json!(["analytics"])),
+            ev("e", SCHEMA, "pending", json!(["analytics"])),
+            ev(
+                "f",
+                "iglu:com.acme/consent_preferences/jsonschema/1-0-0",
+                "allow_all",
+                json!([])
+            ),
+        ]));
+        let prefs = |i: usize| b["batch"][i]["context"]["consent"]["categoryPreferences"].clone();
+        let cats = |a, m, p| json!({"analytics": a, "marketing": m, "personalization": p});
+        for i in 0..4 {
+            assert_eq!(
+                b["batch"][i]["event"],
+                json!(CONSENT_EVENT),
+                "{}",
+                b["batch"][i]
+            );
+            assert_eq!(
+                b["batch"][i]["context"]["consent"]["source"],
+                json!("snowplow")
+            );
+            assert_eq!(
+                b["batch"][i]["properties"]["basisForProcessing"],
+                json!("consent")
+            );
+        }
+        assert_eq!(
+            prefs(0),
+            cats(true, false, true),
+            "the scopes it names, the others denied"
+        );
+        assert_eq!(prefs(1), cats(true, true, true));
+        assert_eq!(
+            (prefs(2), prefs(3)),
+            (cats(false, false, false), cats(false, false, false))
+        );
+        // Pending states nothing, and another vendor's look-alike is its own event.
+        for i in 4..6 {
+            let m = &b["batch"][i];
+            assert_eq!(m["event"], json!("consent_preferences"), "{m}");
+            assert!(m["context"].get("consent").is_none(), "{m}");
+        }
     }
 
     #[test]
