@@ -39,6 +39,28 @@ async function visit(path = '/') {
 const accept = (page) => page.click('#consent-accept');
 const ids = (reqs) => reqs.flatMap((r) => { try { return JSON.parse(r.body).batch.map((e) => e.messageId); } catch { return []; } });
 const rows = (where) => collector.query(`select message_id, event, type, payload from events where ${where}`);
+/** A new browser's visit to `/about`, `prepare(page)` (routes, init scripts) run before
+ * it loads and `check(page)` once the SDK is ready; then the visitor grants analytics,
+ * and the landing page view must be stored with nothing thrown into the page. */
+async function landsOnAbout(prepare, check = async () => {}) {
+  const browser = await startBrowser();
+  try {
+    const page = await browser.context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await prepare(page);
+    await page.goto(`${collector.url}/about`);
+    await page.evaluate(() => window.sightline.ready);
+    await check(page);
+    await page.evaluate(() => window.sightline.consent.set({ analytics: true }));
+    await page.evaluate(() => window.sightline.flush());
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    await eventually(async () => (await rows(`anonymous_id = '${anon}' and type = 'page'`)).length >= 1, 20_000, 'the page view');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+}
 /** Serves `pattern` as the collector answers it, changed by `change(response, n)` (n: 1
  * for the first request), which returns the rest of `route.fulfill`'s options. Returns
  * how many requests it served. */
@@ -713,29 +735,15 @@ test("a page's fetch that throws or returns no promise, or a lock manager that t
   }
 });
 
-test("a CMP stub that throws, and a dataLayer of another shape, never stop the SDK's start", async () => {
-  const browser = await startBrowser();
-  try {
-    const page = await browser.context.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    await page.addInitScript(() => {
+test("a CMP stub that throws, and a dataLayer of another shape, never stop the SDK's start", () =>
+  landsOnAbout(
+    (page) => page.addInitScript(() => {
       window.__tcfapi = () => { throw new Error('cmp stub'); };
       window.dataLayer = [];
       window.dataLayer.push = 'not a function';
-    });
-    await page.goto(`${collector.url}/about`);
-    await page.evaluate(() => window.sightline.ready);
-    assert.equal(await page.evaluate(() => window.sightline.initialized), true, 'started');
-    await page.evaluate(() => window.sightline.consent.set({ analytics: true }));
-    await page.evaluate(() => window.sightline.flush());
-    const anon = await page.evaluate(() => window.sightline.anonymousId());
-    await eventually(async () => (await rows(`anonymous_id = '${anon}' and type = 'page'`)).length >= 1, 20_000, 'the page view');
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-  }
-});
+    }),
+    async (page) => assert.equal(await page.evaluate(() => window.sightline.initialized), true, 'started'),
+  ));
 
 test('with storage blocked (window.localStorage throws, as when a browser blocks site data), events are delivered from memory', async () => {
   const browser = await startBrowser();
@@ -861,73 +869,35 @@ test('a wasm download cut short is fetched again; the SDK starts and says nothin
     return { body: n === 1 ? body.subarray(0, body.length >> 1) : body };
   }, 'After Truncation'));
 
-test('a page with an element whose id is "sightline" (the browser names it on window) still gets the SDK', async () => {
-  const browser = await startBrowser();
-  try {
-    const page = await browser.context.newPage();
-    await altered(page, '**/about', async (response) => ({
+test('a page with an element whose id is "sightline" (the browser names it on window) still gets the SDK', () =>
+  landsOnAbout(
+    (page) => altered(page, '**/about', async (response) => ({
       // Before the snippet (a snippet pasted at the end of the body meets it there).
-      body: (await response.text()).replace('<head>', '<head><div id="sightline">Sightline, our newsletter</div>') }));
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    await page.goto(`${collector.url}/about`);
-    assert.equal(await page.evaluate(() => document.getElementById('sightline').tagName), 'DIV');
-    await page.evaluate(() => window.sightline.ready);
-    await page.evaluate(() => window.sightline.consent.set({ analytics: true }));
-    await page.evaluate(() => window.sightline.flush());
-    const anon = await page.evaluate(() => window.sightline.anonymousId());
-    await eventually(async () => (await rows(`anonymous_id = '${anon}' and type = 'page'`)).length >= 1, 20_000, 'the page view');
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-  }
+      body: (await response.text()).replace('<head>', '<head><div id="sightline">Sightline, our newsletter</div>') })),
+    async (page) => assert.equal(await page.evaluate(() => document.getElementById('sightline').tagName), 'DIV'),
+  ));
+
+test('a page whose <base href> points at another host still loads the SDK from its own origin', () => {
+  const requested = [];
+  return landsOnAbout(
+    async (page) => {
+      page.on('request', (r) => requested.push(r.url()));
+      await altered(page, '**/about', async (response) => ({
+        body: (await response.text()).replace('<head>', '<head><base href="https://cdn.invalid/assets/">') }));
+    },
+    async () => assert.ok(requested.includes(`${collector.url}/sl/sightline.js`), requested.join(', ')),
+  );
 });
 
-test('a page whose <base href> points at another host still loads the SDK from its own origin', async () => {
-  const browser = await startBrowser();
-  try {
-    const page = await browser.context.newPage();
-    await altered(page, '**/about', async (response) => ({
-      body: (await response.text()).replace('<head>', '<head><base href="https://cdn.invalid/assets/">') }));
-    const requested = [];
-    page.on('request', (r) => requested.push(r.url()));
-    await page.goto(`${collector.url}/about`);
-    await page.evaluate(() => window.sightline.ready);
-    assert.ok(requested.includes(`${collector.url}/sl/sightline.js`), requested.join(', '));
-    await page.evaluate(() => window.sightline.consent.set({ analytics: true }));
-    await page.evaluate(() => window.sightline.flush());
-    const anon = await page.evaluate(() => window.sightline.anonymousId());
-    await eventually(async () => (await rows(`anonymous_id = '${anon}' and type = 'page'`)).length >= 1, 20_000, 'the page view');
-  } finally {
-    await browser.close();
-  }
-});
-
-test("a page's fetch wrapper that throws at the snippet's early wasm fetch: the SDK still loads and delivers", async () => {
-  const browser = await startBrowser();
-  try {
-    const page = await browser.context.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    await page.addInitScript(() => {
-      const real = window.fetch;
-      let first = true;
-      window.fetch = function (...a) {
-        if (first) { first = false; throw new Error('page fetch wrapper'); }
-        return real.apply(this, a);
-      };
-    });
-    await page.goto(`${collector.url}/about`);
-    await page.evaluate(() => window.sightline.ready);
-    await page.evaluate(() => window.sightline.consent.set({ analytics: true }));
-    await page.evaluate(() => window.sightline.flush());
-    const anon = await page.evaluate(() => window.sightline.anonymousId());
-    await eventually(async () => (await rows(`anonymous_id = '${anon}' and type = 'page'`)).length >= 1, 20_000, 'the page view');
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-  }
-});
+test("a page's fetch wrapper that throws at the snippet's early wasm fetch: the SDK still loads and delivers", () =>
+  landsOnAbout((page) => page.addInitScript(() => {
+    const real = window.fetch;
+    let first = true;
+    window.fetch = function (...a) {
+      if (first) { first = false; throw new Error('page fetch wrapper'); }
+      return real.apply(this, a);
+    };
+  })));
 
 test('a page whose CSP refuses WebAssembly: nothing breaks, calls are kept, one warning says why', async () => {
   const browser = await startBrowser();

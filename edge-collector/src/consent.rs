@@ -25,7 +25,9 @@
 //! proves what a visitor chose).
 
 use serde_json::{Map, Value};
-use tracking_plan::consent::{consent_id, from_gcm, gcm_state, provider_consent_id, stated};
+use tracking_plan::consent::{
+    consent_id, from_gcm, gcm_state, provider_consent_id, stated, stated_number,
+};
 pub use tracking_plan::consent::{decide, is_consent_event, Choice as Snapshot, Decision};
 
 /// The keys of a context that [`read`] and the consent log read.
@@ -76,13 +78,13 @@ pub fn read(context: Option<&Value>) -> Snapshot {
     s
 }
 
-/// A `categoryPreferences` value as a grant or a denial: a boolean, `1` or `0`, or a
-/// manager's word (`tracking_plan::consent::stated`: `"DENY"` is a denial). The SDK
-/// reads `consent.set`'s values alike.
+/// A `categoryPreferences` value as a grant or a denial: a boolean, a number
+/// (`tracking_plan::consent::stated_number`: `1` or `0`), or a manager's word (`stated`:
+/// `"DENY"` is a denial). The SDK reads `consent.set`'s values by the same two rules.
 fn value_state(v: &Value) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
-        Value::Number(n) => n.as_u64().filter(|n| *n <= 1).map(|n| n == 1),
+        Value::Number(n) => n.as_f64().and_then(stated_number),
         Value::String(w) => stated(w),
         _ => None,
     }
@@ -241,6 +243,9 @@ mod tests {
             let s = snap(json!({"categoryPreferences": {"analytics": unread.clone()}}));
             assert!(!decide(s, ConsentPolicy::OptIn, false).store(), "{unread}");
         }
+        // A number is read as the SDK reads it: 1.0 is 1.
+        let one = snap(json!({"categoryPreferences": {"analytics": 1.0}}));
+        assert!(decide(one, ConsentPolicy::OptIn, false).store());
         // Unknown groups and names state nothing: opt-in stays closed.
         let unknown =
             snap(json!({"categoryPreferences": {"C0001": true, "C0005": true, "stats": true}}));

@@ -17,7 +17,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
-use tracking_plan::consent::{consent_id, stated, Choice, Policy};
+use tracking_plan::consent::{consent_id, stated, stated_number, Choice, Policy};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{LockOptions, RequestCredentials, RequestInit, Response, Storage, VisibilityState};
@@ -1042,15 +1042,16 @@ pub fn consent_set(c: JsValue) {
 }
 
 /// A `consent.set` value as a grant or a denial, as the collector reads
-/// `categoryPreferences`: a boolean, `1` or `0`, or a consent manager's word
-/// (`tracking_plan::consent::stated`: Osano's `"DENY"` is a denial, not a truthy string).
+/// `categoryPreferences`: a boolean, `1` or `0` (`stated_number`), or a consent manager's
+/// word (`tracking_plan::consent::stated`: Osano's `"DENY"` is a denial, not a truthy
+/// string).
 /// Anything else states nothing.
 fn value_state(x: &JsValue) -> Option<bool> {
     if let Some(b) = x.as_bool() {
         return Some(b);
     }
     if let Some(n) = x.as_f64() {
-        return (n == 0.0 || n == 1.0).then_some(n == 1.0);
+        return stated_number(n);
     }
     stated(&x.as_string()?)
 }

@@ -176,6 +176,11 @@ pub fn stated(word: &str) -> Option<bool> {
     }
 }
 
+/// A number as a category's state: `1` a grant, `0` a denial, any other states nothing.
+pub fn stated_number(n: f64) -> Option<bool> {
+    (n == 0.0 || n == 1.0).then_some(n == 1.0)
+}
+
 impl Choice {
     /// States one category as one of several signals of one snapshot: a denial wins
     /// over a grant, whichever comes first (a manager's `analytics: true` beside its
@@ -351,6 +356,13 @@ mod tests {
         }
         for w in ["", "maybe", "2", "truthy", "ACCEPT_ALL"] {
             assert_eq!(stated(w), None, "{w}");
+        }
+        assert_eq!(
+            (stated_number(1.0), stated_number(0.0)),
+            (Some(true), Some(false))
+        );
+        for n in [2.0, -1.0, 0.5, f64::NAN] {
+            assert_eq!(stated_number(n), None, "{n}");
         }
         // iubenda's numbered purposes, from it only.
         assert_eq!(
