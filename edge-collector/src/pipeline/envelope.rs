@@ -275,9 +275,18 @@ pub fn decode_body<'a>(body: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a,
 ///   number that is not finite) is `null`, as `JSON.stringify` writes it
 ///   (`replace_non_finite`).
 ///
-/// A body holding neither (two substring searches tell) is not copied or read again.
+/// - bytes that are not UTF-8 (a server writing Latin-1 into a JSON body) are U+FFFD
+///   each, as a browser's `TextDecoder` and Go's `encoding/json` read them: one bad
+///   byte no longer refuses a whole batch's events (it answered 400 `invalid_utf8`).
+///
+/// A body holding none of these (a validation and two substring searches tell) is not
+/// copied or read again.
 pub fn lenient(body: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
     use tracking_plan::json_text::{replace_lone_surrogates, replace_non_finite};
+    let body = match String::from_utf8_lossy(&body) {
+        Cow::Borrowed(_) => body,
+        Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+    };
     // By single bytes (`memchr`, which the batch split links already): `memmem`'s
     // searchers cost the worker 6,036 bytes of wasm more (1,944,594 against 1,938,558).
     let surrogate = |b: &[u8]| {
