@@ -833,6 +833,37 @@ test('hostile arguments never throw into the page, are refused and counted, and 
   }
 });
 
+test("a page library's Array.prototype.toJSON (Prototype.js 1.6) neither turns arrays into strings nor is lost", async () => {
+  const { browser, page, errors } = await visit('/');
+  try {
+    await accept(page);
+    const out = await page.evaluate(async () => {
+      // As Prototype.js 1.6 defines it (by assignment: enumerable): an array is written
+      // as a string of its items.
+      // eslint-disable-next-line no-extend-native
+      Array.prototype.toJSON = function () { return `[${this.map((x) => JSON.stringify(x)).join(', ')}]`; };
+      const mine = Array.prototype.toJSON;
+      const s = window.sightline;
+      s.track('Order Completed', { order_id: 'proto-1', total: 29, currency: 'EUR', products: [{ product_id: 'ETH-GUJI', quantity: 2 }], tags: ['a', 'b'] });
+      await s.flush();
+      const d = Object.getOwnPropertyDescriptor(Array.prototype, 'toJSON');
+      return { anon: s.anonymousId(), kept: d.value === mine && d.enumerable && d.writable, pageJson: JSON.stringify({ t: [1] }) };
+    });
+    assert.ok(out.kept, "the page's toJSON is put back as it was");
+    assert.equal(out.pageJson, '{"t":"[1]"}', 'and the page still reads its own way');
+    const stored = await eventually(async () => {
+      const r = await rows(`anonymous_id = '${out.anon}' and event = 'Order Completed'`);
+      return r.length === 1 && r;
+    }, 20_000, 'the order');
+    const p = JSON.parse(stored[0].payload).properties;
+    assert.deepEqual(p.products, [{ product_id: 'ETH-GUJI', quantity: 2 }]);
+    assert.deepEqual(p.tags, ['a', 'b']);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 /** The SDK starts and delivers although the snippet's early compile of the wasm fails
  * (`change` alters the first answer): the SDK's script fetches it again, once, and
  * says nothing of a CSP. */

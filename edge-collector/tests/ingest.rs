@@ -401,7 +401,9 @@ fn bytes_that_are_not_utf8_are_read_as_a_browser_reads_them() {
     body.extend_from_slice(br#" jo.doe@example.com","k"#);
     body.extend_from_slice(&[0xff, 0xfe]);
     body.extend_from_slice(br#"":1}},"#);
-    body.extend_from_slice(br#"{"type":"track","event":"Fine","messageId":"u2","anonymousId":"a"}]}"#);
+    body.extend_from_slice(
+        br#"{"type":"track","event":"Fine","messageId":"u2","anonymousId":"a"}]}"#,
+    );
     let r = run(&store, Endpoint::Batch, &body, None).unwrap();
     assert_eq!(r.accepted, 2, "{r:?}");
     let events = store.store.events.borrow();
@@ -410,7 +412,11 @@ fn bytes_that_are_not_utf8_are_read_as_a_browser_reads_them() {
     let payload: Value = serde_json::from_str(&first.payload).unwrap();
     let note = payload["properties"]["note"].as_str().unwrap();
     assert!(note.starts_with("x\u{fffd} "), "{note}");
-    assert!(!first.payload.contains("jo.doe@example.com"), "{}", first.payload);
+    assert!(
+        !first.payload.contains("jo.doe@example.com"),
+        "{}",
+        first.payload
+    );
     assert_eq!(payload["properties"]["k\u{fffd}\u{fffd}"], 1);
 }
 

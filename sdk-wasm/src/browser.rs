@@ -212,12 +212,20 @@ fn body(v: &JsValue) -> Option<String> {
     if !v.is_object() || Array::is_array(v) {
         return None;
     }
-    Some(
-        JSON::stringify(v)
-            .ok()
-            .and_then(|s| s.as_string())
-            .unwrap_or_default(),
-    )
+    // Prototype.js 1.6 (still on legacy shops) puts a `toJSON` on `Array.prototype`
+    // that returns a string: `products` would arrive as the string `"[{…}]"`. No browser
+    // defines one, so it is a page's own: taken away for this call, then put back as it
+    // was. (`toJSON` is read from objects only, so its String and Number ones do not
+    // apply.)
+    let proto = Object::get_prototype_of(&Array::new());
+    let key = JsValue::from_str("toJSON");
+    let own = Reflect::get_own_property_descriptor(&proto, &key).unwrap_or_default();
+    let hidden = own.is_object() && Reflect::delete_property(&proto, &key).unwrap_or(false);
+    let json = JSON::stringify(v).ok().and_then(|s| s.as_string());
+    if hidden {
+        let _ = Object::define_property(&proto, &key, own.unchecked_ref());
+    }
+    Some(json.unwrap_or_default())
 }
 
 fn warn(a: &str, b: &JsValue) {
