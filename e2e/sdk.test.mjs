@@ -864,6 +864,49 @@ test("a page library's Array.prototype.toJSON (Prototype.js 1.6) neither turns a
   }
 });
 
+test("Segment's callback argument: called once the call is sent (a link that navigates in it gets there, its event stored), and without waiting when nothing can be sent yet", async () => {
+  const { browser, page, errors } = await visit('/');
+  try {
+    // Undecided (opt-in): nothing can be sent (the event waits in memory), and the
+    // callback still comes.
+    const waited = await page.evaluate(() => new Promise((resolve) => {
+      const t0 = performance.now();
+      window.sightline.track('Before Consent', {}, () => resolve(performance.now() - t0));
+    }));
+    assert.ok(waited < 1000, `called after ${waited} ms`);
+    await accept(page);
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    // analytics.js code: track(event, properties, options, callback) navigating in the callback.
+    await Promise.all([
+      page.waitForURL('**/about', { timeout: 10_000 }),
+      page.evaluate(() => {
+        window.sightline.track('Outbound Link Clicked', { to: '/about' }, { context: {} }, () => { location.href = '/about'; });
+      }),
+    ]);
+    // identify(userId, traits, callback) and page(name, properties, callback) too.
+    const calls = await page.evaluate(async () => {
+      await window.sightline.ready;
+      const s = window.sightline;
+      const n = await Promise.all([
+        new Promise((r) => s.identify('cb-user', { plan: 'pro' }, () => r('identify'))),
+        new Promise((r) => s.page('About', { section: 'cb' }, () => r('page'))),
+        new Promise((r) => s.group('cb-group', () => r('group'))),
+      ]);
+      return n;
+    });
+    assert.deepEqual(calls, ['identify', 'page', 'group']);
+    await eventually(async () => (await rows(`anonymous_id = '${anon}' and event = 'Outbound Link Clicked'`)).length === 1, 20_000, 'the clicked event, sent before the page left');
+    const group = await eventually(async () => {
+      const r = await rows(`anonymous_id = '${anon}' and type = 'group'`);
+      return r.length === 1 && r;
+    }, 20_000, 'the group call');
+    assert.equal(JSON.parse(group[0].payload).groupId, 'cb-group');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 /** The SDK starts and delivers although the snippet's early compile of the wasm fails
  * (`change` alters the first answer): the SDK's script fetches it again, once, and
  * says nothing of a CSP. */

@@ -61,18 +61,26 @@ export interface Stats {
   purged: number;
 }
 
+/** A call's callback (Segment's): called once the call is sent, or after 300 ms. */
+export type Done = () => void;
+
 export interface Sightline {
   /** Resolves once the SDK has loaded and replayed the calls made before. */
   ready: Promise<void>;
   init(config: SightlineConfig): Promise<void>;
-  track(event: string, properties?: Properties): void;
-  page(name?: string | Properties, properties?: Properties): void;
-  screen(name: string, properties?: Properties): void;
-  identify(userId?: string | Properties, traits?: Properties): void;
+  /**
+   * The calls below take, as Segment's do, a function as their last argument: called
+   * once the call is sent, or after 300 ms (a callback that navigates does not wait on
+   * the network). An `options` object before it is accepted and not read.
+   */
+  track(event: string, properties?: Properties | Done, options?: object | Done, callback?: Done): void;
+  page(name?: string | Properties | Done, properties?: Properties | Done, options?: object | Done, callback?: Done): void;
+  screen(name: string, properties?: Properties | Done, options?: object | Done, callback?: Done): void;
+  identify(userId?: string | Properties | Done, traits?: Properties | Done, options?: object | Done, callback?: Done): void;
   /** Hashes (SHA-256 of the normalized value) in the browser; the raw value never leaves the page. */
   softLogin(ids: { email?: string; phone?: string }): SoftLoginResult;
-  alias(userId: string, previousId?: string): void;
-  group(groupId: string, traits?: Properties): void;
+  alias(userId: string, previousId?: string | Done, options?: object | Done, callback?: Done): void;
+  group(groupId: string, traits?: Properties | Done, options?: object | Done, callback?: Done): void;
   consent: { set(choice: ConsentChoice): void; get(): ConsentState };
   /** A new anonymous id; the user id is forgotten. */
   reset(): void;

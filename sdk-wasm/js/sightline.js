@@ -45,6 +45,21 @@ try {
   localStorage.getItem('sl_aid');
 } catch {}
 
+// A call's last argument, when a function, is called once the call is sent, or after
+// 300 ms (a callback that navigates must not wait on a slow network), as Segment's
+// `track(event, properties, options, callback)` calls it: code written for analytics.js
+// (`track('Clicked', {}, () => (location.href = next))`) keeps working.
+const done = (f) => (...a) => {
+  const cb = typeof a[a.length - 1] === 'function' && a.pop();
+  f(...a);
+  if (cb) {
+    let once = 0;
+    const call = () => once++ || cb();
+    setTimeout(call, 300);
+    x.flush().then(call, call);
+  }
+};
+
 const go = () =>
   wasm.then(() => {
     if (!x.start(cfg)) return;
@@ -52,13 +67,13 @@ const go = () =>
       initialized: true,
       ready: stub.ready || Promise.resolve(),
       init: () => api.ready,
-      track: x.track,
-      page: x.page,
-      screen: x.screen,
-      identify: x.identify,
+      track: done(x.track),
+      page: done(x.page),
+      screen: done(x.screen),
+      identify: done(x.identify),
       softLogin: (o) => x.softLogin(o || {}),
-      alias: x.alias,
-      group: x.group,
+      alias: done(x.alias),
+      group: done(x.group),
       consent: { set: (c) => x.consentSet(c || {}), get: x.consentGet },
       reset: x.reset,
       flush: x.flush,
