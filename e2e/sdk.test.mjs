@@ -3,7 +3,7 @@
 // offline, retries, in-browser hashing, SPA page views and campaign capture.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCollector, startBrowser, eventually } from './harness.mjs';
+import { startCollector, startBrowser, eventually, ROOT } from './harness.mjs';
 
 let collector;
 before(async () => { collector = await startCollector(); });
@@ -902,6 +902,82 @@ test("Segment's callback argument: called once the call is sent (a link that nav
     }, 20_000, 'the group call');
     assert.equal(JSON.parse(group[0].payload).groupId, 'cb-group');
     assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test("US privacy: an opt-out of sale in the IAB's GPP (its own CMP library, @iabgpp/cmpapi) or the US Privacy string denies marketing, never grants it, and leaves undecided events waiting", async () => {
+  const { build } = await import('esbuild');
+  // The IAB's CMP library ships as modules only: bundled here as a CMP's build would.
+  const lib = (await build({
+    stdin: { contents: "export { CmpApi, SignalStatus } from '@iabgpp/cmpapi';", resolveDir: ROOT },
+    bundle: true, format: 'iife', globalName: 'IabGpp', write: false,
+  })).outputFiles[0].text;
+  const consentLog = async (anon) => (await collector.adminJson(`/admin/v1/consent?anonymousId=${anon}`)).consent;
+  const browser = await startBrowser();
+  try {
+    // GPP: the CMP loads before the SDK (its stub is first in the head), its signal not
+    // ready until the visitor has answered.
+    const page = await browser.context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.addInitScript(`${lib};window.IabGpp = IabGpp;window.gppApi = new IabGpp.CmpApi(1, 1);`);
+    await page.goto(`${collector.url}/about?gclid=GPP-CLICK-1`);
+    await page.evaluate(() => window.sightline.ready);
+    await accept(page);
+    assert.equal(await page.evaluate(() => window.sightline.consent.get().marketing), true);
+    // The visitor opts out of sale in the CMP: its US-national section says so.
+    await page.evaluate(() => {
+      const api = window.gppApi;
+      api.setApplicableSections([7]);
+      api.setFieldValue('usnat', 'SaleOptOutNotice', 1);
+      api.setFieldValue('usnat', 'SaleOptOut', 1);
+      api.setSignalStatus(IabGpp.SignalStatus.READY);
+      api.fireSectionChange('usnat');
+    });
+    await eventually(async () => (await page.evaluate(() => window.sightline.consent.get().marketing)) === false, 5_000, 'marketing denied');
+    assert.equal(await page.evaluate(() => window.sightline.consent.get().analytics), true, 'analytics untouched');
+    // "Did not opt out" later grants nothing back.
+    await page.evaluate(() => { window.gppApi.setFieldValue('usnat', 'SaleOptOut', 2); window.gppApi.fireSectionChange('usnat'); });
+    assert.equal(await page.evaluate(() => window.sightline.consent.get().marketing), false);
+    const anon = await page.evaluate(() => { window.sightline.track('After Opt Out'); window.sightline.flush(); return window.sightline.anonymousId(); });
+    const log = await eventually(async () => { const l = await consentLog(anon); return l.some((e) => e.source === 'gpp') && l; }, 20_000, 'the opt-out logged');
+    assert.equal(JSON.parse(log.find((e) => e.source === 'gpp').categories).marketing, false);
+    const after = await eventually(async () => {
+      const r = await rows(`anonymous_id = '${anon}' and event = 'After Opt Out'`);
+      return r.length === 1 && r;
+    }, 20_000, 'the event after the opt-out');
+    assert.equal(JSON.parse(after[0].payload).context.consent.categoryPreferences.marketing, false);
+    assert.ok(!after[0].payload.includes('GPP-CLICK-1'), 'no click id kept');
+    assert.deepEqual(errors, []);
+
+    // The US Privacy string (`__uspapi`, a stand-in of its documented call), read at start
+    // before any banner answer: marketing denied, and the landing page view waits for
+    // analytics instead of being dropped.
+    const other = await startBrowser();
+    try {
+      const usp = await other.context.newPage();
+      await usp.addInitScript(() => {
+        window.__uspapi = (cmd, version, cb) => { if (cmd === 'getUSPData') cb({ version: 1, uspString: '1YYN' }, true); };
+      });
+      await usp.goto(`${collector.url}/about`);
+      await usp.evaluate(() => window.sightline.ready);
+      assert.deepEqual(await usp.evaluate(() => window.sightline.consent.get()),
+        { analytics: false, marketing: false, personalization: false, decided: false });
+      assert.equal(await usp.evaluate(() => window.sightline.stats().purged), 0, 'nothing dropped');
+      await usp.evaluate(() => { window.sightline.consent.set({ analytics: true }); return window.sightline.flush(); });
+      const uspAnon = await usp.evaluate(() => window.sightline.anonymousId());
+      const landing = await eventually(async () => {
+        const r = await rows(`anonymous_id = '${uspAnon}' and type = 'page'`);
+        return r.length === 1 && r;
+      }, 20_000, 'the landing page view');
+      assert.equal(JSON.parse(landing[0].payload).context.consent.categoryPreferences.marketing, false);
+      const uspLog = await eventually(async () => { const l = await consentLog(uspAnon); return l.length >= 2 && l; }, 20_000, 'the log');
+      assert.ok(uspLog.some((e) => e.source === 'usp' && JSON.parse(e.categories).marketing === false), JSON.stringify(uspLog));
+    } finally {
+      await other.close();
+    }
   } finally {
     await browser.close();
   }

@@ -4,10 +4,10 @@
 //  - instantiates the wasm (streamed from the snippet's early fetch),
 //  - maps the public API (window.sightline) onto the wasm exports, one line each, and
 //    replays the calls the snippet queued before load,
-//  - installs the three hooks that wrap functions the page owns (history.pushState and
-//    replaceState, dataLayer.push) or hand the page a callback (__tcfapi), which only
-//    forward to the engine, and hands a consent manager's answer (Cookiebot's, OneTrust's)
-//    to the engine as the manager keeps it,
+//  - installs the hooks that wrap functions the page owns (history.pushState and
+//    replaceState, dataLayer.push) or hand the page a callback (__tcfapi, __gpp,
+//    __uspapi), which only forward to the engine, and hands a consent manager's answer
+//    (Cookiebot's, OneTrust's) to the engine as the manager keeps it,
 //  - opens localStorage while the wasm downloads,
 //  - warns once when the page's Content-Security-Policy refuses WebAssembly.
 // Kept in JS because the same facade and hooks built in Rust from wasm-bindgen closures
@@ -105,6 +105,20 @@ const go = () =>
     } catch {}
     try {
       if (typeof w.__tcfapi === 'function') w.__tcfapi('addEventListener', 2, (tc, ok) => x.tcf(tc, !!ok));
+    } catch {}
+    // US privacy: the IAB GPP's US sections, and the US Privacy string before it. A
+    // callback that finds another shape is caught here, not thrown into the CMP.
+    try {
+      if (typeof w.__gpp === 'function')
+        w.__gpp('addEventListener', (e, ok) => {
+          try {
+            const p = ok && e.pingData;
+            if (p.signalStatus === 'ready') x.gpp(Object.values(p.parsedSections || {}).flat());
+          } catch {}
+        });
+    } catch {}
+    try {
+      if (typeof w.__uspapi === 'function') w.__uspapi('getUSPData', 1, (d, ok) => x.usp(d, !!ok));
     } catch {}
     // Consent managers that keep the visitor's answer in a global, read now and at their
     // change events once the visitor has answered (a banner's defaults are no answer):

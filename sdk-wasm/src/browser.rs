@@ -17,7 +17,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
-use tracking_plan::consent::{consent_id, stated, stated_number, Choice, Policy};
+use tracking_plan::consent::{self, consent_id, stated, stated_number, Choice, Policy};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{LockOptions, RequestCredentials, RequestInit, Response, Storage, VisibilityState};
@@ -1133,6 +1133,40 @@ pub fn tcf(tc: JsValue, ok: bool) {
             |p| granted.get(usize::from(p)).copied().unwrap_or(false),
             now,
         );
+        s.after(true);
+    });
+}
+
+/// The IAB GPP's `addEventListener` callback, once the CMP's signal is ready: the
+/// objects of its parsed sections (the shim flattens them: a section is an object of
+/// fields, or, in CMP API 1.1, a list of its segments' objects), read for the US
+/// sections' opt-outs.
+#[wasm_bindgen]
+pub fn gpp(parts: Array) {
+    let mut out = false;
+    for part in parts.iter() {
+        for f in consent::US_OPT_OUTS {
+            let v = get(&part, f);
+            out |= consent::gpp_opted_out(v.as_f64(), v.as_bool());
+        }
+    }
+    us_opt_out(out, "gpp");
+}
+
+/// The US Privacy string's (`__uspapi('getUSPData')`) callback.
+#[wasm_bindgen]
+pub fn usp(data: JsValue, ok: bool) {
+    let s = get(&data, "uspString").as_string().unwrap_or_default();
+    us_opt_out(ok && consent::usp_opted_out(&s), "usp");
+}
+
+fn us_opt_out(opted_out: bool, source: &str) {
+    if !opted_out {
+        return;
+    }
+    with(|s| {
+        let now = s.sync();
+        s.engine.consent_us(opted_out, source, now);
         s.after(true);
     });
 }

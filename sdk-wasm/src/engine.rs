@@ -954,7 +954,7 @@ impl<R: Random> Engine<R> {
     pub fn set_consent(&mut self, c: Choice, source: &str, now: u64) {
         let before = self.may_store();
         let next = self.choice.updated(c);
-        if self.choice.decided() && next == self.choice {
+        if (self.choice.decided() || c == Choice::default()) && next == self.choice {
             return; // a CMP repeating its state on every page is not a new decision
         }
         self.choice = next;
@@ -997,7 +997,14 @@ impl<R: Random> Engine<R> {
             self.first = self.strip_clicks(self.first.clone(), K_FIRST);
             self.last = self.strip_clicks(self.last.clone(), K_LAST);
         }
-        let held = core::mem::take(&mut self.waiting);
+        // A statement that leaves analytics undecided (a US opt-out of sale, a manager's
+        // marketing-only answer) is no answer to what the waiting events wait for: they
+        // stay, neither sent nor dropped.
+        let held = if next.decided() {
+            core::mem::take(&mut self.waiting)
+        } else {
+            Vec::new()
+        };
         if d.analytics {
             for w in held {
                 let stamped = self.stamp(&w.ctx);
@@ -1045,6 +1052,12 @@ impl<R: Random> Engine<R> {
     /// IAB TCF v2.2 purpose consents (`granted(n)`: purpose n has consent).
     pub fn consent_tcf(&mut self, granted: impl Fn(u8) -> bool, now: u64) {
         self.set_consent(consent::from_tcf(granted), "tcf", now);
+    }
+
+    /// A US privacy signal (GPP's US sections, the US Privacy string): an opt-out denies
+    /// marketing; none states nothing (`tracking_plan::consent::from_us_opt_out`).
+    pub fn consent_us(&mut self, opted_out: bool, source: &str, now: u64) {
+        self.set_consent(consent::from_us_opt_out(opted_out), source, now);
     }
 
     pub fn consent(&self) -> ConsentState {

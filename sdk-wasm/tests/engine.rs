@@ -588,6 +588,34 @@ fn google_consent_mode_and_tcf_map_to_categories() {
     assert!(tcf_ready("useractioncomplete") && !tcf_ready("cmpuishown"));
 }
 
+fn a_us_opt_out_denies_marketing_never_grants_and_keeps_undecided_events_waiting() {
+    let mut e = engine(false);
+    e.set_page(&facts("https://s.example/?gclid=G1&utm_source=x", "/"));
+    e.record(Kind::Page, None, None, T0);
+    // GPP's opt-out of sale before the banner's answer: marketing is denied, and the
+    // page view still waits for analytics (it was dropped before).
+    e.consent_us(true, "gpp", T0 + 1);
+    assert!(!e.consent().marketing && !e.consent().decided);
+    assert_eq!(e.stats().purged, 0);
+    assert_eq!(e.stats().waiting, 1);
+    // "Did not opt out" states nothing: the banner's grant of everything then comes, and
+    // marketing stays denied only where the grant does not speak.
+    e.consent_us(false, "usp", T0 + 2);
+    assert!(!e.consent().marketing);
+    e.set_consent(choice(Some(true), None, Some(true)), "banner", T0 + 3);
+    let events = all(&mut e);
+    let records = events.iter().filter(|v| v["event"] == "Consent Updated").count();
+    assert_eq!(records, 2, "the opt-out and the grant; no record of a statement of nothing");
+    let page = &events.iter().find(|v| v["type"] == "page").expect("the page view")["context"];
+    assert_eq!(page["consent"]["categoryPreferences"]["marketing"], false);
+    assert!(page.get("clickIds").is_none(), "no click ids without marketing");
+    // Later, once granted, an opt-out takes marketing back.
+    e.set_consent(choice(None, Some(true), None), "banner", T0 + 4);
+    assert!(e.consent().marketing);
+    e.consent_us(true, "gpp", T0 + 5);
+    assert!(!e.consent().marketing && e.consent().analytics);
+}
+
 fn gpc_denies_marketing_whatever_is_granted() {
     let mut e = Engine::new(
         Options { write_key: "wk".into(), policy: Policy::OptOut, storage: true, gpc: true, country: "US".into() },

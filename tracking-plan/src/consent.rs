@@ -236,6 +236,38 @@ pub fn from_tcf(granted: impl Fn(u8) -> bool) -> Choice {
     }
 }
 
+/// US privacy signals: the IAB Global Privacy Platform's US sections (`usnat` and the
+/// states', as `__gpp` parses them) and the US Privacy string before it (`__uspapi`).
+/// An opt-out of the sale or sharing of personal data, or of targeted advertising (or
+/// the section's own GPC flag), denies marketing, as GPC does. They never grant: the US
+/// laws are opt-out regimes, and "did not opt out" states nothing.
+pub const US_OPT_OUTS: [&str; 4] = [
+    "SaleOptOut",
+    "SharingOptOut",
+    "TargetedAdvertisingOptOut",
+    "Gpc",
+];
+
+/// Whether a GPP US section's opt-out field says the visitor opted out: `1` (its
+/// values: 0 not applicable, 1 opted out, 2 did not), or `true` for its `Gpc` flag.
+pub fn gpp_opted_out(number: Option<f64>, flag: Option<bool>) -> bool {
+    number == Some(1.0) || flag == Some(true)
+}
+
+/// Whether a US Privacy string (`1YYN`: version, notice given, opted out of sale,
+/// LSPA covered) says the visitor opted out of sale.
+pub fn usp_opted_out(usp: &str) -> bool {
+    usp.starts_with('1') && matches!(usp.as_bytes().get(2), Some(b'Y' | b'y'))
+}
+
+/// What a US opt-out states: marketing denied; nothing when there was none.
+pub fn from_us_opt_out(opted_out: bool) -> Choice {
+    Choice {
+        marketing: opted_out.then_some(false),
+        ..Choice::default()
+    }
+}
+
 /// The track event the SDK sends for a decision.
 pub const CONSENT_EVENT: &str = "Consent Updated";
 /// Track events that record a consent change (ours, Segment's consent wrapper's, and
@@ -256,6 +288,28 @@ pub fn is_consent_event(event: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn us_opt_outs_deny_marketing_and_never_grant() {
+        assert!(gpp_opted_out(Some(1.0), None));
+        assert!(gpp_opted_out(None, Some(true)));
+        for (n, f) in [
+            (Some(0.0), None),
+            (Some(2.0), None),
+            (None, Some(false)),
+            (None, None),
+        ] {
+            assert!(!gpp_opted_out(n, f), "{n:?} {f:?}");
+        }
+        assert!(usp_opted_out("1YYN") && usp_opted_out("1NYY") && usp_opted_out("1-y-"));
+        for s in ["1YNN", "1---", "", "1", "2YYN", "YYYY"] {
+            assert!(!usp_opted_out(s), "{s}");
+        }
+        let denied = from_us_opt_out(true);
+        assert_eq!(denied.marketing, Some(false));
+        assert_eq!((denied.analytics, denied.personalization), (None, None));
+        assert_eq!(from_us_opt_out(false), Choice::default());
+    }
 
     #[test]
     fn opt_in_fails_closed_and_gpc_denies_marketing() {
