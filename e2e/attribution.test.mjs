@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startCollector, startBrowser, openInspector, eventually, ADMIN_TOKEN, ROOT } from './harness.mjs';
+import { startCollector, startBrowser, openInspector, eventually, ADMIN_TOKEN, ROOT, TEST_SOURCES } from './harness.mjs';
 
 const CLI = join(ROOT, 'target/debug/sightline');
 const run = promisify(execFile);
@@ -136,6 +136,45 @@ test('attribution: credit at the edge across stitched devices, merges and unmerg
     await collector.adminJson(`/admin/v1/profiles/${owner}?writeKey=sl_dev_key`, { method: 'DELETE' });
     const left = await collector.query(`select count(*) as n from conversion_credits where message_id = '${orderId}'`);
     assert.equal(left[0].n, 0);
+  } finally {
+    await collector.dispose();
+  }
+});
+
+test('one order sent three times (its thank-you page reloaded) is one conversion, one revenue and one order for the segments', async () => {
+  // The example site's key with the example segments ("3+ orders in one category").
+  const shop = { ...TEST_SOURCES.sl_dev_key, segments: '/sl/segments.json', retentionDays: 400 };
+  const collector = await startCollector({ sources: { ...TEST_SOURCES, sl_dev_key: shop } });
+  try {
+    const anon = await device(collector.url, '/?utm_source=news&utm_medium=email&utm_campaign=Reload', async (page) => {
+      await page.evaluate(async () => {
+        const order = { order_id: 'reload-1', total: 20, currency: 'EUR',
+          products: [{ product_id: 'ETH-GUJI', category: 'Light', price: 20, quantity: 1 }] };
+        // Each load of the thank-you page tracks its order again, with a new messageId.
+        for (let i = 0; i < 3; i++) window.sightline.track('Order Completed', order);
+        await window.sightline.flush();
+      });
+    });
+    const stored = await eventually(async () => {
+      const r = await collector.query(`select message_id from events where event = 'Order Completed' and anonymous_id = '${anon}'`);
+      return r.length === 3 && r;
+    }, 20_000, 'the three sends stored');
+    assert.equal(new Set(stored.map((r) => r.message_id)).size, 3);
+    const report = await eventually(async () => {
+      const r = await collector.adminJson('/admin/v1/attribution?writeKey=sl_dev_key&model=last_non_direct&window=28');
+      return r.byChannel.find((c) => c.channel === 'email') && r;
+    }, 20_000, 'the credit');
+    const email = report.byChannel.find((c) => c.channel === 'email');
+    assert.deepEqual([email.conversions, email.revenue], [1, 20], 'credited once');
+    // "3+ orders in one category in 90 days" is not met by one order sent three times;
+    // "ordered at least once" is.
+    const profile = await eventually(async () => {
+      const p = await collector.adminJson(`/admin/v1/profiles?anonymousId=${anon}`);
+      return p.segments.length > 0 && p;
+    }, 20_000, 'the segments');
+    const ids = profile.segments.map((s) => s.id ?? s.segment ?? s);
+    assert.ok(ids.includes('returning-customer'), JSON.stringify(profile.segments));
+    assert.ok(!ids.includes('category-fan'), JSON.stringify(profile.segments));
   } finally {
     await collector.dispose();
   }

@@ -27,6 +27,9 @@ pub const MAX_FACTS: usize = 256;
 /// rules on them do not match).
 pub const MAX_FACT_BYTES: usize = 2048;
 
+/// How fact ids are made ([`fact_key`]): part of a spec's fingerprint.
+const FACT_IDS: &str = "order-or-message";
+
 /// What a source's segments read of its events.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Spec {
@@ -74,7 +77,9 @@ impl Spec {
         }
         if !spec.events.is_empty() {
             let text = serde_json::to_string(&(&spec.events, spec.keep_ms)).unwrap_or_default();
-            spec.fingerprint = crate::pipeline::short_digest(&[&text]);
+            // `FACT_IDS` in it: facts kept under other ids (by message before orders were
+            // one fact each) are rebuilt once, so an order kept twice then counts once.
+            spec.fingerprint = crate::pipeline::short_digest(&[&text, FACT_IDS]);
         }
         spec
     }
@@ -93,7 +98,7 @@ impl Spec {
     ) -> Option<Fact> {
         let paths = self.events.get(event)?;
         Some(Fact {
-            id: fact_id(message_id),
+            id: fact_key(message_id, event, properties),
             event: event.to_string(),
             at_ms,
             properties: project(properties, paths),
@@ -141,6 +146,17 @@ fn walk(r: &Rule, spec: &mut Spec, hot: i64) {
 /// the stored row, and no client text kept).
 pub fn fact_id(message_id: &str) -> String {
     crate::pipeline::short_digest(&[message_id])
+}
+
+/// A fact's id: its message's ([`fact_id`]), or for an event that names an order, the
+/// order's. One order is one fact however often it was sent (a thank-you page reloaded
+/// is not a second order for "3+ orders" or RFM's frequency and value), as attribution
+/// credits it once.
+pub fn fact_key(message_id: &str, event: &str, properties: &Value) -> String {
+    match crate::attribution::order_id(Some(properties)) {
+        Some(o) => crate::pipeline::short_digest(&["order", event, &o]),
+        None => fact_id(message_id),
+    }
 }
 
 /// The part of `v` that the paths reach (`a.b`, `items[].category`), with the same
@@ -411,6 +427,25 @@ mod tests {
         );
         assert_eq!(f.id, fact_id("m-1"));
         assert!(!f.id.contains("m-1"));
+        // One order is one fact, whichever message brought it (a reloaded thank-you
+        // page): recorded once.
+        let order = json!({"order_id": "o-9", "total": 5});
+        let (a, b) = (
+            spec().fact("m-4", "Order Completed", 7, &order).unwrap(),
+            spec().fact("m-5", "Order Completed", 9, &order).unwrap(),
+        );
+        assert_eq!(a.id, b.id);
+        assert_ne!(
+            a.id,
+            spec()
+                .fact("m-4", "Order Completed", 7, &json!({"order_id": "o-10"}))
+                .unwrap()
+                .id
+        );
+        let mut act = Activity::default();
+        act.record(a, 0);
+        act.record(b, 0);
+        assert_eq!(act.facts.len(), 1);
         assert!(spec().fact("m-2", "Page Viewed", 7, &props).is_none());
         // Past the size cap nothing of the properties is kept.
         let huge = json!({"total": "x".repeat(MAX_FACT_BYTES)});

@@ -329,6 +329,23 @@ pub struct Conversion {
     pub at_ms: i64,
     pub revenue: f64,
     pub currency: Option<String>,
+    /// The order it completes (its event's name and [`order_id`]): a second conversion
+    /// of one order (a thank-you page reloaded, opened in two tabs, sent again by the
+    /// shop's server) is not credited again.
+    pub order: Option<(String, String)>,
+}
+
+/// The order an event names in its properties (Segment's e-commerce spec: `order_id`;
+/// also `orderId` and `checkout_id`), a string or a number.
+pub fn order_id(properties: Option<&Value>) -> Option<String> {
+    let p = properties?;
+    ["order_id", "orderId", "checkout_id"]
+        .iter()
+        .find_map(|k| match p.get(*k)? {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
 }
 
 /// One share of a conversion's credit.
@@ -453,13 +470,30 @@ impl History {
                 at_ms,
                 revenue: revenue_of(props, rule),
                 currency: text(props.and_then(|p| p.get("currency"))),
+                order: order_id(props).map(|o| (rule.event.clone(), o)),
             });
         }
     }
 }
 
-/// The credit of every conversion in `h`, each from its own profile's visits.
-pub fn credit_profiles(h: History, config: &AttributionConfig) -> Vec<Credit> {
+/// The credit of every conversion in `h`, each from its own profile's visits. An order
+/// is credited once, at its first conversion: a later one of the same order (a reload
+/// of the thank-you page) is stored but earns no credit or revenue.
+pub fn credit_profiles(mut h: History, config: &AttributionConfig) -> Vec<Credit> {
+    h.conversions
+        .sort_by(|a, b| (a.at_ms, &a.message_id).cmp(&(b.at_ms, &b.message_id)));
+    let mut orders: Vec<(String, (String, String))> = Vec::new();
+    h.conversions.retain(|c| match &c.order {
+        Some(o) => {
+            let key = (c.profile_id.clone(), o.clone());
+            let first = !orders.contains(&key);
+            if first {
+                orders.push(key);
+            }
+            first
+        }
+        None => true,
+    });
     let mut out = Vec::new();
     let mut profiles: Vec<&str> = h
         .conversions
@@ -849,6 +883,7 @@ mod tests {
             at_ms: now,
             revenue: 100.0,
             currency: Some("EUR".into()),
+            order: None,
         };
         let credits = credit(&c, &touches);
         let of = |m: Model, w: u32| -> Vec<(String, f64)> {
@@ -886,6 +921,84 @@ mod tests {
         assert!(lonely
             .iter()
             .all(|x| x.channel == "direct" && x.credit == 1.0));
+    }
+
+    #[test]
+    fn an_order_is_credited_once_however_often_it_is_sent() {
+        let config: AttributionConfig = serde_json::from_value(json!({
+            "conversions": [{"event": "Order Completed", "revenue": "total"}]
+        }))
+        .unwrap();
+        let mut h = History::default();
+        let mut order = |id: &str, p: &str, at: &str, props: Value| {
+            let payload = json!({"properties": props});
+            h.add(
+                id,
+                p,
+                "track",
+                Some("Order Completed"),
+                at,
+                None,
+                &payload,
+                &config,
+            );
+        };
+        // The thank-you page, reloaded (a new messageId), its order id a string or a
+        // number; another order; the same order id under another profile; none.
+        order(
+            "m2",
+            "p",
+            "2026-12-01T10:05:00Z",
+            json!({"order_id": "o1", "total": 30}),
+        );
+        order(
+            "m1",
+            "p",
+            "2026-12-01T10:00:00Z",
+            json!({"order_id": "o1", "total": 30}),
+        );
+        order(
+            "m3",
+            "p",
+            "2026-12-01T11:00:00Z",
+            json!({"orderId": 7, "total": 5}),
+        );
+        order(
+            "m4",
+            "p",
+            "2026-12-01T11:01:00Z",
+            json!({"order_id": 7, "total": 5}),
+        );
+        order(
+            "m5",
+            "p",
+            "2026-12-01T12:00:00Z",
+            json!({"order_id": "o2", "total": 10}),
+        );
+        order(
+            "m6",
+            "q",
+            "2026-12-01T12:00:00Z",
+            json!({"order_id": "o1", "total": 30}),
+        );
+        order("m7", "p", "2026-12-01T13:00:00Z", json!({"total": 1}));
+        order("m8", "p", "2026-12-01T13:01:00Z", json!({"total": 1}));
+        let credits = credit_profiles(h, &config);
+        let mut credited: Vec<&str> = credits.iter().map(|c| c.message_id.as_str()).collect();
+        credited.sort_unstable();
+        credited.dedup();
+        assert_eq!(credited, ["m1", "m3", "m5", "m6", "m7", "m8"]);
+        let revenue: f64 = credits
+            .iter()
+            .filter(|c| c.model == Model::Linear && c.window_days == 28 && c.profile_id == "p")
+            .map(|c| c.revenue)
+            .sum();
+        assert!((revenue - 47.0).abs() < 1e-9, "{revenue}");
+        assert_eq!(
+            order_id(Some(&json!({"checkout_id": "c9"}))).as_deref(),
+            Some("c9")
+        );
+        assert_eq!(order_id(Some(&json!({"order_id": ""}))), None);
     }
 
     #[test]

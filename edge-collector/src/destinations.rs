@@ -337,14 +337,7 @@ fn fbclid(event: &Value) -> Option<&str> {
 }
 
 fn order_id(event: &Value) -> Option<String> {
-    let p = event.get("properties")?;
-    ["order_id", "orderId", "checkout_id"]
-        .iter()
-        .find_map(|k| match p.get(*k)? {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
+    crate::attribution::order_id(event.get("properties"))
 }
 
 impl Destination {

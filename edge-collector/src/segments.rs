@@ -135,7 +135,8 @@ impl Bounds {
 /// `crate::activity`, under short names: it is in every profile document).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Fact {
-    /// A digest of the event's messageId (`crate::activity::fact_id`).
+    /// A digest of the event's messageId, or of the order it names
+    /// (`crate::activity::fact_key`).
     #[serde(default, rename = "i")]
     pub id: String,
     #[serde(rename = "e")]

@@ -800,7 +800,9 @@ fn a_rebuild_covers_many_profiles_and_keeps_each_ones_newest_facts() {
     }
     let facts = r.graph_profile("shop", &big).unwrap().activity.facts;
     assert_eq!(facts.len(), MAX_FACTS);
-    let newest = edge_collector::activity::fact_id(&format!("h-{}", MAX_FACTS + 43));
+    let last = format!("h-{}", MAX_FACTS + 43);
+    let newest =
+        edge_collector::activity::fact_key(&last, "Order Completed", &json!({"order_id": last}));
     assert_eq!(facts.last().unwrap().id, newest, "the newest kept");
     assert_eq!(facts[0].properties["products"][0]["category"], "Dark");
 }
