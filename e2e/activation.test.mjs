@@ -108,7 +108,7 @@ test('each stand-in receives exactly the documented payload, hashed by each plat
   const o = order(anon);
   await send([o]);
   const [meta] = await eventually(async () => {
-    const r = requestsFor('meta', (q) => q.body?.data?.[0]?.event_id === o.messageId);
+    const r = requestsFor('meta', (q) => q.body?.data?.[0]?.event_id === o.properties.order_id);
     return r.length && r;
   }, 30_000, 'the Meta stand-in to receive the order');
   assert.deepEqual(meta.problems, []);
@@ -117,7 +117,7 @@ test('each stand-in receives exactly the documented payload, hashed by each plat
   const e = meta.body.data[0];
   assert.deepEqual(Object.keys(e).sort(), ['action_source', 'custom_data', 'event_id', 'event_name', 'event_source_url', 'event_time', 'user_data']);
   assert.equal(e.event_name, 'Purchase');
-  assert.equal(e.event_id, o.messageId, 'event_id is the messageId: the pixel\'s copy is deduplicated');
+  assert.equal(e.event_id, o.properties.order_id, 'event_id is the order id: the Pixel\'s copy (eventID: the order number) and a resent order are deduplicated');
   assert.equal(e.action_source, 'website');
   assert.equal(e.event_time, Math.floor(Date.parse(o.timestamp) / 1000));
   assert.equal(e.event_source_url, 'https://shop.example/checkout');
@@ -173,7 +173,7 @@ test('a consent denial sends nothing to the ad platforms, and the log says why',
     assert.equal(l.reason, 'consent_marketing');
   }
   await new Promise((r) => setTimeout(r, 2000));
-  assert.equal(requestsFor('meta', (q) => q.body?.data?.[0]?.event_id === o.messageId).length, 0);
+  assert.equal(requestsFor('meta', (q) => q.body?.data?.[0]?.event_id === o.properties.order_id).length, 0);
   assert.equal(requestsFor('google', (q) => q.body?.events?.[0]?.transactionId === o.properties.order_id).length, 0);
 });
 
@@ -194,7 +194,7 @@ test('a 500 from a stand-in is logged, retried after the backoff and then delive
     return l && l.status === 'delivered' && l;
   }, 90_000, 'the retry delivered');
   assert.equal(done.attempts, 2);
-  const sent = requestsFor('meta', (q) => q.body?.data?.[0]?.event_id === o.messageId);
+  const sent = requestsFor('meta', (q) => q.body?.data?.[0]?.event_id === o.properties.order_id);
   assert.deepEqual(sent.map((q) => q.status), [500, 200]);
   assert.ok(sent[1].at - sent[0].at >= 5_000, `retried after a backoff (${sent[1].at - sent[0].at} ms)`);
 });
@@ -208,7 +208,7 @@ test('an event older than 7 days is never sent to Meta', async () => {
   assert.equal(meta.status, 'skipped');
   assert.equal(meta.reason, 'too_old');
   await eventually(async () => (await line(o.messageId, 'google'))?.status === 'delivered', 30_000, 'Google has no such limit');
-  assert.equal(requestsFor('meta', (q) => q.body?.data?.[0]?.event_id === o.messageId).length, 0);
+  assert.equal(requestsFor('meta', (q) => q.body?.data?.[0]?.event_id === o.properties.order_id).length, 0);
 });
 
 test('segment changes reach the webhook signed, also when the rescoring finds them', async () => {
@@ -392,7 +392,7 @@ test('a consent revoked while a delivery waits for its retry stops it, and the l
   }, 90_000, 'the retry judged');
   assert.equal(stopped.status, 'skipped');
   assert.equal(stopped.reason, 'consent_marketing');
-  assert.deepEqual(requestsFor('meta', (q) => q.body?.data?.[0]?.event_id === o.messageId).map((q) => q.status), [500],
+  assert.deepEqual(requestsFor('meta', (q) => q.body?.data?.[0]?.event_id === o.properties.order_id).map((q) => q.status), [500],
     'nothing sent after the revocation');
 });
 

@@ -445,8 +445,11 @@ pub fn request(d: &Destination, job: &Job, secret: &str, now_ms: i64) -> Result<
     }
 }
 
-/// One event of Meta's `data` array. `event_id` is the messageId, which the pixel sends
-/// too, so Meta keeps one of the two copies.
+/// One event of Meta's `data` array. `event_id` is the event's order id when it names
+/// one (Meta's documented choice for purchases: the Pixel's `eventID` is the order
+/// number in the usual setup, and a thank-you page sent again, with a new messageId,
+/// is the same order), else its messageId: Meta keeps one event per `event_name` and
+/// `event_id` within 48 hours.
 fn meta_event(d: &Destination, job: &Job) -> Value {
     let e = &job.event;
     let mut user = Map::new();
@@ -488,7 +491,7 @@ fn meta_event(d: &Destination, job: &Job) -> Value {
     let mut out = json!({
         "event_name": d.platform_name(e),
         "event_time": event_ms(e).unwrap_or(0) / 1000,
-        "event_id": job.message_id,
+        "event_id": order_id(e).unwrap_or_else(|| job.message_id.clone()),
         "action_source": "website",
         "user_data": user,
     });

@@ -285,6 +285,7 @@ fn the_platform_requests_follow_the_documented_formats() {
     let all = consent(true);
     send(&r, vec![identify("i1", "anon-fm-1", &all)]);
     let mut o = order("o1", "anon-fm-1", 0, 29.4, &all);
+    o["messageId"] = json!("m-o1");
     o["context"]["clickIds"]["fbclid"] = json!("IwAR-1");
     o["context"]["page"] = json!({"url": "https://shop.example/checkout"});
     send(&r, vec![o]);
@@ -299,7 +300,22 @@ fn the_platform_requests_follow_the_documented_formats() {
     assert_eq!(body["access_token"], "tok");
     let e = &body["data"][0];
     assert_eq!(e["event_name"], "Purchase");
-    assert_eq!(e["event_id"], "o1");
+    assert_eq!(e["event_id"], "o1", "the order id, not the messageId");
+    // Without an order id, the messageId.
+    let mut anonymous_order = job("meta").clone();
+    anonymous_order.event["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("order_id");
+    let plain = destinations::request(
+        src.destination("meta").unwrap(),
+        &anonymous_order,
+        "tok",
+        NOW,
+    )
+    .unwrap();
+    let plain: Value = serde_json::from_str(&plain.body).unwrap();
+    assert_eq!(plain["data"][0]["event_id"], "m-o1");
     assert_eq!(e["action_source"], "website");
     assert_eq!(e["event_time"], NOW / 1000);
     assert_eq!(e["event_source_url"], "https://shop.example/checkout");
