@@ -273,11 +273,11 @@ pub fn decode_body<'a>(body: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a,
 ///   (`replace_lone_surrogates`);
 /// - a bare `NaN`, `Infinity` or `-Infinity` (Python's `json.dumps` writes them for a
 ///   number that is not finite) is `null`, as `JSON.stringify` writes it
-///   (`replace_non_finite`).
-///
+///   (`replace_non_finite`);
 /// - bytes that are not UTF-8 (a server writing Latin-1 into a JSON body) are U+FFFD
-///   each, as a browser's `TextDecoder` and Go's `encoding/json` read them: one bad
-///   byte no longer refuses a whole batch's events (it answered 400 `invalid_utf8`).
+///   each (`String::from_utf8_lossy`), as a browser's `TextDecoder` and Go's
+///   `encoding/json` read them: one bad byte no longer refuses a whole batch's events
+///   (it answered 400 `invalid_utf8`).
 ///
 /// A body holding none of these (a validation and two substring searches tell) is not
 /// copied or read again.
