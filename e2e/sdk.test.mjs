@@ -983,6 +983,32 @@ test("US privacy: an opt-out of sale in the IAB's GPP (its own CMP library, @iab
   }
 });
 
+test('an Angular page (zone.js patches Promise, fetch, timers and event listeners) gets the SDK, its events delivered, no page error', async () => {
+  const { readFileSync } = await import('node:fs');
+  const zone = readFileSync(`${ROOT}node_modules/zone.js/bundles/zone.umd.min.js`, 'utf8');
+  const browser = await startBrowser();
+  try {
+    const page = await browser.context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.addInitScript(zone); // first in the head, as Angular's polyfills load
+    await page.goto(`${collector.url}/about`);
+    const out = await page.evaluate(async () => {
+      await window.sightline.ready;
+      window.sightline.consent.set({ analytics: true });
+      window.sightline.track('Zone Event', { n: 1 });
+      const stats = await window.sightline.flush();
+      return { patched: typeof Zone === 'function' && String(Promise).includes('ZoneAwarePromise'), stats, anon: window.sightline.anonymousId() };
+    });
+    assert.ok(out.patched, 'zone.js replaced Promise');
+    assert.equal(out.stats.queued, 0);
+    await eventually(async () => (await rows(`anonymous_id = '${out.anon}' and event = 'Zone Event'`)).length === 1, 20_000, 'the event');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 /** The SDK starts and delivers although the snippet's early compile of the wasm fails
  * (`change` alters the first answer): the SDK's script fetches it again, once, and
  * says nothing of a CSP. */
