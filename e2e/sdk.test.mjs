@@ -1009,6 +1009,67 @@ test('an Angular page (zone.js patches Promise, fetch, timers and event listener
   }
 });
 
+test('a browser without WebAssembly (iOS Lockdown Mode, Edge\'s strict security mode): the page works, the calls are kept, one warning says why', async () => {
+  const browser = await startBrowser();
+  try {
+    const page = await browser.context.newPage();
+    const errors = [];
+    const warnings = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    page.on('console', (m) => { if (m.text().includes('[sightline]')) warnings.push(m.text()); });
+    const wasmFetched = [];
+    page.on('request', (r) => { if (r.url().endsWith('.wasm')) wasmFetched.push(r.url()); });
+    await page.addInitScript(() => { delete window.WebAssembly; });
+    await page.goto(`${collector.url}/about`);
+    const out = await page.evaluate(() => {
+      const s = window.sightline;
+      s.track('Without Wasm');
+      s.consent.set({ analytics: true });
+      return { noWasm: typeof WebAssembly === 'undefined', kept: Array.isArray(s) && s.length >= 2 };
+    });
+    await page.waitForTimeout(1500);
+    assert.ok(out.noWasm && out.kept, JSON.stringify(out));
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(warnings[0], /runs no WebAssembly/);
+    assert.deepEqual(wasmFetched, [], 'nothing downloaded for nothing');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a page whose intrinsics are frozen (as SES lockdown leaves them): the SDK starts and delivers, no page error', async () => {
+  const browser = await startBrowser();
+  try {
+    const page = await browser.context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.addInitScript(() => {
+      for (const c of [Object, Array, Function, String, Number, Boolean, Promise, Map, Set, Error, JSON, Reflect, Math]) {
+        Object.freeze(c);
+        if (c.prototype) Object.freeze(c.prototype);
+      }
+    });
+    await page.goto(`${collector.url}/about`);
+    const out = await page.evaluate(async () => {
+      await window.sightline.ready;
+      window.sightline.consent.set({ analytics: true });
+      window.sightline.track('Frozen', { list: [1, 2] });
+      await window.sightline.flush();
+      return { frozen: Object.isFrozen(Array.prototype), anon: window.sightline.anonymousId() };
+    });
+    assert.ok(out.frozen);
+    const got = await eventually(async () => {
+      const r = await rows(`anonymous_id = '${out.anon}' and event = 'Frozen'`);
+      return r.length === 1 && r;
+    }, 20_000, 'the event');
+    assert.deepEqual(JSON.parse(got[0].payload).properties.list, [1, 2]);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 /** The SDK starts and delivers although the snippet's early compile of the wasm fails
  * (`change` alters the first answer): the SDK's script fetches it again, once, and
  * says nothing of a CSP. */

@@ -36,7 +36,11 @@ for (const [m, a] of stub) if (m === 'init' && a[0]) Object.assign(cfg, a[0]);
 const fetchWasm = async () => fetch(new URL('sightline.wasm', base)); // a throw: a rejection
 const csp = (e) => /unsafe-eval|Content.Security.Policy|\bCSP\b/i.test(String(e && e.message));
 const early = stub._w && stub._w.catch((e) => (csp(e) ? Promise.reject(e) : fetchWasm()));
-const wasm = init({ module_or_path: early || fetchWasm() });
+// Without WebAssembly (iOS Lockdown Mode, a browser's strictest security setting) the
+// wasm is not downloaded for nothing.
+const wasm = w.WebAssembly
+  ? init({ module_or_path: early || fetchWasm() })
+  : Promise.reject(new Error('this browser runs no WebAssembly (calls are kept)'));
 wasm.catch(() => {}); // handled below; never an unhandled rejection on the page
 // The page's first localStorage access opens its storage area (2 to 10 ms in Chromium,
 // measured): done here, while the wasm downloads, not on the engine's critical path.

@@ -39,10 +39,11 @@
   // The SDK's wasm downloads, and compiles off the main thread as it arrives, alongside
   // its script rather than after it.
   // A page's fetch wrapper that throws leaves it to the SDK's script to fetch the wasm.
+  // A browser without WebAssembly (iOS Lockdown Mode) does not fetch it at all.
   var wa = w.WebAssembly;
-  try {
+  if (wa) try {
     sl._w = fetch(s.src.replace(/[^/]*$/, 'sightline.wasm'));
-    if (wa && wa.compileStreaming) sl._w = wa.compileStreaming(sl._w);
+    if (wa.compileStreaming) sl._w = wa.compileStreaming(sl._w);
     // Handled: a failure (a CSP that refuses WebAssembly) is reported by the SDK's
     // script, which may arrive after it, never as an unhandled rejection.
     sl._w['catch'](function () {});

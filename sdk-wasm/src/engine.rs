@@ -954,8 +954,10 @@ impl<R: Random> Engine<R> {
     pub fn set_consent(&mut self, c: Choice, source: &str, now: u64) {
         let before = self.may_store();
         let next = self.choice.updated(c);
-        if (self.choice.decided() || c == Choice::default()) && next == self.choice {
-            return; // a CMP repeating its state on every page is not a new decision
+        if next == self.choice {
+            // A CMP repeating its state on every page (a US opt-out read at each start,
+            // the visitor undecided on the rest) is not a new decision.
+            return;
         }
         self.choice = next;
         self.touched_url = None; // the landing URL is read again under the new consent

@@ -596,6 +596,8 @@ fn a_us_opt_out_denies_marketing_never_grants_and_keeps_undecided_events_waiting
     // page view still waits for analytics (it was dropped before).
     e.consent_us(true, "gpp", T0 + 1);
     assert!(!e.consent().marketing && !e.consent().decided);
+    // The same opt-out again (read at every page's start) is not a second record.
+    e.consent_us(true, "usp", T0 + 1);
     assert_eq!(e.stats().purged, 0);
     assert_eq!(e.stats().waiting, 1);
     // "Did not opt out" states nothing: the banner's grant of everything then comes, and
