@@ -375,6 +375,35 @@ test('SPA navigations are page views; UTM and click ids are captured first- and 
   }
 });
 
+test("a page's fragment is not sent (an OAuth implicit flow's tokens), except a hash router's route, whose changes are page views", async () => {
+  const { browser, page, api } = await visit('/about#access_token=FRAGMENT-TOKEN-1&id_token=x.y.z');
+  try {
+    await accept(page);
+    await page.evaluate(() => { location.hash = '#reviews'; }); // an anchor: not a page
+    await page.waitForTimeout(100);
+    await page.evaluate(() => { location.hash = '#/cart'; });
+    await page.waitForTimeout(100);
+    await page.evaluate(() => { location.hash = '#!/checkout'; });
+    await page.waitForTimeout(100);
+    await page.evaluate(() => window.sightline.flush());
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    const pages = await eventually(async () => {
+      const x = await collector.query(`select payload from events where anonymous_id = '${anon}' and type = 'page' order by json_extract(payload, '$.originalTimestamp'), rowid`);
+      return x.length >= 3 && x.map((p) => JSON.parse(p.payload));
+    }, 20_000, 'page views');
+    await page.waitForTimeout(500);
+    const all = await collector.query(`select payload from events where anonymous_id = '${anon}' and type = 'page'`);
+    assert.equal(all.length, 3, 'the anchor is no page view');
+    assert.deepEqual(pages.map((p) => p.context.page.url), [
+      `${collector.url}/about`, `${collector.url}/about#/cart`, `${collector.url}/about#!/checkout`]);
+    assert.equal(pages[1].context.page.referrer, `${collector.url}/about`);
+    const wire = api.map((q) => q.body).join('\n');
+    assert.ok(!wire.includes('FRAGMENT-TOKEN-1'), 'the token never left the page');
+  } finally {
+    await browser.close();
+  }
+});
+
 test('Google Consent Mode and the IAB TCF drive consent; debug mode reports plan violations', async () => {
   const browser = await startBrowser();
   try {

@@ -73,8 +73,7 @@ struct Sdk {
     statics: Facts,
     /// Analytics was granted at the last call (a revocation clears the cookie).
     analytics: bool,
-    /// The path and query, and URL, of the last page view (SPA navigations).
-    spa_at: String,
+    /// The address of the last page view (`engine::page_url`), for SPA navigations.
     spa_url: String,
     auto_page: bool,
     spa: bool,
@@ -329,8 +328,7 @@ pub fn start(cfg: JsValue) -> bool {
         ..Facts::default()
     };
     let location = LOCATION.with(Clone::clone);
-    let href = location.href().unwrap_or_default();
-    let at = location.pathname().unwrap_or_default() + &location.search().unwrap_or_default();
+    let href = engine::page_url(&location.href().unwrap_or_default()).to_owned();
     let on_timer = Closure::<dyn FnMut()>::new(|| {
         with(|s| s.timer = None);
         send();
@@ -366,7 +364,6 @@ pub fn start(cfg: JsValue) -> bool {
             referrer: DOCUMENT.with(web_sys::Document::referrer),
             statics,
             analytics,
-            spa_at: at,
             spa_url: href,
             auto_page: flag(&cfg, "autoPage", true),
             spa: flag(&cfg, "spa", true),
@@ -493,7 +490,7 @@ impl Sdk {
                 referrer: self.referrer.clone(),
                 search,
                 title: title.clone(),
-                url: href.clone(),
+                url: engine::page_url(&href).to_owned(),
                 ..self.statics.clone()
             };
             self.engine.set_page(&facts);
@@ -1171,18 +1168,18 @@ fn us_opt_out(opted_out: bool, source: &str) {
     });
 }
 
-/// A history change (pushState, replaceState, popstate): a page view when the path or
-/// query changed.
+/// A history change (pushState, replaceState, popstate, which a fragment's change
+/// fires too): a page view when the address changed, its fragment aside unless it is a
+/// hash router's route (`engine::page_url`).
 #[wasm_bindgen]
 pub fn navigated() {
-    let loc = LOCATION.with(Clone::clone);
-    let at = loc.pathname().unwrap_or_default() + &loc.search().unwrap_or_default();
+    let href = LOCATION.with(|l| l.href().unwrap_or_default());
+    let at = engine::page_url(&href).to_owned();
     let moved = with(|s| {
-        if at == s.spa_at {
+        if at == s.spa_url {
             return false;
         }
-        s.referrer = core::mem::replace(&mut s.spa_url, loc.href().unwrap_or_default());
-        s.spa_at = at;
+        s.referrer = core::mem::replace(&mut s.spa_url, at);
         true
     });
     if moved == Some(true) {

@@ -224,6 +224,17 @@ pub fn gcm_choice<'a>(commands: impl IntoIterator<Item = GcmCommand<'a>>) -> Opt
     })
 }
 
+/// The page's address as events carry it, and as SPA navigation compares it: without
+/// its fragment (an anchor, or an OAuth implicit flow's `#access_token=…&id_token=…`,
+/// which is a secret), as analytics.js sends it; a hash router's route (`#/cart`,
+/// `#!/cart`) is kept, as it names the page.
+pub fn page_url(href: &str) -> &str {
+    match href.find('#') {
+        Some(i) if !(href[i..].starts_with("#/") || href[i..].starts_with("#!/")) => &href[..i],
+        _ => href,
+    }
+}
+
 /// Whether a TCF `addEventListener` callback carries the visitor's state (the CMP has
 /// loaded it, or the visitor just acted).
 pub fn tcf_ready(event_status: &str) -> bool {

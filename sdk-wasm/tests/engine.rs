@@ -618,6 +618,20 @@ fn a_us_opt_out_denies_marketing_never_grants_and_keeps_undecided_events_waiting
     assert!(!e.consent().marketing && e.consent().analytics);
 }
 
+fn a_page_address_keeps_a_hash_route_and_drops_any_other_fragment() {
+    for (href, url) in [
+        ("https://s.example/a?b=1", "https://s.example/a?b=1"),
+        ("https://s.example/a#section-2", "https://s.example/a"),
+        ("https://s.example/cb#access_token=T0K3N&id_token=x.y.z", "https://s.example/cb"),
+        ("https://s.example/#/cart?step=2", "https://s.example/#/cart?step=2"),
+        ("https://s.example/#!/cart", "https://s.example/#!/cart"),
+        ("https://s.example/#", "https://s.example/"),
+        ("", ""),
+    ] {
+        assert_eq!(page_url(href), url, "{href}");
+    }
+}
+
 fn gpc_denies_marketing_whatever_is_granted() {
     let mut e = Engine::new(
         Options { write_key: "wk".into(), policy: Policy::OptOut, storage: true, gpc: true, country: "US".into() },
