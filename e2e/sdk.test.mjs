@@ -920,16 +920,23 @@ test("Segment's callback argument: called once the call is sent (a link that nav
         new Promise((r) => s.identify('cb-user', { plan: 'pro' }, () => r('identify'))),
         new Promise((r) => s.page('About', { section: 'cb' }, () => r('page'))),
         new Promise((r) => s.group('cb-group', () => r('group'))),
+        // analytics.js's page(category, name, properties, options, callback).
+        new Promise((r) => s.page('Docs', 'Getting Started', { section: 'intro' }, {}, () => r('category page'))),
       ]);
       return n;
     });
-    assert.deepEqual(calls, ['identify', 'page', 'group']);
+    assert.deepEqual(calls, ['identify', 'page', 'group', 'category page']);
     await eventually(async () => (await rows(`anonymous_id = '${anon}' and event = 'Outbound Link Clicked'`)).length === 1, 20_000, 'the clicked event, sent before the page left');
     const group = await eventually(async () => {
       const r = await rows(`anonymous_id = '${anon}' and type = 'group'`);
       return r.length === 1 && r;
     }, 20_000, 'the group call');
     assert.equal(JSON.parse(group[0].payload).groupId, 'cb-group');
+    const docs = await eventually(async () => {
+      const r = await collector.query(`select payload from events where anonymous_id = '${anon}' and type = 'page' and json_extract(payload, '$.name') = 'Getting Started'`);
+      return r.length === 1 && JSON.parse(r[0].payload);
+    }, 20_000, 'the page with a category');
+    assert.deepEqual([docs.properties.category, docs.properties.section], ['Docs', 'intro']);
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();

@@ -429,7 +429,7 @@ pub fn begin() -> bool {
         return false;
     };
     if auto_page {
-        page(JsValue::UNDEFINED, JsValue::UNDEFINED);
+        page(JsValue::UNDEFINED, JsValue::UNDEFINED, JsValue::UNDEFINED);
     }
     if foreign {
         send();
@@ -949,16 +949,24 @@ pub fn track(event: JsValue, props: JsValue) {
 /// `page([name], [properties])`: the engine puts the page's facts in the properties,
 /// the call's own over them.
 #[wasm_bindgen]
-pub fn page(name: JsValue, props: JsValue) {
-    let (name, props) = if name.is_object() {
-        (JsValue::UNDEFINED, name)
+pub fn page(a: JsValue, b: JsValue, c: JsValue) {
+    let u = JsValue::UNDEFINED;
+    // `page([category], [name], [properties])` as analytics.js takes it: two names are
+    // a category and a name (the category goes in the properties).
+    let (category, name, props) = if a.is_object() {
+        (u.clone(), u, a)
+    } else if b.as_string().is_some() {
+        (a, b, c)
     } else {
-        (name, props)
+        (u, a, b)
     };
-    let b = body(&props);
+    let body = body(&props);
     with(|s| {
         let now = s.sync();
-        let kept = s.engine.page(text(&name).as_deref(), b.as_deref(), now);
+        let (category, name) = (text(&category), text(&name));
+        let kept = s
+            .engine
+            .page(category.as_deref(), name.as_deref(), body.as_deref(), now);
         s.after(kept);
     });
 }
@@ -1183,7 +1191,7 @@ pub fn navigated() {
         true
     });
     if moved == Some(true) {
-        page(JsValue::UNDEFINED, JsValue::UNDEFINED);
+        page(JsValue::UNDEFINED, JsValue::UNDEFINED, JsValue::UNDEFINED);
     }
 }
 

@@ -588,24 +588,30 @@ impl<R: Random> Engine<R> {
 
     /// A page view: the page's facts (path, referrer, search, title, url) as its
     /// properties, with the call's own (`own`, JSON text of an object) over them.
-    pub fn page(&mut self, name: Option<&str>, own: Option<&str>, now: u64) -> bool {
+    pub fn page(
+        &mut self,
+        category: Option<&str>,
+        name: Option<&str>,
+        own: Option<&str>,
+        now: u64,
+    ) -> bool {
         let own = match own {
             Some(o) if !o.starts_with('{') => return self.record(Kind::Page, name, Some(o), now),
             o => o.unwrap_or("{}"),
         };
         let f = &self.facts;
         let facts = [
+            ("category", category.unwrap_or_default()),
             ("path", f.path.as_str()),
             ("referrer", &f.referrer),
             ("search", &f.search),
             ("title", &f.title),
             ("url", &f.url),
         ];
-        let mut props = object(
-            facts
-                .into_iter()
-                .filter(|(k, _)| !json_text::has_key(own, k)),
-        );
+        let mut props =
+            object(facts.into_iter().filter(|(k, v)| {
+                !json_text::has_key(own, k) && (*k != "category" || !v.is_empty())
+            }));
         let inner = own.get(1..own.len() - 1).unwrap_or_default().trim();
         if !inner.is_empty() {
             props.pop();

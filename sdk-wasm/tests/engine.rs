@@ -335,7 +335,7 @@ fn a_landing_address_cut_by_url_syntax_is_not_captured_in_part() {
         search: "?utm_content=jo.smith&".into(),
         ..Facts::default()
     });
-    e.page(None, None, T0);
+    e.page(None, None, None, T0);
     let wire = all(&mut e)[0].to_string();
     assert!(!wire.contains("jo.smith"), "{wire}");
 }
@@ -675,14 +675,14 @@ fn events_handed_over_at_unload_stay_until_acknowledged() {
 fn a_page_view_carries_the_page_facts_with_the_calls_own_over_them() {
     let mut e = engine(true);
     e.set_page(&Facts { title: "Guji".into(), ..facts("https://shop.example/p?x=1", "/p") });
-    e.page(Some("Product"), None, T0);
-    e.page(None, Some(r#"{"title":"Own","extra":{"path":"nested"}}"#), T0 + 1);
-    assert!(!e.page(None, Some(""), T0 + 2), "not serializable: refused");
+    e.page(None, Some("Product"), None, T0);
+    e.page(None, None, Some(r#"{"title":"Own","extra":{"path":"nested"}}"#), T0 + 1);
+    assert!(!e.page(None, None, Some(""), T0 + 2), "not serializable: refused");
     let events = all(&mut e);
     let p = &events[0]["properties"];
     assert_eq!((&p["path"], &p["title"], &p["url"]), (&json!("/p"), &json!("Guji"), &json!("https://shop.example/p?x=1")));
     assert_eq!(events[0]["name"], "Product");
-    let body = e.page(None, Some(r#"{"title":"Own"}"#), T0 + 3);
+    let body = e.page(None, None, Some(r#"{"title":"Own"}"#), T0 + 3);
     assert!(body);
     let own = &events[1]["properties"];
     assert_eq!(own["title"], "Own", "the call's own wins");
@@ -691,6 +691,17 @@ fn a_page_view_carries_the_page_facts_with_the_calls_own_over_them() {
     let raw = e.batch(T0, MAX_BATCH_BYTES, None).unwrap();
     let props = &raw[raw.find("\"properties\"").unwrap()..raw.find("\"timestamp\"").unwrap()];
     assert_eq!(props.matches("\"title\"").count(), 1, "each key once: {props}");
+    e.done(200, 0);
+    // analytics.js's `page(category, name)`: the category among the properties, the
+    // call's own first; none, no key.
+    e.page(Some("Docs"), Some("Intro"), Some(r#"{"section":"a"}"#), T0 + 4);
+    e.page(Some("Docs"), Some("Intro"), Some(r#"{"category":"Own"}"#), T0 + 5);
+    let pages = all(&mut e);
+    let (with, own) = (&pages[pages.len() - 2], &pages[pages.len() - 1]);
+    assert_eq!((&with["name"], &with["properties"]["category"]), (&json!("Intro"), &json!("Docs")));
+    assert_eq!(with["properties"]["section"], "a");
+    assert_eq!(own["properties"]["category"], "Own");
+    assert!(events[0]["properties"].get("category").is_none());
 }
 
 fn phones_written_in_groups_are_found_in_free_text() {
