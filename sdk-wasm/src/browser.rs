@@ -946,8 +946,8 @@ pub fn track(event: JsValue, props: JsValue) {
     named(Kind::Track, &event, &props);
 }
 
-/// `page([name], [properties])`: the engine puts the page's facts in the properties,
-/// the call's own over them.
+/// `page([category], [name], [properties])`: the engine puts the page's facts in the
+/// properties, the call's own over them.
 #[wasm_bindgen]
 pub fn page(a: JsValue, b: JsValue, c: JsValue) {
     let u = JsValue::UNDEFINED;

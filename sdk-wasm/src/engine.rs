@@ -586,8 +586,9 @@ impl<R: Random> Engine<R> {
         self.page = Rc::from(facts_json(&self.facts));
     }
 
-    /// A page view: the page's facts (path, referrer, search, title, url) as its
-    /// properties, with the call's own (`own`, JSON text of an object) over them.
+    /// A page view: the page's facts (path, referrer, search, title, url) and its
+    /// `category`, if given, as its properties, with the call's own (`own`, JSON text of
+    /// an object) over them.
     pub fn page(
         &mut self,
         category: Option<&str>,
