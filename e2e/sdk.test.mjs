@@ -53,10 +53,11 @@ async function landsOnAbout(prepare, check = async () => {}) {
     await page.evaluate(() => window.sightline.ready);
     await check(page);
     await page.evaluate(() => window.sightline.consent.set({ analytics: true }));
-    await page.evaluate(() => window.sightline.flush());
+    const stats = await page.evaluate(() => window.sightline.flush());
     const anon = await page.evaluate(() => window.sightline.anonymousId());
     await eventually(async () => (await rows(`anonymous_id = '${anon}' and type = 'page'`)).length >= 1, 20_000, 'the page view');
     assert.deepEqual(errors, []);
+    return { anon, stats };
   } finally {
     await browser.close();
   }
@@ -1022,27 +1023,14 @@ test("US privacy: an opt-out of sale in the IAB's GPP (its own CMP library, @iab
 test('an Angular page (zone.js patches Promise, fetch, timers and event listeners) gets the SDK, its events delivered, no page error', async () => {
   const { readFileSync } = await import('node:fs');
   const zone = readFileSync(`${ROOT}node_modules/zone.js/bundles/zone.umd.min.js`, 'utf8');
-  const browser = await startBrowser();
-  try {
-    const page = await browser.context.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    await page.addInitScript(zone); // first in the head, as Angular's polyfills load
-    await page.goto(`${collector.url}/about`);
-    const out = await page.evaluate(async () => {
-      await window.sightline.ready;
-      window.sightline.consent.set({ analytics: true });
-      window.sightline.track('Zone Event', { n: 1 });
-      const stats = await window.sightline.flush();
-      return { patched: typeof Zone === 'function' && String(Promise).includes('ZoneAwarePromise'), stats, anon: window.sightline.anonymousId() };
-    });
-    assert.ok(out.patched, 'zone.js replaced Promise');
-    assert.equal(out.stats.queued, 0);
-    await eventually(async () => (await rows(`anonymous_id = '${out.anon}' and event = 'Zone Event'`)).length === 1, 20_000, 'the event');
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-  }
+  // First in the head, as Angular's polyfills load.
+  const { anon, stats } = await landsOnAbout((page) => page.addInitScript(zone), async (page) => {
+    const patched = await page.evaluate(() => typeof Zone === 'function' && String(Promise).includes('ZoneAwarePromise'));
+    assert.ok(patched, 'zone.js replaced Promise');
+    await page.evaluate(() => window.sightline.track('Zone Event', { n: 1 }));
+  });
+  assert.equal(stats.queued, 0);
+  await eventually(async () => (await rows(`anonymous_id = '${anon}' and event = 'Zone Event'`)).length === 1, 20_000, 'the event');
 });
 
 test('a browser without WebAssembly (iOS Lockdown Mode, Edge\'s strict security mode): the page works, the calls are kept, one warning says why', async () => {
@@ -1075,35 +1063,21 @@ test('a browser without WebAssembly (iOS Lockdown Mode, Edge\'s strict security 
 });
 
 test('a page whose intrinsics are frozen (as SES lockdown leaves them): the SDK starts and delivers, no page error', async () => {
-  const browser = await startBrowser();
-  try {
-    const page = await browser.context.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    await page.addInitScript(() => {
-      for (const c of [Object, Array, Function, String, Number, Boolean, Promise, Map, Set, Error, JSON, Reflect, Math]) {
-        Object.freeze(c);
-        if (c.prototype) Object.freeze(c.prototype);
-      }
-    });
-    await page.goto(`${collector.url}/about`);
-    const out = await page.evaluate(async () => {
-      await window.sightline.ready;
-      window.sightline.consent.set({ analytics: true });
-      window.sightline.track('Frozen', { list: [1, 2] });
-      await window.sightline.flush();
-      return { frozen: Object.isFrozen(Array.prototype), anon: window.sightline.anonymousId() };
-    });
-    assert.ok(out.frozen);
-    const got = await eventually(async () => {
-      const r = await rows(`anonymous_id = '${out.anon}' and event = 'Frozen'`);
-      return r.length === 1 && r;
-    }, 20_000, 'the event');
-    assert.deepEqual(JSON.parse(got[0].payload).properties.list, [1, 2]);
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-  }
+  const freeze = () => {
+    for (const c of [Object, Array, Function, String, Number, Boolean, Promise, Map, Set, Error, JSON, Reflect, Math]) {
+      Object.freeze(c);
+      if (c.prototype) Object.freeze(c.prototype);
+    }
+  };
+  const { anon } = await landsOnAbout((page) => page.addInitScript(freeze), async (page) => {
+    assert.ok(await page.evaluate(() => Object.isFrozen(Array.prototype)));
+    await page.evaluate(() => window.sightline.track('Frozen', { list: [1, 2] }));
+  });
+  const got = await eventually(async () => {
+    const r = await rows(`anonymous_id = '${anon}' and event = 'Frozen'`);
+    return r.length === 1 && r;
+  }, 20_000, 'the event');
+  assert.deepEqual(JSON.parse(got[0].payload).properties.list, [1, 2]);
 });
 
 /** The SDK starts and delivers although the snippet's early compile of the wasm fails

@@ -482,17 +482,11 @@ impl History {
 pub fn credit_profiles(mut h: History, config: &AttributionConfig) -> Vec<Credit> {
     h.conversions
         .sort_by(|a, b| (a.at_ms, &a.message_id).cmp(&(b.at_ms, &b.message_id)));
-    let mut orders: Vec<(String, (String, String))> = Vec::new();
-    h.conversions.retain(|c| match &c.order {
-        Some(o) => {
-            let key = (c.profile_id.clone(), o.clone());
-            let first = !orders.contains(&key);
-            if first {
-                orders.push(key);
-            }
-            first
-        }
-        None => true,
+    let mut orders = std::collections::HashSet::new();
+    h.conversions.retain(|c| {
+        c.order
+            .as_ref()
+            .is_none_or(|o| orders.insert((c.profile_id.clone(), o.clone())))
     });
     let mut out = Vec::new();
     let mut profiles: Vec<&str> = h
@@ -929,60 +923,25 @@ mod tests {
             "conversions": [{"event": "Order Completed", "revenue": "total"}]
         }))
         .unwrap();
-        let mut h = History::default();
-        let mut order = |id: &str, p: &str, at: &str, props: Value| {
-            let payload = json!({"properties": props});
-            h.add(
-                id,
-                p,
-                "track",
-                Some("Order Completed"),
-                at,
-                None,
-                &payload,
-                &config,
-            );
-        };
         // The thank-you page, reloaded (a new messageId), its order id a string or a
         // number; another order; the same order id under another profile; none.
-        order(
-            "m2",
-            "p",
-            "2026-12-01T10:05:00Z",
-            json!({"order_id": "o1", "total": 30}),
-        );
-        order(
-            "m1",
-            "p",
-            "2026-12-01T10:00:00Z",
-            json!({"order_id": "o1", "total": 30}),
-        );
-        order(
-            "m3",
-            "p",
-            "2026-12-01T11:00:00Z",
-            json!({"orderId": 7, "total": 5}),
-        );
-        order(
-            "m4",
-            "p",
-            "2026-12-01T11:01:00Z",
-            json!({"order_id": 7, "total": 5}),
-        );
-        order(
-            "m5",
-            "p",
-            "2026-12-01T12:00:00Z",
-            json!({"order_id": "o2", "total": 10}),
-        );
-        order(
-            "m6",
-            "q",
-            "2026-12-01T12:00:00Z",
-            json!({"order_id": "o1", "total": 30}),
-        );
-        order("m7", "p", "2026-12-01T13:00:00Z", json!({"total": 1}));
-        order("m8", "p", "2026-12-01T13:01:00Z", json!({"total": 1}));
+        let sent = [
+            ("m2", "p", "10:05", json!({"order_id": "o1", "total": 30})),
+            ("m1", "p", "10:00", json!({"order_id": "o1", "total": 30})),
+            ("m3", "p", "11:00", json!({"orderId": 7, "total": 5})),
+            ("m4", "p", "11:01", json!({"order_id": 7, "total": 5})),
+            ("m5", "p", "12:00", json!({"order_id": "o2", "total": 10})),
+            ("m6", "q", "12:00", json!({"order_id": "o1", "total": 30})),
+            ("m7", "p", "13:00", json!({"total": 1})),
+            ("m8", "p", "13:01", json!({"total": 1})),
+        ];
+        let mut h = History::default();
+        for (id, p, at, props) in sent {
+            let payload = json!({"properties": props});
+            let at = format!("2026-12-01T{at}:00Z");
+            let event = Some("Order Completed");
+            h.add(id, p, "track", event, &at, None, &payload, &config);
+        }
         let credits = credit_profiles(h, &config);
         let mut credited: Vec<&str> = credits.iter().map(|c| c.message_id.as_str()).collect();
         credited.sort_unstable();
