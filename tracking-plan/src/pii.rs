@@ -260,9 +260,7 @@ fn phone_hits(s: &str, out: &mut Vec<Hit>) {
         // Anchors inside a scanned run are not read again: linear.
         from = end;
         end = before_digest(s, first, end);
-        while end > first && b" -.(".contains(&b[end - 1]) {
-            end -= 1;
-        }
+        end = balanced_end(b, first, end);
         let run = &b[first..end];
         let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
         let starts_well = run
@@ -277,6 +275,23 @@ fn phone_hits(s: &str, out: &mut Vec<Hit>) {
             });
         }
     }
+}
+
+/// `end` moved back past trailing separators, and past a `)` that closes no `(` of
+/// `b[from..end]`: `(+33 6 12 34 56 78)` and `(06 12 34 56 78)` keep their closing
+/// bracket, `(415) 555-0100` its own. One count, then one step per byte: linear.
+fn balanced_end(b: &[u8], from: usize, mut end: usize) -> usize {
+    let count = |c: u8| b[from..end].iter().filter(|x| **x == c).count();
+    let (opens, mut closes) = (count(b'('), count(b')'));
+    while end > from {
+        match b[end - 1] {
+            b' ' | b'-' | b'.' | b'(' => {}
+            b')' if closes > opens => closes -= 1,
+            _ => break,
+        }
+        end -= 1;
+    }
+    end
 }
 
 /// Where a national number may start: a digit or `(` at the start of a word (not after
@@ -303,11 +318,7 @@ fn national_start(b: &[u8], i: usize) -> bool {
 /// The national number ([`is_national`]) that `b[from..scanned]`, a run of phone bytes,
 /// starts with, trimmed of what follows it; its end.
 fn national_run(b: &[u8], from: usize, scanned: usize) -> Option<usize> {
-    let mut end = scanned;
-    let opened = b.get(from) == Some(&b'(');
-    while end > from && (b" -.(".contains(&b[end - 1]) || (b[end - 1] == b')' && !opened)) {
-        end -= 1;
-    }
+    let end = balanced_end(b, from, scanned);
     // The word ends with it: digits running into letters, or into a `:` (a time), are
     // something else.
     let ends_word =
@@ -1556,6 +1567,24 @@ mod tests {
             scrub("https://s.example/?email=jo%40x.io&a=1").unwrap(),
             format!("https://s.example/?email={h}&a=1")
         );
+    }
+
+    #[test]
+    fn a_phone_in_brackets_keeps_the_brackets() {
+        let fr = sha256_hex("+33612345678");
+        let us = sha256_hex("+14155550100");
+        let cases = [
+            ("(+33 6 12 34 56 78) demain", format!("({fr}) demain")),
+            ("call (+1 415-555-0100).", format!("call ({us}).")),
+            ("(+33 (0)6 12 34 56 78)", format!("({fr})")),
+            ("call (06 12 34 56 78).", format!("call ({fr}).")),
+            ("tel (415) 555-0100) x", format!("tel {us}) x")),
+            ("+1 (415) 555-0100", us.clone()),
+        ];
+        for (raw, want) in cases {
+            let got = scrub_text(raw, Some("FR")).map(|(s, _)| s);
+            assert_eq!(got.as_deref(), Some(want.as_str()), "{raw}");
+        }
     }
 
     #[test]
