@@ -944,6 +944,49 @@ test("Segment's callback argument: called once the call is sent (a link that nav
   }
 });
 
+test("analytics.js's options argument: integrations, a timestamp and context (with other keys) reach the stored event, raw PII in them hashed, for that call only", async () => {
+  const { browser, page, errors } = await visit('/');
+  try {
+    await accept(page);
+    const anon = await page.evaluate(async () => {
+      const s = window.sightline;
+      s.track('Options Tracked', { a: 1 }, {
+        integrations: { All: false, Mixpanel: true },
+        timestamp: new Date('2026-01-02T03:04:05.000Z'),
+        context: { traits: { email: 'Opt.Jane@Example.com' }, app: { name: 'shop' } },
+        locale: 'fr-FR',
+      });
+      s.identify({ plan: 'pro' }, { integrations: { All: false } });
+      s.page('Docs', 'Options Page', { section: 'x' }, { timestamp: '2026-01-03T00:00:00Z' });
+      s.track('Options Not Given', { a: 2 });
+      await s.flush();
+      return s.anonymousId();
+    });
+    const stored = await eventually(async () => {
+      const r = await rows(`anonymous_id = '${anon}' and (event like 'Options%' or type = 'identify' or json_extract(payload, '$.name') = 'Options Page')`);
+      return r.length === 4 && r.map((x) => JSON.parse(x.payload));
+    }, 20_000, 'the four calls');
+    const by = (f) => stored.find(f);
+    const tracked = by((e) => e.event === 'Options Tracked');
+    const plain = by((e) => e.event === 'Options Not Given');
+    assert.deepEqual(tracked.integrations, { All: false, Mixpanel: true });
+    assert.match(tracked.timestamp, /^2026-01-02T03:04:0/);
+    assert.equal(tracked.context.app.name, 'shop');
+    assert.equal(tracked.context.locale, 'fr-FR');
+    assert.match(tracked.context.traits.email, /^[0-9a-f]{64}$/);
+    assert.equal(tracked.context.consent.categoryPreferences.analytics, true);
+    assert.deepEqual(by((e) => e.type === 'identify').integrations, { All: false });
+    assert.match(by((e) => e.name === 'Options Page').timestamp, /^2026-01-03T00:00:0/);
+    assert.equal(plain.integrations, undefined);
+    assert.equal(plain.context.app, undefined);
+    assert.ok(!plain.timestamp.startsWith('2026-01-0'), plain.timestamp);
+    assert.ok(!JSON.stringify(stored).toLowerCase().includes('opt.jane'));
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test("US privacy: an opt-out of sale in the IAB's GPP (its own CMP library, @iabgpp/cmpapi) or the US Privacy string denies marketing, never grants it, and leaves undecided events waiting", async () => {
   const { build } = await import('esbuild');
   // The IAB's CMP library ships as modules only: bundled here as a CMP's build would.

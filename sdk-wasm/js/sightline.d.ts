@@ -64,6 +64,18 @@ export interface Stats {
 /** A call's callback (Segment's): called once the call is sent, or after 300 ms. */
 export type Done = () => void;
 
+/**
+ * A call's options, as analytics.js reads them. `context` and every other key (over
+ * it) are merged into the event's context; raw PII in them is hashed. For that call only.
+ */
+export interface CallOptions {
+  integrations?: Record<string, boolean | object>;
+  /** The event's time. */
+  timestamp?: Date | string | number;
+  context?: Record<string, unknown>;
+  [key: string]: unknown;
+}
+
 export interface Sightline {
   /** Resolves once the SDK has loaded and replayed the calls made before. */
   ready: Promise<void>;
@@ -71,16 +83,16 @@ export interface Sightline {
   /**
    * The calls below take, as Segment's do, a function as their last argument: called
    * once the call is sent, or after 300 ms (a callback that navigates does not wait on
-   * the network). An `options` object before it is accepted and not read.
+   * the network). An options object ({@link CallOptions}) may come before it.
    */
-  track(event: string, properties?: Properties | Done, options?: object | Done, callback?: Done): void;
-  page(name?: string | Properties | Done, properties?: Properties | Done, options?: object | Done, callback?: Done): void;
-  screen(name: string, properties?: Properties | Done, options?: object | Done, callback?: Done): void;
-  identify(userId?: string | Properties | Done, traits?: Properties | Done, options?: object | Done, callback?: Done): void;
+  track(event: string, properties?: Properties | Done, options?: CallOptions | Done, callback?: Done): void;
+  page(category?: string | Properties | Done, name?: string | Properties | Done, properties?: Properties | CallOptions | Done, options?: CallOptions | Done, callback?: Done): void;
+  screen(name: string, properties?: Properties | Done, options?: CallOptions | Done, callback?: Done): void;
+  identify(userId?: string | Properties | Done, traits?: Properties | Done, options?: CallOptions | Done, callback?: Done): void;
   /** Hashes (SHA-256 of the normalized value) in the browser; the raw value never leaves the page. */
   softLogin(ids: { email?: string; phone?: string }): SoftLoginResult;
-  alias(userId: string, previousId?: string | Done, options?: object | Done, callback?: Done): void;
-  group(groupId: string, traits?: Properties | Done, options?: object | Done, callback?: Done): void;
+  alias(userId: string, previousId?: string | Done, options?: CallOptions | Done, callback?: Done): void;
+  group(groupId: string, traits?: Properties | Done, options?: CallOptions | Done, callback?: Done): void;
   consent: { set(choice: ConsentChoice): void; get(): ConsentState };
   /** A new anonymous id; the user id is forgotten. */
   reset(): void;

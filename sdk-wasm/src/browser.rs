@@ -7,8 +7,8 @@
 //! (`window.sightline`) onto these exports and installs the page hooks.
 
 use crate::engine::{
-    self, ConsentState, Engine, Facts, GcmCommand, Kind, Next, Op, Options, Random, SoftLogin,
-    Stats,
+    self, CallOptions, ConsentState, Engine, Facts, GcmCommand, Kind, Next, Op, Options, Random,
+    SoftLogin, Stats,
 };
 use alloc::borrow::ToOwned;
 use alloc::boxed::Box;
@@ -429,7 +429,12 @@ pub fn begin() -> bool {
         return false;
     };
     if auto_page {
-        page(JsValue::UNDEFINED, JsValue::UNDEFINED, JsValue::UNDEFINED);
+        page(
+            JsValue::UNDEFINED,
+            JsValue::UNDEFINED,
+            JsValue::UNDEFINED,
+            JsValue::UNDEFINED,
+        );
     }
     if foreign {
         send();
@@ -916,18 +921,62 @@ fn unload() {
     }
 }
 
-fn record(kind: Kind, name: Option<String>, body: Option<String>) {
+fn record(kind: Kind, name: Option<String>, body: Option<String>, o: CallOptions) {
     with(|s| {
         let now = s.sync();
+        s.engine.call_options(o);
         let kept = s.engine.record(kind, name.as_deref(), body.as_deref(), now);
         s.after(kept);
     });
 }
 
-/// A call with a name and a body: the body is an empty object when the page gave none.
-fn named(kind: Kind, name: &JsValue, body_arg: &JsValue) {
+/// A call with a name, a body and options: the body is an empty object when the page
+/// gave none.
+fn named(kind: Kind, name: &JsValue, body_arg: &JsValue, options: &JsValue) {
     let b = body(body_arg).or_else(|| Some("{}".into()));
-    record(kind, Some(text(name).unwrap_or_default()), b);
+    record(
+        kind,
+        Some(text(name).unwrap_or_default()),
+        b,
+        call_options(options),
+    );
+}
+
+/// analytics.js's `options` argument as its event factory reads it: `integrations`
+/// and `timestamp` (a `Date`, an ISO string or ms) for the message; `context` and every
+/// other key, over it, for the context (`{ip: '0.0.0.0'}`, `{traits: {…}}`).
+/// `anonymousId`, `userId` and `messageId` are the SDK's own and are not taken from a
+/// call. Read before the SDK is borrowed, as [`body`] is.
+fn call_options(o: &JsValue) -> CallOptions {
+    if !o.is_object() || Array::is_array(o) {
+        return CallOptions::default();
+    }
+    // `context`, then the other keys over it (as analytics.js merges them).
+    let own = get(o, "context");
+    let own = if own.is_object() {
+        own.unchecked_into()
+    } else {
+        Object::new()
+    };
+    let ctx = Object::assign(&Object::new(), &own);
+    Object::assign(&ctx, o.unchecked_ref());
+    for k in [
+        "context",
+        "integrations",
+        "timestamp",
+        "anonymousId",
+        "userId",
+        "messageId",
+    ] {
+        let _ = Reflect::delete_property(&ctx, &JsValue::from_str(k));
+    }
+    let t = get(o, "timestamp");
+    let ms = (!t.is_undefined() && !t.is_null()).then(|| js_sys::Date::new(&t).get_time());
+    CallOptions {
+        context: body(&ctx).filter(|c| c.len() > 2),
+        integrations: body(&get(o, "integrations")),
+        timestamp: ms.filter(|m| m.is_finite() && *m >= 0.0).map(|m| m as u64),
+    }
 }
 
 /// For the inspector's profile search (`sdk-wasm/js/hash.js`): a typed email or phone
@@ -942,28 +991,30 @@ pub fn hash_identifier(kind: JsValue, value: JsValue, country: JsValue) -> Strin
 }
 
 #[wasm_bindgen]
-pub fn track(event: JsValue, props: JsValue) {
-    named(Kind::Track, &event, &props);
+pub fn track(event: JsValue, props: JsValue, options: JsValue) {
+    named(Kind::Track, &event, &props, &options);
 }
 
-/// `page([category], [name], [properties])`: the engine puts the page's facts in the
-/// properties, the call's own over them.
+/// `page([category], [name], [properties], [options])`: the engine puts the page's
+/// facts in the properties, the call's own over them.
 #[wasm_bindgen]
-pub fn page(a: JsValue, b: JsValue, c: JsValue) {
+pub fn page(a: JsValue, b: JsValue, c: JsValue, d: JsValue) {
     let u = JsValue::UNDEFINED;
-    // `page([category], [name], [properties])` as analytics.js takes it: two names are
-    // a category and a name (the category goes in the properties).
-    let (category, name, props) = if a.is_object() {
-        (u.clone(), u, a)
+    // As analytics.js takes them: two names are a category and a name (the category
+    // goes in the properties).
+    let (category, name, props, options) = if a.is_object() {
+        (u.clone(), u, a, b)
     } else if b.as_string().is_some() {
-        (a, b, c)
+        (a, b, c, d)
     } else {
-        (u, a, b)
+        (u, a, b, c)
     };
     let body = body(&props);
+    let o = call_options(&options);
     with(|s| {
         let now = s.sync();
         let (category, name) = (text(&category), text(&name));
+        s.engine.call_options(o);
         let kept = s
             .engine
             .page(category.as_deref(), name.as_deref(), body.as_deref(), now);
@@ -972,35 +1023,45 @@ pub fn page(a: JsValue, b: JsValue, c: JsValue) {
 }
 
 #[wasm_bindgen]
-pub fn screen(name: JsValue, props: JsValue) {
-    named(Kind::Screen, &name, &props);
+pub fn screen(name: JsValue, props: JsValue, options: JsValue) {
+    named(Kind::Screen, &name, &props, &options);
 }
 
 #[wasm_bindgen]
-pub fn group(id: JsValue, traits: JsValue) {
-    named(Kind::Group, &id, &traits);
+pub fn group(id: JsValue, traits: JsValue, options: JsValue) {
+    named(Kind::Group, &id, &traits, &options);
 }
 
-/// `identify([userId], [traits])`.
+/// `identify([userId], [traits], [options])`.
 #[wasm_bindgen]
-pub fn identify(user: JsValue, traits: JsValue) {
-    let (user, traits) = if user.is_object() {
-        (JsValue::UNDEFINED, user)
+pub fn identify(user: JsValue, traits: JsValue, options: JsValue) {
+    let (user, traits, options) = if user.is_object() {
+        (JsValue::UNDEFINED, user, traits)
     } else {
-        (user, traits)
+        (user, traits, options)
     };
     let b = body(&traits);
+    let o = call_options(&options);
     with(|s| {
         let now = s.sync();
+        s.engine.call_options(o);
         let kept = s.engine.identify(text(&user).as_deref(), b.as_deref(), now);
         s.after(kept);
     });
 }
 
+/// `alias(userId, [previousId], [options])`.
 #[wasm_bindgen]
-pub fn alias(user: JsValue, previous: JsValue) {
+pub fn alias(user: JsValue, previous: JsValue, options: JsValue) {
+    let (previous, options) = if previous.is_object() {
+        (JsValue::UNDEFINED, previous)
+    } else {
+        (previous, options)
+    };
+    let o = call_options(&options);
     with(|s| {
         let now = s.sync();
+        s.engine.call_options(o);
         let kept = s.engine.alias(
             &text(&user).unwrap_or_default(),
             text(&previous).as_deref(),
@@ -1191,7 +1252,12 @@ pub fn navigated() {
         true
     });
     if moved == Some(true) {
-        page(JsValue::UNDEFINED, JsValue::UNDEFINED, JsValue::UNDEFINED);
+        page(
+            JsValue::UNDEFINED,
+            JsValue::UNDEFINED,
+            JsValue::UNDEFINED,
+            JsValue::UNDEFINED,
+        );
     }
 }
 

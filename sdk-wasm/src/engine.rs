@@ -10,7 +10,7 @@
 //! the storage operations this engine emits ([`Engine::take_ops`]), sends the batches it
 //! builds under a cross-tab Web Lock, and reports each response back.
 
-use alloc::borrow::ToOwned;
+use alloc::borrow::{Cow, ToOwned};
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
@@ -161,6 +161,17 @@ pub enum Next {
     /// Refused (a 4xx other than 429: retrying cannot help); the events were dropped and
     /// counted.
     Refused,
+}
+
+/// What analytics.js's `options` argument (`track(event, properties, options)`) adds to
+/// the next call: its `context` and other keys (JSON object text, merged into the
+/// event's context over the SDK's own fields, under the consent snapshot), its
+/// `integrations` (JSON object text) and its `timestamp` (ms since the epoch).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CallOptions {
+    pub context: Option<String>,
+    pub integrations: Option<String>,
+    pub timestamp: Option<u64>,
 }
 
 /// The page's facts, as the adapter read them.
@@ -484,6 +495,8 @@ pub struct Engine<R: Random> {
     /// calls repeat their event names, and scanning the same name again was 2.9 of 22.9
     /// million instructions of 1,000 track calls (callgrind, natively).
     last_name: Option<(&'static str, String, Option<String>)>,
+    /// The next call's options ([`Engine::call_options`]); taken by it.
+    options: CallOptions,
 }
 
 impl<R: Random> Engine<R> {
@@ -525,6 +538,7 @@ impl<R: Random> Engine<R> {
             stamped: None,
             keys: json_text::Keys::default(),
             last_name: None,
+            options: CallOptions::default(),
         }
     }
 
@@ -821,6 +835,11 @@ impl<R: Random> Engine<R> {
         self.record_as(kind, name, body, now, false)
     }
 
+    /// Options for the next call only (analytics.js's `options` argument).
+    pub fn call_options(&mut self, o: CallOptions) {
+        self.options = o;
+    }
+
     fn record_as(
         &mut self,
         kind: Kind,
@@ -829,6 +848,7 @@ impl<R: Random> Engine<R> {
         now: u64,
         consent_record: bool,
     ) -> bool {
+        let options = core::mem::take(&mut self.options);
         if !consent_record && self.choice.analytics == Some(false) {
             return false; // not collected
         }
@@ -839,7 +859,7 @@ impl<R: Random> Engine<R> {
         if collect {
             self.touch_campaign();
         }
-        let Some(json) = self.event_json(kind, name, body, now) else {
+        let Some(json) = self.event_json(kind, name, body, &options, now) else {
             self.stats.rejected += 1;
             return false;
         };
@@ -860,6 +880,17 @@ impl<R: Random> Engine<R> {
                 own.push_str(",\"clickIds\":");
                 own.push_str(c);
                 needs |= MARKETING;
+            }
+        }
+        if let Some(c) = &options.context {
+            let Some(clean) = self.scrubbed(c) else {
+                self.stats.rejected += 1;
+                return false;
+            };
+            let inner = clean.get(1..clean.len() - 1).unwrap_or_default().trim();
+            if !inner.is_empty() {
+                own.push(',');
+                own.push_str(inner);
             }
         }
         own.push('}');
@@ -888,6 +919,7 @@ impl<R: Random> Engine<R> {
         kind: Kind,
         name: Option<&str>,
         body: Option<&str>,
+        options: &CallOptions,
         now: u64,
     ) -> Option<String> {
         // Sized for the whole event: growing it was a copy per event.
@@ -912,20 +944,32 @@ impl<R: Random> Engine<R> {
             self.push_name(&mut e, kind.name_field(), n);
         }
         if let Some(b) = body {
-            if !b.starts_with('{') {
-                return None;
-            }
-            let country = Some(self.o.country.as_str());
-            let clean = json_text::scrub_with(b, FieldKind::Other, country, &mut self.keys).ok()?;
+            let clean = self.scrubbed(b)?;
             e.push_str(",\"");
             e.push_str(kind.body_field());
             e.push_str("\":");
-            e.push_str(clean.as_deref().unwrap_or(b));
+            e.push_str(&clean);
+        }
+        if let Some(i) = &options.integrations {
+            e.push_str(",\"integrations\":");
+            e.push_str(&self.scrubbed(i)?);
         }
         e.push_str(",\"timestamp\":\"");
-        e.push_str(&format_rfc3339(now as i64));
+        e.push_str(&format_rfc3339(options.timestamp.unwrap_or(now) as i64));
         e.push_str("\"}");
         Some(e)
+    }
+
+    /// A JSON object's text with raw PII in every key and string replaced by its
+    /// digest (the shared rules), or `None` when it is not an object's text.
+    #[inline(never)]
+    fn scrubbed<'t>(&mut self, text: &'t str) -> Option<Cow<'t, str>> {
+        if !text.starts_with('{') {
+            return None;
+        }
+        let country = Some(self.o.country.as_str());
+        let clean = json_text::scrub_with(text, FieldKind::Other, country, &mut self.keys).ok()?;
+        Some(clean.map_or(Cow::Borrowed(text), Cow::Owned))
     }
 
     /// [`push_field`] through [`Engine::last_name`].

@@ -727,6 +727,37 @@ fn events_before_any_page_facts_carry_empty_ones_and_the_library() {
     assert_eq!(later["page"]["url"], URL0, "the facts set since");
 }
 
+/// analytics.js's `options`: its context over the SDK's own fields (raw PII hashed as
+/// in the properties, the consent snapshot still the SDK's), its integrations and its
+/// timestamp, for that call only.
+fn call_options_shape_that_call_only() {
+    let mut e = engine(true);
+    e.call_options(CallOptions {
+        context: Some(r#"{"ip":"0.0.0.0","traits":{"email":"Jane@Example.com"},"consent":{"categoryPreferences":{"analytics":false}}}"#.into()),
+        integrations: Some(r#"{"All":false,"Mixpanel":true}"#.into()),
+        timestamp: Some(1_700_000_000_000),
+    });
+    e.record(Kind::Track, Some("Backdated"), Some("{}"), T0);
+    e.record(Kind::Track, Some("Plain"), Some("{}"), T0 + 1);
+    let events = all(&mut e);
+    let (with, plain) = (&events[0], &events[1]);
+    assert_eq!(with["timestamp"], "2023-11-14T22:13:20.000Z");
+    assert_eq!(with["integrations"], json!({"All": false, "Mixpanel": true}));
+    assert_eq!(with["context"]["ip"], "0.0.0.0");
+    assert_eq!(with["context"]["traits"]["email"], sha256("jane@example.com"));
+    assert_eq!(with["context"]["consent"]["categoryPreferences"]["analytics"], true);
+    assert_eq!(with["context"]["library"], plain["context"]["library"]);
+    assert!(!serde_json::to_string(&events).unwrap().contains("Jane@"));
+    assert!(plain.get("integrations").is_none() && plain["context"].get("ip").is_none());
+    assert_ne!(plain["timestamp"], with["timestamp"]);
+    // Options that are not an object's text: the call is refused and counted, and the
+    // next one is not touched by them.
+    e.call_options(CallOptions { context: Some("[1]".into()), ..CallOptions::default() });
+    assert!(!e.record(Kind::Track, Some("Odd"), Some("{}"), T0 + 2));
+    assert!(e.record(Kind::Track, Some("After"), Some("{}"), T0 + 3));
+    assert_eq!(names(&all(&mut e)), ["After"]);
+}
+
 fn odd_input_never_panics() {
     let mut e = engine(true);
     for body in ["", "[1]", "{", "{\"a\":\"\\ud800\"}", "null", "{\"a\":1}}"] {
