@@ -10,9 +10,9 @@ pub enum ReasonKind {
     ConsentDenied,
     TooLarge,
     NotAnObject,
-    /// Well-formed enough to split from its batch, but its JSON cannot be read (a
-    /// number out of range, nesting past serde's limit): its
-    /// content cannot be scrubbed of PII, so only the reason is kept.
+    /// Well-formed enough to split from its batch, but its JSON cannot be read (nesting
+    /// past serde's limit; a number too large for a double is read as `null` first):
+    /// its content cannot be scrubbed of PII, so only the reason is kept.
     UnreadableJson,
     InvalidField,
     MissingType,

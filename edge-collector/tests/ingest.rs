@@ -262,9 +262,14 @@ fn json_that_splits_but_cannot_be_read_is_quarantined_as_unreadable_and_kept_emp
     let ok = serde_json::to_string(&track("readable")).unwrap();
     // Each splits from the batch (the raw scan accepts it) but serde cannot read it.
     let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let objects = format!("{}1{}", r#"{"a":"#.repeat(200), "}".repeat(200));
     let unreadable = [
-        r#"{"type":"track","messageId":"u2","anonymousId":"a","event":"x jo@x.io","properties":{"n":1e400}}"#.to_string(),
-        format!(r#"{{"type":"track","messageId":"u3","anonymousId":"a","event":"x","properties":{{"d":{deep}}}}}"#),
+        format!(
+            r#"{{"type":"track","messageId":"u2","anonymousId":"a","event":"x jo@x.io","properties":{{"n":1e400,"d":{objects}}}}}"#
+        ),
+        format!(
+            r#"{{"type":"track","messageId":"u3","anonymousId":"a","event":"x","properties":{{"d":{deep}}}}}"#
+        ),
     ];
     let body = format!(
         r#"{{"writeKey":"wk_test","batch":[{ok},{}]}}"#,
@@ -297,6 +302,54 @@ fn json_that_splits_but_cannot_be_read_is_quarantined_as_unreadable_and_kept_emp
         .unwrap();
     assert_eq!(r.results[0].status, Status::Refused);
     assert_eq!(store.store.quarantined.borrow().len(), 2);
+}
+
+/// A number too large for a double (`1e400`, in a Python library's batch) is read as a
+/// browser's `JSON.parse` reads it (`Infinity`, which JSON writes `null`): the event is
+/// kept with the rest of its content, where serde_json had refused it whole and it was
+/// quarantined as nothing but its reason. In the properties, in the context (the events
+/// around it keep sharing theirs), and in a message otherwise invalid (quarantined with
+/// its content).
+#[test]
+fn a_number_too_large_for_a_double_is_read_as_a_browser_reads_it() {
+    let store = rig();
+    let ctx = r#"{"page":{"path":"/"},"screen":{"width":1e999}}"#;
+    let body = format!(
+        r#"{{"writeKey":"wk_test","batch":[{},{},{},{}]}}"#,
+        r#"{"type":"track","messageId":"n1","anonymousId":"a","event":"Big","properties":{"n":1e400,"m":-2E+999,"ok":1.5,"s":"1e400","e":"jo@x.io"}}"#,
+        format!(
+            r#"{{"type":"track","messageId":"n2","anonymousId":"a","event":"Ctx","context":{ctx}}}"#
+        ),
+        format!(
+            r#"{{"type":"track","messageId":"n3","anonymousId":"a","event":"Ctx","context":{ctx}}}"#
+        ),
+        r#"{"type":"track","messageId":"n4","anonymousId":"a","event":5,"properties":{"n":1e400}}"#,
+    );
+    let r = run(&store, Endpoint::Batch, body.as_bytes(), None).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (3, 1), "{r:?}");
+    let events = store.store.events.borrow();
+    let payload = |id: &str| -> Value {
+        serde_json::from_str(&events.iter().find(|e| e.message_id == id).unwrap().payload).unwrap()
+    };
+    let big = payload("n1");
+    assert_eq!(big["properties"]["n"], Value::Null);
+    assert_eq!(big["properties"]["m"], Value::Null);
+    assert_eq!(big["properties"]["ok"], 1.5);
+    assert_eq!(big["properties"]["s"], "1e400", "a string is not a number");
+    assert_ne!(big["properties"]["e"], "jo@x.io", "scrubbed as any event");
+    for id in ["n2", "n3"] {
+        let p = payload(id);
+        assert_eq!(p["context"]["screen"]["width"], Value::Null);
+        assert_eq!(p["context"]["page"]["path"], "/");
+    }
+    let q = store.store.quarantined.borrow();
+    assert_eq!(r.results[3].reasons[0].kind.as_str(), "invalid_field");
+    let kept: Value = serde_json::from_str(&q[0].payload).unwrap();
+    assert_eq!(
+        (kept["messageId"].as_str(), &kept["properties"]["n"]),
+        (Some("n4"), &Value::Null)
+    );
+    assert!(!store.at_rest().contains("jo@x.io"));
 }
 
 /// `JSON.stringify` writes a string cut through a surrogate pair (a title sliced through

@@ -341,6 +341,73 @@ pub fn replace_non_finite(text: &str) -> Option<String> {
     Some(o)
 }
 
+/// `text` (JSON) with each number too large for a double (`1e999`, `-2E+400`, or 400
+/// digits) outside strings written `null`, as a browser's `JSON.parse` reads it
+/// (`Infinity`) and `JSON.stringify` writes it again; `None` when it has none. serde_json
+/// refuses such a number, and with it the whole message. Strings are stepped over (read
+/// by `string`); a malformed one ends the scan.
+pub fn replace_overflowing_numbers(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let in_number = |c: u8| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E');
+    let mut out: Option<String> = None;
+    let (mut copied, mut i) = (0, 0);
+    while i < b.len() {
+        if b[i] == b'"' {
+            i = string(text, i).ok()?.0;
+            continue;
+        }
+        if !(b[i].is_ascii_digit() || b[i] == b'-') {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && in_number(b[i]) {
+            i += 1;
+        }
+        let number = text.get(start..i)?;
+        if json_number(number) && number.parse::<f64>().is_ok_and(f64::is_infinite) {
+            let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            o.push_str(text.get(copied..start)?);
+            o.push_str("null");
+            copied = i;
+        }
+    }
+    let mut o = out?;
+    o.push_str(text.get(copied..)?);
+    Some(o)
+}
+
+/// Whether `t` is a number as JSON writes one: `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`
+/// (Rust's float parser takes more: `01`, `1.`, `+1`).
+fn json_number(t: &str) -> bool {
+    let b = t.strip_prefix('-').unwrap_or(t).as_bytes();
+    let digits = |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let int = digits(0);
+    if int == 0 || (b[0] == b'0' && int > 1) {
+        return false;
+    }
+    let mut i = int;
+    if b.get(i) == Some(&b'.') {
+        let frac = digits(i + 1);
+        if frac == 0 {
+            return false;
+        }
+        i += 1 + frac;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let exp = digits(i);
+        if exp == 0 {
+            return false;
+        }
+        i += exp;
+    }
+    i == b.len()
+}
+
 /// A `\u` escape's character (its four hex digits at `at`, and a low surrogate's escape
 /// after a high one): the character, the bytes used, and false for a lone surrogate
 /// (read as U+FFFD).

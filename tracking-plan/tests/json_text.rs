@@ -6,7 +6,8 @@
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use tracking_plan::json_text::{
-    push_str, replace_lone_surrogates, replace_non_finite, scrub, scrub_with, Keys, Malformed,
+    push_str, replace_lone_surrogates, replace_non_finite, replace_overflowing_numbers, scrub,
+    scrub_with, Keys, Malformed,
 };
 use tracking_plan::pii::{scrub_value, FieldKind};
 
@@ -245,6 +246,34 @@ fn non_finite_tokens_outside_strings_only() {
         None,
         "unterminated: left for the reader"
     );
+}
+
+#[test]
+fn numbers_too_large_for_a_double_outside_strings_only() {
+    let fix = |s: &str| replace_overflowing_numbers(s);
+    let big = "9".repeat(400);
+    let text =
+        format!(r#"{{"a": 1e999, "b": [-2E+400, 1.5e308, {big}], "c": "1e999", "1e999": 1e-999}}"#);
+    let fixed = fix(&text).expect("replaced");
+    assert_eq!(
+        fixed,
+        r#"{"a": null, "b": [null, 1.5e308, null], "c": "1e999", "1e999": 1e-999}"#
+    );
+    let v: serde_json::Value = serde_json::from_str(&fixed).expect("readable now");
+    assert_eq!(v["b"][1], 1.5e308);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&text).is_err(),
+        "serde_json refuses the original"
+    );
+    // Finite, in a string left open, or not JSON's number syntax (left for the reader
+    // to refuse).
+    for none in [
+        r#"{"a": 1.7976931348623157e308, "b": -0.0, "c": 12345678901234567890123}"#,
+        r#"{"a": "1e999"#,
+        r#"{"a": 01e999, "b": 1.e999, "c": -e999, "d": 1e+, "e": 1e999e1}"#,
+    ] {
+        assert_eq!(fix(none), None, "{none}");
+    }
 }
 
 #[test]

@@ -410,8 +410,8 @@ fn unreadable(column: usize) -> Reason {
         ReasonKind::UnreadableJson,
         "$",
         format!(
-            "the message's JSON cannot be read at column {column} (a number out of range, \
-             or nesting deeper than 128 levels)"
+            "the message's JSON cannot be read at column {column} (nesting deeper than \
+             128 levels, or a token JSON does not allow)"
         ),
     )
 }
@@ -557,6 +557,12 @@ fn read_message(text: &str) -> Option<(Message, Option<&str>)> {
 /// Takes one message through the consent gate, PII, shape, plan and enrichment. A valid
 /// message is parsed once, straight into the model (its context once per request);
 /// anything else is read as JSON.
+///
+/// A number too large for a double (`1e999`) makes serde_json refuse the whole message,
+/// which would then be kept as nothing but its reason (`unreadable_json`); a browser's
+/// `JSON.parse` reads it as `Infinity`, which JSON writes `null`. Such a message is read
+/// so instead, only once it could not be read as it came: nothing is scanned for it on
+/// the way of a readable message.
 pub fn prepare<'b>(
     text: &'b str,
     sh: &Shared<'_>,
@@ -564,16 +570,35 @@ pub fn prepare<'b>(
     contexts: &mut Contexts<'b>,
     consent_log: &mut Vec<ConsentRecord>,
 ) -> Prepared {
-    let parsed = (text.len() <= MAX_MESSAGE_BYTES)
-        .then(|| read_message(text))
+    if let Some(p) = prepare_read(text, sh, memo, contexts, consent_log) {
+        return p;
+    }
+    let fixed = (text.len() <= MAX_MESSAGE_BYTES)
+        .then(|| tracking_plan::json_text::replace_overflowing_numbers(text))
         .flatten();
-    let Some((m, ctx)) = parsed else {
+    let Some(fixed) = fixed else {
         return prepare_other(text, sh, consent_log);
     };
-    match contexts.get(ctx, sh) {
-        Some(known) => prepare_message(m, known, text, sh, memo, consent_log),
-        None => prepare_other(text, sh, consent_log),
+    // Its context is its own: the request's are keyed by their text in the body.
+    let mut own = Contexts::default();
+    prepare_read(&fixed, sh, memo, &mut own, consent_log)
+        .unwrap_or_else(|| prepare_other(&fixed, sh, consent_log))
+}
+
+/// [`prepare`] of a message that can be read, with its context; `None` otherwise.
+fn prepare_read<'b>(
+    text: &'b str,
+    sh: &Shared<'_>,
+    memo: &mut Memo<'_>,
+    contexts: &mut Contexts<'b>,
+    consent_log: &mut Vec<ConsentRecord>,
+) -> Option<Prepared> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return None;
     }
+    let (m, ctx) = read_message(text)?;
+    let known = contexts.get(ctx, sh)?;
+    Some(prepare_message(m, known, text, sh, memo, consent_log))
 }
 
 fn at_gate<'a>(
@@ -945,8 +970,8 @@ pub async fn ingest<E: EventStore, D: Deduplicator, I: IdentityService>(
     }
     if shared.unreadable.get() && !env.batch.events_read {
         // The events were split without being read: serde_json says whether the body is
-        // JSON (a 400, as before), or holds JSON it reads but a value cannot (a number
-        // out of range: kept, as before).
+        // JSON (a 400, as before), or holds JSON it reads but a value cannot (nesting
+        // too deep: kept, as before).
         envelope::check_strict(&body)?;
     }
     // Admitted once known to be JSON, as before the events were split unread.
