@@ -314,17 +314,18 @@ fn json_that_splits_but_cannot_be_read_is_quarantined_as_unreadable_and_kept_emp
 fn a_number_too_large_for_a_double_is_read_as_a_browser_reads_it() {
     let store = rig();
     let ctx = r#"{"page":{"path":"/"},"screen":{"width":1e999}}"#;
-    let body = format!(
-        r#"{{"writeKey":"wk_test","batch":[{},{},{},{}]}}"#,
-        r#"{"type":"track","messageId":"n1","anonymousId":"a","event":"Big","properties":{"n":1e400,"m":-2E+999,"ok":1.5,"s":"1e400","e":"jo@x.io"}}"#,
+    let with_ctx = |id: &str| {
         format!(
-            r#"{{"type":"track","messageId":"n2","anonymousId":"a","event":"Ctx","context":{ctx}}}"#
-        ),
-        format!(
-            r#"{{"type":"track","messageId":"n3","anonymousId":"a","event":"Ctx","context":{ctx}}}"#
-        ),
-        r#"{"type":"track","messageId":"n4","anonymousId":"a","event":5,"properties":{"n":1e400}}"#,
-    );
+            r#"{{"type":"track","messageId":"{id}","anonymousId":"a","event":"Ctx","context":{ctx}}}"#
+        )
+    };
+    let batch = [
+        r#"{"type":"track","messageId":"n1","anonymousId":"a","event":"Big","properties":{"n":1e400,"m":-2E+999,"ok":1.5,"s":"1e400","e":"jo@x.io"}}"#.to_string(),
+        with_ctx("n2"),
+        with_ctx("n3"),
+        r#"{"type":"track","messageId":"n4","anonymousId":"a","event":5,"properties":{"n":1e400}}"#.to_string(),
+    ];
+    let body = format!(r#"{{"writeKey":"wk_test","batch":[{}]}}"#, batch.join(","));
     let r = run(&store, Endpoint::Batch, body.as_bytes(), None).unwrap();
     assert_eq!((r.accepted, r.quarantined), (3, 1), "{r:?}");
     let events = store.store.events.borrow();
