@@ -1034,18 +1034,27 @@ test("US privacy: an opt-out of sale in the IAB's GPP (its own CMP library, @iab
 
     // The US Privacy string (`__uspapi`, a stand-in of its documented call), read at start
     // before any banner answer: marketing denied, and the landing page view waits for
-    // analytics instead of being dropped.
+    // analytics instead of being dropped. Nothing is sent or written before the answer
+    // (the opt-out's record waits for it).
     const other = await startBrowser();
     try {
       const usp = await other.context.newPage();
+      const sent = [];
+      other.context.on('request', (r) => { if (new URL(r.url()).pathname.startsWith('/v1/')) sent.push(r.url()); });
       await usp.addInitScript(() => {
         window.__uspapi = (cmd, version, cb) => { if (cmd === 'getUSPData') cb({ version: 1, uspString: '1YYN' }, true); };
+        window.__writes = [];
+        const set = Storage.prototype.setItem;
+        Storage.prototype.setItem = function (...a) { window.__writes.push(a[0]); return set.apply(this, a); };
       });
       await usp.goto(`${collector.url}/about`);
       await usp.evaluate(() => window.sightline.ready);
       assert.deepEqual(await usp.evaluate(() => window.sightline.consent.get()),
         { analytics: false, marketing: false, personalization: false, decided: false });
       assert.equal(await usp.evaluate(() => window.sightline.stats().purged), 0, 'nothing dropped');
+      await usp.waitForTimeout(1200);
+      assert.deepEqual(sent, [], 'no request before the answer');
+      assert.deepEqual(await usp.evaluate(() => window.__writes), [], 'no storage write before the answer');
       await usp.evaluate(() => { window.sightline.consent.set({ analytics: true }); return window.sightline.flush(); });
       const uspAnon = await usp.evaluate(() => window.sightline.anonymousId());
       const landing = await eventually(async () => {

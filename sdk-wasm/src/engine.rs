@@ -28,6 +28,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Events kept at most (queued plus waiting for consent). At the bound the oldest event
 /// is shed and counted: recent events describe the visit that is still going on.
 pub const MAX_QUEUE: usize = 1000;
+/// The consent records kept while they wait for the visitor's answer on an opt-in site
+/// (the latest; each is a change of state, so a page that keeps changing it is bounded).
+const MAX_HELD_RECORDS: usize = 8;
 /// The collector's limits (UTF-8 bytes).
 pub const MAX_EVENT_BYTES: usize = limits::MAX_MESSAGE_BYTES;
 pub const MAX_BATCH_BYTES: usize = limits::MAX_BATCH_BYTES;
@@ -473,6 +476,9 @@ pub struct Engine<R: Random> {
     touched_url: Option<String>,
     queue: Vec<Item>,
     waiting: Vec<Waiting>,
+    /// Consent records made before the visitor's answer on an opt-in site (a US opt-out
+    /// read at start), each stamped as it was made: sent with the answer.
+    held_records: Vec<Waiting>,
     inflight: usize,
     seq: u64,
     ops: Vec<Op>,
@@ -526,6 +532,7 @@ impl<R: Random> Engine<R> {
             touched_url: None,
             queue: Vec::new(),
             waiting: Vec::new(),
+            held_records: Vec::new(),
             inflight: 0,
             seq: 0,
             ops: Vec::new(),
@@ -902,9 +909,18 @@ impl<R: Random> Engine<R> {
             self.stats.rejected += 1;
             return false;
         }
-        if self.decided() || consent_record {
+        if self.decided() {
             let stamped = self.stamp(&ctx);
             self.enqueue(json, needs, now, stamped);
+        } else if consent_record {
+            // Before the visitor's answer on an opt-in site nothing is sent or written: a
+            // statement that leaves analytics undecided (a US opt-out) waits for it.
+            let ctx = self.stamp(&ctx);
+            if self.held_records.len() == MAX_HELD_RECORDS {
+                self.held_records.remove(0);
+                self.stats.shed += 1;
+            }
+            self.held_records.push(Waiting { json, needs, ctx });
         } else {
             self.waiting.push(Waiting { json, needs, ctx });
             self.bound();
@@ -1026,8 +1042,9 @@ impl<R: Random> Engine<R> {
         self.source = source.chars().take(40).collect();
         self.snap = None;
         let d = self.decision();
-        // The choice itself is necessary: always kept.
-        if self.o.storage {
+        // The choice itself is necessary: kept once the visitor has answered (before, on
+        // an opt-in site, nothing is written).
+        if self.o.storage && self.decided() {
             let mut v: String = [next.analytics, next.marketing, next.personalization]
                 .into_iter()
                 .map(tri_char)
@@ -1065,6 +1082,9 @@ impl<R: Random> Engine<R> {
         // marketing-only answer) is no answer to what the waiting events wait for: they
         // stay, neither sent nor dropped.
         let held = if next.decided() {
+            for r in core::mem::take(&mut self.held_records) {
+                self.enqueue(r.json, r.needs, now, r.ctx);
+            }
             core::mem::take(&mut self.waiting)
         } else {
             Vec::new()

@@ -600,14 +600,26 @@ fn a_us_opt_out_denies_marketing_never_grants_and_keeps_undecided_events_waiting
     e.consent_us(true, "usp", T0 + 1);
     assert_eq!(e.stats().purged, 0);
     assert_eq!(e.stats().waiting, 1);
+    // Before the visitor's answer on an opt-in site nothing is written or sent: the
+    // opt-out's record waits for the answer.
+    assert_eq!(e.take_ops(), vec![], "no storage write");
+    assert!(e.batch(T0, MAX_BATCH_BYTES, None).is_none(), "nothing to send");
     // "Did not opt out" states nothing: the banner's grant of everything then comes, and
     // marketing stays denied only where the grant does not speak.
     e.consent_us(false, "usp", T0 + 2);
     assert!(!e.consent().marketing);
     e.set_consent(choice(Some(true), None, Some(true)), "banner", T0 + 3);
     let events = all(&mut e);
-    let records = events.iter().filter(|v| v["event"] == "Consent Updated").count();
-    assert_eq!(records, 2, "the opt-out and the grant; no record of a statement of nothing");
+    let records: Vec<_> = events.iter().filter(|v| v["event"] == "Consent Updated").collect();
+    assert_eq!(records.len(), 2, "the opt-out and the grant; no record of a statement of nothing");
+    // Each as it was made: the opt-out's source and state, then the banner's.
+    let said = |r: &Value| {
+        let c = &r["context"]["consent"];
+        (c["source"].clone(), c["categoryPreferences"]["marketing"].clone(), c["categoryPreferences"]["analytics"].clone())
+    };
+    assert_eq!(said(records[0]), (json!("gpp"), json!(false), json!(false)));
+    assert_eq!(said(records[1]), (json!("banner"), json!(false), json!(true)));
+    assert!(storage(&e.take_ops()).iter().any(|(k, _)| k == "sl_consent"), "the answer is kept");
     let page = &events.iter().find(|v| v["type"] == "page").expect("the page view")["context"];
     assert_eq!(page["consent"]["categoryPreferences"]["marketing"], false);
     assert!(page.get("clickIds").is_none(), "no click ids without marketing");
@@ -616,6 +628,26 @@ fn a_us_opt_out_denies_marketing_never_grants_and_keeps_undecided_events_waiting
     assert!(e.consent().marketing);
     e.consent_us(true, "gpp", T0 + 5);
     assert!(!e.consent().marketing && e.consent().analytics);
+}
+
+/// On an opt-in site, a visitor who denies analytics after a US opt-out: the two records
+/// leave (the proof of both statements), no event does.
+fn a_us_opt_out_then_a_denial_sends_both_records_and_no_event() {
+    let mut e = engine(false);
+    e.set_page(&facts("https://s.example/", "/"));
+    e.record(Kind::Page, None, None, T0);
+    e.consent_us(true, "usp", T0 + 1);
+    for i in 0..20 {
+        // A page flipping a marketing-only statement: the records held stay bounded.
+        e.set_consent(choice(None, Some(i % 2 == 0), None), "page", T0 + 2);
+    }
+    assert_eq!(e.take_ops(), vec![]);
+    e.set_consent(choice(Some(false), None, None), "banner", T0 + 3);
+    let events = all(&mut e);
+    assert!(events.iter().all(|v| v["event"] == "Consent Updated"), "{events:?}");
+    assert_eq!(events.len(), 9, "the eight latest held, and the denial");
+    assert_eq!(events.last().unwrap()["context"]["consent"]["source"], "banner");
+    assert_eq!(e.stats().purged, 1, "the page view");
 }
 
 fn a_page_address_keeps_a_hash_route_and_drops_any_other_fragment() {
