@@ -838,6 +838,16 @@ test('hostile arguments never throw into the page, are refused and counted, and 
       call(() => s.track('Proxy', new Proxy({}, { get() { throw new Error('trap'); }, ownKeys() { throw new Error('trap'); } })));
       call(() => s.track('Throwing toJSON', { toJSON() { throw new Error('page toJSON'); } }));
       call(() => s.track('Huge', { x: 'x'.repeat(5e6) }));
+      // analytics.js's options argument, as hostile: traps, getters, a time that throws
+      // when read, a cycle, raw PII in its context.
+      const trap = () => { throw new Error('trap'); };
+      call(() => s.track('Opt Proxy', {}, new Proxy({}, { get: trap, ownKeys: trap, getPrototypeOf: trap })));
+      call(() => s.track('Opt Getter', {}, { get context() { throw new Error('page getter'); }, get integrations() { throw new Error('page getter'); } }));
+      call(() => s.track('Opt Time', {}, { timestamp: { valueOf: trap, toString: trap } }));
+      call(() => s.track('Opt Date Proxy', {}, { timestamp: new Proxy(new Date(), { get: trap, getPrototypeOf: trap }) }));
+      call(() => s.track('Opt Context Proxy', {}, { context: new Proxy({}, { ownKeys: trap }) }));
+      call(() => s.track('Opt Cycle', {}, { context: cyclic }));
+      call(() => s.identify('opt-user', {}, { context: { traits: { email: 'eve@example.com' } } }));
       // Encoded on the page: the SDK finds it before it leaves (the shared walker).
       call(() => s.track('Encoded', { d: b64, link: `https://shop.example/r?h=${hex}`, full: 'eve.encoded\uff20example.com' }));
       return s.flush().then(() => ({ threw, rejected: s.stats().rejected - before, anon: s.anonymousId() }));
@@ -854,6 +864,11 @@ test('hostile arguments never throw into the page, are refused and counted, and 
     assert.ok(all.some((r) => r.event === 'Reentrant'), 'the reentrant call kept its own event');
     assert.ok(all.every((r) => !r.payload.includes('eve@example.com')));
     assert.ok(all.some((r) => r.event === 'Encoded'), 'the encoded event arrived');
+    // Options that could not be read are left out; the calls are kept.
+    for (const e of ['Opt Proxy', 'Opt Getter', 'Opt Time', 'Opt Date Proxy', 'Opt Context Proxy']) {
+      assert.ok(all.some((r) => r.event === e), `${e} arrived`);
+    }
+    assert.ok(!all.some((r) => r.event === 'Opt Cycle'), 'a context that cannot be written is refused, as such properties are');
     // Not on the wire either, in any of the forms it was given.
     const wire = api.map((q) => q.body).join('\n');
     for (const v of [b64, hex, encoded, 'eve.encoded\uff20example.com']) assert.ok(!wire.includes(v), `${v} on the wire`);

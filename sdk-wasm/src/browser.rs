@@ -946,37 +946,62 @@ fn named(kind: Kind, name: &JsValue, body_arg: &JsValue, options: &JsValue) {
 /// and `timestamp` (a `Date`, an ISO string or ms) for the message; `context` and every
 /// other key, over it, for the context (`{ip: '0.0.0.0'}`, `{traits: {…}}`).
 /// `anonymousId`, `userId` and `messageId` are the SDK's own and are not taken from a
-/// call. Read before the SDK is borrowed, as [`body`] is.
+/// call. Read before the SDK is borrowed, as [`body`] is, and only through `Reflect`'s
+/// calls, which catch what a page's getter or Proxy trap throws (`Object.assign` and
+/// `new Date(v)` would throw it into the page).
 fn call_options(o: &JsValue) -> CallOptions {
-    if !o.is_object() || Array::is_array(o) {
-        return CallOptions::default();
-    }
-    // `context`, then the other keys over it (as analytics.js merges them).
-    let own = get(o, "context");
-    let own = if own.is_object() {
-        own.unchecked_into()
-    } else {
-        Object::new()
-    };
-    let ctx = Object::assign(&Object::new(), &own);
-    Object::assign(&ctx, o.unchecked_ref());
-    for k in [
+    const RESERVED: [&str; 6] = [
         "context",
         "integrations",
         "timestamp",
         "anonymousId",
         "userId",
         "messageId",
-    ] {
-        let _ = Reflect::delete_property(&ctx, &JsValue::from_str(k));
+    ];
+    if !o.is_object() || Array::is_array(o) {
+        return CallOptions::default();
     }
-    let t = get(o, "timestamp");
-    let ms = (!t.is_undefined() && !t.is_null()).then(|| js_sys::Date::new(&t).get_time());
+    let ctx = Object::new();
+    let copy = |from: &JsValue, skip: &[&str]| {
+        let Ok(keys) = Reflect::own_keys(from) else {
+            return;
+        };
+        for k in keys.iter() {
+            let named = k.as_string().is_some_and(|k| !skip.contains(&k.as_str()));
+            if let (true, Ok(v)) = (named, Reflect::get(from, &k)) {
+                let _ = Reflect::set(&ctx, &k, &v);
+            }
+        }
+    };
+    // `context`, then the other keys over it (as analytics.js merges them).
+    let own = get(o, "context");
+    if own.is_object() {
+        copy(&own, &[]);
+    }
+    copy(o, &RESERVED);
     CallOptions {
-        context: body(&ctx).filter(|c| c.len() > 2),
+        context: body(&ctx).filter(|c| c != "{}"),
         integrations: body(&get(o, "integrations")),
-        timestamp: ms.filter(|m| m.is_finite() && *m >= 0.0).map(|m| m as u64),
+        timestamp: time_ms(&get(o, "timestamp")).map(|m| m as u64),
     }
+}
+
+/// A time given as a `Date`, a date string or ms since the epoch; `None` for anything
+/// else (a `Date`'s time read by `Reflect.apply`, so an object that is none is refused
+/// there instead of having its `valueOf` called).
+fn time_ms(t: &JsValue) -> Option<f64> {
+    let ms = if let Some(s) = t.as_string() {
+        js_sys::Date::parse(&s)
+    } else if let Some(n) = t.as_f64() {
+        n
+    } else if t.is_object() {
+        let get_time = get(&js_sys::Date::new_0(), "getTime");
+        let get_time: &Function = get_time.unchecked_ref();
+        Reflect::apply(get_time, t, &Array::new()).ok()?.as_f64()?
+    } else {
+        return None;
+    };
+    (ms.is_finite() && ms >= 0.0).then_some(ms)
 }
 
 /// For the inspector's profile search (`sdk-wasm/js/hash.js`): a typed email or phone
