@@ -304,6 +304,58 @@ fn json_that_splits_but_cannot_be_read_is_quarantined_as_unreadable_and_kept_emp
     assert_eq!(store.store.quarantined.borrow().len(), 2);
 }
 
+/// A credential in an address (a reset link's token, an OAuth token in a fragment, a
+/// signed URL's signature) is not kept in any field: the page's context, properties,
+/// traits, other fields, and a quarantined event's content. The rest of each address
+/// stays as it came.
+#[test]
+fn credentials_in_addresses_are_not_kept() {
+    let store = rig();
+    let reset = "https://shop.example/reset?token=Zx81kQ&utm_source=mail";
+    let page = json!({"url": reset, "search": "?token=Zx81kQ&utm_source=mail",
+                      "referrer": "https://shop.example/cb#access_token=ya29.AbC&state=1"});
+    let mut tracked = track("c1");
+    tracked["context"] = json!({"page": page});
+    tracked["properties"] = json!({"file": "https://cdn.example/a.pdf?X-Amz-Signature=9f0e77&X-Amz-Expires=60",
+                                   "links": [{"href": "/login?magic_token=M4g1c"}]});
+    tracked["custom"] = json!({"back": "/account?api_key=AK99"});
+    let mut identified = track("c2");
+    identified["type"] = json!("identify");
+    identified["traits"] = json!({"last_link": "https://shop.example/set?new_password=hunter2x"});
+    let mut invalid = track("c3");
+    invalid["event"] = json!(5);
+    invalid["properties"] = json!({"u": "/r?token=Q7uar4nt1ne"});
+    let body = json!({"writeKey": "wk_test", "batch": [tracked, identified, invalid]});
+    let r = run(&store, Endpoint::Batch, body.to_string().as_bytes(), None).unwrap();
+    assert_eq!((r.accepted, r.quarantined), (2, 1), "{r:?}");
+    let at_rest = store.at_rest();
+    for secret in [
+        "Zx81kQ",
+        "ya29.AbC",
+        "9f0e77",
+        "M4g1c",
+        "AK99",
+        "hunter2x",
+        "Q7uar4nt1ne",
+    ] {
+        assert!(!at_rest.contains(secret), "{secret} kept");
+    }
+    let events = store.store.events.borrow();
+    let first: Value = serde_json::from_str(&events[0].payload).unwrap();
+    assert_eq!(
+        first["context"]["page"]["url"],
+        "https://shop.example/reset?token=redacted&utm_source=mail"
+    );
+    assert_eq!(
+        first["context"]["campaign"]["source"], "mail",
+        "the campaign still read"
+    );
+    assert_eq!(
+        first["properties"]["file"],
+        "https://cdn.example/a.pdf?X-Amz-Signature=redacted&X-Amz-Expires=60"
+    );
+}
+
 /// A number too large for a double (`1e400`, in a Python library's batch) is read as a
 /// browser's `JSON.parse` reads it (`Infinity`, which JSON writes `null`): the event is
 /// kept with the rest of its content, where serde_json had refused it whole and it was

@@ -17,6 +17,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use tracking_plan::campaign;
 use tracking_plan::consent::{self, Choice, Decision, Policy};
+use tracking_plan::credentials;
 use tracking_plan::identifiers::{self as idf, EmailVariant, PhoneVariant};
 use tracking_plan::json_text::{self, push_str};
 use tracking_plan::limits;
@@ -598,9 +599,16 @@ impl<R: Random> Engine<R> {
     /// The page the next events are recorded on (call again when its facts change).
     pub fn set_page(&mut self, facts: &Facts) {
         self.facts = facts.clone();
+        // A credential in the address (a reset link's token) is not sent with it.
+        let f = &mut self.facts;
+        for text in [&mut f.url, &mut f.search, &mut f.referrer] {
+            if let Some(clean) = credentials::redact(text) {
+                *text = clean;
+            }
+        }
         // The browser split path and query from the URL before any scrubbing: when the URL
         // holds raw PII, they are taken again from it scrubbed whole.
-        if let Some((path, search)) = campaign::resplit(&facts.url) {
+        if let Some((path, search)) = campaign::resplit(&self.facts.url) {
             self.facts.path = path;
             self.facts.search = search;
         }

@@ -790,6 +790,25 @@ fn call_options_shape_that_call_only() {
     assert_eq!(names(&all(&mut e)), ["After"]);
 }
 
+/// A credential in the page's address (a reset link's token) leaves with none of the
+/// page's fields; the campaign in the same query is still read.
+fn a_credential_in_the_address_is_not_sent() {
+    let mut e = engine(true);
+    let mut f = facts("https://s.example/reset?token=Zx81&utm_source=Mail", "/reset");
+    f.search = "?token=Zx81&utm_source=Mail".into();
+    f.referrer = "https://s.example/login#access_token=ya29.q".into();
+    e.set_page(&f);
+    e.page(None, None, None, T0);
+    let events = all(&mut e);
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains("Zx81") && !text.contains("ya29"), "{text}");
+    let p = &events[0];
+    assert_eq!(p["properties"]["url"], "https://s.example/reset?token=redacted&utm_source=Mail");
+    assert_eq!(p["context"]["page"]["search"], "?token=redacted&utm_source=Mail");
+    assert_eq!(p["context"]["page"]["referrer"], "https://s.example/login#access_token=redacted");
+    assert_eq!(p["context"]["campaign"]["source"], "mail");
+}
+
 fn odd_input_never_panics() {
     let mut e = engine(true);
     for body in ["", "[1]", "{", "{\"a\":\"\\ud800\"}", "null", "{\"a\":1}}"] {

@@ -5,6 +5,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 //!
 //! Without the default `std` feature only `identifiers`, `pii`, `campaign`, `consent`,
+//! `credentials`,
 //! `limits` and `time` are built
 //! (on `alloc`): what the browser SDK needs, without std's formatting and panic machinery.
 
@@ -12,6 +13,7 @@ extern crate alloc;
 
 pub mod campaign;
 pub mod consent;
+pub mod credentials;
 pub mod identifiers;
 pub mod json_text;
 pub mod limits;
