@@ -50,8 +50,8 @@ pub fn is_credential(name: &str) -> bool {
 /// query (`#/reset?token=…`) and an OAuth fragment (`#access_token=…`) are read too.
 /// Everything else is kept as it came, byte for byte.
 pub fn redact(url: &str) -> Option<String> {
-    // Byte loops, not `str` patterns: a pattern of several characters cost the SDK's
-    // wasm about 300 bytes gzip more.
+    // Byte loops, not `str` patterns of several characters: those cost the SDK's wasm
+    // 124 bytes gzip more (52,422 against 52,298).
     let b = url.as_bytes();
     let delimiter = |c: &u8| matches!(c, b'?' | b'#' | b'&' | b';');
     let mut from = b.iter().position(|c| matches!(c, b'?' | b'#'))? + 1;

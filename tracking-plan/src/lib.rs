@@ -5,9 +5,8 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 //!
 //! Without the default `std` feature only `identifiers`, `pii`, `campaign`, `consent`,
-//! `credentials`,
-//! `limits` and `time` are built
-//! (on `alloc`): what the browser SDK needs, without std's formatting and panic machinery.
+//! `credentials`, `limits` and `time` are built (on `alloc`): what the browser SDK
+//! needs, without std's formatting and panic machinery.
 
 extern crate alloc;
 
