@@ -4,9 +4,9 @@
 
 #![cfg_attr(not(feature = "std"), no_std)]
 //!
-//! Without the default `std` feature only `identifiers`, `pii`, `campaign`, `consent`,
-//! `credentials`, `limits` and `time` are built (on `alloc`): what the browser SDK
-//! needs, without std's formatting and panic machinery.
+//! Without the default `std` feature only `campaign`, `consent`, `credentials`,
+//! `identifiers`, `json_text`, `limits`, `path`, `pii` and `time` are built (on
+//! `alloc`): what the browser SDK needs, without std's formatting and panic machinery.
 
 extern crate alloc;
 
