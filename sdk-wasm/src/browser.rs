@@ -921,12 +921,20 @@ fn unload() {
     }
 }
 
-fn record(kind: Kind, name: Option<String>, body: Option<String>, o: CallOptions) {
+/// One recording call, with analytics.js's options for it alone (read, as its other
+/// arguments, before the SDK is borrowed); what it kept is then scheduled.
+fn recorded(o: CallOptions, call: impl FnOnce(&mut Engine<Pool>, u64) -> bool) {
     with(|s| {
         let now = s.sync();
         s.engine.call_options(o);
-        let kept = s.engine.record(kind, name.as_deref(), body.as_deref(), now);
+        let kept = call(&mut s.engine, now);
         s.after(kept);
+    });
+}
+
+fn record(kind: Kind, name: Option<String>, body: Option<String>, o: CallOptions) {
+    recorded(o, |e, now| {
+        e.record(kind, name.as_deref(), body.as_deref(), now)
     });
 }
 
@@ -1035,15 +1043,9 @@ pub fn page(a: JsValue, b: JsValue, c: JsValue, d: JsValue) {
         (u, a, b, c)
     };
     let body = body(&props);
-    let o = call_options(&options);
-    with(|s| {
-        let now = s.sync();
-        let (category, name) = (text(&category), text(&name));
-        s.engine.call_options(o);
-        let kept = s
-            .engine
-            .page(category.as_deref(), name.as_deref(), body.as_deref(), now);
-        s.after(kept);
+    let (category, name) = (text(&category), text(&name));
+    recorded(call_options(&options), |e, now| {
+        e.page(category.as_deref(), name.as_deref(), body.as_deref(), now)
     });
 }
 
@@ -1066,12 +1068,9 @@ pub fn identify(user: JsValue, traits: JsValue, options: JsValue) {
         (user, traits, options)
     };
     let b = body(&traits);
-    let o = call_options(&options);
-    with(|s| {
-        let now = s.sync();
-        s.engine.call_options(o);
-        let kept = s.engine.identify(text(&user).as_deref(), b.as_deref(), now);
-        s.after(kept);
+    let user = text(&user);
+    recorded(call_options(&options), |e, now| {
+        e.identify(user.as_deref(), b.as_deref(), now)
     });
 }
 
@@ -1083,16 +1082,9 @@ pub fn alias(user: JsValue, previous: JsValue, options: JsValue) {
     } else {
         (previous, options)
     };
-    let o = call_options(&options);
-    with(|s| {
-        let now = s.sync();
-        s.engine.call_options(o);
-        let kept = s.engine.alias(
-            &text(&user).unwrap_or_default(),
-            text(&previous).as_deref(),
-            now,
-        );
-        s.after(kept);
+    let (user, previous) = (text(&user).unwrap_or_default(), text(&previous));
+    recorded(call_options(&options), |e, now| {
+        e.alias(&user, previous.as_deref(), now)
     });
 }
 

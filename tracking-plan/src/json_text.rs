@@ -145,10 +145,7 @@ pub fn scrub_with(
                 i = end;
             }
             b'-' | b'0'..=b'9' => {
-                let end = i + b[i..]
-                    .iter()
-                    .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
-                    .unwrap_or(b.len() - i);
+                let end = number_end(b, i);
                 let num = text.get(i..end).unwrap_or_default();
                 if kind == FieldKind::Phone {
                     if let Some((new, _)) = scrub_field(kind, num, country) {
@@ -348,7 +345,6 @@ pub fn replace_non_finite(text: &str) -> Option<String> {
 /// by `string`); a malformed one ends the scan.
 pub fn replace_overflowing_numbers(text: &str) -> Option<String> {
     let b = text.as_bytes();
-    let in_number = |c: u8| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E');
     let mut out: Option<String> = None;
     let (mut copied, mut i) = (0, 0);
     while i < b.len() {
@@ -361,9 +357,7 @@ pub fn replace_overflowing_numbers(text: &str) -> Option<String> {
             continue;
         }
         let start = i;
-        while i < b.len() && in_number(b[i]) {
-            i += 1;
-        }
+        i = number_end(b, i);
         let number = text.get(start..i)?;
         if json_number(number) && number.parse::<f64>().is_ok_and(f64::is_infinite) {
             let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
@@ -375,6 +369,16 @@ pub fn replace_overflowing_numbers(text: &str) -> Option<String> {
     let mut o = out?;
     o.push_str(text.get(copied..)?);
     Some(o)
+}
+
+/// Where the number token starting at `b[i]` ends: the bytes a JSON number is made of
+/// (checked for its syntax by [`json_number`] where that matters).
+fn number_end(b: &[u8], i: usize) -> usize {
+    let rest = b.get(i..).unwrap_or_default();
+    i + rest
+        .iter()
+        .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+        .unwrap_or(rest.len())
 }
 
 /// Whether `t` is a number as JSON writes one: `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`
