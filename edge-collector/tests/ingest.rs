@@ -302,6 +302,27 @@ fn json_that_splits_but_cannot_be_read_is_quarantined_as_unreadable_and_kept_emp
         .unwrap();
     assert_eq!(r.results[0].status, Status::Refused);
     assert_eq!(store.store.quarantined.borrow().len(), 2);
+
+    // Two unreadable messages of the same shape, unreadable at the same column, are two
+    // rows; a retry of them is the same two rows; their planted email is in no key.
+    let alike: Vec<String> = ["u4 mo@x.io", "u5 mo@x.io"]
+        .iter()
+        .map(|id| {
+            format!(r#"{{"type":"track","messageId":"{id}","anonymousId":"a","event":"x","properties":{{"d":{deep}}}}}"#)
+        })
+        .collect();
+    let body = format!(r#"{{"writeKey":"wk_test","batch":[{}]}}"#, alike.join(","));
+    for _ in 0..2 {
+        let r = run(&store, Endpoint::Batch, body.as_bytes(), None).unwrap();
+        assert_eq!(r.quarantined, 2, "{r:?}");
+        assert_eq!(
+            r.results[0].reasons, r.results[1].reasons,
+            "the same column"
+        );
+        assert_ne!(r.results[0].qkey, r.results[1].qkey);
+        assert_eq!(store.store.quarantined.borrow().len(), 4);
+    }
+    assert!(!store.at_rest().contains("mo@x.io"));
 }
 
 /// A credential in an address (a reset link's token, an OAuth token in a fragment, a

@@ -687,11 +687,26 @@ fn prepare_other(text: &str, sh: &Shared<'_>, consent_log: &mut Vec<ConsentRecor
             ),
         )
     } else if let Some(column) = unreadable_at {
-        unreadable(column)
+        return quarantine_unreadable(sh, text, unreadable(column));
     } else {
         shape::not_a_message(&v)
     };
-    quarantine_value(sh, v, reason)
+    quarantine_value(sh, v, reason, None)
+}
+
+/// Quarantines a message nothing of which can be read: kept as its reason alone, keyed
+/// by its text with raw PII replaced (the scan has its own stack, so depth does not stop
+/// it), so that two such messages are two rows and a retry of one is the same row.
+fn quarantine_unreadable(sh: &Shared<'_>, text: &str, reason: Reason) -> Prepared {
+    let country = sh.req.edge.country;
+    let scrubbed =
+        tracking_plan::json_text::scrub(text, tracking_plan::pii::FieldKind::Other, country);
+    let content = match &scrubbed {
+        Ok(Some(clean)) => clean.as_str(),
+        // Clean, or not JSON even to the scan: only its digest is kept.
+        Ok(None) | Err(_) => text,
+    };
+    quarantine_value(sh, Value::Null, reason, Some(content))
 }
 
 /// A messageId for a message that has none: Segment's HTTP API takes messages without
@@ -854,8 +869,14 @@ pub fn quarantine_message(sh: &Shared<'_>, m: &Message, reasons: Vec<Reason>) ->
     Prepared::Quarantine(Box::new(row), reasons)
 }
 
-/// Quarantines JSON that is not a valid message, scrubbed first.
-fn quarantine_value(sh: &Shared<'_>, mut v: Value, reason: Reason) -> Prepared {
+/// Quarantines JSON that is not a valid message, scrubbed first; its row is keyed by what
+/// is kept of it, or by `content` when that says more.
+fn quarantine_value(
+    sh: &Shared<'_>,
+    mut v: Value,
+    reason: Reason,
+    content: Option<&str>,
+) -> Prepared {
     pii::scrub_any(&mut v, sh.req.edge.country);
     truncate_context_ip(v.get_mut("context"));
     let id = |k: &str| match v.get(k) {
@@ -866,7 +887,10 @@ fn quarantine_value(sh: &Shared<'_>, mut v: Value, reason: Reason) -> Prepared {
     let (mid, anon, user) = (id("messageId"), id("anonymousId"), id("userId"));
     let subjects: Vec<String> = [anon.clone(), user.clone()].into_iter().flatten().collect();
     let reasons = vec![reason];
-    let row = quarantine_row(sh, mid, anon, user, &reasons, v.to_string(), subjects);
+    let mut row = quarantine_row(sh, mid, anon, user, &reasons, v.to_string(), subjects);
+    if let Some(content) = content {
+        row.qkey = short_digest(&[sh.write_key, content, &row.reasons]);
+    }
     Prepared::Quarantine(Box::new(row), reasons)
 }
 
