@@ -375,6 +375,43 @@ fn credentials_in_addresses_are_not_kept() {
         first["properties"]["file"],
         "https://cdn.example/a.pdf?X-Amz-Signature=redacted&X-Amz-Expires=60"
     );
+    // The sender is told where, as for raw PII.
+    let warned: Vec<&str> = r.results[0]
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("credential"))
+        .map(|w| w.path.as_str())
+        .collect();
+    for at in [
+        "$.properties.file",
+        "$.properties.links[0].href",
+        "$.custom.back",
+    ] {
+        assert!(warned.contains(&at), "{at}: {warned:?}");
+    }
+    drop(events);
+
+    // A source that quarantines raw PII still stores the event: a credential is not
+    // personal data, and a page view whose address held a token is still a page view.
+    let strict = Sources::from_json(
+        r#"{"k":{"name":"strict","consent":"opt-out","plan":{"version":"1","rawPii":"quarantine"}}}"#,
+    )
+    .unwrap();
+    let rig = common::Rig::new(strict);
+    let body = json!({"writeKey": "k", "batch": [track("c4")]});
+    let mut body = body;
+    body["batch"][0]["properties"] = json!({"back": "/r?reset_token=T0k3nStr1ct"});
+    let r = rig
+        .request(
+            Endpoint::Batch,
+            body.to_string().as_bytes(),
+            None,
+            EdgeInfo::default(),
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(r.results[0].status, Status::Accepted, "{r:?}");
+    assert!(!rig.at_rest().contains("T0k3nStr1ct"));
 }
 
 /// A number too large for a double (`1e400`, in a Python library's batch) is read as a

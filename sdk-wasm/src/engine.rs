@@ -388,7 +388,7 @@ fn push_field(out: &mut String, key: &str, value: &str) {
     out.push('"');
     out.push_str(key);
     out.push_str("\":");
-    let clean = pii::scrub_field(pii::field_kind(key), value, None);
+    let clean = pii::scrub_string(pii::field_kind(key), value, None);
     push_str(out, clean.as_ref().map_or(value, |(c, _)| c.as_str()));
 }
 
@@ -1001,7 +1001,7 @@ impl<R: Random> Engine<R> {
         let (k, v, clean) = match &mut self.last_name {
             Some(last) if last.0 == key && last.1 == value => last,
             last => {
-                let clean = pii::scrub_field(pii::field_kind(key), value, None).map(|(c, _)| c);
+                let clean = pii::scrub_string(pii::field_kind(key), value, None).map(|(c, _)| c);
                 last.insert((key, value.into(), clean))
             }
         };

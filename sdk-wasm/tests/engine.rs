@@ -791,7 +791,8 @@ fn call_options_shape_that_call_only() {
 }
 
 /// A credential in the page's address (a reset link's token) leaves with none of the
-/// page's fields; the campaign in the same query is still read.
+/// page's fields; the campaign in the same query is still read. One in an address the
+/// page passes (a property, a trait, the event's name) does not leave either.
 fn a_credential_in_the_address_is_not_sent() {
     let mut e = engine(true);
     let mut f = facts("https://s.example/reset?token=Zx81&utm_source=Mail", "/reset");
@@ -807,6 +808,18 @@ fn a_credential_in_the_address_is_not_sent() {
     assert_eq!(p["context"]["page"]["search"], "?token=redacted&utm_source=Mail");
     assert_eq!(p["context"]["page"]["referrer"], "https://s.example/login#access_token=redacted");
     assert_eq!(p["context"]["campaign"]["source"], "mail");
+
+    let props = r##"{"link":"/account?api_key=Pr0pK3y&tab=2","nested":[{"u":"#access_token=Fr4g"}]}"##;
+    assert!(e.record(Kind::Track, Some("Shared /x?sig=S1gn"), Some(props), T0 + 1));
+    e.identify(None, Some(r#"{"last":"https://s.example/set?new_password=hunter2x"}"#), T0 + 2);
+    let events = all(&mut e);
+    let text = serde_json::to_string(&events).unwrap();
+    for secret in ["Pr0pK3y", "Fr4g", "S1gn", "hunter2x"] {
+        assert!(!text.contains(secret), "{secret}: {text}");
+    }
+    let t = events.iter().find(|v| v["type"] == "track").unwrap();
+    assert_eq!(t["properties"]["link"], "/account?api_key=redacted&tab=2");
+    assert_eq!(t["event"], "Shared /x?sig=redacted");
 }
 
 fn odd_input_never_panics() {

@@ -479,11 +479,14 @@ pub fn is_blocked_value(value: &str) -> bool {
     BLOCKED.contains(&lower.as_str())
 }
 
-/// What kind of raw personal data a value holds.
+/// What kind of raw personal data a value holds. `Credential` is what the walkers
+/// (`crate::pii::scrub_string`) also report: a credential in an address, written
+/// `redacted` (`crate::credentials`); [`crate::pii::detect`] never answers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PiiKind {
     Email,
     Phone,
+    Credential,
 }
 
 impl PiiKind {
@@ -491,6 +494,7 @@ impl PiiKind {
         match self {
             PiiKind::Email => "email",
             PiiKind::Phone => "phone",
+            PiiKind::Credential => "credential",
         }
     }
 }

@@ -12,7 +12,7 @@
 //! explicit stack (no recursion, so no depth limit to hit), and the property test in
 //! `tests/json_text.rs` holds it equal to `pii::scrub_value` on random documents.
 
-use crate::pii::{field_kind, scrub_field, scrub_text, FieldKind};
+use crate::pii::{field_kind, scrub_field, scrub_string, scrub_text, FieldKind};
 use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -134,7 +134,7 @@ pub fn scrub_with(
                         };
                         found
                     }
-                    None => scrub_field(kind, &s, country).map(|(c, _)| c),
+                    None => scrub_string(kind, &s, country).map(|(c, _)| c),
                 };
                 match found {
                     Some(new) => replace(&mut out, &mut copied, i, end, &new),

@@ -569,6 +569,8 @@ fn digest(raw: &str, kind: PiiKind, country: Option<&str>) -> String {
     match kind {
         PiiKind::Email => email_digest(raw),
         PiiKind::Phone => phone_digest(raw, country),
+        // Never a hit: the scans find emails and phones (credentials are the walkers').
+        PiiKind::Credential => String::from("redacted"),
     }
 }
 
@@ -1097,6 +1099,23 @@ pub fn scrub_field(kind: FieldKind, s: &str, country: Option<&str>) -> Option<(S
     scrub_text(s, country)
 }
 
+/// What both walkers (the SDK's over JSON text, the collector's over values) make of a
+/// string value: [`scrub_field`], then the value of any credential parameter of an
+/// address in it written `redacted` ([`crate::credentials`]). A value that held only a
+/// credential is reported as [`PiiKind::Credential`].
+pub fn scrub_string(kind: FieldKind, s: &str, country: Option<&str>) -> Option<(String, PiiKind)> {
+    redact_credentials(scrub_field(kind, s, country), s)
+}
+
+/// `found` (what a PII scan made of `s`, if anything) with its credentials redacted.
+fn redact_credentials(found: Option<(String, PiiKind)>, s: &str) -> Option<(String, PiiKind)> {
+    let text = found.as_ref().map_or(s, |(t, _)| t.as_str());
+    match crate::credentials::redact(text) {
+        Some(clean) => Some((clean, found.map_or(PiiKind::Credential, |(_, k)| k))),
+        None => found,
+    }
+}
+
 /// Whether a string holds raw PII (as [`scrub_field`] would replace).
 pub fn detect(kind: FieldKind, s: &str) -> Option<PiiKind> {
     scrub_field(kind, s, None).map(|(_, k)| k)
@@ -1174,12 +1193,13 @@ mod walk {
             self.country
         }
 
-        /// [`scrub_field`] of `s`, from the memo when this request saw `s` before.
+        /// [`scrub_string`] of `s`, from the memo when this request saw `s` before.
         pub fn field(&mut self, kind: FieldKind, s: &str) -> Option<(String, PiiKind)> {
             self.memo(Some(kind), s)
         }
 
-        /// [`scrub_text`] of `s`, from the memo when this request saw `s` before.
+        /// [`scrub_text`] of `s` with its credentials redacted (as [`scrub_string`]),
+        /// from the memo when this request saw `s` before.
         pub fn text(&mut self, s: &str) -> Option<(String, PiiKind)> {
             self.memo(None, s)
         }
@@ -1203,8 +1223,8 @@ mod walk {
 
         fn memo(&mut self, kind: Option<FieldKind>, s: &str) -> Option<(String, PiiKind)> {
             let scan = |s: &str| match kind {
-                Some(k) => scrub_field(k, s, self.country),
-                None => scrub_text(s, self.country),
+                Some(k) => scrub_string(k, s, self.country),
+                None => redact_credentials(scrub_text(s, self.country), s),
             };
             if s.len() < Self::MIN_LEN {
                 return scan(s);

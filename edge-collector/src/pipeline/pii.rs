@@ -1,11 +1,11 @@
 //! PII stage: decides nothing new. It runs the shared walker (`tracking_plan::pii`) over
 //! a message, or over a value that is not a message, so that nothing kept from here on
-//! (quarantine included) holds a raw email or phone number in any field, key or id; and
-//! the shared credential rule (`tracking_plan::credentials`) over every URL string in
-//! its properties, traits, context and other fields.
+//! (quarantine included) holds a raw email or phone number in any field, key or id, nor
+//! a credential in an address (the walker applies `tracking_plan::credentials` to every
+//! string value it scans).
 
 use serde_json::{Map, Value};
-pub use tracking_plan::pii::{scrub_message, Finding, Scrubber};
+pub use tracking_plan::pii::{scrub_message, Finding, PiiKind, Scrubber};
 use tracking_plan::pii::{scrub_message_known_context, scrub_message_with, scrub_value, FieldKind};
 use tracking_plan::Message;
 
@@ -24,17 +24,13 @@ pub fn scrub(
         Some(found) => scrub_message_known_context(m, sc, found),
         None => scrub_message_with(m, sc),
     };
-    // A shared context is here only for the first event that carries it.
-    for v in [
-        &mut m.properties,
-        &mut m.traits,
-        &mut m.context,
-        &mut m.integrations,
-    ] {
-        v.iter_mut().for_each(redact_credentials);
-    }
-    m.extra.values_mut().for_each(redact_credentials);
-    let held = |at: &str| findings.iter().any(|f| f.path == at);
+    // A credential's value is redacted in place, in the URL and in the query beside it
+    // alike: nothing to take again.
+    let held = |at: &str| {
+        findings
+            .iter()
+            .any(|f| f.path == at && f.kind != PiiKind::Credential)
+    };
     if held("$.context.page.url") {
         if let Some(Value::Object(c)) = &mut m.context {
             if let Some(Value::Object(page)) = c.get_mut("page") {
@@ -67,22 +63,5 @@ fn resplit(page: &mut Map<String, Value>) {
 pub fn scrub_any(v: &mut Value, country: Option<&str>) -> Vec<Finding> {
     let mut out = Vec::new();
     scrub_value(v, "$", FieldKind::Other, country, &mut out);
-    redact_credentials(v);
     out
-}
-
-/// Writes `redacted` for the value of every credential parameter (a reset link's
-/// `token`, an OAuth `access_token`, a signed URL's `X-Amz-Signature`) in the URL
-/// strings of `v`, at any depth.
-pub fn redact_credentials(v: &mut Value) {
-    match v {
-        Value::String(s) if s.contains(['?', '#']) => {
-            if let Some(clean) = tracking_plan::credentials::redact(s) {
-                *s = clean;
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(redact_credentials),
-        Value::Object(map) => map.values_mut().for_each(redact_credentials),
-        _ => {}
-    }
 }

@@ -6,7 +6,7 @@ use crate::reason::{Reason, ReasonKind};
 use crate::sources::Source;
 use serde_json::Value;
 use tracking_plan::message::ShapeError;
-use tracking_plan::pii::Finding;
+use tracking_plan::pii::{Finding, PiiKind};
 use tracking_plan::{Message, MessageType, RawPiiPolicy};
 
 /// Longest messageId kept; longer ones are quarantined (they are dedup keys).
@@ -50,14 +50,24 @@ pub fn judge(m: &Message, source: &Source, findings: &[Finding], size: usize) ->
         .as_ref()
         .map_or(RawPiiPolicy::Hash, |p| p.raw_pii);
     for f in findings {
-        let r = Reason::new(
-            ReasonKind::RawPii,
-            f.path.clone(),
-            format!("raw {} found; stored as its SHA-256", f.kind.as_str()),
-        );
-        match policy {
-            RawPiiPolicy::Hash => j.warnings.push(r),
-            RawPiiPolicy::Quarantine => j.reasons.push(r),
+        let r = |what: &str| Reason::new(ReasonKind::RawPii, f.path.clone(), what);
+        match (f.kind, policy) {
+            // Not personal data: the event is kept whatever the policy (a page view
+            // whose address carried a reset link's token is still a page view).
+            (PiiKind::Credential, _) => j.warnings.push(r(
+                "a credential in an address (a token, secret or signature parameter); \
+                 its value stored as 'redacted'",
+            )),
+            (kind, policy) => {
+                let r = r(&format!(
+                    "raw {} found; stored as its SHA-256",
+                    kind.as_str()
+                ));
+                match policy {
+                    RawPiiPolicy::Hash => j.warnings.push(r),
+                    RawPiiPolicy::Quarantine => j.reasons.push(r),
+                }
+            }
         }
     }
     let Some(plan) = &source.compiled else {
