@@ -3,8 +3,9 @@
 //! an API key, a signed URL's signature), whose values are then written `redacted`.
 //! A page's address travels with every event (`context.page.url`, `search`, `referrer`):
 //! a reset link's token stored there lets whoever reads the events reset the password
-//! while it is valid. Shared by the SDK (the page's facts) and the collector (every URL
-//! string of the context, properties and traits), so both apply the same names.
+//! while it is valid. Applied to the page's facts by the SDK and to every string value
+//! by the PII scan both sides run (`crate::pii::scrub_string`), so both apply the same
+//! names.
 
 use crate::campaign::decode;
 use alloc::string::String;
