@@ -1087,6 +1087,19 @@ fn gzip_bodies_origins_and_rate_limits() {
             .accepted,
         1
     );
+    // A stream of two members (a compressor that flushes as it goes): both are read.
+    let text = String::from_utf8(batch(json!([track("z2"), track("z3")]))).unwrap();
+    let (head, tail) = text.split_at(text.len() / 2);
+    let mut two = Vec::new();
+    for part in [head, tail] {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(part.as_bytes()).unwrap();
+        two.extend(gz.finish().unwrap());
+    }
+    let r = rig
+        .request(Endpoint::Batch, &two, None, edge.clone(), NOW)
+        .unwrap();
+    assert_eq!(r.accepted, 2, "{r:?}");
     let e = rig
         .request(Endpoint::Batch, b"\x1f\x8bnot gzip", None, edge, NOW)
         .unwrap_err();

@@ -237,7 +237,9 @@ pub fn allowed_headers(requested: Option<&str>) -> String {
 
 /// Undoes `Content-Encoding: gzip` (Segment's server libraries may compress), refusing a
 /// body that inflates past the batch limit. A body the platform already inflated (no
-/// gzip magic) is taken as it is.
+/// gzip magic) is taken as it is. Every member of the stream is read (RFC 1952: a gzip
+/// body is a series of members; a compressor that flushes as it streams writes several),
+/// not only the first.
 pub fn decode_body<'a>(body: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a, [u8]>, Error> {
     let too_large = Error::BatchTooLarge {
         limit: MAX_BATCH_BYTES,
@@ -252,7 +254,7 @@ pub fn decode_body<'a>(body: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a,
         "gzip" | "x-gzip" => {
             use std::io::Read as _;
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(body)
+            flate2::read::MultiGzDecoder::new(body)
                 .take(MAX_BATCH_BYTES as u64 + 1)
                 .read_to_end(&mut out)
                 .map_err(|_| Error::InvalidGzip)?;
