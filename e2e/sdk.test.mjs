@@ -990,6 +990,58 @@ test("a credential in the page's address (a reset link's token) or in a property
   }
 });
 
+test("analytics.js's trackLink and trackForm: clicks and submits are tracked (also called before load, or stopped by the page), the navigation is not held, an outbound link's event leaves with the page's last request", async () => {
+  const { browser, page, errors } = await visit('/about');
+  try {
+    await accept(page);
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    // The about page's own link, hooked by its inline script before the SDK loaded.
+    await Promise.all([page.waitForURL(`${collector.url}/`), page.click('#shop-link')]);
+    await page.evaluate(() => window.sightline.ready);
+    const returned = await page.evaluate(() => {
+      const s = window.sightline;
+      const f = Object.assign(document.createElement('form'), { id: 'search', action: '/about', method: 'get' });
+      f.innerHTML = '<input name="q" value="guji"><button id="go">Search</button>';
+      // The page stops it, and notes whether anything held it back.
+      f.addEventListener('submit', (e) => {
+        e.stopPropagation();
+        sessionStorage.setItem('held', String(e.defaultPrevented));
+      });
+      document.body.append(f);
+      // What a page may hand it: none of these throws or is hooked.
+      const odd = [null, undefined, 42, 'a', {}, [null, 1], document.createTextNode('x')].map((v) => s.trackLink(v, 'Odd') === s);
+      return [...odd, s.trackForm(document.querySelectorAll('#search'), 'Search Submitted', (form) => ({ q: form.q.value })) === s];
+    });
+    assert.ok(returned.every(Boolean), 'each call returns the SDK, for chaining');
+    await Promise.all([page.waitForURL(`${collector.url}/about?q=guji`), page.click('#go')]);
+    await page.evaluate(() => window.sightline.ready);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('held')), 'false');
+    await page.evaluate(() => {
+      const s = window.sightline;
+      const out = Object.assign(document.createElement('a'), { id: 'out', href: 'http://outbound.example/next', textContent: 'out' });
+      const bad = Object.assign(document.createElement('a'), { id: 'bad', href: '#top', textContent: 'bad' });
+      document.body.append(out, bad);
+      s.trackClick(out, 'Outbound Link Clicked', { to: 'outbound.example' });
+      s.trackLink(bad, () => { throw new Error('a page bug'); });
+    });
+    await page.click('#bad'); // its name throws: nothing thrown into the page
+    // The next page is not ours (and cannot load here): only the last request carries it.
+    await page.click('#out', { noWaitAfter: true });
+    const stored = await eventually(async () => {
+      const r = await rows(`anonymous_id = '${anon}' and type = 'track' and (event like '%Clicked' or event = 'Search Submitted')`);
+      return r.length >= 3 && r;
+    }, 20_000, 'the three tracked events');
+    const by = Object.fromEntries(stored.map((r) => [r.event, JSON.parse(r.payload).properties]));
+    assert.deepEqual(Object.keys(by).sort(), ['Outbound Link Clicked', 'Search Submitted', 'Shop Link Clicked']);
+    assert.deepEqual(by['Shop Link Clicked'], { href: '/' });
+    assert.deepEqual(by['Search Submitted'], { q: 'guji' });
+    assert.deepEqual(by['Outbound Link Clicked'], { to: 'outbound.example' });
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test("analytics.js's options argument: integrations, a timestamp and context (with other keys) reach the stored event, raw PII in them hashed, for that call only", async () => {
   const { browser, page, errors } = await visit('/');
   try {

@@ -93,6 +93,19 @@ export interface Sightline {
   softLogin(ids: { email?: string; phone?: string }): SoftLoginResult;
   alias(userId: string, previousId?: string | Done, options?: CallOptions | Done, callback?: Done): void;
   group(groupId: string, traits?: Properties | Done, options?: CallOptions | Done, callback?: Done): void;
+  /**
+   * analytics.js's trackLink: a click on each element given is tracked as `event`. The
+   * navigation is not held back: the event is stored first and leaves with the page's
+   * last request, or the next page's. The name and properties may be functions of the
+   * element. Callable before the SDK has loaded.
+   */
+  trackLink(elements: Element | ArrayLike<Element> | null | undefined, event: string | ((el: Element) => string), properties?: Properties | ((el: Element) => Properties)): Sightline;
+  /** analytics.js's trackForm: a submit of each form given is tracked, as {@link trackLink}. */
+  trackForm(forms: Element | ArrayLike<Element> | null | undefined, event: string | ((el: Element) => string), properties?: Properties | ((el: Element) => Properties)): Sightline;
+  /** analytics.js's other name for {@link trackLink}. */
+  trackClick: Sightline['trackLink'];
+  /** analytics.js's other name for {@link trackForm}. */
+  trackSubmit: Sightline['trackForm'];
   consent: { set(choice: ConsentChoice): void; get(): ConsentState };
   /** A new anonymous id; the user id is forgotten. */
   reset(): void;

@@ -23,7 +23,7 @@ if (!stub || !stub.push) {
   // Loaded without the snippet: a stub of our own, configured by init() or data-*.
   stub = w.sightline = [];
   stub.ready = new Promise((r) => (stub._r = r));
-  for (const m of 'init track page screen identify softLogin alias group reset flush debug'.split(' ')) {
+  for (const m of 'init track page screen identify softLogin alias group reset flush debug trackLink trackForm trackClick trackSubmit'.split(' ')) {
     stub[m] = (...a) => (stub.push([m, a]), m === 'init' ? stub.ready : stub);
   }
   stub.consent = { set: (...a) => stub.push(['consent.set', a]) };
@@ -64,6 +64,38 @@ const done = (f) => (...a) => {
   }
 };
 
+// analytics.js's trackLink and trackForm (also named trackClick and trackSubmit), for
+// sites coming from it: a click on an element given (a link), or a submit of a form
+// given, is tracked. The navigation is not held back and made again by script, as
+// analytics.js does (up to 300 ms): the event is stored before the page goes, and
+// leaves with its last request (keepalive, at pagehide) or with the next page's. Seen
+// at the window before the page's own listeners, so a page that stops the event still
+// has it tracked. The name and properties may be functions of the element, as
+// analytics.js takes them.
+const hooked = new WeakMap();
+const hook = (type) => {
+  let on = 0;
+  return (els, ev, props) => {
+    if (!on++)
+      addEventListener(
+        type,
+        (e) => {
+          try {
+            const el = e.composedPath().find((n) => (hooked.get(n) || {})[type]);
+            const [n, p] = el ? hooked.get(el)[type] : [];
+            if (el) w.sightline.track(typeof n == 'function' ? n(el) : n, typeof p == 'function' ? p(el) : p);
+          } catch {}
+        },
+        true,
+      );
+    for (const el of Array.from(els && els.nodeType ? [els] : els || []))
+      if (el && el.nodeType) hooked.set(el, { ...hooked.get(el), [type]: [ev, props] });
+    return w.sightline;
+  };
+};
+const trackLink = hook('click');
+const trackForm = hook('submit');
+
 const go = () =>
   wasm.then(() => {
     if (!x.start(cfg)) return;
@@ -86,6 +118,10 @@ const go = () =>
       userId: x.userId,
       stats: x.stats,
       segments: x.segments,
+      trackLink,
+      trackForm,
+      trackClick: trackLink,
+      trackSubmit: trackForm,
     };
     w.sightline = api;
     for (const [m, a] of stub) {
