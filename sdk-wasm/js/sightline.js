@@ -8,6 +8,8 @@
 //    replaceState, dataLayer.push) or hand the page a callback (__tcfapi, __gpp,
 //    __uspapi), which only forward to the engine, and hands a consent manager's answer
 //    (Cookiebot's, OneTrust's) to the engine as the manager keeps it,
+//  - listens for the clicks and submits trackLink and trackForm were given, which it
+//    passes to track,
 //  - opens localStorage while the wasm downloads,
 //  - warns once when the page's Content-Security-Policy refuses WebAssembly.
 // Kept in JS because the same facade and hooks built in Rust from wasm-bindgen closures
