@@ -463,7 +463,7 @@ test('Google Consent Mode and the IAB TCF drive consent; debug mode reports plan
     const tcf = await browser.context.newPage();
     await tcf.addInitScript(() => {
       window.__tcfapi = (cmd, version, cb) => {
-        if (cmd === 'addEventListener') setTimeout(() => cb({ eventStatus: 'tcloaded', purpose: { consents: { 1: true, 5: true, 6: true, 8: true } } }, true), 0);
+        if (cmd === 'addEventListener') setTimeout(() => cb({ eventStatus: 'tcloaded', tcString: 'CQJ0GUAQJ0GUAAGABCENBGFgAP_AAH_AAAqIKRNV', cmpId: 31, cmpVersion: 4, purpose: { consents: { 1: true, 5: true, 6: true, 8: true } } }, true), 0);
       };
     });
     await tcf.goto(`${collector.url}/about`);
@@ -471,6 +471,15 @@ test('Google Consent Mode and the IAB TCF drive consent; debug mode reports plan
     await eventually(() => tcf.evaluate(() => window.sightline.consent.get().decided), 5_000, 'TCF applied');
     assert.deepEqual(await tcf.evaluate(() => window.sightline.consent.get()),
       { analytics: true, marketing: false, personalization: true, decided: true });
+    // The consent log keeps the choice's evidence: the TC string, the CMP, the page.
+    await tcf.evaluate(() => window.sightline.flush());
+    const tcfAnon = await tcf.evaluate(() => window.sightline.anonymousId());
+    const tcfLog = await eventually(async () => {
+      const l = (await collector.adminJson(`/admin/v1/consent?anonymousId=${tcfAnon}`)).consent;
+      return l.length >= 1 && l;
+    }, 20_000, 'the TCF record');
+    assert.deepEqual(tcfLog[0].evidence, {
+      pageUrl: `${collector.url}/about`, tcString: 'CQJ0GUAQJ0GUAAGABCENBGFgAP_AAH_AAAqIKRNV', cmpId: '31', cmpVersion: '4' });
 
     // A consent manager's own object, passed as it is (`consent.set(Cookiebot.consent)`):
     // its names read by the collector's rule, compiled into the SDK.
@@ -1106,13 +1115,14 @@ test("US privacy: an opt-out of sale in the IAB's GPP (its own CMP library, @iab
     await accept(page);
     assert.equal(await page.evaluate(() => window.sightline.consent.get().marketing), true);
     // The visitor opts out of sale in the CMP: its US-national section says so.
-    await page.evaluate(() => {
+    const optedOut = await page.evaluate(() => {
       const api = window.gppApi;
       api.setApplicableSections([7]);
       api.setFieldValue('usnat', 'SaleOptOutNotice', 1);
       api.setFieldValue('usnat', 'SaleOptOut', 1);
       api.setSignalStatus(IabGpp.SignalStatus.READY);
       api.fireSectionChange('usnat');
+      return api.getGppString();
     });
     await eventually(async () => (await page.evaluate(() => window.sightline.consent.get().marketing)) === false, 5_000, 'marketing denied');
     assert.equal(await page.evaluate(() => window.sightline.consent.get().analytics), true, 'analytics untouched');
@@ -1121,7 +1131,12 @@ test("US privacy: an opt-out of sale in the IAB's GPP (its own CMP library, @iab
     assert.equal(await page.evaluate(() => window.sightline.consent.get().marketing), false);
     const anon = await page.evaluate(() => { window.sightline.track('After Opt Out'); window.sightline.flush(); return window.sightline.anonymousId(); });
     const log = await eventually(async () => { const l = await consentLog(anon); return l.some((e) => e.source === 'gpp') && l; }, 20_000, 'the opt-out logged');
-    assert.equal(JSON.parse(log.find((e) => e.source === 'gpp').categories).marketing, false);
+    const gppRecord = log.find((e) => e.source === 'gpp');
+    assert.equal(JSON.parse(gppRecord.categories).marketing, false);
+    // Its evidence: the CMP's GPP string as the library encoded it, and the page (whose
+    // click id is an address parameter like any other).
+    assert.equal(gppRecord.evidence.gppString, optedOut);
+    assert.ok(gppRecord.evidence.pageUrl.startsWith(`${collector.url}/about`), JSON.stringify(gppRecord));
     const after = await eventually(async () => {
       const r = await rows(`anonymous_id = '${anon}' and event = 'After Opt Out'`);
       return r.length === 1 && r;
@@ -1162,6 +1177,7 @@ test("US privacy: an opt-out of sale in the IAB's GPP (its own CMP library, @iab
       assert.equal(JSON.parse(landing[0].payload).context.consent.categoryPreferences.marketing, false);
       const uspLog = await eventually(async () => { const l = await consentLog(uspAnon); return l.length >= 2 && l; }, 20_000, 'the log');
       assert.ok(uspLog.some((e) => e.source === 'usp' && JSON.parse(e.categories).marketing === false), JSON.stringify(uspLog));
+      assert.equal(uspLog.find((e) => e.source === 'usp').evidence.uspString, '1YYN');
     } finally {
       await other.close();
     }

@@ -33,16 +33,21 @@ pub use tracking_plan::consent::{decide, is_consent_event, Choice as Snapshot, D
 /// The keys of a context that [`read`] and the consent log read.
 const READ: [&str; 2] = ["consent", "consentManagement"];
 
-/// The part of a context that [`read`] and the consent log read, as a context of its own
-/// (kept for the events of a request that share a context, instead of all of it).
+/// The part of a context that [`read`] and the consent log read (its page's address
+/// too, a consent record's evidence), as a context of its own (kept for the events of a
+/// request that share a context, instead of all of it).
 pub fn part(context: Option<&Value>) -> Option<Value> {
     let Some(Value::Object(c)) = context else {
         return None;
     };
-    let kept = READ
+    let mut kept: serde_json::Map<String, Value> = READ
         .iter()
-        .filter_map(|k| Some((k.to_string(), c.get(*k)?.clone())));
-    Some(Value::Object(kept.collect()))
+        .filter_map(|k| Some((k.to_string(), c.get(*k)?.clone())))
+        .collect();
+    if let Some(url) = c.get("page").and_then(|p| p.get("url")) {
+        kept.insert("page".into(), serde_json::json!({ "url": url }));
+    }
+    Some(Value::Object(kept))
 }
 
 /// Reads the consent snapshot of a message context (the mappings are tracking-plan's,

@@ -95,6 +95,9 @@ pub struct ConsentRecord {
     pub gpc: bool,
     pub timestamp: String,
     pub received_at: String,
+    /// How the choice was made (JSON object): the page's address and what the record
+    /// stated of the notice and the consent manager (`consent_gate::evidence`).
+    pub evidence: String,
 }
 
 /// Counters for one request, added to the source's daily totals.

@@ -936,6 +936,79 @@ fn consent_fails_closed_and_is_logged() {
     assert_eq!(counts.values().next().unwrap().refused, 2);
 }
 
+/// A consent record keeps how the choice was made: the page it was made on and what it
+/// states of the notice and the consent manager (the TCF's TC string, the manager's id
+/// and version, the notice's version, a US Privacy string), scrubbed of raw PII and
+/// credentials, a very long string as its digest, nothing else of its properties. Also
+/// for records that share their context (read from the part the gate keeps), and for a
+/// denial on an opt-in source.
+#[test]
+fn consent_records_keep_their_evidence() {
+    let rig = rig();
+    let tc = "CQJ0GUAQJ0GUAAGABCENBGFgAP_AAH_AAAqIKRNV_G__bWlr8X73aftkeY1P9_h77sQxBhfJE-4FzLvW_JwXx2ExNA36tqIKmRIEu3bBIQNlHJDUTVCgaogVryDMakWcoTNKJ6BkiFMRO2dYCF5vmwtj-QKY5vr993dx2B-t_dv83dzyz4VHn3a5_2e0WJCdA58tDfv9bROb-9IPd_58v4v0_F_rk2_eT1l_tevp7D9-ct87_XW-9_fff79Ll9-gAAA";
+    let long = "1YNN".repeat(1100);
+    let record = |id: &str, ctx: Value, props: Value| {
+        json!({"type":"track","messageId":id,"anonymousId":"anon-ev","event":"Consent Updated",
+               "properties":props,"context":ctx})
+    };
+    let ctx = |granted: bool| {
+        json!({"consent":{"categoryPreferences":{"analytics":granted,"marketing":false},"source":"tcf"},
+               "page":{"url":"https://shop.example/privacy?reset_token=R3s3t&e=jo%40x.io","title":"Privacy"}})
+    };
+    let props = json!({"analytics":true,"tcString":tc,"cmpId":10,"cmpVersion":"3","version":"notice v2 jo@x.io",
+                       "uspString":long,"note":"not evidence","consentUrl":"https://shop.example/privacy-notice"});
+    let r = web(
+        &rig,
+        json!([
+            record("ev1", ctx(true), props.clone()),
+            record(
+                "ev2",
+                ctx(true),
+                json!({"analytics":true,"gppString":"DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA"})
+            ),
+            record("ev3", ctx(false), json!({"analytics":false})),
+        ]),
+    );
+    assert_eq!(r.refused, 1, "{:?}", r.results);
+    let log = rig.store.consent.borrow();
+    assert_eq!(log.len(), 3);
+    let ev = |id: &str| -> Value {
+        let c = log.iter().find(|c| c.message_id == id).unwrap();
+        serde_json::from_str(&c.evidence).unwrap()
+    };
+    let first = ev("ev1");
+    let page = first["pageUrl"].as_str().unwrap();
+    assert!(
+        page.starts_with("https://shop.example/privacy?reset_token=redacted&e="),
+        "{page}"
+    );
+    assert!(
+        !page.contains("jo%40x.io") && !page.contains("R3s3t"),
+        "{page}"
+    );
+    assert_eq!(first["tcString"], tc, "kept as the CMP wrote it");
+    assert_eq!(
+        (first["cmpId"].clone(), first["cmpVersion"].clone()),
+        (json!(10), json!("3"))
+    );
+    assert_eq!(first["consentUrl"], "https://shop.example/privacy-notice");
+    assert!(first["version"].as_str().unwrap().starts_with("notice v2 "));
+    assert!(!first["version"].as_str().unwrap().contains("jo@x.io"));
+    assert_eq!(first["uspStringSha256"].as_str().map(str::len), Some(64));
+    assert!(
+        first.get("uspString").is_none() && first.get("note").is_none(),
+        "{first}"
+    );
+    // The second shares the first's context: its page is read from the gate's part.
+    let second = ev("ev2");
+    assert_eq!(second["pageUrl"], first["pageUrl"]);
+    assert!(second["gppString"].as_str().unwrap().starts_with("DBABMA~"));
+    // A denial on an opt-in source: the event is refused, its record kept with its page.
+    assert_eq!(ev("ev3")["pageUrl"], first["pageUrl"]);
+    drop(log);
+    assert!(!rig.at_rest().contains("jo@x.io") && !rig.at_rest().contains("R3s3t"));
+}
+
 #[test]
 fn gpc_denies_marketing_and_strips_click_ids() {
     let rig = rig();

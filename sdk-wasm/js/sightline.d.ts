@@ -25,6 +25,8 @@ export interface ConsentChoice {
   personalization?: boolean;
   /** Where the choice came from, kept in the consent log (`banner`, `cmp`, ...). */
   source?: string;
+  /** The version of the notice the visitor answered, kept with the record as its evidence. */
+  version?: string | number;
   /**
    * A consent manager's own keys and values, read by the collector's rule:
    * `statistics`, `preferences`, OneTrust's `C0002`..., `"ACCEPT"`/`"DENY"`, 1/0.

@@ -155,7 +155,7 @@ const go = () =>
         w.__gpp('addEventListener', (e, ok) => {
           try {
             const p = ok && e.pingData;
-            if (p.signalStatus === 'ready') x.gpp(Object.values(p.parsedSections || {}).flat());
+            if (p.signalStatus === 'ready') x.gpp(Object.values(p.parsedSections || {}).flat(), p);
           } catch {}
         });
     } catch {}

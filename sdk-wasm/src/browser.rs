@@ -227,6 +227,19 @@ fn body(v: &JsValue) -> Option<String> {
     Some(json.unwrap_or_default())
 }
 
+/// A consent manager's (or the page's) fields named in `keys`, as text, for a consent
+/// record's evidence (`Engine::consent_evidence`). Read with `Reflect` (a throwing
+/// getter reads as nothing).
+fn evidence(o: &JsValue, keys: &[&'static str]) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for k in keys {
+        if let Some(v) = text(&get(o, k)) {
+            out.push((*k, v));
+        }
+    }
+    out
+}
+
 fn warn(a: &str, b: &JsValue) {
     web_sys::console::warn_3(&JsValue::from_str("[sightline]"), &JsValue::from_str(a), b);
 }
@@ -1125,8 +1138,11 @@ pub fn consent_set(c: JsValue) {
         }
     }
     let source = text(&get(&c, "source")).unwrap_or_else(|| "sdk".into());
+    // The version of the site's notice, kept with the record as its evidence.
+    let evidence = evidence(&c, &["version"]);
     with(|s| {
         let now = s.sync();
+        s.engine.consent_evidence(evidence);
         s.engine.set_consent(choice, &source, now);
         s.after(true);
     });
@@ -1210,8 +1226,10 @@ pub fn tcf(tc: JsValue, ok: bool) {
     let granted: Vec<bool> = (0..12)
         .map(|n| Reflect::get_u32(&consents, n).is_ok_and(|v| v.is_truthy()))
         .collect();
+    let evidence = evidence(&tc, &["tcString", "cmpId", "cmpVersion"]);
     with(|s| {
         let now = s.sync();
+        s.engine.consent_evidence(evidence);
         s.engine.consent_tcf(
             |p| granted.get(usize::from(p)).copied().unwrap_or(false),
             now,
@@ -1224,8 +1242,9 @@ pub fn tcf(tc: JsValue, ok: bool) {
 /// objects of its parsed sections (the shim flattens them: a section is an object of
 /// fields, or, in CMP API 1.1, a list of its segments' objects), read for the US
 /// sections' opt-outs.
+/// Its `pingData` comes along, for its GPP string (the record's evidence).
 #[wasm_bindgen]
-pub fn gpp(parts: Array) {
+pub fn gpp(parts: Array, ping: JsValue) {
     let mut out = false;
     for part in parts.iter() {
         for f in consent::US_OPT_OUTS {
@@ -1233,22 +1252,27 @@ pub fn gpp(parts: Array) {
             out |= consent::gpp_opted_out(v.as_f64(), v.as_bool());
         }
     }
-    us_opt_out(out, "gpp");
+    us_opt_out(out, "gpp", evidence(&ping, &["gppString"]));
 }
 
 /// The US Privacy string's (`__uspapi('getUSPData')`) callback.
 #[wasm_bindgen]
 pub fn usp(data: JsValue, ok: bool) {
     let s = get(&data, "uspString").as_string().unwrap_or_default();
-    us_opt_out(ok && consent::usp_opted_out(&s), "usp");
+    us_opt_out(
+        ok && consent::usp_opted_out(&s),
+        "usp",
+        evidence(&data, &["uspString"]),
+    );
 }
 
-fn us_opt_out(opted_out: bool, source: &str) {
+fn us_opt_out(opted_out: bool, source: &str, evidence: Vec<(&'static str, String)>) {
     if !opted_out {
         return;
     }
     with(|s| {
         let now = s.sync();
+        s.engine.consent_evidence(evidence);
         s.engine.consent_us(opted_out, source, now);
         s.after(true);
     });

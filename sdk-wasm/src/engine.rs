@@ -504,6 +504,9 @@ pub struct Engine<R: Random> {
     last_name: Option<(&'static str, String, Option<String>)>,
     /// The next call's options ([`Engine::call_options`]); taken by it.
     options: CallOptions,
+    /// What the next consent decision's record states of how it was made (see
+    /// [`Engine::consent_evidence`]).
+    evidence: Vec<(&'static str, String)>,
 }
 
 impl<R: Random> Engine<R> {
@@ -547,6 +550,7 @@ impl<R: Random> Engine<R> {
             keys: json_text::Keys::default(),
             last_name: None,
             options: CallOptions::default(),
+            evidence: Vec::new(),
         }
     }
 
@@ -1038,6 +1042,7 @@ impl<R: Random> Engine<R> {
     /// longer allows are purged; the decision itself is sent as a `Consent Updated`
     /// record.
     pub fn set_consent(&mut self, c: Choice, source: &str, now: u64) {
+        let evidence = core::mem::take(&mut self.evidence);
         let before = self.may_store();
         let next = self.choice.updated(c);
         if next == self.choice {
@@ -1112,6 +1117,12 @@ impl<R: Random> Engine<R> {
         push_bool(&mut body, d.marketing);
         body.push_str(",\"personalization\":");
         push_bool(&mut body, d.personalization);
+        for (k, v) in &evidence {
+            if v.len() <= 16 * 1024 {
+                body.push(',');
+                push_field(&mut body, k, v);
+            }
+        }
         body.push('}');
         self.record_as(
             Kind::Track,
@@ -1134,6 +1145,16 @@ impl<R: Random> Engine<R> {
             None => {}
         }
         kept
+    }
+
+    /// What the next decision's record states of how it was made, kept with it in the
+    /// collector's consent log: the consent manager's TC, GPP or US Privacy string and
+    /// its id and version, or the version of the site's own notice
+    /// (keys of `tracking_plan::consent::EVIDENCE_KEYS`, the adapter's constants). A value
+    /// over 16 KB is left out (it would take the record past the event limit, and so lose
+    /// it); a decision that changes nothing takes it and records nothing.
+    pub fn consent_evidence(&mut self, evidence: Vec<(&'static str, String)>) {
+        self.evidence = evidence;
     }
 
     /// Consent Mode's choice (see [`gcm_choice`]).

@@ -588,6 +588,36 @@ fn google_consent_mode_and_tcf_map_to_categories() {
     assert!(tcf_ready("useractioncomplete") && !tcf_ready("cmpuishown"));
 }
 
+/// A decision's record carries what the adapter read of how it was made (the TCF's TC
+/// string, the manager's id and version, the site's notice version): raw PII hashed,
+/// nothing over 16 KB; a decision that changes nothing records nothing and leaves no
+/// evidence for the next one.
+fn a_consent_record_carries_its_evidence() {
+    let mut e = engine(false);
+    e.consent_evidence(vec![
+        ("tcString", "CQJ0GUAQJ0GUAAGABCENBGFgAP_AAH_AAAqIKRNV".into()),
+        ("cmpId", "10".into()),
+        ("version", "v2 jo@x.io".into()),
+        ("uspString", "1YNN".repeat(5000)),
+    ]);
+    e.consent_tcf(|p| [1, 8].contains(&p), T0);
+    let r = &all(&mut e)[0];
+    assert_eq!(r["event"], "Consent Updated");
+    let p = &r["properties"];
+    assert_eq!(p["tcString"], "CQJ0GUAQJ0GUAAGABCENBGFgAP_AAH_AAAqIKRNV");
+    assert_eq!(p["cmpId"], "10");
+    assert!(p["version"].as_str().unwrap().starts_with("v2 ") && !p.to_string().contains("jo@x.io"));
+    assert!(p.get("uspString").is_none(), "{p}");
+    assert_eq!(p["analytics"], true);
+    // The same state again: no record, and its evidence is not kept for the next.
+    e.consent_evidence(vec![("version", "v3".into())]);
+    e.consent_tcf(|p| [1, 8].contains(&p), T0 + 1);
+    assert!(all(&mut e).is_empty());
+    e.consent_tcf(|p| [1, 3, 4, 7, 8].contains(&p), T0 + 2);
+    let r = &all(&mut e)[0];
+    assert!(r["properties"].get("version").is_none(), "{r}");
+}
+
 fn a_us_opt_out_denies_marketing_never_grants_and_keeps_undecided_events_waiting() {
     let mut e = engine(false);
     e.set_page(&facts("https://s.example/?gclid=G1&utm_source=x", "/"));

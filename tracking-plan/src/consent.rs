@@ -280,6 +280,26 @@ pub const CONSENT_EVENTS: [&str; 3] = [
     "Consent Management Interaction",
 ];
 
+/// What a consent record's properties may state of how the choice was made, kept with
+/// it in the consent log as its evidence (with the page it was made on): the IAB TCF's
+/// TC string and its consent manager's id and version, the IAB GPP and US Privacy
+/// strings, the version and address of the notice the visitor saw (`version`, as
+/// `consent.set` takes it; `consentVersion` and `consentUrl`, Snowplow's names), the
+/// legal basis and the kind of answer (Snowplow's `basisForProcessing`, `eventType`).
+/// The SDK writes the first five; the collector keeps these keys of any sender's record.
+pub const EVIDENCE_KEYS: [&str; 10] = [
+    "tcString",
+    "cmpId",
+    "cmpVersion",
+    "gppString",
+    "uspString",
+    "version",
+    "consentVersion",
+    "consentUrl",
+    "basisForProcessing",
+    "eventType",
+];
+
 /// Whether a track event is a consent record.
 pub fn is_consent_event(event: Option<&str>) -> bool {
     event.is_some_and(|e| CONSENT_EVENTS.contains(&e))

@@ -3,14 +3,17 @@
 //! the event may be kept at all. An event without analytics consent on an opt-in source
 //! is refused and only counted, whatever else is wrong with it (oversized, off-plan, not
 //! even a valid message). A consent record (`Consent Updated`) always reaches the
-//! consent log, whatever its shape, with its ids scrubbed of raw PII.
+//! consent log, whatever its shape, with its ids scrubbed of raw PII, and with what it
+//! shows of how the choice was made ([`evidence`]).
 
 use crate::consent::{self, Decision};
 use crate::sources::Source;
 use crate::store::ConsentRecord;
 use serde_json::Value;
 use std::borrow::Cow;
-use tracking_plan::pii::scrub_text;
+use tracking_plan::consent::EVIDENCE_KEYS;
+use tracking_plan::identifiers::sha256_hex;
+use tracking_plan::pii::{scrub_string, scrub_text, FieldKind};
 use tracking_plan::Message;
 
 /// What the gate lets through.
@@ -25,6 +28,7 @@ pub struct View<'a> {
     pub kind: Option<&'a str>,
     pub event: Option<&'a str>,
     pub context: Option<&'a Value>,
+    pub properties: Option<&'a Value>,
     pub message_id: Option<Cow<'a, str>>,
     pub anonymous_id: Option<Cow<'a, str>>,
     pub user_id: Option<Cow<'a, str>>,
@@ -37,6 +41,7 @@ impl<'a> View<'a> {
             kind: m.kind.map(|k| k.as_str()),
             event: m.event.as_deref(),
             context: m.context.as_ref(),
+            properties: m.properties.as_ref(),
             message_id: m.message_id.as_deref().map(Cow::Borrowed),
             anonymous_id: m.anonymous_id.as_deref().map(Cow::Borrowed),
             user_id: m.user_id.as_deref().map(Cow::Borrowed),
@@ -55,6 +60,7 @@ impl<'a> View<'a> {
             kind: v.get("type").and_then(Value::as_str),
             event: v.get("event").and_then(Value::as_str),
             context: v.get("context"),
+            properties: v.get("properties"),
             message_id: id("messageId"),
             anonymous_id: id("anonymousId"),
             user_id: id("userId"),
@@ -110,5 +116,54 @@ fn record(at: &AtGate<'_>, decision: &Decision) -> ConsentRecord {
             .filter(|t| tracking_plan::time::parse_rfc3339(t).is_some())
             .unwrap_or_else(|| at.received_at.to_string()),
         received_at: at.received_at.to_string(),
+        evidence: evidence(v, at.country).to_string(),
+    }
+}
+
+/// Evidence strings longer than this are kept as their SHA-256 (`<key>Sha256`): a TC
+/// string with every vendor's consent runs to a few KB.
+const MAX_EVIDENCE_CHARS: usize = 4096;
+
+/// What a consent record shows of how the choice was made, kept with it: the page it
+/// was made on (`pageUrl`) and the record's properties named in
+/// `tracking_plan::consent::EVIDENCE_KEYS` (an IAB TC, GPP or US Privacy string, the
+/// consent manager's id and version, the notice's version and address), strings
+/// scrubbed of raw PII and credentials, numbers and booleans as they came.
+pub fn evidence(v: &View<'_>, country: Option<&str>) -> Value {
+    let mut out = serde_json::Map::new();
+    let page = v
+        .context
+        .and_then(|c| c.get("page"))
+        .and_then(|p| p.get("url"));
+    if let Some(url) = page.and_then(Value::as_str) {
+        evidence_text(&mut out, "pageUrl", url, country);
+    }
+    let Some(Value::Object(props)) = v.properties else {
+        return Value::Object(out);
+    };
+    for k in EVIDENCE_KEYS {
+        match props.get(k) {
+            Some(Value::String(s)) => evidence_text(&mut out, k, s, country),
+            Some(x @ (Value::Number(_) | Value::Bool(_))) => {
+                out.insert(k.to_string(), x.clone());
+            }
+            _ => {}
+        }
+    }
+    Value::Object(out)
+}
+
+fn evidence_text(
+    out: &mut serde_json::Map<String, Value>,
+    k: &str,
+    s: &str,
+    country: Option<&str>,
+) {
+    let clean =
+        scrub_string(FieldKind::Other, s, country).map_or_else(|| s.to_string(), |(c, _)| c);
+    if clean.chars().count() > MAX_EVIDENCE_CHARS {
+        out.insert(format!("{k}Sha256"), sha256_hex(&clean).into());
+    } else {
+        out.insert(k.to_string(), clean.into());
     }
 }

@@ -196,6 +196,17 @@ fn inspector(path: &str) -> Option<Result<Response>> {
     Some(Ok(Response::ok(body).ok()?.with_headers(headers)))
 }
 
+/// A column holding JSON text, answered as the JSON it holds.
+fn json_field(o: &mut serde_json::Map<String, Value>, k: &str) {
+    let parsed = o
+        .get(k)
+        .and_then(Value::as_str)
+        .and_then(|t| serde_json::from_str(t).ok());
+    if let Some(v) = parsed {
+        o.insert(k.to_string(), v);
+    }
+}
+
 /// The sources an admin may pick: write key, name, consent policy and plan version.
 fn source_list(sources: &Sources) -> Value {
     let list: Vec<Value> = sources
@@ -333,8 +344,8 @@ pub async fn handle(
             let mut items = rows(
                 &db,
                 "SELECT id, write_key AS writeKey, message_id AS messageId, anonymous_id AS anonymousId, \
-                 user_id AS userId, categories, source, gpc, timestamp, received_at AS receivedAt \
-                 FROM consent_log WHERE (?1 IS NULL OR anonymous_id = ?1) \
+                 user_id AS userId, categories, source, gpc, timestamp, received_at AS receivedAt, \
+                 evidence FROM consent_log WHERE (?1 IS NULL OR anonymous_id = ?1) \
                  AND (?2 IS NULL OR user_id = ?2) AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?3",
                 &[opt(&q("anonymousId")), opt(&q("userId")), limit.into(), id_arg(before)],
             )
@@ -343,6 +354,7 @@ pub async fn handle(
             for e in &mut items {
                 if let Some(o) = e.as_object_mut() {
                     o.remove("id");
+                    json_field(o, "evidence");
                 }
             }
             reply(200, json!({"ok": true, "consent": items, "next": next}))
@@ -658,15 +670,18 @@ async fn profile_360(
         &[key.as_str().into(), id.as_str().into()],
     )
     .await?;
-    let consent = rows(
+    let mut consent = rows(
         db,
         "SELECT anonymous_id AS anonymousId, user_id AS userId, categories, source, gpc, \
-         timestamp FROM consent_log WHERE write_key = ?1 AND \
+         timestamp, evidence FROM consent_log WHERE write_key = ?1 AND \
          (anonymous_id IN (SELECT value FROM json_each(?2)) OR user_id IN (SELECT value FROM json_each(?3))) \
          ORDER BY id DESC LIMIT 50",
         &[key.as_str().into(), list(&anons), list(&users)],
     )
     .await?;
+    for o in consent.iter_mut().filter_map(Value::as_object_mut) {
+        json_field(o, "evidence");
+    }
     reply(
         200,
         json!({

@@ -193,11 +193,13 @@ impl EventStore for CloudStore {
                 JsValue::from(i32::from(c.gpc)),
                 c.timestamp.as_str().into(),
                 c.received_at.as_str().into(),
+                c.evidence.as_str().into(),
             ]
         });
         self.run_batch(
             "INSERT INTO consent_log (write_key, message_id, anonymous_id, user_id, categories, \
-             source, gpc, timestamp, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             source, gpc, timestamp, received_at, evidence) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
              ON CONFLICT (write_key, message_id) DO NOTHING",
             rows,
         )
