@@ -100,6 +100,9 @@ test('opt-in: no request and no storage write before consent, then everything go
     assert.deepEqual(stored.map((r) => r.event ?? r.type).sort(), ['Consent Updated', 'Product Added', 'identify', 'page']);
     const payload = JSON.parse(stored.find((r) => r.event === 'Product Added').payload);
     assert.equal(payload.context.consent.categoryPreferences.analytics, true);
+    // The consent log keeps the banner's answer with its evidence: the page, the notice.
+    const log = (await collector.adminJson(`/admin/v1/consent?anonymousId=${anon}`)).consent;
+    assert.deepEqual(log.map((c) => [c.source, c.evidence]), [['banner', { pageUrl: `${collector.url}/`, version: '2026-11' }]]);
     assert.ok((await page.evaluate(() => Object.keys(localStorage))).includes('sl_aid'));
     assert.deepEqual(errors, []);
   } finally {

@@ -16,7 +16,8 @@
   }
   window.sightlineOffer = offer;
   function choose(all) {
-    sightline.consent.set({ analytics: all, marketing: all, personalization: all, source: 'banner' });
+    // `version`: the banner's notice, kept with the choice in the consent log.
+    sightline.consent.set({ analytics: all, marketing: all, personalization: all, source: 'banner', version: '2026-11' });
     banner.hidden = true;
     offer();
   }
