@@ -146,6 +146,40 @@ test('a reload in the middle of a queue loses nothing, offline or online', async
   }
 });
 
+test('leaving for another site while a batch is in flight: the page\'s last request carries it, and every event arrives once', async () => {
+  const { browser, page, errors } = await visit('/about');
+  try {
+    await accept(page);
+    await page.evaluate(() => window.sightline.flush());
+    const anon = await page.evaluate(() => window.sightline.anonymousId());
+    // The collector slow to answer: the next batch stays in flight (a request without
+    // keepalive, which leaving the page cancels); the requests after it go through.
+    let held = 0;
+    await page.route('**/v1/batch', async (route) => {
+      if (held++ === 0) await new Promise((r) => setTimeout(r, 8_000));
+      await route.continue().catch(() => {});
+    });
+    await page.evaluate(() => {
+      for (let i = 0; i < 12; i++) window.sightline.track('Leaving', { i });
+      window.sightline.flush();
+    });
+    await eventually(() => held >= 1, 5_000, 'the batch in flight');
+    await page.evaluate(() => window.sightline.track('Leaving', { i: 12 }));
+    // Off to a site that is not ours (it cannot load here): no page of ours comes next.
+    await page.evaluate(() => { location.href = 'http://outbound.example/'; });
+    const r = await eventually(async () => {
+      const x = await rows(`anonymous_id = '${anon}' and event = 'Leaving'`);
+      return x.length >= 13 && x;
+    }, 20_000, 'the events of the batch in flight');
+    const seen = r.map((x) => JSON.parse(x.payload).properties.i).sort((a, b) => a - b);
+    console.log(`leaving with a batch in flight: sent 13, stored ${r.length}, distinct ${new Set(seen).size}`);
+    assert.deepEqual(seen, [...Array(13).keys()]);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('two tabs sharing one queue never send the same event twice', async () => {
   const browser = await startBrowser();
   const delivered = [];

@@ -921,7 +921,9 @@ fn report(debug: bool, status: u16, res: &JsValue) {
 fn unload() {
     let out = with(|s| {
         s.apply();
-        if s.sending || !win().navigator().on_line() {
+        // Also while a send is pending: its request (without `keepalive`) goes with the
+        // page, or never started (a wait for the send lock); the events go again here.
+        if !win().navigator().on_line() {
             return None;
         }
         let b = s.engine.unload_batch(now());

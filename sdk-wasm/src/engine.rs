@@ -1492,7 +1492,7 @@ impl<R: Random> Engine<R> {
                         .is_none_or(|c| p.iter().any(|k| **k == **c))
             });
         }
-        let (body, picked) = self.build(now, max_bytes)?;
+        let (body, picked) = self.build(now, max_bytes, false)?;
         for at in &picked {
             self.queue[*at].inflight = true;
         }
@@ -1502,12 +1502,12 @@ impl<R: Random> Engine<R> {
 
     /// A batch of one context (one page, session and consent state), sent once beside
     /// its events: its body and the queue positions of its events.
-    fn build(&self, now: u64, max_bytes: usize) -> Option<(String, Vec<usize>)> {
+    fn build(&self, now: u64, max_bytes: usize, inflight: bool) -> Option<(String, Vec<usize>)> {
         let mut picked = Vec::new();
         let mut ctx: Option<Rc<str>> = None;
         let mut size = 120 + self.o.write_key.len();
         for (at, i) in self.queue.iter().enumerate() {
-            if !self.mine(i) || i.inflight {
+            if !self.mine(i) || (i.inflight && !inflight) {
                 continue;
             }
             if picked.is_empty() {
@@ -1582,14 +1582,15 @@ impl<R: Random> Engine<R> {
         }
     }
 
-    /// The page is going away: a last batch of what is not in flight, within the 64 KB
-    /// budget of requests that outlive the page. Its events stay queued and stored:
-    /// nobody learns whether a request made at unload arrived, so they are sent again
-    /// (by the next page, or by this one if it comes back from the back/forward cache)
-    /// and the collector answers `duplicate` for those that did (at least once, never
-    /// lost).
+    /// The page is going away: a last batch, within the 64 KB budget of requests that
+    /// outlive the page, of the oldest events, those in flight included: a request the
+    /// page made without `keepalive` is cancelled with it, and one still waiting for the
+    /// send lock never starts. Its events stay queued and stored: nobody learns whether
+    /// a request made at unload arrived, so they are sent again (by the next page, or by
+    /// this one if it comes back from the back/forward cache) and the collector answers
+    /// `duplicate` for those that did (at least once, never lost).
     pub fn unload_batch(&mut self, now: u64) -> Option<String> {
-        self.build(now, UNLOAD_BYTES).map(|(body, _)| body)
+        self.build(now, UNLOAD_BYTES, true).map(|(body, _)| body)
     }
 
     pub fn stats(&self) -> Stats {

@@ -718,14 +718,21 @@ fn events_handed_over_at_unload_stay_until_acknowledged() {
         e.record(Kind::Track, Some("Before Unload"), Some(&format!(r#"{{"i":{i}}}"#)), T0 + i);
     }
     let mut ops = e.take_ops();
+    // A batch in flight (its request goes with the page) is handed over again first.
+    let inflight = events_of(&e.batch(T0, MAX_BATCH_BYTES, None).unwrap());
+    assert_eq!(inflight.len(), 3);
+    e.record(Kind::Track, Some("Before Unload"), Some(r#"{"i":3}"#), T0 + 3);
     let unload = events_of(&e.unload_batch(T0).unwrap());
-    assert_eq!(unload.len(), 3);
-    // The page comes back from the back/forward cache and goes on: the same events are
-    // sent again (same messageIds) and storage keeps them until the collector answers.
+    assert_eq!(unload.len(), 4);
+    assert_eq!(unload[..3], inflight[..]);
+    // The page comes back from the back/forward cache and goes on: its request in
+    // flight failed, the same events are sent again (same messageIds) and storage keeps
+    // them until the collector answers.
+    assert!(matches!(e.done(0, 0), Next::Retry(_)));
     e.record(Kind::Track, Some("After Restore"), None, T0 + 10);
     ops.extend(e.take_ops());
     let stored: String = storage(&ops).into_iter().map(|(_, v)| v).collect();
-    assert_eq!(stored.matches("Before Unload").count(), 3, "still stored");
+    assert_eq!(stored.matches("Before Unload").count(), 4, "still stored");
     let again = all(&mut e);
     let ids = |v: &[Value]| {
         v.iter().filter(|m| m["event"] == "Before Unload").map(|m| m["messageId"].clone()).collect::<Vec<_>>()
