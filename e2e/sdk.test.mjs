@@ -1088,6 +1088,30 @@ test("analytics.js's trackLink and trackForm: clicks and submits are tracked (al
   }
 });
 
+test("analytics.js's setAnonymousId: the page's id from the next event on, kept across pages; a shared placeholder is refused", async () => {
+  const { browser, page, errors } = await visit('/about');
+  try {
+    await accept(page);
+    const answers = await page.evaluate(() => ['undefined', 'null', '', '0'].map((v) => window.sightline.setAnonymousId(v)));
+    assert.deepEqual(answers, [false, false, false, false]);
+    const id = `srv-${Date.now().toString(36)}`;
+    assert.equal(await page.evaluate((v) => window.sightline.setAnonymousId(v), id), true);
+    await page.evaluate(() => window.sightline.track('After Set Id'));
+    await page.reload();
+    await page.evaluate(() => window.sightline.ready);
+    assert.equal(await page.evaluate(() => window.sightline.anonymousId()), id, 'kept');
+    await page.evaluate(() => window.sightline.flush());
+    const r = await eventually(async () => {
+      const x = await rows(`anonymous_id = '${id}'`);
+      return x.some((e) => e.event === 'After Set Id') && x.some((e) => e.type === 'page') && x;
+    }, 20_000, "the events under the page's id");
+    assert.ok(r.length >= 2);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test("analytics.js's options argument: integrations, a timestamp and context (with other keys) reach the stored event, raw PII in them hashed, for that call only", async () => {
   const { browser, page, errors } = await visit('/');
   try {

@@ -115,6 +115,13 @@ export interface Sightline {
   flush(): Promise<Stats>;
   debug(on?: boolean): void;
   anonymousId(): string;
+  /**
+   * analytics.js's: this visitor's anonymous id from the next event on (a server's, or
+   * another domain's, to join them). False when refused: empty, over 200 characters, or
+   * a placeholder every visitor would share (`undefined`, `null`, `0`). An email or phone
+   * number becomes its SHA-256. Callable before the SDK has loaded.
+   */
+  setAnonymousId(id: string): boolean;
   userId(): string | undefined;
   stats(): Stats;
   /**

@@ -25,7 +25,7 @@ if (!stub || !stub.push) {
   // Loaded without the snippet: a stub of our own, configured by init() or data-*.
   stub = w.sightline = [];
   stub.ready = new Promise((r) => (stub._r = r));
-  for (const m of 'init track page screen identify softLogin alias group reset flush debug trackLink trackForm trackClick trackSubmit'.split(' ')) {
+  for (const m of 'init track page screen identify softLogin alias group reset flush debug trackLink trackForm trackClick trackSubmit setAnonymousId'.split(' ')) {
     stub[m] = (...a) => (stub.push([m, a]), m === 'init' ? stub.ready : stub);
   }
   stub.consent = { set: (...a) => stub.push(['consent.set', a]) };
@@ -117,6 +117,7 @@ const go = () =>
       flush: x.flush,
       debug: x.debug,
       anonymousId: x.anonymousId,
+      setAnonymousId: x.setAnonymousId,
       userId: x.userId,
       stats: x.stats,
       segments: x.segments,

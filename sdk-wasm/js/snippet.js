@@ -26,7 +26,7 @@
       return sl;
     };
   }
-  'init track page screen identify softLogin alias group reset flush debug trackLink trackForm trackClick trackSubmit'
+  'init track page screen identify softLogin alias group reset flush debug trackLink trackForm trackClick trackSubmit setAnonymousId'
     .split(' ')
     .forEach(function (m) {
       sl[m] = queue(m);

@@ -1337,6 +1337,18 @@ pub fn anonymous_id() -> Option<String> {
     with(|s| s.engine.anon().to_owned())
 }
 
+/// analytics.js's `setAnonymousId(id)` (`Engine::set_anonymous_id`): false when refused.
+#[wasm_bindgen(js_name = setAnonymousId)]
+pub fn set_anonymous_id(id: JsValue) -> bool {
+    let id = text(&id).unwrap_or_default();
+    with(|s| {
+        let kept = s.engine.set_anonymous_id(&id);
+        s.apply();
+        kept
+    })
+    .unwrap_or(false)
+}
+
 #[wasm_bindgen(js_name = userId)]
 pub fn user_id() -> Option<String> {
     with(|s| s.engine.user().map(str::to_owned)).flatten()

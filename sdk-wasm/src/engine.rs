@@ -1270,6 +1270,21 @@ impl<R: Random> Engine<R> {
         }
     }
 
+    /// analytics.js's `setAnonymousId`: the page's own id for this visitor (a server's,
+    /// or another domain's, to join the two), from the next event on. Refused (false)
+    /// when empty, over 200 characters, or a placeholder every visitor would share
+    /// (`undefined`, `null`, `0`: the identity graph's blocked values, which would merge
+    /// strangers); an email or phone number becomes its digest.
+    pub fn set_anonymous_id(&mut self, id: &str) -> bool {
+        let id = id.trim();
+        if id.chars().count() > 200 || idf::is_blocked_value(id) {
+            return false;
+        }
+        let id = self.clean_id(id);
+        self.adopt(&id);
+        true
+    }
+
     pub fn anon(&self) -> &str {
         &self.anon
     }

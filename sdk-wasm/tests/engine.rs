@@ -618,6 +618,26 @@ fn a_consent_record_carries_its_evidence() {
     assert!(r["properties"].get("version").is_none(), "{r}");
 }
 
+/// analytics.js's setAnonymousId: the page's id from the next event on, kept; refused
+/// for placeholders every visitor would share and for over-long ids; an email becomes
+/// its digest.
+fn set_anonymous_id_takes_the_pages_id_but_never_a_shared_placeholder() {
+    let mut e = engine(true);
+    let before = e.anon().to_owned();
+    for bad in ["", "  ", "undefined", " null ", "0", "\"null\"", &"x".repeat(201)] {
+        assert!(!e.set_anonymous_id(bad), "{bad:?}");
+        assert_eq!(e.anon(), before);
+    }
+    assert!(e.set_anonymous_id(" srv-7f3a "));
+    assert_eq!(e.anon(), "srv-7f3a");
+    let ops = e.take_ops();
+    assert!(ops.iter().any(|o| matches!(o, Op::Set(k, v) if k == K_ANON && v == "srv-7f3a")));
+    e.record(Kind::Track, Some("After"), None, T0);
+    assert_eq!(all(&mut e)[0]["anonymousId"], "srv-7f3a");
+    assert!(e.set_anonymous_id("Jo@X.io"));
+    assert_eq!(e.anon(), sha256("jo@x.io"));
+}
+
 fn a_us_opt_out_denies_marketing_never_grants_and_keeps_undecided_events_waiting() {
     let mut e = engine(false);
     e.set_page(&facts("https://s.example/?gclid=G1&utm_source=x", "/"));
