@@ -1088,6 +1088,47 @@ test("analytics.js's trackLink and trackForm: clicks and submits are tracked (al
   }
 });
 
+test('data-track-links: a click on a link to another site or to a file is an event, with no code; the site\'s own links are not', async () => {
+  const browser = await startBrowser();
+  try {
+    const page = await browser.context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await altered(page, '**/about', async (response) => ({
+      body: (await response.text()).replace('data-write-key="sl_dev_key"', 'data-write-key="sl_dev_key" data-track-links="outbound downloads"') }));
+    await page.goto(`${collector.url}/about`);
+    await page.evaluate(() => window.sightline.ready);
+    await accept(page);
+    const anon = await page.evaluate(() => {
+      const add = (id, href, html) => document.body.append(Object.assign(document.createElement('a'), { id, href, innerHTML: html }));
+      add('file', '/files/roast-guide.pdf', 'The roasting guide');
+      add('own', '/about#team', '<span>Our team</span>');
+      add('away', 'http://partner.example/beans?api_key=K3yInUrl', '<b>Our importer</b> (write to jo@x.io)');
+      // A download must not leave the page here: kept from navigating by the page.
+      document.getElementById('file').addEventListener('click', (e) => e.preventDefault());
+      return window.sightline.anonymousId();
+    });
+    await page.click('#file');
+    await page.click('#own');
+    await page.click('#away span, #away b', { noWaitAfter: true }); // a click on the link's child
+    const r = await eventually(async () => {
+      const x = await rows(`anonymous_id = '${anon}' and event in ('File Downloaded', 'Outbound Link Clicked')`);
+      return x.length >= 2 && x;
+    }, 20_000, 'the two link events');
+    await new Promise((res) => setTimeout(res, 500));
+    const all = await rows(`anonymous_id = '${anon}' and type = 'track' and event != 'Consent Updated'`);
+    const props = Object.fromEntries(all.map((x) => [x.event, JSON.parse(x.payload).properties]));
+    assert.deepEqual(Object.keys(props).sort(), ['File Downloaded', 'Outbound Link Clicked'], 'not the own link');
+    assert.deepEqual(props['File Downloaded'], { url: `${collector.url}/files/roast-guide.pdf`, text: 'The roasting guide' });
+    assert.equal(props['Outbound Link Clicked'].url, 'http://partner.example/beans?api_key=redacted');
+    assert.ok(props['Outbound Link Clicked'].text.startsWith('Our importer (write to '), props['Outbound Link Clicked'].text);
+    assert.ok(!r.some((x) => x.payload.includes('jo@x.io') || x.payload.includes('K3yInUrl')));
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test("analytics.js's setAnonymousId: the page's id from the next event on, kept across pages; a shared placeholder is refused", async () => {
   const { browser, page, errors } = await visit('/about');
   try {

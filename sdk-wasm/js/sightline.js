@@ -9,7 +9,8 @@
 //    __uspapi), which only forward to the engine, and hands a consent manager's answer
 //    (Cookiebot's, OneTrust's) to the engine as the manager keeps it,
 //  - listens for the clicks and submits trackLink and trackForm were given, which it
-//    passes to track,
+//    passes to track, and for link clicks when `data-track-links` asks (the engine
+//    decides what they are),
 //  - opens localStorage while the wasm downloads,
 //  - warns once when the page's Content-Security-Policy refuses WebAssembly.
 // Kept in JS because the same facade and hooks built in Rust from wasm-bindgen closures
@@ -185,6 +186,19 @@ const go = () =>
     cmp();
     addEventListener('CookiebotOnConsentReady', cmp);
     addEventListener('OneTrustGroupsUpdated', cmp);
+    // Links clicked, recorded without code when the site asks (`data-track-links`): the
+    // engine decides which (another site, a file) and records them.
+    if (cfg.trackLinks && cfg.trackLinks !== 'false')
+      addEventListener(
+        'click',
+        (e) => {
+          try {
+            const a = e.composedPath().find((n) => /^(a|area)$/i.test(n.localName) && n.href);
+            if (a) x.linkClicked(String(a.href), a.textContent);
+          } catch {}
+        },
+        true,
+      );
     if (x.begin()) {
       // SPA navigations: the engine decides whether the path or query changed.
       for (const m of ['pushState', 'replaceState']) {

@@ -2,6 +2,7 @@
 // Paste it inside a <script> tag whose data attributes configure the SDK:
 //   <script data-write-key="KEY" [data-consent="opt-in|opt-out"] [data-country="DE"]
 //           [data-debug="true"] [data-auto-page="false"] [data-spa="false"]
+//           [data-track-links="outbound downloads"]
 //           [data-endpoint=""] [data-src="/sl/sightline.js"]>…</script>
 // or call sightline.init({writeKey, consent, country, debug, autoPage, spa, endpoint}).
 // It defines window.sightline as a command queue, so calls made before the SDK has loaded

@@ -7,8 +7,8 @@
 //! (`window.sightline`) onto these exports and installs the page hooks.
 
 use crate::engine::{
-    self, CallOptions, ConsentState, Engine, Facts, GcmCommand, Kind, Next, Op, Options, Random,
-    SoftLogin, Stats,
+    self, CallOptions, ConsentState, Engine, Facts, GcmCommand, Kind, Links, Next, Op, Options,
+    Random, SoftLogin, Stats,
 };
 use alloc::borrow::ToOwned;
 use alloc::boxed::Box;
@@ -291,12 +291,14 @@ pub fn start(cfg: JsValue) -> bool {
         Some("opt-out") => Policy::OptOut,
         _ => Policy::OptIn,
     };
+    let links = text(&get(&cfg, "trackLinks")).map_or_else(Links::default, |s| Links::parse(&s));
     let o = Options {
         write_key: write_key.clone(),
         policy,
         storage: store.is_some(),
         gpc,
         country,
+        links,
     };
     let mut engine = Engine::new(
         o,
@@ -1335,6 +1337,19 @@ pub fn debug(on: JsValue) {
 #[wasm_bindgen(js_name = anonymousId)]
 pub fn anonymous_id() -> Option<String> {
     with(|s| s.engine.anon().to_owned())
+}
+
+/// A click on a link (`data-track-links`; the shim's listener): the engine decides
+/// whether it is an event (`Engine::link_clicked`).
+#[wasm_bindgen(js_name = linkClicked)]
+pub fn link_clicked(href: JsValue, label: JsValue) {
+    let (href, label) = (
+        text(&href).unwrap_or_default(),
+        text(&label).unwrap_or_default(),
+    );
+    recorded(CallOptions::default(), |e, now| {
+        e.link_clicked(&href, &label, now)
+    });
 }
 
 /// analytics.js's `setAnonymousId(id)` (`Engine::set_anonymous_id`): false when refused.

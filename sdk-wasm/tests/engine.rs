@@ -63,6 +63,10 @@ fn make(opt_out: bool) -> Engine<Seeded> {
             storage: true,
             gpc: false,
             country: "DE".into(),
+            links: Links {
+                outbound: true,
+                downloads: true,
+            },
         },
         Seeded(seed | 1),
     );
@@ -638,6 +642,49 @@ fn set_anonymous_id_takes_the_pages_id_but_never_a_shared_placeholder() {
     assert_eq!(e.anon(), sha256("jo@x.io"));
 }
 
+/// Links clicked, recorded without code when the site asks (`data-track-links`): a
+/// file by its extension, another site by its host (`www.` aside), nothing for the
+/// site's own pages or other schemes; the text trimmed to 100 characters, raw PII and
+/// credentials replaced.
+fn link_clicks_are_outbound_or_downloads_as_the_site_asks() {
+    let page = "https://www.shop.example/p?x=1";
+    let cases = [
+        ("https://partner.example/go", Some(LinkKind::Outbound)),
+        ("HTTP://Partner.Example:8080/", Some(LinkKind::Outbound)),
+        ("https://shop.example/about", None),
+        ("https://WWW.shop.example/", None),
+        ("https://user:pw@shop.example/x", None),
+        ("https://shop.example/files/Guide.PDF?v=2#p3", Some(LinkKind::Download)),
+        ("https://cdn.example/a.zip", Some(LinkKind::Download)),
+        ("https://shop.example/v1.2/docs", None),
+        ("mailto:jo@x.io", None),
+        ("javascript:void(0)", None),
+        ("/relative.pdf", None),
+        ("[object SVGAnimatedString]", None),
+    ];
+    for (href, want) in cases {
+        assert_eq!(link_kind(page, href), want, "{href}");
+    }
+    assert_eq!(Links::parse("outbound downloads"), Links { outbound: true, downloads: true });
+    assert_eq!(Links::parse("true"), Links { outbound: true, downloads: true });
+    assert_eq!(Links::parse("Downloads"), Links { outbound: false, downloads: true });
+    assert_eq!(Links::parse("false"), Links::default());
+
+    let mut e = engine(true);
+    e.set_page(&facts(page, "/p"));
+    assert!(e.link_clicked("https://partner.example/r?api_key=K3y", "  Write to\n jo@x.io  ", T0));
+    assert!(e.link_clicked("https://shop.example/Guide.pdf", &"x".repeat(300), T0));
+    assert!(!e.link_clicked("https://shop.example/about", "About", T0));
+    let events = all(&mut e);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["event"], "Outbound Link Clicked");
+    assert_eq!(events[0]["properties"]["url"], "https://partner.example/r?api_key=redacted");
+    let text = events[0]["properties"]["text"].as_str().unwrap();
+    assert!(text.starts_with("Write to ") && !text.contains("jo@x.io"), "{text}");
+    assert_eq!(events[1]["event"], "File Downloaded");
+    assert_eq!(events[1]["properties"]["text"].as_str().unwrap().len(), 100);
+}
+
 fn a_us_opt_out_denies_marketing_never_grants_and_keeps_undecided_events_waiting() {
     let mut e = engine(false);
     e.set_page(&facts("https://s.example/?gclid=G1&utm_source=x", "/"));
@@ -716,7 +763,7 @@ fn a_page_address_keeps_a_hash_route_and_drops_any_other_fragment() {
 
 fn gpc_denies_marketing_whatever_is_granted() {
     let mut e = Engine::new(
-        Options { write_key: "wk".into(), policy: Policy::OptOut, storage: true, gpc: true, country: "US".into() },
+        Options { write_key: "wk".into(), policy: Policy::OptOut, storage: true, gpc: true, country: "US".into(), links: Links::default() },
         Seeded(7),
     );
     e.set_page(&facts("https://s.example/?gclid=G1&utm_source=x", "/"));
@@ -802,7 +849,7 @@ fn phones_written_in_groups_are_found_in_free_text() {
 }
 
 fn events_before_any_page_facts_carry_empty_ones_and_the_library() {
-    let o = Options { write_key: "wk".into(), policy: Policy::OptOut, storage: true, gpc: false, country: "DE".into() };
+    let o = Options { write_key: "wk".into(), policy: Policy::OptOut, storage: true, gpc: false, country: "DE".into(), links: Links::default() };
     let mut e = Engine::new(o, Seeded(7));
     e.start();
     e.record(Kind::Track, Some("Early"), None, T0);
