@@ -2,7 +2,8 @@
 //! and in Chromium): what an event carries (ids, session, context, campaign, the consent
 //! snapshot), whether it may be kept, stored or sent under the visitor's consent, which
 //! events form the next batch, what a response means (done, retry after a backoff, or
-//! refused), what is shed at the queue's bound, and which tab sends which events.
+//! refused), what is shed at the queue's bound, which tab sends which events, and which
+//! link clicks are events of their own (`data-track-links`: [`link_kind`]).
 //!
 //! The rules the collector applies too come from `tracking-plan`: the consent model and
 //! its Consent Mode and TCF mappings, the wire limits, raw-PII redaction, soft-login
