@@ -39,6 +39,8 @@ async function visit(path = '/') {
 const accept = (page) => page.click('#consent-accept');
 const ids = (reqs) => reqs.flatMap((r) => { try { return JSON.parse(r.body).batch.map((e) => e.messageId); } catch { return []; } });
 const rows = (where) => collector.query(`select message_id, event, type, payload from events where ${where}`);
+/** A visitor's consent log, newest first, as the admin API answers it. */
+const consentLog = async (anon) => (await collector.adminJson(`/admin/v1/consent?anonymousId=${anon}`)).consent;
 /** A new browser's visit to `/about`, `prepare(page)` (routes, init scripts) run before
  * it loads and `check(page)` once the SDK is ready; then the visitor grants analytics,
  * and the landing page view must be stored with nothing thrown into the page. */
@@ -101,7 +103,7 @@ test('opt-in: no request and no storage write before consent, then everything go
     const payload = JSON.parse(stored.find((r) => r.event === 'Product Added').payload);
     assert.equal(payload.context.consent.categoryPreferences.analytics, true);
     // The consent log keeps the banner's answer with its evidence: the page, the notice.
-    const log = (await collector.adminJson(`/admin/v1/consent?anonymousId=${anon}`)).consent;
+    const log = await consentLog(anon);
     assert.deepEqual(log.map((c) => [c.source, c.evidence]), [['banner', { pageUrl: `${collector.url}/`, version: '2026-11' }]]);
     assert.ok((await page.evaluate(() => Object.keys(localStorage))).includes('sl_aid'));
     assert.deepEqual(errors, []);
@@ -461,7 +463,7 @@ test('Google Consent Mode and the IAB TCF drive consent; debug mode reports plan
     await gcm.evaluate(() => window.sightline.flush());
     const anon = await gcm.evaluate(() => window.sightline.anonymousId());
     const log = await eventually(async () => {
-      const l = (await collector.adminJson(`/admin/v1/consent?anonymousId=${anon}`)).consent;
+      const l = await consentLog(anon);
       return l.length >= 1 && l;
     }, 20_000, 'consent log');
     assert.deepEqual(log.map((e) => [e.source, JSON.parse(e.categories).analytics]), [['gcm', true]], 'no denial recorded');
@@ -512,7 +514,7 @@ test('Google Consent Mode and the IAB TCF drive consent; debug mode reports plan
     await tcf.evaluate(() => window.sightline.flush());
     const tcfAnon = await tcf.evaluate(() => window.sightline.anonymousId());
     const tcfLog = await eventually(async () => {
-      const l = (await collector.adminJson(`/admin/v1/consent?anonymousId=${tcfAnon}`)).consent;
+      const l = await consentLog(tcfAnon);
       return l.length >= 1 && l;
     }, 20_000, 'the TCF record');
     assert.deepEqual(tcfLog[0].evidence, {
@@ -548,7 +550,7 @@ test('Google Consent Mode and the IAB TCF drive consent; debug mode reports plan
     assert.deepEqual(await cmp.evaluate(() => window.sightline.consent.get()),
       { analytics: true, marketing: false, personalization: true, decided: true });
     const cmpLog = await eventually(async () => {
-      const l = (await collector.adminJson(`/admin/v1/consent?anonymousId=${cmpAnon}`)).consent;
+      const l = await consentLog(cmpAnon);
       return l.length >= 2 && l;
     }, 20_000, 'the consent log');
     assert.ok(cmpLog.some((e) => e.source === 'cookiebot'), JSON.stringify(cmpLog));
@@ -579,7 +581,6 @@ test("Cookiebot's and OneTrust's answers drive consent, and their banners' defau
   // `IsAlertBoxClosed()`, `GetDomainData().Groups` and `OneTrustGroupsUpdated`.
   const browser = await startBrowser();
   try {
-    const consentLog = async (anon) => (await collector.adminJson(`/admin/v1/consent?anonymousId=${anon}`)).consent;
     // Cookiebot: no answer yet, then the visitor accepts statistics and preferences.
     const cb = await browser.context.newPage();
     await cb.addInitScript(() => {
@@ -1203,7 +1204,6 @@ test("US privacy: an opt-out of sale in the IAB's GPP (its own CMP library, @iab
     stdin: { contents: "export { CmpApi, SignalStatus } from '@iabgpp/cmpapi';", resolveDir: ROOT },
     bundle: true, format: 'iife', globalName: 'IabGpp', write: false,
   })).outputFiles[0].text;
-  const consentLog = async (anon) => (await collector.adminJson(`/admin/v1/consent?anonymousId=${anon}`)).consent;
   const browser = await startBrowser();
   try {
     // GPP: the CMP loads before the SDK (its stub is first in the head), its signal not
